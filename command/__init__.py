@@ -1,0 +1,1 @@
+"""Write side: aggregates, commands and the application services that save their events."""

@@ -1,0 +1,273 @@
+"""Aggregates of the write side: ContactList, Contact and PhoneReservation.
+
+Every event carries ``account_id``, ``actor`` and ``request_id`` (the base ``Event``
+of each aggregate), and eventsourcing adds the time. Personal data of a contact
+(phone, names, email, notes) travels only in the ``pii`` field of its events, so the
+mapper can encrypt it with the contact's own key (crypto-shredding).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate
+
+from command.context import Actor
+from command.errors import NotFoundError, ValidationError
+
+PII_FIELDS = ("first_name", "last_name", "phone", "email", "notes")
+
+
+def _meta(actor: Actor) -> dict[str, Any]:
+    return {"account_id": actor.account_id, "actor": actor.sub, "request_id": actor.request_id}
+
+
+class ContactList(Aggregate):
+    """A named group of contacts; membership lives on the contacts."""
+
+    class Event(Aggregate.Event):
+        account_id: UUID
+        actor: str
+        request_id: str
+
+    class Created(Event, Aggregate.Created):
+        name: str
+        description: str | None
+
+        def apply(self, agg: "ContactList") -> None:
+            agg.account_id = self.account_id
+            agg.name = self.name
+            agg.description = self.description
+            agg.is_deleted = False
+
+    class Updated(Event):
+        changes: dict[str, Any]
+
+        def apply(self, agg: "ContactList") -> None:
+            for key, value in self.changes.items():
+                setattr(agg, key, value)
+
+    class Deleted(Event):
+        def apply(self, agg: "ContactList") -> None:
+            agg.is_deleted = True
+
+    def __init__(self) -> None:
+        pass
+
+    @classmethod
+    def create(cls, actor: Actor, name: str, description: str | None) -> "ContactList":
+        return cls._create(cls.Created, id=uuid4(), name=name, description=description, **_meta(actor))
+
+    def check_visible_to(self, actor: Actor) -> None:
+        if self.account_id != actor.account_id or self.is_deleted:
+            raise NotFoundError(f"contact list {self.id} not found", field="id")
+
+    def update(self, actor: Actor, changes: dict[str, Any]) -> None:
+        changes = {k: v for k, v in changes.items() if getattr(self, k) != v}
+        if changes:
+            self.trigger_event(self.Updated, changes=changes, **_meta(actor))
+
+    def delete(self, actor: Actor) -> None:
+        self.trigger_event(self.Deleted, **_meta(actor))
+
+
+class Contact(Aggregate):
+    """A phone number the account may text, with optional metadata and list memberships."""
+
+    class Event(Aggregate.Event):
+        account_id: UUID
+        actor: str
+        request_id: str
+
+    class Created(Event, Aggregate.Created):
+        pii: dict[str, Any]
+        tags: list[str]
+        list_ids: list[UUID]
+        is_opted_out: bool
+        status: str
+        invalid_reason: str | None
+        operator: str | None
+        country: str | None
+        reservation_id: UUID
+
+        def apply(self, agg: "Contact") -> None:
+            agg.account_id = self.account_id
+            agg.pii = dict(self.pii)
+            agg.tags = list(self.tags)
+            agg.list_ids = list(self.list_ids)
+            agg.is_opted_out = self.is_opted_out
+            agg.status = self.status
+            agg.invalid_reason = self.invalid_reason
+            agg.operator = self.operator
+            agg.country = self.country
+            agg.reservation_id = self.reservation_id
+            agg.deleted_at = None
+            agg.is_purged = False
+
+    class Updated(Event):
+        """Changed fields only: personal ones in ``pii``, the rest in ``changes``."""
+
+        pii: dict[str, Any]
+        changes: dict[str, Any]
+
+        def apply(self, agg: "Contact") -> None:
+            agg.pii.update(self.pii)
+            for key, value in self.changes.items():
+                setattr(agg, key, value)
+
+    class AddedToLists(Event):
+        list_ids: list[UUID]
+
+        def apply(self, agg: "Contact") -> None:
+            agg.list_ids.extend(i for i in self.list_ids if i not in agg.list_ids)
+
+    class RemovedFromLists(Event):
+        list_ids: list[UUID]
+
+        def apply(self, agg: "Contact") -> None:
+            agg.list_ids = [i for i in agg.list_ids if i not in self.list_ids]
+
+    class OptedOut(Event):
+        reason: str
+
+        def apply(self, agg: "Contact") -> None:
+            agg.is_opted_out = True
+
+    class OptedIn(Event):
+        def apply(self, agg: "Contact") -> None:
+            agg.is_opted_out = False
+
+    class Trashed(Event):
+        def apply(self, agg: "Contact") -> None:
+            agg.deleted_at = self.timestamp
+
+    class Restored(Event):
+        def apply(self, agg: "Contact") -> None:
+            agg.deleted_at = None
+
+    class Purged(Event):
+        def apply(self, agg: "Contact") -> None:
+            agg.is_purged = True
+            agg.pii = {}
+
+    def __init__(self) -> None:
+        pass
+
+    @classmethod
+    def create(cls, actor: Actor, *, pii: dict[str, Any], tags: list[str], list_ids: list[UUID],
+               is_opted_out: bool, directory_match: dict[str, Any], reservation_id: UUID,
+               contact_id: UUID | None = None) -> "Contact":
+        return cls._create(
+            cls.Created, id=contact_id or uuid4(), pii=pii, tags=tags, list_ids=list_ids,
+            is_opted_out=is_opted_out, reservation_id=reservation_id, **directory_match, **_meta(actor),
+        )
+
+    @property
+    def phone(self) -> str:
+        return self.pii.get("phone", "")
+
+    @property
+    def is_active(self) -> bool:
+        return self.deleted_at is None and not self.is_purged
+
+    def check_visible_to(self, actor: Actor) -> None:
+        if self.account_id != actor.account_id or not self.is_active:
+            raise NotFoundError(f"contact {self.id} not found", field="id")
+
+    def update(self, actor: Actor, pii: dict[str, Any], changes: dict[str, Any]) -> None:
+        pii = {k: v for k, v in pii.items() if self.pii.get(k) != v}
+        changes = {k: v for k, v in changes.items() if getattr(self, k) != v}
+        if pii or changes:
+            self.trigger_event(self.Updated, pii=pii, changes=changes, **_meta(actor))
+
+    def add_to_lists(self, actor: Actor, list_ids: list[UUID]) -> list[UUID]:
+        new = [i for i in dict.fromkeys(list_ids) if i not in self.list_ids]
+        if new:
+            self.trigger_event(self.AddedToLists, list_ids=new, **_meta(actor))
+        return new
+
+    def remove_from_lists(self, actor: Actor, list_ids: list[UUID]) -> list[UUID]:
+        gone = [i for i in dict.fromkeys(list_ids) if i in self.list_ids]
+        if gone:
+            self.trigger_event(self.RemovedFromLists, list_ids=gone, **_meta(actor))
+        return gone
+
+    def sync_lists(self, actor: Actor, list_ids: list[UUID]) -> None:
+        wanted = list(dict.fromkeys(list_ids))
+        self.remove_from_lists(actor, [i for i in self.list_ids if i not in wanted])
+        self.add_to_lists(actor, wanted)
+
+    def set_opted_out(self, actor: Actor, opted_out: bool, reason: str = "api") -> None:
+        if opted_out and not self.is_opted_out:
+            self.trigger_event(self.OptedOut, reason=reason, **_meta(actor))
+        elif not opted_out and self.is_opted_out:
+            self.trigger_event(self.OptedIn, **_meta(actor))
+
+    def trash(self, actor: Actor) -> bool:
+        if not self.is_active:
+            return False
+        self.trigger_event(self.Trashed, **_meta(actor))
+        return True
+
+    def restore(self, actor: Actor) -> bool:
+        if self.deleted_at is None or self.is_purged:
+            return False
+        self.trigger_event(self.Restored, **_meta(actor))
+        return True
+
+    def purge(self, actor: Actor) -> bool:
+        if self.deleted_at is None or self.is_purged:
+            return False
+        self.trigger_event(self.Purged, **_meta(actor))
+        return True
+
+
+class PhoneReservation(Aggregate):
+    """Holds one phone number for one contact of one account.
+
+    Its id is derived from a keyed hash of account + E.164, so two commands that
+    claim the same number write to the same aggregate and the event store's
+    (id, version) uniqueness lets exactly one of them win. No phone is stored here.
+    """
+
+    class Event(Aggregate.Event):
+        account_id: UUID
+        actor: str
+        request_id: str
+
+    class Claimed(Event, Aggregate.Created):
+        contact_id: UUID
+
+        def apply(self, agg: "PhoneReservation") -> None:
+            agg.account_id = self.account_id
+            agg.contact_id = self.contact_id
+
+    class Reclaimed(Event):
+        contact_id: UUID
+
+        def apply(self, agg: "PhoneReservation") -> None:
+            agg.contact_id = self.contact_id
+
+    class Released(Event):
+        contact_id: UUID
+
+        def apply(self, agg: "PhoneReservation") -> None:
+            agg.contact_id = None
+
+    def __init__(self) -> None:
+        pass
+
+    @classmethod
+    def claim_new(cls, actor: Actor, reservation_id: UUID, contact_id: UUID) -> "PhoneReservation":
+        return cls._create(cls.Claimed, id=reservation_id, contact_id=contact_id, **_meta(actor))
+
+    def claim(self, actor: Actor, contact_id: UUID) -> None:
+        if self.contact_id is not None and self.contact_id != contact_id:
+            raise ValidationError("phone number already held")  # caller checks first
+        if self.contact_id != contact_id:
+            self.trigger_event(self.Reclaimed, contact_id=contact_id, **_meta(actor))
+
+    def release(self, actor: Actor, contact_id: UUID) -> None:
+        if self.contact_id == contact_id:
+            self.trigger_event(self.Released, contact_id=contact_id, **_meta(actor))

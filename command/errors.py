@@ -1,0 +1,50 @@
+"""Domain errors, defined once; the HTTP layer maps each to a status code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of every error a command can raise on purpose."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None, extra: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra = extra or {}
+
+
+class NotFoundError(DomainError):
+    status_code = 404
+    code = "not_found"
+
+
+class ValidationError(DomainError):
+    status_code = 422
+    code = "validation_failed"
+
+
+class InvalidPhoneError(ValidationError):
+    code = "invalid_phone"
+
+
+class UnknownListsError(ValidationError):
+    code = "unknown_lists"
+
+
+class PhoneTakenError(DomainError):
+    """Another contact of the account already holds this number (409 Conflict)."""
+
+    status_code = 409
+    code = "phone_taken"
+
+
+class ConcurrencyError(DomainError):
+    """The aggregate changed under us too many times in a row."""
+
+    status_code = 409
+    code = "concurrent_modification"

@@ -1,0 +1,131 @@
+"""Phone parsing with phonenumbers and the operator directory (``mno_prefixes``).
+
+The directory is seeded from libphonenumber's own carrier metadata for every African
+country and territory, and held in memory for a longest-prefix match that costs a
+few microseconds per number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from uuid import UUID
+
+import phonenumbers
+from phonenumbers import NumberParseException, ValidationResult
+
+from command.errors import InvalidPhoneError
+
+#: ISO 3166 codes of every African country and territory that has a calling code.
+AFRICAN_REGIONS = (
+    "DZ AO BJ BW BF BI CV CM CF TD KM CG CD CI DJ EG GQ ER SZ ET GA GM GH GN GW KE LS LR "
+    "LY MG MW ML MR MU YT MA MZ NA NE NG RE RW SH TA ST SN SC SL SO ZA SS SD TZ TG TN UG "
+    "EH ZM ZW IO"
+).split()
+
+_NOT_DIALLABLE = re.compile(r"[^\d+]")
+
+_REASONS = {
+    ValidationResult.INVALID_COUNTRY_CODE: "invalid country code",
+    ValidationResult.TOO_SHORT: "too short",
+    ValidationResult.TOO_LONG: "too long",
+    ValidationResult.INVALID_LENGTH: "invalid length",
+}
+
+
+@dataclass(frozen=True)
+class Phone:
+    """A number in E.164 with the region it belongs to."""
+
+    e164: str
+    region: str | None
+
+    @property
+    def digits(self) -> str:
+        return self.e164.lstrip("+")
+
+
+def parse_phone(raw: object, default_region: str) -> Phone:
+    """Parse a number as people write it; raise InvalidPhoneError with the reason."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidPhoneError("phone is required", field="phone")
+    text = raw.strip()
+    compact = _NOT_DIALLABLE.sub("", text)
+    if compact.startswith("00"):
+        # The seed's rule: a leading 00 is the international (IDD) prefix.
+        text = "+" + compact[2:]
+    try:
+        number = phonenumbers.parse(text, default_region.upper())
+    except NumberParseException as exc:
+        raise InvalidPhoneError(f"phone {raw!r} is not a phone number: {exc._msg}", field="phone") from None
+    if not phonenumbers.is_valid_number(number):
+        reason = _REASONS.get(phonenumbers.is_possible_number_with_reason(number))
+        region = phonenumbers.region_code_for_country_code(number.country_code)
+        detail = reason or f"not a valid number for region {region}"
+        raise InvalidPhoneError(f"phone {raw!r} is invalid: {detail}", field="phone")
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return Phone(e164=e164, region=phonenumbers.region_code_for_number(number))
+
+
+def reservation_id(key: bytes, account_id: UUID, e164: str) -> UUID:
+    """Id of the PhoneReservation for this number: a keyed hash, never the phone."""
+    digest = hmac.new(key, f"{account_id}:{e164}".encode(), hashlib.sha256).digest()
+    return UUID(bytes=digest[:16], version=4)
+
+
+def african_prefixes() -> list[tuple[str, str, str]]:
+    """(country, prefix, operator) rows from libphonenumber's carrier metadata."""
+    from phonenumbers.carrierdata import CARRIER_DATA
+
+    codes = {phonenumbers.country_code_for_region(r): r for r in AFRICAN_REGIONS}
+    rows = []
+    for prefix, names in CARRIER_DATA.items():
+        for length in (1, 2, 3):
+            code = int(prefix[:length])
+            if prefix[:length] == str(code) and code in codes:
+                operator = names.get("en") or next(iter(names.values()))
+                rows.append((_region_of_prefix(prefix, code), prefix, operator))
+                break
+    return sorted(rows, key=lambda r: r[1])
+
+
+def _region_of_prefix(prefix: str, code: int) -> str:
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())
+    if len(regions) > 1:
+        # Shared calling codes (262 RE/YT, 290 SH/TA, 212 MA/EH): pad the prefix
+        # to a full number and let libphonenumber tell which region owns it.
+        for pad in range(4, 12):
+            candidate = phonenumbers.parse("+" + prefix + "0" * pad)
+            region = phonenumbers.region_code_for_number(candidate)
+            if region and phonenumbers.is_valid_number(candidate):
+                return region
+    return regions[0] if regions else "ZZ"
+
+
+class OperatorDirectory:
+    """Longest-prefix match of E.164 digits against the ``mno_prefixes`` rows."""
+
+    def __init__(self, rows: list[tuple[str, str, str]]):
+        self._by_prefix = {prefix: (country, operator) for country, prefix, operator in rows}
+        self._lengths = sorted({len(p) for p in self._by_prefix}, reverse=True)
+
+    def __len__(self) -> int:
+        return len(self._by_prefix)
+
+    def longest_prefix_match(self, digits: str) -> tuple[str, str, str] | None:
+        """(prefix, country, operator) of the longest known prefix of ``digits``."""
+        for length in self._lengths:
+            hit = self._by_prefix.get(digits[:length])
+            if hit is not None and length <= len(digits):
+                return digits[:length], hit[0], hit[1]
+        return None
+
+    def classify(self, phone: Phone) -> dict[str, str | None]:
+        """Status fields stored on a contact: valid with its operator, or unknown_network."""
+        hit = self.longest_prefix_match(phone.digits)
+        if hit is None:
+            return {"status": "invalid", "invalid_reason": "unknown_network",
+                    "operator": None, "country": phone.region}
+        return {"status": "valid", "invalid_reason": None, "operator": hit[2], "country": hit[1]}

@@ -1,0 +1,109 @@
+"""The event contract downstream services rely on (see docs/events.md).
+
+Each stored domain event becomes one CloudEvents 1.0 JSON message on subject
+``<prefix>.<account_id>.<list|contact>.<aggregate_id>.<event>`` with message id
+(``Nats-Msg-Id`` and CloudEvents ``id``) = uuid5 of aggregate id and version, so a
+republished event is recognised as the same one. ``type`` carries the schema version
+(``contacts.contact.created.v1``); a breaking change adds ``.v2`` beside it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import msgspec
+
+from command.domain import Contact, ContactList, PhoneReservation
+
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c4f56-3c2e-4d8e-9a53-2f6f3f5b7c11")
+SOURCE = "urn:contacts-service"
+
+_CAMEL = {"first_name": "firstName", "last_name": "lastName", "list_ids": "listIds",
+          "is_opted_out": "isOptedOut", "invalid_reason": "invalidReason"}
+# Personal fields a campaign service needs to address and personalise an SMS.
+PUBLISHED_PII = ("phone", "first_name", "last_name")
+
+
+def _camel(values: dict[str, Any]) -> dict[str, Any]:
+    return {_CAMEL.get(k, k): v for k, v in values.items() if k != "reservation_id"}
+
+
+def _pii(values: dict[str, Any]) -> dict[str, Any]:
+    return _camel({k: v for k, v in values.items() if k in PUBLISHED_PII})
+
+
+@dataclass(frozen=True)
+class EventType:
+    aggregate: str  # subject token: "list" or "contact"
+    name: str       # subject token and type suffix
+    version: int
+    data: Callable[[Any], dict[str, Any]]
+
+    @property
+    def type(self) -> str:
+        kind = "contact_list" if self.aggregate == "list" else self.aggregate
+        return f"contacts.{kind}.{self.name}.v{self.version}"
+
+
+EVENT_TYPES: dict[type, EventType] = {
+    ContactList.Created: EventType("list", "created", 1,
+                                   lambda e: {"name": e.name, "description": e.description}),
+    ContactList.Updated: EventType("list", "updated", 1, lambda e: {"changes": dict(e.changes)}),
+    ContactList.Deleted: EventType("list", "deleted", 1, lambda e: {}),
+    Contact.Created: EventType("contact", "created", 1, lambda e: {
+        **_pii(e.pii), "tags": e.tags, "listIds": e.list_ids, "isOptedOut": e.is_opted_out,
+        "status": e.status, "invalidReason": e.invalid_reason, "operator": e.operator, "country": e.country}),
+    Contact.Updated: EventType("contact", "updated", 1, lambda e: {
+        "changes": {**_pii(e.pii), **_camel(e.changes)},
+        "changedFields": sorted(_camel({**e.pii, **e.changes}))}),
+    Contact.AddedToLists: EventType("contact", "added_to_lists", 1, lambda e: {"listIds": e.list_ids}),
+    Contact.RemovedFromLists: EventType("contact", "removed_from_lists", 1, lambda e: {"listIds": e.list_ids}),
+    Contact.OptedOut: EventType("contact", "opted_out", 1, lambda e: {"reason": e.reason}),
+    Contact.OptedIn: EventType("contact", "opted_in", 1, lambda e: {}),
+    Contact.Trashed: EventType("contact", "trashed", 1, lambda e: {}),
+    Contact.Restored: EventType("contact", "restored", 1, lambda e: {}),
+    Contact.Purged: EventType("contact", "purged", 1, lambda e: {}),
+}
+
+#: Write-side bookkeeping that is stored but not published (it carries no change a
+#: subscriber can act on: a keyed hash id and a contact id).
+INTERNAL_EVENTS = (PhoneReservation.Event,)
+
+
+def event_id(originator_id: uuid.UUID, version: int) -> str:
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{originator_id}:{version}"))
+
+
+class Message(msgspec.Struct):
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+def to_message(event: Any, position: int, prefix: str = "contacts") -> Message | None:
+    """The NATS message for a stored event, or None for internal events."""
+    spec = EVENT_TYPES.get(type(event))
+    if spec is None:
+        return None
+    aggregate_id = str(event.originator_id)
+    eid = event_id(event.originator_id, event.originator_version)
+    envelope = {
+        "specversion": "1.0",
+        "id": eid,
+        "source": SOURCE,
+        "type": spec.type,
+        "subject": f"{spec.aggregate}/{aggregate_id}",
+        "time": event.timestamp,
+        "datacontenttype": "application/json",
+        "accountid": str(event.account_id),
+        "actor": event.actor,
+        "requestid": event.request_id,
+        "aggregateid": aggregate_id,
+        "aggregateversion": event.originator_version,
+        "sequence": position,
+        "data": spec.data(event),
+    }
+    subject = f"{prefix}.{event.account_id}.{spec.aggregate}.{aggregate_id}.{spec.name}"
+    return Message(subject=subject, msg_id=eid, payload=msgspec.json.encode(envelope))

@@ -1,0 +1,134 @@
+"""Relay: publishes every stored event to NATS JetStream, in order, exactly once in the stream.
+
+The relay reads the notification log after its checkpoint, publishes a batch with
+``Nats-Msg-Id`` = the event id (JetStream drops a republished id inside the stream's
+duplicate window), waits for every ack, and only then moves its checkpoint in
+PostgreSQL. A crash between publish and checkpoint republishes the batch, which the
+stream deduplicates. NATS being down only delays the relay: API writes never touch NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import nats
+from nats.js.api import StorageType, StreamConfig
+from psycopg_pool import ConnectionPool
+
+from events.contract import to_message
+
+log = logging.getLogger(__name__)
+RELAY_NAME = "nats_relay"
+
+
+class Relay:
+    """Follows the event store and publishes to one JetStream stream."""
+
+    def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
+                 to_domain_event: Callable[[Any], Any], *, nats_url: str, stream: str,
+                 subject_prefix: str, duplicate_window_s: int, batch_size: int = 1000):
+        self.pool = pool
+        self.select_notifications = select_notifications
+        self.to_domain_event = to_domain_event
+        self.nats_url = nats_url
+        self.stream = stream
+        self.prefix = subject_prefix
+        self.duplicate_window_s = duplicate_window_s
+        self.batch_size = batch_size
+        self.nc: Any = None
+        self.js: Any = None
+        self.published_total = 0
+        self.last_error: str | None = None
+        self.wakeup = asyncio.Event()
+
+    # -- checkpoint --------------------------------------------------------------------
+
+    def position(self) -> int:
+        with self.pool.connection() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS relay_tracking (name text PRIMARY KEY,"
+                         " position bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())")
+            row = conn.execute("SELECT position FROM relay_tracking WHERE name = %s", (RELAY_NAME,)).fetchone()
+            return row[0] if row else 0
+
+    def _checkpoint(self, position: int) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO relay_tracking (name, position) VALUES (%s, %s) ON CONFLICT (name)"
+                         " DO UPDATE SET position = EXCLUDED.position, updated_at = now()", (RELAY_NAME, position))
+
+    # -- NATS --------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.nc = await nats.connect(self.nats_url, connect_timeout=2, allow_reconnect=True,
+                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self.js = self.nc.jetstream(publish_async_max_pending=2000)
+        config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"], storage=StorageType.FILE,
+                              duplicate_window=float(self.duplicate_window_s))
+        try:
+            await self.js.stream_info(self.stream)
+            await self.js.update_stream(config)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(config)
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            try:
+                await self.nc.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+        self.nc = self.js = None
+
+    # -- main loop ---------------------------------------------------------------------
+
+    async def publish_pending(self) -> int:
+        """Publish everything after the checkpoint; return how many events were published."""
+        total = 0
+        while True:
+            position = await asyncio.to_thread(self.position)
+            notifications = await asyncio.to_thread(
+                self.select_notifications, start=position, limit=self.batch_size, inclusive_of_start=False)
+            if not notifications:
+                return total
+            messages = []
+            for n in notifications:
+                message = to_message(self.to_domain_event(n), n.id, self.prefix)
+                if message is not None:
+                    messages.append(message)
+            futures = [await self.js.publish_async(m.subject, m.payload, headers={"Nats-Msg-Id": m.msg_id})
+                       for m in messages]
+            if futures:
+                await asyncio.wait_for(asyncio.gather(*futures), timeout=15)
+            await asyncio.to_thread(self._checkpoint, notifications[-1].id)
+            self.published_total += len(messages)
+            total += len(messages)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop`` is set, reconnecting with back-off while NATS is away."""
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                if self.js is None:
+                    await self.connect()
+                await self.publish_pending()
+                self.last_error = None
+                backoff = 0.2
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep relaying whatever went wrong
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("relay: %s; retrying in %.1fs", self.last_error, backoff)
+                await self.close()
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                except asyncio.TimeoutError:
+                    pass
+                backoff = min(backoff * 2, 5.0)
+        await self.close()
+

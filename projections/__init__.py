@@ -1,0 +1,1 @@
+"""Projectors: events in, read tables out, tracking position committed with the rows."""

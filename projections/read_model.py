@@ -1,0 +1,236 @@
+"""The read model: contacts (with listIds), memberships, list totals and the tag index.
+
+One projector owns these four tables because they must agree: a list's
+``contact_count`` counts its *active* members, so trashing a contact changes the
+counts of its lists and the tag index in the same transaction as the contact row.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatchmethod
+from importlib import resources
+from typing import Any
+from uuid import UUID
+
+import phonenumbers
+from psycopg import Connection, Cursor
+
+from command.domain import Contact, ContactList, PhoneReservation
+
+NAME = "read_model"
+READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact_tags")
+
+
+def create_tables(conn: Connection[Any]) -> None:
+    """Create the read tables if missing (idempotent)."""
+    conn.execute(resources.files("projections").joinpath("schema.sql").read_text())
+
+
+def search_name(first: str | None, last: str | None) -> str:
+    return " ".join(p for p in (first, last) if p).lower()
+
+
+def search_phone(e164: str) -> str:
+    """E.164 digits and the national digits, so ``0712 345`` and ``712345`` both match."""
+    try:
+        number = phonenumbers.parse(e164)
+        national = "".join(ch for ch in phonenumbers.format_number(
+            number, phonenumbers.PhoneNumberFormat.NATIONAL) if ch.isdigit())
+    except phonenumbers.NumberParseException:
+        national = ""
+    return f"{e164.lstrip('+')} {national}".strip()
+
+
+class ReadModelProjector:
+    """One method per event type; each runs inside the runner's batch transaction."""
+
+    name = NAME
+
+    @singledispatchmethod
+    def apply(self, event: Any, cur: Cursor[Any]) -> None:
+        """Events with no effect on the read tables (e.g. phone reservations)."""
+
+    # -- contact lists ------------------------------------------------------------------
+
+    @apply.register
+    def _(self, e: ContactList.Created, cur: Cursor[Any]) -> None:
+        cur.execute(
+            "INSERT INTO contact_lists (id, account_id, name, description, contact_count, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, 0, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (e.originator_id, e.account_id, e.name, e.description, e.timestamp, e.timestamp))
+
+    @apply.register
+    def _(self, e: ContactList.Updated, cur: Cursor[Any]) -> None:
+        cur.execute(
+            "UPDATE contact_lists SET name = CASE WHEN %(has_name)s THEN %(name)s ELSE name END,"
+            " description = CASE WHEN %(has_desc)s THEN %(desc)s ELSE description END, updated_at = %(ts)s"
+            " WHERE id = %(id)s",
+            {"has_name": "name" in e.changes, "name": e.changes.get("name"),
+             "has_desc": "description" in e.changes, "desc": e.changes.get("description"),
+             "ts": e.timestamp, "id": e.originator_id})
+
+    @apply.register
+    def _(self, e: ContactList.Deleted, cur: Cursor[Any]) -> None:
+        cur.execute(
+            "UPDATE contacts c SET list_ids = array_remove(c.list_ids, %(id)s)"
+            " FROM contact_list_memberships m WHERE m.list_id = %(id)s AND m.contact_id = c.id",
+            {"id": e.originator_id})
+        cur.execute("DELETE FROM contact_list_memberships WHERE list_id = %s", (e.originator_id,))
+        cur.execute("DELETE FROM contact_lists WHERE id = %s", (e.originator_id,))
+
+    # -- contacts -------------------------------------------------------------------------
+
+    @apply.register
+    def _(self, e: Contact.Created, cur: Cursor[Any]) -> None:
+        pii = e.pii
+        phone = pii.get("phone") or ""
+        cur.execute(
+            "INSERT INTO contacts (id, account_id, first_name, last_name, phone, email, notes, tags,"
+            " is_opted_out, status, invalid_reason, operator, country, created_at, updated_at,"
+            " search_name, search_phone)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING",
+            (e.originator_id, e.account_id, pii.get("first_name"), pii.get("last_name"), phone,
+             pii.get("email"), pii.get("notes"), list(e.tags), e.is_opted_out, e.status,
+             e.invalid_reason, e.operator, e.country, e.timestamp, e.timestamp,
+             search_name(pii.get("first_name"), pii.get("last_name")), search_phone(phone)))
+        self._tags_delta(cur, e.account_id, e.tags, +1)
+        self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, active=True)
+
+    @apply.register
+    def _(self, e: Contact.Updated, cur: Cursor[Any]) -> None:
+        row = self._contact(cur, e.originator_id)
+        if row is None:
+            return
+        values: dict[str, Any] = {k: v for k, v in e.pii.items()}
+        values.update({k: v for k, v in e.changes.items()
+                       if k in ("tags", "status", "invalid_reason", "operator", "country")})
+        if "tags" in values and row["deleted_at"] is None:
+            old, new = set(row["tags"]), set(values["tags"])
+            self._tags_delta(cur, e.account_id, sorted(old - new), -1)
+            self._tags_delta(cur, e.account_id, sorted(new - old), +1)
+        first = values.get("first_name", row["first_name"])
+        last = values.get("last_name", row["last_name"])
+        values["search_name"] = search_name(first, last)
+        if "phone" in values:
+            values["search_phone"] = search_phone(values["phone"])
+        self._update_contact(cur, e.originator_id, values, e.timestamp)
+
+    @apply.register
+    def _(self, e: Contact.AddedToLists, cur: Cursor[Any]) -> None:
+        row = self._contact(cur, e.originator_id)
+        if row is not None:
+            self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp,
+                                  active=row["deleted_at"] is None)
+            self._update_contact(cur, e.originator_id, {}, e.timestamp)
+
+    @apply.register
+    def _(self, e: Contact.RemovedFromLists, cur: Cursor[Any]) -> None:
+        row = self._contact(cur, e.originator_id)
+        if row is None:
+            return
+        cur.execute("DELETE FROM contact_list_memberships WHERE contact_id = %s AND list_id = ANY(%s)"
+                    " RETURNING list_id", (e.originator_id, list(e.list_ids)))
+        removed = [r[0] for r in cur.fetchall()]
+        if removed and row["deleted_at"] is None:
+            self._counts_delta(cur, removed, -1)
+        cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT unnest(list_ids) EXCEPT SELECT unnest(%s::uuid[])),"
+                    " updated_at = %s WHERE id = %s", (removed, e.timestamp, e.originator_id))
+
+    @apply.register
+    def _(self, e: Contact.OptedOut, cur: Cursor[Any]) -> None:
+        self._update_contact(cur, e.originator_id, {"is_opted_out": True}, e.timestamp)
+
+    @apply.register
+    def _(self, e: Contact.OptedIn, cur: Cursor[Any]) -> None:
+        self._update_contact(cur, e.originator_id, {"is_opted_out": False}, e.timestamp)
+
+    @apply.register
+    def _(self, e: Contact.Trashed, cur: Cursor[Any]) -> None:
+        row = self._contact(cur, e.originator_id)
+        if row is None or row["deleted_at"] is not None:
+            return
+        self._counts_delta(cur, row["list_ids"], -1)
+        self._tags_delta(cur, e.account_id, row["tags"], -1)
+        self._update_contact(cur, e.originator_id, {"deleted_at": e.timestamp}, e.timestamp)
+
+    @apply.register
+    def _(self, e: Contact.Restored, cur: Cursor[Any]) -> None:
+        row = self._contact(cur, e.originator_id)
+        if row is None or row["deleted_at"] is None:
+            return
+        self._counts_delta(cur, row["list_ids"], +1)
+        self._tags_delta(cur, e.account_id, row["tags"], +1)
+        self._update_contact(cur, e.originator_id, {"deleted_at": None}, e.timestamp)
+
+    @apply.register
+    def _(self, e: Contact.Purged, cur: Cursor[Any]) -> None:
+        row = self._contact(cur, e.originator_id)
+        if row is None:
+            return
+        if row["deleted_at"] is None:  # purging an active contact (not reachable via the API)
+            self._counts_delta(cur, row["list_ids"], -1)
+            self._tags_delta(cur, e.account_id, row["tags"], -1)
+        cur.execute("DELETE FROM contact_list_memberships WHERE contact_id = %s", (e.originator_id,))
+        cur.execute("DELETE FROM contacts WHERE id = %s", (e.originator_id,))
+
+    @apply.register
+    def _(self, e: PhoneReservation.Event, cur: Cursor[Any]) -> None:
+        """Write-side bookkeeping: nothing to show."""
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _contact(cur: Cursor[Any], contact_id: UUID) -> dict[str, Any] | None:
+        cur.execute("SELECT first_name, last_name, tags, list_ids, deleted_at FROM contacts WHERE id = %s",
+                    (contact_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip(("first_name", "last_name", "tags", "list_ids", "deleted_at"), row))
+
+    @staticmethod
+    def _update_contact(cur: Cursor[Any], contact_id: UUID, values: dict[str, Any], ts: Any) -> None:
+        from psycopg import sql
+
+        values = {**values, "updated_at": ts}
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in values)
+        cur.execute(sql.SQL("UPDATE contacts SET {} WHERE id = {}").format(
+            assignments, sql.Placeholder("__id")), {**values, "__id": contact_id})
+
+    @staticmethod
+    def _add_memberships(cur: Cursor[Any], account_id: UUID, contact_id: UUID, list_ids: list[UUID],
+                         ts: Any, *, active: bool) -> None:
+        if not list_ids:
+            return
+        # Only lists that still exist in this account: a list deleted before the
+        # event was applied simply gains nothing, on every replay alike.
+        cur.execute(
+            "INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at)"
+            " SELECT l.id, %s, %s, %s FROM contact_lists l WHERE l.id = ANY(%s) AND l.account_id = %s"
+            " ON CONFLICT DO NOTHING RETURNING list_id",
+            (contact_id, account_id, ts, list(list_ids), account_id))
+        added = [r[0] for r in cur.fetchall()]
+        if added:
+            if active:
+                ReadModelProjector._counts_delta(cur, added, +1)
+            cur.execute("UPDATE contacts SET list_ids = list_ids || %s::uuid[] WHERE id = %s",
+                        (added, contact_id))
+
+    @staticmethod
+    def _counts_delta(cur: Cursor[Any], list_ids: list[UUID], delta: int) -> None:
+        if list_ids:
+            cur.execute("UPDATE contact_lists SET contact_count = contact_count + %s WHERE id = ANY(%s)",
+                        (delta, list(list_ids)))
+
+    @staticmethod
+    def _tags_delta(cur: Cursor[Any], account_id: UUID, tags: list[str], delta: int) -> None:
+        if not tags:
+            return
+        cur.execute(
+            "INSERT INTO contact_tags (account_id, tag, contact_count) SELECT %s, t, %s FROM unnest(%s::text[]) t"
+            " ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count + EXCLUDED.contact_count",
+            (account_id, delta, list(tags)))
+        if delta < 0:
+            cur.execute("DELETE FROM contact_tags WHERE account_id = %s AND tag = ANY(%s) AND contact_count <= 0",
+                        (account_id, list(tags)))

@@ -1,0 +1,76 @@
+"""Batched catch-up of projectors, callable from any process.
+
+Any process (an ``api`` replica answering a write, or the ``worker`` woken by
+LISTEN/NOTIFY) may advance the projections. A ``SELECT … FOR UPDATE`` on the
+tracking row serialises them: whoever holds it applies every pending event in
+batches, each batch's row changes and new position committed in one transaction.
+A writer that finds the position already past its own event returns at once, so
+read-your-writes needs no polling and no sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from psycopg import Cursor
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger(__name__)
+
+
+class Projector(Protocol):
+    name: str
+
+    def apply(self, event: Any, cur: Cursor[Any]) -> None: ...
+
+
+class ProjectionRunner:
+    """Applies events from the application's notification log to projectors."""
+
+    def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
+                 to_domain_event: Callable[[Any], Any], projector: Projector, batch_size: int = 1000):
+        self.pool = pool
+        self.select_notifications = select_notifications
+        self.to_domain_event = to_domain_event
+        self.projector = projector
+        self.batch_size = batch_size
+        self.applied_total = 0
+
+    def position(self) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT position FROM projection_tracking WHERE name = %s",
+                               (self.projector.name,)).fetchone()
+            return row[0] if row else 0
+
+    def catch_up(self, until: int | None = None) -> int:
+        """Apply pending events; return once the position is at least ``until`` (or the head)."""
+        while True:
+            position, applied = self._apply_batch(until)
+            if applied == 0 or (until is not None and position >= until):
+                return position
+
+    def _apply_batch(self, until: int | None) -> tuple[int, int]:
+        name = self.projector.name
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("INSERT INTO projection_tracking (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+            cur.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (name,))
+            position = cur.fetchone()[0]
+            if until is not None and position >= until:
+                return position, 0
+            notifications = self.select_notifications(start=position, limit=self.batch_size,
+                                                      inclusive_of_start=False)
+            if not notifications:
+                return position, 0
+            started = time.perf_counter()
+            for notification in notifications:
+                self.projector.apply(self.to_domain_event(notification), cur)
+            position = notifications[-1].id
+            cur.execute("UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
+                        (position, name))
+        self.applied_total += len(notifications)
+        log.debug("projected %d events to %d in %.1f ms", len(notifications), position,
+                  (time.perf_counter() - started) * 1000)
+        return position, len(notifications)

@@ -1,0 +1,64 @@
+-- Read tables built by projections/read_model.py. Disposable: `contacts projections
+-- rebuild` recreates them from the event store.
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+
+CREATE TABLE IF NOT EXISTS projection_tracking (
+    name        text PRIMARY KEY,
+    position    bigint NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS contact_lists (
+    id             uuid PRIMARY KEY,
+    account_id     uuid NOT NULL,
+    name           text NOT NULL,
+    description    text,
+    contact_count  integer NOT NULL DEFAULT 0,  -- active (non-trashed) members
+    created_at     timestamptz NOT NULL,
+    updated_at     timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS contact_lists_account ON contact_lists (account_id, created_at, id);
+
+CREATE TABLE IF NOT EXISTS contacts (
+    id              uuid PRIMARY KEY,
+    account_id      uuid NOT NULL,
+    first_name      text,
+    last_name       text,
+    phone           text NOT NULL,
+    email           text,
+    notes           text,
+    tags            text[] NOT NULL DEFAULT '{}',
+    is_opted_out    boolean NOT NULL DEFAULT false,
+    status          text NOT NULL,
+    invalid_reason  text,
+    operator        text,
+    country         text,
+    list_ids        uuid[] NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    deleted_at      timestamptz,
+    search_name     text NOT NULL DEFAULT '',   -- lower(first last)
+    search_phone    text NOT NULL DEFAULT ''    -- E.164 digits and national digits
+);
+CREATE INDEX IF NOT EXISTS contacts_account_active ON contacts (account_id, created_at DESC, id DESC) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS contacts_account_trash ON contacts (account_id, deleted_at) WHERE deleted_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS contacts_tags ON contacts USING gin (tags);
+CREATE INDEX IF NOT EXISTS contacts_search_name ON contacts USING gin (search_name gin_trgm_ops);
+CREATE INDEX IF NOT EXISTS contacts_search_phone ON contacts USING gin (search_phone gin_trgm_ops);
+
+CREATE TABLE IF NOT EXISTS contact_list_memberships (
+    list_id     uuid NOT NULL,
+    contact_id  uuid NOT NULL,
+    account_id  uuid NOT NULL,
+    added_at    timestamptz NOT NULL,
+    PRIMARY KEY (list_id, contact_id)
+);
+CREATE INDEX IF NOT EXISTS contact_list_memberships_contact ON contact_list_memberships (contact_id);
+
+-- Tag index: distinct tags of each account's active contacts, with how many use each.
+CREATE TABLE IF NOT EXISTS contact_tags (
+    account_id     uuid NOT NULL,
+    tag            text NOT NULL,
+    contact_count  integer NOT NULL,
+    PRIMARY KEY (account_id, tag)
+);

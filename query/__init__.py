@@ -1,0 +1,1 @@
+"""Read side: plain SQL over the projection tables; never loads aggregates."""

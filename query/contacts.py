@@ -1,0 +1,111 @@
+"""Queries over the ``contacts`` read table, composed with psycopg.sql."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from query.models import ContactOut, ContactPage
+
+COLUMNS = sql.SQL(
+    "c.id, c.first_name, c.last_name, c.phone, c.email, c.tags, c.notes, c.is_opted_out, c.status,"
+    " c.invalid_reason, c.operator, c.country, c.list_ids, c.created_at, c.updated_at, c.deleted_at")
+
+
+def to_contact(row: tuple) -> ContactOut:
+    return ContactOut(id=row[0], first_name=row[1], last_name=row[2], phone=row[3], email=row[4],
+                      tags=row[5], notes=row[6], is_opted_out=row[7], status=row[8], invalid_reason=row[9],
+                      operator=row[10], country=row[11], list_ids=row[12], created_at=row[13],
+                      updated_at=row[14], deleted_at=row[15])
+
+
+@dataclass(frozen=True)
+class ContactFilter:
+    """The filters of GET /contacts, shared by the exports."""
+
+    search: str | None = None
+    list_id: UUID | None = None
+    is_opted_out: bool | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def where(self, account_id: UUID) -> tuple[sql.Composable, dict]:
+        clauses = [sql.SQL("c.account_id = %(account)s"), sql.SQL("c.deleted_at IS NULL")]
+        params: dict = {"account": account_id}
+        if self.list_id is not None:
+            clauses.append(sql.SQL("EXISTS (SELECT 1 FROM contact_list_memberships m"
+                                   " WHERE m.list_id = %(list_id)s AND m.contact_id = c.id)"))
+            params["list_id"] = self.list_id
+        if self.is_opted_out is not None:
+            clauses.append(sql.SQL("c.is_opted_out = %(opted_out)s"))
+            params["opted_out"] = self.is_opted_out
+        if self.tags:
+            clauses.append(sql.SQL("c.tags @> %(tags)s::text[]"))
+            params["tags"] = self.tags
+        term = (self.search or "").strip()
+        if term:
+            like = "%" + re.sub(r"([%_\\])", r"\\\1", " ".join(term.lower().split())) + "%"
+            params["name_like"] = like
+            digits = re.sub(r"\D", "", term)
+            if digits:
+                params["phone_like"] = f"%{digits}%"
+                clauses.append(sql.SQL("(c.search_name LIKE %(name_like)s OR c.search_phone LIKE %(phone_like)s)"))
+            else:
+                clauses.append(sql.SQL("c.search_name LIKE %(name_like)s"))
+        return sql.SQL(" AND ").join(clauses), params
+
+
+def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, page: int,
+                  page_size: int) -> ContactPage:
+    """One page, newest first (then id), with the exact total."""
+    where, params = flt.where(account_id)
+    params.update(limit=page_size, offset=(page - 1) * page_size)
+    with pool.connection() as conn, conn.transaction():
+        # One snapshot for the page and its total, so they agree.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        rows = conn.execute(sql.SQL(
+            "SELECT {} FROM contacts c WHERE {} ORDER BY c.created_at DESC, c.id DESC"
+            " LIMIT %(limit)s OFFSET %(offset)s").format(COLUMNS, where), params).fetchall()
+        total = conn.execute(sql.SQL("SELECT count(*) FROM contacts c WHERE {}").format(where), params).fetchone()[0]
+    return ContactPage(contacts=[to_contact(r) for r in rows], total=total, page=page, page_size=page_size)
+
+
+def get_contact(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> ContactOut | None:
+    with pool.connection() as conn:
+        row = conn.execute(sql.SQL("SELECT {} FROM contacts c WHERE c.account_id = %s AND c.id = %s"
+                                   " AND c.deleted_at IS NULL").format(COLUMNS),
+                           (account_id, contact_id)).fetchone()
+    return to_contact(row) if row else None
+
+
+def list_tags(pool: ConnectionPool, account_id: UUID) -> list[str]:
+    """Distinct tags of the account's active contacts, from the tag index."""
+    with pool.connection() as conn:
+        rows = conn.execute("SELECT tag FROM contact_tags WHERE account_id = %s AND contact_count > 0"
+                            " ORDER BY tag", (account_id,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def list_trash(pool: ConnectionPool, account_id: UUID) -> list[ContactOut]:
+    with pool.connection() as conn:
+        rows = conn.execute(sql.SQL("SELECT {} FROM contacts c WHERE c.account_id = %s AND c.deleted_at IS NOT NULL"
+                                    " ORDER BY c.deleted_at DESC, c.id DESC").format(COLUMNS),
+                            (account_id,)).fetchall()
+    return [to_contact(r) for r in rows]
+
+
+def iter_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter,
+                  batch: int = 2000) -> Iterator[ContactOut]:
+    """Stream matching contacts with a server-side cursor (bounded memory)."""
+    where, params = flt.where(account_id)
+    with pool.connection() as conn, conn.transaction():
+        with conn.cursor(name="contacts_export") as cur:
+            cur.itersize = batch
+            cur.execute(sql.SQL("SELECT {} FROM contacts c WHERE {} ORDER BY c.created_at DESC, c.id DESC")
+                        .format(COLUMNS, where), params)
+            for row in cur:
+                yield to_contact(row)

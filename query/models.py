@@ -1,0 +1,47 @@
+"""Response shapes (msgspec Structs, camelCase on the wire)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+
+class Out(msgspec.Struct, rename="camel", kw_only=True):
+    """Base of every response body: camelCase field names."""
+
+
+class ContactListOut(Out):
+    id: UUID
+    name: str
+    description: str | None
+    contact_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactOut(Out):
+    id: UUID
+    first_name: str | None
+    last_name: str | None
+    phone: str
+    email: str | None
+    tags: list[str]
+    notes: str | None
+    is_opted_out: bool
+    status: str
+    invalid_reason: str | None
+    operator: str | None
+    country: str | None
+    list_ids: list[UUID]
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
+
+
+class ContactPage(Out):
+    contacts: list[ContactOut]
+    total: int
+    page: int
+    page_size: int

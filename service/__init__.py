@@ -1,0 +1,1 @@
+"""Wiring for the contacts service: settings, embedded servers, HTTP app and CLI."""

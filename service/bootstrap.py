@@ -1,0 +1,84 @@
+"""Composition root: one function builds the event store, read pool, projections and relay."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from command import directory
+from command.application import ContactsApplication
+from events.relay import Relay
+from projections.read_model import ReadModelProjector, create_tables
+from projections.runner import ProjectionRunner
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+SCHEMA_LOCK = 724_001  # advisory lock: one process creates the schema at a time
+
+
+def eventsourcing_env(database_url: str, pool_size: int) -> dict[str, str]:
+    info = conninfo_to_dict(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": info.get("dbname", "postgres"),
+        "POSTGRES_HOST": info.get("host", "127.0.0.1"),
+        "POSTGRES_PORT": str(info.get("port", "5432")),
+        "POSTGRES_USER": info.get("user", "postgres"),
+        "POSTGRES_PASSWORD": info.get("password", ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_PRE_PING": "y",
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
+        "CREATE_TABLE": "y",
+    }
+
+
+@dataclass
+class Container:
+    """Everything a process needs, built once from Settings."""
+
+    settings: Settings
+    database_url: str
+    app: ContactsApplication
+    pool: ConnectionPool
+    runner: ProjectionRunner
+
+    def relay(self, nats_url: str) -> Relay:
+        return Relay(self.pool, self.app.recorder.select_notifications, self.app.mapper.to_domain_event,
+                     nats_url=nats_url, stream=self.settings.nats_stream,
+                     subject_prefix=self.settings.nats_subject_prefix,
+                     duplicate_window_s=self.settings.nats_duplicate_window_s)
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+    def close(self) -> None:
+        self.pool.close()
+        self.app.close()
+
+
+def build(settings: Settings, database_url: str) -> Container:
+    """Create the schema if needed (under an advisory lock) and wire the parts."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        try:
+            directory.ensure(conn)
+            create_tables(conn)
+            operator_directory = directory.load(conn)
+            app = ContactsApplication(eventsourcing_env(database_url, settings.db_pool_size),
+                                      directory=operator_directory, hash_key=settings.phone_hash_key,
+                                      default_region=settings.default_region)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+    pool = ConnectionPool(database_url, min_size=2, max_size=settings.db_pool_size, open=True,
+                          kwargs={"autocommit": True}, check=ConnectionPool.check_connection)
+    runner = ProjectionRunner(pool, app.recorder.select_notifications, app.mapper.to_domain_event,
+                              ReadModelProjector())
+    return Container(settings=settings, database_url=database_url, app=app, pool=pool, runner=runner)

@@ -1,0 +1,76 @@
+"""Settings read once from the environment (prefix ``CONTACTS_``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEV_JWT_SECRET = "contacts-dev-secret-change-me-in-production-0123456789"
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(f"CONTACTS_{name}", default).strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service; see the configuration table in the README."""
+
+    database_url: str = ""
+    nats_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=lambda: Path(".data"))
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_public_key: str = ""
+    jwks_url: str = ""
+    jwt_audience: str = ""
+    smtp_url: str = ""
+    mail_from: str = "no-reply@localhost"
+    trash_retention_days: int = 90
+    default_region: str = "KE"
+    hash_key: str = ""
+    nats_stream: str = "CONTACTS"
+    nats_subject_prefix: str = "contacts"
+    nats_duplicate_window_s: int = 24 * 3600
+    db_pool_size: int = 10
+
+    @property
+    def jwt_secret_is_default(self) -> bool:
+        return self.jwt_secret == DEV_JWT_SECRET
+
+    @property
+    def phone_hash_key(self) -> bytes:
+        """Key of the keyed hash (HMAC) that identifies a phone without storing it."""
+        return (self.hash_key or f"phone-hash:{self.jwt_secret}").encode()
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            database_url=_env("DATABASE_URL"),
+            nats_url=_env("NATS_URL"),
+            host=_env("HOST", "127.0.0.1"),
+            port=int(_env("PORT", "8000")),
+            data_dir=Path(_env("DATA_DIR", ".data")).expanduser().resolve(),
+            jwt_secret=_env("JWT_SECRET") or DEV_JWT_SECRET,
+            jwt_public_key=_load_key(_env("JWT_PUBLIC_KEY")),
+            jwks_url=_env("JWKS_URL"),
+            jwt_audience=_env("JWT_AUDIENCE"),
+            smtp_url=_env("SMTP_URL"),
+            mail_from=_env("MAIL_FROM", "no-reply@localhost"),
+            trash_retention_days=int(_env("TRASH_RETENTION_DAYS", "90")),
+            default_region=_env("DEFAULT_REGION", "KE").upper(),
+            hash_key=_env("HASH_KEY"),
+            nats_stream=_env("NATS_STREAM", "CONTACTS"),
+            nats_subject_prefix=_env("NATS_SUBJECT_PREFIX", "contacts"),
+            nats_duplicate_window_s=int(_env("NATS_DUPLICATE_WINDOW_S", str(24 * 3600))),
+            db_pool_size=int(_env("DB_POOL_SIZE", "10")),
+        )
+
+
+def _load_key(value: str) -> str:
+    """Accept a PEM key inline or a path to a PEM file."""
+    if value and not value.startswith("-----") and Path(value).is_file():
+        return Path(value).read_text()
+    return value
