@@ -160,7 +160,13 @@ class EmbeddedNats:
         return found
 
     def start(self) -> str:
+        """Start the server, or reuse one already serving this data dir."""
         self.store.mkdir(parents=True, exist_ok=True)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return self.url
+        except OSError:
+            pass
         log = open(self.store.parent / "nats.log", "ab")
         self.proc = subprocess.Popen(
             [self.binary(), "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port)],

@@ -1,0 +1,204 @@
+"""The Litestar application: routes, auth, error mapping, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any
+
+import msgspec
+import psycopg
+import psycopg_pool
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
+
+from command.errors import DomainError
+from service.auth import JWTAuthMiddleware, TokenVerifier
+from service.bootstrap import Container
+from service.controllers import ContactController, ContactListController
+from service.schemas import ErrorBody, ErrorDetail
+
+log = logging.getLogger(__name__)
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema"]
+_FIELD = re.compile(r"(?:at `\$\.|field `)([A-Za-z0-9_]+)")
+
+
+def _error(status: int, code: str, message: str, errors: list[ErrorDetail] | None = None,
+           headers: dict[str, str] | None = None) -> Response[ErrorBody]:
+    return Response(ErrorBody(status=status, error=code, message=message, errors=errors or []),
+                    status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def domain_error(_: Request, exc: DomainError) -> Response[Any]:
+    body = ErrorBody(status=exc.status_code, error=exc.code, message=exc.message,
+                     errors=[ErrorDetail(field=exc.field, reason=exc.message)] if exc.field else [])
+    payload = msgspec.to_builtins(body)
+    payload.update(exc.extra)
+    return Response(payload, status_code=exc.status_code, media_type=MediaType.JSON)
+
+
+def validation_error(request: Request, exc: ValidationException) -> Response[ErrorBody]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        message = str(item.get("message", "")) if isinstance(item, dict) else str(item)
+        key = item.get("key") if isinstance(item, dict) else None
+        match = _FIELD.search(message)
+        field = match.group(1) if match else key
+        errors.append(ErrorDetail(field=field, reason=message))
+    if any("malformed" in e.reason.lower() or "json is malformed" in e.reason.lower() for e in errors):
+        return _error(400, "malformed_body", "the request body is not valid JSON", errors)
+    message = "; ".join(f"{e.field}: {e.reason}" if e.field else e.reason for e in errors) or exc.detail
+    return _error(422, "validation_failed", message, errors)
+
+
+def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:
+    codes = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+             405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+             429: "too_many_requests", 503: "unavailable"}
+    headers = dict(exc.headers or {})
+    if exc.status_code == 400 and "malformed" in str(exc.detail).lower():
+        return _error(400, "malformed_body", f"the request body is not valid JSON: {exc.detail}")
+    if exc.status_code == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), headers=headers)
+
+
+def database_unavailable(_: Request, exc: Exception) -> Response[ErrorBody]:
+    log.warning("database unavailable: %s", exc)
+    return _error(503, "database_unavailable", "the database is unavailable; retry shortly",
+                  headers={"Retry-After": "2"})
+
+
+def internal_error(_: Request, exc: Exception) -> Response[ErrorBody]:
+    log.exception("unhandled error", exc_info=exc)
+    return _error(500, "internal_error", "internal error")
+
+
+class Metrics:
+    """Prometheus metrics; lags are read from the database at scrape time."""
+
+    def __init__(self, container: Container):
+        self.container = container
+        self.registry = CollectorRegistry()
+        self.latency = Histogram("contacts_http_request_seconds", "HTTP request latency",
+                                 ["method", "route", "status"], registry=self.registry)
+        self.projection_lag = Gauge("contacts_projection_lag_events",
+                                    "Stored events not yet applied to the read tables", registry=self.registry)
+        self.relay_lag = Gauge("contacts_relay_lag_events", "Stored events not yet published to NATS",
+                               registry=self.registry)
+        self.head = Gauge("contacts_event_store_head", "Last notification id in the event store",
+                          registry=self.registry)
+
+    def scrape(self) -> bytes:
+        head = self.container.head()
+        with self.container.pool.connection() as conn:
+            projected = conn.execute("SELECT coalesce(min(position), 0) FROM projection_tracking").fetchone()[0]
+            relayed = conn.execute("SELECT position FROM relay_tracking WHERE name = 'nats_relay'").fetchone() \
+                if conn.execute("SELECT to_regclass('relay_tracking')").fetchone()[0] else None
+        self.head.set(head)
+        self.projection_lag.set(max(head - projected, 0))
+        self.relay_lag.set(max(head - (relayed[0] if relayed else 0), 0))
+        return generate_latest(self.registry)
+
+    def middleware(self, app: Any) -> Any:
+        async def timed(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = {"code": 500}
+
+            async def capture(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, capture)
+            finally:
+                route = scope.get("path_template") or "unmatched"
+                self.latency.labels(scope["method"], route, str(status["code"])).observe(
+                    time.perf_counter() - started)
+        return timed
+
+
+def create_app(container: Container, nats_url: str = "") -> Litestar:
+    """Build the HTTP app around a Container (the composition root's product)."""
+    metrics = Metrics(container)
+
+    @get("/health", include_in_schema=True, tags=["operations"], sync_to_thread=False)
+    def health() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @get("/ready", tags=["operations"])
+    async def ready() -> Response[dict[str, Any]]:
+        """PostgreSQL and NATS are reachable."""
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.to_thread(_check_database, container)
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["database"] = f"unavailable: {exc}"
+        checks["nats"] = await _check_nats(nats_url)
+        ok = all(v == "ok" for v in checks.values())
+        return Response({"status": "ready" if ok else "not ready", "checks": checks},
+                        status_code=200 if ok else 503)
+
+    @get("/metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST, sync_to_thread=True)
+    def metrics_endpoint() -> bytes:
+        """Prometheus metrics: request latency, projection lag, relay lag."""
+        return metrics.scrape()
+
+    openapi = OpenAPIConfig(
+        title="Contacts service", version="1.0.0", path="/schema",
+        description="Contacts and contact lists of an SMS campaign platform (event-sourced CQRS).",
+        render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin(path="/scalar")],
+        components=Components(security_schemes={"bearer": SecurityScheme(
+            type="http", scheme="bearer", bearer_format="JWT")}),
+        security=[{"bearer": []}],
+    )
+    return Litestar(
+        route_handlers=[ContactListController, ContactController, health, ready, metrics_endpoint],
+        dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
+        middleware=[metrics.middleware,
+                    DefineMiddleware(JWTAuthMiddleware, verifier=TokenVerifier(container.settings),
+                                     exclude=PUBLIC_PATHS)],
+        exception_handlers={
+            DomainError: domain_error,
+            ValidationException: validation_error,
+            NotAuthorizedException: http_error,
+            HTTPException: http_error,
+            psycopg.OperationalError: database_unavailable,
+            psycopg_pool.PoolTimeout: database_unavailable,
+            Exception: internal_error,
+        },
+        openapi_config=openapi,
+        debug=False,
+    )
+
+
+def _check_database(container: Container) -> None:
+    with container.pool.connection(timeout=2) as conn:
+        conn.execute("SELECT 1")
+
+
+async def _check_nats(url: str) -> str:
+    if not url:
+        return "not configured"
+    import nats
+
+    try:
+        nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0)
+        await nc.close()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        return f"unavailable: {type(exc).__name__}"

@@ -1,0 +1,152 @@
+"""The ``contacts`` command: serve, api, worker, token, mno refresh, projections rebuild."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import uuid
+from contextlib import ExitStack
+
+from service.settings import Settings
+
+log = logging.getLogger("contacts")
+
+
+def _servers(settings: Settings, stack: ExitStack, *, need_nats: bool) -> tuple[str, str]:
+    """The configured URLs, or embedded servers started under the data dir."""
+    from service.embedded import EmbeddedNats, EmbeddedPostgres
+
+    database_url, nats_url = settings.database_url, settings.nats_url
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not database_url:
+        pg = EmbeddedPostgres(settings.data_dir)
+        database_url = pg.start()
+        if pg.started_here:
+            stack.callback(pg.stop)
+        print(f"embedded PostgreSQL: {database_url} (data in {pg.pgdata})", flush=True)
+    if not nats_url and need_nats:
+        nats_server = EmbeddedNats(settings.data_dir)
+        nats_url = nats_server.start()
+        stack.callback(nats_server.stop)
+        print(f"embedded NATS (JetStream): {nats_url} (store in {nats_server.store})", flush=True)
+    return database_url, nats_url
+
+
+async def _run(settings: Settings, database_url: str, nats_url: str, *, api: bool, worker: bool,
+               banner: bool = False) -> None:
+    import uvicorn
+
+    from service.app import create_app
+    from service.bootstrap import build
+    from service.worker import Worker
+
+    container = await asyncio.to_thread(build, settings, database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = []
+    server = None
+    if worker:
+        w = Worker(container, nats_url)
+        tasks.append(asyncio.create_task(w.run()))
+    if api:
+        config = uvicorn.Config(create_app(container, nats_url), host=settings.host, port=settings.port,
+                                log_level="warning", access_log=False, lifespan="on")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # we own the signals
+        tasks.append(asyncio.create_task(server.serve()))
+    if banner:
+        _print_banner(settings)
+    await stop.wait()
+    if server is not None:
+        server.should_exit = True
+    if worker:
+        w.stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.to_thread(container.close)
+
+
+def _print_banner(settings: Settings) -> None:
+    from service.auth import mint_token
+
+    url = f"http://{settings.host}:{settings.port}"
+    token = mint_token(settings.jwt_secret, uuid.UUID(int=1), "developer", 30 * 86400)
+    if settings.jwt_secret_is_default:
+        print("WARNING: CONTACTS_JWT_SECRET is not set; using the development secret", flush=True)
+    print(f"\ncontacts service on {url}\n  API docs: {url}/schema/swagger\n"
+          f"  development token (account 00000000-0000-0000-0000-000000000001, 30 days):\n"
+          f"  {token}\n\n  try: curl -H 'Authorization: Bearer <token>' {url}/api/v1/contact-lists\n"
+          "  Ctrl-C stops everything.\n", flush=True)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings, *, api: bool, worker: bool) -> None:
+    with ExitStack() as stack:
+        database_url, nats_url = _servers(settings, stack, need_nats=worker or api)
+        asyncio.run(_run(settings, database_url, nats_url, api=api, worker=worker,
+                         banner=args.command == "serve"))
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
+    from service.auth import mint_token
+
+    try:
+        account = uuid.UUID(args.account)
+    except ValueError:
+        sys.exit("--account must be a UUID")
+    print(mint_token(settings.jwt_secret, account, args.sub, _duration(args.ttl)))
+
+
+def _duration(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
+
+
+def cmd_mno_refresh(settings: Settings) -> None:
+    import psycopg
+
+    from command import directory
+
+    with ExitStack() as stack:
+        database_url, _ = _servers(settings, stack, need_nats=False)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            directory.ensure(conn)
+            count = directory.refresh(conn)
+    print(f"mno_prefixes: {count} prefixes from {directory.source_label()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(prog="contacts", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="api + worker + embedded servers for one machine (make run)")
+    sub.add_parser("api", help="the HTTP API only (stateless; run as many as needed)")
+    sub.add_parser("worker", help="projection runner and NATS relay")
+    token = sub.add_parser("token", help="mint an HS256 bearer token with the configured secret")
+    token.add_argument("--account", required=True, help="account id (UUID)")
+    token.add_argument("--sub", default="developer", help="actor recorded on events")
+    token.add_argument("--ttl", default="24h", help="lifetime: seconds or 30m / 24h / 7d")
+    mno = sub.add_parser("mno", help="operator directory")
+    mno.add_argument("action", choices=["refresh"], help="reload mno_prefixes from phonenumbers")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    if args.command == "serve":
+        cmd_serve(args, settings, api=True, worker=True)
+    elif args.command == "api":
+        cmd_serve(args, settings, api=True, worker=False)
+    elif args.command == "worker":
+        cmd_serve(args, settings, api=False, worker=True)
+    elif args.command == "token":
+        cmd_token(args, settings)
+    elif args.command == "mno":
+        cmd_mno_refresh(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""How HTTP handlers run a command: on the write side, then wait for the projections."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from command.errors import ValidationError
+from service.bootstrap import Container
+
+T = TypeVar("T")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def execute(container: Container, use_case: Callable[..., tuple[T, int]], *args: Any, **kwargs: Any) -> T:
+    """Run a use case and return once the read tables show its events (read-your-writes)."""
+    result, position = use_case(*args, **kwargs)
+    if position:
+        container.runner.catch_up(until=position)
+    return result
+
+
+def clean_text(value: Any) -> Any:
+    """Trim strings; an empty string means 'no value'."""
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+def clean_email(value: str | None) -> str | None:
+    value = clean_text(value)
+    if value is not None and not _EMAIL.match(value):
+        raise ValidationError(f"email {value!r} is not a valid address", field="email")
+    return value.lower() if value else value
+
+
+def clean_tags(tags: list[str]) -> list[str]:
+    """Tags are trimmed, lower-cased and de-duplicated, keeping their first order."""
+    return list(dict.fromkeys(t.strip().lower() for t in tags if t and t.strip()))

@@ -1,0 +1,166 @@
+"""HTTP controllers: each handler turns a request into a command or a query."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.params import Parameter
+
+from command.context import Actor
+from command.errors import NotFoundError
+from query import contact_lists as list_queries
+from query import contacts as contact_queries
+from query.contacts import ContactFilter
+from query.models import ContactListOut, ContactOut, ContactPage
+from service.bootstrap import Container
+from service.commands import clean_email, clean_tags, clean_text, execute
+from service.schemas import (
+    Added,
+    ContactCreate,
+    ContactIds,
+    ContactListCreate,
+    ContactListUpdate,
+    ContactUpdate,
+    Removed,
+)
+
+ActorRequest = Request[Actor, str, Any]
+PII_INPUT = {"first_name": "first_name", "last_name": "last_name", "email": "email", "notes": "notes"}
+
+
+def _found(value: Any, what: str, ident: UUID) -> Any:
+    if value is None:
+        raise NotFoundError(f"{what} {ident} not found", field="id")
+    return value
+
+
+class ContactListController(Controller):
+    """Named groups of contacts, with exact active-member counts."""
+
+    path = "/api/v1/contact-lists"
+    tags = ["contact lists"]
+
+    @get("/", operation_id="listContactLists", sync_to_thread=True)
+    def index(self, request: ActorRequest, container: Container) -> list[ContactListOut]:
+        """All contact lists of the account, oldest first."""
+        return list_queries.list_contact_lists(container.pool, request.user.account_id)
+
+    @post("/", operation_id="createContactList", sync_to_thread=True)
+    def create(self, request: ActorRequest, container: Container, data: ContactListCreate) -> ContactListOut:
+        """Create a contact list (201)."""
+        list_id = execute(container, container.app.create_list, request.user,
+                          _required_name(data.name), clean_text(data.description))
+        return list_queries.get_contact_list(container.pool, request.user.account_id, list_id)
+
+    @patch("/{list_id:uuid}", operation_id="updateContactList", sync_to_thread=True)
+    def update(self, request: ActorRequest, container: Container, list_id: UUID,
+               data: ContactListUpdate) -> ContactListOut:
+        """Change a list's name and/or description."""
+        changes: dict[str, Any] = {}
+        if data.name is not msgspec.UNSET:
+            changes["name"] = _required_name(data.name)
+        if data.description is not msgspec.UNSET:
+            changes["description"] = clean_text(data.description)
+        execute(container, container.app.update_list, request.user, list_id, changes)
+        return _found(list_queries.get_contact_list(container.pool, request.user.account_id, list_id),
+                      "contact list", list_id)
+
+    @delete("/{list_id:uuid}", operation_id="deleteContactList", sync_to_thread=True)
+    def remove(self, request: ActorRequest, container: Container, list_id: UUID) -> None:
+        """Delete a list; its contacts stay in the account (204)."""
+        execute(container, container.app.delete_list, request.user, list_id)
+
+    @post("/{list_id:uuid}/contacts", operation_id="addContactsToList", status_code=200, sync_to_thread=True)
+    def add_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
+                     data: ContactIds) -> Added:
+        """Add contacts to the list; counts only contacts newly added."""
+        return Added(added=execute(container, container.app.add_to_list, request.user, list_id, data.contact_ids))
+
+    @delete("/{list_id:uuid}/contacts", operation_id="removeContactsFromList", status_code=200,
+            sync_to_thread=True)
+    def remove_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
+                        data: ContactIds) -> Removed:
+        """Remove contacts from the list; the contacts stay in the account."""
+        return Removed(removed=execute(container, container.app.remove_from_list, request.user, list_id,
+                                       data.contact_ids))
+
+
+def _required_name(name: str) -> str:
+    from command.errors import ValidationError
+
+    cleaned = clean_text(name)
+    if not cleaned:
+        raise ValidationError("name must not be empty", field="name")
+    return cleaned
+
+
+class ContactController(Controller):
+    """Contacts: create, read, update, search and filter."""
+
+    path = "/api/v1/contacts"
+    tags = ["contacts"]
+
+    @get("/", operation_id="listContacts", sync_to_thread=True)
+    def index(
+        self, request: ActorRequest, container: Container,
+        page: Annotated[int, Parameter(ge=1, le=1_000_000, description="Page number, from 1")] = 1,
+        page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=100,
+                                            description="Items per page (max 100; more is a 422)")] = 25,
+        search: Annotated[str | None, Parameter(max_length=200, description=(
+            "Case-insensitive substring of first name, last name, full name, or of the phone's digits"))] = None,
+        list_id: Annotated[UUID | None, Parameter(query="listId")] = None,
+        is_opted_out: Annotated[bool | None, Parameter(query="isOptedOut")] = None,
+        tags: Annotated[str | None, Parameter(max_length=2000, description=(
+            "Comma-separated tags; a contact must have all of them"))] = None,
+    ) -> ContactPage:
+        """A page of active contacts, newest first, with the exact total."""
+        flt = ContactFilter(search=search, list_id=list_id, is_opted_out=is_opted_out,
+                            tags=clean_tags((tags or "").split(",")))
+        return contact_queries.page_contacts(container.pool, request.user.account_id, flt, page, page_size)
+
+    @get("/tags", operation_id="listContactTags", sync_to_thread=True)
+    def tags_index(self, request: ActorRequest, container: Container) -> list[str]:
+        """Distinct tags of the account's active contacts, sorted."""
+        return contact_queries.list_tags(container.pool, request.user.account_id)
+
+    @get("/{contact_id:uuid}", operation_id="getContact", sync_to_thread=True)
+    def show(self, request: ActorRequest, container: Container, contact_id: UUID) -> ContactOut:
+        """One active contact of the account."""
+        return _found(contact_queries.get_contact(container.pool, request.user.account_id, contact_id),
+                      "contact", contact_id)
+
+    @post("/", operation_id="createContact", sync_to_thread=True)
+    def create(self, request: ActorRequest, container: Container, data: ContactCreate) -> ContactOut:
+        """Create a contact (201); 422 for an invalid phone, 409 if the number is taken."""
+        contact_id = execute(
+            container, container.app.create_contact, request.user, phone=data.phone, region=data.region,
+            pii={"first_name": clean_text(data.first_name), "last_name": clean_text(data.last_name),
+                 "email": clean_email(data.email), "notes": clean_text(data.notes)},
+            tags=clean_tags(data.tags), list_ids=data.list_ids, is_opted_out=data.is_opted_out)
+        return contact_queries.get_contact(container.pool, request.user.account_id, contact_id)
+
+    @patch("/{contact_id:uuid}", operation_id="updateContact", sync_to_thread=True)
+    def update(self, request: ActorRequest, container: Container, contact_id: UUID,
+               data: ContactUpdate) -> ContactOut:
+        """Change the fields sent; ``listIds`` replaces the memberships."""
+        pii: dict[str, Any] = {}
+        for field in ("first_name", "last_name", "notes"):
+            value = getattr(data, field)
+            if value is not msgspec.UNSET:
+                pii[field] = clean_text(value)
+        if data.email is not msgspec.UNSET:
+            pii["email"] = clean_email(data.email)
+        if data.phone is not msgspec.UNSET:
+            pii["phone"] = data.phone
+        changes: dict[str, Any] = {}
+        if data.tags is not msgspec.UNSET:
+            changes["tags"] = clean_tags(data.tags)
+        execute(container, container.app.update_contact, request.user, contact_id, pii=pii, changes=changes,
+                region=None if data.region is msgspec.UNSET else data.region,
+                list_ids=None if data.list_ids is msgspec.UNSET else data.list_ids,
+                is_opted_out=None if data.is_opted_out is msgspec.UNSET else data.is_opted_out)
+        return _found(contact_queries.get_contact(container.pool, request.user.account_id, contact_id),
+                      "contact", contact_id)

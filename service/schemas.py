@@ -1,0 +1,84 @@
+"""Request bodies (msgspec Structs): camelCase, unknown fields rejected.
+
+``ContactUpdate`` and ``ContactListUpdate`` use ``UNSET`` so a field that is not sent
+stays as it is, while an explicit ``null`` clears it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Description = Annotated[str, Meta(max_length=2000)]
+ShortText = Annotated[str, Meta(max_length=200)]
+Notes = Annotated[str, Meta(max_length=5000)]
+Email = Annotated[str, Meta(max_length=320)]
+PhoneText = Annotated[str, Meta(max_length=64)]
+Tag = Annotated[str, Meta(max_length=64)]
+Ids = Annotated[list[UUID], Meta(max_length=10_000)]
+
+
+class In(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """Base of every request body."""
+
+
+class ContactListCreate(In):
+    name: Name
+    description: Description | None = None
+
+
+class ContactListUpdate(In):
+    name: Name | UnsetType = UNSET
+    description: Description | None | UnsetType = UNSET
+
+
+class ContactIds(In):
+    contact_ids: Ids
+
+
+class ContactCreate(In):
+    phone: PhoneText
+    first_name: ShortText | None = None
+    last_name: ShortText | None = None
+    email: Email | None = None
+    tags: Annotated[list[Tag], Meta(max_length=100)] = []
+    notes: Notes | None = None
+    list_ids: Annotated[list[UUID], Meta(max_length=1000)] = []
+    is_opted_out: bool = False
+    region: Annotated[str, Meta(min_length=2, max_length=2)] | None = None
+
+
+class ContactUpdate(In):
+    phone: PhoneText | UnsetType = UNSET
+    first_name: ShortText | None | UnsetType = UNSET
+    last_name: ShortText | None | UnsetType = UNSET
+    email: Email | None | UnsetType = UNSET
+    tags: Annotated[list[Tag], Meta(max_length=100)] | UnsetType = UNSET
+    notes: Notes | None | UnsetType = UNSET
+    list_ids: Annotated[list[UUID], Meta(max_length=1000)] | UnsetType = UNSET
+    is_opted_out: bool | UnsetType = UNSET
+    region: Annotated[str, Meta(min_length=2, max_length=2)] | None | UnsetType = UNSET
+
+
+class Added(msgspec.Struct):
+    added: int
+
+
+class Removed(msgspec.Struct):
+    removed: int
+
+
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    field: str | None
+    reason: str
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    status: int
+    error: str
+    message: str
+    errors: list[ErrorDetail] = []

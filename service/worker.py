@@ -1,0 +1,71 @@
+"""The worker: keeps projections current and relays every event to NATS.
+
+Woken by PostgreSQL LISTEN/NOTIFY on the event store's channel (eventsourcing
+notifies on every insert), with a one-second safety tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import psycopg
+from psycopg import sql
+
+from service.bootstrap import Container
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Projection catch-up and NATS relay, as asyncio tasks."""
+
+    def __init__(self, container: Container, nats_url: str):
+        self.container = container
+        self.relay = container.relay(nats_url) if nats_url else None
+        self.wakeup = asyncio.Event()
+        self.stop = asyncio.Event()
+
+    async def _listen(self) -> None:
+        channel = self.container.app.recorder.channel_name
+        while not self.stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.container.database_url,
+                                                                 autocommit=True) as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    while not self.stop.is_set():
+                        async for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            break
+                        self._wake()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("worker: LISTEN connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(1.0)
+
+    def _wake(self) -> None:
+        self.wakeup.set()
+        if self.relay is not None:
+            self.relay.wakeup.set()
+
+    async def _project(self) -> None:
+        while not self.stop.is_set():
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            try:
+                await asyncio.to_thread(self.container.runner.catch_up)
+            except Exception:  # noqa: BLE001 - log and try again on the next wake-up
+                log.exception("worker: projection failed")
+                await asyncio.sleep(1.0)
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._project())]
+        if self.relay is not None:
+            tasks.append(asyncio.create_task(self.relay.run(self.stop)))
+        self._wake()
+        try:
+            await self.stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.relay is not None:
+                await self.relay.close()

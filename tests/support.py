@@ -1,0 +1,189 @@
+"""Test helpers: a live app over HTTP, tokens, NATS readers and fresh databases."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import uvicorn
+
+from service.app import create_app
+from service.auth import mint_token
+from service.bootstrap import Container, build
+from service.embedded import free_port
+from service.settings import Settings
+from service.worker import Worker
+
+SECRET = "test-secret-0123456789-0123456789-abcdef"
+
+
+def new_database(server_url: str) -> str:
+    """Create an empty database on the server and return its URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+class ThreadedWorker:
+    """The worker's asyncio tasks on their own loop in a thread."""
+
+    def __init__(self, container: Container, nats_url: str):
+        self.worker = Worker(container, nats_url)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self.worker.wakeup = asyncio.Event()
+        self.worker.stop = asyncio.Event()
+        if self.worker.relay is not None:
+            self.worker.relay.wakeup = asyncio.Event()
+        self.ready.set()
+        await self.worker.run()
+
+    def start(self) -> "ThreadedWorker":
+        self.ready = threading.Event()
+        self.thread.start()
+        self.ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.worker.stop.set)
+        self.thread.join(20)
+
+
+class ThreadedServer:
+    """uvicorn serving the real app on a free port, in a thread."""
+
+    def __init__(self, container: Container, nats_url: str):
+        self.port = free_port()
+        config = uvicorn.Config(create_app(container, nats_url), host="127.0.0.1", port=self.port,
+                                log_level="warning", access_log=False, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ThreadedServer":
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+
+
+@dataclass
+class Service:
+    """A running service: container, HTTP server and (optionally) worker."""
+
+    settings: Settings
+    container: Container
+    server: ThreadedServer
+    worker: ThreadedWorker | None
+    nats_url: str
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, account_id: uuid.UUID | None = None, sub: str = "tester") -> "AccountClient":
+        account_id = account_id or uuid.uuid4()
+        token = mint_token(SECRET, account_id, sub)
+        http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        self.clients.append(http)
+        return AccountClient(http=http, account_id=account_id)
+
+    def anonymous(self) -> httpx.Client:
+        http = httpx.Client(base_url=self.url, timeout=30)
+        self.clients.append(http)
+        return http
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        self.server.stop()
+        if self.worker is not None:
+            self.worker.stop()
+        self.container.close()
+
+
+@dataclass
+class AccountClient:
+    """An httpx client authenticated as one account."""
+
+    http: httpx.Client
+    account_id: uuid.UUID
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.http, name)
+
+    def create_list(self, name: str = "List", **extra: Any) -> dict:
+        r = self.http.post("/api/v1/contact-lists", json={"name": name, **extra})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def create_contact(self, phone: str, **extra: Any) -> dict:
+        r = self.http.post("/api/v1/contacts", json={"phone": phone, **extra})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def delete_json(self, path: str, body: Any) -> httpx.Response:
+        return self.http.request("DELETE", path, json=body)
+
+
+def start_service(database_url: str, nats_url: str, *, with_worker: bool = True, **overrides: Any) -> Service:
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(jwt_secret=SECRET, nats_stream=f"CONTACTS_{tag}", nats_subject_prefix=f"c{tag}",
+                        nats_duplicate_window_s=600, **overrides)
+    container = build(settings, database_url)
+    worker = ThreadedWorker(container, nats_url).start() if with_worker else None
+    server = ThreadedServer(container, nats_url).start()
+    return Service(settings=settings, container=container, server=server, worker=worker, nats_url=nats_url)
+
+
+async def read_stream(nats_url: str, stream: str, subject: str = ">", expect: int | None = None,
+                      timeout: float = 15.0) -> list[Any]:
+    """Every message of the stream matching ``subject`` (waits for ``expect`` of them)."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while True:
+            info = await js.stream_info(stream)
+            count = info.state.messages
+            if expect is None or count >= expect or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        sub = await js.subscribe(subject, stream=stream, ordered_consumer=True)
+        messages = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=1.0)
+                messages.append(msg)
+        except nats.errors.TimeoutError:
+            pass
+        await sub.unsubscribe()
+        return messages
+    finally:
+        await nc.close()

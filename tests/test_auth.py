@@ -1,0 +1,76 @@
+"""Bearer JWT: 401 with a JSON body for every bad token; RS256 via a public key."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from service.auth import TokenVerifier
+from service.settings import Settings
+from tests.support import SECRET, Service
+
+PATH = "/api/v1/contact-lists"
+
+
+def _token(secret: str = SECRET, **claims: object) -> str:
+    base = {"account_id": str(uuid.uuid4()), "sub": "u1", "exp": int(time.time()) + 60}
+    base.update(claims)
+    return jwt.encode({k: v for k, v in base.items() if v is not None}, secret, algorithm="HS256")
+
+
+@pytest.mark.parametrize("header, reason", [
+    (None, "missing Authorization"),
+    ("Basic abc", "malformed Authorization"),
+    ("Bearer", "malformed Authorization"),
+    ("Bearer not.a.jwt", "invalid token"),
+    (f"Bearer {_token(secret='another-secret-another-secret-1234')}", "invalid token"),
+    (f"Bearer {_token(exp=int(time.time()) - 10)}", "expired"),
+    (f"Bearer {_token(account_id=None)}", "account_id"),
+    (f"Bearer {_token(account_id='acme')}", "must be a UUID"),
+    (f"Bearer {_token(exp=None)}", "exp"),
+])
+def test_bad_tokens_get_401_with_a_json_reason(service: Service, header: str | None, reason: str) -> None:
+    http = service.anonymous()
+    r = http.get(PATH, headers={"Authorization": header} if header else {})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert reason in r.json()["message"]
+
+
+def test_writes_with_bad_tokens_change_nothing(service: Service) -> None:
+    account = uuid.uuid4()
+    http = service.anonymous()
+    r = http.post(PATH, json={"name": "x"},
+                  headers={"Authorization": f"Bearer {_token(account_id=str(account), exp=1)}"})
+    assert r.status_code == 401
+    assert service.client(account).get(PATH).json() == []
+
+
+def test_health_and_docs_need_no_token(service: Service) -> None:
+    http = service.anonymous()
+    assert http.get("/health").json() == {"status": "ok"}
+    schema = http.get("/schema/openapi.json")
+    assert schema.status_code == 200
+    assert "/api/v1/contact-lists" in schema.json()["paths"]
+    assert http.get("/schema/swagger").status_code == 200
+
+
+def test_rs256_tokens_verify_with_a_configured_public_key() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    verifier = TokenVerifier(Settings(jwt_public_key=public))
+    account = uuid.uuid4()
+    token = jwt.encode({"account_id": str(account), "sub": "svc", "exp": int(time.time()) + 60}, key,
+                       algorithm="RS256")
+    actor = verifier.verify(token)
+    assert actor.account_id == account and actor.sub == "svc"
+    from litestar.exceptions import NotAuthorizedException
+
+    with pytest.raises(NotAuthorizedException):
+        verifier.verify(_token())  # an HS256 token is refused when a public key is configured

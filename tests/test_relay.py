@@ -1,0 +1,140 @@
+"""Every stored event reaches the JetStream stream once, in order, whatever fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from events.contract import event_id
+from service.embedded import EmbeddedNats
+from tests.support import SECRET, Service, read_stream, start_service
+
+
+def _stored_events(database_url: str) -> list[tuple]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT originator_id, originator_version, topic FROM contacts_events"
+                            " WHERE topic NOT LIKE %s ORDER BY notification_id",
+                            ("%PhoneReservation%",)).fetchall()
+
+
+def _wait_for_relay(svc: Service, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    head = svc.container.head()
+    while time.monotonic() < deadline:
+        if svc.worker.worker.relay.position() >= head:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"relay did not reach {head}: {svc.worker.worker.relay.last_error}")
+
+
+def test_list_event_is_published_with_subject_and_message_id(service: Service) -> None:
+    api = service.client(sub="alice")
+    created = api.create_list("Published", description="d")
+    _wait_for_relay(service)
+    prefix, stream = service.settings.nats_subject_prefix, service.settings.nats_stream
+    subject = f"{prefix}.{api.account_id}.list.{created['id']}.created"
+    messages = asyncio.run(read_stream(service.nats_url, stream, subject))
+    assert len(messages) == 1
+    msg = messages[0]
+    assert msg.headers["Nats-Msg-Id"] == event_id(uuid.UUID(created["id"]), 1)
+    body = json.loads(msg.data)
+    assert body["specversion"] == "1.0"
+    assert body["type"] == "contacts.contact_list.created.v1"
+    assert body["id"] == msg.headers["Nats-Msg-Id"]
+    assert body["accountid"] == str(api.account_id)
+    assert body["actor"] == "alice"
+    assert body["data"] == {"name": "Published", "description": "d"}
+
+
+def test_events_written_while_nats_is_down_arrive_once_each(postgres_server: str, fresh_database: str,
+                                                             tmp_path: Path) -> None:
+    nats_server = EmbeddedNats(tmp_path)
+    nats_url = nats_server.start()
+    svc = start_service(fresh_database, nats_url)
+    try:
+        api = svc.client()
+        api.create_list("before")
+        _wait_for_relay(svc)
+        nats_server.stop()
+        started = time.perf_counter()
+        ids = [api.create_list(f"while down {i}")["id"] for i in range(20)]
+        elapsed = time.perf_counter() - started
+        assert len(api.get("/api/v1/contact-lists").json()) == 21
+        nats_server.start()
+        _wait_for_relay(svc, timeout=60)
+        messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream, expect=21))
+        msg_ids = [m.headers["Nats-Msg-Id"] for m in messages]
+        assert len(msg_ids) == 21 == len(set(msg_ids))
+        assert {event_id(uuid.UUID(i), 1) for i in ids} <= set(msg_ids)
+        print(f"20 writes with NATS down took {elapsed:.3f}s")
+    finally:
+        svc.close()
+        nats_server.stop()
+
+
+def test_relay_replaying_an_unacknowledged_batch_duplicates_nothing(postgres_server: str,
+                                                                      fresh_database: str,
+                                                                      nats_url: str) -> None:
+    svc = start_service(fresh_database, nats_url)
+    try:
+        api = svc.client()
+        for i in range(10):
+            api.create_list(f"L{i}")
+        _wait_for_relay(svc)
+        # A crash after publishing but before the checkpoint: the relay starts over.
+        with psycopg.connect(fresh_database, autocommit=True) as conn:
+            conn.execute("UPDATE relay_tracking SET position = 0")
+        svc.worker.worker.relay.wakeup.set()
+        _wait_for_relay(svc)
+        messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream))
+        assert len(messages) == 10
+        assert len({m.headers["Nats-Msg-Id"] for m in messages}) == 10
+    finally:
+        svc.close()
+
+
+def _worker_process(database_url: str, nats_url: str, settings_env: dict[str, str]) -> subprocess.Popen:
+    env = {**os.environ, **settings_env, "CONTACTS_DATABASE_URL": database_url, "CONTACTS_NATS_URL": nats_url}
+    return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_killing_the_worker_mid_burst_loses_and_duplicates_nothing(postgres_server: str, fresh_database: str,
+                                                                   nats_url: str) -> None:
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    env = {"CONTACTS_JWT_SECRET": SECRET, "CONTACTS_NATS_STREAM": svc.settings.nats_stream,
+           "CONTACTS_NATS_SUBJECT_PREFIX": svc.settings.nats_subject_prefix}
+    worker = _worker_process(fresh_database, nats_url, env)
+    try:
+        api = svc.client()
+        lists = [api.create_list(f"burst {i}") for i in range(60)]
+        for item in lists[:30]:
+            assert api.patch(f"/api/v1/contact-lists/{item['id']}", json={"name": "renamed"}).status_code == 200
+            if item is lists[15]:
+                worker.send_signal(signal.SIGKILL)
+                worker.wait()
+                worker = _worker_process(fresh_database, nats_url, env)
+        expected = _stored_events(fresh_database)
+        messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream, expect=len(expected), timeout=60))
+        msg_ids = [m.headers["Nats-Msg-Id"] for m in messages]
+        assert msg_ids == [event_id(oid, version) for oid, version, _ in expected]
+        # Per aggregate, versions arrive in order.
+        seen: dict[str, int] = {}
+        for m in messages:
+            body = json.loads(m.data)
+            assert body["aggregateversion"] == seen.get(body["aggregateid"], 0) + 1
+            seen[body["aggregateid"]] = body["aggregateversion"]
+        assert len(api.get("/api/v1/contact-lists").json()) == 60
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(20)
+        svc.close()
