@@ -1,0 +1,157 @@
+"""Contacts: create, read, update, phone rules and uniqueness, through HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.support import Service
+
+
+def test_create_returns_201_with_e164_and_operator(service: Service) -> None:
+    api = service.client()
+    vip = api.create_list("VIP")
+    r = api.post("/api/v1/contacts", json={
+        "firstName": "John", "lastName": "Doe", "phone": "0712 345 678", "email": "John@Example.com",
+        "tags": ["vip", "Nairobi"], "notes": "Prefers Swahili", "listIds": [vip["id"]]})
+    assert r.status_code == 201, r.text
+    c = r.json()
+    assert c["phone"] == "+254712345678"
+    assert (c["firstName"], c["lastName"], c["email"], c["notes"]) == ("John", "Doe", "john@example.com",
+                                                                       "Prefers Swahili")
+    assert c["tags"] == ["vip", "nairobi"]
+    assert c["listIds"] == [vip["id"]]
+    assert (c["status"], c["invalidReason"], c["operator"], c["country"]) == ("valid", None, "Safaricom", "KE")
+    assert c["isOptedOut"] is False
+    assert c["createdAt"] == c["updatedAt"]
+    assert api.get(f"/api/v1/contacts/{c['id']}").json() == c
+    assert api.get("/api/v1/contact-lists").json()[0]["contactCount"] == 1
+
+
+def test_phone_formats_people_write_are_accepted(service: Service) -> None:
+    api = service.client()
+    for raw in ("+254 712-000-001", "00254712000002", "(0712) 000 003", "254712000004"):
+        phone = api.create_contact(raw)["phone"]
+        assert phone.startswith("+2547120000"), (raw, phone)
+
+
+def test_region_can_be_given_per_request(service: Service) -> None:
+    api = service.client()
+    c = api.create_contact("0803 123 4567", region="NG")
+    assert (c["phone"], c["country"], c["operator"]) == ("+2348031234567", "NG", "MTN")
+
+
+def test_number_without_known_operator_is_stored_as_unknown_network(service: Service) -> None:
+    api = service.client()
+    c = api.create_contact("+254 20 1234567")  # a Nairobi landline: valid, but no mobile operator
+    assert (c["status"], c["invalidReason"], c["operator"]) == ("invalid", "unknown_network", None)
+
+
+def test_invalid_phone_is_422_with_reason_and_writes_nothing(service: Service) -> None:
+    api = service.client()
+    for raw, reason in (("0712", "too short"), ("hello", "not a phone number"), ("", "required"),
+                        ("+2547123456789999", "too long")):
+        r = api.post("/api/v1/contacts", json={"phone": raw})
+        assert r.status_code == 422, raw
+        assert reason in r.json()["message"], r.json()
+        assert r.json()["errors"][0]["field"] == "phone"
+    assert api.post("/api/v1/contacts", json={"firstName": "No phone"}).status_code == 422
+    assert api.get("/api/v1/contacts").json()["total"] == 0
+
+
+def test_invalid_email_is_422(service: Service) -> None:
+    api = service.client()
+    r = api.post("/api/v1/contacts", json={"phone": "0712345678", "email": "not-an-email"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "email"
+
+
+def test_unknown_or_foreign_list_ids_are_422_naming_them_and_nothing_is_written(service: Service) -> None:
+    api, other = service.client(), service.client()
+    mine, theirs, missing = api.create_list("mine"), other.create_list("theirs"), str(uuid.uuid4())
+    r = api.post("/api/v1/contacts", json={"phone": "0712345678", "listIds": [mine["id"], theirs["id"], missing]})
+    assert r.status_code == 422
+    assert set(r.json()["unknownListIds"]) == {theirs["id"], missing}
+    assert api.get("/api/v1/contacts").json()["total"] == 0
+    assert api.get("/api/v1/contact-lists").json()[0]["contactCount"] == 0
+    # The number was not reserved by the failed request.
+    assert api.create_contact("0712345678")["phone"] == "+254712345678"
+
+
+def test_same_phone_twice_in_an_account_is_409(service: Service) -> None:
+    api = service.client()
+    first = api.create_contact("0712345678")
+    r = api.post("/api/v1/contacts", json={"phone": "+254 712 345 678"})
+    assert r.status_code == 409
+    assert r.json()["error"] == "phone_taken"
+    assert r.json()["contactId"] == first["id"]
+
+
+def test_another_account_may_hold_the_same_number(service: Service) -> None:
+    a, b = service.client(), service.client()
+    assert a.create_contact("0712345678")["phone"] == b.create_contact("0712345678")["phone"]
+
+
+def test_concurrent_creates_of_one_number_make_one_contact(service: Service) -> None:
+    api = service.client()
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: api.post("/api/v1/contacts", json={"phone": "0799000111"}).status_code,
+                              range(8)))
+    assert sorted(codes) == [201] + [409] * 7
+    assert api.get("/api/v1/contacts").json()["total"] == 1
+
+
+def test_get_unknown_or_foreign_contact_is_404(service: Service) -> None:
+    api, other = service.client(), service.client()
+    theirs = other.create_contact("0712345678")
+    assert api.get(f"/api/v1/contacts/{uuid.uuid4()}").status_code == 404
+    assert api.get(f"/api/v1/contacts/{theirs['id']}").status_code == 404
+    assert api.patch(f"/api/v1/contacts/{theirs['id']}", json={"firstName": "x"}).status_code == 404
+    assert other.get(f"/api/v1/contacts/{theirs['id']}").json()["firstName"] is None
+
+
+def test_patch_changes_only_fields_sent_and_moves_updated_at(service: Service) -> None:
+    api = service.client()
+    c = api.create_contact("0712345678", firstName="John", lastName="Doe", notes="n", tags=["a"])
+    r = api.patch(f"/api/v1/contacts/{c['id']}", json={"firstName": "Jon", "email": None, "isOptedOut": True})
+    assert r.status_code == 200, r.text
+    u = r.json()
+    assert (u["firstName"], u["lastName"], u["notes"], u["tags"], u["isOptedOut"]) == ("Jon", "Doe", "n", ["a"], True)
+    assert u["createdAt"] == c["createdAt"]
+    assert u["updatedAt"] > c["updatedAt"]
+    assert api.patch(f"/api/v1/contacts/{c['id']}", json={"notes": None}).json()["notes"] is None
+    assert api.patch(f"/api/v1/contacts/{c['id']}", json={"isOptedOut": False}).json()["isOptedOut"] is False
+
+
+def test_patch_phone_revalidates_and_frees_the_old_number(service: Service) -> None:
+    api = service.client()
+    c = api.create_contact("0712345678")
+    other = api.create_contact("0733000000")
+    assert api.patch(f"/api/v1/contacts/{c['id']}", json={"phone": "0733 000 000"}).status_code == 409
+    assert api.patch(f"/api/v1/contacts/{c['id']}", json={"phone": "07"}).status_code == 422
+    moved = api.patch(f"/api/v1/contacts/{c['id']}", json={"phone": "+234 803 123 4567"}).json()
+    assert (moved["phone"], moved["operator"], moved["country"]) == ("+2348031234567", "MTN", "NG")
+    assert api.create_contact("0712345678")["phone"] == "+254712345678"
+    assert api.get(f"/api/v1/contacts/{other['id']}").json()["phone"] == "+254733000000"
+
+
+def test_patch_list_ids_is_a_full_sync_and_updates_three_counts(service: Service) -> None:
+    api = service.client()
+    a, b, c = api.create_list("a"), api.create_list("b"), api.create_list("c")
+    contact = api.create_contact("0712345678", listIds=[a["id"], b["id"]])
+    r = api.patch(f"/api/v1/contacts/{contact['id']}", json={"listIds": [b["id"], c["id"]]})
+    assert sorted(r.json()["listIds"]) == sorted([b["id"], c["id"]])
+    counts = {item["name"]: item["contactCount"] for item in api.get("/api/v1/contact-lists").json()}
+    assert counts == {"a": 0, "b": 1, "c": 1}
+    r = api.patch(f"/api/v1/contacts/{contact['id']}", json={"listIds": []})
+    assert r.json()["listIds"] == []
+    assert all(i["contactCount"] == 0 for i in api.get("/api/v1/contact-lists").json())
+
+
+def test_patch_with_unknown_list_is_422_and_changes_nothing(service: Service) -> None:
+    api = service.client()
+    a = api.create_list("a")
+    contact = api.create_contact("0712345678", listIds=[a["id"]], firstName="Keep")
+    r = api.patch(f"/api/v1/contacts/{contact['id']}", json={"firstName": "Lost", "listIds": [str(uuid.uuid4())]})
+    assert r.status_code == 422
+    after = api.get(f"/api/v1/contacts/{contact['id']}").json()
+    assert (after["firstName"], after["listIds"]) == ("Keep", [a["id"]])
