@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 
 from command.context import Actor
+from command.crypto import KeyStore, PiiMapper
 from command.domain import Contact, ContactList, PhoneReservation
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
@@ -44,21 +45,43 @@ class ContactsApplication(Application):
 
     name = "contacts"
 
-    def __init__(self, env: dict[str, str], *, directory: OperatorDirectory, hash_key: bytes,
+    def __init__(self, env: dict[str, str], *, keys: KeyStore, directory: OperatorDirectory, hash_key: bytes,
                  default_region: str):
+        self.keys = keys
         super().__init__(env)
         self.directory = directory
         self.hash_key = hash_key
         self.default_region = default_region
 
+    def construct_mapper(self) -> PiiMapper:
+        mapper = self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=PiiMapper)
+        mapper.keys = self.keys
+        return mapper
+
+    def decode(self, notifications: list[Any]) -> list[Any]:
+        """Domain events of stored notifications, fetching the contacts' keys in one query."""
+        sealed = [n.originator_id for n in notifications if ".domain:Contact." in n.topic]
+        with self.keys.batch(sealed):
+            return [self.mapper.to_domain_event(n) for n in notifications]
+
     # -- helpers ---------------------------------------------------------------------
 
     def save_all(self, *objs: Any) -> int:
-        """Save aggregates' pending events (chunked) and return the last position."""
+        """Save aggregates' pending events (chunked) and return the last position.
+
+        Keys of the contacts whose personal data is sealed are fetched (or created)
+        in one round trip per chunk rather than one per event.
+        """
         events = [e for obj in objs for e in obj.collect_events()]
         position = 0
         for start in range(0, len(events), SAVE_CHUNK):
-            recordings = self.save(*events[start:start + SAVE_CHUNK])
+            chunk = events[start:start + SAVE_CHUNK]
+            sealed_ids = [e.originator_id for e in chunk if isinstance(getattr(e, "pii", None), dict)]
+            with self.keys.batch(sealed_ids):
+                missing = [cid for cid in dict.fromkeys(sealed_ids) if self.keys.get(cid) is None]
+                if missing:
+                    self.keys.seed_cache(self.keys.create_many(missing))
+                recordings = self.save(*chunk)
             position = max([position, *(r.notification.id for r in recordings)])
         return position
 
@@ -100,7 +123,11 @@ class ContactsApplication(Application):
         return parse_phone(raw_phone, region or self.default_region)
 
     def reserve(self, actor: Actor, phone: Phone, contact_id: UUID) -> PhoneReservation:
-        """Claim the number for ``contact_id`` or raise PhoneTakenError."""
+        """Claim the number for ``contact_id`` or raise PhoneTakenError.
+
+        A released reservation may carry an opt-out (``suppressed``) that outlived a
+        purged contact; the caller copies it onto the new contact.
+        """
         rid = reservation_id(self.hash_key, actor.account_id, phone.e164)
         reservation = self._get(PhoneReservation, rid)
         if reservation is None:
@@ -137,12 +164,13 @@ class ContactsApplication(Application):
         parsed = self.parse(phone, region)
         list_ids = self.check_lists(actor, list_ids)
         for _ in range(3):
+            contact_id = uuid4()
+            reservation = self.reserve(actor, parsed, contact_id)
             contact = Contact.create(
-                actor, pii={**pii, "phone": parsed.e164}, tags=tags, list_ids=list_ids,
-                is_opted_out=is_opted_out, directory_match=self.directory.classify(parsed),
-                reservation_id=reservation_id(self.hash_key, actor.account_id, parsed.e164),
+                actor, contact_id=contact_id, pii={**pii, "phone": parsed.e164}, tags=tags, list_ids=list_ids,
+                is_opted_out=is_opted_out or reservation.suppressed,
+                directory_match=self.directory.classify(parsed), reservation_id=reservation.id,
             )
-            reservation = self.reserve(actor, parsed, contact.id)
             try:
                 return contact.id, self.save_all(contact, reservation)
             except IntegrityError:
@@ -159,10 +187,13 @@ class ContactsApplication(Application):
             parsed = self.parse(pii["phone"], region)
             pii["phone"] = parsed.e164
             if parsed.e164 != contact.phone:
-                touched.append(self.reserve(actor, parsed, contact.id))
+                reservation = self.reserve(actor, parsed, contact.id)
+                touched.append(reservation)
+                if reservation.suppressed and is_opted_out is None:
+                    is_opted_out = True  # the new number opted out before: keep honouring it
                 old = self._get(PhoneReservation, contact.reservation_id)
                 if old is not None:
-                    old.release(actor, contact.id)
+                    old.release(actor, contact.id, suppressed=contact.is_opted_out)
                     touched.append(old)
                 changes = {**changes, **self.directory.classify(parsed),
                            "reservation_id": reservation_id(self.hash_key, actor.account_id, parsed.e164)}
@@ -197,4 +228,40 @@ class ContactsApplication(Application):
         for contact_id in dict.fromkeys(contact_ids):
             contact = self._get(Contact, contact_id)
             if contact is not None and contact.account_id == actor.account_id and contact.is_active:
+                yield contact
+
+    # -- trash -------------------------------------------------------------------------------
+
+    @retry_on_conflict
+    def trash(self, actor: Actor, contact_ids: list[UUID]) -> tuple[int, int]:
+        """SoftDelete: active contacts of the account move to the trash."""
+        changed = [c for c in self._active_contacts(actor, contact_ids) if c.trash(actor)]
+        return len(changed), self.save_all(*changed)
+
+    @retry_on_conflict
+    def restore(self, actor: Actor, contact_ids: list[UUID]) -> tuple[int, int]:
+        """Restore: trashed contacts come back with their lists and tags."""
+        changed = [c for c in self._trashed_contacts(actor, contact_ids) if c.restore(actor)]
+        return len(changed), self.save_all(*changed)
+
+    @retry_on_conflict
+    def purge(self, actor: Actor, contact_ids: list[UUID]) -> tuple[int, int]:
+        """Purge: trashed contacts are erased; their numbers are freed (opt-outs kept)."""
+        touched: list[Any] = []
+        purged = 0
+        for contact in self._trashed_contacts(actor, contact_ids):
+            if contact.purge(actor):
+                purged += 1
+                touched.append(contact)
+                reservation = self._get(PhoneReservation, contact.reservation_id)
+                if reservation is not None:
+                    reservation.release(actor, contact.id, suppressed=contact.is_opted_out)
+                    touched.append(reservation)
+        return purged, self.save_all(*touched)
+
+    def _trashed_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
+        for contact_id in dict.fromkeys(contact_ids):
+            contact = self._get(Contact, contact_id)
+            if (contact is not None and contact.account_id == actor.account_id
+                    and contact.deleted_at is not None and not contact.is_purged):
                 yield contact

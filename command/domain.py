@@ -242,6 +242,7 @@ class PhoneReservation(Aggregate):
         def apply(self, agg: "PhoneReservation") -> None:
             agg.account_id = self.account_id
             agg.contact_id = self.contact_id
+            agg.suppressed = False
 
     class Reclaimed(Event):
         contact_id: UUID
@@ -250,10 +251,14 @@ class PhoneReservation(Aggregate):
             agg.contact_id = self.contact_id
 
     class Released(Event):
+        """The number is free again; ``suppressed`` keeps an opt-out beyond the contact."""
+
         contact_id: UUID
+        suppressed: bool
 
         def apply(self, agg: "PhoneReservation") -> None:
             agg.contact_id = None
+            agg.suppressed = self.suppressed
 
     def __init__(self) -> None:
         pass
@@ -268,6 +273,6 @@ class PhoneReservation(Aggregate):
         if self.contact_id != contact_id:
             self.trigger_event(self.Reclaimed, contact_id=contact_id, **_meta(actor))
 
-    def release(self, actor: Actor, contact_id: UUID) -> None:
+    def release(self, actor: Actor, contact_id: UUID, *, suppressed: bool) -> None:
         if self.contact_id == contact_id:
-            self.trigger_event(self.Released, contact_id=contact_id, **_meta(actor))
+            self.trigger_event(self.Released, contact_id=contact_id, suppressed=suppressed, **_meta(actor))

@@ -24,6 +24,8 @@ _CAMEL = {"first_name": "firstName", "last_name": "lastName", "list_ids": "listI
           "is_opted_out": "isOptedOut", "invalid_reason": "invalidReason"}
 # Personal fields a campaign service needs to address and personalise an SMS.
 PUBLISHED_PII = ("phone", "first_name", "last_name")
+# Contact events whose messages may carry those fields: erased from the stream on purge.
+PII_EVENT_NAMES = ("created", "updated")
 
 
 def _camel(values: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +82,7 @@ class Message(msgspec.Struct):
     subject: str
     msg_id: str
     payload: bytes
+    erases: str | None = None  # for contact.purged: the contact's subject stem to erase first
 
 
 def to_message(event: Any, position: int, prefix: str = "contacts") -> Message | None:
@@ -105,5 +108,6 @@ def to_message(event: Any, position: int, prefix: str = "contacts") -> Message |
         "sequence": position,
         "data": spec.data(event),
     }
-    subject = f"{prefix}.{event.account_id}.{spec.aggregate}.{aggregate_id}.{spec.name}"
-    return Message(subject=subject, msg_id=eid, payload=msgspec.json.encode(envelope))
+    stem = f"{prefix}.{event.account_id}.{spec.aggregate}.{aggregate_id}"
+    return Message(subject=f"{stem}.{spec.name}", msg_id=eid, payload=msgspec.json.encode(envelope),
+                   erases=stem if type(event) is Contact.Purged else None)

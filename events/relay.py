@@ -18,7 +18,7 @@ import nats
 from nats.js.api import StorageType, StreamConfig
 from psycopg_pool import ConnectionPool
 
-from events.contract import to_message
+from events.contract import PII_EVENT_NAMES, to_message
 
 log = logging.getLogger(__name__)
 RELAY_NAME = "nats_relay"
@@ -28,11 +28,11 @@ class Relay:
     """Follows the event store and publishes to one JetStream stream."""
 
     def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
-                 to_domain_event: Callable[[Any], Any], *, nats_url: str, stream: str,
+                 decode: Callable[[list[Any]], list[Any]], *, nats_url: str, stream: str,
                  subject_prefix: str, duplicate_window_s: int, batch_size: int = 1000):
         self.pool = pool
         self.select_notifications = select_notifications
-        self.to_domain_event = to_domain_event
+        self.decode = decode
         self.nats_url = nats_url
         self.stream = stream
         self.prefix = subject_prefix
@@ -91,18 +91,39 @@ class Relay:
                 self.select_notifications, start=position, limit=self.batch_size, inclusive_of_start=False)
             if not notifications:
                 return total
-            messages = []
-            for n in notifications:
-                message = to_message(self.to_domain_event(n), n.id, self.prefix)
-                if message is not None:
-                    messages.append(message)
-            futures = [await self.js.publish_async(m.subject, m.payload, headers={"Nats-Msg-Id": m.msg_id})
-                       for m in messages]
-            if futures:
-                await asyncio.wait_for(asyncio.gather(*futures), timeout=15)
+            messages = await asyncio.to_thread(self._messages, notifications)
+            futures = []
+            for m in messages:
+                if m.erases:
+                    # Erasure: first wait for what is in flight, then remove every
+                    # message of this contact that carried personal data.
+                    await self._settle(futures)
+                    await self._erase_contact(m.erases)
+                futures.append(await self.js.publish_async(m.subject, m.payload,
+                                                           headers={"Nats-Msg-Id": m.msg_id}))
+            await self._settle(futures)
             await asyncio.to_thread(self._checkpoint, notifications[-1].id)
             self.published_total += len(messages)
             total += len(messages)
+
+    def _messages(self, notifications: list[Any]) -> list[Any]:
+        messages = []
+        for n, event in zip(notifications, self.decode(notifications)):
+            message = to_message(event, n.id, self.prefix)
+            if message is not None:
+                messages.append(message)
+        return messages
+
+    @staticmethod
+    async def _settle(futures: list[Any]) -> None:
+        if futures:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=15)
+            futures.clear()
+
+    async def _erase_contact(self, contact_subject: str) -> None:
+        """Purge the stream of a contact's messages that carry personal fields."""
+        for event_name in PII_EVENT_NAMES:
+            await self.js.purge_stream(self.stream, subject=f"{contact_subject}.{event_name}")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set, reconnecting with back-off while NATS is away."""

@@ -15,7 +15,7 @@ from uuid import UUID
 import phonenumbers
 from psycopg import Connection, Cursor
 
-from command.domain import Contact, ContactList, PhoneReservation
+from command.domain import PII_FIELDS, Contact, ContactList, PhoneReservation
 
 NAME = "read_model"
 READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact_tags")
@@ -101,7 +101,7 @@ class ReadModelProjector:
         row = self._contact(cur, e.originator_id)
         if row is None:
             return
-        values: dict[str, Any] = {k: v for k, v in e.pii.items()}
+        values: dict[str, Any] = {k: v for k, v in e.pii.items() if k in PII_FIELDS}
         values.update({k: v for k, v in e.changes.items()
                        if k in ("tags", "status", "invalid_reason", "operator", "country")})
         if "tags" in values and row["deleted_at"] is None:
@@ -162,8 +162,7 @@ class ReadModelProjector:
         self._tags_delta(cur, e.account_id, row["tags"], +1)
         self._update_contact(cur, e.originator_id, {"deleted_at": None}, e.timestamp)
 
-    @apply.register
-    def _(self, e: Contact.Purged, cur: Cursor[Any]) -> None:
+    def _purge_row(self, e: Contact.Purged, cur: Cursor[Any]) -> None:
         row = self._contact(cur, e.originator_id)
         if row is None:
             return
@@ -172,6 +171,13 @@ class ReadModelProjector:
             self._tags_delta(cur, e.account_id, row["tags"], -1)
         cur.execute("DELETE FROM contact_list_memberships WHERE contact_id = %s", (e.originator_id,))
         cur.execute("DELETE FROM contacts WHERE id = %s", (e.originator_id,))
+
+    @apply.register
+    def _(self, e: Contact.Purged, cur: Cursor[Any]) -> None:
+        # Erasure is finished here, in the projection's transaction: even if the
+        # purging request died after storing the event, the key still goes.
+        self._purge_row(e, cur)
+        cur.execute("DELETE FROM contact_keys WHERE contact_id = %s", (e.originator_id,))
 
     @apply.register
     def _(self, e: PhoneReservation.Event, cur: Cursor[Any]) -> None:

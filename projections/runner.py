@@ -31,10 +31,10 @@ class ProjectionRunner:
     """Applies events from the application's notification log to projectors."""
 
     def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
-                 to_domain_event: Callable[[Any], Any], projector: Projector, batch_size: int = 1000):
+                 decode: Callable[[list[Any]], list[Any]], projector: Projector, batch_size: int = 1000):
         self.pool = pool
         self.select_notifications = select_notifications
-        self.to_domain_event = to_domain_event
+        self.decode = decode
         self.projector = projector
         self.batch_size = batch_size
         self.applied_total = 0
@@ -65,8 +65,8 @@ class ProjectionRunner:
             if not notifications:
                 return position, 0
             started = time.perf_counter()
-            for notification in notifications:
-                self.projector.apply(self.to_domain_event(notification), cur)
+            for event in self.decode(notifications):
+                self.projector.apply(event, cur)
             position = notifications[-1].id
             cur.execute("UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
                         (position, name))

@@ -12,6 +12,7 @@ from psycopg_pool import ConnectionPool
 
 from command import directory
 from command.application import ContactsApplication
+from command.crypto import KeyStore
 from events.relay import Relay
 from projections.read_model import ReadModelProjector, create_tables
 from projections.runner import ProjectionRunner
@@ -51,7 +52,7 @@ class Container:
     runner: ProjectionRunner
 
     def relay(self, nats_url: str) -> Relay:
-        return Relay(self.pool, self.app.recorder.select_notifications, self.app.mapper.to_domain_event,
+        return Relay(self.pool, self.app.recorder.select_notifications, self.app.decode,
                      nats_url=nats_url, stream=self.settings.nats_stream,
                      subject_prefix=self.settings.nats_subject_prefix,
                      duplicate_window_s=self.settings.nats_duplicate_window_s)
@@ -66,19 +67,21 @@ class Container:
 
 def build(settings: Settings, database_url: str) -> Container:
     """Create the schema if needed (under an advisory lock) and wire the parts."""
+    pool = ConnectionPool(database_url, min_size=2, max_size=settings.db_pool_size, open=True,
+                          kwargs={"autocommit": True}, check=ConnectionPool.check_connection)
+    keys = KeyStore(pool)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
         try:
             directory.ensure(conn)
             create_tables(conn)
+            keys.ensure_table()
             operator_directory = directory.load(conn)
-            app = ContactsApplication(eventsourcing_env(database_url, settings.db_pool_size),
+            app = ContactsApplication(eventsourcing_env(database_url, settings.db_pool_size), keys=keys,
                                       directory=operator_directory, hash_key=settings.phone_hash_key,
                                       default_region=settings.default_region)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
-    pool = ConnectionPool(database_url, min_size=2, max_size=settings.db_pool_size, open=True,
-                          kwargs={"autocommit": True}, check=ConnectionPool.check_connection)
-    runner = ProjectionRunner(pool, app.recorder.select_notifications, app.mapper.to_domain_event,
+    runner = ProjectionRunner(pool, app.recorder.select_notifications, app.decode,
                               ReadModelProjector())
     return Container(settings=settings, database_url=database_url, app=app, pool=pool, runner=runner)

@@ -24,7 +24,11 @@ from service.schemas import (
     ContactListCreate,
     ContactListUpdate,
     ContactUpdate,
+    Deleted,
+    IdList,
+    Purged,
     Removed,
+    Restored,
 )
 
 ActorRequest = Request[Actor, str, Any]
@@ -125,6 +129,32 @@ class ContactController(Controller):
     def tags_index(self, request: ActorRequest, container: Container) -> list[str]:
         """Distinct tags of the account's active contacts, sorted."""
         return contact_queries.list_tags(container.pool, request.user.account_id)
+
+    @get("/trash", operation_id="listTrash", sync_to_thread=True)
+    def trash_index(self, request: ActorRequest, container: Container) -> list[ContactOut]:
+        """Every trashed contact of the account, most recently trashed first, with ``deletedAt``."""
+        return contact_queries.list_trash(container.pool, request.user.account_id)
+
+    @post("/trash/restore", operation_id="restoreContacts", status_code=200, sync_to_thread=True)
+    def restore(self, request: ActorRequest, container: Container, data: IdList) -> Restored:
+        """Bring trashed contacts back with their lists and tags."""
+        return Restored(restored=execute(container, container.app.restore, request.user, data.ids))
+
+    @delete("/trash", operation_id="purgeContacts", status_code=200, sync_to_thread=True)
+    def purge(self, request: ActorRequest, container: Container, data: IdList) -> Purged:
+        """Erase trashed contacts for good; active contacts are untouched and not counted."""
+        return Purged(purged=execute(container, container.app.purge, request.user, data.ids))
+
+    @post("/bulk-delete", operation_id="bulkDeleteContacts", status_code=200, sync_to_thread=True)
+    def bulk_delete(self, request: ActorRequest, container: Container, data: IdList) -> Deleted:
+        """Move active contacts to the trash; counts only those that were active."""
+        return Deleted(deleted=execute(container, container.app.trash, request.user, data.ids))
+
+    @delete("/{contact_id:uuid}", operation_id="deleteContact", sync_to_thread=True)
+    def remove(self, request: ActorRequest, container: Container, contact_id: UUID) -> None:
+        """Move one contact to the trash (204); 404 if it is not an active contact of the account."""
+        if not execute(container, container.app.trash, request.user, [contact_id]):
+            raise NotFoundError(f"contact {contact_id} not found", field="id")
 
     @get("/{contact_id:uuid}", operation_id="getContact", sync_to_thread=True)
     def show(self, request: ActorRequest, container: Container, contact_id: UUID) -> ContactOut:

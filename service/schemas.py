@@ -40,6 +40,10 @@ class ContactIds(In):
     contact_ids: Ids
 
 
+class IdList(In):
+    ids: Ids
+
+
 class ContactCreate(In):
     phone: PhoneText
     first_name: ShortText | None = None
@@ -70,6 +74,18 @@ class Added(msgspec.Struct):
 
 class Removed(msgspec.Struct):
     removed: int
+
+
+class Deleted(msgspec.Struct):
+    deleted: int
+
+
+class Restored(msgspec.Struct):
+    restored: int
+
+
+class Purged(msgspec.Struct):
+    purged: int
 
 
 class ErrorDetail(msgspec.Struct, omit_defaults=True):

