@@ -17,9 +17,10 @@ from eventsourcing.persistence import IntegrityError
 
 from command.context import Actor
 from command.crypto import KeyStore, PiiMapper
-from command.domain import Contact, ContactList, PhoneReservation
+from command.domain import Contact, ContactList
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
+from command.recorder import ContactsRecorder
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall
@@ -48,6 +49,7 @@ class ContactsApplication(Application):
     def __init__(self, env: dict[str, str], *, keys: KeyStore, directory: OperatorDirectory, hash_key: bytes,
                  default_region: str):
         self.keys = keys
+        env = {**env, "APPLICATION_RECORDER_TOPIC": "command.recorder:ContactsRecorder"}
         super().__init__(env)
         self.directory = directory
         self.hash_key = hash_key
@@ -60,28 +62,42 @@ class ContactsApplication(Application):
 
     def decode(self, notifications: list[Any]) -> list[Any]:
         """Domain events of stored notifications, fetching the contacts' keys in one query."""
-        sealed = [n.originator_id for n in notifications if ".domain:Contact." in n.topic]
+        sealed = []
+        for n in notifications:
+            if ".domain:Contact." in n.topic:
+                sealed.append(n.originator_id)
+            elif ".domain:ContactImport.RowsImported" in n.topic:
+                sealed.extend(PiiMapper.contact_ids(n.state))
         with self.keys.batch(sealed):
             return [self.mapper.to_domain_event(n) for n in notifications]
 
     # -- helpers ---------------------------------------------------------------------
 
-    def save_all(self, *objs: Any) -> int:
-        """Save aggregates' pending events (chunked) and return the last position.
+    def save_all(self, *objs: Any, account_id: UUID | None = None,
+                 claims: Iterable[tuple[UUID, UUID]] = (),
+                 releases: Iterable[tuple[UUID, UUID, bool]] = ()) -> int:
+        """Save aggregates' pending events (chunked), with phone claims and releases.
 
-        Keys of the contacts whose personal data is sealed are fetched (or created)
-        in one round trip per chunk rather than one per event.
+        A claim or release travels in the chunk holding its contact's events, so it
+        commits or fails with them. Keys of contacts whose personal data is sealed
+        are fetched (or created) in one round trip per chunk.
         """
         events = [e for obj in objs for e in obj.collect_events()]
+        claims_by_contact = {c[1]: c for c in claims}
+        releases_by_contact = {r[1]: r for r in releases}
         position = 0
         for start in range(0, len(events), SAVE_CHUNK):
             chunk = events[start:start + SAVE_CHUNK]
+            ids = {e.originator_id for e in chunk}
             sealed_ids = [e.originator_id for e in chunk if isinstance(getattr(e, "pii", None), dict)]
             with self.keys.batch(sealed_ids):
                 missing = [cid for cid in dict.fromkeys(sealed_ids) if self.keys.get(cid) is None]
                 if missing:
                     self.keys.seed_cache(self.keys.create_many(missing))
-                recordings = self.save(*chunk)
+                recordings = self.save(
+                    *chunk, account_id=account_id,
+                    claims=[c for cid, c in claims_by_contact.items() if cid in ids],
+                    releases=[r for cid, r in releases_by_contact.items() if cid in ids])
             position = max([position, *(r.notification.id for r in recordings)])
         return position
 
@@ -89,8 +105,28 @@ class ContactsApplication(Application):
         try:
             agg = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            return None
+            agg = self._imported_contact(aggregate_id) if cls is Contact else None
         return agg if isinstance(agg, cls) else None
+
+    def _imported_contact(self, contact_id: UUID) -> Contact | None:
+        """A contact created inside an import batch: its Created lives in that batch event."""
+        with self.keys.pool.connection() as conn:
+            row = conn.execute("SELECT import_id, import_version FROM contact_origins WHERE contact_id = %s",
+                               (contact_id,)).fetchone()
+        if row is None:
+            return None
+        batch = next(iter(self.events.get(row[0], gt=row[1] - 1, lte=row[1])))
+        contact = batch.created_event(contact_id).mutate(None)
+        for event in self.events.get(contact_id):
+            contact = event.mutate(contact)
+        return contact
+
+    def reservation(self, rid: UUID) -> tuple[UUID | None, bool] | None:
+        """(holder contact id or None, suppressed) of a phone reservation, if it exists."""
+        with self.keys.pool.connection() as conn:
+            row = conn.execute("SELECT contact_id, suppressed FROM phone_reservations WHERE reservation_id = %s",
+                               (rid,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def get_list(self, actor: Actor, list_id: UUID) -> ContactList:
         contact_list = self._get(ContactList, list_id)
@@ -122,21 +158,14 @@ class ContactsApplication(Application):
     def parse(self, raw_phone: object, region: str | None = None) -> Phone:
         return parse_phone(raw_phone, region or self.default_region)
 
-    def reserve(self, actor: Actor, phone: Phone, contact_id: UUID) -> PhoneReservation:
-        """Claim the number for ``contact_id`` or raise PhoneTakenError.
-
-        A released reservation may carry an opt-out (``suppressed``) that outlived a
-        purged contact; the caller copies it onto the new contact.
-        """
+    def check_phone_free(self, actor: Actor, phone: Phone, contact_id: UUID) -> tuple[UUID, bool]:
+        """The reservation id for the number and whether it carries an opt-out; 409 if held."""
         rid = reservation_id(self.hash_key, actor.account_id, phone.e164)
-        reservation = self._get(PhoneReservation, rid)
-        if reservation is None:
-            return PhoneReservation.claim_new(actor, rid, contact_id)
-        if reservation.contact_id not in (None, contact_id):
-            raise PhoneTakenError(f"phone {phone.e164} already belongs to contact {reservation.contact_id}",
-                                  field="phone", extra={"contactId": str(reservation.contact_id)})
-        reservation.claim(actor, contact_id)
-        return reservation
+        found = self.reservation(rid)
+        if found is not None and found[0] not in (None, contact_id):
+            raise PhoneTakenError(f"phone {phone.e164} already belongs to contact {found[0]}",
+                                  field="phone", extra={"contactId": str(found[0])})
+        return rid, bool(found and found[1])
 
     # -- contact lists -----------------------------------------------------------------
 
@@ -165,16 +194,17 @@ class ContactsApplication(Application):
         list_ids = self.check_lists(actor, list_ids)
         for _ in range(3):
             contact_id = uuid4()
-            reservation = self.reserve(actor, parsed, contact_id)
+            rid, suppressed = self.check_phone_free(actor, parsed, contact_id)
             contact = Contact.create(
                 actor, contact_id=contact_id, pii={**pii, "phone": parsed.e164}, tags=tags, list_ids=list_ids,
-                is_opted_out=is_opted_out or reservation.suppressed,
-                directory_match=self.directory.classify(parsed), reservation_id=reservation.id,
+                is_opted_out=is_opted_out or suppressed,
+                directory_match=self.directory.classify(parsed), reservation_id=rid,
             )
             try:
-                return contact.id, self.save_all(contact, reservation)
+                return contact.id, self.save_all(contact, account_id=actor.account_id,
+                                                 claims=[(rid, contact_id)])
             except IntegrityError:
-                continue  # a concurrent claim won: reload the reservation and report it
+                continue  # a concurrent claim won: check again and report who holds it
         raise ConcurrencyError("the phone number changed hands concurrently; retry the request")
 
     @retry_on_conflict
@@ -182,21 +212,17 @@ class ContactsApplication(Application):
                        changes: dict[str, Any], region: str | None = None,
                        list_ids: list[UUID] | None = None, is_opted_out: bool | None = None) -> tuple[UUID, int]:
         contact = self.get_contact(actor, contact_id)
-        touched: list[Any] = [contact]
+        claims, releases = [], []
         if "phone" in pii:
             parsed = self.parse(pii["phone"], region)
             pii["phone"] = parsed.e164
             if parsed.e164 != contact.phone:
-                reservation = self.reserve(actor, parsed, contact.id)
-                touched.append(reservation)
-                if reservation.suppressed and is_opted_out is None:
+                rid, suppressed = self.check_phone_free(actor, parsed, contact.id)
+                claims.append((rid, contact.id))
+                releases.append((contact.reservation_id, contact.id, contact.is_opted_out))
+                if suppressed and is_opted_out is None:
                     is_opted_out = True  # the new number opted out before: keep honouring it
-                old = self._get(PhoneReservation, contact.reservation_id)
-                if old is not None:
-                    old.release(actor, contact.id, suppressed=contact.is_opted_out)
-                    touched.append(old)
-                changes = {**changes, **self.directory.classify(parsed),
-                           "reservation_id": reservation_id(self.hash_key, actor.account_id, parsed.e164)}
+                changes = {**changes, **self.directory.classify(parsed), "reservation_id": rid}
         if list_ids is not None:
             list_ids = self.check_lists(actor, list_ids)
         contact.update(actor, pii, changes)
@@ -204,30 +230,31 @@ class ContactsApplication(Application):
             contact.sync_lists(actor, list_ids)
         if is_opted_out is not None:
             contact.set_opted_out(actor, is_opted_out)
-        return contact_id, self.save_all(*touched)
+        return contact_id, self.save_all(contact, account_id=actor.account_id, claims=claims, releases=releases)
 
     @retry_on_conflict
     def add_to_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> tuple[int, int]:
         self.get_list(actor, list_id)
-        changed = []
-        for contact in self._active_contacts(actor, contact_ids):
-            if contact.add_to_lists(actor, [list_id]):
-                changed.append(contact)
+        changed = [c for c in self._active_contacts(actor, contact_ids) if c.add_to_lists(actor, [list_id])]
         return len(changed), self.save_all(*changed)
 
     @retry_on_conflict
     def remove_from_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> tuple[int, int]:
         self.get_list(actor, list_id)
-        changed = []
-        for contact in self._active_contacts(actor, contact_ids):
-            if contact.remove_from_lists(actor, [list_id]):
-                changed.append(contact)
+        changed = [c for c in self._active_contacts(actor, contact_ids) if c.remove_from_lists(actor, [list_id])]
         return len(changed), self.save_all(*changed)
 
     def _active_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
         for contact_id in dict.fromkeys(contact_ids):
             contact = self._get(Contact, contact_id)
             if contact is not None and contact.account_id == actor.account_id and contact.is_active:
+                yield contact
+
+    def _trashed_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
+        for contact_id in dict.fromkeys(contact_ids):
+            contact = self._get(Contact, contact_id)
+            if (contact is not None and contact.account_id == actor.account_id
+                    and contact.deleted_at is not None and not contact.is_purged):
                 yield contact
 
     # -- trash -------------------------------------------------------------------------------
@@ -247,21 +274,6 @@ class ContactsApplication(Application):
     @retry_on_conflict
     def purge(self, actor: Actor, contact_ids: list[UUID]) -> tuple[int, int]:
         """Purge: trashed contacts are erased; their numbers are freed (opt-outs kept)."""
-        touched: list[Any] = []
-        purged = 0
-        for contact in self._trashed_contacts(actor, contact_ids):
-            if contact.purge(actor):
-                purged += 1
-                touched.append(contact)
-                reservation = self._get(PhoneReservation, contact.reservation_id)
-                if reservation is not None:
-                    reservation.release(actor, contact.id, suppressed=contact.is_opted_out)
-                    touched.append(reservation)
-        return purged, self.save_all(*touched)
-
-    def _trashed_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
-        for contact_id in dict.fromkeys(contact_ids):
-            contact = self._get(Contact, contact_id)
-            if (contact is not None and contact.account_id == actor.account_id
-                    and contact.deleted_at is not None and not contact.is_purged):
-                yield contact
+        purged = [c for c in self._trashed_contacts(actor, contact_ids) if c.purge(actor)]
+        releases = [(c.reservation_id, c.id, c.is_opted_out) for c in purged]
+        return len(purged), self.save_all(*purged, account_id=actor.account_id, releases=releases)

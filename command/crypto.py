@@ -115,13 +115,33 @@ class PiiMapper(Mapper):
             contact_id = domain_event.originator_id
             key = self.keys.get(contact_id) or self.keys.create(contact_id)
             domain_event = dataclasses.replace(domain_event, pii=seal(key, contact_id, pii))
+        contacts = getattr(domain_event, "contacts", None)
+        if isinstance(contacts, list):  # an import batch: each entry sealed with its own key
+            sealed = []
+            for entry in contacts:
+                key = self.keys.get(entry["id"]) or self.keys.create(entry["id"])
+                sealed.append({**entry, "pii": seal(key, entry["id"], entry["pii"])})
+            domain_event = dataclasses.replace(domain_event, contacts=sealed)
         return super().to_stored_event(domain_event)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         event = super().to_domain_event(stored_event)
         pii = getattr(event, "pii", None)
         if isinstance(pii, dict) and SEALED in pii:
-            key = self.keys.get(event.originator_id)
-            plain = unseal(key, event.originator_id, pii) if key is not None else dict(ERASED)
-            object.__setattr__(event, "pii", plain)
+            object.__setattr__(event, "pii", self._unseal(event.originator_id, pii))
+        contacts = getattr(event, "contacts", None)
+        if isinstance(contacts, list):
+            for entry in contacts:
+                entry["pii"] = self._unseal(entry["id"], entry["pii"])
         return event
+
+    def _unseal(self, contact_id: UUID, sealed: dict[str, str]) -> dict[str, Any]:
+        key = self.keys.get(contact_id)
+        return unseal(key, contact_id, sealed) if key is not None else dict(ERASED)
+
+    @staticmethod
+    def contact_ids(state: bytes) -> list[UUID]:
+        """Ids of the contacts inside a stored import batch, to prefetch their keys."""
+        decoded = msgspec.json.decode(state)
+        return [UUID(c["id"]["_data_"] if isinstance(c["id"], dict) else c["id"])
+                for c in decoded.get("contacts", [])]

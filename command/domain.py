@@ -1,4 +1,4 @@
-"""Aggregates of the write side: ContactList, Contact and PhoneReservation.
+"""Aggregates of the write side: ContactList, Contact and ContactImport.
 
 Every event carries ``account_id``, ``actor`` and ``request_id`` (the base ``Event``
 of each aggregate), and eventsourcing adds the time. Personal data of a contact
@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
 
 from command.context import Actor
 from command.errors import NotFoundError, ValidationError
@@ -223,12 +224,12 @@ class Contact(Aggregate):
         return True
 
 
-class PhoneReservation(Aggregate):
-    """Holds one phone number for one contact of one account.
+class ContactImport(Aggregate):
+    """One import job. Its ``RowsImported`` events each create up to a batch of contacts.
 
-    Its id is derived from a keyed hash of account + E.164, so two commands that
-    claim the same number write to the same aggregate and the event store's
-    (id, version) uniqueness lets exactly one of them win. No phone is stored here.
+    A contact created this way has no ``Created`` event of its own: its creation is
+    its entry in the batch (``created_event`` rebuilds it), and its own stream starts
+    at version 2. Skipped rows are recorded with their reason, never their values.
     """
 
     class Event(Aggregate.Event):
@@ -236,43 +237,74 @@ class PhoneReservation(Aggregate):
         actor: str
         request_id: str
 
-    class Claimed(Event, Aggregate.Created):
-        contact_id: UUID
+    class Started(Event, Aggregate.Created):
+        source: str
+        filename: str | None
+        list_id: UUID | None
+        idempotency_key: str | None
 
-        def apply(self, agg: "PhoneReservation") -> None:
+        def apply(self, agg: "ContactImport") -> None:
             agg.account_id = self.account_id
-            agg.contact_id = self.contact_id
-            agg.suppressed = False
+            agg.list_id = self.list_id
+            agg.counts = dict.fromkeys(IMPORT_COUNTS, 0)
+            agg.last_row = 0
+            agg.status = "running"
 
-    class Reclaimed(Event):
-        contact_id: UUID
+    class RowsImported(Event):
+        """``contacts``: entries with id, row, pii, tags, list_ids, is_opted_out, status,
+        invalid_reason, operator, country, reservation_id. ``skipped``: row, reason, contact_id."""
 
-        def apply(self, agg: "PhoneReservation") -> None:
-            agg.contact_id = self.contact_id
+        contacts: list[dict[str, Any]]
+        skipped: list[dict[str, Any]]
+        last_row: int
+        counts: dict[str, int]
 
-    class Released(Event):
-        """The number is free again; ``suppressed`` keeps an opt-out beyond the contact."""
+        def apply(self, agg: "ContactImport") -> None:
+            agg.counts = dict(self.counts)
+            agg.last_row = self.last_row
 
-        contact_id: UUID
-        suppressed: bool
+        def created_event(self, contact_id: UUID) -> Contact.Created:
+            entry = next(c for c in self.contacts if c["id"] == contact_id)
+            return Contact.Created(
+                originator_topic=get_topic(Contact), originator_id=contact_id, originator_version=1,
+                timestamp=self.timestamp, account_id=self.account_id, actor=self.actor,
+                request_id=self.request_id, **{k: v for k, v in entry.items() if k not in ("id", "row")})
 
-        def apply(self, agg: "PhoneReservation") -> None:
-            agg.contact_id = None
-            agg.suppressed = self.suppressed
+    class Completed(Event):
+        counts: dict[str, int]
+
+        def apply(self, agg: "ContactImport") -> None:
+            agg.counts = dict(self.counts)
+            agg.status = "completed"
+
+    class Failed(Event):
+        reason: str
+        counts: dict[str, int]
+
+        def apply(self, agg: "ContactImport") -> None:
+            agg.counts = dict(self.counts)
+            agg.status = "failed"
 
     def __init__(self) -> None:
         pass
 
     @classmethod
-    def claim_new(cls, actor: Actor, reservation_id: UUID, contact_id: UUID) -> "PhoneReservation":
-        return cls._create(cls.Claimed, id=reservation_id, contact_id=contact_id, **_meta(actor))
+    def start(cls, actor: Actor, *, source: str, filename: str | None, list_id: UUID | None,
+              idempotency_key: str | None, import_id: UUID | None = None) -> "ContactImport":
+        return cls._create(cls.Started, id=import_id or uuid4(), source=source, filename=filename,
+                           list_id=list_id, idempotency_key=idempotency_key, **_meta(actor))
 
-    def claim(self, actor: Actor, contact_id: UUID) -> None:
-        if self.contact_id is not None and self.contact_id != contact_id:
-            raise ValidationError("phone number already held")  # caller checks first
-        if self.contact_id != contact_id:
-            self.trigger_event(self.Reclaimed, contact_id=contact_id, **_meta(actor))
+    def record_rows(self, actor: Actor, contacts: list[dict[str, Any]], skipped: list[dict[str, Any]],
+                    last_row: int, counts: dict[str, int]) -> None:
+        self.trigger_event(self.RowsImported, contacts=contacts, skipped=skipped, last_row=last_row,
+                           counts=counts, **_meta(actor))
 
-    def release(self, actor: Actor, contact_id: UUID, *, suppressed: bool) -> None:
-        if self.contact_id == contact_id:
-            self.trigger_event(self.Released, contact_id=contact_id, suppressed=suppressed, **_meta(actor))
+    def complete(self, actor: Actor) -> None:
+        self.trigger_event(self.Completed, counts=dict(self.counts), **_meta(actor))
+
+    def fail(self, actor: Actor, reason: str) -> None:
+        self.trigger_event(self.Failed, reason=reason, counts=dict(self.counts), **_meta(actor))
+
+
+#: The seed's import result fields, plus rows read.
+IMPORT_COUNTS = ("read", "imported", "valid", "invalid", "skipped")

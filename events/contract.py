@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from command.domain import Contact, ContactList, PhoneReservation
+from command.domain import Contact, ContactList
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c4f56-3c2e-4d8e-9a53-2f6f3f5b7c11")
 SOURCE = "urn:contacts-service"
@@ -68,10 +68,6 @@ EVENT_TYPES: dict[type, EventType] = {
     Contact.Restored: EventType("contact", "restored", 1, lambda e: {}),
     Contact.Purged: EventType("contact", "purged", 1, lambda e: {}),
 }
-
-#: Write-side bookkeeping that is stored but not published (it carries no change a
-#: subscriber can act on: a keyed hash id and a contact id).
-INTERNAL_EVENTS = (PhoneReservation.Event,)
 
 
 def event_id(originator_id: uuid.UUID, version: int) -> str:

@@ -15,7 +15,7 @@ from uuid import UUID
 import phonenumbers
 from psycopg import Connection, Cursor
 
-from command.domain import PII_FIELDS, Contact, ContactList, PhoneReservation
+from command.domain import PII_FIELDS, Contact, ContactList
 
 NAME = "read_model"
 READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact_tags")
@@ -48,7 +48,7 @@ class ReadModelProjector:
 
     @singledispatchmethod
     def apply(self, event: Any, cur: Cursor[Any]) -> None:
-        """Events with no effect on the read tables (e.g. phone reservations)."""
+        """Events with no effect on the read tables."""
 
     # -- contact lists ------------------------------------------------------------------
 
@@ -178,10 +178,6 @@ class ReadModelProjector:
         # purging request died after storing the event, the key still goes.
         self._purge_row(e, cur)
         cur.execute("DELETE FROM contact_keys WHERE contact_id = %s", (e.originator_id,))
-
-    @apply.register
-    def _(self, e: PhoneReservation.Event, cur: Cursor[Any]) -> None:
-        """Write-side bookkeeping: nothing to show."""
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ def _stored_events(database_url: str) -> list[tuple]:
     with psycopg.connect(database_url) as conn:
         return conn.execute("SELECT originator_id, originator_version, topic FROM contacts_events"
                             " WHERE topic NOT LIKE %s ORDER BY notification_id",
-                            ("%PhoneReservation%",)).fetchall()
+                            ("%ContactImport%",)).fetchall()
 
 
 def _wait_for_relay(svc: Service, timeout: float = 30) -> None:

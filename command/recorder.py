@@ -1,0 +1,88 @@
+"""The event recorder, extended to keep write-side consistency tables in the same transaction.
+
+``phone_reservations`` holds one row per (account, phone) — keyed by an HMAC of
+account + E.164, never the phone — and the contact that holds it. Claims and
+releases are written in the very transaction that appends the events, after the
+events table lock, so two commands claiming one number cannot both commit: the
+loser gets a unique violation and its events are not stored either.
+
+``contact_origins`` records, for contacts created inside an import batch event,
+which event holds their creation (their own stream starts at version 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg import Cursor
+
+DDL = """
+CREATE TABLE IF NOT EXISTS phone_reservations (
+    reservation_id  uuid PRIMARY KEY,        -- HMAC(account_id, E.164), see command/phones.py
+    account_id      uuid NOT NULL,
+    contact_id      uuid,                    -- NULL: free (the contact was purged or moved)
+    import_id       uuid,                    -- the import that claimed it, if any
+    suppressed      boolean NOT NULL DEFAULT false,  -- opted out before it was freed
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS contact_origins (
+    contact_id        uuid PRIMARY KEY,
+    import_id         uuid NOT NULL,
+    import_version    integer NOT NULL
+);
+CREATE OR REPLACE FUNCTION claim_phone_reservations(
+    p_ids uuid[], p_account uuid, p_contacts uuid[], p_import uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    claimed integer;
+BEGIN
+    INSERT INTO phone_reservations AS r (reservation_id, account_id, contact_id, import_id)
+    SELECT t.rid, p_account, t.cid, p_import FROM unnest(p_ids, p_contacts) AS t(rid, cid)
+    ON CONFLICT (reservation_id) DO UPDATE
+        SET contact_id = EXCLUDED.contact_id, import_id = EXCLUDED.import_id, updated_at = now()
+        WHERE r.contact_id IS NULL OR r.contact_id = EXCLUDED.contact_id;
+    GET DIAGNOSTICS claimed = ROW_COUNT;
+    IF claimed < coalesce(array_length(p_ids, 1), 0) THEN
+        RAISE unique_violation USING MESSAGE = 'phone number already held by another contact';
+    END IF;
+END $$;
+"""
+
+
+class ContactsRecorder(PostgresApplicationRecorder):
+    """Appends events and applies phone claims/releases and contact origins atomically."""
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(724002)")
+            curs.execute(DDL)
+
+    def _insert_events(self, curs: Cursor[Any], stored_events: Sequence[StoredEvent], *,
+                       account_id: UUID | None = None, claims: Sequence[tuple[UUID, UUID]] = (),
+                       releases: Sequence[tuple[UUID, UUID, bool]] = (),
+                       origins: Sequence[tuple[UUID, UUID, int]] = (), import_id: UUID | None = None,
+                       **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        if not (claims or releases or origins):
+            return
+        # Take the events table lock first, so no transaction holds a reservation
+        # row while waiting for the lock another holds (no deadlock).
+        self._lock_table(curs)
+        if releases:
+            curs.execute(
+                "UPDATE phone_reservations r SET contact_id = NULL, import_id = NULL, suppressed = t.sup,"
+                " updated_at = now() FROM unnest(%s::uuid[], %s::uuid[], %s::boolean[]) AS t(rid, cid, sup)"
+                " WHERE r.reservation_id = t.rid AND r.contact_id = t.cid",
+                ([r[0] for r in releases], [r[1] for r in releases], [r[2] for r in releases]))
+        if claims:
+            curs.execute("SELECT claim_phone_reservations(%s::uuid[], %s, %s::uuid[], %s)",
+                         ([c[0] for c in claims], account_id, [c[1] for c in claims], import_id))
+        if origins:
+            curs.execute("INSERT INTO contact_origins (contact_id, import_id, import_version)"
+                         " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::integer[])",
+                         ([o[0] for o in origins], [o[1] for o in origins], [o[2] for o in origins]))
