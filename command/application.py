@@ -75,7 +75,7 @@ class ContactsApplication(Application):
 
     def save_all(self, *objs: Any, account_id: UUID | None = None,
                  claims: Iterable[tuple[UUID, UUID]] = (),
-                 releases: Iterable[tuple[UUID, UUID, bool]] = ()) -> int:
+                 releases: Iterable[tuple[UUID, UUID, bool]] = (), **extra: Any) -> int:
         """Save aggregates' pending events (chunked), with phone claims and releases.
 
         A claim or release travels in the chunk holding its contact's events, so it
@@ -95,7 +95,7 @@ class ContactsApplication(Application):
                 if missing:
                     self.keys.seed_cache(self.keys.create_many(missing))
                 recordings = self.save(
-                    *chunk, account_id=account_id,
+                    *chunk, account_id=account_id, **extra,
                     claims=[c for cid, c in claims_by_contact.items() if cid in ids],
                     releases=[r for cid, r in releases_by_contact.items() if cid in ids])
             position = max([position, *(r.notification.id for r in recordings)])

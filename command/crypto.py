@@ -54,11 +54,13 @@ class KeyStore:
                                       (contact_id,)).fetchone()[0])
 
     def create_many(self, contact_ids: list[UUID]) -> dict[UUID, bytes]:
+        """Keys for contacts that have none yet (fresh ids), written with COPY."""
         keys = {cid: AESGCM.generate_key(bit_length=256) for cid in contact_ids}
         with self.pool.connection() as conn, conn.cursor() as cur:
-            cur.executemany("INSERT INTO contact_keys (contact_id, key) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                            list(keys.items()))
-        return self.get_many(contact_ids)
+            with cur.copy("COPY contact_keys (contact_id, key) FROM STDIN") as copy:
+                for item in keys.items():
+                    copy.write_row(item)
+        return keys
 
     def get(self, contact_id: UUID) -> bytes | None:
         cache = getattr(self._local, "cache", None)

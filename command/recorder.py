@@ -34,6 +34,12 @@ CREATE TABLE IF NOT EXISTS contact_origins (
     import_id         uuid NOT NULL,
     import_version    integer NOT NULL
 );
+CREATE TABLE IF NOT EXISTS import_idempotency (
+    account_id       uuid NOT NULL,
+    idempotency_key  text NOT NULL,
+    import_id        uuid NOT NULL,
+    PRIMARY KEY (account_id, idempotency_key)
+);
 CREATE OR REPLACE FUNCTION claim_phone_reservations(
     p_ids uuid[], p_account uuid, p_contacts uuid[], p_import uuid) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -66,8 +72,11 @@ class ContactsRecorder(PostgresApplicationRecorder):
                        account_id: UUID | None = None, claims: Sequence[tuple[UUID, UUID]] = (),
                        releases: Sequence[tuple[UUID, UUID, bool]] = (),
                        origins: Sequence[tuple[UUID, UUID, int]] = (), import_id: UUID | None = None,
-                       **kwargs: Any) -> None:
+                       idempotency_key: str | None = None, **kwargs: Any) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
+        if idempotency_key:
+            curs.execute("INSERT INTO import_idempotency (account_id, idempotency_key, import_id)"
+                         " VALUES (%s, %s, %s)", (account_id, idempotency_key, import_id))
         if not (claims or releases or origins):
             return
         # Take the events table lock first, so no transaction holds a reservation

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from command.domain import Contact, ContactList
+from command.domain import Contact, ContactImport, ContactList
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c4f56-3c2e-4d8e-9a53-2f6f3f5b7c11")
 SOURCE = "urn:contacts-service"
@@ -45,7 +45,7 @@ class EventType:
 
     @property
     def type(self) -> str:
-        kind = "contact_list" if self.aggregate == "list" else self.aggregate
+        kind = {"list": "contact_list", "import": "contact_import"}.get(self.aggregate, self.aggregate)
         return f"contacts.{kind}.{self.name}.v{self.version}"
 
 
@@ -67,6 +67,12 @@ EVENT_TYPES: dict[type, EventType] = {
     Contact.Trashed: EventType("contact", "trashed", 1, lambda e: {}),
     Contact.Restored: EventType("contact", "restored", 1, lambda e: {}),
     Contact.Purged: EventType("contact", "purged", 1, lambda e: {}),
+    ContactImport.Started: EventType("import", "started", 1, lambda e: {
+        "source": e.source, "filename": e.filename, "listId": e.list_id}),
+    ContactImport.RowsImported: EventType("import", "progress", 1, lambda e: {
+        "counts": e.counts, "lastRow": e.last_row, "contactIds": [c["id"] for c in e.contacts]}),
+    ContactImport.Completed: EventType("import", "completed", 1, lambda e: {"counts": e.counts}),
+    ContactImport.Failed: EventType("import", "failed", 1, lambda e: {"counts": e.counts, "reason": e.reason}),
 }
 
 
@@ -81,11 +87,25 @@ class Message(msgspec.Struct):
     erases: str | None = None  # for contact.purged: the contact's subject stem to erase first
 
 
-def to_message(event: Any, position: int, prefix: str = "contacts") -> Message | None:
-    """The NATS message for a stored event, or None for internal events."""
+def to_messages(event: Any, position: int, prefix: str = "contacts") -> list[Message]:
+    """The NATS messages for a stored event.
+
+    An import batch becomes one ``contact.created`` message per contact it created
+    (identical to a single create's, so subscribers need no special case) followed by
+    one ``import.progress`` message.
+    """
+    messages = []
+    if isinstance(event, ContactImport.RowsImported):
+        for entry in event.contacts:
+            messages.append(_message(event.created_event(entry["id"]), position, prefix))
     spec = EVENT_TYPES.get(type(event))
-    if spec is None:
-        return None
+    if spec is not None:
+        messages.append(_message(event, position, prefix))
+    return messages
+
+
+def _message(event: Any, position: int, prefix: str) -> Message:
+    spec = EVENT_TYPES[type(event)]
     aggregate_id = str(event.originator_id)
     eid = event_id(event.originator_id, event.originator_version)
     envelope = {

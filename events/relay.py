@@ -18,7 +18,7 @@ import nats
 from nats.js.api import StorageType, StreamConfig
 from psycopg_pool import ConnectionPool
 
-from events.contract import PII_EVENT_NAMES, to_message
+from events.contract import PII_EVENT_NAMES, to_messages
 
 log = logging.getLogger(__name__)
 RELAY_NAME = "nats_relay"
@@ -29,7 +29,7 @@ class Relay:
 
     def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
                  decode: Callable[[list[Any]], list[Any]], *, nats_url: str, stream: str,
-                 subject_prefix: str, duplicate_window_s: int, batch_size: int = 1000):
+                 subject_prefix: str, duplicate_window_s: int, batch_size: int = 500):
         self.pool = pool
         self.select_notifications = select_notifications
         self.decode = decode
@@ -83,35 +83,42 @@ class Relay:
     # -- main loop ---------------------------------------------------------------------
 
     async def publish_pending(self) -> int:
-        """Publish everything after the checkpoint; return how many events were published."""
+        """Publish everything after the checkpoint; return how many messages were published.
+
+        Acks are awaited in windows of about ``window`` messages; the checkpoint moves
+        to the last notification whose messages were all acknowledged.
+        """
         total = 0
+        window = 2000
         while True:
             position = await asyncio.to_thread(self.position)
             notifications = await asyncio.to_thread(
                 self.select_notifications, start=position, limit=self.batch_size, inclusive_of_start=False)
             if not notifications:
                 return total
-            messages = await asyncio.to_thread(self._messages, notifications)
-            futures = []
-            for m in messages:
-                if m.erases:
-                    # Erasure: first wait for what is in flight, then remove every
-                    # message of this contact that carried personal data.
+            futures: list[Any] = []
+            for group in _groups(notifications):
+                notification = group[-1]
+                for m in await asyncio.to_thread(self._messages, group):
+                    if m.erases:
+                        # Erasure: first wait for what is in flight, then remove every
+                        # message of this contact that carried personal data.
+                        await self._settle(futures)
+                        await self._erase_contact(m.erases)
+                    futures.append(await self.js.publish_async(m.subject, m.payload,
+                                                               headers={"Nats-Msg-Id": m.msg_id}))
+                    total += 1
+                if len(futures) >= window:
                     await self._settle(futures)
-                    await self._erase_contact(m.erases)
-                futures.append(await self.js.publish_async(m.subject, m.payload,
-                                                           headers={"Nats-Msg-Id": m.msg_id}))
+                    await asyncio.to_thread(self._checkpoint, notification.id)
             await self._settle(futures)
             await asyncio.to_thread(self._checkpoint, notifications[-1].id)
-            self.published_total += len(messages)
-            total += len(messages)
+            self.published_total = total
 
     def _messages(self, notifications: list[Any]) -> list[Any]:
         messages = []
         for n, event in zip(notifications, self.decode(notifications)):
-            message = to_message(event, n.id, self.prefix)
-            if message is not None:
-                messages.append(message)
+            messages.extend(to_messages(event, n.id, self.prefix))
         return messages
 
     @staticmethod
@@ -153,3 +160,20 @@ class Relay:
                 backoff = min(backoff * 2, 5.0)
         await self.close()
 
+
+
+def _groups(notifications: list[Any]) -> list[list[Any]]:
+    """Runs of ordinary events together; each import batch (up to 1,000 contacts) alone."""
+    groups: list[list[Any]] = []
+    run: list[Any] = []
+    for n in notifications:
+        if "RowsImported" in n.topic:
+            if run:
+                groups.append(run)
+                run = []
+            groups.append([n])
+        else:
+            run.append(n)
+    if run:
+        groups.append(run)
+    return groups

@@ -12,13 +12,14 @@ from importlib import resources
 from typing import Any
 from uuid import UUID
 
-import phonenumbers
+from collections import Counter
 from psycopg import Connection, Cursor
 
-from command.domain import PII_FIELDS, Contact, ContactList
+from command.domain import PII_FIELDS, Contact, ContactImport, ContactList
 
 NAME = "read_model"
-READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact_tags")
+READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact_tags", "imports",
+               "import_report_rows")
 
 
 def create_tables(conn: Connection[Any]) -> None:
@@ -31,14 +32,8 @@ def search_name(first: str | None, last: str | None) -> str:
 
 
 def search_phone(e164: str) -> str:
-    """E.164 digits and the national digits, so ``0712 345`` and ``712345`` both match."""
-    try:
-        number = phonenumbers.parse(e164)
-        national = "".join(ch for ch in phonenumbers.format_number(
-            number, phonenumbers.PhoneNumberFormat.NATIONAL) if ch.isdigit())
-    except phonenumbers.NumberParseException:
-        national = ""
-    return f"{e164.lstrip('+')} {national}".strip()
+    """The number's digits; a search term's national trunk zero is dropped at query time."""
+    return e164.lstrip("+")
 
 
 class ReadModelProjector:
@@ -178,6 +173,78 @@ class ReadModelProjector:
         # purging request died after storing the event, the key still goes.
         self._purge_row(e, cur)
         cur.execute("DELETE FROM contact_keys WHERE contact_id = %s", (e.originator_id,))
+
+    # -- imports ---------------------------------------------------------------------------
+
+    @apply.register
+    def _(self, e: ContactImport.Started, cur: Cursor[Any]) -> None:
+        cur.execute("INSERT INTO imports (id, account_id, status, source, filename, list_id, created_at, updated_at)"
+                    " VALUES (%s, %s, 'running', %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    (e.originator_id, e.account_id, e.source, e.filename, e.list_id, e.timestamp, e.timestamp))
+
+    @apply.register
+    def _(self, e: ContactImport.RowsImported, cur: Cursor[Any]) -> None:
+        """A whole batch in a few set-based statements (COPY), not a statement per row."""
+        list_ids = {lid for c in e.contacts for lid in c["list_ids"]}
+        existing: set = set()
+        if list_ids:
+            cur.execute("SELECT id FROM contact_lists WHERE id = ANY(%s) AND account_id = %s",
+                        (list(list_ids), e.account_id))
+            existing = {r[0] for r in cur.fetchall()}
+        columns = ("id, account_id, first_name, last_name, phone, email, notes, tags, is_opted_out, status,"
+                   " invalid_reason, operator, country, list_ids, created_at, updated_at, search_name, search_phone")
+        with cur.copy(f"COPY contacts ({columns}) FROM STDIN") as copy:
+            for c in e.contacts:
+                pii = c["pii"]
+                phone = pii.get("phone") or ""
+                copy.write_row((c["id"], e.account_id, pii.get("first_name"), pii.get("last_name"), phone,
+                                pii.get("email"), pii.get("notes"), c["tags"], c["is_opted_out"], c["status"],
+                                c["invalid_reason"], c["operator"], c["country"],
+                                [i for i in c["list_ids"] if i in existing], e.timestamp, e.timestamp,
+                                search_name(pii.get("first_name"), pii.get("last_name")), search_phone(phone)))
+        members = Counter()
+        with cur.copy("COPY contact_list_memberships (list_id, contact_id, account_id, added_at) FROM STDIN") as copy:
+            for c in e.contacts:
+                for list_id in c["list_ids"]:
+                    if list_id in existing:
+                        members[list_id] += 1
+                        copy.write_row((list_id, c["id"], e.account_id, e.timestamp))
+        for list_id, n in members.items():
+            self._counts_delta(cur, [list_id], n)
+        tags = Counter(t for c in e.contacts for t in c["tags"])
+        if tags:
+            cur.execute(
+                "INSERT INTO contact_tags (account_id, tag, contact_count) SELECT %s, t, n"
+                " FROM unnest(%s::text[], %s::int[]) AS x(t, n) ON CONFLICT (account_id, tag)"
+                " DO UPDATE SET contact_count = contact_tags.contact_count + EXCLUDED.contact_count",
+                (e.account_id, list(tags), list(tags.values())))
+        with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id)"
+                      " FROM STDIN") as copy:
+            for s in e.skipped:
+                copy.write_row((e.originator_id, s["row"], s["outcome"], s["reason"], s["detail"], s["contact_id"]))
+            for c in e.contacts:
+                if c["status"] != "valid":
+                    copy.write_row((e.originator_id, c["row"], "imported", c["invalid_reason"] or c["status"],
+                                    "stored with status invalid: no known operator has this prefix", c["id"]))
+        self._import_counts(cur, e, e.counts)
+
+    @apply.register
+    def _(self, e: ContactImport.Completed, cur: Cursor[Any]) -> None:
+        self._import_counts(cur, e, e.counts, status="completed")
+
+    @apply.register
+    def _(self, e: ContactImport.Failed, cur: Cursor[Any]) -> None:
+        self._import_counts(cur, e, e.counts, status="failed", error=e.reason)
+
+    @staticmethod
+    def _import_counts(cur: Cursor[Any], e: Any, counts: dict[str, int], status: str | None = None,
+                       error: str | None = None) -> None:
+        cur.execute(
+            "UPDATE imports SET rows_read = %s, imported = %s, valid = %s, invalid = %s, skipped = %s,"
+            " updated_at = %s, status = coalesce(%s, status), error = coalesce(%s, error),"
+            " finished_at = CASE WHEN %s::text IS NULL THEN finished_at ELSE %s END WHERE id = %s",
+            (counts["read"], counts["imported"], counts["valid"], counts["invalid"], counts["skipped"],
+             e.timestamp, status, error, status, e.timestamp, e.originator_id))
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -62,3 +62,33 @@ CREATE TABLE IF NOT EXISTS contact_tags (
     contact_count  integer NOT NULL,
     PRIMARY KEY (account_id, tag)
 );
+
+-- Import jobs and their row-by-row report (row numbers and reasons, never values).
+CREATE TABLE IF NOT EXISTS imports (
+    id            uuid PRIMARY KEY,
+    account_id    uuid NOT NULL,
+    status        text NOT NULL,             -- running | completed | failed
+    source        text NOT NULL,             -- csv | xlsx | json
+    filename      text,
+    list_id       uuid,
+    rows_read     integer NOT NULL DEFAULT 0,
+    imported      integer NOT NULL DEFAULT 0,
+    valid         integer NOT NULL DEFAULT 0,
+    invalid       integer NOT NULL DEFAULT 0,
+    skipped       integer NOT NULL DEFAULT 0,
+    error         text,
+    created_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    finished_at   timestamptz
+);
+CREATE INDEX IF NOT EXISTS imports_account ON imports (account_id, created_at DESC);
+
+CREATE TABLE IF NOT EXISTS import_report_rows (
+    import_id   uuid NOT NULL,
+    row         integer NOT NULL,
+    outcome     text NOT NULL,               -- skipped | imported
+    reason      text NOT NULL,
+    detail      text,
+    contact_id  uuid,
+    PRIMARY KEY (import_id, row, reason)
+);

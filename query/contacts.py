@@ -50,7 +50,8 @@ class ContactFilter:
         if term:
             like = "%" + re.sub(r"([%_\\])", r"\\\1", " ".join(term.lower().split())) + "%"
             params["name_like"] = like
-            digits = re.sub(r"\D", "", term)
+            # A leading 0 is the national trunk prefix ("0712…" is "+254 712…"): drop it.
+            digits = re.sub(r"\D", "", term).lstrip("0")
             if digits:
                 params["phone_like"] = f"%{digits}%"
                 clauses.append(sql.SQL("(c.search_name LIKE %(name_like)s OR c.search_phone LIKE %(phone_like)s)"))

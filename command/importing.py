@@ -1,0 +1,218 @@
+"""The Import command: rows in, batch events out, with a reason for every row not imported cleanly.
+
+Rows are read lazily and handled in batches: each batch is one ``RowsImported``
+event carrying up to ``batch_size`` new contacts (each one's personal data sealed
+with its own key), saved with the batch's phone claims in one transaction. A
+number already held in the account, or seen earlier in the same import, skips the
+row; a concurrent writer that claims a number first makes the batch retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+from eventsourcing.persistence import IntegrityError
+
+from command.application import ContactsApplication
+from command.context import Actor
+from command.domain import ContactImport
+from command.errors import InvalidPhoneError, ValidationError
+from command.phones import reservation_id
+
+BATCH_SIZE = 1000
+MAX_TEXT = {"first_name": 200, "last_name": 200, "email": 320, "notes": 5000}
+
+
+class Row(Protocol):
+    row: int
+    phone: str | None
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    tags: list[str]
+    notes: str | None
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    import_id: UUID
+    counts: dict[str, int]
+    position: int
+    replayed: bool = False  # an Idempotency-Key retry answered with the first result
+    status: str = "completed"
+
+
+class ImportInProgressError(ValidationError):
+    status_code = 409
+    code = "import_in_progress"
+
+
+def _email_ok(value: str) -> bool:
+    local, _, domain = value.partition("@")
+    return bool(local) and "." in domain and " " not in value and domain.rsplit(".", 1)[-1] != ""
+
+
+class ImportService:
+    """Runs imports on the write side; thin over the application and the domain."""
+
+    def __init__(self, app: ContactsApplication, batch_size: int = BATCH_SIZE):
+        self.app = app
+        self.batch_size = batch_size
+
+    # -- starting ------------------------------------------------------------------------
+
+    def existing(self, actor: Actor, idempotency_key: str) -> ContactImport | None:
+        with self.app.keys.pool.connection() as conn:
+            row = conn.execute("SELECT import_id FROM import_idempotency WHERE account_id = %s"
+                               " AND idempotency_key = %s", (actor.account_id, idempotency_key)).fetchone()
+        return self.app.repository.get(row[0]) if row else None
+
+    def start(self, actor: Actor, *, source: str, filename: str | None, list_id: UUID | None,
+              idempotency_key: str | None) -> tuple[ContactImport, ImportOutcome | None]:
+        """Open an import job, or return the first result of an earlier one with this key."""
+        if list_id is not None:
+            self.app.check_lists(actor, [list_id])
+        if idempotency_key:
+            earlier = self.existing(actor, idempotency_key)
+            if earlier is not None:
+                return earlier, self._replay(earlier)
+        job = ContactImport.start(actor, source=source, filename=filename, list_id=list_id,
+                                  idempotency_key=idempotency_key)
+        try:
+            self.app.save_all(job, account_id=actor.account_id, import_id=job.id,
+                              idempotency_key=idempotency_key)
+        except IntegrityError:
+            earlier = self.existing(actor, idempotency_key or "")
+            if earlier is None:
+                raise
+            return earlier, self._replay(earlier)
+        return job, None
+
+    @staticmethod
+    def _replay(job: ContactImport) -> ImportOutcome:
+        if job.status == "running":
+            raise ImportInProgressError(f"import {job.id} with this Idempotency-Key is still running",
+                                        extra={"importId": str(job.id)})
+        return ImportOutcome(import_id=job.id, counts=dict(job.counts), position=0, replayed=True,
+                             status=job.status)
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, actor: Actor, job: ContactImport, rows: Iterable[Row], *, region: str | None = None,
+            on_batch: Callable[[dict[str, int]], None] | None = None) -> ImportOutcome:
+        """Import every row after ``job.last_row`` (so a restarted job resumes), then complete."""
+        position = 0
+        try:
+            iterator: Iterator[Row] = (r for r in rows if r.row > job.last_row)
+            while batch := list(islice(iterator, self.batch_size)):
+                job, position = self._import_batch(actor, job, batch, region)
+                if on_batch is not None:
+                    on_batch(dict(job.counts))
+        except Exception as exc:
+            job = self.app.repository.get(job.id)
+            job.fail(actor, _failure_reason(exc))
+            position = self.app.save_all(job)
+            raise ImportFailedError(job, position, exc) from exc
+        job.complete(actor)
+        position = self.app.save_all(job) or position
+        return ImportOutcome(import_id=job.id, counts=dict(job.counts), position=position)
+
+    def _import_batch(self, actor: Actor, job: ContactImport, batch: list[Row],
+                      region: str | None) -> tuple[ContactImport, int]:
+        for _ in range(10):
+            contacts, skipped, claims = self._prepare(actor, job, batch, region)
+            counts = dict(job.counts)
+            counts["read"] += len(batch)
+            counts["imported"] += len(contacts)
+            counts["valid"] += sum(1 for c in contacts if c["status"] == "valid")
+            counts["invalid"] += sum(1 for c in contacts if c["status"] != "valid")
+            counts["skipped"] += sum(1 for s in skipped if s["outcome"] == "skipped")
+            job.record_rows(actor, contacts, skipped, batch[-1].row, counts)
+            version = job.version
+            ids = [c["id"] for c in contacts]
+            with self.app.keys.batch([]):
+                self.app.keys.seed_cache(self.app.keys.create_many(ids))
+                try:
+                    recordings = self.app.save(job, account_id=actor.account_id, import_id=job.id,
+                                               claims=claims, origins=[(cid, job.id, version) for cid in ids])
+                    return job, recordings[-1].notification.id
+                except IntegrityError:
+                    job = self.app.repository.get(job.id)  # a concurrent writer took a number: redo
+        raise ValidationError("too many concurrent changes to the same phone numbers; retry the import")
+
+    def _prepare(self, actor: Actor, job: ContactImport, batch: list[Row],
+                 region: str | None) -> tuple[list[dict], list[dict], list[tuple[UUID, UUID]]]:
+        parsed: list[tuple[Row, Any, UUID]] = []
+        skipped: list[dict[str, Any]] = []
+        for row in batch:
+            if not row.phone:
+                skipped.append(_skip(row.row, "missing_phone", "the row has no phone number"))
+                continue
+            try:
+                phone = self.app.parse(row.phone, region)
+            except InvalidPhoneError as exc:
+                skipped.append(_skip(row.row, "unparseable_phone", exc.message.replace(repr(row.phone), "")))
+                continue
+            too_long = [f for f, limit in MAX_TEXT.items() if len(getattr(row, f) or "") > limit]
+            if too_long:
+                skipped.append(_skip(row.row, "field_too_long", f"{too_long[0]} is longer than {MAX_TEXT[too_long[0]]}"))
+                continue
+            parsed.append((row, phone, reservation_id(self.app.hash_key, actor.account_id, phone.e164)))
+        held = self._reservations([rid for _, _, rid in parsed])
+        contacts, claims, seen = [], [], set()
+        for row, phone, rid in parsed:
+            holder = held.get(rid)
+            if rid in seen or (holder and holder[0] is not None and holder[1] == job.id):
+                skipped.append(_skip(row.row, "duplicate_in_file", "the number appears earlier in this import"))
+                continue
+            if holder and holder[0] is not None:
+                skipped.append(_skip(row.row, "already_exists", "the account already has a contact with this number",
+                                     contact_id=holder[0]))
+                continue
+            seen.add(rid)
+            contact_id = uuid4()
+            email = row.email
+            if email and not _email_ok(email):
+                skipped.append({"row": row.row, "outcome": "imported", "reason": "invalid_email_dropped",
+                                "detail": "the email address was not valid and was left out", "contact_id": contact_id})
+                email = None
+            match = self.app.directory.classify(phone)
+            contacts.append({
+                "id": contact_id, "row": row.row,
+                "pii": {"first_name": row.first_name, "last_name": row.last_name, "phone": phone.e164,
+                        "email": email.lower() if email else None, "notes": row.notes},
+                "tags": list(row.tags), "list_ids": [job.list_id] if job.list_id else [],
+                "is_opted_out": bool(holder and holder[2]), "reservation_id": rid, **match,
+            })
+            claims.append((rid, contact_id))
+        return contacts, skipped, claims
+
+    def _reservations(self, rids: list[UUID]) -> dict[UUID, tuple[UUID | None, UUID | None, bool]]:
+        if not rids:
+            return {}
+        with self.app.keys.pool.connection() as conn:
+            rows = conn.execute("SELECT reservation_id, contact_id, import_id, suppressed FROM phone_reservations"
+                                " WHERE reservation_id = ANY(%s)", (rids,)).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def _skip(row: int, reason: str, detail: str, contact_id: UUID | None = None) -> dict[str, Any]:
+    return {"row": row, "outcome": "skipped", "reason": reason, "detail": detail, "contact_id": contact_id}
+
+
+def _failure_reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+class ImportFailedError(Exception):
+    """The import stopped part-way; what it stored is in ``job.counts`` (reported, not hidden)."""
+
+    def __init__(self, job: ContactImport, position: int, cause: Exception):
+        super().__init__(str(cause))
+        self.job = job
+        self.position = position
+        self.cause = cause
