@@ -1,0 +1,224 @@
+"""Import endpoints: file and JSON imports, the import job resource and its row-by-row report."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import Parameter
+from litestar.response import Stream
+from msgspec import Meta
+
+from command.context import Actor
+from command.errors import NotFoundError, ValidationError
+from command.import_files import ImportRow, detect_format, open_rows, unneutralise
+from command.importing import ImportFailedError, ImportOutcome, ImportService
+from service.bootstrap import Container
+from service.commands import clean_tags, clean_text
+from service.uploads import receive_upload
+
+ActorRequest = Request[Actor, str, Any]
+MAX_UPLOAD_BYTES = int(os.environ.get("CONTACTS_IMPORT_MAX_BYTES", str(200 * 1024 * 1024)))
+FIELDS = ("first_name", "last_name", "phone", "email", "tags", "notes")
+
+
+class ImportResult(msgspec.Struct, rename="camel"):
+    """The seed's counts (imported = valid + invalid), plus the job id and its report."""
+
+    imported: int
+    valid: int
+    invalid: int
+    skipped: int
+    rows: int
+    import_id: UUID
+    status: str
+    report_url: str
+
+
+class ImportCounts(msgspec.Struct, rename="camel"):
+    rows: int
+    imported: int
+    valid: int
+    invalid: int
+    skipped: int
+
+
+class ImportJob(msgspec.Struct, rename="camel"):
+    id: UUID
+    status: str
+    source: str
+    filename: str | None
+    list_id: UUID | None
+    counts: ImportCounts
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    report_url: str
+
+
+class BulkContact(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    phone: Annotated[str, Meta(max_length=64)] | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    tags: Annotated[list[str], Meta(max_length=100)] = []
+    notes: str | None = None
+
+
+class BulkImport(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    contacts: Annotated[list[BulkContact], Meta(max_length=100_000)]
+    list_id: UUID | None = None
+    region: Annotated[str, Meta(min_length=2, max_length=2)] | None = None
+
+
+def _result(outcome: ImportOutcome) -> ImportResult:
+    c = outcome.counts
+    return ImportResult(imported=c["imported"], valid=c["valid"], invalid=c["invalid"], skipped=c["skipped"],
+                        rows=c["read"], import_id=outcome.import_id, status=outcome.status,
+                        report_url=f"/api/v1/contacts/imports/{outcome.import_id}/report.csv")
+
+
+def _text(value: str | None) -> str | None:
+    value = clean_text(value)
+    return unneutralise(value) if value else value
+
+
+def _bulk_rows(contacts: list[BulkContact]) -> Iterator[ImportRow]:
+    for number, c in enumerate(contacts, start=1):
+        yield ImportRow(row=number, phone=clean_text(c.phone), first_name=_text(c.first_name),
+                        last_name=_text(c.last_name), email=clean_text(c.email), tags=clean_tags(c.tags),
+                        notes=_text(c.notes))
+
+
+def _parse_uuid(value: str | None, field: str) -> UUID | None:
+    if not value or not value.strip():
+        return None
+    try:
+        return UUID(value.strip())
+    except ValueError:
+        raise ValidationError(f"{field} must be a UUID", field=field) from None
+
+
+def _parse_mapping(value: str | None) -> dict[str, str] | None:
+    if not value:
+        return None
+    try:
+        mapping = msgspec.json.decode(value, type=dict[str, str])
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"mapping must be a JSON object of header → field: {exc}", field="mapping") from None
+    return mapping
+
+
+def run_import(container: Container, actor: Actor, rows: Iterator[ImportRow], *, source: str,
+               filename: str | None, list_id: UUID | None, idempotency_key: str | None,
+               region: str | None) -> ImportOutcome:
+    """Start (or replay) an import, run it, and wait until the read tables show it."""
+    service = ImportService(container.app)
+    job, replay = service.start(actor, source=source, filename=filename, list_id=list_id,
+                                idempotency_key=idempotency_key)
+    if replay is not None:
+        return replay
+    try:
+        outcome = service.run(actor, job, rows, region=region)
+    except ImportFailedError as failed:
+        container.runner.catch_up(until=failed.position)
+        raise
+    container.runner.catch_up(until=outcome.position)
+    return outcome
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key", "").strip()
+    if len(key) > 200:
+        raise ValidationError("Idempotency-Key must be at most 200 characters", field="Idempotency-Key")
+    return key or None
+
+
+class ImportController(Controller):
+    """Bulk imports from files or JSON, and the reports users fix their files with."""
+
+    path = "/api/v1/contacts"
+    tags = ["import"]
+
+    @post("/import", operation_id="importContactsFile", status_code=201, request_max_body_size=None)
+    async def import_file(self, request: ActorRequest, container: Container) -> Response[ImportResult]:
+        """Import a .csv or .xlsx file (multipart field ``file``; optional ``listId``, ``mapping``, ``region``)."""
+        upload = await receive_upload(request, MAX_UPLOAD_BYTES)
+        try:
+            fmt = detect_format(upload.head, upload.filename)
+            list_id = _parse_uuid(upload.fields.get("listId"), "listId")
+            mapping = _parse_mapping(upload.fields.get("mapping"))
+            region = clean_text(upload.fields.get("region"))
+
+            def work() -> ImportOutcome:
+                _, rows = open_rows(upload.path, fmt, mapping)
+                try:
+                    return run_import(container, request.user, rows, source=fmt, filename=upload.filename,
+                                      list_id=list_id, idempotency_key=_idempotency_key(request), region=region)
+                finally:
+                    rows.close()
+
+            outcome = await asyncio.to_thread(work)
+        finally:
+            upload.discard()
+        return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
+
+    @post("/bulk", operation_id="importContactsJson", status_code=201, sync_to_thread=True,
+          request_max_body_size=MAX_UPLOAD_BYTES)
+    def import_json(self, request: ActorRequest, container: Container, data: BulkImport) -> Response[ImportResult]:
+        """Import contacts sent as JSON (the web wizard's path after client-side mapping)."""
+        outcome = run_import(container, request.user, _bulk_rows(data.contacts), source="json", filename=None,
+                             list_id=data.list_id, idempotency_key=_idempotency_key(request),
+                             region=data.region)
+        return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
+
+    @get("/imports/{import_id:uuid}", operation_id="getImport", sync_to_thread=True)
+    def show(self, request: ActorRequest, container: Container, import_id: UUID) -> ImportJob:
+        """An import job: status, progress counts, and where its report is."""
+        with container.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT id, status, source, filename, list_id, rows_read, imported, valid, invalid, skipped,"
+                " error, created_at, updated_at, finished_at FROM imports WHERE id = %s AND account_id = %s",
+                (import_id, request.user.account_id)).fetchone()
+        if row is None:
+            raise NotFoundError(f"import {import_id} not found", field="id")
+        return ImportJob(id=row[0], status=row[1], source=row[2], filename=row[3], list_id=row[4],
+                         counts=ImportCounts(*row[5:10]), error=row[10], created_at=row[11], updated_at=row[12],
+                         finished_at=row[13], report_url=f"/api/v1/contacts/imports/{row[0]}/report.csv")
+
+    @get("/imports/{import_id:uuid}/report.csv", operation_id="getImportReport", sync_to_thread=True)
+    def report(self, request: ActorRequest, container: Container, import_id: UUID) -> Stream:
+        """Row-by-row report of skipped and flagged rows: row, outcome, reason, detail, contact_id."""
+        with container.pool.connection() as conn:
+            found = conn.execute("SELECT 1 FROM imports WHERE id = %s AND account_id = %s",
+                                 (import_id, request.user.account_id)).fetchone()
+        if found is None:
+            raise NotFoundError(f"import {import_id} not found", field="id")
+        return Stream(_report_lines(container, import_id), media_type="text/csv; charset=utf-8",
+                      headers={"Content-Disposition": f'attachment; filename="import-{import_id}-report.csv"'})
+
+
+def _report_lines(container: Container, import_id: UUID) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["row", "outcome", "reason", "detail", "contact_id"])
+    with container.pool.connection() as conn, conn.transaction():
+        with conn.cursor(name="import_report") as cur:
+            cur.execute("SELECT row, outcome, reason, detail, contact_id FROM import_report_rows"
+                        " WHERE import_id = %s ORDER BY row, reason", (import_id,))
+            for record in cur:
+                writer.writerow(["" if v is None else v for v in record])
+                if buffer.tell() > 64 * 1024:
+                    yield buffer.getvalue().encode()
+                    buffer.seek(0)
+                    buffer.truncate()
+    yield buffer.getvalue().encode()

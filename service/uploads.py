@@ -1,0 +1,109 @@
+"""Streaming multipart upload: the file part goes to a temporary file, never whole into memory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from litestar import Request
+from litestar.exceptions import HTTPException
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from command.errors import ValidationError
+
+MAX_FIELD_BYTES = 64 * 1024
+
+
+class PayloadTooLargeError(HTTPException):
+    status_code = 413
+
+
+@dataclass
+class Upload:
+    """The uploaded file on disk, its name, its first bytes and the form's other fields."""
+
+    path: Path | None = None
+    filename: str | None = None
+    head: bytes = b""
+    size: int = 0
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+async def receive_upload(request: Request, max_bytes: int, file_field: str = "file") -> Upload:
+    """Parse a multipart/form-data body as it streams in; 413 as soon as it is too large."""
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or b"boundary" not in params:
+        raise ValidationError("send the file as multipart/form-data with a 'file' field", field="file")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLargeError(detail=f"the upload is {int(declared)} bytes; the limit is {max_bytes} bytes")
+
+    upload = Upload()
+    fd, name = tempfile.mkstemp(prefix="contacts-import-")
+    sink = os.fdopen(fd, "wb")
+    upload.path = Path(name)
+    state: dict[str, object] = {"name": None, "header": b"", "value": b"", "headers": {}, "buffer": bytearray()}
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header"] = bytes(state["header"]) + data[start:end]  # type: ignore[operator]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] = bytes(state["value"]) + data[start:end]  # type: ignore[operator]
+
+    def on_header_end() -> None:
+        headers = state["headers"]
+        headers[bytes(state["header"]).lower()] = bytes(state["value"])  # type: ignore[index]
+        state["header"], state["value"] = b"", b""
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))  # type: ignore[union-attr]
+        state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if state["name"] == file_field:
+            upload.filename = disposition.get(b"filename", b"").decode("utf-8", "replace") or None
+        state["buffer"] = bytearray()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if state["name"] == file_field:
+            if len(upload.head) < 8192:
+                upload.head += chunk[: 8192 - len(upload.head)]
+            upload.size += len(chunk)
+            sink.write(chunk)
+        else:
+            buffer: bytearray = state["buffer"]  # type: ignore[assignment]
+            if len(buffer) + len(chunk) > MAX_FIELD_BYTES:
+                raise ValidationError(f"form field {state['name']!r} is too large", field=str(state["name"]))
+            buffer.extend(chunk)
+
+    def on_part_end() -> None:
+        if state["name"] != file_field and state["name"]:
+            upload.fields[str(state["name"])] = bytes(state["buffer"]).decode("utf-8", "replace")
+        state["headers"] = {}
+
+    parser = MultipartParser(params[b"boundary"], callbacks={
+        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
+    })
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes:
+                raise PayloadTooLargeError(detail=f"the upload is larger than the limit of {max_bytes} bytes")
+            parser.write(chunk)
+        parser.finalize()
+    except BaseException:
+        sink.close()
+        upload.discard()
+        raise
+    sink.close()
+    if upload.filename is None and upload.size == 0 and "file" not in upload.fields:
+        upload.discard()
+        raise ValidationError("the form has no 'file' field", field="file")
+    return upload
