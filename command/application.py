@@ -102,10 +102,14 @@ class ContactsApplication(Application):
         return position
 
     def _get(self, cls: type[T], aggregate_id: UUID) -> T | None:
+        if cls is Contact:
+            imported = self._imported_contact(aggregate_id)
+            if imported is not None:
+                return imported  # type: ignore[return-value]
         try:
             agg = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            agg = self._imported_contact(aggregate_id) if cls is Contact else None
+            return None
         return agg if isinstance(agg, cls) else None
 
     def _imported_contact(self, contact_id: UUID) -> Contact | None:

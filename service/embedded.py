@@ -129,7 +129,11 @@ class EmbeddedPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         if self._running():
-            self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"])
+            try:
+                self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"])
+            except subprocess.CalledProcessError as exc:
+                if self._running():
+                    raise RuntimeError(f"pg_ctl stop failed: {exc.stderr or exc.stdout}") from exc
 
     def pg_dump(self, *args: str) -> str:
         """Dump the whole database as SQL text (used by the erasure proof)."""

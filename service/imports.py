@@ -155,6 +155,7 @@ class ImportController(Controller):
         upload = await receive_upload(request, MAX_UPLOAD_BYTES)
         try:
             fmt = detect_format(upload.head, upload.filename)
+            upload.path = upload.path.rename(upload.path.with_suffix(f".{fmt}"))  # openpyxl reads the suffix
             list_id = _parse_uuid(upload.fields.get("listId"), "listId")
             mapping = _parse_mapping(upload.fields.get("mapping"))
             region = clean_text(upload.fields.get("region"))

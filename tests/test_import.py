@@ -1,0 +1,199 @@
+"""Imports through HTTP: counts, reasons, lists, limits, idempotency, concurrency."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import openpyxl
+import pytest
+
+import service.imports
+from tests.support import Service
+
+MIXED = (
+    "Phone Number;First Name;Surname;E-mail;Tags;Notes\n"
+    "0712 000 001;Amina;Otieno;amina@example.com;vip, nairobi;\"likes; semicolons\nand newlines\"\n"  # valid
+    "+254 20 1234567;Land;Line;;;\n"                       # invalid: unknown_network
+    "0712000001;Dup;InFile;;;\n"                            # skipped: duplicate in file
+    "0799 111 222;Already;There;;;\n"                       # skipped: already exists
+    "12;Bad;Phone;;;\n"                                     # skipped: unparseable
+    ";No;Phone;;;\n"                                        # skipped: missing phone
+    "+234 803 123 4567;Chidi;Okeke;not-an-email;;\n"        # valid (email dropped)
+)
+
+
+def _upload(api, content: bytes, name: str = "contacts.csv", **fields):
+    return api.post("/api/v1/contacts/import", files={"file": (name, content, "application/octet-stream")},
+                    data=fields)
+
+
+def _report(api, import_id: str) -> list[dict]:
+    text = api.get(f"/api/v1/contacts/imports/{import_id}/report.csv").text
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_mixed_file_counts_and_row_reasons(service: Service) -> None:
+    api = service.client()
+    existing = api.create_contact("0799111222")
+    r = _upload(api, MIXED.encode("utf-8-sig"))
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert {k: body[k] for k in ("imported", "valid", "invalid", "skipped", "rows")} == {
+        "imported": 3, "valid": 2, "invalid": 1, "skipped": 4, "rows": 7}
+    assert body["imported"] == body["valid"] + body["invalid"]
+    assert body["imported"] + body["skipped"] == body["rows"]
+    reasons = {(int(r["row"]), r["reason"]) for r in _report(api, body["importId"])}
+    assert reasons == {(2, "unknown_network"), (3, "duplicate_in_file"), (4, "already_exists"),
+                       (5, "unparseable_phone"), (6, "missing_phone"), (7, "invalid_email_dropped")}
+    already = next(r for r in _report(api, body["importId"]) if r["reason"] == "already_exists")
+    assert already["contact_id"] == existing["id"]
+    amina = api.get("/api/v1/contacts", params={"search": "amina"}).json()["contacts"][0]
+    assert amina["phone"] == "+254712000001" and amina["tags"] == ["vip", "nairobi"]
+    assert amina["notes"] == "likes; semicolons\nand newlines" and amina["email"] == "amina@example.com"
+    land = api.get("/api/v1/contacts", params={"search": "land"}).json()["contacts"][0]
+    assert (land["status"], land["invalidReason"]) == ("invalid", "unknown_network")
+    assert api.get("/api/v1/contacts").json()["total"] == 4
+    job = api.get(f"/api/v1/contacts/imports/{body['importId']}").json()
+    assert job["status"] == "completed" and job["counts"]["skipped"] == 4 and job["source"] == "csv"
+
+
+def test_list_id_adds_every_imported_contact_and_counts_exactly(service: Service) -> None:
+    api = service.client()
+    lst = api.create_list("imported")
+    rows = "phone,first_name\n" + "".join(f"07120{i:05d},N{i}\n" for i in range(50))
+    body = _upload(api, rows.encode(), listId=lst["id"]).json()
+    assert body["imported"] == 50
+    assert api.get("/api/v1/contact-lists").json()[0]["contactCount"] == 50
+    assert api.get("/api/v1/contacts", params={"listId": lst["id"]}).json()["total"] == 50
+
+
+def test_unknown_list_is_422_before_anything_is_written(service: Service) -> None:
+    api = service.client()
+    r = _upload(api, b"phone\n0712000001\n", listId=str(uuid.uuid4()))
+    assert r.status_code == 422 and r.json()["error"] == "unknown_lists"
+    assert api.get("/api/v1/contacts").json()["total"] == 0
+
+
+def test_file_without_phone_column_is_422_naming_headers(service: Service) -> None:
+    api = service.client()
+    r = _upload(api, b"name,city\nJohn,Nairobi\n")
+    assert r.status_code == 422
+    assert "name" in r.json()["message"] and "city" in r.json()["message"]
+    assert api.get("/api/v1/contacts").json()["total"] == 0
+
+
+def test_mapping_maps_client_headers(service: Service) -> None:
+    api = service.client()
+    r = _upload(api, "Numéro,Prénom\n0712000001,Zoë\n".encode(), mapping='{"Numéro": "phone", "Prénom": "first_name"}')
+    assert r.status_code == 201, r.text
+    assert api.get("/api/v1/contacts").json()["contacts"][0]["firstName"] == "Zoë"
+
+
+def test_xlsx_import_with_numeric_phones(service: Service, tmp_path) -> None:
+    api = service.client()
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["First Name", "Mobile", "Tags"])
+    sheet.append(["Wanjiru", 254712000001, "vip"])
+    sheet.append(["Baraka", "0712 000 002", None])
+    path = tmp_path / "c.xlsx"
+    book.save(path)
+    r = _upload(api, path.read_bytes(), name="c.xlsx")
+    assert r.status_code == 201, r.text
+    assert (r.json()["imported"], r.json()["skipped"]) == (2, 0)
+    phones = sorted(c["phone"] for c in api.get("/api/v1/contacts").json()["contacts"])
+    assert phones == ["+254712000001", "+254712000002"]
+
+
+def test_unsupported_file_is_415(service: Service) -> None:
+    api = service.client()
+    png = b"\x89PNG\r\n\x1a\n" + bytes(200)
+    r = _upload(api, png, name="contacts.csv")
+    assert r.status_code == 415, r.text
+
+
+def test_upload_over_the_limit_is_413_and_writes_nothing(service: Service, monkeypatch) -> None:
+    api = service.client()
+    monkeypatch.setattr(service_imports_module(), "MAX_UPLOAD_BYTES", 1000)
+    r = _upload(api, ("phone\n" + "0712000001\n" * 500).encode())
+    assert r.status_code == 413
+    assert api.get("/api/v1/contacts").json()["total"] == 0
+
+
+def service_imports_module():
+    return service.imports
+
+
+def test_idempotency_key_replays_the_first_result(service: Service) -> None:
+    api = service.client()
+    content = b"phone\n0712000001\n0712000002\n"
+    first = api.post("/api/v1/contacts/import", files={"file": ("a.csv", content)},
+                     headers={"Idempotency-Key": "upload-1"})
+    again = api.post("/api/v1/contacts/import", files={"file": ("a.csv", content)},
+                     headers={"Idempotency-Key": "upload-1"})
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json() == first.json()
+    assert api.get("/api/v1/contacts").json()["total"] == 2
+    other = api.post("/api/v1/contacts/import", files={"file": ("a.csv", content)},
+                     headers={"Idempotency-Key": "upload-2"})
+    assert other.json()["skipped"] == 2  # a new key is a new import: every number already exists
+
+
+def test_json_bulk_import_has_the_same_semantics(service: Service) -> None:
+    api = service.client()
+    lst = api.create_list("bulk")
+    r = api.post("/api/v1/contacts/bulk", json={"listId": lst["id"], "contacts": [
+        {"firstName": "Jane", "lastName": "Doe", "phone": "+254712345678", "email": "jane@example.com",
+         "tags": ["VIP"], "notes": "Met at Nairobi conference"},
+        {"phone": "0712345678"}, {"phone": "nope"}, {"firstName": "no phone"}]})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["imported"], body["valid"], body["invalid"], body["skipped"], body["rows"]) == (1, 1, 0, 3, 4)
+    jane = api.get("/api/v1/contacts").json()["contacts"][0]
+    assert jane["tags"] == ["vip"] and jane["listIds"] == [lst["id"]]
+    assert api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": "1", "bogus": 1}]}).status_code == 422
+
+
+def test_imported_contacts_behave_like_any_other(service: Service) -> None:
+    api = service.client()
+    body = _upload(api, b"phone,first_name\n0712000001,Imported\n").json()
+    contact = api.get("/api/v1/contacts").json()["contacts"][0]
+    updated = api.patch(f"/api/v1/contacts/{contact['id']}", json={"lastName": "Later", "tags": ["x"]}).json()
+    assert (updated["firstName"], updated["lastName"], updated["tags"]) == ("Imported", "Later", ["x"])
+    assert api.delete(f"/api/v1/contacts/{contact['id']}").status_code == 204
+    assert api.post("/api/v1/contacts/trash/restore", json={"ids": [contact["id"]]}).json() == {"restored": 1}
+    api.delete(f"/api/v1/contacts/{contact['id']}")
+    assert api.delete_json("/api/v1/contacts/trash", {"ids": [contact["id"]]}).json() == {"purged": 1}
+    assert api.create_contact("0712000001")["firstName"] is None  # the number is free again
+    assert body["imported"] == 1
+
+
+def test_import_jobs_are_private_to_their_account(service: Service) -> None:
+    owner, intruder = service.client(), service.client()
+    body = _upload(owner, b"phone\n0712000001\n").json()
+    assert intruder.get(f"/api/v1/contacts/imports/{body['importId']}").status_code == 404
+    assert intruder.get(f"/api/v1/contacts/imports/{body['importId']}/report.csv").status_code == 404
+    assert intruder.get("/api/v1/contacts").json()["total"] == 0
+
+
+def test_concurrent_overlapping_imports_make_one_contact_per_number(service: Service) -> None:
+    api = service.client()
+    files = ["phone\n" + "".join(f"07130{i:05d}\n" for i in range(start, start + 300)) for start in (0, 100, 200)]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda text: _upload(api, text.encode()).json(), files))
+    assert sum(r["imported"] for r in results) == 500
+    assert sum(r["imported"] + r["skipped"] for r in results) == 900
+    assert api.get("/api/v1/contacts").json()["total"] == 500
+
+
+@pytest.mark.parametrize("content", [b"", b"phone\n"])
+def test_empty_files_import_nothing(service: Service, content: bytes) -> None:
+    api = service.client()
+    r = _upload(api, content)
+    assert r.status_code in (201, 422), r.text
+    if r.status_code == 201:
+        assert r.json()["rows"] == 0
+    assert api.get("/api/v1/contacts").json()["total"] == 0
