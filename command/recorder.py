@@ -40,6 +40,24 @@ CREATE TABLE IF NOT EXISTS import_idempotency (
     import_id        uuid NOT NULL,
     PRIMARY KEY (account_id, idempotency_key)
 );
+CREATE TABLE IF NOT EXISTS import_queue (
+    import_id     uuid PRIMARY KEY,
+    account_id    uuid NOT NULL,
+    actor         text NOT NULL,
+    request_id    text NOT NULL,
+    format        text NOT NULL,
+    mapping       text,
+    region        text,
+    status        text NOT NULL DEFAULT 'queued',   -- queued | running
+    heartbeat_at  timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS import_upload_chunks (
+    import_id  uuid NOT NULL,
+    seq        integer NOT NULL,
+    data       bytea NOT NULL,
+    PRIMARY KEY (import_id, seq)
+);
 CREATE OR REPLACE FUNCTION claim_phone_reservations(
     p_ids uuid[], p_account uuid, p_contacts uuid[], p_import uuid) RETURNS void
 LANGUAGE plpgsql AS $$

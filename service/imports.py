@@ -23,6 +23,7 @@ from command.import_files import ImportRow, detect_format, open_rows, unneutrali
 from command.importing import ImportFailedError, ImportOutcome, ImportService
 from service.bootstrap import Container
 from service.commands import clean_tags, clean_text
+from service.import_jobs import enqueue
 from service.uploads import receive_upload
 
 ActorRequest = Request[Actor, str, Any]
@@ -150,8 +151,12 @@ class ImportController(Controller):
     tags = ["import"]
 
     @post("/import", operation_id="importContactsFile", status_code=201, request_max_body_size=None)
-    async def import_file(self, request: ActorRequest, container: Container) -> Response[ImportResult]:
-        """Import a .csv or .xlsx file (multipart field ``file``; optional ``listId``, ``mapping``, ``region``)."""
+    async def import_file(self, request: ActorRequest, container: Container) -> Response[Any]:
+        """Import a .csv or .xlsx file (multipart field ``file``; optional ``listId``, ``mapping``, ``region``).
+
+        With ``Prefer: respond-async`` it answers 202 at once with the job (``Location``)
+        and the worker runs the import; poll the job for progress.
+        """
         upload = await receive_upload(request, MAX_UPLOAD_BYTES)
         try:
             fmt = detect_format(upload.head, upload.filename)
@@ -159,6 +164,12 @@ class ImportController(Controller):
             list_id = _parse_uuid(upload.fields.get("listId"), "listId")
             mapping = _parse_mapping(upload.fields.get("mapping"))
             region = clean_text(upload.fields.get("region"))
+
+            if "respond-async" in request.headers.get("prefer", "").lower():
+                job = await asyncio.to_thread(queue_import, container, request.user, upload, fmt, list_id,
+                                              mapping, region, _idempotency_key(request))
+                return Response(job, status_code=202, headers={"Location": job.report_url.rsplit("/", 1)[0],
+                                                               "Preference-Applied": "respond-async"})
 
             def work() -> ImportOutcome:
                 _, rows = open_rows(upload.path, fmt, mapping)
@@ -185,16 +196,8 @@ class ImportController(Controller):
     @get("/imports/{import_id:uuid}", operation_id="getImport", sync_to_thread=True)
     def show(self, request: ActorRequest, container: Container, import_id: UUID) -> ImportJob:
         """An import job: status, progress counts, and where its report is."""
-        with container.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT id, status, source, filename, list_id, rows_read, imported, valid, invalid, skipped,"
-                " error, created_at, updated_at, finished_at FROM imports WHERE id = %s AND account_id = %s",
-                (import_id, request.user.account_id)).fetchone()
-        if row is None:
-            raise NotFoundError(f"import {import_id} not found", field="id")
-        return ImportJob(id=row[0], status=row[1], source=row[2], filename=row[3], list_id=row[4],
-                         counts=ImportCounts(*row[5:10]), error=row[10], created_at=row[11], updated_at=row[12],
-                         finished_at=row[13], report_url=f"/api/v1/contacts/imports/{row[0]}/report.csv")
+        return get_job(container, request.user, import_id)
+
 
     @get("/imports/{import_id:uuid}/report.csv", operation_id="getImportReport", sync_to_thread=True)
     def report(self, request: ActorRequest, container: Container, import_id: UUID) -> Stream:
@@ -206,6 +209,20 @@ class ImportController(Controller):
             raise NotFoundError(f"import {import_id} not found", field="id")
         return Stream(_report_lines(container, import_id), media_type="text/csv; charset=utf-8",
                       headers={"Content-Disposition": f'attachment; filename="import-{import_id}-report.csv"'})
+
+
+def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
+    """The job resource from the ``imports`` read table (404 for another account's)."""
+    with container.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT id, status, source, filename, list_id, rows_read, imported, valid, invalid, skipped,"
+            " error, created_at, updated_at, finished_at FROM imports WHERE id = %s AND account_id = %s",
+            (import_id, actor.account_id)).fetchone()
+    if row is None:
+        raise NotFoundError(f"import {import_id} not found", field="id")
+    return ImportJob(id=row[0], status=row[1], source=row[2], filename=row[3], list_id=row[4],
+                     counts=ImportCounts(*row[5:10]), error=row[10], created_at=row[11], updated_at=row[12],
+                     finished_at=row[13], report_url=f"/api/v1/contacts/imports/{row[0]}/report.csv")
 
 
 def _report_lines(container: Container, import_id: UUID) -> Iterator[bytes]:
@@ -223,3 +240,17 @@ def _report_lines(container: Container, import_id: UUID) -> Iterator[bytes]:
                     buffer.seek(0)
                     buffer.truncate()
     yield buffer.getvalue().encode()
+
+
+def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list_id: UUID | None,
+                 mapping: dict[str, str] | None, region: str | None, idempotency_key: str | None) -> ImportJob:
+    """Check the header now (a bad file is a 422 at once), then queue the job for the worker."""
+    _, rows = open_rows(upload.path, fmt, mapping)
+    rows.close()
+    service = ImportService(container.app)
+    job, replay = service.start(actor, source=fmt, filename=upload.filename, list_id=list_id,
+                                idempotency_key=idempotency_key)
+    if replay is None:
+        enqueue(container, actor, job, upload.path, fmt, mapping, region)
+        container.runner.catch_up(until=container.head())
+    return get_job(container, actor, job.id)

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import psycopg
 from psycopg import sql
 
+from service import import_jobs
 from service.bootstrap import Container
 from service.retention import purge_expired
 
@@ -25,10 +26,12 @@ class Worker:
 
     def __init__(self, container: Container, nats_url: str, *,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 retention_interval_s: float = 6 * 3600):
+                 retention_interval_s: float = 6 * 3600, import_slots: int = 2):
         self.container = container
         self.clock = clock
         self.retention_interval_s = retention_interval_s
+        self.import_slots = import_slots
+        self.imports_wakeup = asyncio.Event()
         self.relay = container.relay(nats_url) if nats_url else None
         self.wakeup = asyncio.Event()
         self.stop = asyncio.Event()
@@ -50,6 +53,7 @@ class Worker:
 
     def _wake(self) -> None:
         self.wakeup.set()
+        self.imports_wakeup.set()
         if self.relay is not None:
             self.relay.wakeup.set()
 
@@ -62,6 +66,24 @@ class Worker:
             except Exception:  # noqa: BLE001 - log and try again on the next wake-up
                 log.exception("worker: projection failed")
                 await asyncio.sleep(1.0)
+
+    async def _imports(self) -> None:
+        """Run queued imports, several at once (each in its own thread)."""
+        running: set[asyncio.Task] = set()
+        while not self.stop.is_set():
+            while len(running) < self.import_slots:
+                claimed = await asyncio.to_thread(import_jobs.claim_next, self.container)
+                if claimed is None:
+                    break
+                task = asyncio.create_task(asyncio.to_thread(import_jobs.run_job, self.container, claimed))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            self.imports_wakeup.clear()
+            try:
+                await asyncio.wait_for(self.imports_wakeup.wait(), timeout=5.0)
+            except asyncio.TimeoutError:
+                pass
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def _retention(self) -> None:
         """Purge expired trash at start-up and then every few hours (at least daily)."""
@@ -77,7 +99,7 @@ class Worker:
 
     async def run(self) -> None:
         tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._project()),
-                 asyncio.create_task(self._retention())]
+                 asyncio.create_task(self._retention()), asyncio.create_task(self._imports())]
         if self.relay is not None:
             tasks.append(asyncio.create_task(self.relay.run(self.stop)))
         self._wake()

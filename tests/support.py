@@ -45,6 +45,7 @@ class ThreadedWorker:
 
     async def _main(self) -> None:
         self.worker.wakeup = asyncio.Event()
+        self.worker.imports_wakeup = asyncio.Event()
         self.worker.stop = asyncio.Event()
         if self.worker.relay is not None:
             self.worker.relay.wakeup = asyncio.Event()

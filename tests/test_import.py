@@ -197,3 +197,57 @@ def test_empty_files_import_nothing(service: Service, content: bytes) -> None:
     if r.status_code == 201:
         assert r.json()["rows"] == 0
     assert api.get("/api/v1/contacts").json()["total"] == 0
+
+
+def _wait_for_job(api, import_id: str, timeout: float = 60) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job = api.get(f"/api/v1/contacts/imports/{import_id}").json()
+        if job["status"] != "running" or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)  # a client polling the job resource, as the API documents
+
+
+def test_async_import_answers_202_and_the_worker_completes_it(service: Service) -> None:
+    api = service.client()
+    rows = "phone,first_name\n" + "".join(f"07140{i:05d},N{i}\n" for i in range(2500)) + "12,bad\n"
+    r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", rows.encode())},
+                 headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/api/v1/contacts/imports/{r.json()['id']}"
+    job = _wait_for_job(api, r.json()["id"])
+    assert job["status"] == "completed", job
+    assert job["counts"] == {"rows": 2501, "imported": 2500, "valid": 2500, "invalid": 0, "skipped": 1}
+    assert api.get("/api/v1/contacts").json()["total"] == 2500
+
+
+def test_async_import_with_a_bad_header_is_422_at_once(service: Service) -> None:
+    api = service.client()
+    r = api.post("/api/v1/contacts/import", files={"file": ("x.csv", b"name\nx\n")},
+                 headers={"Prefer": "respond-async"})
+    assert r.status_code == 422
+
+
+def test_a_resumed_import_continues_after_its_last_stored_row(service: Service, tmp_path) -> None:
+    from command.context import Actor
+    from command.import_files import open_rows
+    from command.importing import ImportService
+    from service import import_jobs
+
+    api = service.client()
+    path = tmp_path / "resume.csv"
+    path.write_text("phone\n" + "".join(f"07150{i:05d}\n" for i in range(2500)))
+    actor = Actor(api.account_id, "tester", "resume-test")
+    importer = ImportService(service.container.app)
+    job, _ = importer.start(actor, source="csv", filename="resume.csv", list_id=None, idempotency_key=None)
+    _, rows = open_rows(path, "csv")
+    first = [next(rows) for _ in range(1000)]
+    rows.close()
+    job, _ = importer._import_batch(actor, job, first, None)  # the worker stored one batch, then died
+    import_jobs.enqueue(service.container, actor, job, path, "csv", None, None)
+    result = _wait_for_job(api, str(job.id))
+    assert result["status"] == "completed"
+    assert result["counts"] == {"rows": 2500, "imported": 2500, "valid": 2500, "invalid": 0, "skipped": 0}
+    assert api.get("/api/v1/contacts").json()["total"] == 2500

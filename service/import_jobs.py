@@ -1,0 +1,114 @@
+"""Asynchronous imports (``Prefer: respond-async``): a queue in PostgreSQL, run by the worker.
+
+The upload is stored in PostgreSQL (chunks of ``import_upload_chunks``) so any
+worker can run it; it is deleted when the job ends. A worker claims a job with
+``FOR UPDATE SKIP LOCKED`` and keeps a heartbeat; a job whose heartbeat stops (a
+killed worker) is claimed again and resumes after the last row it stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from psycopg import sql
+
+from command.context import Actor
+from command.domain import ContactImport
+from command.import_files import open_rows
+from command.importing import ImportFailedError, ImportService
+from service.bootstrap import Container
+
+log = logging.getLogger(__name__)
+CHUNK = 1024 * 1024
+STALE_AFTER_S = 60
+
+
+
+def enqueue(container: Container, actor: Actor, job: ContactImport, path: Path, fmt: str,
+            mapping: dict[str, str] | None, region: str | None) -> None:
+    """Store the upload and queue the job (one transaction)."""
+    with container.pool.connection() as conn, conn.transaction():
+        with path.open("rb") as source, conn.cursor() as cur:
+            seq = 0
+            while chunk := source.read(CHUNK):
+                cur.execute("INSERT INTO import_upload_chunks (import_id, seq, data) VALUES (%s, %s, %s)",
+                            (job.id, seq, chunk))
+                seq += 1
+        conn.execute("INSERT INTO import_queue (import_id, account_id, actor, request_id, format, mapping, region)"
+                     " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                     (job.id, actor.account_id, actor.sub, actor.request_id, fmt,
+                      json.dumps(mapping) if mapping else None, region))
+        # Wake the workers now (they LISTEN on the event store's channel).
+        conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(container.app.recorder.channel_name)))
+
+
+def claim_next(container: Container) -> dict[str, Any] | None:
+    """Take the oldest queued (or abandoned) job, one account's job at a time."""
+    with container.pool.connection() as conn, conn.transaction():
+        row = conn.execute(
+            "SELECT import_id, account_id, actor, request_id, format, mapping, region FROM import_queue q"
+            " WHERE (status = 'queued' OR heartbeat_at < now() - make_interval(secs => %s))"
+            " ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT 1", (STALE_AFTER_S,)).fetchone()
+        if row is None:
+            return None
+        conn.execute("UPDATE import_queue SET status = 'running', heartbeat_at = now() WHERE import_id = %s",
+                     (row[0],))
+    keys = ("import_id", "account_id", "actor", "request_id", "format", "mapping", "region")
+    return dict(zip(keys, row))
+
+
+def _heartbeat(container: Container, import_id: UUID) -> None:
+    with container.pool.connection() as conn:
+        conn.execute("UPDATE import_queue SET heartbeat_at = now() WHERE import_id = %s", (import_id,))
+
+
+def _finish(container: Container, import_id: UUID) -> None:
+    with container.pool.connection() as conn, conn.transaction():
+        conn.execute("DELETE FROM import_upload_chunks WHERE import_id = %s", (import_id,))
+        conn.execute("DELETE FROM import_queue WHERE import_id = %s", (import_id,))
+
+
+def run_job(container: Container, claimed: dict[str, Any]) -> None:
+    """Run (or resume) one queued import to its end; the upload is deleted either way."""
+    try:
+        _run_job(container, claimed)
+    except Exception:  # noqa: BLE001 - the heartbeat stops; another round resumes the job
+        log.exception("import %s stopped; it will be resumed", claimed["import_id"])
+
+
+def _run_job(container: Container, claimed: dict[str, Any]) -> None:
+    import_id = claimed["import_id"]
+    actor = Actor(account_id=claimed["account_id"], sub=claimed["actor"], request_id=claimed["request_id"])
+    with tempfile.NamedTemporaryFile(suffix=f".{claimed['format']}") as tmp:
+        with container.pool.connection() as conn, conn.transaction(), conn.cursor(name="upload") as cur:
+            cur.execute("SELECT data FROM import_upload_chunks WHERE import_id = %s ORDER BY seq", (import_id,))
+            for (data,) in cur:
+                tmp.write(data)
+        tmp.flush()
+        job = container.app.repository.get(import_id)
+        if job.status != "running":
+            _finish(container, import_id)
+            return
+        mapping = json.loads(claimed["mapping"]) if claimed["mapping"] else None
+        service = ImportService(container.app)
+        try:
+            _, rows = open_rows(Path(tmp.name), claimed["format"], mapping)
+            try:
+                outcome = service.run(actor, job, rows, region=claimed["region"],
+                                      on_batch=lambda _: _heartbeat(container, import_id))
+            finally:
+                rows.close()
+            container.runner.catch_up(until=outcome.position)
+        except ImportFailedError as failed:
+            container.runner.catch_up(until=failed.position)
+            log.warning("import %s failed: %s", import_id, failed.cause)
+        except Exception as exc:  # noqa: BLE001 - e.g. the header check: record the failure
+            job = container.app.repository.get(import_id)
+            job.fail(actor, f"{type(exc).__name__}: {exc}"[:500])
+            container.runner.catch_up(until=container.app.save_all(job))
+        _finish(container, import_id)
