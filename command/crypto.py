@@ -118,12 +118,12 @@ class PiiMapper(Mapper):
             key = self.keys.get(contact_id) or self.keys.create(contact_id)
             domain_event = dataclasses.replace(domain_event, pii=seal(key, contact_id, pii))
         contacts = getattr(domain_event, "contacts", None)
-        if isinstance(contacts, list):  # an import batch: each entry sealed with its own key
-            sealed = []
-            for entry in contacts:
-                key = self.keys.get(entry["id"]) or self.keys.create(entry["id"])
-                sealed.append({**entry, "pii": seal(key, entry["id"], entry["pii"])})
-            domain_event = dataclasses.replace(domain_event, contacts=sealed)
+        if isinstance(contacts, list):
+            # An import batch: each entry sealed with its own key, the whole list
+            # encoded once by msgspec (far faster than the generic JSON transcoder).
+            sealed = [{**entry, "pii": seal(self.keys.get(entry["id"]) or self.keys.create(entry["id"]),
+                                            entry["id"], entry["pii"])} for entry in contacts]
+            domain_event = dataclasses.replace(domain_event, contacts=msgspec.json.encode(sealed).decode())
         return super().to_stored_event(domain_event)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
@@ -132,9 +132,11 @@ class PiiMapper(Mapper):
         if isinstance(pii, dict) and SEALED in pii:
             object.__setattr__(event, "pii", self._unseal(event.originator_id, pii))
         contacts = getattr(event, "contacts", None)
-        if isinstance(contacts, list):
-            for entry in contacts:
+        if isinstance(contacts, str):
+            entries = [msgspec.structs.asdict(e) for e in _BATCH_DECODER.decode(contacts)]
+            for entry in entries:
                 entry["pii"] = self._unseal(entry["id"], entry["pii"])
+            object.__setattr__(event, "contacts", entries)
         return event
 
     def _unseal(self, contact_id: UUID, sealed: dict[str, str]) -> dict[str, Any]:
@@ -144,6 +146,33 @@ class PiiMapper(Mapper):
     @staticmethod
     def contact_ids(state: bytes) -> list[UUID]:
         """Ids of the contacts inside a stored import batch, to prefetch their keys."""
-        decoded = msgspec.json.decode(state)
-        return [UUID(c["id"]["_data_"] if isinstance(c["id"], dict) else c["id"])
-                for c in decoded.get("contacts", [])]
+        contacts = msgspec.json.decode(state, type=_BatchIds).contacts
+        return [entry.id for entry in _IDS_DECODER.decode(contacts)]
+
+
+class _Entry(msgspec.Struct):
+    """One contact inside a stored import batch (see ContactImport.RowsImported)."""
+
+    id: UUID
+    row: int
+    pii: dict[str, Any]
+    tags: list[str]
+    list_ids: list[UUID]
+    is_opted_out: bool
+    reservation_id: UUID
+    status: str
+    invalid_reason: str | None
+    operator: str | None
+    country: str | None
+
+
+class _EntryId(msgspec.Struct):
+    id: UUID
+
+
+class _BatchIds(msgspec.Struct):
+    contacts: str
+
+
+_BATCH_DECODER = msgspec.json.Decoder(list[_Entry])
+_IDS_DECODER = msgspec.json.Decoder(list[_EntryId])

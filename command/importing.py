@@ -10,6 +10,7 @@ row; a concurrent writer that claims a number first makes the batch retry.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
@@ -35,6 +36,15 @@ class Row(Protocol):
     email: str | None
     tags: list[str]
     notes: str | None
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A batch after stage one: its rows, the parsed phones, and rows already set aside."""
+
+    rows: list[Any]
+    phones: list[tuple[Any, Any, UUID]]
+    skipped: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -104,14 +114,26 @@ class ImportService:
 
     def run(self, actor: Actor, job: ContactImport, rows: Iterable[Row], *, region: str | None = None,
             on_batch: Callable[[dict[str, int]], None] | None = None) -> ImportOutcome:
-        """Import every row after ``job.last_row`` (so a restarted job resumes), then complete."""
+        """Import every row after ``job.last_row`` (so a restarted job resumes), then complete.
+
+        Reading and parsing the next batch runs in a second thread while this one
+        waits on the database for the current batch (the wait releases the GIL).
+        """
         position = 0
+        iterator: Iterator[Row] = (r for r in rows if r.row > job.last_row)
+
+        def next_parsed() -> Parsed | None:
+            batch = list(islice(iterator, self.batch_size))
+            return self._parse(actor, batch, region) if batch else None
+
         try:
-            iterator: Iterator[Row] = (r for r in rows if r.row > job.last_row)
-            while batch := list(islice(iterator, self.batch_size)):
-                job, position = self._import_batch(actor, job, batch, region)
-                if on_batch is not None:
-                    on_batch(dict(job.counts))
+            with ThreadPoolExecutor(1, thread_name_prefix="import-parse") as ahead:
+                pending = ahead.submit(next_parsed)
+                while (parsed := pending.result()) is not None:
+                    pending = ahead.submit(next_parsed)
+                    job, position = self._import_batch(actor, job, parsed)
+                    if on_batch is not None:
+                        on_batch(dict(job.counts))
         except Exception as exc:
             job = self.app.repository.get(job.id)
             job.fail(actor, _failure_reason(exc))
@@ -121,31 +143,8 @@ class ImportService:
         position = self.app.save_all(job) or position
         return ImportOutcome(import_id=job.id, counts=dict(job.counts), position=position)
 
-    def _import_batch(self, actor: Actor, job: ContactImport, batch: list[Row],
-                      region: str | None) -> tuple[ContactImport, int]:
-        for _ in range(10):
-            contacts, skipped, claims = self._prepare(actor, job, batch, region)
-            counts = dict(job.counts)
-            counts["read"] += len(batch)
-            counts["imported"] += len(contacts)
-            counts["valid"] += sum(1 for c in contacts if c["status"] == "valid")
-            counts["invalid"] += sum(1 for c in contacts if c["status"] != "valid")
-            counts["skipped"] += sum(1 for s in skipped if s["outcome"] == "skipped")
-            job.record_rows(actor, contacts, skipped, batch[-1].row, counts)
-            version = job.version
-            ids = [c["id"] for c in contacts]
-            with self.app.keys.batch([]):
-                self.app.keys.seed_cache(self.app.keys.create_many(ids))
-                try:
-                    recordings = self.app.save(job, account_id=actor.account_id, import_id=job.id,
-                                               claims=claims, origins=[(cid, job.id, version) for cid in ids])
-                    return job, recordings[-1].notification.id
-                except IntegrityError:
-                    job = self.app.repository.get(job.id)  # a concurrent writer took a number: redo
-        raise ValidationError("too many concurrent changes to the same phone numbers; retry the import")
-
-    def _prepare(self, actor: Actor, job: ContactImport, batch: list[Row],
-                 region: str | None) -> tuple[list[dict], list[dict], list[tuple[UUID, UUID]]]:
+    def _parse(self, actor: Actor, batch: list[Row], region: str | None) -> Parsed:
+        """Stage one, pure CPU: phones parsed, over-long fields and bad numbers set aside."""
         parsed: list[tuple[Row, Any, UUID]] = []
         skipped: list[dict[str, Any]] = []
         for row in batch:
@@ -159,12 +158,40 @@ class ImportService:
                 continue
             too_long = [f for f, limit in MAX_TEXT.items() if len(getattr(row, f) or "") > limit]
             if too_long:
-                skipped.append(_skip(row.row, "field_too_long", f"{too_long[0]} is longer than {MAX_TEXT[too_long[0]]}"))
+                skipped.append(_skip(row.row, "field_too_long",
+                                     f"{too_long[0]} is longer than {MAX_TEXT[too_long[0]]}"))
                 continue
             parsed.append((row, phone, reservation_id(self.app.hash_key, actor.account_id, phone.e164)))
-        held = self._reservations([rid for _, _, rid in parsed])
+        return Parsed(rows=batch, phones=parsed, skipped=skipped)
+
+    def _import_batch(self, actor: Actor, job: ContactImport, parsed: "Parsed") -> tuple[ContactImport, int]:
+        """Stage two: check numbers against the account, store the batch with its claims."""
+        for _ in range(10):
+            contacts, skipped, claims = self._resolve(job, parsed)
+            counts = dict(job.counts)
+            counts["read"] += len(parsed.rows)
+            counts["imported"] += len(contacts)
+            counts["valid"] += sum(1 for c in contacts if c["status"] == "valid")
+            counts["invalid"] += sum(1 for c in contacts if c["status"] != "valid")
+            counts["skipped"] += sum(1 for s in skipped if s["outcome"] == "skipped")
+            job.record_rows(actor, contacts, skipped, parsed.rows[-1].row, counts)
+            version = job.version
+            ids = [c["id"] for c in contacts]
+            with self.app.keys.batch([]):
+                self.app.keys.seed_cache(self.app.keys.create_many(ids))
+                try:
+                    recordings = self.app.save(job, account_id=actor.account_id, import_id=job.id,
+                                               claims=claims, origins=[(cid, job.id, version) for cid in ids])
+                    return job, recordings[-1].notification.id
+                except IntegrityError:
+                    job = self.app.repository.get(job.id)  # a concurrent writer took a number: redo
+        raise ValidationError("too many concurrent changes to the same phone numbers; retry the import")
+
+    def _resolve(self, job: ContactImport, parsed: "Parsed") -> tuple[list[dict], list[dict], list[tuple[UUID, UUID]]]:
+        held = self._reservations([rid for _, _, rid in parsed.phones])
+        skipped = list(parsed.skipped)
         contacts, claims, seen = [], [], set()
-        for row, phone, rid in parsed:
+        for row, phone, rid in parsed.phones:
             holder = held.get(rid)
             if rid in seen or (holder and holder[0] is not None and holder[1] == job.id):
                 skipped.append(_skip(row.row, "duplicate_in_file", "the number appears earlier in this import"))

@@ -19,6 +19,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import Cursor
+from psycopg.sql import SQL, Identifier
 
 DDL = """
 CREATE TABLE IF NOT EXISTS phone_reservations (
@@ -86,6 +87,24 @@ class ContactsRecorder(PostgresApplicationRecorder):
             curs.execute("SELECT pg_advisory_xact_lock(724002)")
             curs.execute(DDL)
 
+    def _insert_stored_events(self, curs: Cursor[Any], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        """One event (an import batch is one large event): a plain insert with binary state.
+
+        The stock path sends an array of composites in text form, which hex-encodes
+        and regex-escapes a half-megabyte batch in Python.
+        """
+        if len(stored_events) != 1:
+            super()._insert_stored_events(curs, stored_events, **kwargs)
+            return
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        event = stored_events[0]
+        curs.execute(
+            SQL("INSERT INTO {}.{} (originator_id, originator_version, topic, state)"
+                " VALUES (%s, %s, %s, %b) RETURNING notification_id").format(
+                Identifier(self.datastore.schema), Identifier(self.events_table_name)),
+            (event.originator_id, event.originator_version, event.topic, event.state))
+
     def _insert_events(self, curs: Cursor[Any], stored_events: Sequence[StoredEvent], *,
                        account_id: UUID | None = None, claims: Sequence[tuple[UUID, UUID]] = (),
                        releases: Sequence[tuple[UUID, UUID, bool]] = (),
@@ -100,16 +119,25 @@ class ContactsRecorder(PostgresApplicationRecorder):
         # Take the events table lock first, so no transaction holds a reservation
         # row while waiting for the lock another holds (no deadlock).
         self._lock_table(curs)
+        # Arrays go as literals: for a batch of 1,000 that is far cheaper than
+        # psycopg's per-element list dumper.
         if releases:
             curs.execute(
                 "UPDATE phone_reservations r SET contact_id = NULL, import_id = NULL, suppressed = t.sup,"
                 " updated_at = now() FROM unnest(%s::uuid[], %s::uuid[], %s::boolean[]) AS t(rid, cid, sup)"
                 " WHERE r.reservation_id = t.rid AND r.contact_id = t.cid",
-                ([r[0] for r in releases], [r[1] for r in releases], [r[2] for r in releases]))
+                (_literal(r[0] for r in releases), _literal(r[1] for r in releases),
+                 _literal("t" if r[2] else "f" for r in releases)))
         if claims:
             curs.execute("SELECT claim_phone_reservations(%s::uuid[], %s, %s::uuid[], %s)",
-                         ([c[0] for c in claims], account_id, [c[1] for c in claims], import_id))
+                         (_literal(c[0] for c in claims), account_id, _literal(c[1] for c in claims), import_id))
         if origins:
             curs.execute("INSERT INTO contact_origins (contact_id, import_id, import_version)"
                          " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::integer[])",
-                         ([o[0] for o in origins], [o[1] for o in origins], [o[2] for o in origins]))
+                         (_literal(o[0] for o in origins), _literal(o[1] for o in origins),
+                          _literal(o[2] for o in origins)))
+
+
+def _literal(values: Any) -> str:
+    """Array literal of values whose text needs no quoting (uuids, integers, booleans)."""
+    return "{" + ",".join(str(v) for v in values) + "}"

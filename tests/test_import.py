@@ -245,7 +245,7 @@ def test_a_resumed_import_continues_after_its_last_stored_row(service: Service, 
     _, rows = open_rows(path, "csv")
     first = [next(rows) for _ in range(1000)]
     rows.close()
-    job, _ = importer._import_batch(actor, job, first, None)  # the worker stored one batch, then died
+    job, _ = importer._import_batch(actor, job, importer._parse(actor, first, None))  # one batch, then died
     import_jobs.enqueue(service.container, actor, job, path, "csv", None, None)
     result = _wait_for_job(api, str(job.id))
     assert result["status"] == "completed"
