@@ -14,6 +14,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from command.errors import ValidationError
 
 MAX_FIELD_BYTES = 64 * 1024
+HEAD_BYTES = 64 * 1024  # what detect_format looks at
 
 
 class PayloadTooLargeError(HTTPException):
@@ -71,8 +72,8 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
     def on_part_data(data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
         if state["name"] == file_field:
-            if len(upload.head) < 8192:
-                upload.head += chunk[: 8192 - len(upload.head)]
+            if len(upload.head) < HEAD_BYTES:
+                upload.head += chunk[: HEAD_BYTES - len(upload.head)]
             upload.size += len(chunk)
             sink.write(chunk)
         else:
