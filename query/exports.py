@@ -8,42 +8,30 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable, Iterator
 
 import msgspec
 
+# One definition of the formula escaping, shared with the importer that undoes it.
+from command.import_files import neutralise
 from query.models import ContactOut
 
 CSV_COLUMNS = ("first_name", "last_name", "phone", "email", "tags", "notes")
 TAG_SEPARATOR = ";"
 CHUNK_SIZE = 64 * 1024  # characters (CSV) or bytes (JSON) gathered before a chunk is sent
 
-# A spreadsheet reads a cell starting with one of these as a formula (OWASP "CSV injection").
-FORMULA_STARTS = "=+-@\t\r"
-# Quotes already in front of a formula start get one more quote, so ``unneutralise``
-# can always take exactly one away: "=1" -> "'=1", "'=1" -> "''=1", "''=1" -> "'''=1".
-_NEEDS_QUOTE = re.compile(r"'*[" + re.escape(FORMULA_STARTS) + "]")
-_QUOTED = re.compile(r"'+[" + re.escape(FORMULA_STARTS) + "]")
-
-
-def neutralise(value: str) -> str:
-    """Prefix ``'`` to a cell a spreadsheet would run as a formula (and to one already so escaped)."""
-    return "'" + value if _NEEDS_QUOTE.match(value) else value
-
-
-def unneutralise(value: str) -> str:
-    """Undo ``neutralise`` exactly: drop one leading ``'`` in front of quotes and a formula start."""
-    return value[1:] if _QUOTED.match(value) else value
-
 
 def csv_row(contact: ContactOut) -> tuple[str, ...]:
-    """One contact as CSV cells; the phone (validated E.164) is the only cell not neutralised."""
+    """One contact as CSV cells; the phone (validated E.164) is the only cell not neutralised.
+
+    Each tag is neutralised before the join, so the cell is safe and the importer, which
+    splits the cell and unneutralises each tag, gets every tag back exactly.
+    """
     def cell(value: str | None) -> str:
         return neutralise(value) if value else ""
 
     return (cell(contact.first_name), cell(contact.last_name), contact.phone, cell(contact.email),
-            cell(TAG_SEPARATOR.join(contact.tags)), cell(contact.notes))
+            TAG_SEPARATOR.join(neutralise(tag) for tag in contact.tags), cell(contact.notes))
 
 
 def csv_chunks(contacts: Iterable[ContactOut], chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:

@@ -24,6 +24,7 @@ from command.errors import DomainError
 from service.auth import JWTAuthMiddleware, TokenVerifier
 from service.bootstrap import Container
 from service.controllers import ContactController, ContactListController
+from service.exports import ExportController
 from service.schemas import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         security=[{"bearer": []}],
     )
     return Litestar(
-        route_handlers=[ContactListController, ContactController, health, ready, metrics_endpoint],
+        route_handlers=[ContactListController, ContactController, ExportController, health, ready, metrics_endpoint],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
         middleware=[metrics.middleware,
                     DefineMiddleware(JWTAuthMiddleware, verifier=TokenVerifier(container.settings),

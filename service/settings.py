@@ -28,6 +28,8 @@ class Settings:
     jwt_audience: str = ""
     smtp_url: str = ""
     mail_from: str = "no-reply@localhost"
+    export_email_max_bytes: int = 10 * 1024 * 1024
+    export_email_per_hour: int = 20
     trash_retention_days: int = 90
     default_region: str = "KE"
     hash_key: str = ""
@@ -59,6 +61,8 @@ class Settings:
             jwt_audience=_env("JWT_AUDIENCE"),
             smtp_url=_env("SMTP_URL"),
             mail_from=_env("MAIL_FROM", "no-reply@localhost"),
+            export_email_max_bytes=int(_env("EXPORT_EMAIL_MAX_BYTES", str(10 * 1024 * 1024))),
+            export_email_per_hour=int(_env("EXPORT_EMAIL_PER_HOUR", "20")),
             trash_retention_days=int(_env("TRASH_RETENTION_DAYS", "90")),
             default_region=_env("DEFAULT_REGION", "KE").upper(),
             hash_key=_env("HASH_KEY"),

@@ -1,0 +1,275 @@
+"""Exports: CSV download, JSON data for the export wizard, and sending an export by email.
+
+The two downloads stream from a server-side cursor; the first chunk is read before the
+response starts, so a database failure is still a clean 503 rather than a cut-off file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import itertools
+import math
+import re
+import smtplib
+import ssl
+import unicodedata
+import weakref
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.errors import MessageError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from typing import Annotated
+from urllib.parse import unquote, urlsplit
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, MediaType, Request, Response, get, post
+from litestar.di import Provide
+from litestar.exceptions import ClientException, HTTPException
+from litestar.params import Parameter
+from litestar.response import Stream
+from psycopg_pool import ConnectionPool
+
+from command.errors import DomainError, ValidationError
+from query.contacts import ContactFilter, iter_contacts
+from query.exports import csv_chunks, json_chunks
+from service.bootstrap import Container
+from service.commands import clean_email, clean_tags
+from service.controllers import ActorRequest
+from service.schemas import Email, In
+
+MIME_TYPES = frozenset({"text/csv", "application/json", "application/zip",
+                        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
+SMTP_TIMEOUT_S = 30
+EMAIL_LOCK = 724_002  # advisory lock namespace: one quota check per account at a time
+_FIELD = re.compile(r"(?:at `\$\.|field `)([A-Za-z0-9_]+)")
+
+
+class AttachmentTooLargeError(DomainError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class MailNotConfiguredError(DomainError):
+    status_code = 503
+    code = "mail_not_configured"
+
+
+class MailDeliveryError(DomainError):
+    """The mail provider refused the message or could not be reached (502 Bad Gateway)."""
+
+    status_code = 502
+    code = "mail_delivery_failed"
+
+
+class ExportEmail(In):
+    """POST /contacts/export-email: a file the client built, to be mailed to ``email``."""
+
+    email: Email
+    filename: str
+    file_base64: str
+    mime_type: str
+    count: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+def contact_filter(
+    search: Annotated[str | None, Parameter(max_length=200, description=(
+        "Case-insensitive substring of first name, last name, full name, or of the phone's digits"))] = None,
+    list_id: Annotated[UUID | None, Parameter(query="listId", description="Only contacts in this list")] = None,
+    is_opted_out: Annotated[bool | None, Parameter(query="isOptedOut")] = None,
+    tags: Annotated[str | None, Parameter(max_length=2000, description=(
+        "Comma-separated tags; a contact must have all of them"))] = None,
+) -> ContactFilter:
+    """The filters of GET /contacts, so users export exactly what they see."""
+    return ContactFilter(search=search, list_id=list_id, is_opted_out=is_opted_out,
+                         tags=clean_tags((tags or "").split(",")))
+
+
+class ExportController(Controller):
+    """Exports of the account's active contacts."""
+
+    path = "/api/v1/contacts"
+    tags = ["export"]
+    dependencies = {"flt": Provide(contact_filter, sync_to_thread=False)}
+
+    @get("/export", operation_id="exportContactsCsv", media_type="text/csv", sync_to_thread=True)
+    def export_csv(self, request: ActorRequest, container: Container, flt: ContactFilter) -> Stream:
+        """The matching contacts as a CSV download (formula-like cells neutralised with a leading ')."""
+        filename = datetime.now(UTC).strftime("contacts-%Y%m%d-%H%M%S.csv")
+        return Stream(_started(csv_chunks(iter_contacts(container.pool, request.user.account_id, flt))),
+                      media_type="text/csv",
+                      headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                               "Cache-Control": "no-store"})
+
+    @get("/export-data", operation_id="exportContactsJson", sync_to_thread=True)
+    def export_data(self, request: ActorRequest, container: Container, flt: ContactFilter) -> Stream:
+        """The matching contacts as a JSON array, in the shape of GET /contacts items."""
+        return Stream(_started(json_chunks(iter_contacts(container.pool, request.user.account_id, flt))),
+                      media_type="application/json", headers={"Cache-Control": "no-store"})
+
+    @post("/export-email", operation_id="emailContactsExport", status_code=200, request_max_body_size=None)
+    async def export_email(self, request: ActorRequest, container: Container) -> Response[bytes]:
+        """Mail a client-built export file (JSON body: email, filename, fileBase64, mimeType, count)."""
+        settings = container.settings
+        if not settings.smtp_url:
+            raise MailNotConfiguredError("no mail provider is configured (CONTACTS_SMTP_URL)")
+        data = _decode(await _read_body(request, settings.export_email_max_bytes))
+        message = build_message(data, settings.mail_from, settings.export_email_max_bytes)
+        retry_after = await asyncio.to_thread(reserve_email_send, container.pool, request.user.account_id,
+                                              settings.export_email_per_hour)
+        if retry_after is not None:
+            raise HTTPException(status_code=429, headers={"Retry-After": str(retry_after)},
+                                detail=f"at most {settings.export_email_per_hour} export emails per hour;"
+                                       f" retry in {retry_after} s")
+        await asyncio.to_thread(send_mail, settings.smtp_url, message)
+        return Response(b"", status_code=200, media_type=MediaType.TEXT)
+
+
+def _started(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Read the first chunk now (query errors become a proper error response), then the rest."""
+    return itertools.chain([next(chunks)], chunks)
+
+
+async def _read_body(request: Request, max_file_bytes: int) -> bytes:
+    """The request body, refused with 413 past what a file of ``max_file_bytes`` needs in base64 JSON."""
+    base64_size = 4 * math.ceil(max_file_bytes / 3)
+    limit = base64_size + base64_size // 8 + 64 * 1024  # room for escaped "/" and the other fields
+    too_large = AttachmentTooLargeError(f"the file is larger than the limit of {max_file_bytes} bytes",
+                                        field="fileBase64")
+    if (request.content_length or 0) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def _decode(body: bytes) -> ExportEmail:
+    try:
+        return msgspec.json.decode(body, type=ExportEmail)
+    except msgspec.ValidationError as exc:
+        match = _FIELD.search(str(exc))
+        raise ValidationError(str(exc), field=match.group(1) if match else None) from None
+    except msgspec.DecodeError as exc:
+        raise ClientException(status_code=400, detail=f"malformed JSON: {exc}") from None
+
+
+def build_message(data: ExportEmail, sender: str, max_file_bytes: int) -> EmailMessage:
+    """The email with the decoded file attached; 422/413 for anything that does not check out."""
+    recipient = _recipient(data.email)
+    filename = _filename(data.filename)
+    mime_type = data.mime_type.split(";", 1)[0].strip().lower()
+    if mime_type not in MIME_TYPES:
+        raise ValidationError(f"mimeType {data.mime_type!r} is not one of {', '.join(sorted(MIME_TYPES))}",
+                              field="mimeType")
+    try:
+        content = base64.b64decode(data.file_base64, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError("fileBase64 is not valid base64", field="fileBase64") from None
+    if len(content) > max_file_bytes:
+        raise AttachmentTooLargeError(f"the file is {len(content)} bytes, more than the limit of"
+                                      f" {max_file_bytes} bytes", field="fileBase64")
+    message = EmailMessage()
+    message["Subject"] = "Your contacts export"
+    message["From"] = sender
+    message["To"] = recipient
+    counted = f" ({data.count} contact{'' if data.count == 1 else 's'})" if data.count is not None else ""
+    message.set_content(f"Your contacts export {filename}{counted} is attached.\n")
+    maintype, subtype = mime_type.split("/", 1)
+    message.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
+    return message
+
+
+def _recipient(value: str) -> str:
+    address = clean_email(value)
+    if address is None:
+        raise ValidationError("email must not be empty", field="email")
+    try:
+        return Address(addr_spec=address).addr_spec
+    except (ValueError, MessageError):
+        raise ValidationError(f"email {address!r} is not a valid address", field="email") from None
+
+
+def _filename(value: str) -> str:
+    if not value.strip():
+        raise ValidationError("filename must not be empty", field="filename")
+    if len(value) > 200:
+        raise ValidationError("filename must be at most 200 characters", field="filename")
+    if any(c in "/\\" or unicodedata.category(c) == "Cc" for c in value) or not value.strip("."):
+        raise ValidationError("filename must not contain path separators or control characters",
+                              field="filename")
+    return value
+
+
+_quota_tables: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
+
+
+def reserve_email_send(pool: ConnectionPool, account_id: UUID, per_hour: int) -> int | None:
+    """Record a send for the account, or return the seconds to wait if the rolling hour is full.
+
+    The log is a PostgreSQL table and the check runs under a per-account advisory lock,
+    so the limit holds across api replicas and concurrent requests.
+    """
+    _ensure_quota_table(pool)
+    with pool.connection() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (EMAIL_LOCK, str(account_id)))
+        now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        since = now - timedelta(hours=1)
+        conn.execute("DELETE FROM export_email_log WHERE account_id = %s AND sent_at <= %s", (account_id, since))
+        count, oldest = conn.execute("SELECT count(*), min(sent_at) FROM export_email_log WHERE account_id = %s",
+                                     (account_id,)).fetchone()
+        if count >= per_hour:
+            free_at = oldest + timedelta(hours=1) if oldest else now + timedelta(hours=1)
+            return max(1, math.ceil((free_at - now).total_seconds()))
+        conn.execute("INSERT INTO export_email_log (account_id, sent_at) VALUES (%s, %s)", (account_id, now))
+    return None
+
+
+def _ensure_quota_table(pool: ConnectionPool) -> None:
+    if pool in _quota_tables:
+        return
+    with pool.connection() as conn, conn.transaction():
+        # Two replicas creating the table at once would collide on the catalog; take turns.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (EMAIL_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS export_email_log"
+                     " (account_id uuid NOT NULL, sent_at timestamptz NOT NULL)")
+        conn.execute("CREATE INDEX IF NOT EXISTS export_email_log_account_sent"
+                     " ON export_email_log (account_id, sent_at)")
+    _quota_tables.add(pool)
+
+
+def send_mail(smtp_url: str, message: EmailMessage) -> None:
+    """Hand the message to the provider: ``smtps://`` is TLS from the start, ``smtp://`` uses STARTTLS if offered."""
+    url = urlsplit(smtp_url)
+    if url.scheme not in ("smtp", "smtps") or not url.hostname:
+        raise MailNotConfiguredError("CONTACTS_SMTP_URL must look like smtp://user:pass@host:port or smtps://…")
+    context = ssl.create_default_context()
+    try:
+        if url.scheme == "smtps":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(url.hostname, url.port or 465, timeout=SMTP_TIMEOUT_S,
+                                                    context=context)
+        else:
+            client = smtplib.SMTP(url.hostname, url.port or 587, timeout=SMTP_TIMEOUT_S)
+        with client:
+            client.ehlo()
+            if url.scheme == "smtp" and client.has_extn("starttls"):
+                client.starttls(context=context)
+                client.ehlo()
+            if url.username:
+                client.login(unquote(url.username), unquote(url.password or ""))
+            client.send_message(message)
+    except smtplib.SMTPResponseException as exc:
+        reason = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+        raise MailDeliveryError(f"the mail provider refused the message: {exc.smtp_code} {reason}") from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, reason = next(iter(exc.recipients.values()))
+        raise MailDeliveryError(f"the mail provider refused the recipient: {code}"
+                                f" {reason.decode('utf-8', 'replace')}") from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise MailDeliveryError(f"the mail provider could not be reached: {exc.__class__.__name__}"
+                                f" {exc}".strip()) from None

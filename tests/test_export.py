@@ -1,0 +1,363 @@
+"""Exports through HTTP: CSV download, JSON export data, and export by email to a real SMTP server."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import email
+import email.policy
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from command.import_files import FORMULA_STARTS, neutralise, open_rows, unneutralise
+from query.exports import csv_chunks
+from query.models import ContactOut
+from service.embedded import free_port
+from tests.support import Service, new_database, start_service
+
+HEADER = ["first_name", "last_name", "phone", "email", "tags", "notes"]
+MAX_FILE_BYTES = 100_000
+PER_HOUR = 3
+
+
+def _csv(api, **params: Any) -> list[list[str]]:
+    r = api.get("/api/v1/contacts/export", params=params)
+    assert r.status_code == 200, r.text
+    rows = list(csv.reader(io.StringIO(r.text, newline="")))
+    assert rows[0] == HEADER
+    return rows[1:]
+
+
+def _phones(api, **params: Any) -> list[str]:
+    return [row[2] for row in _csv(api, **params)]
+
+
+def _all_items(api, **params: Any) -> list[dict]:
+    items, page = [], 1
+    while True:
+        body = api.get("/api/v1/contacts", params={"page": page, "pageSize": 100, **params}).json()
+        items += body["contacts"]
+        if len(items) >= body["total"]:
+            return items
+        page += 1
+
+
+# --- neutralising formulas (no I/O) -------------------------------------------------
+
+@pytest.mark.parametrize("value, expected", [
+    ("=SUM(A1)", "'=SUM(A1)"), ("+1", "'+1"), ("-2", "'-2"), ("@x", "'@x"), ("\tx", "'\tx"), ("\rx", "'\rx"),
+    ("'=1", "''=1"), ("''+1", "'''+1"), ("'plain", "'plain"), ("'", "'"), ("a=1", "a=1"), ("", ""),
+])
+def test_neutralise_prefixes_a_quote_to_formula_starts_and_to_quoted_ones(value: str, expected: str) -> None:
+    assert neutralise(value) == expected
+
+
+@pytest.mark.parametrize("value", ["=1", "'=1", "''=1", "'", "''", "'a", "a", "", "-", "'-", "x'=1", "'\t", "@"])
+def test_unneutralise_undoes_neutralise_exactly(value: str) -> None:
+    assert unneutralise(neutralise(value)) == value
+    assert neutralise(value)[:1] not in FORMULA_STARTS or not value
+
+
+def test_csv_chunks_hold_many_rows_each() -> None:
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    now = datetime.now(UTC)
+    contacts = (ContactOut(id=uuid4(), first_name="A", last_name="B", phone=f"+2547110{i:05d}", email=None,
+                           tags=[], notes="n" * 50, is_opted_out=False, status="valid", invalid_reason=None,
+                           operator=None, country="KE", list_ids=[], created_at=now, updated_at=now)
+                for i in range(5000))
+    chunks = list(csv_chunks(contacts, chunk_size=64 * 1024))
+    assert 3 <= len(chunks) <= 10
+    assert b"".join(chunks).count(b"\r\n") == 5001
+
+
+# --- GET /contacts/export -----------------------------------------------------------
+
+def test_csv_export_is_a_download_with_header_rows_and_joined_tags(service: Service) -> None:
+    api = service.client()
+    api.create_contact("0712345678", firstName="John", lastName="Doe", email="john@example.com",
+                       tags=["vip", "nairobi"], notes="Met at conference")
+    api.create_contact("0722000000")
+    r = api.get("/api/v1/contacts/export")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/csv; charset=utf-8"
+    assert re.fullmatch(r'attachment; filename="contacts-\d{8}-\d{6}\.csv"', r.headers["content-disposition"])
+    assert r.text.startswith("first_name,last_name,phone,email,tags,notes\r\n")
+    assert r.text.splitlines()[2] == "John,Doe,+254712345678,john@example.com,vip;nairobi,Met at conference"
+    assert _csv(api) == [["", "", "+254722000000", "", "", ""],
+                         ["John", "Doe", "+254712345678", "john@example.com", "vip;nairobi", "Met at conference"]]
+
+
+def test_csv_quotes_commas_quotes_and_newlines(service: Service) -> None:
+    api = service.client()
+    notes = 'Says "hi", then\nleaves;\r\nback, later'
+    api.create_contact("0712345678", firstName="Doe, Jane", notes=notes)
+    text = api.get("/api/v1/contacts/export").text
+    assert '"Doe, Jane"' in text and '"Says ""hi"", then\nleaves;\r\nback, later"' in text
+    assert _csv(api) == [["Doe, Jane", "", "+254712345678", "", "", notes]]
+
+
+def test_csv_neutralises_formulas_but_not_the_phone(service: Service) -> None:
+    api = service.client()
+    api.create_contact("+254712345678", firstName="=SUM(A1)", lastName="+1", email="-x@example.com",
+                       tags=["@x", "vip"], notes="-2")
+    api.create_contact("0722000000", firstName="'=1", lastName="@home", notes="'plain")
+    rows = _csv(api)
+    assert rows == [["''=1", "'@home", "+254722000000", "", "", "'plain"],
+                    ["'=SUM(A1)", "'+1", "+254712345678", "'-x@example.com", "'@x;vip", "'-2"]]
+    assert [[unneutralise(cell) for cell in row] for row in rows][0][:2] == ["'=1", "@home"]
+
+
+def test_csv_export_reads_back_through_the_importer_unchanged(service: Service, tmp_path: Path) -> None:
+    api = service.client()
+    tricky = ["=SUM(A1)", "'=1", "''+1", "+1", "-2", "@x", "'plain", "a, \"b\"\nc", "Zoë"]
+    for i, value in enumerate(tricky):
+        api.create_contact(f"07110000{i:02d}", firstName=value, lastName=value[::-1], notes=value,
+                           email=f"-{i}@example.com", tags=["vip", value.lower().replace(",", "")])
+    path = tmp_path / "export.csv"
+    path.write_bytes(api.get("/api/v1/contacts/export").content)
+    _, rows = open_rows(path, "csv")
+    imported = [(r.phone, r.first_name, r.last_name, r.email, r.tags, r.notes) for r in rows]
+    expected = [(c["phone"], c["firstName"], c["lastName"], c["email"], c["tags"], c["notes"])
+                for c in _all_items(api)]
+    assert imported == expected
+
+
+def test_csv_export_uses_the_list_filters(service: Service) -> None:
+    api = service.client()
+    vip = api.create_list("vip")
+    a = api.create_contact("0711000001", firstName="Alice", tags=["vip", "nairobi"], listIds=[vip["id"]])
+    b = api.create_contact("0711000002", firstName="Bob", tags=["vip"], isOptedOut=True)
+    c = api.create_contact("0711000003", firstName="Carol", tags=["nairobi"])
+    assert _phones(api, listId=vip["id"]) == [a["phone"]]
+    assert _phones(api, isOptedOut="true") == [b["phone"]]
+    assert _phones(api, isOptedOut="false") == [c["phone"], a["phone"]]
+    assert _phones(api, tags=" VIP , Nairobi ") == [a["phone"]]
+    assert _phones(api, tags="vip") == [b["phone"], a["phone"]]
+    assert _phones(api, search="car") == [c["phone"]]
+    assert _phones(api, search="0711 000 002") == [b["phone"]]
+    assert _phones(api) == [c["phone"], b["phone"], a["phone"]]
+    assert api.get("/api/v1/contacts/export", params={"listId": "nope"}).status_code == 422
+
+
+def test_exports_leave_out_trashed_contacts_and_other_accounts(service: Service) -> None:
+    api, other = service.client(), service.client()
+    keep = api.create_contact("0711000001", firstName="Keep")
+    gone = api.create_contact("0711000002", firstName="Gone")
+    other.create_contact("0711000003", firstName="Secret")
+    assert api.delete(f"/api/v1/contacts/{gone['id']}").status_code == 204
+    assert _phones(api) == [keep["phone"]]
+    assert [c["id"] for c in api.get("/api/v1/contacts/export-data").json()] == [keep["id"]]
+    assert "Secret" not in api.get("/api/v1/contacts/export").text
+    assert _phones(service.client()) == []
+    assert service.client().get("/api/v1/contacts/export-data").json() == []
+
+
+def test_export_routes_win_over_the_contact_id_route_and_need_a_token(service: Service) -> None:
+    anonymous = service.anonymous()
+    for path in ("/api/v1/contacts/export", "/api/v1/contacts/export-data"):
+        assert anonymous.get(path).status_code == 401
+        assert service.client().get(path).status_code == 200
+    assert service.client().get("/api/v1/contacts/export-email").status_code == 405
+
+
+# --- GET /contacts/export-data ------------------------------------------------------
+
+def test_export_data_equals_the_list_items_for_the_same_filter(service: Service) -> None:
+    api = service.client()
+    vip = api.create_list("vip")
+    for i in range(7):
+        api.create_contact(f"07110000{i:02d}", firstName=f"N{i}", tags=["vip"] if i % 2 else ["x"],
+                           listIds=[vip["id"]] if i % 3 else [], notes=f'n "{i}"\n', email=f"n{i}@example.com")
+    for params in ({}, {"listId": vip["id"]}, {"tags": "VIP"}, {"search": "n1"}, {"isOptedOut": "true"}):
+        r = api.get("/api/v1/contacts/export-data", params=params)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+        assert r.json() == _all_items(api, **params), params
+    assert len(api.get("/api/v1/contacts/export-data").json()) == 7
+
+
+def test_large_export_streams_every_row(service: Service) -> None:
+    api = service.client()
+    total = 3000
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: api.create_contact(f"0711{i:06d}", firstName=f"F{i}", tags=["bulk"]), range(total)))
+    with api.stream("GET", "/api/v1/contacts/export") as r:
+        assert r.status_code == 200 and "content-length" not in r.headers
+        chunks = list(r.iter_raw())
+    assert len(chunks) > 1
+    rows = list(csv.reader(io.StringIO(b"".join(chunks).decode(), newline="")))
+    assert len(rows) == total + 1 and len({row[2] for row in rows[1:]}) == total
+    items = api.get("/api/v1/contacts/export-data", params={"tags": "bulk"}).json()
+    assert len(items) == total and {c["phone"] for c in items} == {row[2] for row in rows[1:]}
+
+
+# --- POST /contacts/export-email ----------------------------------------------------
+
+class Mailbox:
+    """aiosmtpd handler keeping accepted envelopes; refuses some recipients on purpose."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802, ANN001
+        if address.startswith("refuse"):
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001
+        if any(r.startswith("reject-data") for r in envelope.rcpt_tos):
+            return "554 5.6.0 message content rejected"
+        self.envelopes.append(envelope)
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture(scope="module")
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield box, controller.port
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def mail_database(postgres_server: str) -> str:
+    return new_database(postgres_server)
+
+
+@pytest.fixture(scope="module")
+def mail_service(mail_database: str, nats_url: str, mailbox: tuple[Mailbox, int]) -> Iterator[Service]:
+    """A service that mails through the local SMTP server, with a small file limit and hourly quota."""
+    svc = start_service(mail_database, nats_url, with_worker=False, smtp_url=f"smtp://127.0.0.1:{mailbox[1]}",
+                        mail_from="exports@contacts.test", export_email_max_bytes=MAX_FILE_BYTES,
+                        export_email_per_hour=PER_HOUR)
+    yield svc
+    svc.close()
+
+
+def _mail(content: bytes = b"first_name\r\nJohn\r\n", **extra: Any) -> dict[str, Any]:
+    return {"email": "user@example.com", "filename": "contacts-export.csv",
+            "fileBase64": base64.b64encode(content).decode(), "mimeType": "text/csv", "count": 87, **extra}
+
+
+def test_export_email_delivers_the_file_as_an_attachment(mail_service: Service, mailbox) -> None:
+    box, _ = mailbox
+    content = bytes(range(256)) * 300  # binary, every byte value, 76.8 kB
+    xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    r = mail_service.client().post("/api/v1/contacts/export-email", json=_mail(
+        content, email="User@Example.com", filename="contacts export é.xlsx", mimeType=xlsx, count=87))
+    assert r.status_code == 200 and r.content == b""
+    envelope = box.envelopes[-1]
+    assert envelope.mail_from == "exports@contacts.test" and envelope.rcpt_tos == ["user@example.com"]
+    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert message["To"] == "user@example.com" and message["From"] == "exports@contacts.test"
+    assert "87 contacts" in message.get_body(("plain",)).get_content()
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_content_type() == xlsx
+    assert attachment.get_filename() == "contacts export é.xlsx"
+    assert attachment.get_content() == content
+
+
+def test_export_email_count_is_optional_and_csv_arrives_intact(mail_service: Service, mailbox) -> None:
+    box, _ = mailbox
+    content = "first_name,notes\r\nJosé,\"a, b\"\r\n".encode()
+    body = _mail(content)
+    del body["count"]
+    assert mail_service.client().post("/api/v1/contacts/export-email", json=body).status_code == 200
+    message = email.message_from_bytes(box.envelopes[-1].content, policy=email.policy.default)
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_content_type() == "text/csv" and attachment.get_filename() == "contacts-export.csv"
+    assert attachment.get_payload(decode=True) == content
+
+
+def test_export_email_without_a_mail_provider_is_503(service: Service) -> None:
+    r = service.client().post("/api/v1/contacts/export-email", json=_mail())
+    assert r.status_code == 503
+    assert r.json()["status"] == 503 and "CONTACTS_SMTP_URL" in r.json()["message"]
+
+
+@pytest.mark.parametrize("address", ["refuse@example.com", "reject-data@example.com"])
+def test_export_email_refused_by_the_provider_is_502(mail_service: Service, address: str) -> None:
+    r = mail_service.client().post("/api/v1/contacts/export-email", json=_mail(email=address))
+    assert r.status_code == 502
+    assert r.json()["error"] == "mail_delivery_failed" and re.search(r"55[04]", r.json()["message"])
+
+
+def test_export_email_to_an_unreachable_provider_is_502(mail_database: str, nats_url: str) -> None:
+    svc = start_service(mail_database, nats_url, with_worker=False, smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    try:
+        r = svc.client().post("/api/v1/contacts/export-email", json=_mail())
+        assert r.status_code == 502 and "could not be reached" in r.json()["message"]
+    finally:
+        svc.close()
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"email": "not-an-address"}, "email"), ({"email": "a,b@example.com"}, "email"), ({"email": ""}, "email"),
+    ({"email": "a@b.c\r\nBcc: x@y.z"}, "email"),
+    ({"fileBase64": "not base64!"}, "fileBase64"), ({"fileBase64": "abc"}, "fileBase64"),
+    ({"filename": ""}, "filename"), ({"filename": "../x.csv"}, "filename"), ({"filename": "a\\b.csv"}, "filename"),
+    ({"filename": "a\nb.csv"}, "filename"), ({"filename": "x" * 201}, "filename"), ({"filename": ".."}, "filename"),
+    ({"mimeType": "text/html"}, "mimeType"), ({"mimeType": 3}, "mimeType"), ({"count": -1}, "count"),
+    ({"extra": 1}, "extra"),
+])
+def test_export_email_rejects_bad_input_with_422_naming_the_field(mail_service: Service, mailbox,
+                                                                   change: dict, field: str) -> None:
+    box, _ = mailbox
+    before = len(box.envelopes)
+    r = mail_service.client().post("/api/v1/contacts/export-email", json=_mail(**change))
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["status"] == 422 and body["errors"][0]["field"] == field
+    assert len(box.envelopes) == before
+
+
+def test_export_email_missing_field_or_bad_json(mail_service: Service) -> None:
+    api = mail_service.client()
+    body = _mail()
+    del body["fileBase64"]
+    r = api.post("/api/v1/contacts/export-email", json=body)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "fileBase64"
+    r = api.post("/api/v1/contacts/export-email", content=b"{", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == "malformed_body"
+
+
+@pytest.mark.parametrize("size", [MAX_FILE_BYTES + 1, 3 * MAX_FILE_BYTES])
+def test_export_email_over_the_size_limit_is_413(mail_service: Service, size: int) -> None:
+    r = mail_service.client().post("/api/v1/contacts/export-email", json=_mail(b"x" * size))
+    assert r.status_code == 413
+    assert r.json()["status"] == 413 and str(MAX_FILE_BYTES) in r.json()["message"]
+
+
+def test_export_email_at_the_size_limit_is_sent(mail_service: Service) -> None:
+    r = mail_service.client().post("/api/v1/contacts/export-email", json=_mail(b"x" * MAX_FILE_BYTES))
+    assert r.status_code == 200
+
+
+def test_export_email_hourly_limit_per_account_holds_across_replicas(mail_service: Service, mail_database: str,
+                                                                     nats_url: str, mailbox) -> None:
+    replica = start_service(mail_database, nats_url, with_worker=False, smtp_url=mail_service.settings.smtp_url,
+                            export_email_per_hour=PER_HOUR)
+    try:
+        first = mail_service.client()
+        second = replica.client(first.account_id)
+        assert first.post("/api/v1/contacts/export-email", json=_mail()).status_code == 200
+        assert second.post("/api/v1/contacts/export-email", json=_mail()).status_code == 200
+        assert first.post("/api/v1/contacts/export-email", json=_mail()).status_code == 200
+        for api in (second, first):
+            r = api.post("/api/v1/contacts/export-email", json=_mail())
+            assert r.status_code == 429
+            assert 3500 <= int(r.headers["retry-after"]) <= 3600
+            assert r.json()["status"] == 429 and r.json()["error"] == "too_many_requests"
+        assert mail_service.client().post("/api/v1/contacts/export-email", json=_mail()).status_code == 200
+    finally:
+        replica.close()
