@@ -1,8 +1,10 @@
 """Contact import files: detect CSV or XLSX, then stream their rows as cleaned ``ImportRow``s.
 
-Pure and streaming: no database and no HTTP, and no file is ever read whole into
-memory. Columns are matched by header name (aliases, or a client's ``mapping``);
-phones are passed through as text for ``command.phones`` to judge.
+Pure and streaming: no database, no HTTP, and rows are yielded one at a time
+without reading the file whole (openpyxl does keep an .xlsx's shared string table
+in memory, bounded by the archive size limit). Columns are matched by header name
+(aliases, or a client's ``mapping``); phones are passed through as text for
+``command.phones`` to judge.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def detect_format(head: bytes, filename: str | None) -> Literal["csv", "xlsx"]:
     """Tell an .xlsx workbook from CSV text by the first bytes; the filename is only a hint."""
     if not head:
         raise FileFormatError("the file is empty", field="file")
-    if head.startswith(b"PK"):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
         kind = _zip_kind(head, filename)
         if kind == "xlsx":
             return "xlsx"
@@ -190,8 +192,8 @@ def _header(records: Iterator[list[str]]) -> list[str]:
     for cells in records:
         if "".join(cells).strip():
             headers = [cell.strip() for cell in cells]
-            headers[0] = headers[0].lstrip("\ufeff")
-            while not headers[-1]:
+            headers[0] = headers[0].lstrip("\ufeff").strip()
+            while headers and not headers[-1]:
                 headers.pop()
             return headers
     raise FileFormatError("the file is empty: it has no header row", field="file")
@@ -203,6 +205,7 @@ def _key(header: str) -> str:
 
 _ALIAS_RANKS = {_key(alias): (field, rank) for field, aliases in ALIASES.items()
                 for rank, alias in enumerate(aliases)}
+_FIELD_KEYS = {_key(field): field for field in FIELDS}  # "firstName" and "first name" are first_name
 
 
 def _columns(headers: list[str], mapping: dict[str, str]) -> dict[str, int]:
@@ -210,7 +213,7 @@ def _columns(headers: list[str], mapping: dict[str, str]) -> dict[str, int]:
     keys = [_key(header) for header in headers]
     columns: dict[str, int] = {}
     for header, target in mapping.items():
-        field = _ALIAS_RANKS.get(_key(target), (None,))[0] if _key(target) in map(_key, FIELDS) else None
+        field = _FIELD_KEYS.get(_key(target))
         if field is None:
             raise FileFormatError(f"the mapping sends {header!r} to {target!r}, which is not one of: "
                                   f"{', '.join(FIELDS)}", field="mapping")
@@ -221,13 +224,11 @@ def _columns(headers: list[str], mapping: dict[str, str]) -> dict[str, int]:
         if field in columns:
             raise FileFormatError(f"the mapping sends two columns to {field!r}", field="mapping")
         columns[field] = keys.index(_key(header))
-    best: dict[str, tuple[int, int]] = {}
-    for index, key in enumerate(keys):
-        field, rank = _ALIAS_RANKS.get(key, (None, 0))
-        if field and field not in columns and index not in columns.values() and (rank, index) < best.get(
-                field, (len(ALIASES[field]), 0)):
-            best[field] = (rank, index)
-    columns.update({field: index for field, (_, index) in best.items() if field not in columns})
+    mapped = set(columns.values())
+    matches = sorted((_ALIAS_RANKS[key][1], index, _ALIAS_RANKS[key][0])
+                     for index, key in enumerate(keys) if key in _ALIAS_RANKS and index not in mapped)
+    for _, index, field in matches:  # best alias first, then leftmost
+        columns.setdefault(field, index)
     if "phone" not in columns:
         raise FileFormatError(f"no phone column found; headers found: {_listed(headers)}. Name the column "
                               f"\"phone\" (or mobile, msisdn, ...) or send a column mapping", field="file",
@@ -258,15 +259,16 @@ def _cell(cells: list[str], index: int | None) -> str | None:
     if index is None or index >= len(cells):
         return None
     value = cells[index].strip()
-    return unneutralise(value) if value else None
+    if not value:
+        return None
+    return unneutralise(value) if value[0] == "'" else value
 
 
 def _tags(cells: list[str], index: int | None) -> list[str]:
-    value = _cell(cells, index)
-    if value is None:
+    if index is None or index >= len(cells):
         return []
-    # Each tag is unneutralised on its own: the exporter escapes each tag before joining them.
-    tags = (unneutralise(tag.strip().lower()) for tag in _TAG_SEPARATORS.split(cells[index]))
+    # Each tag is unneutralised on its own: the exporter should escape each tag before joining them.
+    tags = [unneutralise(tag.strip()) for tag in _TAG_SEPARATORS.split(cells[index].lower())]
     return list(dict.fromkeys(tag for tag in tags if tag))
 
 
@@ -301,8 +303,9 @@ def _csv_records(path: Path) -> Iterator[list[str]]:
                 except csv.Error as exc:
                     raise FileFormatError(f"line {reader.line_num} is not valid CSV: {exc}", field="file") from exc
                 except UnicodeDecodeError as exc:
-                    raise FileFormatError(f"line {lines.number + 1} is neither UTF-8 nor Windows-1252 text",
-                                          field="file") from exc
+                    byte = exc.object[exc.start:exc.start + 1].hex()
+                    raise FileFormatError(f"the file is neither UTF-8 nor Windows-1252 text (byte 0x{byte} after "
+                                          f"line {lines.number})", field="file") from exc
                 lines.record_chars = 0
                 _check_width(cells, f"line {reader.line_num}")
                 yield cells
