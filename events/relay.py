@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import nats
+import psycopg
 from nats.js.api import StorageType, StreamConfig
 from psycopg_pool import ConnectionPool
 
@@ -22,18 +23,21 @@ from events.contract import PII_EVENT_NAMES, to_messages
 
 log = logging.getLogger(__name__)
 RELAY_NAME = "nats_relay"
+RELAY_LOCK = 724_003  # advisory lock: one relay publishes at a time
 
 
 class Relay:
     """Follows the event store and publishes to one JetStream stream."""
 
     def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
-                 decode: Callable[[list[Any]], list[Any]], *, nats_url: str, stream: str,
+                 decode: Callable[[list[Any]], list[Any]], *, nats_url: str, database_url: str, stream: str,
                  subject_prefix: str, duplicate_window_s: int, batch_size: int = 500):
         self.pool = pool
         self.select_notifications = select_notifications
         self.decode = decode
         self.nats_url = nats_url
+        self.database_url = database_url
+        self.is_leader = False
         self.stream = stream
         self.prefix = subject_prefix
         self.duplicate_window_s = duplicate_window_s
@@ -67,8 +71,7 @@ class Relay:
         config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"], storage=StorageType.FILE,
                               duplicate_window=float(self.duplicate_window_s))
         try:
-            await self.js.stream_info(self.stream)
-            await self.js.update_stream(config)
+            await self.js.stream_info(self.stream)  # exists: keep the operator's limits
         except nats.js.errors.NotFoundError:
             await self.js.add_stream(config)
 
@@ -133,9 +136,30 @@ class Relay:
             await self.js.purge_stream(self.stream, subject=f"{contact_subject}.{event_name}")
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Relay while this process holds the relay lock; stand by while another does.
+
+        A PostgreSQL advisory lock, held by an open connection, makes one relay the
+        leader across all workers: two relays would interleave messages out of order.
+        If the leader dies its connection closes, the lock frees, and a standby takes over.
+        """
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
+                    cur = await lock.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))
+                    if (await cur.fetchone())[0]:
+                        self.is_leader = True
+                        await self._lead(stop, lock)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("relay: lost the database (%s)", exc)
+            finally:
+                self.is_leader = False
+            await _pause(stop, 2.0)
+
+    async def _lead(self, stop: asyncio.Event, lock: Any) -> None:
         """Publish until ``stop`` is set, reconnecting with back-off while NATS is away."""
         backoff = 0.2
         while not stop.is_set():
+            await lock.execute("SELECT 1")  # still holding the lock's connection?
             try:
                 if self.js is None:
                     await self.connect()
@@ -149,17 +173,22 @@ class Relay:
                     pass
             except asyncio.CancelledError:
                 raise
+            except psycopg.OperationalError:
+                raise
             except Exception as exc:  # noqa: BLE001 - keep relaying whatever went wrong
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("relay: %s; retrying in %.1fs", self.last_error, backoff)
                 await self.close()
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-                except asyncio.TimeoutError:
-                    pass
+                await _pause(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
         await self.close()
 
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
 
 
 def _groups(notifications: list[Any]) -> list[list[Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,7 @@ class Container:
 
     def relay(self, nats_url: str) -> Relay:
         return Relay(self.pool, self.app.recorder.select_notifications, self.app.decode,
-                     nats_url=nats_url, stream=self.settings.nats_stream,
+                     nats_url=nats_url, database_url=self.database_url, stream=self.settings.nats_stream,
                      subject_prefix=self.settings.nats_subject_prefix,
                      duplicate_window_s=self.settings.nats_duplicate_window_s)
 
@@ -63,6 +64,20 @@ class Container:
     def close(self) -> None:
         self.pool.close()
         self.app.close()
+
+
+def phone_hash_key(conn: psycopg.Connection[Any], settings: Settings) -> bytes:
+    """``CONTACTS_HASH_KEY`` if set, else a random key made once and kept in the database.
+
+    The key identifies phone reservations; it must never change for a database, so
+    the default is not derived from any other secret that might be rotated.
+    """
+    if settings.hash_key:
+        return settings.hash_key.encode()
+    conn.execute("CREATE TABLE IF NOT EXISTS service_secrets (name text PRIMARY KEY, value bytea NOT NULL)")
+    conn.execute("INSERT INTO service_secrets (name, value) VALUES ('phone_hash_key', %s)"
+                 " ON CONFLICT (name) DO NOTHING", (os.urandom(32),))
+    return bytes(conn.execute("SELECT value FROM service_secrets WHERE name = 'phone_hash_key'").fetchone()[0])
 
 
 def build(settings: Settings, database_url: str) -> Container:
@@ -78,7 +93,7 @@ def build(settings: Settings, database_url: str) -> Container:
             keys.ensure_table()
             operator_directory = directory.load(conn)
             app = ContactsApplication(eventsourcing_env(database_url, settings.db_pool_size), keys=keys,
-                                      directory=operator_directory, hash_key=settings.phone_hash_key,
+                                      directory=operator_directory, hash_key=phone_hash_key(conn, settings),
                                       default_region=settings.default_region)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
