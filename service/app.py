@@ -21,15 +21,25 @@ from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 
 from command.errors import DomainError
+from command.importing import ImportFailedError
 from service.auth import JWTAuthMiddleware, TokenVerifier
 from service.bootstrap import Container
 from service.controllers import ContactController, ContactListController
 from service.exports import ExportController
+from service.imports import ImportController
 from service.schemas import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema"]
 _FIELD = re.compile(r"(?:at `\$\.|field `)([A-Za-z0-9_]+)")
+
+
+def _camel(name: str | None) -> str | None:
+    """Field names as the client sent them (query parameters are camelCase too)."""
+    if not name:
+        return name
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def _error(status: int, code: str, message: str, errors: list[ErrorDetail] | None = None,
@@ -46,13 +56,28 @@ def domain_error(_: Request, exc: DomainError) -> Response[Any]:
     return Response(payload, status_code=exc.status_code, media_type=MediaType.JSON)
 
 
+def import_failed(request: Request, exc: ImportFailedError) -> Response[Any]:
+    """An import that stopped part-way says why and exactly what it had stored."""
+    cause = exc.cause
+    status = cause.status_code if isinstance(cause, DomainError) else 500
+    if status >= 500:
+        log.error("import %s failed: %s", exc.job.id, cause, exc_info=cause)
+    counts = exc.job.counts
+    message = cause.message if isinstance(cause, DomainError) else "the import failed part-way"
+    return Response({"status": status, "error": "import_failed", "message": message,
+                     "importId": str(exc.job.id), "imported": counts["imported"], "valid": counts["valid"],
+                     "invalid": counts["invalid"], "skipped": counts["skipped"], "rows": counts["read"],
+                     "reportUrl": f"/api/v1/contacts/imports/{exc.job.id}/report.csv"},
+                    status_code=status, media_type=MediaType.JSON)
+
+
 def validation_error(request: Request, exc: ValidationException) -> Response[ErrorBody]:
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         message = str(item.get("message", "")) if isinstance(item, dict) else str(item)
         key = item.get("key") if isinstance(item, dict) else None
         match = _FIELD.search(message)
-        field = match.group(1) if match else key
+        field = _camel(match.group(1) if match else key)
         errors.append(ErrorDetail(field=field, reason=message))
     if any("malformed" in e.reason.lower() or "json is malformed" in e.reason.lower() for e in errors):
         return _error(400, "malformed_body", "the request body is not valid JSON", errors)
@@ -168,13 +193,15 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         security=[{"bearer": []}],
     )
     return Litestar(
-        route_handlers=[ContactListController, ContactController, ExportController, health, ready, metrics_endpoint],
+        route_handlers=[ContactListController, ContactController, ExportController, ImportController,
+                        health, ready, metrics_endpoint],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
         middleware=[metrics.middleware,
                     DefineMiddleware(JWTAuthMiddleware, verifier=TokenVerifier(container.settings),
                                      exclude=PUBLIC_PATHS)],
         exception_handlers={
             DomainError: domain_error,
+            ImportFailedError: import_failed,
             ValidationException: validation_error,
             NotAuthorizedException: http_error,
             HTTPException: http_error,
@@ -198,7 +225,8 @@ async def _check_nats(url: str) -> str:
     import nats
 
     try:
-        nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0)
+        nc = await asyncio.wait_for(
+            nats.connect(url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0), timeout=2)
         await nc.close()
         return "ok"
     except Exception as exc:  # noqa: BLE001
