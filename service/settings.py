@@ -37,15 +37,11 @@ class Settings:
     nats_subject_prefix: str = "contacts"
     nats_duplicate_window_s: int = 24 * 3600
     db_pool_size: int = 10
+    import_max_bytes: int = 200 * 1024 * 1024
 
     @property
     def jwt_secret_is_default(self) -> bool:
         return self.jwt_secret == DEV_JWT_SECRET
-
-    @property
-    def phone_hash_key(self) -> bytes:
-        """Key of the keyed hash (HMAC) that identifies a phone without storing it."""
-        return (self.hash_key or f"phone-hash:{self.jwt_secret}").encode()
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -70,6 +66,7 @@ class Settings:
             nats_subject_prefix=_env("NATS_SUBJECT_PREFIX", "contacts"),
             nats_duplicate_window_s=int(_env("NATS_DUPLICATE_WINDOW_S", str(24 * 3600))),
             db_pool_size=int(_env("DB_POOL_SIZE", "10")),
+            import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(200 * 1024 * 1024))),
         )
 
 

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import openpyxl
 import pytest
 
-import service.imports
 from tests.support import Service
 
 MIXED = (
@@ -115,16 +114,18 @@ def test_unsupported_file_is_415(service: Service) -> None:
     assert r.status_code == 415, r.text
 
 
-def test_upload_over_the_limit_is_413_and_writes_nothing(service: Service, monkeypatch) -> None:
+def test_upload_over_the_limit_is_413_and_writes_nothing(service: Service) -> None:
+    import dataclasses
+
     api = service.client()
-    monkeypatch.setattr(service_imports_module(), "MAX_UPLOAD_BYTES", 1000)
-    r = _upload(api, ("phone\n" + "0712000001\n" * 500).encode())
+    small = dataclasses.replace(service.container.settings, import_max_bytes=1000)
+    original, service.container.settings = service.container.settings, small
+    try:
+        r = _upload(api, ("phone\n" + "0712000001\n" * 500).encode())
+    finally:
+        service.container.settings = original
     assert r.status_code == 413
     assert api.get("/api/v1/contacts").json()["total"] == 0
-
-
-def service_imports_module():
-    return service.imports
 
 
 def test_idempotency_key_replays_the_first_result(service: Service) -> None:
