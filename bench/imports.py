@@ -1,0 +1,286 @@
+"""Import and export benchmark (issue: "Import and export … at 15k rows/s").
+
+    python -m bench.imports --rows 100000            # CSV, XLSX and JSON imports, exports, floor
+    python -m bench.imports --rows 100000 --memory-rows 1000000   # plus peak RSS for 1M rows
+
+Runs the real service (`contacts serve`: api + worker, embedded PostgreSQL and NATS in
+bench/.data/imports) as a child process and talks to it over HTTP. Figures go to
+bench/results/imports.json and are printed with the machine's core count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / ".data" / "imports"
+RESULTS = ROOT / "bench" / "results"
+SECRET = "bench-secret-0123456789-0123456789-abcdef"
+
+# Mobile prefixes (with country code) that the operator directory knows, per country.
+VALID = {"KE": ["254712", "254722", "254733", "254110"], "NG": ["234803", "234805", "234813"],
+         "GH": ["233244", "233201"], "UG": ["256772", "256701"], "TZ": ["255754", "255713"],
+         "ZA": ["2782", "2783"]}
+DIGITS = {"KE": 12, "NG": 13, "GH": 12, "UG": 12, "TZ": 12, "ZA": 11}  # E.164 digits per country
+UNKNOWN_NETWORK = {"25420": 12, "2712": 11}  # landline ranges: valid numbers, no mobile operator
+FIRST = ["Amina", "Baraka", "Chidi", "Wanjiru", "Kofi", "Zanele", "Otieno", "Fatuma", "Tendai", "Ngozi"]
+LAST = ["Otieno", "Okeke", "Mensah", "Kamau", "Dlamini", "Mwangi", "Nakato", "Juma", "Banda", "Abebe"]
+TAGS = ["vip", "nairobi", "lagos", "newsletter", "promo", "churn-risk", "b2b", "retail"]
+
+
+def generate(path: Path, rows: int, seed: int = 42) -> dict[str, int]:
+    """A realistic file: ~2 % duplicates, ~2 % unparseable, ~2 % unknown networks."""
+    rng = random.Random(seed)
+    made: list[str] = []
+    kinds = {"valid": 0, "duplicate": 0, "unparseable": 0, "unknown_network": 0}
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["first_name", "last_name", "phone", "email", "tags", "notes"])
+        for i in range(rows):
+            roll = rng.random()
+            if roll < 0.02 and made:
+                phone, kind = rng.choice(made), "duplicate"
+            elif roll < 0.04:
+                phone, kind = f"07{rng.randint(0, 99)}", "unparseable"
+            elif roll < 0.06:
+                prefix = rng.choice(list(UNKNOWN_NETWORK))
+                width = UNKNOWN_NETWORK[prefix] - len(prefix)
+                phone, kind = f"+{prefix}{i % 10 ** width:0{width}d}", "unknown_network"
+            else:
+                country = rng.choice(list(VALID))
+                prefix = rng.choice(VALID[country])
+                width = DIGITS[country] - len(prefix)
+                phone, kind = f"+{prefix}{i % 10 ** width:0{width}d}", "valid"
+            made.append(phone) if kind == "valid" else None
+            kinds[kind] += 1
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            writer.writerow([first, last, phone, f"{first}.{last}{i}@example.com".lower(),
+                             ";".join(rng.sample(TAGS, rng.randint(0, 3))),
+                             "met at expo, prefers SMS" if rng.random() < 0.1 else ""])
+    return kinds
+
+
+def to_xlsx(csv_path: Path, xlsx_path: Path) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook(write_only=True)
+    sheet = book.create_sheet()
+    with csv_path.open(newline="", encoding="utf-8") as src:
+        for record in csv.reader(src):
+            sheet.append(record)
+    book.save(xlsx_path)
+
+
+def to_json(csv_path: Path) -> bytes:
+    with csv_path.open(newline="", encoding="utf-8") as src:
+        reader = csv.DictReader(src)
+        contacts = [{"firstName": r["first_name"], "lastName": r["last_name"], "phone": r["phone"],
+                     "email": r["email"], "tags": [t for t in r["tags"].split(";") if t],
+                     "notes": r["notes"] or None} for r in reader]
+    return json.dumps({"contacts": contacts}).encode()
+
+
+class Service:
+    """`contacts serve` in a child process, with its own data dir and port."""
+
+    def __init__(self, data_dir: Path):
+        from service.embedded import free_port
+
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Service":
+        env = {**os.environ, "CONTACTS_DATA_DIR": str(self.data_dir), "CONTACTS_PORT": str(self.port),
+               "CONTACTS_JWT_SECRET": SECRET, "CONTACTS_IMPORT_MAX_BYTES": str(2 * 1024 ** 3)}
+        self.log = (self.data_dir / "serve.log").open("w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("the service did not start; see " + str(self.data_dir / "serve.log"))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(60)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory of the service process (VmHWM), in MB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def client(self) -> httpx.Client:
+        from service.auth import mint_token
+
+        token = mint_token(SECRET, uuid.uuid4(), "bench", 86400)
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=3600)
+
+
+def nats_messages(data_dir: Path) -> int:
+    import nats
+
+    async def count() -> int:
+        port = int((data_dir / "nats.port").read_text())
+        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        try:
+            return (await nc.jetstream().stream_info("CONTACTS")).state.messages
+        finally:
+            await nc.close()
+    return asyncio.run(count())
+
+
+def timed_import(svc: Service, api: httpx.Client, name: str, content: bytes | None, rows: int,
+                 json_body: bytes | None = None) -> dict:
+    before = nats_messages(svc.data_dir)
+    started = time.perf_counter()
+    if json_body is not None:
+        r = api.post("/api/v1/contacts/bulk", content=json_body, headers={"content-type": "application/json"})
+    else:
+        r = api.post("/api/v1/contacts/import", files={"file": (name, content)})
+    responded = time.perf_counter() - started
+    assert r.status_code == 201, r.text[:500]
+    body = r.json()
+    expected = before + body["imported"] + 2  # one created message per contact, plus progress/completion
+    while nats_messages(svc.data_dir) < expected and time.perf_counter() - started < 3600:
+        time.sleep(0.2)
+    on_nats = time.perf_counter() - started
+    return {"rows": rows, "seconds_to_response": round(responded, 2), "rows_per_s": round(rows / responded),
+            "seconds_to_last_nats_message": round(on_nats, 2), "rows_per_s_to_nats": round(rows / on_nats),
+            "counts": {k: body[k] for k in ("imported", "valid", "invalid", "skipped", "rows")}}
+
+
+def floor(csv_path: Path, rows: int) -> dict:
+    """The direct path: parse every phone with phonenumbers and COPY rows into an indexed table."""
+    import psycopg
+
+    from command.phones import parse_phone
+    from service.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(DATA / "floor")
+    url = pg.start()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS floor_contacts")
+            conn.execute("CREATE TABLE floor_contacts (id uuid PRIMARY KEY, first_name text, last_name text,"
+                         " phone text UNIQUE, email text, tags text[], notes text)")
+            started = time.perf_counter()
+            seen = set()
+            with csv_path.open(newline="", encoding="utf-8") as src, conn.cursor() as cur:
+                with cur.copy("COPY floor_contacts FROM STDIN") as copy:
+                    for r in csv.DictReader(src):
+                        try:
+                            e164 = parse_phone(r["phone"], "KE").e164
+                        except Exception:  # noqa: BLE001
+                            continue
+                        if e164 in seen:
+                            continue
+                        seen.add(e164)
+                        copy.write_row((uuid.uuid4(), r["first_name"], r["last_name"], e164, r["email"],
+                                        [t for t in r["tags"].split(";") if t], r["notes"]))
+            elapsed = time.perf_counter() - started
+    finally:
+        pg.stop()
+    return {"rows": rows, "seconds": round(elapsed, 2), "rows_per_s": round(rows / elapsed)}
+
+
+def timed_export(api: httpx.Client, path: str, rows: int) -> dict:
+    started = time.perf_counter()
+    size = 0
+    with api.stream("GET", path) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_bytes():
+            size += len(chunk)
+    elapsed = time.perf_counter() - started
+    return {"rows": rows, "seconds": round(elapsed, 2), "rows_per_s": round(rows / elapsed), "bytes": size}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.imports", description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--memory-rows", type=int, default=0, help="also measure peak RSS for this many rows")
+    parser.add_argument("--skip-xlsx", action="store_true")
+    args = parser.parse_args(argv)
+    shutil.rmtree(DATA, ignore_errors=True)
+    DATA.mkdir(parents=True)
+    csv_path, xlsx_path = DATA / "contacts.csv", DATA / "contacts.xlsx"
+    kinds = generate(csv_path, args.rows)
+    results: dict = {"cores": os.cpu_count(), "rows": args.rows, "file_kinds": kinds,
+                     "command": "python -m bench.imports " + " ".join(argv or sys.argv[1:]),
+                     "date": time.strftime("%Y-%m-%d %H:%M")}
+    results["floor_parse_and_copy"] = floor(csv_path, args.rows)
+    print(json.dumps(results["floor_parse_and_copy"]), flush=True)
+    (DATA / "svc").mkdir()
+    with Service(DATA / "svc") as svc:
+        results["csv_import"] = timed_import(svc, svc.client(), "contacts.csv", csv_path.read_bytes(), args.rows)
+        print("csv", json.dumps(results["csv_import"]), flush=True)
+        results["csv_vs_floor"] = round(results["csv_import"]["rows_per_s"]
+                                        / results["floor_parse_and_copy"]["rows_per_s"], 2)
+        results["json_import"] = timed_import(svc, svc.client(), "", None, args.rows, json_body=to_json(csv_path))
+        print("json", json.dumps(results["json_import"]), flush=True)
+        if not args.skip_xlsx:
+            to_xlsx(csv_path, xlsx_path)
+            results["xlsx_import"] = timed_import(svc, svc.client(), "contacts.xlsx", xlsx_path.read_bytes(),
+                                                  args.rows)
+            print("xlsx", json.dumps(results["xlsx_import"]), flush=True)
+        api = svc.client()
+        imported = timed_import(svc, api, "contacts.csv", csv_path.read_bytes(), args.rows)["counts"]["imported"]
+        results["csv_export"] = timed_export(api, "/api/v1/contacts/export", imported)
+        results["json_export"] = timed_export(api, "/api/v1/contacts/export-data", imported)
+        print("exports", json.dumps(results["csv_export"]), json.dumps(results["json_export"]), flush=True)
+        results["service_peak_rss_mb"] = round(svc.peak_rss_mb())
+    if args.memory_rows:
+        big = DATA / "big.csv"
+        generate(big, args.memory_rows, seed=7)
+        (DATA / "svc-mem").mkdir()
+        with Service(DATA / "svc-mem") as svc:
+            api = svc.client()
+            results["memory_import"] = _big_import(svc, api, big, args.memory_rows)
+            results["memory_import"]["peak_rss_mb"] = round(svc.peak_rss_mb())
+            imported = results["memory_import"]["counts"]["imported"]
+            results["memory_export"] = timed_export(api, "/api/v1/contacts/export", imported)
+            results["memory_export"]["peak_rss_mb_after"] = round(svc.peak_rss_mb())
+        print("memory", json.dumps(results["memory_import"]), json.dumps(results["memory_export"]), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "imports.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+def _big_import(svc: Service, api: httpx.Client, path: Path, rows: int) -> dict:
+    """Stream a large file from disk (the client never holds it whole either)."""
+    started = time.perf_counter()
+    with path.open("rb") as f:
+        r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", f)})
+    elapsed = time.perf_counter() - started
+    assert r.status_code == 201, r.text[:500]
+    body = r.json()
+    return {"rows": rows, "seconds_to_response": round(elapsed, 2), "rows_per_s": round(rows / elapsed),
+            "counts": {k: body[k] for k in ("imported", "valid", "invalid", "skipped", "rows")}}
+
+
+if __name__ == "__main__":
+    main()
