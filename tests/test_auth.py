@@ -74,3 +74,46 @@ def test_rs256_tokens_verify_with_a_configured_public_key() -> None:
 
     with pytest.raises(NotAuthorizedException):
         verifier.verify(_token())  # an HS256 token is refused when a public key is configured
+
+
+def test_es256_tokens_verify_against_a_jwks_endpoint() -> None:
+    """A JWKS URL (served here by a local HTTP server) supplies the verification keys."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="ES256")
+    body = json.dumps({"keys": [jwk]}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        verifier = TokenVerifier(Settings(jwks_url=f"http://127.0.0.1:{server.server_port}/jwks.json"))
+        account = uuid.uuid4()
+        token = jwt.encode({"account_id": str(account), "sub": "gateway", "exp": int(time.time()) + 60}, key,
+                           algorithm="ES256", headers={"kid": "k1"})
+        assert verifier.verify(token).account_id == account
+        from litestar.exceptions import NotAuthorizedException
+
+        other = ec.generate_private_key(ec.SECP256R1())
+        forged = jwt.encode({"account_id": str(account), "sub": "x", "exp": int(time.time()) + 60}, other,
+                            algorithm="ES256", headers={"kid": "k1"})
+        with pytest.raises(NotAuthorizedException):
+            verifier.verify(forged)
+    finally:
+        server.shutdown()

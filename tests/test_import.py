@@ -252,3 +252,16 @@ def test_a_resumed_import_continues_after_its_last_stored_row(service: Service, 
     assert result["status"] == "completed"
     assert result["counts"] == {"rows": 2500, "imported": 2500, "valid": 2500, "invalid": 0, "skipped": 0}
     assert api.get("/api/v1/contacts").json()["total"] == 2500
+
+
+def test_a_file_broken_part_way_reports_what_was_stored(service: Service) -> None:
+    api = service.client()
+    good = "".join(f"07160{i:05d}\n" for i in range(1500))
+    content = ("phone,notes\n" + good + '0716099999,"' + "x" * (1024 * 1024 + 10) + '"\n').encode()
+    r = _upload(api, content)
+    assert r.status_code == 422, r.text[:300]
+    body = r.json()
+    assert body["error"] == "import_failed" and body["imported"] == 1000  # the first batch was stored
+    job = api.get(f"/api/v1/contacts/imports/{body['importId']}").json()
+    assert job["status"] == "failed" and job["error"] and job["counts"]["imported"] == 1000
+    assert api.get("/api/v1/contacts").json()["total"] == 1000
