@@ -264,7 +264,14 @@ class ContactImport(Aggregate):
             agg.last_row = self.last_row
 
         def created_event(self, contact_id: UUID) -> Contact.Created:
-            entry = next(c for c in self.contacts if c["id"] == contact_id)
+            return self.created_event_of(next(c for c in self.contacts if c["id"] == contact_id))
+
+        def created_events(self) -> list[Contact.Created]:
+            """The ``Created`` event of every contact of the batch, in row order."""
+            return [self.created_event_of(entry) for entry in self.contacts]
+
+        def created_event_of(self, entry: dict[str, Any]) -> Contact.Created:
+            contact_id = entry["id"]
             return Contact.Created(
                 originator_topic=get_topic(Contact), originator_id=contact_id, originator_version=1,
                 timestamp=self.timestamp, account_id=self.account_id, actor=self.actor,

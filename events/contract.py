@@ -96,8 +96,7 @@ def to_messages(event: Any, position: int, prefix: str = "contacts") -> list[Mes
     """
     messages = []
     if isinstance(event, ContactImport.RowsImported):
-        for entry in event.contacts:
-            messages.append(_message(event.created_event(entry["id"]), position, prefix))
+        messages.extend(_message(created, position, prefix) for created in event.created_events())
     spec = EVENT_TYPES.get(type(event))
     if spec is not None:
         messages.append(_message(event, position, prefix))
