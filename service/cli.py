@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from contextlib import ExitStack
 
 from service.settings import Settings
@@ -54,8 +58,9 @@ async def _run(settings: Settings, database_url: str, nats_url: str, *, api: boo
         w = Worker(container, nats_url)
         tasks.append(asyncio.create_task(w.run()))
     if api:
+        # The app has no startup/shutdown hooks: without lifespan, Ctrl-C ends quietly.
         config = uvicorn.Config(create_app(container, nats_url), host=settings.host, port=settings.port,
-                                log_level="warning", access_log=False, lifespan="on")
+                                log_level="warning", access_log=False, lifespan="off")
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # we own the signals
         tasks.append(asyncio.create_task(server.serve()))
@@ -86,8 +91,29 @@ def _print_banner(settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings, *, api: bool, worker: bool) -> None:
     with ExitStack() as stack:
         database_url, nats_url = _servers(settings, stack, need_nats=worker or api)
+        if args.command == "serve":
+            # The worker runs as its own process, as in production, so projections,
+            # the relay and queued imports use the second core instead of sharing
+            # the API's interpreter lock.
+            stack.enter_context(_worker_process(database_url, nats_url))
+            worker = False
         asyncio.run(_run(settings, database_url, nats_url, api=api, worker=worker,
                          banner=args.command == "serve"))
+
+
+@contextlib.contextmanager
+def _worker_process(database_url: str, nats_url: str) -> Iterator[subprocess.Popen]:
+    env = {**os.environ, "CONTACTS_DATABASE_URL": database_url, "CONTACTS_NATS_URL": nats_url}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
