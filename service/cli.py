@@ -146,6 +146,21 @@ def cmd_mno_refresh(settings: Settings) -> None:
     print(f"mno_prefixes: {count} prefixes from {directory.source_label()}")
 
 
+def cmd_rebuild(settings: Settings) -> None:
+    from projections.rebuild import rebuild
+    from service.bootstrap import build
+
+    with ExitStack() as stack:
+        database_url, _ = _servers(settings, stack, need_nats=False)
+        container = build(settings, database_url)
+        try:
+            done = rebuild(container.pool, database_url, container.app.recorder.select_notifications,
+                           container.app.decode)
+        finally:
+            container.close()
+    print(f"read tables rebuilt from {done['position']} events in {done['seconds']} s")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -158,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--account", required=True, help="account id (UUID)")
     token.add_argument("--sub", default="developer", help="actor recorded on events")
     token.add_argument("--ttl", default="24h", help="lifetime: seconds or 30m / 24h / 7d")
+    projections = sub.add_parser("projections", help="read tables")
+    projections.add_argument("action", choices=["rebuild"],
+                             help="replay every event into fresh read tables and swap them in (no downtime)")
     mno = sub.add_parser("mno", help="operator directory")
     mno.add_argument("action", choices=["refresh"], help="reload mno_prefixes from phonenumbers")
     args = parser.parse_args(argv)
@@ -172,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd_token(args, settings)
     elif args.command == "mno":
         cmd_mno_refresh(settings)
+    elif args.command == "projections":
+        cmd_rebuild(settings)
 
 
 if __name__ == "__main__":
