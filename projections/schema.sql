@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS contact_tags (
     PRIMARY KEY (account_id, tag)
 );
 
+-- Totals of each account's active contacts, read as GET /contacts totals when the filter allows.
+CREATE TABLE IF NOT EXISTS account_contact_counts (
+    account_id  uuid PRIMARY KEY,
+    active      integer NOT NULL DEFAULT 0,   -- not trashed
+    opted_out   integer NOT NULL DEFAULT 0    -- not trashed and opted out
+);
+
 -- Import jobs and their row-by-row report (row numbers and reasons, never values).
 CREATE TABLE IF NOT EXISTS imports (
     id            uuid PRIMARY KEY,

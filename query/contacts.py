@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from psycopg import sql
@@ -62,17 +63,48 @@ class ContactFilter:
 
 def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, page: int,
                   page_size: int) -> ContactPage:
-    """One page, newest first (then id), with the exact total."""
+    """One page, newest first (then id), with the exact total.
+
+    The page skips its offset on index entries only and then fetches its rows (a
+    "deferred join"); the total comes from the counters the projector keeps when the
+    filter is one they answer, else from ``count(*)``.
+    """
     where, params = flt.where(account_id)
     params.update(limit=page_size, offset=(page - 1) * page_size)
     with pool.connection() as conn, conn.transaction():
         # One snapshot for the page and its total, so they agree.
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         rows = conn.execute(sql.SQL(
-            "SELECT {} FROM contacts c WHERE {} ORDER BY c.created_at DESC, c.id DESC"
-            " LIMIT %(limit)s OFFSET %(offset)s").format(COLUMNS, where), params).fetchall()
-        total = conn.execute(sql.SQL("SELECT count(*) FROM contacts c WHERE {}").format(where), params).fetchone()[0]
+            "SELECT {} FROM contacts c JOIN (SELECT c.id FROM contacts c WHERE {}"
+            " ORDER BY c.created_at DESC, c.id DESC LIMIT %(limit)s OFFSET %(offset)s) p ON p.id = c.id"
+            " ORDER BY c.created_at DESC, c.id DESC").format(COLUMNS, where), params).fetchall()
+        total = _counted_total(conn, account_id, flt)
+        if total is None:
+            total = conn.execute(sql.SQL("SELECT count(*) FROM contacts c WHERE {}").format(where),
+                                 params).fetchone()[0]
     return ContactPage(contacts=[to_contact(r) for r in rows], total=total, page=page, page_size=page_size)
+
+
+def _counted_total(conn: Any, account_id: UUID, flt: ContactFilter) -> int | None:
+    """The exact total from the projector's counters, for the filters they cover."""
+    if (flt.search or "").strip() or len(flt.tags) > 1 or (flt.tags and (flt.list_id or flt.is_opted_out is not None)):
+        return None
+    if flt.list_id is not None:
+        if flt.is_opted_out is not None:
+            return None
+        row = conn.execute("SELECT contact_count FROM contact_lists WHERE id = %s AND account_id = %s",
+                           (flt.list_id, account_id)).fetchone()
+        return row[0] if row else 0
+    if flt.tags:
+        row = conn.execute("SELECT contact_count FROM contact_tags WHERE account_id = %s AND tag = %s",
+                           (account_id, flt.tags[0])).fetchone()
+        return row[0] if row else 0
+    row = conn.execute("SELECT active, opted_out FROM account_contact_counts WHERE account_id = %s",
+                       (account_id,)).fetchone()
+    active, opted_out = row if row else (0, 0)
+    if flt.is_opted_out is None:
+        return active
+    return opted_out if flt.is_opted_out else active - opted_out
 
 
 def get_contact(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> ContactOut | None:
