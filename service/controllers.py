@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -10,7 +11,9 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import Parameter
 
 from command.context import Actor
-from command.errors import NotFoundError
+from command.domain import Contact, ContactList
+from command.errors import NotFoundError, ValidationError
+from events.history import HistoryEntry, contact_as_of, history
 from query import contact_lists as list_queries
 from query import contacts as contact_queries
 from query.contacts import ContactFilter
@@ -71,6 +74,11 @@ class ContactListController(Controller):
         execute(container, container.app.update_list, request.user, list_id, changes)
         return _found(list_queries.get_contact_list(container.pool, request.user.account_id, list_id),
                       "contact list", list_id)
+
+    @get("/{list_id:uuid}/history", operation_id="getContactListHistory", sync_to_thread=True)
+    def history(self, request: ActorRequest, container: Container, list_id: UUID) -> list[HistoryEntry]:
+        """Every event of the list (also a deleted one), oldest first, for auditors."""
+        return history(container.app, request.user, ContactList, list_id)
 
     @delete("/{list_id:uuid}", operation_id="deleteContactList", sync_to_thread=True)
     def remove(self, request: ActorRequest, container: Container, list_id: UUID) -> None:
@@ -157,10 +165,24 @@ class ContactController(Controller):
             raise NotFoundError(f"contact {contact_id} not found", field="id")
 
     @get("/{contact_id:uuid}", operation_id="getContact", sync_to_thread=True)
-    def show(self, request: ActorRequest, container: Container, contact_id: UUID) -> ContactOut:
-        """One active contact of the account."""
+    def show(
+        self, request: ActorRequest, container: Container, contact_id: UUID,
+        as_of: Annotated[datetime | None, Parameter(query="asOf", description=(
+            "RFC 3339 time: the contact as it was then, rebuilt from its events (audit)"))] = None,
+        version: Annotated[int | None, Parameter(ge=1, description="the contact after this event version")] = None,
+    ) -> Any:
+        """One active contact of the account; with ``asOf`` or ``version``, its state back then."""
+        if as_of is not None or version is not None:
+            if as_of is not None and as_of.tzinfo is None:
+                raise ValidationError("asOf needs a time zone (RFC 3339), e.g. 2026-01-31T12:00:00Z", field="asOf")
+            return contact_as_of(container.app, request.user, contact_id, at=as_of, version=version)
         return _found(contact_queries.get_contact(container.pool, request.user.account_id, contact_id),
                       "contact", contact_id)
+
+    @get("/{contact_id:uuid}/history", operation_id="getContactHistory", sync_to_thread=True)
+    def history(self, request: ActorRequest, container: Container, contact_id: UUID) -> list[HistoryEntry]:
+        """Every event of the contact (also trashed or purged), oldest first, for auditors."""
+        return history(container.app, request.user, Contact, contact_id)
 
     @post("/", operation_id="createContact", sync_to_thread=True)
     def create(self, request: ActorRequest, container: Container, data: ContactCreate) -> ContactOut:

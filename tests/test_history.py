@@ -1,0 +1,83 @@
+"""History for auditors: events in order, state as of a time or version, even after purge."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.support import Service
+
+
+def test_contact_history_lists_every_event_with_actor_and_time(service: Service) -> None:
+    api = service.client(sub="auditor-alice")
+    lst = api.create_list("l")
+    c = api.create_contact("0712345678", firstName="Ann", tags=["a"])
+    api.patch(f"/api/v1/contacts/{c['id']}", json={"firstName": "Anne", "listIds": [lst["id"]], "isOptedOut": True})
+    api.delete(f"/api/v1/contacts/{c['id']}")
+    api.post("/api/v1/contacts/trash/restore", json={"ids": [c["id"]]})
+    r = api.get(f"/api/v1/contacts/{c['id']}/history")
+    assert r.status_code == 200, r.text
+    events = r.json()
+    assert [e["type"] for e in events] == [
+        "contacts.contact.created.v1", "contacts.contact.updated.v1", "contacts.contact.added_to_lists.v1",
+        "contacts.contact.opted_out.v1", "contacts.contact.trashed.v1", "contacts.contact.restored.v1"]
+    assert [e["version"] for e in events] == list(range(1, 7))
+    assert all(e["actor"] == "auditor-alice" and e["time"] for e in events)
+    assert events[0]["data"]["firstName"] == "Ann" and events[0]["data"]["phone"] == "+254712345678"
+    assert events[1]["data"]["firstName"] == "Anne"
+    assert events[2]["data"]["listIds"] == [lst["id"]]
+
+
+def test_contact_as_of_a_time_and_a_version(service: Service) -> None:
+    api = service.client()
+    c = api.create_contact("0712345678", firstName="First")
+    between = api.get(f"/api/v1/contacts/{c['id']}/history").json()[0]["time"]
+    api.patch(f"/api/v1/contacts/{c['id']}", json={"firstName": "Second"})
+    old = api.get(f"/api/v1/contacts/{c['id']}", params={"asOf": between}).json()
+    assert old["firstName"] == "First" and old["version"] == 1
+    assert api.get(f"/api/v1/contacts/{c['id']}", params={"version": 2}).json()["firstName"] == "Second"
+    assert api.get(f"/api/v1/contacts/{c['id']}", params={"asOf": "2000-01-01T00:00:00Z"}).status_code == 404
+    assert api.get(f"/api/v1/contacts/{c['id']}", params={"asOf": "2030-01-01T00:00:00"}).status_code == 422
+
+
+def test_purged_contact_history_keeps_its_shape_with_personal_data_erased(service: Service) -> None:
+    api = service.client()
+    c = api.create_contact("0712345678", firstName="Secret")
+    api.delete(f"/api/v1/contacts/{c['id']}")
+    api.delete_json("/api/v1/contacts/trash", {"ids": [c["id"]]})
+    events = api.get(f"/api/v1/contacts/{c['id']}/history").json()
+    assert [e["type"].split(".")[2] for e in events] == ["created", "trashed", "purged"]
+    assert events[0]["data"]["erased"] is True and "firstName" not in events[0]["data"]
+    then = api.get(f"/api/v1/contacts/{c['id']}", params={"version": 1}).json()
+    assert then["erased"] is True and then["phone"] is None
+
+
+def test_imported_contact_history_starts_with_its_batch(service: Service) -> None:
+    api = service.client()
+    api.post("/api/v1/contacts/import", files={"file": ("c.csv", b"phone,first_name\n0712000001,Imported\n")})
+    c = api.get("/api/v1/contacts").json()["contacts"][0]
+    api.patch(f"/api/v1/contacts/{c['id']}", json={"lastName": "Later"})
+    events = api.get(f"/api/v1/contacts/{c['id']}/history").json()
+    assert [(e["version"], e["type"]) for e in events] == [(1, "contacts.contact.created.v1"),
+                                                           (2, "contacts.contact.updated.v1")]
+    assert events[0]["data"]["firstName"] == "Imported"
+
+
+def test_list_history_includes_deleted_lists(service: Service) -> None:
+    api = service.client()
+    lst = api.create_list("Old", description="d")
+    api.patch(f"/api/v1/contact-lists/{lst['id']}", json={"name": "New"})
+    api.delete(f"/api/v1/contact-lists/{lst['id']}")
+    events = api.get(f"/api/v1/contact-lists/{lst['id']}/history").json()
+    assert [e["type"] for e in events] == ["contacts.contact_list.created.v1", "contacts.contact_list.updated.v1",
+                                           "contacts.contact_list.deleted.v1"]
+    assert events[1]["data"]["changes"] == {"name": "New"}
+
+
+def test_history_is_private_to_the_account(service: Service) -> None:
+    owner, intruder = service.client(), service.client()
+    c, lst = owner.create_contact("0712345678"), owner.create_list("x")
+    assert intruder.get(f"/api/v1/contacts/{c['id']}/history").status_code == 404
+    assert intruder.get(f"/api/v1/contacts/{c['id']}", params={"version": 1}).status_code == 404
+    assert intruder.get(f"/api/v1/contact-lists/{lst['id']}/history").status_code == 404
+    assert owner.get(f"/api/v1/contacts/{uuid.uuid4()}/history").status_code == 404
+    assert owner.get(f"/api/v1/contacts/{lst['id']}/history").status_code == 404  # a list id is no contact
