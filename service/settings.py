@@ -38,6 +38,7 @@ class Settings:
     nats_duplicate_window_s: int = 24 * 3600
     db_pool_size: int = 10
     import_max_bytes: int = 200 * 1024 * 1024
+    inbound_subject: str = "sms.inbound"
 
     @property
     def jwt_secret_is_default(self) -> bool:
@@ -67,6 +68,7 @@ class Settings:
             nats_duplicate_window_s=int(_env("NATS_DUPLICATE_WINDOW_S", str(24 * 3600))),
             db_pool_size=int(_env("DB_POOL_SIZE", "10")),
             import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(200 * 1024 * 1024))),
+            inbound_subject=_env("INBOUND_SUBJECT", "sms.inbound"),
         )
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import psycopg
 from psycopg import sql
 
+from events import inbound
 from service import import_jobs
 from service.bootstrap import Container
 from service.retention import purge_expired
@@ -102,6 +103,10 @@ class Worker:
                  asyncio.create_task(self._retention()), asyncio.create_task(self._imports())]
         if self.relay is not None:
             tasks.append(asyncio.create_task(self.relay.run(self.stop)))
+            settings = self.container.settings
+            tasks.append(asyncio.create_task(inbound.consume(
+                self.container, self.relay.nats_url, settings.inbound_subject, f"{settings.nats_stream}_INBOUND",
+                self.stop)))
         self._wake()
         try:
             await self.stop.wait()

@@ -154,7 +154,7 @@ class AccountClient:
 def start_service(database_url: str, nats_url: str, *, with_worker: bool = True, **overrides: Any) -> Service:
     tag = uuid.uuid4().hex[:8]
     settings = Settings(jwt_secret=SECRET, nats_stream=f"CONTACTS_{tag}", nats_subject_prefix=f"c{tag}",
-                        nats_duplicate_window_s=600, **overrides)
+                        nats_duplicate_window_s=600, inbound_subject=f"sms{tag}.inbound", **overrides)
     container = build(settings, database_url)
     worker = ThreadedWorker(container, nats_url).start() if with_worker else None
     server = ThreadedServer(container, nats_url).start()
