@@ -161,6 +161,37 @@ def cmd_rebuild(settings: Settings) -> None:
     print(f"read tables rebuilt from {done['position']} events in {done['seconds']} s")
 
 
+def cmd_events_export(args: argparse.Namespace, settings: Settings) -> None:
+    from events.audit import export_account
+    from service.bootstrap import build
+
+    try:
+        account = uuid.UUID(args.account)
+    except ValueError:
+        sys.exit("--account must be a UUID")
+    with ExitStack() as stack:
+        database_url, _ = _servers(settings, stack, need_nats=False)
+        container = build(settings, database_url)
+        out = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "w", encoding="utf-8"))
+        try:
+            count = export_account(container.app, account, out)
+        finally:
+            container.close()
+    print(f"{count} events of account {account} written", file=sys.stderr)
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> None:
+    from events.audit import run_tail
+
+    with ExitStack() as stack:
+        _, nats_url = _servers(settings, stack, need_nats=True) if not settings.nats_url else ("", settings.nats_url)
+        subject = f"{settings.nats_subject_prefix}.{args.account or '*'}.>"
+        try:
+            run_tail(nats_url, settings.nats_stream, subject, args.durable, args.max, args.idle_timeout)
+        except KeyboardInterrupt:
+            pass
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -176,6 +207,15 @@ def main(argv: list[str] | None = None) -> None:
     projections = sub.add_parser("projections", help="read tables")
     projections.add_argument("action", choices=["rebuild"],
                              help="replay every event into fresh read tables and swap them in (no downtime)")
+    events = sub.add_parser("events", help="audit export of the event store")
+    events.add_argument("action", choices=["export"])
+    events.add_argument("--account", required=True, help="account id (UUID)")
+    events.add_argument("--output", default="-", help="NDJSON file (default: standard output)")
+    tail = sub.add_parser("tail", help="follow the NATS stream and print each event (reference consumer)")
+    tail.add_argument("--account", help="only this account's events")
+    tail.add_argument("--durable", help="durable consumer name: resume where it stopped")
+    tail.add_argument("--max", type=int, help="stop after this many events")
+    tail.add_argument("--idle-timeout", type=float, help="stop after this many seconds without an event")
     mno = sub.add_parser("mno", help="operator directory")
     mno.add_argument("action", choices=["refresh"], help="reload mno_prefixes from phonenumbers")
     args = parser.parse_args(argv)
@@ -192,6 +232,10 @@ def main(argv: list[str] | None = None) -> None:
         cmd_mno_refresh(settings)
     elif args.command == "projections":
         cmd_rebuild(settings)
+    elif args.command == "events":
+        cmd_events_export(args, settings)
+    elif args.command == "tail":
+        cmd_tail(args, settings)
 
 
 if __name__ == "__main__":

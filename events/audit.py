@@ -1,0 +1,85 @@
+"""Offline audit export and the reference stream consumer (`contacts events export`, `contacts tail`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+from uuid import UUID
+
+import msgspec
+
+from events.contract import EVENT_TYPES
+from events.history import _data
+
+BATCH = 500
+
+
+def export_account(app: Any, account_id: UUID, out: TextIO, progress: TextIO | None = sys.stderr) -> int:
+    """Write every event of one account as NDJSON, oldest first; return how many."""
+    head = app.recorder.max_notification_id() or 0
+    written = 0
+    for position, event in _account_events(app, account_id):
+        spec = EVENT_TYPES.get(type(event))
+        events = event.created_events() if hasattr(event, "created_events") else []
+        for item in [*events, event]:
+            kind = EVENT_TYPES.get(type(item), spec)
+            out.write(msgspec.json.encode({
+                "position": position, "aggregateId": str(item.originator_id), "version": item.originator_version,
+                "type": kind.type if kind else type(item).__qualname__, "time": item.timestamp,
+                "actor": item.actor, "requestId": item.request_id, "data": _data(item),
+            }).decode() + "\n")
+            written += 1
+        if progress is not None and head:
+            done = position * 40 // head
+            progress.write(f"\r[{'#' * done}{'.' * (40 - done)}] {position}/{head} events, {written} written")
+    if progress is not None:
+        progress.write("\n")
+    return written
+
+
+def _account_events(app: Any, account_id: UUID) -> Iterator[tuple[int, Any]]:
+    position = 0
+    while True:
+        notifications = app.recorder.select_notifications(start=position, limit=BATCH, inclusive_of_start=False)
+        if not notifications:
+            return
+        for notification, event in zip(notifications, app.decode(notifications)):
+            if getattr(event, "account_id", None) == account_id:
+                yield notification.id, event
+        position = notifications[-1].id
+
+
+async def tail(nats_url: str, stream: str, subject: str, durable: str | None, limit: int | None,
+               idle_timeout: float | None, out: TextIO = sys.stdout) -> int:
+    """Follow the stream (a durable consumer resumes where it stopped) and print one line per event."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(subject, durable=durable, stream=stream)
+    seen = 0
+    try:
+        while limit is None or seen < limit:
+            try:
+                messages = await sub.fetch(min(100, (limit or 100) - seen) or 1, timeout=idle_timeout or 5)
+            except nats.errors.TimeoutError:
+                if idle_timeout is not None:
+                    break
+                continue
+            for msg in messages:
+                event = msgspec.json.decode(msg.data)
+                out.write(f"{event['time']} {event['type']} {event['subject']} v{event['aggregateversion']}"
+                          f" by {event['actor']} {msgspec.json.encode(event['data']).decode()}\n")
+                out.flush()
+                await msg.ack()
+                seen += 1
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+    return seen
+
+
+def run_tail(*args: Any, **kwargs: Any) -> int:
+    return asyncio.run(tail(*args, **kwargs))

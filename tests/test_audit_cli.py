@@ -1,0 +1,65 @@
+"""The reference consumer (`contacts tail`) and the NDJSON audit export (`contacts events export`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from tests.support import SECRET, Service
+
+
+def _env(service: Service, database_url: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "CONTACTS_JWT_SECRET": SECRET, "CONTACTS_NATS_URL": service.nats_url,
+           "CONTACTS_NATS_STREAM": service.settings.nats_stream,
+           "CONTACTS_NATS_SUBJECT_PREFIX": service.settings.nats_subject_prefix}
+    if database_url:
+        env["CONTACTS_DATABASE_URL"] = database_url
+    return env
+
+
+def test_tail_prints_an_accounts_events_and_resumes_with_a_durable(service: Service) -> None:
+    api = service.client(sub="tailer")
+    lst = api.create_list("tail me")
+    api.patch(f"/api/v1/contact-lists/{lst['id']}", json={"name": "renamed"})
+    service.client().create_list("someone else's")
+    deadline = time.monotonic() + 20
+    while service.worker.worker.relay.position() < service.container.head():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    cmd = [sys.executable, "-m", "service.cli", "tail", "--account", str(api.account_id), "--durable", "t1",
+           "--idle-timeout", "2"]
+    first = subprocess.run(cmd, env=_env(service), capture_output=True, text=True, timeout=60)
+    lines = first.stdout.strip().splitlines()
+    assert len(lines) == 2, first.stdout + first.stderr
+    assert "contacts.contact_list.created.v1" in lines[0] and "by tailer" in lines[0]
+    assert "contacts.contact_list.updated.v1" in lines[1] and "renamed" in lines[1]
+    api.delete(f"/api/v1/contact-lists/{lst['id']}")
+    deadline = time.monotonic() + 20
+    while service.worker.worker.relay.position() < service.container.head():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    again = subprocess.run(cmd, env=_env(service), capture_output=True, text=True, timeout=60)
+    assert [line.split()[1] for line in again.stdout.strip().splitlines()] == ["contacts.contact_list.deleted.v1"]
+
+
+def test_events_export_writes_the_accounts_events_as_ndjson(service: Service, tmp_path) -> None:
+    api = service.client(sub="exporter")
+    c = api.create_contact("0712345678", firstName="Audit")
+    api.post("/api/v1/contacts/import", files={"file": ("c.csv", b"phone\n0712000009\n")})
+    service.client().create_contact("0712345678")  # another account: not exported
+    out = tmp_path / "events.ndjson"
+    done = subprocess.run([sys.executable, "-m", "service.cli", "events", "export", "--account",
+                           str(api.account_id), "--output", str(out)],
+                          env=_env(service, service.container.database_url), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    types = [e["type"] for e in events]
+    assert types.count("contacts.contact.created.v1") == 2  # the single create and the imported contact
+    assert "contacts.contact_import.completed.v1" in types
+    created = next(e for e in events if e["aggregateId"] == c["id"])
+    assert created["data"]["firstName"] == "Audit" and created["actor"] == "exporter"
+    assert [e["position"] for e in events] == sorted(e["position"] for e in events)
