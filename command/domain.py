@@ -33,8 +33,15 @@ class ContactList(Aggregate):
         request_id: str
 
     class Created(Event, Aggregate.Created):
+        # v2 added ``description``; v1 events (lists created before descriptions
+        # existed) load through upcast_v1_v2 with no description.
+        class_version = 2
         name: str
         description: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("description", None)
 
         def apply(self, agg: "ContactList") -> None:
             agg.account_id = self.account_id

@@ -1,0 +1,36 @@
+"""Old event shapes still load after their class changed (upcasting)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+
+from tests.support import Service
+
+
+def test_a_list_created_before_descriptions_existed_still_loads_and_projects(service: Service) -> None:
+    api = service.client()
+    current = api.create_list("template", description="d")
+    with psycopg.connect(service.container.database_url) as conn:
+        state = json.loads(bytes(conn.execute(
+            "SELECT state FROM contacts_events WHERE originator_id = %s AND originator_version = 1",
+            (uuid.UUID(current["id"]),)).fetchone()[0]))
+        assert state["class_version"] == 2
+        old_id = uuid.uuid4()
+        del state["description"], state["class_version"]  # the v1 shape
+        state["name"] = "from version 1"
+        with conn.transaction():
+            conn.execute("LOCK TABLE contacts_events IN EXCLUSIVE MODE")  # as the recorder does
+            conn.execute("INSERT INTO contacts_events (originator_id, originator_version, topic, state)"
+                         " VALUES (%s, 1, 'command.domain:ContactList.Created', %s)",
+                         (old_id, json.dumps(state).encode()))
+    service.container.runner.catch_up()
+    loaded = service.container.app.repository.get(old_id)
+    assert (loaded.name, loaded.description) == ("from version 1", None)
+    listed = {item["name"]: item for item in api.get("/api/v1/contact-lists").json()}
+    assert listed["from version 1"]["description"] is None
+    # The old list can be changed like any other.
+    r = api.patch(f"/api/v1/contact-lists/{old_id}", json={"description": "added later"})
+    assert r.status_code == 200 and r.json()["description"] == "added later"
