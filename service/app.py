@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 
 from command.errors import DomainError
 from command.importing import ImportFailedError
+from events.asyncapi import document as asyncapi_document
 from service.auth import JWTAuthMiddleware, TokenVerifier
 from service.bootstrap import Container
 from service.controllers import ContactController, ContactListController
@@ -30,7 +31,7 @@ from service.imports import ImportController
 from service.schemas import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
-PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema"]
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema", "^/asyncapi.json$"]
 _FIELD = re.compile(r"(?:at `\$\.|field `)([A-Za-z0-9_]+)")
 
 
@@ -179,6 +180,11 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         return Response({"status": "ready" if ok else "not ready", "checks": checks},
                         status_code=200 if ok else 503)
 
+    @get("/asyncapi.json", tags=["operations"], sync_to_thread=False)
+    def asyncapi() -> dict[str, Any]:
+        """The AsyncAPI 3.0 document of the events published to NATS (schemas and examples)."""
+        return asyncapi_document(container.settings.nats_subject_prefix)
+
     @get("/metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST, sync_to_thread=True)
     def metrics_endpoint() -> bytes:
         """Prometheus metrics: request latency, projection lag, relay lag."""
@@ -194,7 +200,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
     )
     return Litestar(
         route_handlers=[ContactListController, ContactController, ExportController, ImportController,
-                        health, ready, metrics_endpoint],
+                        health, ready, metrics_endpoint, asyncapi],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
         middleware=[metrics.middleware,
                     DefineMiddleware(JWTAuthMiddleware, verifier=TokenVerifier(container.settings),

@@ -1,0 +1,54 @@
+"""The event contract: every published message matches its documented schema."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import msgspec
+
+from events.asyncapi import Envelope, data_schema, document, example
+from events.contract import EVENT_TYPES
+from tests.support import Service, read_stream
+
+
+def test_asyncapi_document_covers_every_event_type_with_a_valid_example(service: Service) -> None:
+    doc = service.anonymous().get("/asyncapi.json").json()
+    assert doc["asyncapi"].startswith("3.")
+    types = {m["name"] for m in doc["components"]["messages"].values()}
+    assert types == {spec.type for spec in EVENT_TYPES.values()}
+    for spec in EVENT_TYPES.values():
+        sample = example(spec)
+        msgspec.convert(sample, Envelope)
+        msgspec.convert(sample["data"], data_schema(spec.type))
+    assert "ContactCreated" in doc["components"]["schemas"]
+    assert doc == json.loads(json.dumps(document(service.settings.nats_subject_prefix), default=str))
+
+
+def test_every_published_message_matches_its_schema(service: Service) -> None:
+    api = service.client()
+    lst = api.create_list("contract", description="d")
+    api.patch(f"/api/v1/contact-lists/{lst['id']}", json={"name": "contract 2"})
+    c = api.create_contact("0712345678", firstName="Ann", tags=["x"], listIds=[lst["id"]])
+    api.patch(f"/api/v1/contacts/{c['id']}", json={"lastName": "B", "isOptedOut": True, "listIds": []})
+    api.patch(f"/api/v1/contacts/{c['id']}", json={"isOptedOut": False})
+    api.post("/api/v1/contacts/import", files={"file": ("c.csv", b"phone\n0712000001\n12\n")})
+    api.delete(f"/api/v1/contacts/{c['id']}")
+    api.post("/api/v1/contacts/trash/restore", json={"ids": [c["id"]]})
+    api.delete(f"/api/v1/contacts/{c['id']}")
+    api.delete_json("/api/v1/contacts/trash", {"ids": [c["id"]]})
+    api.delete(f"/api/v1/contact-lists/{lst['id']}")
+    deadline = time.monotonic() + 30
+    while service.worker.worker.relay.position() < service.container.head():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    subject = f"{service.settings.nats_subject_prefix}.{api.account_id}.>"
+    messages = asyncio.run(read_stream(service.nats_url, service.settings.nats_stream, subject))
+    seen = set()
+    for msg in messages:
+        envelope = msgspec.json.decode(msg.data, type=Envelope)
+        msgspec.convert(envelope.data, data_schema(envelope.type))
+        assert msg.subject.endswith(envelope.type.split(".")[2]) and envelope.id == msg.headers["Nats-Msg-Id"]
+        seen.add(envelope.type)
+    assert len(seen) >= 13, seen
