@@ -138,3 +138,28 @@ def test_killing_the_worker_mid_burst_loses_and_duplicates_nothing(postgres_serv
         worker.send_signal(signal.SIGTERM)
         worker.wait(20)
         svc.close()
+
+
+def test_order_per_aggregate_holds_under_concurrent_writes(service: Service) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    api = service.client()
+    lists = [api.create_list(f"c{i}") for i in range(4)]
+
+    def rename(n: int) -> int:
+        target = lists[n % 4]
+        return api.patch(f"/api/v1/contact-lists/{target['id']}", json={"name": f"name {n}"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(rename, range(40))) == {200}
+    _wait_for_relay(service)
+    subject = f"{service.settings.nats_subject_prefix}.{api.account_id}.>"
+    messages = asyncio.run(read_stream(service.nats_url, service.settings.nats_stream, subject))
+    versions: dict[str, list[int]] = {}
+    for m in messages:
+        body = json.loads(m.data)
+        versions.setdefault(body["aggregateid"], []).append(body["aggregateversion"])
+    assert len(versions) == 4
+    for seq in versions.values():
+        assert seq == list(range(1, len(seq) + 1))
+    assert sum(len(seq) for seq in versions.values()) == 44
