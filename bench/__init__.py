@@ -1,0 +1,1 @@
+"""Benchmarks of the contacts service: ``python -m bench <name> [options]`` (``make bench``)."""

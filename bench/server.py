@@ -1,0 +1,73 @@
+"""The real API (build + create_app under uvicorn) in its own process, for the benchmarks.
+
+It mirrors ``contacts api`` without NATS (GET /contacts never touches it) and
+without a worker (the benchmarks only read), on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from service.embedded import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve(database_url: str, port: int) -> None:
+    """Run the API in this process until it is terminated."""
+    import uvicorn
+
+    from bench.seed import bench_settings
+    from service.app import create_app
+    from service.bootstrap import build
+
+    container = build(bench_settings(), database_url)
+    config = uvicorn.Config(create_app(container, ""), host="127.0.0.1", port=port,
+                            log_level="warning", access_log=False, lifespan="on")
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        container.close()
+
+
+class ApiProcess:
+    """``python -m bench serve`` as a child process; ``with`` starts and stops it."""
+
+    def __init__(self, database_url: str):
+        self.database_url = database_url
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ApiProcess":
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench", "serve", "--database-url",
+                                      self.database_url, "--port", str(self.port)], cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the API process exited with code {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the API process did not answer /health within 60 s")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
