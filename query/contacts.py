@@ -65,23 +65,35 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
                   page_size: int) -> ContactPage:
     """One page, newest first (then id), with the exact total.
 
-    The page skips its offset on index entries only and then fetches its rows (a
-    "deferred join"); the total comes from the counters the projector keeps when the
-    filter is one they answer, else from ``count(*)``.
+    The total comes first: from the counters the projector keeps when the filter is
+    one they answer, else from ``count(*)``. A page in the older half is read from the
+    other end (ascending, with the mirrored offset) so the last pages cost what the
+    first ones do. Either way the offset is skipped on index entries only before the
+    rows are fetched (a "deferred join").
     """
     where, params = flt.where(account_id)
-    params.update(limit=page_size, offset=(page - 1) * page_size)
-    with pool.connection() as conn, conn.transaction():
-        # One snapshot for the page and its total, so they agree.
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        rows = conn.execute(sql.SQL(
-            "SELECT {} FROM contacts c JOIN (SELECT c.id FROM contacts c WHERE {}"
-            " ORDER BY c.created_at DESC, c.id DESC LIMIT %(limit)s OFFSET %(offset)s) p ON p.id = c.id"
-            " ORDER BY c.created_at DESC, c.id DESC").format(COLUMNS, where), params).fetchall()
+    offset = (page - 1) * page_size
+    with pool.connection() as conn:
+        # One snapshot for the total and the page, so they agree (one round trip to open it).
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         total = _counted_total(conn, account_id, flt)
         if total is None:
             total = conn.execute(sql.SQL("SELECT count(*) FROM contacts c WHERE {}").format(where),
                                  params).fetchone()[0]
+        rows: list[tuple] = []
+        if offset < total:
+            from_end = offset + page_size / 2 > total / 2
+            if from_end:
+                params.update(limit=min(page_size, total - offset), offset=max(total - offset - page_size, 0))
+            else:
+                params.update(limit=page_size, offset=offset)
+            order = sql.SQL("ASC" if from_end else "DESC")
+            rows = conn.execute(sql.SQL(
+                "SELECT {columns} FROM contacts c JOIN (SELECT c.id FROM contacts c WHERE {where}"
+                " ORDER BY c.created_at {order}, c.id {order} LIMIT %(limit)s OFFSET %(offset)s) p ON p.id = c.id"
+                " ORDER BY c.created_at DESC, c.id DESC").format(columns=COLUMNS, where=where, order=order),
+                params).fetchall()
+        conn.execute("COMMIT")
     return ContactPage(contacts=[to_contact(r) for r in rows], total=total, page=page, page_size=page_size)
 
 

@@ -82,8 +82,10 @@ def phone_hash_key(conn: psycopg.Connection[Any], settings: Settings) -> bytes:
 
 def build(settings: Settings, database_url: str) -> Container:
     """Create the schema if needed (under an advisory lock) and wire the parts."""
+    # No check on every checkout (a round trip per request): a connection broken by a
+    # database restart fails once (503), and the pool then replaces it.
     pool = ConnectionPool(database_url, min_size=2, max_size=settings.db_pool_size, open=True,
-                          kwargs={"autocommit": True}, check=ConnectionPool.check_connection)
+                          kwargs={"autocommit": True})
     keys = KeyStore(pool)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
