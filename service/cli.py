@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     projections = sub.add_parser("projections", help="read tables")
     projections.add_argument("action", choices=["rebuild"],
                              help="replay every event into fresh read tables and swap them in (no downtime)")
+    projections.add_argument("name", nargs="?", default="read_model", choices=["read_model"],
+                             help="the projection to rebuild (there is one: read_model, all read tables)")
     events = sub.add_parser("events", help="audit export of the event store")
     events.add_argument("action", choices=["export"])
     events.add_argument("--account", required=True, help="account id (UUID)")
