@@ -20,6 +20,7 @@ from nats.js.api import StorageType, StreamConfig
 from psycopg_pool import ConnectionPool
 
 from events.contract import PII_EVENT_NAMES, to_messages
+from projections.runner import MAX_BATCH_BYTES, bounded_limit
 
 log = logging.getLogger(__name__)
 RELAY_NAME = "nats_relay"
@@ -56,6 +57,10 @@ class Relay:
                          " position bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())")
             row = conn.execute("SELECT position FROM relay_tracking WHERE name = %s", (RELAY_NAME,)).fetchone()
             return row[0] if row else 0
+
+    def _limit(self, position: int) -> int:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            return bounded_limit(cur, position, self.batch_size, MAX_BATCH_BYTES)
 
     def _checkpoint(self, position: int) -> None:
         with self.pool.connection() as conn:
@@ -95,8 +100,9 @@ class Relay:
         window = 2000
         while True:
             position = await asyncio.to_thread(self.position)
+            limit = await asyncio.to_thread(self._limit, position)
             notifications = await asyncio.to_thread(
-                self.select_notifications, start=position, limit=self.batch_size, inclusive_of_start=False)
+                self.select_notifications, start=position, limit=limit, inclusive_of_start=False)
             if not notifications:
                 return total
             futures: list[Any] = []

@@ -21,6 +21,28 @@ from psycopg_pool import ConnectionPool
 log = logging.getLogger(__name__)
 
 
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # stored event state per batch: import batches are ~0.5 MB each
+EVENTS_TABLE = "contacts_events"
+
+
+def bounded_limit(cur: Cursor[Any], position: int, max_events: int, max_bytes: int) -> int:
+    """How many events after ``position`` fit in ``max_bytes`` of stored state (at least one).
+
+    Import batches carry a thousand contacts each: fetching a thousand of them at once
+    would hold hundreds of megabytes. The sizes come from ``pg_column_size`` (no
+    de-toasting), so this look-ahead is cheap.
+    """
+    cur.execute(f"SELECT pg_column_size(state) FROM {EVENTS_TABLE} WHERE notification_id > %s"
+                " ORDER BY notification_id LIMIT %s", (position, max_events))
+    total, count = 0, 0
+    for (size,) in cur.fetchall():
+        total += size or 0
+        if count and total > max_bytes:
+            break
+        count += 1
+    return max(count, 1)
+
+
 class Projector(Protocol):
     name: str
 
@@ -60,8 +82,8 @@ class ProjectionRunner:
             position = cur.fetchone()[0]
             if until is not None and position >= until:
                 return position, 0
-            notifications = self.select_notifications(start=position, limit=self.batch_size,
-                                                      inclusive_of_start=False)
+            limit = bounded_limit(cur, position, self.batch_size, MAX_BATCH_BYTES)
+            notifications = self.select_notifications(start=position, limit=limit, inclusive_of_start=False)
             if not notifications:
                 return position, 0
             started = time.perf_counter()

@@ -265,3 +265,15 @@ def test_a_file_broken_part_way_reports_what_was_stored(service: Service) -> Non
     job = api.get(f"/api/v1/contacts/imports/{body['importId']}").json()
     assert job["status"] == "failed" and job["error"] and job["counts"]["imported"] == 1000
     assert api.get("/api/v1/contacts").json()["total"] == 1000
+
+
+def test_projection_batches_are_bounded_by_stored_size(service: Service) -> None:
+    from projections.runner import bounded_limit
+
+    api = service.client()
+    _upload(api, ("phone\n" + "".join(f"07180{i:05d}\n" for i in range(3000))).encode())
+    head = service.container.head()
+    with service.container.pool.connection() as conn, conn.cursor() as cur:
+        assert bounded_limit(cur, head - 6, 1000, 10 ** 9) == 6   # everything fits
+        assert bounded_limit(cur, head - 6, 1000, 1) == 1         # always at least one event
+        assert bounded_limit(cur, head - 6, 3, 10 ** 9) == 3      # and never more than asked
