@@ -20,7 +20,6 @@ from command.crypto import KeyStore, PiiMapper
 from command.domain import Contact, ContactList
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
-from command.recorder import ContactsRecorder
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall

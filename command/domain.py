@@ -15,7 +15,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
 from command.context import Actor
-from command.errors import NotFoundError, ValidationError
+from command.errors import NotFoundError
 
 PII_FIELDS = ("first_name", "last_name", "phone", "email", "notes")
 

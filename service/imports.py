@@ -12,7 +12,6 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
 from litestar.response import Stream
 from msgspec import Meta
 

@@ -118,6 +118,15 @@ class Service:
         self.clients.append(http)
         return http
 
+    def wait_for_relay(self, timeout: float = 30) -> None:
+        """Wait until the relay has published every event stored so far."""
+        head = self.container.head()
+        deadline = time.monotonic() + timeout
+        while self.worker.worker.relay.position() < head:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"relay did not reach {head}: {self.worker.worker.relay.last_error}")
+            time.sleep(0.05)
+
     def close(self) -> None:
         for c in self.clients:
             c.close()

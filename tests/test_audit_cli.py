@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from tests.support import SECRET, Service
 
@@ -25,10 +24,7 @@ def test_tail_prints_an_accounts_events_and_resumes_with_a_durable(service: Serv
     lst = api.create_list("tail me")
     api.patch(f"/api/v1/contact-lists/{lst['id']}", json={"name": "renamed"})
     service.client().create_list("someone else's")
-    deadline = time.monotonic() + 20
-    while service.worker.worker.relay.position() < service.container.head():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    service.wait_for_relay()
     cmd = [sys.executable, "-m", "service.cli", "tail", "--account", str(api.account_id), "--durable", "t1",
            "--idle-timeout", "2"]
     first = subprocess.run(cmd, env=_env(service), capture_output=True, text=True, timeout=60)
@@ -37,10 +33,7 @@ def test_tail_prints_an_accounts_events_and_resumes_with_a_durable(service: Serv
     assert "contacts.contact_list.created.v1" in lines[0] and "by tailer" in lines[0]
     assert "contacts.contact_list.updated.v1" in lines[1] and "renamed" in lines[1]
     api.delete(f"/api/v1/contact-lists/{lst['id']}")
-    deadline = time.monotonic() + 20
-    while service.worker.worker.relay.position() < service.container.head():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    service.wait_for_relay()
     again = subprocess.run(cmd, env=_env(service), capture_output=True, text=True, timeout=60)
     assert [line.split()[1] for line in again.stdout.strip().splitlines()] == ["contacts.contact_list.deleted.v1"]
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
-from tests.support import Service, pg_dump, read_stream, start_service
+from tests.support import pg_dump, read_stream, start_service
 
 SECRETS = {
     "firstName": "Zebulonius", "lastName": "Quixotabyte", "email": "zq.erasure@example.org",
@@ -17,14 +16,6 @@ PHONE = "+254745123987"
 NEEDLES = [*SECRETS.values(), *UPDATED.values(), "254745123987", "0745123987", "745 123987"]
 
 
-def _wait_relay(svc: Service) -> None:
-    head = svc.container.head()
-    deadline = time.monotonic() + 30
-    while svc.worker.worker.relay.position() < head:
-        assert time.monotonic() < deadline, svc.worker.worker.relay.last_error
-        time.sleep(0.05)
-
-
 def test_purged_contact_leaves_no_personal_data_in_database_or_stream(fresh_database: str, nats_url: str) -> None:
     svc = start_service(fresh_database, nats_url)
     try:
@@ -33,7 +24,7 @@ def test_purged_contact_leaves_no_personal_data_in_database_or_stream(fresh_data
         victim = api.create_contact(PHONE, tags=["erasure-tag"], listIds=[lst["id"]], **SECRETS)
         witness = api.create_contact("+254722555444", firstName="Witnessia", notes="witness-note-KEEP")
         api.patch(f"/api/v1/contacts/{victim['id']}", json=UPDATED)
-        _wait_relay(svc)
+        svc.wait_for_relay()
         before = pg_dump(fresh_database)
         stream_before = b"".join(m.data for m in asyncio.run(read_stream(nats_url, svc.settings.nats_stream)))
         # The proof can fail: before the purge the values are there to be found.
@@ -41,7 +32,7 @@ def test_purged_contact_leaves_no_personal_data_in_database_or_stream(fresh_data
 
         assert api.delete(f"/api/v1/contacts/{victim['id']}").status_code == 204
         assert api.delete_json("/api/v1/contacts/trash", {"ids": [victim["id"]]}).json() == {"purged": 1}
-        _wait_relay(svc)
+        svc.wait_for_relay()
 
         dump = pg_dump(fresh_database)
         messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream))

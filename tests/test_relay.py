@@ -26,20 +26,10 @@ def _stored_events(database_url: str) -> list[tuple]:
                             ("%ContactImport%",)).fetchall()
 
 
-def _wait_for_relay(svc: Service, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    head = svc.container.head()
-    while time.monotonic() < deadline:
-        if svc.worker.worker.relay.position() >= head:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"relay did not reach {head}: {svc.worker.worker.relay.last_error}")
-
-
 def test_list_event_is_published_with_subject_and_message_id(service: Service) -> None:
     api = service.client(sub="alice")
     created = api.create_list("Published", description="d")
-    _wait_for_relay(service)
+    service.wait_for_relay()
     prefix, stream = service.settings.nats_subject_prefix, service.settings.nats_stream
     subject = f"{prefix}.{api.account_id}.list.{created['id']}.created"
     messages = asyncio.run(read_stream(service.nats_url, stream, subject))
@@ -63,14 +53,14 @@ def test_events_written_while_nats_is_down_arrive_once_each(postgres_server: str
     try:
         api = svc.client()
         api.create_list("before")
-        _wait_for_relay(svc)
+        svc.wait_for_relay()
         nats_server.stop()
         started = time.perf_counter()
         ids = [api.create_list(f"while down {i}")["id"] for i in range(20)]
         elapsed = time.perf_counter() - started
         assert len(api.get("/api/v1/contact-lists").json()) == 21
         nats_server.start()
-        _wait_for_relay(svc, timeout=60)
+        svc.wait_for_relay(timeout=60)
         messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream, expect=21))
         msg_ids = [m.headers["Nats-Msg-Id"] for m in messages]
         assert len(msg_ids) == 21 == len(set(msg_ids))
@@ -89,12 +79,12 @@ def test_relay_replaying_an_unacknowledged_batch_duplicates_nothing(postgres_ser
         api = svc.client()
         for i in range(10):
             api.create_list(f"L{i}")
-        _wait_for_relay(svc)
+        svc.wait_for_relay()
         # A crash after publishing but before the checkpoint: the relay starts over.
         with psycopg.connect(fresh_database, autocommit=True) as conn:
             conn.execute("UPDATE relay_tracking SET position = 0")
         svc.worker.worker.relay.wakeup.set()
-        _wait_for_relay(svc)
+        svc.wait_for_relay()
         messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream))
         assert len(messages) == 10
         assert len({m.headers["Nats-Msg-Id"] for m in messages}) == 10
@@ -152,7 +142,7 @@ def test_order_per_aggregate_holds_under_concurrent_writes(service: Service) -> 
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(rename, range(40))) == {200}
-    _wait_for_relay(service)
+    service.wait_for_relay()
     subject = f"{service.settings.nats_subject_prefix}.{api.account_id}.>"
     messages = asyncio.run(read_stream(service.nats_url, service.settings.nats_stream, subject))
     versions: dict[str, list[int]] = {}
