@@ -113,16 +113,24 @@ class ContactsApplication(Application):
 
     def _imported_contact(self, contact_id: UUID) -> Contact | None:
         """A contact created inside an import batch: its Created lives in that batch event."""
-        with self.keys.pool.connection() as conn:
-            row = conn.execute("SELECT import_id, import_version FROM contact_origins WHERE contact_id = %s",
-                               (contact_id,)).fetchone()
-        if row is None:
-            return None
-        batch = next(iter(self.events.get(row[0], gt=row[1] - 1, lte=row[1])))
-        contact = batch.created_event(contact_id).mutate(None)
-        for event in self.events.get(contact_id):
+        events = self.aggregate_events(contact_id, imported_only=True)
+        contact = None
+        for event in events:
             contact = event.mutate(contact)
         return contact
+
+    def aggregate_events(self, aggregate_id: UUID, *, imported_only: bool = False) -> list[Any]:
+        """An aggregate's events in order; an imported contact's creation comes from its batch."""
+        with self.keys.pool.connection() as conn:
+            origin = conn.execute("SELECT import_id, import_version FROM contact_origins WHERE contact_id = %s",
+                                  (aggregate_id,)).fetchone()
+        if origin is None and imported_only:
+            return []
+        created = []
+        if origin is not None:
+            batch = next(iter(self.events.get(origin[0], gt=origin[1] - 1, lte=origin[1])))
+            created = [batch.created_event(aggregate_id)]
+        return [*created, *self.events.get(aggregate_id)]
 
     def reservation(self, rid: UUID) -> tuple[UUID | None, bool] | None:
         """(holder contact id or None, suppressed) of a phone reservation, if it exists."""

@@ -8,6 +8,7 @@ mapper can encrypt it with the contact's own key (crypto-shredding).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -18,6 +19,12 @@ from command.context import Actor
 from command.errors import NotFoundError
 
 PII_FIELDS = ("first_name", "last_name", "phone", "email", "notes")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def is_email(value: str) -> bool:
+    """The address shape every way in accepts (API, imports): one @, a dotted domain, no spaces."""
+    return bool(_EMAIL.match(value))
 
 
 def _meta(actor: Actor) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from eventsourcing.persistence import IntegrityError
 
 from command.application import ContactsApplication
 from command.context import Actor
-from command.domain import ContactImport
+from command.domain import ContactImport, is_email
 from command.errors import InvalidPhoneError, ValidationError
 from command.phones import reservation_id
 
@@ -59,11 +59,6 @@ class ImportOutcome:
 class ImportInProgressError(ValidationError):
     status_code = 409
     code = "import_in_progress"
-
-
-def _email_ok(value: str) -> bool:
-    local, _, domain = value.partition("@")
-    return bool(local) and "." in domain and " " not in value and domain.rsplit(".", 1)[-1] != ""
 
 
 class ImportService:
@@ -203,7 +198,7 @@ class ImportService:
             seen.add(rid)
             contact_id = uuid4()
             email = row.email
-            if email and not _email_ok(email):
+            if email and not is_email(email):
                 skipped.append({"row": row.row, "outcome": "imported", "reason": "invalid_email_dropped",
                                 "detail": "the email address was not valid and was left out", "contact_id": contact_id})
                 email = None

@@ -21,6 +21,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
 
+from command import locks
+
 DDL = """
 CREATE TABLE IF NOT EXISTS phone_reservations (
     reservation_id  uuid PRIMARY KEY,        -- HMAC(account_id, E.164), see command/phones.py
@@ -59,6 +61,11 @@ CREATE TABLE IF NOT EXISTS import_upload_chunks (
     data       bytea NOT NULL,
     PRIMARY KEY (import_id, seq)
 );
+CREATE TABLE IF NOT EXISTS export_email_log (   -- export-email sends, for the hourly quota
+    account_id  uuid NOT NULL,
+    sent_at     timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS export_email_log_account_sent ON export_email_log (account_id, sent_at);
 CREATE OR REPLACE FUNCTION claim_phone_reservations(
     p_ids uuid[], p_account uuid, p_contacts uuid[], p_import uuid) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -84,7 +91,7 @@ class ContactsRecorder(PostgresApplicationRecorder):
     def create_table(self) -> None:
         super().create_table()
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute("SELECT pg_advisory_xact_lock(724002)")
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (locks.WRITE_SCHEMA,))
             curs.execute(DDL)
 
     def _insert_stored_events(self, curs: Cursor[Any], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:

@@ -28,6 +28,12 @@ PUBLISHED_PII = ("phone", "first_name", "last_name")
 PII_EVENT_NAMES = ("created", "updated")
 
 
+def camel(name: str) -> str:
+    """A snake_case name as the API and the events spell it (camelCase)."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def _camel(values: dict[str, Any]) -> dict[str, Any]:
     return {_CAMEL.get(k, k): v for k, v in values.items() if k != "reservation_id"}
 

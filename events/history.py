@@ -16,7 +16,7 @@ from command.application import ContactsApplication
 from command.context import Actor
 from command.domain import Contact, ContactImport, ContactList
 from command.errors import NotFoundError
-from events.contract import EVENT_TYPES
+from events.contract import EVENT_TYPES, camel
 
 _SKIP = {"originator_id", "originator_version", "timestamp", "originator_topic", "account_id", "actor",
          "request_id", "reservation_id"}
@@ -31,37 +31,23 @@ class HistoryEntry(msgspec.Struct, rename="camel"):
     data: dict[str, Any]
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p[:1].upper() + p[1:] for p in rest)
-
-
 def _data(event: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in vars(event).items():
         if key in _SKIP:
             continue
         if key == "pii":
-            fields.update({_camel(k): v for k, v in value.items()})
+            fields.update({camel(k): v for k, v in value.items()})
         elif isinstance(value, dict):
-            fields[_camel(key)] = {_camel(k): v for k, v in value.items() if k != "reservation_id"}
+            fields[camel(key)] = {camel(k): v for k, v in value.items() if k != "reservation_id"}
         else:
-            fields[_camel(key)] = value
+            fields[camel(key)] = value
     return fields
 
 
 def _events(app: ContactsApplication, actor: Actor, kind: type, aggregate_id: UUID) -> list[Any]:
     """The aggregate's events (an imported contact's creation comes from its batch)."""
-    events = list(app.events.get(aggregate_id))
-    if kind is Contact:
-        imported = app._imported_contact(aggregate_id)  # noqa: SLF001 - same bounded context
-        if imported is not None:
-            with app.keys.pool.connection() as conn:
-                import_id, version = conn.execute(
-                    "SELECT import_id, import_version FROM contact_origins WHERE contact_id = %s",
-                    (aggregate_id,)).fetchone()
-            batch = next(iter(app.events.get(import_id, gt=version - 1, lte=version)))
-            events = [batch.created_event(aggregate_id), *events]
+    events = app.aggregate_events(aggregate_id)
     if not events or not isinstance(events[0], kind.Created) or events[0].account_id != actor.account_id:
         raise NotFoundError(f"{'contact' if kind is Contact else 'contact list'} {aggregate_id} not found",
                             field="id")

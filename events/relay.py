@@ -19,12 +19,12 @@ import psycopg
 from nats.js.api import StorageType, StreamConfig
 from psycopg_pool import ConnectionPool
 
+from command import locks
 from events.contract import PII_EVENT_NAMES, to_messages
 from projections.runner import MAX_BATCH_BYTES, bounded_limit
 
 log = logging.getLogger(__name__)
 RELAY_NAME = "nats_relay"
-RELAY_LOCK = 724_003  # advisory lock: one relay publishes at a time
 
 
 class Relay:
@@ -151,7 +151,7 @@ class Relay:
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
-                    cur = await lock.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK,))
+                    cur = await lock.execute("SELECT pg_try_advisory_lock(%s)", (locks.RELAY,))
                     if (await cur.fetchone())[0]:
                         self.is_leader = True
                         await self._lead(stop, lock)

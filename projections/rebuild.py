@@ -28,7 +28,8 @@ def rebuild(pool: ConnectionPool, database_url: str, select_notifications: Any, 
     stamp = time.strftime("%Y%m%d%H%M%S")
     fresh, retired = f"rebuild_{stamp}", f"retired_{stamp}"
     fresh_pool = ConnectionPool(database_url, min_size=1, max_size=2, open=True,
-                                kwargs={"autocommit": True, "options": f"-c search_path={fresh},public"})
+                                kwargs={"autocommit": True, "prepare_threshold": None,
+                                        "options": f"-c search_path={fresh},public"})
     try:
         with fresh_pool.connection() as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(fresh)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import Any
 
@@ -28,19 +27,10 @@ from service.bootstrap import Container
 from service.controllers import ContactController, ContactListController
 from service.exports import ExportController
 from service.imports import ImportController
-from service.schemas import ErrorBody, ErrorDetail
+from service.schemas import ErrorBody, ErrorDetail, field_of
 
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema", "^/asyncapi.json$"]
-_FIELD = re.compile(r"(?:at `\$\.|field `)([A-Za-z0-9_]+)")
-
-
-def _camel(name: str | None) -> str | None:
-    """Field names as the client sent them (query parameters are camelCase too)."""
-    if not name:
-        return name
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def _error(status: int, code: str, message: str, errors: list[ErrorDetail] | None = None,
@@ -77,8 +67,7 @@ def validation_error(request: Request, exc: ValidationException) -> Response[Err
     for item in exc.extra if isinstance(exc.extra, list) else []:
         message = str(item.get("message", "")) if isinstance(item, dict) else str(item)
         key = item.get("key") if isinstance(item, dict) else None
-        match = _FIELD.search(message)
-        field = _camel(match.group(1) if match else key)
+        field = field_of(message, key)
         errors.append(ErrorDetail(field=field, reason=message))
     if any("malformed" in e.reason.lower() or "json is malformed" in e.reason.lower() for e in errors):
         return _error(400, "malformed_body", "the request body is not valid JSON", errors)

@@ -11,7 +11,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from command import directory
+from command import directory, locks
 from command.application import ContactsApplication
 from command.crypto import KeyStore
 from events.relay import Relay
@@ -20,7 +20,6 @@ from projections.runner import ProjectionRunner
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-SCHEMA_LOCK = 724_001  # advisory lock: one process creates the schema at a time
 
 
 def eventsourcing_env(database_url: str, pool_size: int) -> dict[str, str]:
@@ -83,12 +82,16 @@ def phone_hash_key(conn: psycopg.Connection[Any], settings: Settings) -> bytes:
 def build(settings: Settings, database_url: str) -> Container:
     """Create the schema if needed (under an advisory lock) and wire the parts."""
     # No check on every checkout (a round trip per request): a connection broken by a
-    # database restart fails once (503), and the pool then replaces it.
+    # database restart fails once (503), and the pool then replaces it. No server-side
+    # prepared statements either: the pool's connections are shared by requests, the
+    # worker and imports, and a statement prepared inside a transaction that was rolled
+    # back (a cancelled export, a failed batch) was seen to leave psycopg's cache stale
+    # ("prepared statement … does not exist"); these queries are cheap to plan.
     pool = ConnectionPool(database_url, min_size=2, max_size=settings.db_pool_size, open=True,
-                          kwargs={"autocommit": True})
+                          kwargs={"autocommit": True, "prepare_threshold": None})
     keys = KeyStore(pool)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute("SELECT pg_advisory_lock(%s)", (locks.SCHEMA,))
         try:
             directory.ensure(conn)
             create_tables(conn)
@@ -98,7 +101,7 @@ def build(settings: Settings, database_url: str) -> Container:
                                       directory=operator_directory, hash_key=phone_hash_key(conn, settings),
                                       default_region=settings.default_region)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (locks.SCHEMA,))
     runner = ProjectionRunner(pool, app.recorder.select_notifications, app.decode,
                               ReadModelProjector())
     return Container(settings=settings, database_url=database_url, app=app, pool=pool, runner=runner)

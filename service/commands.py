@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from command.errors import ValidationError
+from command.domain import is_email
 from service.bootstrap import Container
 
 T = TypeVar("T")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def execute(container: Container, use_case: Callable[..., tuple[T, int]], *args: Any, **kwargs: Any) -> T:
@@ -31,7 +30,7 @@ def clean_text(value: Any) -> Any:
 
 def clean_email(value: str | None) -> str | None:
     value = clean_text(value)
-    if value is not None and not _EMAIL.match(value):
+    if value is not None and not is_email(value):
         raise ValidationError(f"email {value!r} is not a valid address", field="email")
     return value.lower() if value else value
 

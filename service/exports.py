@@ -11,11 +11,9 @@ import base64
 import binascii
 import itertools
 import math
-import re
 import smtplib
 import ssl
 import unicodedata
-import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.errors import MessageError
@@ -33,9 +31,11 @@ from litestar.params import Parameter
 from litestar.response import Stream
 from psycopg_pool import ConnectionPool
 
+from command import locks
 from command.errors import DomainError, ValidationError
 from query.contacts import ContactFilter, iter_contacts
 from query.exports import csv_chunks, json_chunks
+from service.schemas import field_of
 from service.bootstrap import Container
 from service.commands import clean_email, clean_tags
 from service.controllers import ActorRequest
@@ -44,8 +44,6 @@ from service.schemas import Email, In
 MIME_TYPES = frozenset({"text/csv", "application/json", "application/zip",
                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
 SMTP_TIMEOUT_S = 30
-EMAIL_LOCK = 724_002  # advisory lock namespace: one quota check per account at a time
-_FIELD = re.compile(r"(?:at `\$\.|field `)([A-Za-z0-9_]+)")
 
 
 class AttachmentTooLargeError(DomainError):
@@ -153,8 +151,7 @@ def _decode(body: bytes) -> ExportEmail:
     try:
         return msgspec.json.decode(body, type=ExportEmail)
     except msgspec.ValidationError as exc:
-        match = _FIELD.search(str(exc))
-        raise ValidationError(str(exc), field=match.group(1) if match else None) from None
+        raise ValidationError(str(exc), field=field_of(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise ClientException(status_code=400, detail=f"malformed JSON: {exc}") from None
 
@@ -206,7 +203,6 @@ def _filename(value: str) -> str:
     return value
 
 
-_quota_tables: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()
 
 
 def reserve_email_send(pool: ConnectionPool, account_id: UUID, per_hour: int) -> int | None:
@@ -215,9 +211,8 @@ def reserve_email_send(pool: ConnectionPool, account_id: UUID, per_hour: int) ->
     The log is a PostgreSQL table and the check runs under a per-account advisory lock,
     so the limit holds across api replicas and concurrent requests.
     """
-    _ensure_quota_table(pool)
     with pool.connection() as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (EMAIL_LOCK, str(account_id)))
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (locks.EXPORT_EMAIL, str(account_id)))
         now = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         since = now - timedelta(hours=1)
         conn.execute("DELETE FROM export_email_log WHERE account_id = %s AND sent_at <= %s", (account_id, since))
@@ -228,19 +223,6 @@ def reserve_email_send(pool: ConnectionPool, account_id: UUID, per_hour: int) ->
             return max(1, math.ceil((free_at - now).total_seconds()))
         conn.execute("INSERT INTO export_email_log (account_id, sent_at) VALUES (%s, %s)", (account_id, now))
     return None
-
-
-def _ensure_quota_table(pool: ConnectionPool) -> None:
-    if pool in _quota_tables:
-        return
-    with pool.connection() as conn, conn.transaction():
-        # Two replicas creating the table at once would collide on the catalog; take turns.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (EMAIL_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS export_email_log"
-                     " (account_id uuid NOT NULL, sent_at timestamptz NOT NULL)")
-        conn.execute("CREATE INDEX IF NOT EXISTS export_email_log_account_sent"
-                     " ON export_email_log (account_id, sent_at)")
-    _quota_tables.add(pool)
 
 
 def send_mail(smtp_url: str, message: EmailMessage) -> None:

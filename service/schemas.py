@@ -9,8 +9,12 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
+import re
+
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
+
+from events.contract import camel
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Description = Annotated[str, Meta(max_length=2000)]
@@ -98,3 +102,13 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     error: str
     message: str
     errors: list[ErrorDetail] = []
+
+
+_FIELD = re.compile(r"(?:at `\$\.|field `)([A-Za-z0-9_]+)")
+
+
+def field_of(message: str, fallback: str | None = None) -> str | None:
+    """The field a msgspec/Litestar validation message names, camelCased as the client sent it."""
+    match = _FIELD.search(message)
+    name = match.group(1) if match else fallback
+    return camel(name) if name else name
