@@ -27,6 +27,7 @@ from service.bootstrap import Container
 from service.controllers import ContactController, ContactListController
 from service.exports import ExportController
 from service.imports import ImportController
+from service.ratelimit import rate_limit_middleware
 from service.schemas import ErrorBody, ErrorDetail, field_of
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,14 @@ def validation_error(request: Request, exc: ValidationException) -> Response[Err
     return _error(422, "validation_failed", message, errors)
 
 
-def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:
+def _body_limit(request: Request) -> int | None:
+    try:
+        return request.route_handler.resolve_request_max_body_size()
+    except Exception:  # noqa: BLE001 - no route (e.g. 404) or an older Litestar: a generic message
+        return None
+
+
+def http_error(request: Request, exc: HTTPException) -> Response[ErrorBody]:
     codes = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
              405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
              429: "too_many_requests", 503: "unavailable"}
@@ -84,6 +92,10 @@ def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:
         return _error(400, "malformed_body", f"the request body is not valid JSON: {exc.detail}")
     if exc.status_code == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
+    if exc.status_code == 413 and exc.detail == "Request Entity Too Large":
+        limit = _body_limit(request)
+        return _error(413, "payload_too_large", f"the request body is larger than the {limit} bytes this endpoint"
+                      " accepts" if limit else "the request body is too large", headers=headers)
     return _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), headers=headers)
 
 
@@ -149,6 +161,12 @@ class Metrics:
 def create_app(container: Container, nats_url: str = "") -> Litestar:
     """Build the HTTP app around a Container (the composition root's product)."""
     metrics = Metrics(container)
+    settings = container.settings
+    middleware: list[Any] = [metrics.middleware,
+                             DefineMiddleware(JWTAuthMiddleware, verifier=TokenVerifier(settings),
+                                              exclude=PUBLIC_PATHS)]
+    if settings.rate_limit_writes_per_minute > 0:
+        middleware.append(rate_limit_middleware(settings.rate_limit_writes_per_minute, settings.rate_limit_burst))
 
     @get("/health", include_in_schema=True, tags=["operations"], sync_to_thread=False)
     def health() -> dict[str, str]:
@@ -191,9 +209,8 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         route_handlers=[ContactListController, ContactController, ExportController, ImportController,
                         health, ready, metrics_endpoint, asyncapi],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
-        middleware=[metrics.middleware,
-                    DefineMiddleware(JWTAuthMiddleware, verifier=TokenVerifier(container.settings),
-                                     exclude=PUBLIC_PATHS)],
+        middleware=middleware,
+        request_max_body_size=settings.request_max_bytes,
         exception_handlers={
             DomainError: domain_error,
             ImportFailedError: import_failed,

@@ -39,6 +39,9 @@ class Settings:
     db_pool_size: int = 10
     import_max_bytes: int = 200 * 1024 * 1024
     inbound_subject: str = "sms.inbound"
+    rate_limit_writes_per_minute: int = 1200
+    rate_limit_burst: int = 200
+    request_max_bytes: int = 1024 * 1024
 
     @property
     def jwt_secret_is_default(self) -> bool:
@@ -69,6 +72,9 @@ class Settings:
             db_pool_size=int(_env("DB_POOL_SIZE", "10")),
             import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(200 * 1024 * 1024))),
             inbound_subject=_env("INBOUND_SUBJECT", "sms.inbound"),
+            rate_limit_writes_per_minute=int(_env("RATE_LIMIT_WRITES_PER_MINUTE", "1200")),
+            rate_limit_burst=int(_env("RATE_LIMIT_BURST", "200")),
+            request_max_bytes=int(_env("REQUEST_MAX_BYTES", str(1024 * 1024))),
         )
 
 
