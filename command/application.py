@@ -20,6 +20,7 @@ from command.crypto import KeyStore, PiiMapper
 from command.domain import Contact, ContactList
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
+from command.transcoder import MsgspecJSONTranscoder
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall
@@ -53,6 +54,11 @@ class ContactsApplication(Application):
         self.directory = directory
         self.hash_key = hash_key
         self.default_region = default_region
+
+    def construct_transcoder(self) -> MsgspecJSONTranscoder:
+        transcoder = MsgspecJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def construct_mapper(self) -> PiiMapper:
         mapper = self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=PiiMapper)

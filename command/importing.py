@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
@@ -22,7 +22,8 @@ from command.application import ContactsApplication
 from command.context import Actor
 from command.domain import ContactImport, is_email
 from command.errors import InvalidPhoneError, ValidationError
-from command.phones import reservation_id
+from command.ids import uuid4_many, uuid_array
+from command.phones import reservation_ids
 
 BATCH_SIZE = 1000
 MAX_TEXT = {"first_name": 200, "last_name": 200, "email": 320, "notes": 5000}
@@ -140,7 +141,7 @@ class ImportService:
 
     def _parse(self, actor: Actor, batch: list[Row], region: str | None) -> Parsed:
         """Stage one, pure CPU: phones parsed, over-long fields and bad numbers set aside."""
-        parsed: list[tuple[Row, Any, UUID]] = []
+        parsed: list[tuple[Row, Any]] = []
         skipped: list[dict[str, Any]] = []
         for row in batch:
             if not row.phone:
@@ -156,8 +157,10 @@ class ImportService:
                 skipped.append(_skip(row.row, "field_too_long",
                                      f"{too_long[0]} is longer than {MAX_TEXT[too_long[0]]}"))
                 continue
-            parsed.append((row, phone, reservation_id(self.app.hash_key, actor.account_id, phone.e164)))
-        return Parsed(rows=batch, phones=parsed, skipped=skipped)
+            parsed.append((row, phone))
+        rids = reservation_ids(self.app.hash_key, actor.account_id, [phone.e164 for _, phone in parsed])
+        return Parsed(rows=batch, phones=[(row, phone, rid) for (row, phone), rid in zip(parsed, rids)],
+                      skipped=skipped)
 
     def _import_batch(self, actor: Actor, job: ContactImport, parsed: "Parsed") -> tuple[ContactImport, int]:
         """Stage two: check numbers against the account, store the batch with its claims."""
@@ -186,6 +189,7 @@ class ImportService:
         held = self._reservations([rid for _, _, rid in parsed.phones])
         skipped = list(parsed.skipped)
         contacts, claims, seen = [], [], set()
+        fresh_ids = iter(uuid4_many(len(parsed.phones)))
         for row, phone, rid in parsed.phones:
             holder = held.get(rid)
             if rid in seen or (holder and holder[0] is not None and holder[1] == job.id):
@@ -196,7 +200,7 @@ class ImportService:
                                      contact_id=holder[0]))
                 continue
             seen.add(rid)
-            contact_id = uuid4()
+            contact_id = next(fresh_ids)
             email = row.email
             if email and not is_email(email):
                 skipped.append({"row": row.row, "outcome": "imported", "reason": "invalid_email_dropped",
@@ -218,7 +222,7 @@ class ImportService:
             return {}
         with self.app.keys.pool.connection() as conn:
             rows = conn.execute("SELECT reservation_id, contact_id, import_id, suppressed FROM phone_reservations"
-                                " WHERE reservation_id = ANY(%s)", (rids,)).fetchall()
+                                " WHERE reservation_id = ANY(%s::uuid[])", (uuid_array(rids),)).fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 

@@ -18,6 +18,7 @@ import phonenumbers
 from phonenumbers import NumberParseException, ValidationResult
 
 from command.errors import InvalidPhoneError
+from command.ids import uuids_v4
 
 #: ISO 3166 codes of every African country and territory that has a calling code.
 AFRICAN_REGIONS = (
@@ -119,6 +120,13 @@ def reservation_id(key: bytes, account_id: UUID, e164: str) -> UUID:
     """Id of the PhoneReservation for this number: a keyed hash, never the phone."""
     digest = hmac.new(key, f"{account_id}:{e164}".encode(), hashlib.sha256).digest()
     return UUID(bytes=digest[:16], version=4)
+
+
+def reservation_ids(key: bytes, account_id: UUID, e164s: list[str]) -> list[UUID]:
+    """``reservation_id`` of many numbers of one account (an import batch), in one pass."""
+    prefix = f"{account_id}:"
+    digest = hmac.digest
+    return uuids_v4(b"".join(digest(key, (prefix + e164).encode(), "sha256")[:16] for e164 in e164s))
 
 
 def african_prefixes() -> list[tuple[str, str, str]]:

@@ -22,6 +22,7 @@ from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
 
 from command import locks
+from command.ids import uuid_array
 
 DDL = """
 CREATE TABLE IF NOT EXISTS phone_reservations (
@@ -133,15 +134,15 @@ class ContactsRecorder(PostgresApplicationRecorder):
                 "UPDATE phone_reservations r SET contact_id = NULL, import_id = NULL, suppressed = t.sup,"
                 " updated_at = now() FROM unnest(%s::uuid[], %s::uuid[], %s::boolean[]) AS t(rid, cid, sup)"
                 " WHERE r.reservation_id = t.rid AND r.contact_id = t.cid",
-                (_literal(r[0] for r in releases), _literal(r[1] for r in releases),
+                (uuid_array(r[0] for r in releases), uuid_array(r[1] for r in releases),
                  _literal("t" if r[2] else "f" for r in releases)))
         if claims:
             curs.execute("SELECT claim_phone_reservations(%s::uuid[], %s, %s::uuid[], %s)",
-                         (_literal(c[0] for c in claims), account_id, _literal(c[1] for c in claims), import_id))
+                         (uuid_array(c[0] for c in claims), account_id, uuid_array(c[1] for c in claims), import_id))
         if origins:
             curs.execute("INSERT INTO contact_origins (contact_id, import_id, import_version)"
                          " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::integer[])",
-                         (_literal(o[0] for o in origins), _literal(o[1] for o in origins),
+                         (uuid_array(o[0] for o in origins), uuid_array(o[1] for o in origins),
                           _literal(o[2] for o in origins)))
 
 

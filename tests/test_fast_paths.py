@@ -1,0 +1,65 @@
+"""The import's fast paths give exactly what the plain code gives (ids, reservation ids, stored JSON)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import os
+import uuid
+
+from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
+
+from command.ids import uuid4_many, uuid_array, uuids_v4
+from command.phones import reservation_id, reservation_ids
+from command.transcoder import MsgspecJSONTranscoder
+
+
+def _transcoders() -> tuple[JSONTranscoder, MsgspecJSONTranscoder]:
+    stock, fast = JSONTranscoder(), MsgspecJSONTranscoder()
+    for transcoder in (stock, fast):
+        for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+            transcoder.register(transcoding)
+    return stock, fast
+
+
+def test_uuids_v4_equal_uuid_with_version_4_of_the_same_bytes() -> None:
+    blob = os.urandom(16 * 300)
+    assert uuids_v4(blob) == [uuid.UUID(bytes=blob[i:i + 16], version=4) for i in range(0, len(blob), 16)]
+
+
+def test_uuid4_many_makes_distinct_version_4_uuids() -> None:
+    ids = uuid4_many(500)
+    assert len(set(ids)) == 500
+    assert {(u.version, u.variant) for u in ids} == {(4, uuid.RFC_4122)}
+    assert uuid4_many(0) == []
+
+
+def test_batch_reservation_ids_equal_single_ones() -> None:
+    key, account = os.urandom(32), uuid.uuid4()
+    numbers = ["+254712345678", "+2348031234567", "+27821234567", "+254712345678"]
+    assert reservation_ids(key, account, numbers) == [reservation_id(key, account, n) for n in numbers]
+
+
+def test_uuid_array_is_a_postgresql_literal() -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    assert uuid_array([a, b]) == "{" + a.hex + "," + b.hex + "}"
+    assert uuid_array([]) == "{}"
+
+
+def test_msgspec_transcoder_writes_the_stock_bytes_and_reads_both() -> None:
+    stock, fast = _transcoders()
+    state = {"id": uuid.uuid4(), "at": dt.datetime.now(dt.timezone.utc), "amount": decimal.Decimal("1.50"),
+             "items": [1, 2.5, None, True, 'quote " and é', {"nested": uuid.uuid4()}], "pair": (1, 2),
+             "looks_tagged": {"_type_": "not a transcoding"}, "contacts": '[{"id":"x"}]' * 100}
+    assert fast.encode(state) == stock.encode(state)
+    assert fast.decode(stock.encode(state)) == stock.decode(stock.encode(state))
+    assert fast.decode(fast.encode(state))["pair"] == [1, 2]
+
+
+def test_msgspec_transcoder_refuses_unregistered_types_like_the_stock_one() -> None:
+    import pytest
+    from eventsourcing.persistence import TranscodingNotRegisteredError
+
+    _, fast = _transcoders()
+    with pytest.raises(TranscodingNotRegisteredError):
+        fast.encode({"value": object()})
