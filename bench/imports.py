@@ -135,14 +135,57 @@ class Service:
                     return round(int(line.split()[1]) / 1024)
             return float("nan")
 
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        return {"api": hwm(self.proc.pid), **{"worker": hwm(int(pid)) for pid in children}}
+        procs = _processes()
+        workers = [pid for pid, (ppid, comm, _) in procs.items() if ppid == self.proc.pid and comm.startswith("python")]
+        relays = [pid for pid, (ppid, comm, _) in procs.items() if ppid in workers and comm.startswith("python")]
+        return {"api": hwm(self.proc.pid), **{"worker": hwm(pid) for pid in workers},
+                **{"relay": hwm(pid) for pid in relays}}
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by the API, its worker, the relay, PostgreSQL and NATS."""
+        procs = _processes()
+        postmaster = int((self.data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+        workers = {pid for pid, (ppid, comm, _) in procs.items() if ppid == self.proc.pid and comm.startswith("python")}
+        totals = {"api": 0.0, "worker": 0.0, "relay": 0.0, "postgres": 0.0, "nats": 0.0}
+        for pid, (ppid, comm, seconds) in procs.items():
+            if pid == self.proc.pid:
+                totals["api"] += seconds
+            elif pid in workers:
+                totals["worker"] += seconds
+            elif ppid in workers and comm.startswith("python"):
+                totals["relay"] += seconds  # the worker's lower-priority relay process
+            elif pid == postmaster or ppid == postmaster:
+                totals["postgres"] += seconds
+            elif ppid == self.proc.pid and comm.startswith("nats-server"):
+                totals["nats"] += seconds
+        return totals
 
     def client(self) -> httpx.Client:
         from service.auth import mint_token
 
         token = mint_token(SECRET, uuid.uuid4(), "bench", 86400)
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=3600)
+
+
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command name, CPU seconds) of every process we may read."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        found[int(stat.parent.name)] = (int(fields[1]), comm, (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def _cpu_per_row(before: dict[str, float], after: dict[str, float], rows: int) -> dict[str, float]:
+    """Microseconds of CPU per row, per process group, between two ``cpu_seconds`` readings."""
+    spent = {k: (after[k] - before[k]) * 1e6 / rows for k in after}
+    return {**{k: round(v) for k, v in spent.items()}, "total": round(sum(spent.values()))}
 
 
 def nats_messages(data_dir: Path) -> int:
@@ -153,6 +196,8 @@ def nats_messages(data_dir: Path) -> int:
         nc = await nats.connect(f"nats://127.0.0.1:{port}")
         try:
             return (await nc.jetstream().stream_info("CONTACTS")).state.messages
+        except nats.js.errors.NotFoundError:
+            return 0  # the relay has not created the stream yet
         finally:
             await nc.close()
     return asyncio.run(count())
@@ -161,21 +206,28 @@ def nats_messages(data_dir: Path) -> int:
 def timed_import(svc: Service, api: httpx.Client, name: str, content: bytes | None, rows: int,
                  json_body: bytes | None = None) -> dict:
     before = nats_messages(svc.data_dir)
+    cpu_start = svc.cpu_seconds()
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     if json_body is not None:
         r = api.post("/api/v1/contacts/bulk", content=json_body, headers={"content-type": "application/json"})
     else:
         r = api.post("/api/v1/contacts/import", files={"file": (name, content)})
     responded = time.perf_counter() - started
+    cpu_response = svc.cpu_seconds()
     assert r.status_code == 201, r.text[:500]
     body = r.json()
     expected = before + body["imported"] + 2  # one created message per contact, plus progress/completion
     while nats_messages(svc.data_dir) < expected and time.perf_counter() - started < 3600:
         time.sleep(0.2)
     on_nats = time.perf_counter() - started
+    cpu_nats = svc.cpu_seconds()
     return {"rows": rows, "seconds_to_response": round(responded, 2), "rows_per_s": round(rows / responded),
             "seconds_to_last_nats_message": round(on_nats, 2), "rows_per_s_to_nats": round(rows / on_nats),
-            "counts": {k: body[k] for k in ("imported", "valid", "invalid", "skipped", "rows")}}
+            "counts": {k: body[k] for k in ("imported", "valid", "invalid", "skipped", "rows")},
+            "cpu_us_per_row_to_response": _cpu_per_row(cpu_start, cpu_response, rows),
+            "cpu_us_per_row_after_response": _cpu_per_row(cpu_response, cpu_nats, rows),
+            "load_average_before": round(load, 2), "load_average_after": round(os.getloadavg()[0], 2)}
 
 
 def floor(csv_path: Path, rows: int) -> dict:
@@ -235,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     kinds = generate(csv_path, args.rows)
     results: dict = {"cores": os.cpu_count(), "rows": args.rows, "file_kinds": kinds,
                      "command": "python -m bench.imports " + " ".join(argv or sys.argv[1:]),
-                     "date": time.strftime("%Y-%m-%d %H:%M")}
+                     "date": time.strftime("%Y-%m-%d %H:%M"), "load_average": os.getloadavg()}
     results["floor_parse_and_copy"] = floor(csv_path, args.rows)
     print(json.dumps(results["floor_parse_and_copy"]), flush=True)
     (DATA / "svc").mkdir()

@@ -40,7 +40,7 @@ def _servers(settings: Settings, stack: ExitStack, *, need_nats: bool) -> tuple[
 
 
 async def _run(settings: Settings, database_url: str, nats_url: str, *, api: bool, worker: bool,
-               banner: bool = False) -> None:
+               banner: bool = False, relay_only: bool = False) -> None:
     import uvicorn
 
     from service.app import create_app
@@ -55,7 +55,7 @@ async def _run(settings: Settings, database_url: str, nats_url: str, *, api: boo
     tasks = []
     server = None
     if worker:
-        w = Worker(container, nats_url)
+        w = Worker(container, nats_url, relay_process=not relay_only, relay_only=relay_only)
         tasks.append(asyncio.create_task(w.run()))
     if api:
         # The app has no startup/shutdown hooks: without lifespan, Ctrl-C ends quietly.
@@ -88,7 +88,8 @@ def _print_banner(settings: Settings) -> None:
           "  Ctrl-C stops everything.\n", flush=True)
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings, *, api: bool, worker: bool) -> None:
+def cmd_serve(args: argparse.Namespace, settings: Settings, *, api: bool, worker: bool,
+              relay_only: bool = False) -> None:
     with ExitStack() as stack:
         database_url, nats_url = _servers(settings, stack, need_nats=worker or api)
         if args.command == "serve":
@@ -98,7 +99,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, *, api: bool, worker
             stack.enter_context(_worker_process(database_url, nats_url))
             worker = False
         asyncio.run(_run(settings, database_url, nats_url, api=api, worker=worker,
-                         banner=args.command == "serve"))
+                         banner=args.command == "serve", relay_only=relay_only))
 
 
 @contextlib.contextmanager
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("serve", help="api + worker + embedded servers for one machine (make run)")
     sub.add_parser("api", help="the HTTP API only (stateless; run as many as needed)")
     sub.add_parser("worker", help="projection runner and NATS relay")
+    sub.add_parser("relay", help="the NATS relay only (the worker runs it as a lower-priority child process)")
     token = sub.add_parser("token", help="mint an HS256 bearer token with the configured secret")
     token.add_argument("--account", required=True, help="account id (UUID)")
     token.add_argument("--sub", default="developer", help="actor recorded on events")
@@ -228,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd_serve(args, settings, api=True, worker=False)
     elif args.command == "worker":
         cmd_serve(args, settings, api=False, worker=True)
+    elif args.command == "relay":
+        cmd_serve(args, settings, api=False, worker=True, relay_only=True)
     elif args.command == "token":
         cmd_token(args, settings)
     elif args.command == "mno":

@@ -2,12 +2,19 @@
 
 Woken by PostgreSQL LISTEN/NOTIFY on the event store's channel (eventsourcing
 notifies on every insert), with a one-second safety tick.
+
+``contacts worker`` runs the relay in a child process (``contacts relay``) at a lower
+CPU priority: publishing an import's thousands of ``contact.created`` messages may
+lag behind the import, but never takes a core from the import and its projections,
+which the import's response waits for (docs/imports.md, "Performance").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -20,6 +27,7 @@ from service.bootstrap import Container
 from service.retention import purge_expired
 
 log = logging.getLogger(__name__)
+RELAY_NICENESS = 10  # a niced process gets about a tenth of a core that nice-0 processes also want
 
 
 class Worker:
@@ -27,8 +35,11 @@ class Worker:
 
     def __init__(self, container: Container, nats_url: str, *,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 retention_interval_s: float = 6 * 3600, import_slots: int = 2):
+                 retention_interval_s: float = 6 * 3600, import_slots: int = 2,
+                 relay_process: bool = False, relay_only: bool = False):
         self.container = container
+        self.relay_process = relay_process  # relay in a lower-priority child process, not here
+        self.relay_only = relay_only  # this process is that child: LISTEN and relay, nothing else
         self.clock = clock
         self.retention_interval_s = retention_interval_s
         self.import_slots = import_slots
@@ -98,11 +109,38 @@ class Worker:
             except asyncio.TimeoutError:
                 pass
 
+    async def _relay_child(self) -> None:
+        """Keep a ``contacts relay`` child process running, at a lower CPU priority."""
+        env = {**os.environ, **relay_env(self.container, self.relay.nats_url)}
+        while not self.stop.is_set():
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", "relay", env=env,
+                                                        preexec_fn=_lower_priority)
+            try:
+                await proc.wait()
+            except asyncio.CancelledError:
+                if proc.returncode is None:
+                    proc.terminate()
+                    try:
+                        await asyncio.wait_for(proc.wait(), timeout=20)
+                    except asyncio.TimeoutError:
+                        proc.kill()
+                raise
+            log.warning("worker: relay process exited with code %s; restarting", proc.returncode)
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._project()),
-                 asyncio.create_task(self._retention()), asyncio.create_task(self._imports())]
-        if self.relay is not None:
+        tasks = [asyncio.create_task(self._listen())]
+        if not self.relay_only:
+            tasks += [asyncio.create_task(self._project()), asyncio.create_task(self._retention()),
+                      asyncio.create_task(self._imports())]
+        if self.relay is not None and self.relay_process:
+            tasks.append(asyncio.create_task(self._relay_child()))
+        elif self.relay is not None:
             tasks.append(asyncio.create_task(self.relay.run(self.stop)))
+        if self.relay is not None and not self.relay_only:
             settings = self.container.settings
             tasks.append(asyncio.create_task(inbound.consume(
                 self.container, self.relay.nats_url, settings.inbound_subject, f"{settings.nats_stream}_INBOUND",
@@ -116,3 +154,25 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.relay is not None:
                 await self.relay.close()
+
+
+def _lower_priority() -> None:
+    """In the relay child, before exec: lower its priority; on Linux, end it when the worker dies."""
+    os.nice(RELAY_NICENESS)
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: no orphaned relay
+    except (OSError, AttributeError):
+        pass
+
+
+def relay_env(container: Container, nats_url: str) -> dict[str, str]:
+    """The settings a ``contacts relay`` child needs, as its environment."""
+    settings = container.settings
+    return {"CONTACTS_DATABASE_URL": container.database_url, "CONTACTS_NATS_URL": nats_url,
+            "CONTACTS_NATS_STREAM": settings.nats_stream,
+            "CONTACTS_NATS_SUBJECT_PREFIX": settings.nats_subject_prefix,
+            "CONTACTS_NATS_DUPLICATE_WINDOW_S": str(settings.nats_duplicate_window_s),
+            "CONTACTS_DB_POOL_SIZE": str(settings.db_pool_size)}
