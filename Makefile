@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+SIZE ?= small
 
 .PHONY: run test install bench clean
 
@@ -22,8 +24,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	$(BIN)/python -m bench $(BENCH_ARGS)
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# `make bench` runs the whole suite (SIZE=small: a few minutes; SIZE=full: the issue's sizes).
+# BENCH_ARGS starting with "-" are added to it (BENCH_ARGS="--contacts 50000 --parts queries");
+# otherwise they name one benchmark instead (BENCH_ARGS="queries --contacts 1000000").
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(if $(filter -%,$(firstword $(BENCH_ARGS))),suite --size $(SIZE) $(BENCH_ARGS),$(or $(BENCH_ARGS),suite --size $(SIZE)))
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

@@ -4,6 +4,9 @@
     python -m bench seed --contacts 20000        # only seed
     python -m bench alternatives --contacts 1000000   # current SQL vs the proposed changes
     python -m bench imports --rows 100000        # imports and exports (bench/imports.py)
+    python -m bench writes --users 32 --seconds 60    # single writes under load, lag (bench/writes.py)
+    python -m bench suite --size small           # all of them, one results file (make bench)
+    python -m bench report                       # docs sections from bench/results/suite.json
 """
 
 from __future__ import annotations
@@ -92,7 +95,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 #: Benchmarks that parse their own arguments: ``python -m bench imports …`` runs ``bench.imports.main``.
-STANDALONE = {"imports": "bench.imports"}
+STANDALONE = {"imports": "bench.imports", "writes": "bench.writes", "suite": "bench.suite",
+              "report": "bench.report"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,6 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", help="run only cases whose name contains this text (results not written)")
     p.set_defaults(func=cmd_alternatives)
     sub.add_parser("imports", help="imports and exports through the running service (bench/imports.py)", add_help=False)
+    sub.add_parser("writes", help="single-contact writes from concurrent locust clients, read-your-writes, lag",
+                   add_help=False)
+    sub.add_parser("suite", help="every benchmark, figures in bench/results/suite.json (make bench)", add_help=False)
+    sub.add_parser("report", help="rewrite the generated doc sections from bench/results/suite.json", add_help=False)
     p = sub.add_parser("serve", help="internal: the API process the query benchmark talks to")
     p.add_argument("--database-url", required=True)
     p.add_argument("--port", type=int, required=True)

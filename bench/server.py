@@ -6,6 +6,7 @@ without a worker (the benchmarks only read), on 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -68,6 +69,66 @@ class ApiProcess:
             self.proc.terminate()
             try:
                 self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+#: Settings every benchmark passes to the service it starts: no per-account write
+#: limit (one benchmark account sends far more than a person would), uploads up to 2 GB.
+BENCH_ENV = {"CONTACTS_RATE_LIMIT_WRITES_PER_MINUTE": "0", "CONTACTS_IMPORT_MAX_BYTES": str(2 * 1024 ** 3)}
+
+
+class ServeProcess:
+    """``contacts serve`` (API + worker child, embedded PostgreSQL and NATS) in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, jwt_secret: str, extra_env: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = {**os.environ, **BENCH_ENV, "CONTACTS_DATA_DIR": str(data_dir), "CONTACTS_PORT": str(self.port),
+                    "CONTACTS_JWT_SECRET": jwt_secret, "CONTACTS_DATABASE_URL": "", "CONTACTS_NATS_URL": "",
+                    **(extra_env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database_url(self) -> str:
+        from service.embedded import PG_DB, PG_USER
+
+        return f"postgresql://{PG_USER}@127.0.0.1:{(self.data_dir / 'pg.port').read_text().strip()}/{PG_DB}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{(self.data_dir / 'nats.port').read_text().strip()}"
+
+    def __enter__(self) -> "ServeProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "serve.log").open("w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=self.env, cwd=ROOT,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"contacts serve exited with code {self.proc.returncode};"
+                                   f" see {self.data_dir / 'serve.log'}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise TimeoutError(f"contacts serve did not answer /health in 120 s; see {self.data_dir / 'serve.log'}")
+            time.sleep(0.2)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # serve stops its worker, NATS and PostgreSQL
+            try:
+                self.proc.wait(90)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
