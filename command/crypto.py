@@ -96,6 +96,16 @@ class KeyStore:
         finally:
             self._local.cache = None
 
+    def many(self, contact_ids: list[UUID]) -> dict[UUID, bytes | None]:
+        """Keys of many contacts: from this thread's batch cache, the rest in one query (and cached)."""
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            return self.get_many(contact_ids)
+        missing = [cid for cid in contact_ids if cid not in cache]
+        if missing:
+            cache.update(self.get_many(missing))
+        return cache
+
     def seed_cache(self, keys: dict[UUID, bytes]) -> None:
         cache = getattr(self._local, "cache", None)
         if cache is not None:
@@ -140,21 +150,20 @@ class PiiMapper(Mapper):
             object.__setattr__(event, "pii", self._unseal(event.originator_id, pii))
         contacts = getattr(event, "contacts", None)
         if isinstance(contacts, str):
-            entries = [msgspec.structs.asdict(e) for e in _BATCH_DECODER.decode(contacts)]
+            entries = _BATCH_DECODER.decode(contacts)
+            keys = self.keys.many([entry.id for entry in entries])  # one query per batch
+            decoded = []
             for entry in entries:
-                entry["pii"] = self._unseal(entry["id"], entry["pii"])
-            object.__setattr__(event, "contacts", entries)
+                values = msgspec.structs.asdict(entry)
+                key = keys.get(entry.id)
+                values["pii"] = unseal(key, entry.id, entry.pii) if key is not None else dict(ERASED)
+                decoded.append(values)
+            object.__setattr__(event, "contacts", decoded)
         return event
 
     def _unseal(self, contact_id: UUID, sealed: dict[str, str]) -> dict[str, Any]:
         key = self.keys.get(contact_id)
         return unseal(key, contact_id, sealed) if key is not None else dict(ERASED)
-
-    @staticmethod
-    def contact_ids(state: bytes) -> list[UUID]:
-        """Ids of the contacts inside a stored import batch, to prefetch their keys."""
-        contacts = msgspec.json.decode(state, type=_BatchIds).contacts
-        return [entry.id for entry in _IDS_DECODER.decode(contacts)]
 
 
 class _Entry(msgspec.Struct):
@@ -173,13 +182,4 @@ class _Entry(msgspec.Struct):
     country: str | None
 
 
-class _EntryId(msgspec.Struct):
-    id: UUID
-
-
-class _BatchIds(msgspec.Struct):
-    contacts: str
-
-
 _BATCH_DECODER = msgspec.json.Decoder(list[_Entry])
-_IDS_DECODER = msgspec.json.Decoder(list[_EntryId])
