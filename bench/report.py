@@ -51,8 +51,12 @@ def _ratio(value: float | None, floor: float | None) -> str:
 
 def _machine(entry: dict[str, Any]) -> str:
     load = entry["load_average"]
-    return (f"{entry['cores']} cores, load average {load['start'][0]:.2f} at the start, up to {load['max_1m']:.2f}"
+    text = (f"{entry['cores']} cores, load average {load['start'][0]:.2f} at the start, up to {load['max_1m']:.2f}"
             f" (mean {load['mean_1m']:.2f}) while it ran")
+    others = (entry.get("cpu") or {}).get("cores_busy", {}).get("other processes")
+    if others is not None:
+        text += f"; processes outside the benchmark kept {others:.2f} cores busy"
+    return text
 
 
 def _heading(title: str, entry: dict[str, Any]) -> list[str]:
@@ -183,6 +187,11 @@ def _writes(entry: dict[str, Any]) -> list[str]:
               f" had projected and relayed all of them {_n(raw['drain_after_load_s'], 2)} s after the load stopped."
               + (f" **{raw['rate_limited_responses']} responses were 429** (rate limit not disabled)."
                  if raw.get("rate_limited_responses") else "")]
+    waiting, active = raw.get("backends_waiting_for_a_lock"), raw.get("backends_active")
+    if waiting and active:
+        lines.append(f"PostgreSQL backends (sampled with the lag): waiting for a lock p50 {waiting['p50']}, p95"
+                     f" {waiting['p95']}, max {waiting['max']}; running a statement p50 {active['p50']}, p95"
+                     f" {active['p95']}, max {active['max']}.")
     cpu = raw.get("cpu_during_load")
     if cpu:
         busy = ", ".join(f"{role} {v:.2f}" for role, v in sorted(cpu["cores_busy"].items(), key=lambda kv: -kv[1]))

@@ -43,6 +43,7 @@ RESULTS = ROOT / "bench" / "results"
 SUITE_JSON = RESULTS / "suite.json"
 SUITE_DATA = ROOT / "bench" / ".data" / "suite"
 PARTS = ("imports", "queries", "writes")
+BUSY_WARNING_CORES = 0.25  # CPU taken by processes outside the benchmark that makes a run suspect
 
 #: The sizes ``make bench SIZE=…`` knows; every value can be overridden by its option.
 SIZES: dict[str, dict[str, Any]] = {
@@ -87,7 +88,7 @@ def run_imports(opts: argparse.Namespace) -> dict[str, Any]:
     raw = json.loads((results_dir / "imports.json").read_text())
     if raw.get("rows") != opts.rows or Path(results_dir / "imports.json").stat().st_mtime < started:
         raise SystemExit("imports: bench/imports.py did not write this run's results")
-    return {"raw": raw, "peak_rss_mb": peaks.peaks_mb(), "load_average": peaks.load(),
+    return {"raw": raw, "peak_rss_mb": peaks.peaks_mb(), "load_average": peaks.load(), "cpu": peaks.cpu(),
             "results_file": str((results_dir / "imports.json").relative_to(ROOT))}
 
 
@@ -114,7 +115,7 @@ def run_queries(opts: argparse.Namespace) -> dict[str, Any]:
         _log("queries: wrote bench/results/queries.json and its section of docs/benchmarks.md")
     for case in document["cases"]:
         case.pop("plans", None)  # kept in queries.json; the suite keeps the figures
-    return {"raw": document, "peak_rss_mb": peaks.peaks_mb(), "load_average": peaks.load()}
+    return {"raw": document, "peak_rss_mb": peaks.peaks_mb(), "load_average": peaks.load(), "cpu": peaks.cpu()}
 
 
 def run_writes(opts: argparse.Namespace) -> dict[str, Any]:
@@ -122,7 +123,8 @@ def run_writes(opts: argparse.Namespace) -> dict[str, Any]:
 
     result = writes.run(opts.users, opts.seconds, _log, baseline_seconds=opts.baseline_seconds)
     writes.print_summary(result, _log)
-    return {"raw": result, "peak_rss_mb": result.pop("peak_rss_mb"), "load_average": result.pop("load_average")}
+    return {"raw": result, "peak_rss_mb": result.pop("peak_rss_mb"), "load_average": result.pop("load_average"),
+            "cpu": result["cpu_during_load"]}
 
 
 RUNNERS = {"imports": run_imports, "queries": run_queries, "writes": run_writes}
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     _log(f"suite: size {opts.size}, parts {', '.join(opts.parts)}; {cores} cores, load average"
          f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     suite = load_suite()
+    saved = []
     for part in opts.parts:
         started = time.perf_counter()
         entry = {"command": opts.command, "size": opts.size, "date": _now(), "cores": cores,
@@ -188,17 +191,22 @@ def main(argv: list[str] | None = None) -> None:
         entry["seconds"] = round(time.perf_counter() - started)
         _log(f"suite: {part} done in {entry['seconds']} s; peak RSS MB {entry['peak_rss_mb']};"
              f" load {entry['load_average']}")
+        others = entry["cpu"]["cores_busy"].get("other processes", 0)
+        if others > BUSY_WARNING_CORES:
+            _log(f"suite: WARNING other processes kept {others:.2f} of {cores} cores busy during {part}:"
+                 " its figures measure a shared machine")
         if part == "queries" and opts.only:
             _log("suite: --only given: the queries figures are a check, not saved")
             continue
         suite["parts"][part] = entry
         suite["updated"] = _now()
+        saved.append(part)
         save_suite(suite)  # after every part: an interrupted run keeps what it measured
     markdown = report.summary_markdown(suite)
     (RESULTS / "suite.md").write_text(markdown + "\n")
     print("\n" + markdown, flush=True)
     _log("suite: wrote bench/results/suite.json and bench/results/suite.md")
-    if opts.docs or opts.size == "full":
+    if saved and (opts.docs or opts.size == "full"):
         report.update_docs(suite)
         _log("suite: rewrote the generated sections of docs/benchmarks.md and README.md")
 

@@ -72,7 +72,12 @@ class LagSampler:
                       " (SELECT coalesce(min(position), 0) FROM projection_tracking WHERE name = %s),"
                       " (SELECT coalesce(max(position), 0) FROM relay_tracking WHERE name = %s)")
         self.params = (ReadModelProjector.name, RELAY_NAME)
+        # Backends of this database waiting for a lock (the events table's EXCLUSIVE lock,
+        # the tracking row's FOR UPDATE) and running a statement: where a write waits.
+        self.activity = ("SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*) FILTER (WHERE state ="
+                         " 'active') - 1 FROM pg_stat_activity WHERE datname = current_database()")
         self.samples: list[tuple[float, int, int, int]] = []
+        self.backends: list[tuple[float, int, int]] = []  # (time, waiting for a lock, running)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lag-sampler", daemon=True)
 
@@ -84,6 +89,7 @@ class LagSampler:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             while not self._stop.is_set():
                 self.samples.append(self.read(conn))
+                self.backends.append((time.time(), *conn.execute(self.activity).fetchone()))
                 self._stop.wait(self.interval_s)
 
     def __enter__(self) -> "LagSampler":
@@ -95,8 +101,15 @@ class LagSampler:
         self._thread.join(10)
 
 
-def lag_summary(samples: list[tuple[float, int, int, int]], column: int, until: float) -> dict[str, float]:
-    """Lag of one follower (column 2: projection, 3: relay) in events and in ms, over samples up to ``until``.
+def _spread(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95), "max": max(values)}
+
+
+def lag_summary(samples: list[tuple[float, int, int, int]], column: int, since: float,
+                until: float) -> dict[str, float]:
+    """Lag of one follower (column 2: projection, 3: relay) in events and in ms, over samples in [since, until].
 
     Lag in ms at a sample is the age of the oldest event the follower had not yet
     processed: now minus the first sample that saw the head reach that event
@@ -106,6 +119,8 @@ def lag_summary(samples: list[tuple[float, int, int, int]], column: int, until: 
     heads = [s[1] for s in samples]
     events_lag, ms_lag = [], []
     for t, head, *positions in samples:
+        if t < since:
+            continue
         if t > until:
             break
         position = positions[column - 2]
@@ -274,15 +289,18 @@ def run(users: int, seconds: float, log: Log = print, data_dir: Path = DATA,
                 drain_s = _wait_caught_up(sampler, conn, DRAIN_TIMEOUT_S)
                 head_after = sampler.read(conn)[1]
         relay_to_nats = nats_lags(svc.nats_url, "CONTACTS", head_before)
+    first_request = min(r[1] for r in timings["requests"])
     result = {
         "users": users, "seconds": seconds, "locust_exit_code": exit_code, **_load_summary(timings),
         "baseline_1_client": baseline,
         "events_stored": head_after - head_before,
         "events_per_s": round((head_after - head_before) / (load_ended - load_started), 1),
-        "projection_lag": lag_summary(sampler.samples, 2, load_ended),
-        "relay_lag": lag_summary(sampler.samples, 3, load_ended),
+        "projection_lag": lag_summary(sampler.samples, 2, first_request, load_ended),
+        "relay_lag": lag_summary(sampler.samples, 3, first_request, load_ended),
         "relay_event_to_nats_ms": relay_to_nats,
         "drain_after_load_s": None if drain_s is None else round(drain_s, 2),
+        "backends_waiting_for_a_lock": _spread([w for t, w, _ in sampler.backends if first_request <= t <= load_ended]),
+        "backends_active": _spread([a for t, _, a in sampler.backends if first_request <= t <= load_ended]),
         "cpu_during_load": during.cpu(),
         "peak_rss_mb": peaks.peaks_mb(), "load_average": peaks.load(), "cores": os.cpu_count(),
     }
@@ -310,6 +328,8 @@ def print_summary(result: dict[str, Any], log: Log = print) -> None:
     n = result["relay_event_to_nats_ms"]
     log(f"writes:   event → NATS: p50 {n.get('p50_ms')} p95 {n.get('p95_ms')} p99 {n.get('p99_ms')}"
         f" max {n.get('max_ms')} ms over {n.get('count')} messages; drained {result['drain_after_load_s']} s after the load")
+    log(f"writes:   PostgreSQL backends waiting for a lock {result['backends_waiting_for_a_lock']},"
+        f" running a statement {result['backends_active']}")
     log(f"writes:   peak RSS MB {result['peak_rss_mb']}; CPU cores busy during the load"
         f" {result['cpu_during_load']['cores_busy']}")
     base = result.get("baseline_1_client")
