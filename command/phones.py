@@ -11,6 +11,7 @@ import functools
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -104,10 +105,54 @@ def _fast_parse(compact: str, region: str) -> Phone | None:
     national = digits[length:]
     if not national or national[0] == "0":
         return None
+    checks = _validity_checks(code)
+    if checks is not None:  # the calling code belongs to one region: libphonenumber's test, inlined
+        general, types, region = checks
+        if general(national) and any(check(national) for check in types):
+            return Phone(e164=f"+{code}{national}", region=region)
+        return None
     number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
     if not phonenumbers.is_valid_number(number):
         return None
     return Phone(e164=f"+{code}{national}", region=phonenumbers.region_code_for_number(number))
+
+
+_TYPE_DESCS = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
+               "fixed_line")
+
+
+@functools.lru_cache(maxsize=None)
+def _validity_checks(code: int) -> tuple[Callable[[str], bool], list[Callable[[str], bool]], str] | None:
+    """``phonenumbers.is_valid_number`` for a calling code of one region, as precompiled checks.
+
+    libphonenumber accepts a national number that matches the region's general
+    description and one number type (``_number_type_helper``), each a length list
+    and a pattern it recompiles through ``re`` on every call. The same tests with the
+    patterns compiled once cost a fraction. Shared calling codes (+1, +7, +44, +262 …)
+    and non-geographic ones keep the library's own path.
+    """
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())
+    if len(regions) != 1 or regions[0] == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
+        return None
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(regions[0])
+    if metadata is None or phonenumbers.country_code_for_valid_region(regions[0]) != code:
+        return None
+    descs = [getattr(metadata, name) for name in _TYPE_DESCS]
+    if not metadata.same_mobile_and_fixed_line_pattern:
+        descs.append(metadata.mobile)
+    return _desc_check(metadata.general_desc), [_desc_check(d) for d in descs], regions[0]
+
+
+def _desc_check(desc: object) -> Callable[[str], bool]:
+    """``_is_number_matching_desc`` of one PhoneNumberDesc, for a national number of digits only."""
+    pattern_text = getattr(desc, "national_number_pattern", None)
+    if not pattern_text:
+        return lambda national: False
+    lengths = frozenset(desc.possible_length or ())
+    pattern = re.compile(pattern_text)
+    if lengths:
+        return lambda national: len(national) in lengths and pattern.fullmatch(national) is not None
+    return lambda national: pattern.fullmatch(national) is not None
 
 
 @functools.lru_cache(maxsize=None)

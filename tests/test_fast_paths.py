@@ -83,3 +83,34 @@ def test_imported_text_with_copy_special_characters_reads_back_exactly(service) 
     assert (got["firstName"], got["lastName"], got["notes"]) == (first, last, notes)
     assert sorted(got["tags"]) == sorted(['quo"te', "back\\slash", "{brace}"])
     assert got["phone"] == "+254712300001" and got["status"] == "valid"
+
+
+def test_inlined_validity_checks_agree_with_libphonenumber_for_every_single_region_code() -> None:
+    import random
+
+    import phonenumbers
+
+    from command.phones import _validity_checks
+
+    rng, compared, valid = random.Random(5), 0, 0
+    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        checks = _validity_checks(code)
+        if checks is None:
+            continue  # shared or non-geographic calling code: the library's own path
+        general, types, region = checks
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        examples = [d.example_number for d in (metadata.general_desc, metadata.mobile, metadata.fixed_line,
+                                               metadata.toll_free, metadata.premium_rate, metadata.voip)
+                    if d is not None and d.example_number] or ["12345678"]
+        for _ in range(150):
+            example = rng.choice(examples)
+            length = max(1, len(example) + rng.choice([-1, 0, 0, 1]))
+            keep = rng.randint(0, min(len(example), length))
+            digits = example[:keep] + "".join(rng.choice("0123456789") for _ in range(length - keep))
+            digits = "1" + digits[1:] if digits[0] == "0" else digits
+            number = phonenumbers.PhoneNumber(country_code=code, national_number=int(digits))
+            expected = phonenumbers.is_valid_number(number) and phonenumbers.region_code_for_number(number) == region
+            assert (general(digits) and any(check(digits) for check in types)) == expected, (code, digits)
+            compared += 1
+            valid += expected
+    assert compared > 20000 and valid > 2000
