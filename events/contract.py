@@ -9,6 +9,7 @@ republished event is recognised as the same one. ``type`` carries the schema ver
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -102,7 +103,7 @@ def to_messages(event: Any, position: int, prefix: str = "contacts") -> list[Mes
     """
     messages = []
     if isinstance(event, ContactImport.RowsImported):
-        messages.extend(_message(created, position, prefix) for created in event.created_events())
+        messages.extend(_created_messages(event, position, prefix))
     spec = EVENT_TYPES.get(type(event))
     if spec is not None:
         messages.append(_message(event, position, prefix))
@@ -132,3 +133,43 @@ def _message(event: Any, position: int, prefix: str) -> Message:
     stem = f"{prefix}.{event.account_id}.{spec.aggregate}.{aggregate_id}"
     return Message(subject=f"{stem}.{spec.name}", msg_id=eid, payload=msgspec.json.encode(envelope),
                    erases=stem if type(event) is Contact.Purged else None)
+
+
+def _created_messages(batch: Any, position: int, prefix: str) -> list[Message]:
+    """``_message`` of each contact's ``Created`` event in an import batch, without building the events.
+
+    Byte for byte what ``_message(created, …)`` gives for ``batch.created_events()``
+    (a test compares them); about a quarter of its cost per contact, which matters when
+    one batch fans out into a thousand messages.
+    """
+    spec = EVENT_TYPES[Contact.Created]
+    account = str(batch.account_id)
+    messages = []
+    for entry in batch.contacts:
+        contact_id = str(entry["id"])
+        eid = _name_uuid(f"{contact_id}:1")
+        envelope = {
+            "specversion": "1.0", "id": eid, "source": SOURCE, "type": spec.type,
+            "subject": f"contact/{contact_id}", "time": batch.timestamp, "datacontenttype": "application/json",
+            "accountid": account, "actor": batch.actor, "requestid": batch.request_id,
+            "aggregateid": contact_id, "aggregateversion": 1, "sequence": position,
+            "data": {**_pii(entry["pii"]), "tags": entry["tags"], "listIds": entry["list_ids"],
+                     "isOptedOut": entry["is_opted_out"], "status": entry["status"],
+                     "invalidReason": entry["invalid_reason"], "operator": entry["operator"],
+                     "country": entry["country"]},
+        }
+        messages.append(Message(subject=f"{prefix}.{account}.contact.{contact_id}.created", msg_id=eid,
+                                payload=msgspec.json.encode(envelope)))
+    return messages
+
+
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
+def _name_uuid(name: str) -> str:
+    """``str(uuid.uuid5(EVENT_ID_NAMESPACE, name))``, without building a UUID object."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50
+    digest[8] = digest[8] & 0x3F | 0x80
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"

@@ -114,3 +114,27 @@ def test_inlined_validity_checks_agree_with_libphonenumber_for_every_single_regi
             compared += 1
             valid += expected
     assert compared > 20000 and valid > 2000
+
+
+def test_an_import_batch_fans_out_into_exactly_the_single_create_messages() -> None:
+    from command.context import Actor
+    from command.domain import ContactImport
+    from events.contract import _message, event_id, to_messages
+
+    actor = Actor(account_id=uuid.uuid4(), sub="importer", request_id="req-1")
+    job = ContactImport.start(actor, source="csv", filename="f.csv", list_id=None, idempotency_key=None)
+    entries = [{"id": uuid.uuid4(), "row": i, "pii": pii, "tags": ["vip"][:i % 2], "list_ids": [uuid.uuid4()][:i % 2],
+                "is_opted_out": i == 2, "reservation_id": uuid.uuid4(), "status": "valid" if i else "invalid",
+                "invalid_reason": None if i else "unknown_network", "operator": "Safaricom" if i else None,
+                "country": "KE"}
+               for i, pii in enumerate([{"first_name": "Amina", "last_name": None, "phone": "+254712000001",
+                                         "email": "a@example.com", "notes": "n"},
+                                        {"first_name": 'Q"uote', "last_name": "é", "phone": "+254712000002",
+                                         "email": None, "notes": None},
+                                        {"erased": True}])]
+    job.record_rows(actor, entries, [], 3, {"read": 3, "imported": 3, "valid": 2, "invalid": 1, "skipped": 0})
+    batch = job.collect_events()[-1]
+    fast = to_messages(batch, 42, "pfx")
+    slow = [_message(created, 42, "pfx") for created in batch.created_events()] + [_message(batch, 42, "pfx")]
+    assert fast == slow
+    assert fast[0].msg_id == event_id(entries[0]["id"], 1)
