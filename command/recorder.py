@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from psycopg import Cursor
 from psycopg.sql import SQL, Identifier
 
@@ -89,6 +89,15 @@ END $$;
 class ContactsRecorder(PostgresApplicationRecorder):
     """Appends events and applies phone claims/releases and contact origins atomically."""
 
+    # eventsourcing retries a lost database ten times, each try waiting up to the pool's
+    # timeout: about a minute before a request learns that the database is gone. Here a
+    # call fails after one pool timeout (the API answers 503 with Retry-After and the
+    # client retries; the worker's loops retry on their own).
+    insert_events = PostgresApplicationRecorder.insert_events.__wrapped__
+    select_events = PostgresAggregateRecorder.select_events.__wrapped__
+    select_notifications = PostgresApplicationRecorder.select_notifications.__wrapped__
+    max_notification_id = PostgresApplicationRecorder.max_notification_id.__wrapped__
+
     def create_table(self) -> None:
         super().create_table()
         with self.datastore.transaction(commit=True) as curs:
@@ -137,8 +146,12 @@ class ContactsRecorder(PostgresApplicationRecorder):
                 (uuid_array(r[0] for r in releases), uuid_array(r[1] for r in releases),
                  _literal("t" if r[2] else "f" for r in releases)))
         if claims:
-            curs.execute("SELECT claim_phone_reservations(%s::uuid[], %s, %s::uuid[], %s)",
-                         (uuid_array(c[0] for c in claims), account_id, uuid_array(c[1] for c in claims), import_id))
+            # A nested pipeline block syncs on exit, so a number claimed concurrently raises
+            # UniqueViolation (→ IntegrityError) here, not a later "pipeline aborted".
+            with curs.connection.pipeline():
+                curs.execute("SELECT claim_phone_reservations(%s::uuid[], %s, %s::uuid[], %s)",
+                             (uuid_array(c[0] for c in claims), account_id, uuid_array(c[1] for c in claims),
+                              import_id))
         if origins:
             curs.execute("INSERT INTO contact_origins (contact_id, import_id, import_version)"
                          " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::integer[])",

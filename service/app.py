@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+import eventsourcing.persistence
 import msgspec
 import psycopg
 import psycopg_pool
@@ -219,6 +220,8 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
             HTTPException: http_error,
             psycopg.OperationalError: database_unavailable,
             psycopg_pool.PoolTimeout: database_unavailable,
+            eventsourcing.persistence.OperationalError: database_unavailable,  # the event store's own
+            eventsourcing.persistence.InterfaceError: database_unavailable,
             Exception: internal_error,
         },
         openapi_config=openapi,

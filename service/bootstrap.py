@@ -22,7 +22,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def eventsourcing_env(database_url: str, pool_size: int) -> dict[str, str]:
+def eventsourcing_env(database_url: str, pool_size: int, timeout_s: int = 2) -> dict[str, str]:
     info = conninfo_to_dict(database_url)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -34,7 +34,7 @@ def eventsourcing_env(database_url: str, pool_size: int) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
         "POSTGRES_PRE_PING": "y",
-        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_CONNECT_TIMEOUT": str(timeout_s),  # also how long a request waits for a connection
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
         "CREATE_TABLE": "y",
@@ -88,6 +88,7 @@ def build(settings: Settings, database_url: str) -> Container:
     # back (a cancelled export, a failed batch) was seen to leave psycopg's cache stale
     # ("prepared statement … does not exist"); these queries are cheap to plan.
     pool = ConnectionPool(database_url, min_size=2, max_size=settings.db_pool_size, open=True,
+                          timeout=settings.db_timeout_s,
                           kwargs={"autocommit": True, "prepare_threshold": None})
     keys = KeyStore(pool)
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -97,7 +98,8 @@ def build(settings: Settings, database_url: str) -> Container:
             create_tables(conn)
             keys.ensure_table()
             operator_directory = directory.load(conn)
-            app = ContactsApplication(eventsourcing_env(database_url, settings.db_pool_size), keys=keys,
+            env = eventsourcing_env(database_url, settings.db_pool_size, settings.db_timeout_s)
+            app = ContactsApplication(env, keys=keys,
                                       directory=operator_directory, hash_key=phone_hash_key(conn, settings),
                                       default_region=settings.default_region)
         finally:

@@ -1,9 +1,11 @@
 """Asynchronous imports (``Prefer: respond-async``): a queue in PostgreSQL, run by the worker.
 
 The upload is stored in PostgreSQL (chunks of ``import_upload_chunks``) so any
-worker can run it; it is deleted when the job ends. A worker claims a job with
-``FOR UPDATE SKIP LOCKED`` and keeps a heartbeat; a job whose heartbeat stops (a
-killed worker) is claimed again and resumes after the last row it stored.
+worker can run it; it is deleted when the job ends. A worker runs a job while it holds
+the job's session advisory lock on a connection of its own. A killed worker's
+connection closes, PostgreSQL releases the lock at once, and the next worker to look
+claims the job and resumes it after the last row it stored. No timing is involved, so a
+slow batch can never make two workers run one job.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg import sql
 
+from command import locks
 from command.context import Actor
 from command.domain import ContactImport
 from command.import_files import open_rows
@@ -25,8 +29,6 @@ from service.bootstrap import Container
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
-STALE_AFTER_S = 60
-
 
 
 def enqueue(container: Container, actor: Actor, job: ContactImport, path: Path, fmt: str,
@@ -48,21 +50,30 @@ def enqueue(container: Container, actor: Actor, job: ContactImport, path: Path, 
 
 
 def claim_next(container: Container) -> dict[str, Any] | None:
-    """Take the oldest queued (or abandoned) job, one account's job at a time."""
-    with container.pool.connection() as conn, conn.transaction():
-        row = conn.execute(
-            "SELECT import_id, account_id, actor, request_id, format, mapping, region FROM import_queue q"
-            " WHERE (status = 'queued' OR heartbeat_at < now() - make_interval(secs => %s))"
-            " ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT 1", (STALE_AFTER_S,)).fetchone()
-        if row is None:
-            return None
-        conn.execute("UPDATE import_queue SET status = 'running', heartbeat_at = now() WHERE import_id = %s",
-                     (row[0],))
-    keys = ("import_id", "account_id", "actor", "request_id", "format", "mapping", "region")
-    return dict(zip(keys, row))
+    """Take the oldest job no live worker holds; the answer keeps its lock's connection open."""
+    conn = psycopg.connect(container.database_url, autocommit=True)
+    try:
+        for (import_id,) in conn.execute("SELECT import_id FROM import_queue ORDER BY created_at").fetchall():
+            if not conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                (locks.IMPORT_JOB, str(import_id))).fetchone()[0]:
+                continue  # a live worker runs it
+            row = conn.execute(  # still queued? (it may have finished between the two statements)
+                "UPDATE import_queue SET status = 'running', heartbeat_at = now() WHERE import_id = %s"
+                " RETURNING import_id, account_id, actor, request_id, format, mapping, region",
+                (import_id,)).fetchone()
+            if row is not None:
+                keys = ("import_id", "account_id", "actor", "request_id", "format", "mapping", "region")
+                return {**dict(zip(keys, row)), "lease": conn}
+            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (locks.IMPORT_JOB, str(import_id)))
+    except BaseException:
+        conn.close()
+        raise
+    conn.close()
+    return None
 
 
 def _heartbeat(container: Container, import_id: UUID) -> None:
+    """Progress time, for operators (the lease is the advisory lock, not this)."""
     with container.pool.connection() as conn:
         conn.execute("UPDATE import_queue SET heartbeat_at = now() WHERE import_id = %s", (import_id,))
 
@@ -77,8 +88,10 @@ def run_job(container: Container, claimed: dict[str, Any]) -> None:
     """Run (or resume) one queued import to its end; the upload is deleted either way."""
     try:
         _run_job(container, claimed)
-    except Exception:  # noqa: BLE001 - the heartbeat stops; another round resumes the job
+    except Exception:  # noqa: BLE001 - the lock is released below; another round resumes the job
         log.exception("import %s stopped; it will be resumed", claimed["import_id"])
+    finally:
+        claimed["lease"].close()
 
 
 def _run_job(container: Container, claimed: dict[str, Any]) -> None:

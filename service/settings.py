@@ -37,6 +37,7 @@ class Settings:
     nats_subject_prefix: str = "contacts"
     nats_duplicate_window_s: int = 24 * 3600
     db_pool_size: int = 10
+    db_timeout_s: int = 2
     import_max_bytes: int = 200 * 1024 * 1024
     inbound_subject: str = "sms.inbound"
     rate_limit_writes_per_minute: int = 1200
@@ -70,6 +71,7 @@ class Settings:
             nats_subject_prefix=_env("NATS_SUBJECT_PREFIX", "contacts"),
             nats_duplicate_window_s=int(_env("NATS_DUPLICATE_WINDOW_S", str(24 * 3600))),
             db_pool_size=int(_env("DB_POOL_SIZE", "10")),
+            db_timeout_s=int(_env("DB_TIMEOUT_S", "2")),
             import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(200 * 1024 * 1024))),
             inbound_subject=_env("INBOUND_SUBJECT", "sms.inbound"),
             rate_limit_writes_per_minute=int(_env("RATE_LIMIT_WRITES_PER_MINUTE", "1200")),

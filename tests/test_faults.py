@@ -1,0 +1,330 @@
+"""Faults with real processes: a killed worker mid-import, PostgreSQL restarted under load,
+NATS away for a minute under load, and two api processes beside one worker.
+
+Each test ends by comparing the read tables and the NATS stream with the event store:
+nothing acknowledged is lost and nothing is published twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from service.auth import mint_token
+from service.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from tests.support import SECRET, Service, new_database, read_stream, start_service
+
+NATS_OUTAGE_S = float(os.environ.get("CONTACTS_TEST_NATS_OUTAGE_S", "60"))
+
+
+def _cli(command: str, database_url: str, nats_url: str, svc: Service, **env: str) -> subprocess.Popen:
+    """``contacts <command>`` as a real process sharing the test service's stream and secret."""
+    full = {**os.environ, "CONTACTS_DATABASE_URL": database_url, "CONTACTS_NATS_URL": nats_url,
+            "CONTACTS_JWT_SECRET": SECRET, "CONTACTS_NATS_STREAM": svc.settings.nats_stream,
+            "CONTACTS_NATS_SUBJECT_PREFIX": svc.settings.nats_subject_prefix,
+            "CONTACTS_INBOUND_SUBJECT": svc.settings.inbound_subject, **env}
+    return subprocess.Popen([sys.executable, "-m", "service.cli", command], env=full,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _scalar(database_url: str, query: str, *params: Any) -> Any:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query, params).fetchone()[0]
+
+
+def _wait_relayed(database_url: str, timeout: float) -> None:
+    """Wait until the relay's checkpoint (whichever process runs it) reaches the event store's head."""
+    deadline = time.monotonic() + timeout
+    while True:
+        head = _scalar(database_url, "SELECT coalesce(max(notification_id), 0) FROM contacts_events")
+        done = _scalar(database_url, "SELECT coalesce(max(position), 0) FROM relay_tracking")
+        if done >= head:
+            return
+        assert time.monotonic() < deadline, f"relay at {done} of {head} after {timeout}s"
+        time.sleep(0.2)
+
+
+def _contact_ids(database_url: str, account_id: uuid.UUID) -> set[str]:
+    with psycopg.connect(database_url) as conn:
+        return {str(r[0]) for r in conn.execute("SELECT id FROM contacts WHERE account_id = %s", (account_id,))}
+
+
+def _import_file(rows: int) -> tuple[bytes, int]:
+    """A CSV of ``rows`` data rows (a duplicate every 50th, an unparseable every 97th) and its unique count."""
+    lines, seen = ["phone,first_name"], set()
+    for i in range(rows):
+        phone = "not-a-phone" if i % 97 == 0 else f"0710{(i - 1 if i % 50 == 49 else i):06d}"
+        lines.append(f"{phone},N{i}")
+        if phone != "not-a-phone":
+            seen.add(phone)
+    return ("\n".join(lines) + "\n").encode(), len(seen)
+
+
+def test_worker_killed_during_a_100k_async_import_resumes_and_loses_nothing(
+        fresh_database: str, nats_url: str) -> None:
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    worker = _cli("worker", fresh_database, nats_url, svc)
+    try:
+        api = svc.client()
+        content, unique = _import_file(100_000)
+        r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", content)},
+                     headers={"Prefer": "respond-async"})
+        assert r.status_code == 202, r.text
+        job_url = r.headers["location"]
+        deadline = time.monotonic() + 300
+        while (job := api.get(job_url).json())["counts"]["rows"] < 30_000:
+            assert job["status"] == "running" and time.monotonic() < deadline, job
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        at_kill = job["counts"]["rows"]
+        worker = _cli("worker", fresh_database, nats_url, svc)
+        while (job := api.get(job_url).json())["status"] == "running":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.5)
+        assert job["status"] == "completed", job
+        assert job["counts"] == {"rows": 100_000, "imported": unique, "valid": unique, "invalid": 0,
+                                 "skipped": 100_000 - unique}, (at_kill, job)
+        contact_ids = _contact_ids(fresh_database, api.account_id)
+        assert len(contact_ids) == unique == api.get("/api/v1/contacts").json()["total"]
+        # The stream holds one contact.created per stored contact, no more, no fewer.
+        _wait_relayed(fresh_database, timeout=180)
+        prefix, stream = svc.settings.nats_subject_prefix, svc.settings.nats_stream
+        created = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{api.account_id}.contact.*.created",
+                                          expect=unique, timeout=60))
+        published = Counter(json.loads(m.data)["aggregateid"] for m in created)
+        assert set(published) == contact_ids and set(published.values()) == {1}
+        assert len({m.headers["Nats-Msg-Id"] for m in created}) == unique
+        import_id = job_url.rsplit("/", 1)[1]
+        ends = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{api.account_id}.import.{import_id}.completed"))
+        assert len(ends) == 1
+        print(f"killed the worker at row {at_kill:,}; the resumed import stored {unique:,} contacts once each")
+    finally:
+        _stop(worker)
+        svc.close()
+
+
+class Writer(threading.Thread):
+    """Creates contacts as fast as one client can, recording every answer."""
+
+    def __init__(self, api: Any, prefix: str):
+        super().__init__(daemon=True)
+        self.api, self.prefix = api, prefix
+        self.answers: list[tuple[str, int, dict]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.halt.is_set():
+            phone = f"{self.prefix}{n:06d}"
+            n += 1
+            try:
+                r = self.api.post("/api/v1/contacts", json={"phone": phone})
+                self.answers.append((phone, r.status_code, {**r.json(), "retryAfter": r.headers.get("retry-after")}))
+            except httpx.HTTPError as exc:  # the API process itself never goes away in these tests
+                self.answers.append((phone, 0, {"error": repr(exc)}))
+
+    def acknowledged(self) -> dict[str, str]:
+        return {phone: body["id"] for phone, status, body in self.answers if status == 201}
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+
+
+def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowledged_write(
+        tmp_path: Path, nats_url: str) -> None:
+    pg = EmbeddedPostgres(tmp_path)
+    database_url = new_database(pg.start())
+    svc = start_service(database_url, nats_url, rate_limit_writes_per_minute=0)
+    writer = None
+    try:
+        api = svc.client()
+        writer = Writer(api, "0711")
+        writer.start()
+        while len(writer.acknowledged()) < 50:
+            time.sleep(0.05)
+        pg.stop("fast")
+        outage_started = len(writer.answers)
+        time.sleep(6)  # requests wait up to CONTACTS_DB_TIMEOUT_S (2 s) for a connection, then 503
+        during = writer.answers[outage_started + 1:]  # the first may have been in flight
+        ready = svc.anonymous().get("/ready")
+        read = api.get("/api/v1/contacts")
+        pg.start()
+        deadline = time.monotonic() + 60
+        recovered_at = len(writer.answers)
+        while not [a for a in writer.answers[recovered_at:] if a[1] == 201]:
+            assert time.monotonic() < deadline, writer.answers[-3:]
+            time.sleep(0.1)
+        time.sleep(1)
+        writer.stop()
+        statuses = Counter(status for _, status, _ in writer.answers)
+        assert set(statuses) <= {201, 503}, statuses
+        assert during and {status for _, status, _ in during} == {503}
+        assert all(body["error"] == "database_unavailable" and body["retryAfter"] for _, _, body in during)
+        assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("unavailable")
+        assert read.status_code == 503
+        # Every acknowledged write is in the read tables and was published.
+        acknowledged = writer.acknowledged()
+        stored = _contact_ids(database_url, api.account_id)
+        assert set(acknowledged.values()) <= stored
+        assert api.get("/api/v1/contacts").json()["total"] == len(stored)
+        svc.wait_for_relay(timeout=60)
+        messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream,
+                                           f"{svc.settings.nats_subject_prefix}.{api.account_id}.contact.*.created",
+                                           expect=len(stored)))
+        assert sorted(json.loads(m.data)["aggregateid"] for m in messages) == sorted(stored)
+        print(f"answers during the restart: {dict(statuses)}")
+    finally:
+        if writer is not None:
+            writer.stop()
+        svc.close()
+        pg.stop("immediate")
+
+
+def test_nats_away_for_a_minute_under_load_fails_no_write_and_the_backlog_drains(
+        fresh_database: str, tmp_path: Path) -> None:
+    nats_server = EmbeddedNats(tmp_path)
+    nats_url = nats_server.start()
+    svc = start_service(fresh_database, nats_url, rate_limit_writes_per_minute=0)
+    writer = None
+    try:
+        api = svc.client()
+        writer = Writer(api, "0712")
+        writer.start()
+        while len(writer.answers) < 20:
+            time.sleep(0.05)
+        nats_server.stop()
+        time.sleep(NATS_OUTAGE_S)
+        written_while_down = len(writer.answers) - 20
+        nats_server.start()
+        time.sleep(1)
+        writer.stop()
+        assert {status for _, status, _ in writer.answers} == {201}
+        assert written_while_down > 0
+        svc.wait_for_relay(timeout=180)
+        stored = _scalar(fresh_database, "SELECT count(*) FROM contacts_events")
+        messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream, expect=stored, timeout=60))
+        ids = [m.headers["Nats-Msg-Id"] for m in messages]
+        assert len(ids) == len(set(ids)) == stored == len(writer.answers)
+        print(f"{written_while_down} writes during {NATS_OUTAGE_S:.0f} s without NATS; all {stored} events published")
+    finally:
+        if writer is not None:
+            writer.stop()
+        svc.close()
+        nats_server.stop()
+
+
+def test_two_api_processes_and_one_worker_keep_read_your_writes_and_tenancy(
+        fresh_database: str, nats_url: str) -> None:
+    svc = start_service(fresh_database, nats_url, with_worker=False)  # only to make the schema and settings
+    ports = [free_port(), free_port()]
+    procs = [_cli("api", fresh_database, nats_url, svc, CONTACTS_PORT=str(ports[0]))]
+    try:
+        bases = [f"http://127.0.0.1:{p}" for p in ports]
+        _wait_healthy(bases[0])
+        procs += [_cli("api", fresh_database, nats_url, svc, CONTACTS_PORT=str(ports[1])),
+                  _cli("worker", fresh_database, nats_url, svc)]
+        _wait_healthy(bases[1])
+        owner, intruder = uuid.uuid4(), uuid.uuid4()
+        a, b = (_client(base, owner) for base in bases)
+        other = _client(bases[1], intruder)
+        listed = a.post("/api/v1/contact-lists", json={"name": "across"}).json()
+        for i in range(40):
+            writer, reader = (a, b) if i % 2 == 0 else (b, a)
+            created = writer.post("/api/v1/contacts", json={"phone": f"0713{i:06d}", "firstName": f"F{i}",
+                                                            "listIds": [listed["id"]]})
+            assert created.status_code == 201, created.text
+            seen = reader.get(f"/api/v1/contacts/{created.json()['id']}")
+            assert seen.status_code == 200 and seen.json()["firstName"] == f"F{i}"
+            assert reader.patch(f"/api/v1/contacts/{created.json()['id']}", json={"lastName": "L"}).status_code == 200
+            assert writer.get(f"/api/v1/contacts/{created.json()['id']}").json()["lastName"] == "L"
+            lists = {x["id"]: x for x in reader.get("/api/v1/contact-lists").json()}
+            assert lists[listed["id"]]["contactCount"] == i + 1
+            assert other.get(f"/api/v1/contacts/{created.json()['id']}").status_code == 404
+        assert other.get("/api/v1/contacts").json()["total"] == 0
+        # The same number sent to both processes at once: one contact, one 409 naming it.
+        with ThreadPoolExecutor(2) as pool:
+            for i in range(30):
+                answers = list(pool.map(lambda api: api.post("/api/v1/contacts", json={"phone": f"0714{i:06d}"}),
+                                        (a, b)))
+                assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
+                holder = next(r for r in answers if r.status_code == 201).json()["id"]
+                assert next(r for r in answers if r.status_code == 409).json()["contactId"] == holder
+        assert b.get("/api/v1/contacts").json()["total"] == 70
+        _wait_relayed(fresh_database, timeout=60)
+        stored = _scalar(fresh_database, "SELECT count(*) FROM contacts_events")
+        messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream, expect=stored))
+        assert len({m.headers["Nats-Msg-Id"] for m in messages}) == len(messages) == stored
+    finally:
+        for proc in procs:
+            _stop(proc)
+        svc.close()
+
+
+def _client(base: str, account_id: uuid.UUID) -> httpx.Client:
+    return httpx.Client(base_url=base, timeout=30,
+                        headers={"Authorization": f"Bearer {mint_token(SECRET, account_id, 'fault-test')}"})
+
+
+def _wait_healthy(base: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{base} did not start")
+
+
+def test_an_import_job_is_claimed_by_one_worker_until_its_connection_dies(fresh_database: str,
+                                                                          nats_url: str, tmp_path: Path) -> None:
+    from command.context import Actor
+    from command.importing import ImportService
+    from service import import_jobs
+
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        actor = Actor(uuid.uuid4(), "tester", "lease-test")
+        job, _ = ImportService(svc.container.app).start(actor, source="csv", filename="l.csv", list_id=None,
+                                                        idempotency_key=None)
+        path = tmp_path / "l.csv"
+        path.write_text("phone\n0712000001\n")
+        import_jobs.enqueue(svc.container, actor, job, path, "csv", None, None)
+        first = import_jobs.claim_next(svc.container)
+        assert first is not None and first["import_id"] == job.id
+        assert import_jobs.claim_next(svc.container) is None  # however long the first one takes
+        first["lease"].close()  # what a killed worker's connection does
+        again = import_jobs.claim_next(svc.container)
+        assert again is not None and again["import_id"] == job.id
+        import_jobs.run_job(svc.container, again)
+        assert svc.client(actor.account_id).get(f"/api/v1/contacts/imports/{job.id}").json()["status"] == "completed"
+        assert import_jobs.claim_next(svc.container) is None
+    finally:
+        svc.close()
