@@ -11,7 +11,7 @@ import eventsourcing.persistence
 import msgspec
 import psycopg
 import psycopg_pool
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.middleware import DefineMiddleware
@@ -19,6 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
+from python_multipart.exceptions import MultipartParseError
 
 from command.errors import DomainError
 from command.importing import ImportFailedError
@@ -28,8 +29,9 @@ from service.bootstrap import Container
 from service.controllers import ContactController, ContactListController
 from service.exports import ExportController
 from service.imports import ImportController
+from service.openapi import ClosedStructSchemaPlugin
 from service.ratelimit import rate_limit_middleware
-from service.schemas import ErrorBody, ErrorDetail, field_of
+from service.schemas import ErrorBody, ErrorDetail, explain, field_of
 
 log = logging.getLogger(__name__)
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema", "^/asyncapi.json$"]
@@ -43,7 +45,7 @@ def _error(status: int, code: str, message: str, errors: list[ErrorDetail] | Non
 
 def domain_error(_: Request, exc: DomainError) -> Response[Any]:
     body = ErrorBody(status=exc.status_code, error=exc.code, message=exc.message,
-                     errors=[ErrorDetail(field=exc.field, reason=exc.message)] if exc.field else [])
+                     errors=[ErrorDetail(field=exc.field, reason=exc.message)] if exc.field is not None else [])
     payload = msgspec.to_builtins(body)
     payload.update(exc.extra)
     return Response(payload, status_code=exc.status_code, media_type=MediaType.JSON)
@@ -69,8 +71,10 @@ def validation_error(request: Request, exc: ValidationException) -> Response[Err
     for item in exc.extra if isinstance(exc.extra, list) else []:
         message = str(item.get("message", "")) if isinstance(item, dict) else str(item)
         key = item.get("key") if isinstance(item, dict) else None
+        if key == "data" and item.get("source") == "body":
+            key = None  # the whole body is at fault (not an object, say), not a field called "data"
         field = field_of(message, key)
-        errors.append(ErrorDetail(field=field, reason=message))
+        errors.append(ErrorDetail(field=field, reason=explain(message)))
     if any("malformed" in e.reason.lower() or "json is malformed" in e.reason.lower() for e in errors):
         return _error(400, "malformed_body", "the request body is not valid JSON", errors)
     message = "; ".join(f"{e.field}: {e.reason}" if e.field else e.reason for e in errors) or exc.detail
@@ -98,6 +102,10 @@ def http_error(request: Request, exc: HTTPException) -> Response[ErrorBody]:
         return _error(413, "payload_too_large", f"the request body is larger than the {limit} bytes this endpoint"
                       " accepts" if limit else "the request body is too large", headers=headers)
     return _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), headers=headers)
+
+
+def malformed_form(_: Request, exc: MultipartParseError) -> Response[ErrorBody]:
+    return _error(400, "malformed_body", f"the multipart/form-data body is malformed: {exc}")
 
 
 def database_unavailable(_: Request, exc: Exception) -> Response[ErrorBody]:
@@ -204,11 +212,12 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin(path="/scalar")],
         components=Components(security_schemes={"bearer": SecurityScheme(
             type="http", scheme="bearer", bearer_format="JWT")}),
-        security=[{"bearer": []}],
     )
+    # The bearer requirement is documented on the API routes only: the operations routes are public.
+    api = Router("/", security=[{"bearer": []}],
+                 route_handlers=[ContactListController, ContactController, ExportController, ImportController])
     return Litestar(
-        route_handlers=[ContactListController, ContactController, ExportController, ImportController,
-                        health, ready, metrics_endpoint, asyncapi],
+        route_handlers=[api, health, ready, metrics_endpoint, asyncapi],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
         middleware=middleware,
         request_max_body_size=settings.request_max_bytes,
@@ -216,6 +225,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
             DomainError: domain_error,
             ImportFailedError: import_failed,
             ValidationException: validation_error,
+            MultipartParseError: malformed_form,
             NotAuthorizedException: http_error,
             HTTPException: http_error,
             psycopg.OperationalError: database_unavailable,
@@ -225,6 +235,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
             Exception: internal_error,
         },
         openapi_config=openapi,
+        plugins=[ClosedStructSchemaPlugin()],
         debug=False,
     )
 

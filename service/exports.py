@@ -35,11 +35,12 @@ from command import locks
 from command.errors import DomainError, ValidationError
 from query.contacts import ContactFilter, iter_contacts
 from query.exports import csv_chunks, json_chunks
-from service.schemas import field_of
+from service.schemas import explain, field_of
 from service.bootstrap import Container
 from service.commands import clean_email, clean_tags
 from service.controllers import ActorRequest
-from service.schemas import Email, In
+from service.openapi import WRITE, errors, struct_schema, with_request_body
+from service.schemas import NO_NUL, Email, In
 
 MIME_TYPES = frozenset({"text/csv", "application/json", "application/zip",
                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
@@ -74,11 +75,11 @@ class ExportEmail(In):
 
 
 def contact_filter(
-    search: Annotated[str | None, Parameter(max_length=200, description=(
+    search: Annotated[str | None, Parameter(max_length=200, pattern=NO_NUL, description=(
         "Case-insensitive substring of first name, last name, full name, or of the phone's digits"))] = None,
     list_id: Annotated[UUID | None, Parameter(query="listId", description="Only contacts in this list")] = None,
     is_opted_out: Annotated[bool | None, Parameter(query="isOptedOut")] = None,
-    tags: Annotated[str | None, Parameter(max_length=2000, description=(
+    tags: Annotated[str | None, Parameter(max_length=2000, pattern=NO_NUL, description=(
         "Comma-separated tags; a contact must have all of them"))] = None,
 ) -> ContactFilter:
     """The filters of GET /contacts, so users export exactly what they see."""
@@ -93,7 +94,8 @@ class ExportController(Controller):
     tags = ["export"]
     dependencies = {"flt": Provide(contact_filter, sync_to_thread=False)}
 
-    @get("/export", operation_id="exportContactsCsv", media_type="text/csv", sync_to_thread=True)
+    @get("/export", operation_id="exportContactsCsv",
+         responses=errors(422), media_type="text/csv", sync_to_thread=True)
     def export_csv(self, request: ActorRequest, container: Container, flt: ContactFilter) -> Stream:
         """The matching contacts as a CSV download (formula-like cells neutralised with a leading ')."""
         filename = datetime.now(UTC).strftime("contacts-%Y%m%d-%H%M%S.csv")
@@ -102,13 +104,16 @@ class ExportController(Controller):
                       headers={"Content-Disposition": f'attachment; filename="{filename}"',
                                "Cache-Control": "no-store"})
 
-    @get("/export-data", operation_id="exportContactsJson", sync_to_thread=True)
+    @get("/export-data", operation_id="exportContactsJson", responses=errors(422), sync_to_thread=True)
     def export_data(self, request: ActorRequest, container: Container, flt: ContactFilter) -> Stream:
         """The matching contacts as a JSON array, in the shape of GET /contacts items."""
         return Stream(_started(json_chunks(iter_contacts(container.pool, request.user.account_id, flt))),
                       media_type="application/json", headers={"Cache-Control": "no-store"})
 
-    @post("/export-email", operation_id="emailContactsExport", status_code=200, request_max_body_size=None)
+    @post("/export-email", operation_id="emailContactsExport",
+          responses=errors(400, 422, 502, *WRITE), status_code=200, request_max_body_size=None,
+          operation_class=with_request_body("application/json", struct_schema(ExportEmail),
+                                            "The file to mail, base64-encoded, and where to send it"))
     async def export_email(self, request: ActorRequest, container: Container) -> Response[bytes]:
         """Mail a client-built export file (JSON body: email, filename, fileBase64, mimeType, count)."""
         settings = container.settings
@@ -151,7 +156,7 @@ def _decode(body: bytes) -> ExportEmail:
     try:
         return msgspec.json.decode(body, type=ExportEmail)
     except msgspec.ValidationError as exc:
-        raise ValidationError(str(exc), field=field_of(str(exc))) from None
+        raise ValidationError(explain(str(exc)), field=field_of(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise ClientException(status_code=400, detail=f"malformed JSON: {exc}") from None
 

@@ -12,6 +12,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.response import Stream
 from msgspec import Meta
 
@@ -22,11 +24,14 @@ from command.importing import ImportFailedError, ImportOutcome, ImportService
 from service.bootstrap import Container
 from service.commands import clean_tags, clean_text
 from service.import_jobs import enqueue
+from service.openapi import WRITE, errors, with_request_body
+from service.schemas import NO_NUL, Region
 from service.uploads import receive_upload
 
 ActorRequest = Request[Actor, str, Any]
 FIELDS = ("first_name", "last_name", "phone", "email", "tags", "notes")
 BULK_MAX_BYTES = 50 * 1024 * 1024  # a JSON body is decoded whole: 100,000 contacts fit easily
+Text = Annotated[str, Meta(pattern=NO_NUL)]  # lengths are checked per row: a too-long field skips the row
 
 
 class ImportResult(msgspec.Struct, rename="camel"):
@@ -64,19 +69,33 @@ class ImportJob(msgspec.Struct, rename="camel"):
     report_url: str
 
 
+REPLAYED = ResponseSpec(ImportResult, description="A retry with the same `Idempotency-Key`: the first result")
+JSON_IMPORT_RESPONSES = {**errors(400, 409, 422, *WRITE), 200: REPLAYED}
+FILE_IMPORT_RESPONSES = {**errors(400, 409, 415, 422, *WRITE), 200: REPLAYED, 202: ResponseSpec(
+    ImportJob, description="With `Prefer: respond-async`: the queued job, named by `Location`")}
+IMPORT_FORM = Schema(type=OpenAPIType.OBJECT, required=["file"], properties={
+    "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="A .csv or .xlsx file"),
+    "listId": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID,
+                     description="Add every imported contact to this list"),
+    "mapping": Schema(type=OpenAPIType.STRING, description="A JSON object: file header → field"),
+    "region": Schema(type=OpenAPIType.STRING, min_length=2, max_length=2,
+                     description="Region of numbers written without a country code, e.g. NG"),
+})
+
+
 class BulkContact(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    phone: Annotated[str, Meta(max_length=64)] | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    email: str | None = None
-    tags: Annotated[list[str], Meta(max_length=100)] = []
-    notes: str | None = None
+    phone: Annotated[str, Meta(max_length=64, pattern=NO_NUL)] | None = None
+    first_name: Text | None = None
+    last_name: Text | None = None
+    email: Text | None = None
+    tags: Annotated[list[Text], Meta(max_length=100)] = []
+    notes: Text | None = None
 
 
 class BulkImport(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     contacts: Annotated[list[BulkContact], Meta(max_length=100_000)]
     list_id: UUID | None = None
-    region: Annotated[str, Meta(min_length=2, max_length=2)] | None = None
+    region: Region | None = None
 
 
 def _result(outcome: ImportOutcome) -> ImportResult:
@@ -148,7 +167,9 @@ class ImportController(Controller):
     path = "/api/v1/contacts"
     tags = ["import"]
 
-    @post("/import", operation_id="importContactsFile", status_code=201, request_max_body_size=None)
+    @post("/import", operation_id="importContactsFile",
+          responses=FILE_IMPORT_RESPONSES, status_code=201, request_max_body_size=None,
+          operation_class=with_request_body("multipart/form-data", IMPORT_FORM, "The file and its options"))
     async def import_file(self, request: ActorRequest, container: Container) -> Response[Any]:
         """Import a .csv or .xlsx file (multipart field ``file``; optional ``listId``, ``mapping``, ``region``).
 
@@ -182,7 +203,8 @@ class ImportController(Controller):
             upload.discard()
         return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
 
-    @post("/bulk", operation_id="importContactsJson", status_code=201, sync_to_thread=True,
+    @post("/bulk", operation_id="importContactsJson",
+          responses=JSON_IMPORT_RESPONSES, status_code=201, sync_to_thread=True,
           request_max_body_size=BULK_MAX_BYTES)
     def import_json(self, request: ActorRequest, container: Container, data: BulkImport) -> Response[ImportResult]:
         """Import contacts sent as JSON (the web wizard's path after client-side mapping)."""
@@ -191,13 +213,14 @@ class ImportController(Controller):
                              region=data.region)
         return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
 
-    @get("/imports/{import_id:uuid}", operation_id="getImport", sync_to_thread=True)
+    @get("/imports/{import_id:uuid}", operation_id="getImport", responses=errors(404), sync_to_thread=True)
     def show(self, request: ActorRequest, container: Container, import_id: UUID) -> ImportJob:
         """An import job: status, progress counts, and where its report is."""
         return get_job(container, request.user, import_id)
 
 
-    @get("/imports/{import_id:uuid}/report.csv", operation_id="getImportReport", sync_to_thread=True)
+    @get("/imports/{import_id:uuid}/report.csv", operation_id="getImportReport",
+         responses=errors(404), media_type="text/csv", sync_to_thread=True)
     def report(self, request: ActorRequest, container: Container, import_id: UUID) -> Stream:
         """Row-by-row report of skipped and flagged rows: row, outcome, reason, detail, contact_id."""
         with container.pool.connection() as conn:
@@ -205,7 +228,7 @@ class ImportController(Controller):
                                  (import_id, request.user.account_id)).fetchone()
         if found is None:
             raise NotFoundError(f"import {import_id} not found", field="id")
-        return Stream(_report_lines(container, import_id), media_type="text/csv; charset=utf-8",
+        return Stream(_report_lines(container, import_id), media_type="text/csv",
                       headers={"Content-Disposition": f'attachment; filename="import-{import_id}-report.csv"'})
 
 

@@ -16,13 +16,17 @@ from msgspec import UNSET, Meta, UnsetType
 
 from events.contract import camel
 
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Description = Annotated[str, Meta(max_length=2000)]
-ShortText = Annotated[str, Meta(max_length=200)]
-Notes = Annotated[str, Meta(max_length=5000)]
-Email = Annotated[str, Meta(max_length=320)]
-PhoneText = Annotated[str, Meta(max_length=64)]
-Tag = Annotated[str, Meta(max_length=64)]
+# PostgreSQL text cannot hold NUL: refuse it at the door (422), or the stored event could never
+# be projected and every later write would wait on it.
+NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+Description = Annotated[str, Meta(max_length=2000, pattern=NO_NUL)]
+ShortText = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
+Notes = Annotated[str, Meta(max_length=5000, pattern=NO_NUL)]
+Email = Annotated[str, Meta(max_length=320, pattern=NO_NUL)]
+PhoneText = Annotated[str, Meta(max_length=64, pattern=NO_NUL)]
+Tag = Annotated[str, Meta(max_length=64, pattern=NO_NUL)]
+Region = Annotated[str, Meta(min_length=2, max_length=2, pattern=NO_NUL)]
 Ids = Annotated[list[UUID], Meta(max_length=10_000)]
 
 
@@ -57,7 +61,7 @@ class ContactCreate(In):
     notes: Notes | None = None
     list_ids: Annotated[list[UUID], Meta(max_length=1000)] = []
     is_opted_out: bool = False
-    region: Annotated[str, Meta(min_length=2, max_length=2)] | None = None
+    region: Region | None = None
 
 
 class ContactUpdate(In):
@@ -69,7 +73,7 @@ class ContactUpdate(In):
     notes: Notes | None | UnsetType = UNSET
     list_ids: Annotated[list[UUID], Meta(max_length=1000)] | UnsetType = UNSET
     is_opted_out: bool | UnsetType = UNSET
-    region: Annotated[str, Meta(min_length=2, max_length=2)] | None | UnsetType = UNSET
+    region: Region | None | UnsetType = UNSET
 
 
 class Added(msgspec.Struct):
@@ -105,10 +109,19 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 
 
 _FIELD = re.compile(r"(?:at `\$\.|field `)([A-Za-z0-9_]+)")
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*)`", re.DOTALL)
+
+
+def explain(reason: str) -> str:
+    """A validation message in the user's words where msgspec's names a pattern."""
+    return reason.replace(f"Expected `str` matching regex {NO_NUL!r}", "must not contain NUL (\\u0000) characters")
 
 
 def field_of(message: str, fallback: str | None = None) -> str | None:
     """The field a msgspec/Litestar validation message names, camelCased as the client sent it."""
+    unknown = _UNKNOWN_FIELD.fullmatch(message)
+    if unknown and "` - at `$" not in unknown.group(1):
+        return unknown.group(1)  # a top-level field the body should not have, named exactly as sent
     match = _FIELD.search(message)
     name = match.group(1) if match else fallback
     return camel(name) if name else name
