@@ -27,7 +27,7 @@ from service.bootstrap import Container
 from service.retention import purge_expired
 
 log = logging.getLogger(__name__)
-RELAY_NICENESS = 10  # a niced process gets about a tenth of a core that nice-0 processes also want
+RELAY_NICENESS = 19  # the lowest priority: the relay gets the CPU that nothing else wants
 
 
 class Worker:
