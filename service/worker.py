@@ -157,7 +157,19 @@ class Worker:
 
 
 def _lower_priority() -> None:
-    """In the relay child, before exec: lower its priority; on Linux, end it when the worker dies."""
+    """In the relay child, before exec: lower its priority; on Linux, end it when the worker dies.
+
+    Linux schedules sessions as groups (autogroup): niced inside the worker's session,
+    the relay still took that session's share whenever api and worker waited on
+    PostgreSQL, competing with PostgreSQL itself. In a session of its own whose group
+    is niced too, it gets only CPU that nobody else wants.
+    """
+    os.setsid()
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(RELAY_NICENESS))
+    except OSError:
+        pass  # no autogroup scheduling here: the process's own nice is enough
     os.nice(RELAY_NICENESS)
     try:
         import ctypes
