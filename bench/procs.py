@@ -40,6 +40,8 @@ def role_of(cmdline: list[str]) -> str | None:
         return "api"
     if "locust" in text:
         return "load generator"
+    if "bench.imports" in text:
+        return "imports client"  # bench/imports.py: makes the files, posts them, reads the exports
     return None
 
 
