@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import shlex
@@ -36,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.procs import PeakSampler
 from bench.server import BENCH_ENV, ROOT
 
 RESULTS = ROOT / "bench" / "results"
@@ -72,6 +72,8 @@ _IMPORTS_CHILD = ("import pathlib, sys\nimport bench.imports as b\n"
 
 
 def run_imports(opts: argparse.Namespace) -> dict[str, Any]:
+    from bench.procs import PeakSampler
+
     data = SUITE_DATA / "imports"
     results_dir = RESULTS if opts.size == "full" else SUITE_DATA / "imports-results"
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +96,7 @@ def run_imports(opts: argparse.Namespace) -> dict[str, Any]:
 
 def run_queries(opts: argparse.Namespace) -> dict[str, Any]:
     from bench import queries
+    from bench.procs import PeakSampler
     from bench.seed import DEFAULT_DATA_DIR, database_url, ensure_seeded, start_server
 
     pg = start_server(DEFAULT_DATA_DIR)
@@ -178,6 +181,9 @@ def _options(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     opts = _options(argv)
+    missing = [m for m in ("locust", "psutil") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} missing: run `make bench`, or pip install -e '.[bench]'")
     cores = os.cpu_count()
     _log(f"suite: size {opts.size}, parts {', '.join(opts.parts)}; {cores} cores, load average"
          f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
