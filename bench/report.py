@@ -102,17 +102,17 @@ def _imports(entry: dict[str, Any]) -> list[str]:
     rss = []
     if "memory_import" in raw:
         peak = raw["memory_import"]["peak_rss_mb"]
-        rss.append(f"the {raw['memory_import']['rows']:,}-row import peaked at API {_n(peak.get('api'))} MB, worker"
-                   f" {_n(peak.get('worker'))} MB (goal < {RSS_GOAL_IMPORT_MB} MB:"
-                   f" {_met(max(peak.values()) < RSS_GOAL_IMPORT_MB)})")
+        each = ", ".join(f"{role} {_n(mb)} MB" for role, mb in peak.items())
+        rss.append(f"the {raw['memory_import']['rows']:,}-row import peaked at {each} (goal < {RSS_GOAL_IMPORT_MB} MB"
+                   f" each: {_met(max(peak.values()) < RSS_GOAL_IMPORT_MB)})")
         after = raw.get("memory_export", {}).get("peak_rss_mb_after", {})
         if after:
             rss.append(f"the API after exporting it {_n(after.get('api'))} MB (goal < {RSS_GOAL_EXPORT_MB} MB:"
                        f" {_met(after.get('api', 0) < RSS_GOAL_EXPORT_MB)})")
     elif "service_peak_rss_mb" in raw:
         peak = raw["service_peak_rss_mb"]
-        rss.append(f"over these imports and exports the API peaked at {_n(peak.get('api'))} MB and the worker at"
-                   f" {_n(peak.get('worker'))} MB (import goal < {RSS_GOAL_IMPORT_MB} MB:"
+        each = ", ".join(f"{role} {_n(mb)} MB" for role, mb in peak.items())
+        rss.append(f"over these imports and exports the peaks were {each} (import goal < {RSS_GOAL_IMPORT_MB} MB:"
                    f" {_met(max(peak.values()) < RSS_GOAL_IMPORT_MB)}; the memory goals are for the 1M-row run"
                    " of the full size)")
     if rss:
