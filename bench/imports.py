@@ -328,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _big_import(svc: Service, api: httpx.Client, path: Path, rows: int) -> dict:
     """Stream a large file from disk (the client never holds it whole either)."""
+    cpu_start, load = svc.cpu_seconds(), os.getloadavg()[0]
     started = time.perf_counter()
     with path.open("rb") as f:
         r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", f)})
@@ -335,7 +336,9 @@ def _big_import(svc: Service, api: httpx.Client, path: Path, rows: int) -> dict:
     assert r.status_code == 201, r.text[:500]
     body = r.json()
     return {"rows": rows, "seconds_to_response": round(elapsed, 2), "rows_per_s": round(rows / elapsed),
-            "counts": {k: body[k] for k in ("imported", "valid", "invalid", "skipped", "rows")}}
+            "counts": {k: body[k] for k in ("imported", "valid", "invalid", "skipped", "rows")},
+            "cpu_us_per_row_to_response": _cpu_per_row(cpu_start, svc.cpu_seconds(), rows),
+            "load_average_before": round(load, 2), "load_average_after": round(os.getloadavg()[0], 2)}
 
 
 if __name__ == "__main__":
