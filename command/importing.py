@@ -27,6 +27,7 @@ from command.phones import reservation_ids
 
 BATCH_SIZE = 1000
 MAX_TEXT = {"first_name": 200, "last_name": 200, "email": 320, "notes": 5000}
+MAX_TAGS, MAX_TAG_CHARS = 100, 64  # as POST /contacts allows
 
 
 class Row(Protocol):
@@ -156,6 +157,10 @@ class ImportService:
             if too_long:
                 skipped.append(_skip(row.row, "field_too_long",
                                      f"{too_long[0]} is longer than {MAX_TEXT[too_long[0]]}"))
+                continue
+            if len(row.tags) > MAX_TAGS or any(len(tag) > MAX_TAG_CHARS for tag in row.tags):
+                skipped.append(_skip(row.row, "field_too_long",
+                                     f"tags hold more than {MAX_TAGS} tags or a tag longer than {MAX_TAG_CHARS}"))
                 continue
             parsed.append((row, phone))
         rids = reservation_ids(self.app.hash_key, actor.account_id, [phone.e164 for _, phone in parsed])

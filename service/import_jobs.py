@@ -23,12 +23,19 @@ from psycopg import sql
 from command import locks
 from command.context import Actor
 from command.domain import ContactImport
-from command.import_files import open_rows
+from command.import_files import FileLimits, open_rows
 from command.importing import ImportFailedError, ImportService
 from service.bootstrap import Container
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
+
+
+def file_limits(settings: Settings) -> FileLimits:
+    """The import file limits chosen by the settings (the others keep their defaults)."""
+    return FileLimits(max_record_chars=settings.import_max_record_chars, max_columns=settings.import_max_columns,
+                      max_uncompressed_bytes=settings.import_xlsx_max_uncompressed_bytes)
 
 
 def enqueue(container: Container, actor: Actor, job: ContactImport, path: Path, fmt: str,
@@ -110,7 +117,7 @@ def _run_job(container: Container, claimed: dict[str, Any]) -> None:
         mapping = json.loads(claimed["mapping"]) if claimed["mapping"] else None
         service = ImportService(container.app)
         try:
-            _, rows = open_rows(Path(tmp.name), claimed["format"], mapping)
+            _, rows = open_rows(Path(tmp.name), claimed["format"], mapping, limits=file_limits(container.settings))
             try:
                 outcome = service.run(actor, job, rows, region=claimed["region"],
                                       on_batch=lambda _: _heartbeat(container, import_id))

@@ -23,7 +23,7 @@ from command.import_files import ImportRow, detect_format, open_rows, unneutrali
 from command.importing import ImportFailedError, ImportOutcome, ImportService
 from service.bootstrap import Container
 from service.commands import clean_tags, clean_text
-from service.import_jobs import enqueue
+from service.import_jobs import enqueue, file_limits
 from service.openapi import WRITE, errors, with_request_body
 from service.schemas import NO_NUL, Region
 from service.uploads import receive_upload
@@ -191,7 +191,7 @@ class ImportController(Controller):
                                                                "Preference-Applied": "respond-async"})
 
             def work() -> ImportOutcome:
-                _, rows = open_rows(upload.path, fmt, mapping)
+                _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))
                 try:
                     return run_import(container, request.user, rows, source=fmt, filename=upload.filename,
                                       list_id=list_id, idempotency_key=_idempotency_key(request), region=region)
@@ -266,7 +266,7 @@ def _report_lines(container: Container, import_id: UUID) -> Iterator[bytes]:
 def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list_id: UUID | None,
                  mapping: dict[str, str] | None, region: str | None, idempotency_key: str | None) -> ImportJob:
     """Check the header now (a bad file is a 422 at once), then queue the job for the worker."""
-    _, rows = open_rows(upload.path, fmt, mapping)
+    _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))
     rows.close()
     service = ImportService(container.app)
     job, replay = service.start(actor, source=fmt, filename=upload.filename, list_id=list_id,

@@ -39,6 +39,9 @@ class Settings:
     db_pool_size: int = 10
     db_timeout_s: int = 2
     import_max_bytes: int = 200 * 1024 * 1024
+    import_max_columns: int = 200
+    import_max_record_chars: int = 1024 * 1024
+    import_xlsx_max_uncompressed_bytes: int = 200 * 1024 * 1024
     inbound_subject: str = "sms.inbound"
     rate_limit_writes_per_minute: int = 1200
     rate_limit_burst: int = 200
@@ -73,6 +76,10 @@ class Settings:
             db_pool_size=int(_env("DB_POOL_SIZE", "10")),
             db_timeout_s=int(_env("DB_TIMEOUT_S", "2")),
             import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(200 * 1024 * 1024))),
+            import_max_columns=int(_env("IMPORT_MAX_COLUMNS", "200")),
+            import_max_record_chars=int(_env("IMPORT_MAX_RECORD_CHARS", str(1024 * 1024))),
+            import_xlsx_max_uncompressed_bytes=int(_env("IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES",
+                                                         str(200 * 1024 * 1024))),
             inbound_subject=_env("INBOUND_SUBJECT", "sms.inbound"),
             rate_limit_writes_per_minute=int(_env("RATE_LIMIT_WRITES_PER_MINUTE", "1200")),
             rate_limit_burst=int(_env("RATE_LIMIT_BURST", "200")),

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from litestar import Request
 from litestar.exceptions import HTTPException
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from command.errors import ValidationError
+from command.errors import DomainError, ValidationError
 
 MAX_FIELD_BYTES = 64 * 1024
 HEAD_BYTES = 64 * 1024  # what detect_format looks at
@@ -19,6 +21,27 @@ HEAD_BYTES = 64 * 1024  # what detect_format looks at
 
 class PayloadTooLargeError(HTTPException):
     status_code = 413
+
+
+class MalformedUploadError(DomainError):
+    """The body is not well-formed multipart (bad boundary, oversized part headers, cut short)."""
+
+    status_code = 400
+    code = "malformed_body"
+
+
+def file_label(raw: bytes) -> str | None:
+    """A client's filename as a label to show back: its last path segment, printable, at most 255 characters.
+
+    It is never used as a path (uploads go to a temporary file), but it is stored with
+    the job and shown in answers, so control and bidi characters are dropped.
+    """
+    name = re.split(r"[/\\]", raw.decode("utf-8", "replace"))[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    if len(name) > 255:
+        stem, dot, suffix = name.rpartition(".")
+        name = stem[:254 - len(suffix)] + dot + suffix if dot and len(suffix) <= 10 else name[:255]
+    return name or None
 
 
 @dataclass
@@ -66,7 +89,7 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
         _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))  # type: ignore[union-attr]
         state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
         if state["name"] == file_field:
-            upload.filename = disposition.get(b"filename", b"").decode("utf-8", "replace") or None
+            upload.filename = file_label(disposition.get(b"filename", b""))
         state["buffer"] = bytearray()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
@@ -87,18 +110,27 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
             upload.fields[str(state["name"])] = bytes(state["buffer"]).decode("utf-8", "replace")
         state["headers"] = {}
 
-    parser = MultipartParser(params[b"boundary"], callbacks={
-        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
     received = 0
     try:
+        parser = MultipartParser(params[b"boundary"], callbacks={
+            "on_header_field": on_header_field, "on_header_value": on_header_value,
+            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data, "on_part_end": on_part_end,
+        })
         async for chunk in request.stream():
             received += len(chunk)
             if received > max_bytes:
                 raise PayloadTooLargeError(detail=f"the upload is larger than the limit of {max_bytes} bytes")
             parser.write(chunk)
         parser.finalize()
+        if parser.state != MultipartState.END:
+            # python-multipart's finalize does not check this: a body cut short would import part of a file.
+            raise MalformedUploadError("the multipart body ends before its closing boundary: the upload was cut "
+                                       "short", field="file")
+    except FormParserError as exc:
+        sink.close()
+        upload.discard()
+        raise MalformedUploadError(f"the body is not valid multipart/form-data: {exc}", field="file") from None
     except BaseException:
         sink.close()
         upload.discard()

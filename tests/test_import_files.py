@@ -13,8 +13,8 @@ import openpyxl
 import pytest
 
 from command.import_files import (
-    FORMULA_STARTS, FileFormatError, ImportRow, UnsupportedFileError, detect_format, neutralise, open_rows,
-    unneutralise,
+    FORMULA_STARTS, FileFormatError, FileLimits, ImportRow, UnsupportedFileError, detect_format, neutralise,
+    open_rows, unneutralise,
 )
 from tests.import_samples import (
     HEADERS, contact_rows, write_csv, write_xlsx, write_xlsx_shared_strings, write_zip_bomb,
@@ -312,13 +312,13 @@ def test_xlsx_decompression_bomb_is_refused_before_parsing(tmp_path: Path) -> No
     with pytest.raises(FileFormatError, match="expands to 314,5"):
         open_rows(bomb, "xlsx")
     with pytest.raises(FileFormatError, match="decompression bomb"):
-        open_rows(bomb, "xlsx", max_uncompressed=10**12)
+        open_rows(bomb, "xlsx", limits=FileLimits(max_uncompressed_bytes=10**12))
 
 
 def test_xlsx_size_limit_is_a_parameter(tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "c.xlsx", contact_rows(100))
     with pytest.raises(FileFormatError, match="at most 1,000 are accepted"):
-        open_rows(path, "xlsx", max_uncompressed=1000)
+        open_rows(path, "xlsx", limits=FileLimits(max_uncompressed_bytes=1000))
     assert len(read(path, "xlsx")[1]) == 100
 
 
