@@ -15,7 +15,7 @@ from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
@@ -78,7 +78,7 @@ def validation_error(request: Request, exc: ValidationException) -> Response[Err
     if any("malformed" in e.reason.lower() or "json is malformed" in e.reason.lower() for e in errors):
         return _error(400, "malformed_body", "the request body is not valid JSON", errors)
     message = "; ".join(f"{e.field}: {e.reason}" if e.field else e.reason for e in errors) or exc.detail
-    return _error(422, "validation_failed", message, errors)
+    return _error(422, "validation_failed", message, [e for e in errors if e.field is not None])
 
 
 def _body_limit(request: Request) -> int | None:
@@ -182,7 +182,8 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         """The process is alive."""
         return {"status": "ok"}
 
-    @get("/ready", tags=["operations"])
+    @get("/ready", tags=["operations"], responses={503: ResponseSpec(
+        dict[str, Any], generate_examples=False, description="PostgreSQL or NATS is unreachable: `checks` says which")})
     async def ready() -> Response[dict[str, Any]]:
         """PostgreSQL and NATS are reachable."""
         checks: dict[str, str] = {}
