@@ -188,12 +188,17 @@ def main(argv: list[str] | None = None) -> None:
     _log(f"suite: size {opts.size}, parts {', '.join(opts.parts)}; {cores} cores, load average"
          f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     suite = load_suite()
-    saved = []
+    saved, failed = [], []
     for part in opts.parts:
         started = time.perf_counter()
         entry = {"command": opts.command, "size": opts.size, "date": _now(), "cores": cores,
                  "code": report.code_version()}
-        entry.update(RUNNERS[part](opts))
+        try:
+            entry.update(RUNNERS[part](opts))
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failed part must not cost the others
+            _log(f"suite: {part} FAILED ({type(exc).__name__}: {exc}); its last results are kept")
+            failed.append(part)
+            continue
         entry["seconds"] = round(time.perf_counter() - started)
         _log(f"suite: {part} done in {entry['seconds']} s; peak RSS MB {entry['peak_rss_mb']};"
              f" load {entry['load_average']}")
@@ -215,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     if saved and (opts.docs or opts.size == "full"):
         report.update_docs(suite)
         _log("suite: rewrote the generated sections of docs/benchmarks.md and README.md")
+    if failed:
+        raise SystemExit(f"suite: failed parts: {', '.join(failed)} (see the log above)")
 
 
 if __name__ == "__main__":
