@@ -19,7 +19,7 @@ from projections.read_model import READ_TABLES, ReadModelProjector, create_table
 from projections.runner import ProjectionRunner
 
 log = logging.getLogger(__name__)
-TABLES = (*READ_TABLES, "projection_tracking")
+TABLES = (*READ_TABLES, "projection_tracking", "projection_quarantine")
 
 
 def rebuild(pool: ConnectionPool, database_url: str, select_notifications: Any, decode: Any) -> dict[str, Any]:

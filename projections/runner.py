@@ -15,12 +15,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import eventsourcing.persistence
+import psycopg
 from psycopg import Cursor
 from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
 
 
+# A lost or restarted database is retried by the caller, never quarantined.
+INFRASTRUCTURE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError,
+                         eventsourcing.persistence.OperationalError, eventsourcing.persistence.InterfaceError)
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # stored event state per batch: import batches are ~0.5 MB each
 EVENTS_TABLE = "contacts_events"
 
@@ -91,8 +96,16 @@ class ProjectionRunner:
             if not notifications:
                 return position, 0
             started = time.perf_counter()
-            for event in self.decode(notifications):
-                self.projector.apply(event, cur)
+            try:
+                with conn.transaction():  # a savepoint: on failure the tracking row stays locked
+                    for event in self.decode(notifications):
+                        self.projector.apply(event, cur)
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception:  # noqa: BLE001 - find the bad event(s), apply the others
+                log.exception("projection of events %d..%d failed; applying them one at a time",
+                              notifications[0].id, notifications[-1].id)
+                self._apply_one_by_one(conn, cur, notifications)
             position = notifications[-1].id
             cur.execute("UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
                         (position, name))
@@ -100,3 +113,19 @@ class ProjectionRunner:
         log.debug("projected %d events to %d in %.1f ms", len(notifications), position,
                   (time.perf_counter() - started) * 1000)
         return position, len(notifications)
+
+    def _apply_one_by_one(self, conn: Any, cur: Cursor[Any], notifications: list[Any]) -> None:
+        """Apply each event in a savepoint of its own; quarantine the ones that fail."""
+        for notification in notifications:
+            try:
+                with conn.transaction():
+                    for event in self.decode([notification]):
+                        self.projector.apply(event, cur)
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded, counted in /metrics, logged
+                log.error("projection: event %d (%s) quarantined: %s", notification.id, notification.topic, exc)
+                cur.execute("INSERT INTO projection_quarantine (name, notification_id, topic, error)"
+                            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            (self.projector.name, notification.id, notification.topic,
+                             f"{type(exc).__name__}: {exc}"[:2000].replace("\x00", "\\0")))

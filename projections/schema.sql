@@ -8,6 +8,19 @@ CREATE TABLE IF NOT EXISTS projection_tracking (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Events the projector could not apply (a bug or bad data, not a lost database): kept
+-- here so one bad event cannot stop the read tables of every account. Each row needs a
+-- fix and `contacts projections rebuild`; `contacts_projection_quarantined_events`
+-- counts them.
+CREATE TABLE IF NOT EXISTS projection_quarantine (
+    name             text NOT NULL,
+    notification_id  bigint NOT NULL,
+    topic            text NOT NULL,
+    error            text NOT NULL,
+    quarantined_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, notification_id)
+);
+
 CREATE TABLE IF NOT EXISTS contact_lists (
     id             uuid PRIMARY KEY,
     account_id     uuid NOT NULL,

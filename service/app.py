@@ -131,6 +131,9 @@ class Metrics:
                                     "Stored events not yet applied to the read tables", registry=self.registry)
         self.relay_lag = Gauge("contacts_relay_lag_events", "Stored events not yet published to NATS",
                                registry=self.registry)
+        self.quarantined = Gauge("contacts_projection_quarantined_events",
+                                 "Events the projector could not apply (see projection_quarantine)",
+                                 registry=self.registry)
         self.head = Gauge("contacts_event_store_head", "Last notification id in the event store",
                           registry=self.registry)
 
@@ -138,10 +141,12 @@ class Metrics:
         head = self.container.head()
         with self.container.pool.connection() as conn:
             projected = conn.execute("SELECT coalesce(min(position), 0) FROM projection_tracking").fetchone()[0]
+            quarantined = conn.execute("SELECT count(*) FROM projection_quarantine").fetchone()[0]
             relayed = conn.execute("SELECT position FROM relay_tracking WHERE name = 'nats_relay'").fetchone() \
                 if conn.execute("SELECT to_regclass('relay_tracking')").fetchone()[0] else None
         self.head.set(head)
         self.projection_lag.set(max(head - projected, 0))
+        self.quarantined.set(quarantined)
         self.relay_lag.set(max(head - (relayed[0] if relayed else 0), 0))
         return generate_latest(self.registry)
 
