@@ -89,16 +89,7 @@ def assert_rejected(service: Service, api: AccountClient, spool: Path, response,
 def assert_failed_storing_nothing(service: Service, api: AccountClient, spool: Path, response, *words: str,
                                   asynchronous: bool = False) -> None:
     """A problem found while reading rows: the import is failed, says why, and reports the nothing it stored."""
-    if asynchronous:
-        assert response.status_code == 202, response.text[:500]
-        job = wait_for_job(api, response.json()["id"])
-        counts, message = job["counts"], job["error"]
-    else:
-        assert response.status_code == 422, response.text[:500]
-        body = response.json()
-        assert body["error"] == "import_failed", body
-        counts = {k: body[k] for k in ("rows", "imported", "valid", "invalid", "skipped")}
-        message = body["message"]
+    counts, message = failed_import(api, response, asynchronous)
     for word in words:
         assert word in message, message[:500]
     assert counts == {"rows": 0, "imported": 0, "valid": 0, "invalid": 0, "skipped": 0}
@@ -106,6 +97,18 @@ def assert_failed_storing_nothing(service: Service, api: AccountClient, spool: P
     assert stored["status"] == "failed" and {k: stored[k] for k in counts} == counts
     assert total(api) == 0
     assert list(spool.iterdir()) == []
+
+
+def failed_import(api: AccountClient, response, asynchronous: bool) -> tuple[dict, str]:
+    """The counts and message of an import that failed part-way (the 422 body, or the async job)."""
+    if asynchronous:
+        assert response.status_code == 202, response.text[:500]
+        job = wait_for_job(api, response.json()["id"])
+        return job["counts"], job["error"]
+    assert response.status_code == 422, response.text[:500]
+    body = response.json()
+    assert body["error"] == "import_failed", body
+    return {k: body[k] for k in ("rows", "imported", "valid", "invalid", "skipped")}, body["message"]
 
 
 def wait_for_job(api: AccountClient, import_id: str, timeout: float = 120) -> dict:
@@ -495,15 +498,7 @@ def test_a_file_broken_after_a_stored_batch_reports_exactly_that_batch(service: 
     good = "".join(f"07170{n:05d}\n" for n in range(1500))
     content = ("phone,notes\n" + good + '0717099999,"' + "x" * (MiB + 10) + '"\n').encode()
     response = post(api, content, asynchronous=asynchronous)
-    if asynchronous:
-        assert response.status_code == 202, response.text[:300]
-        job = wait_for_job(api, response.json()["id"])
-        counts, error = job["counts"], job["error"]
-    else:
-        assert response.status_code == 422, response.text[:300]
-        body = response.json()
-        assert body["error"] == "import_failed"
-        counts, error = {k: body[k] for k in ("rows", "imported", "valid", "invalid", "skipped")}, body["message"]
+    counts, error = failed_import(api, response, asynchronous)
     assert "line 1502 is too long" in error
     assert counts["imported"] == 1000 and counts["rows"] == 1000
     [stored] = jobs(service, api)
