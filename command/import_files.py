@@ -25,6 +25,7 @@ from xml.parsers import expat
 
 import msgspec
 import openpyxl
+from python_calamine import CalamineWorkbook
 
 from command.errors import DomainError
 
@@ -102,6 +103,10 @@ class FileLimits:
     max_shared_strings: int = 1_000_000
     max_shared_strings_bytes: int = 64 * 1024 * 1024  # kept in memory whole, as text
     max_row_attributes: int = 1_000_000  # openpyxl keeps the attributes of every formatted row
+    # Workbooks of at most this many cells (all worksheets) are read with python-calamine:
+    # about 20 times faster than openpyxl, but it holds the sheet in memory (95 MB measured
+    # for a million cells), so larger ones stream through openpyxl instead.
+    xlsx_fast_max_cells: int = 1_000_000
 
 
 DEFAULT_LIMITS = FileLimits()
@@ -225,8 +230,9 @@ def open_rows(path: Path, fmt: str, mapping: dict[str, str] | None = None, *,
     if fmt == "csv":
         records = _csv_records(Path(path), limits)
     elif fmt == "xlsx":
-        check_xlsx_archive(Path(path), limits)
-        records = _xlsx_records(Path(path), limits)
+        cells = check_xlsx_archive(Path(path), limits)
+        fast = cells <= limits.xlsx_fast_max_cells
+        records = (_calamine_records if fast else _xlsx_records)(Path(path), limits)
     else:
         raise ValueError(f"unknown import format {fmt!r}")
     try:
@@ -456,8 +462,10 @@ class _BoundedLines:
 
 # -- XLSX -----------------------------------------------------------------------------------
 
-def check_xlsx_archive(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> None:
-    """Refuse a corrupt archive, a non-workbook, or a decompression bomb before openpyxl opens it.
+def check_xlsx_archive(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> int:
+    """Refuse a corrupt archive, a non-workbook, or a decompression bomb before a reader opens it.
+
+    Returns how many cells the worksheets hold (all of them together).
 
     The sizes a zip declares bound what zipfile inflates (it stops at the declared
     size), so they are checked first; then every XML part is streamed through expat
@@ -475,9 +483,10 @@ def check_xlsx_archive(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> None:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
             _check_members(members, limits)
-            built_whole = [0]  # elements + attributes openpyxl builds whole, across all parts
+            built_whole = [0, 0]  # elements + attributes openpyxl builds whole, across all parts; cells
             for member in members:
                 _scan_xml_part(archive, member, limits, built_whole)
+            return built_whole[1]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, NotImplementedError,
             RuntimeError) as exc:  # RuntimeError: an encrypted member
         raise FileFormatError(f"the .xlsx file is corrupt: {exc}", field="file") from exc
@@ -532,6 +541,7 @@ def _scan_xml_part(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limits: Fi
                 fail(f"has a {record_tag} of more than {max_record_nodes:,} XML elements and attributes")
             if depth == 2 and sheet:
                 cells += 1
+                built_whole[1] += 1
                 if cells > EXCEL_MAX_COLUMNS:
                     fail(f"row {last_row} has more than {EXCEL_MAX_COLUMNS:,} cells (Excel's limit)")
         elif record_tag and tag.rpartition(":")[2] == record_tag:
@@ -629,6 +639,25 @@ def _xlsx_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterator[l
             yield cells
     finally:
         workbook.close()
+
+
+def _calamine_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterator[list[str]]:
+    """The rows of the first worksheet as lists of strings, read by python-calamine (cached values)."""
+    try:
+        workbook = CalamineWorkbook.from_path(str(path))
+        if not workbook.sheet_names:
+            raise FileFormatError("the .xlsx file has no worksheet", field="file")
+        rows = workbook.get_sheet_by_index(0).iter_rows()
+    except FileFormatError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # any failure of the parser on these untrusted bytes
+        raise FileFormatError(f"the .xlsx file is corrupt: {exc}", field="file") from exc
+    for number, row in enumerate(rows, 1):
+        cells = [_cell_text(value) for value in row]
+        _check_width(cells, f"row {number}", limits.max_columns)
+        yield cells
 
 
 def _cell_text(value: object) -> str:

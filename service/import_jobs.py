@@ -35,7 +35,8 @@ CHUNK = 1024 * 1024
 def file_limits(settings: Settings) -> FileLimits:
     """The import file limits chosen by the settings (the others keep their defaults)."""
     return FileLimits(max_record_chars=settings.import_max_record_chars, max_columns=settings.import_max_columns,
-                      max_uncompressed_bytes=settings.import_xlsx_max_uncompressed_bytes)
+                      max_uncompressed_bytes=settings.import_xlsx_max_uncompressed_bytes,
+                      xlsx_fast_max_cells=settings.import_xlsx_fast_max_cells)
 
 
 def enqueue(container: Container, actor: Actor, job: ContactImport, path: Path, fmt: str,

@@ -42,6 +42,7 @@ class Settings:
     import_max_columns: int = 200
     import_max_record_chars: int = 1024 * 1024
     import_xlsx_max_uncompressed_bytes: int = 200 * 1024 * 1024
+    import_xlsx_fast_max_cells: int = 1_000_000
     inbound_subject: str = "sms.inbound"
     rate_limit_writes_per_minute: int = 1200
     rate_limit_burst: int = 200
@@ -80,6 +81,7 @@ class Settings:
             import_max_record_chars=int(_env("IMPORT_MAX_RECORD_CHARS", str(1024 * 1024))),
             import_xlsx_max_uncompressed_bytes=int(_env("IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES",
                                                          str(200 * 1024 * 1024))),
+            import_xlsx_fast_max_cells=int(_env("IMPORT_XLSX_FAST_MAX_CELLS", "1000000")),
             inbound_subject=_env("INBOUND_SUBJECT", "sms.inbound"),
             rate_limit_writes_per_minute=int(_env("RATE_LIMIT_WRITES_PER_MINUTE", "1200")),
             rate_limit_burst=int(_env("RATE_LIMIT_BURST", "200")),
