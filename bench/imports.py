@@ -17,13 +17,14 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
 import httpx
+
+from bench.server import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / ".data" / "imports"
@@ -93,39 +94,11 @@ def to_json(csv_path: Path) -> bytes:
     return json.dumps({"contacts": contacts}).encode()
 
 
-class Service:
+class Service(ServeProcess):
     """`contacts serve` in a child process, with its own data dir and port."""
 
     def __init__(self, data_dir: Path):
-        from service.embedded import free_port
-
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> "Service":
-        env = {**os.environ, "CONTACTS_DATA_DIR": str(self.data_dir), "CONTACTS_PORT": str(self.port),
-               "CONTACTS_JWT_SECRET": SECRET, "CONTACTS_IMPORT_MAX_BYTES": str(2 * 1024 ** 3)}
-        self.log = (self.data_dir / "serve.log").open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("the service did not start; see " + str(self.data_dir / "serve.log"))
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(60)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(data_dir, SECRET)
 
     def peak_rss_mb(self) -> dict[str, float]:
         """Peak resident memory (VmHWM), in MB, of the API process and of the worker it runs."""

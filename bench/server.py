@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from service.embedded import free_port
+from service.embedded import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +36,22 @@ def serve(database_url: str, port: int) -> None:
         container.close()
 
 
+def wait_healthy(proc: subprocess.Popen, url: str, timeout: float, what: str) -> None:
+    """Wait until ``url``/health answers 200; fail at once if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not answer /health within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 class ApiProcess:
     """``python -m bench serve`` as a child process; ``with`` starts and stops it."""
 
@@ -51,27 +67,11 @@ class ApiProcess:
     def __enter__(self) -> "ApiProcess":
         self.proc = subprocess.Popen([sys.executable, "-m", "bench", "serve", "--database-url",
                                       self.database_url, "--port", str(self.port)], cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the API process exited with code {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the API process did not answer /health within 60 s")
-            time.sleep(0.1)
+        wait_healthy(self.proc, self.url, 60, "the API process")
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 #: Settings every benchmark passes to the service it starts: no per-account write
@@ -109,26 +109,12 @@ class ServeProcess:
         log = (self.data_dir / "serve.log").open("w")
         self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=self.env, cwd=ROOT,
                                      stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"contacts serve exited with code {self.proc.returncode};"
-                                   f" see {self.data_dir / 'serve.log'}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.__exit__()
-                raise TimeoutError(f"contacts serve did not answer /health in 120 s; see {self.data_dir / 'serve.log'}")
-            time.sleep(0.2)
+        try:
+            wait_healthy(self.proc, self.url, 120, f"contacts serve (see {self.data_dir / 'serve.log'})")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # serve stops its worker, NATS and PostgreSQL
-            try:
-                self.proc.wait(90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 90)  # serve stops its worker, NATS and PostgreSQL

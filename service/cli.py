@@ -105,16 +105,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, *, api: bool, worker
 @contextlib.contextmanager
 def _worker_process(database_url: str, nats_url: str) -> Iterator[subprocess.Popen]:
     env = {**os.environ, "CONTACTS_DATABASE_URL": database_url, "CONTACTS_NATS_URL": nats_url}
+    from service.embedded import stop_process
+
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc, 30)
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> None:

@@ -57,14 +57,30 @@ def enqueue(container: Container, actor: Actor, job: ContactImport, path: Path, 
         conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(container.app.recorder.channel_name)))
 
 
+# Queued jobs whose advisory lock no session holds (pg_locks shows a two-key advisory
+# lock as classid = first key, objid = second key, objsubid = 2).
+UNHELD_JOBS = """
+    SELECT q.import_id FROM import_queue q
+    WHERE NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 2
+                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                      AND l.classid = %s::oid AND l.objid = hashtext(q.import_id::text)::oid)
+    ORDER BY q.created_at"""
+
+
 def claim_next(container: Container) -> dict[str, Any] | None:
     """Take the oldest job no live worker holds; the answer keeps its lock's connection open."""
+    # The worker asks on every wake-up (every stored event): a pooled query answers "none"
+    # without opening a connection; the lease connection is opened only for a candidate.
+    with container.pool.connection() as conn:
+        candidates = [row[0] for row in conn.execute(UNHELD_JOBS, (locks.IMPORT_JOB,))]
+    if not candidates:
+        return None
     conn = psycopg.connect(container.database_url, autocommit=True)
     try:
-        for (import_id,) in conn.execute("SELECT import_id FROM import_queue ORDER BY created_at").fetchall():
+        for import_id in candidates:
             if not conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
                                 (locks.IMPORT_JOB, str(import_id))).fetchone()[0]:
-                continue  # a live worker runs it
+                continue  # another worker took it meanwhile
             row = conn.execute(  # still queued? (it may have finished between the two statements)
                 "UPDATE import_queue SET status = 'running', heartbeat_at = now() WHERE import_id = %s"
                 " RETURNING import_id, account_id, actor, request_id, format, mapping, region",

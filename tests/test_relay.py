@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 
 from events.contract import event_id
-from service.embedded import EmbeddedNats
+from service.embedded import EmbeddedNats, stop_process
 from tests.support import SECRET, Service, read_stream, start_service
 
 
@@ -125,8 +125,7 @@ def test_killing_the_worker_mid_burst_loses_and_duplicates_nothing(postgres_serv
             seen[body["aggregateid"]] = body["aggregateversion"]
         assert len(api.get("/api/v1/contact-lists").json()) == 60
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(20)
+        stop_process(worker)
         svc.close()
 
 
