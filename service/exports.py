@@ -34,7 +34,7 @@ from psycopg_pool import ConnectionPool
 from command import locks
 from command.errors import DomainError, ValidationError
 from query.contacts import ContactFilter, iter_contacts
-from query.exports import csv_chunks, json_chunks
+from query.exports import csv_export, json_chunks
 from service.schemas import explain, field_of
 from service.bootstrap import Container
 from service.commands import clean_email, clean_tags
@@ -99,7 +99,7 @@ class ExportController(Controller):
     def export_csv(self, request: ActorRequest, container: Container, flt: ContactFilter) -> Stream:
         """The matching contacts as a CSV download (formula-like cells neutralised with a leading ')."""
         filename = datetime.now(UTC).strftime("contacts-%Y%m%d-%H%M%S.csv")
-        return Stream(_started(csv_chunks(iter_contacts(container.pool, request.user.account_id, flt))),
+        return Stream(_started(csv_export(container.pool, request.user.account_id, flt)),
                       media_type="text/csv",
                       headers={"Content-Disposition": f'attachment; filename="{filename}"',
                                "Cache-Control": "no-store"})

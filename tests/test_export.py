@@ -16,8 +16,6 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from command.import_files import FORMULA_STARTS, neutralise, open_rows, unneutralise
-from query.exports import csv_chunks
-from query.models import ContactOut
 from service.embedded import free_port
 from tests.support import Service, new_database, start_service
 
@@ -62,20 +60,6 @@ def test_neutralise_prefixes_a_quote_to_formula_starts_and_to_quoted_ones(value:
 def test_unneutralise_undoes_neutralise_exactly(value: str) -> None:
     assert unneutralise(neutralise(value)) == value
     assert neutralise(value)[:1] not in FORMULA_STARTS or not value
-
-
-def test_csv_chunks_hold_many_rows_each() -> None:
-    from datetime import UTC, datetime
-    from uuid import uuid4
-
-    now = datetime.now(UTC)
-    contacts = (ContactOut(id=uuid4(), first_name="A", last_name="B", phone=f"+2547110{i:05d}", email=None,
-                           tags=[], notes="n" * 50, is_opted_out=False, status="valid", invalid_reason=None,
-                           operator=None, country="KE", list_ids=[], created_at=now, updated_at=now)
-                for i in range(5000))
-    chunks = list(csv_chunks(contacts, chunk_size=64 * 1024))
-    assert 3 <= len(chunks) <= 10
-    assert b"".join(chunks).count(b"\r\n") == 5001
 
 
 # --- GET /contacts/export -----------------------------------------------------------
