@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -141,16 +140,3 @@ def list_trash(pool: ConnectionPool, account_id: UUID) -> list[ContactOut]:
                                     " ORDER BY c.deleted_at DESC, c.id DESC").format(COLUMNS),
                             (account_id,)).fetchall()
     return [to_contact(r) for r in rows]
-
-
-def iter_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter,
-                  batch: int = 2000) -> Iterator[ContactOut]:
-    """Stream matching contacts with a server-side cursor (bounded memory)."""
-    where, params = flt.where(account_id)
-    with pool.connection() as conn, conn.transaction():
-        with conn.cursor(name="contacts_export") as cur:
-            cur.itersize = batch
-            cur.execute(sql.SQL("SELECT {} FROM contacts c WHERE {} ORDER BY c.created_at DESC, c.id DESC")
-                        .format(COLUMNS, where), params)
-            for row in cur:
-                yield to_contact(row)

@@ -79,6 +79,10 @@ def phone_hash_key(conn: psycopg.Connection[Any], settings: Settings) -> bytes:
     return bytes(conn.execute("SELECT value FROM service_secrets WHERE name = 'phone_hash_key'").fetchone()[0])
 
 
+def _utc_session(conn: psycopg.Connection) -> None:
+    conn.execute("SET TIME ZONE 'UTC'")
+
+
 def build(settings: Settings, database_url: str) -> Container:
     """Create the schema if needed (under an advisory lock) and wire the parts."""
     # No check on every checkout (a round trip per request): a connection broken by a
@@ -87,8 +91,10 @@ def build(settings: Settings, database_url: str) -> Container:
     # worker and imports, and a statement prepared inside a transaction that was rolled
     # back (a cancelled export, a failed batch) was seen to leave psycopg's cache stale
     # ("prepared statement … does not exist"); these queries are cheap to plan.
+    # Sessions in UTC, whatever the server's TimeZone: times leave the API as ...Z, the
+    # same in GET /contacts (msgspec) and in the exports (formatted by PostgreSQL).
     pool = ConnectionPool(database_url, min_size=2, max_size=settings.db_pool_size, open=True,
-                          timeout=settings.db_timeout_s,
+                          timeout=settings.db_timeout_s, configure=_utc_session,
                           kwargs={"autocommit": True, "prepare_threshold": None})
     keys = KeyStore(pool)
     with psycopg.connect(database_url, autocommit=True) as conn:

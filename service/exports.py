@@ -33,8 +33,8 @@ from psycopg_pool import ConnectionPool
 
 from command import locks
 from command.errors import DomainError, ValidationError
-from query.contacts import ContactFilter, iter_contacts
-from query.exports import csv_export, json_chunks
+from query.contacts import ContactFilter
+from query.exports import csv_export, json_export
 from service.schemas import explain, field_of
 from service.bootstrap import Container
 from service.commands import clean_email, clean_tags
@@ -107,7 +107,7 @@ class ExportController(Controller):
     @get("/export-data", operation_id="exportContactsJson", responses=errors(422), sync_to_thread=True)
     def export_data(self, request: ActorRequest, container: Container, flt: ContactFilter) -> Stream:
         """The matching contacts as a JSON array, in the shape of GET /contacts items."""
-        return Stream(_started(json_chunks(iter_contacts(container.pool, request.user.account_id, flt))),
+        return Stream(_started(json_export(container.pool, request.user.account_id, flt)),
                       media_type="application/json", headers={"Cache-Control": "no-store"})
 
     @post("/export-email", operation_id="emailContactsExport",

@@ -167,6 +167,24 @@ def test_export_data_equals_the_list_items_for_the_same_filter(service: Service)
     assert len(api.get("/api/v1/contacts/export-data").json()) == 7
 
 
+def test_times_are_utc_and_equal_in_list_and_export_whatever_the_server_time_zone(fresh_database: str,
+                                                                                    nats_url: str) -> None:
+    import psycopg
+
+    name = fresh_database.rsplit("/", 1)[1]
+    with psycopg.connect(fresh_database, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET timezone = \'Africa/Nairobi\'')
+    svc = start_service(fresh_database, nats_url)
+    try:
+        api = svc.client()
+        api.create_contact("0711000099", firstName="Amina")
+        item = api.get("/api/v1/contacts").json()["contacts"][0]
+        assert item["createdAt"].endswith("Z") and item["updatedAt"].endswith("Z"), item
+        assert api.get("/api/v1/contacts/export-data").json() == [item]
+    finally:
+        svc.close()
+
+
 def test_large_export_streams_every_row(service: Service) -> None:
     api = service.client()
     total = 3000

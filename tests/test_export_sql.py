@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +23,7 @@ from psycopg_pool import ConnectionPool
 from command.import_files import FORMULA_STARTS, neutralise, unneutralise
 from projections.read_model import create_tables
 from query.contacts import ContactFilter
-from query.exports import CSV_COLUMNS, TAG_SEPARATOR, csv_export
+from query.exports import CSV_COLUMNS, TAG_SEPARATOR, csv_export, json_export
 from query.models import ContactOut
 
 ACCOUNT = uuid.UUID("00000000-0000-4000-8000-0000000000e1")
@@ -108,3 +109,52 @@ def test_sql_csv_comes_in_batches_and_ends_after_the_last_row(pool: ConnectionPo
 def test_sql_csv_of_no_contacts_is_the_header(pool: ConnectionPool) -> None:
     _store(pool, [])
     assert list(csv_export(pool, ACCOUNT, ContactFilter())) == [b"first_name,last_name,phone,email,tags,notes\r\n"]
+
+
+# --- JSON -----------------------------------------------------------------------------------
+
+MOMENT = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                      timezones=st.just(UTC)) | st.just(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+
+
+def _store_full(pool: ConnectionPool, contacts: list[ContactOut]) -> None:
+    with pool.connection() as conn:
+        conn.execute("DELETE FROM contacts WHERE account_id = %s", (ACCOUNT,))
+        for c in contacts:
+            conn.execute("INSERT INTO contacts (id, account_id, first_name, last_name, phone, email, notes, tags,"
+                         " is_opted_out, status, invalid_reason, operator, country, list_ids, created_at, updated_at)"
+                         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                         (c.id, ACCOUNT, c.first_name, c.last_name, c.phone, c.email, c.notes, c.tags,
+                          c.is_opted_out, c.status, c.invalid_reason, c.operator, c.country, c.list_ids,
+                          c.created_at, c.updated_at))
+
+
+JSON_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=10)
+CONTACTS = st.lists(st.builds(
+    ContactOut, id=st.uuids(), first_name=st.none() | JSON_TEXT, last_name=st.none() | JSON_TEXT,
+    phone=st.from_regex(r"\+2547\d{8}", fullmatch=True), email=st.none() | JSON_TEXT,
+    tags=st.lists(JSON_TEXT, max_size=3), notes=st.none() | JSON_TEXT, is_opted_out=st.booleans(),
+    status=st.sampled_from(["valid", "invalid"]), invalid_reason=st.none() | st.just("unknown_network"),
+    operator=st.none() | JSON_TEXT, country=st.none() | st.just("KE"), list_ids=st.lists(st.uuids(), max_size=3),
+    created_at=MOMENT, updated_at=MOMENT), max_size=5, unique_by=lambda c: c.created_at)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(CONTACTS)
+def test_sql_json_equals_msgspec_byte_for_byte(pool: ConnectionPool, contacts: list[ContactOut]) -> None:
+    _store_full(pool, contacts)
+    exported = b"".join(json_export(pool, ACCOUNT, ContactFilter()))
+    ordered = sorted(contacts, key=lambda c: (c.created_at, c.id), reverse=True)
+    assert exported == msgspec.json.encode(ordered)
+
+
+def test_sql_json_comes_in_batches_and_is_one_array(pool: ConnectionPool) -> None:
+    contacts = [_contact(i, f"F{i}", None, None, ["t"], None) for i in range(20)]
+    _store_full(pool, contacts)
+    ordered = sorted(contacts, key=lambda c: c.created_at, reverse=True)
+    for batch, expected_chunks in ((10, 3), (7, 3), (20, 2), (100, 1)):
+        chunks = list(json_export(pool, ACCOUNT, ContactFilter(), batch=batch))
+        assert len(chunks) == expected_chunks, batch
+        assert b"".join(chunks) == msgspec.json.encode(ordered)
+    _store_full(pool, [])
+    assert b"".join(json_export(pool, ACCOUNT, ContactFilter(), batch=10)) == b"[]"
