@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 from service.settings import Settings
@@ -98,8 +98,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, *, api: bool, worker
             # the API's interpreter lock.
             stack.enter_context(_worker_process(database_url, nats_url))
             worker = False
-        asyncio.run(_run(settings, database_url, nats_url, api=api, worker=worker,
-                         banner=args.command == "serve", relay_only=relay_only))
+        # The API's loop is uvloop (faster sockets and callbacks); a worker or relay keeps
+        # asyncio's own loop, which its child-process handling was written and tested on.
+        with asyncio.Runner(loop_factory=_api_loop() if api and not worker else None) as runner:
+            runner.run(_run(settings, database_url, nats_url, api=api, worker=worker,
+                            banner=args.command == "serve", relay_only=relay_only))
+
+
+def _api_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform: asyncio's loop
+        return None
+    return uvloop.new_event_loop
 
 
 @contextlib.contextmanager
