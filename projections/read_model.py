@@ -20,7 +20,7 @@ from command.domain import PII_FIELDS, Contact, ContactImport, ContactList
 
 NAME = "read_model"
 READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact_tags", "imports",
-               "import_report_rows", "account_contact_counts")
+               "import_report_rows", "account_contact_counts", "contact_time_counts")
 
 
 def create_tables(conn: Connection[Any]) -> None:
@@ -108,7 +108,7 @@ class ReadModelProjector:
              e.invalid_reason, e.operator, e.country, e.timestamp, e.timestamp,
              search_name(pii.get("first_name"), pii.get("last_name")), search_phone(phone)))
         self._tags_delta(cur, e.account_id, e.tags, +1)
-        self._account_delta(cur, e.account_id, 1, int(e.is_opted_out))
+        self._account_delta(cur, e.account_id, 1, int(e.is_opted_out), e.timestamp)
         self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, active=True)
 
     @apply.register
@@ -155,14 +155,14 @@ class ReadModelProjector:
     def _(self, e: Contact.OptedOut, cur: Cursor[Any]) -> None:
         row = self._contact(cur, e.originator_id)
         if row is not None and row["deleted_at"] is None and not row["is_opted_out"]:
-            self._account_delta(cur, e.account_id, 0, 1)
+            self._account_delta(cur, e.account_id, 0, 1, row["created_at"])
         self._update_contact(cur, e.originator_id, {"is_opted_out": True}, e.timestamp)
 
     @apply.register
     def _(self, e: Contact.OptedIn, cur: Cursor[Any]) -> None:
         row = self._contact(cur, e.originator_id)
         if row is not None and row["deleted_at"] is None and row["is_opted_out"]:
-            self._account_delta(cur, e.account_id, 0, -1)
+            self._account_delta(cur, e.account_id, 0, -1, row["created_at"])
         self._update_contact(cur, e.originator_id, {"is_opted_out": False}, e.timestamp)
 
     @apply.register
@@ -172,7 +172,7 @@ class ReadModelProjector:
             return
         self._counts_delta(cur, row["list_ids"], -1)
         self._tags_delta(cur, e.account_id, row["tags"], -1)
-        self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]))
+        self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         self._update_contact(cur, e.originator_id, {"deleted_at": e.timestamp}, e.timestamp)
 
     @apply.register
@@ -182,7 +182,7 @@ class ReadModelProjector:
             return
         self._counts_delta(cur, row["list_ids"], +1)
         self._tags_delta(cur, e.account_id, row["tags"], +1)
-        self._account_delta(cur, e.account_id, 1, int(row["is_opted_out"]))
+        self._account_delta(cur, e.account_id, 1, int(row["is_opted_out"]), row["created_at"])
         self._update_contact(cur, e.originator_id, {"deleted_at": None}, e.timestamp)
 
     def _purge_row(self, e: Contact.Purged, cur: Cursor[Any]) -> None:
@@ -192,7 +192,7 @@ class ReadModelProjector:
         if row["deleted_at"] is None:  # purging an active contact (not reachable via the API)
             self._counts_delta(cur, row["list_ids"], -1)
             self._tags_delta(cur, e.account_id, row["tags"], -1)
-            self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]))
+            self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         cur.execute("DELETE FROM contact_list_memberships WHERE contact_id = %s", (e.originator_id,))
         cur.execute("DELETE FROM contacts WHERE id = %s", (e.originator_id,))
 
@@ -247,7 +247,8 @@ class ReadModelProjector:
                         copy.write_row((list_id, c["id"], e.account_id, e.timestamp))
         for list_id, n in members.items():
             self._counts_delta(cur, [list_id], n)
-        self._account_delta(cur, e.account_id, len(e.contacts), sum(1 for c in e.contacts if c["is_opted_out"]))
+        self._account_delta(cur, e.account_id, len(e.contacts), sum(1 for c in e.contacts if c["is_opted_out"]),
+                            e.timestamp)
         tags = Counter(t for c in e.contacts for t in c["tags"])
         if tags:
             cur.execute(
@@ -287,21 +288,30 @@ class ReadModelProjector:
 
     @staticmethod
     def _contact(cur: Cursor[Any], contact_id: UUID) -> dict[str, Any] | None:
-        cur.execute("SELECT first_name, last_name, tags, list_ids, deleted_at, is_opted_out FROM contacts"
+        cur.execute("SELECT first_name, last_name, tags, list_ids, deleted_at, is_opted_out, created_at FROM contacts"
                     " WHERE id = %s", (contact_id,))
         row = cur.fetchone()
         if row is None:
             return None
-        return dict(zip(("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out"), row))
+        return dict(zip(("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at"),
+                        row))
 
     @staticmethod
-    def _account_delta(cur: Cursor[Any], account_id: UUID, active: int, opted_out: int) -> None:
-        """Keep the account's active / opted-out totals (GET /contacts reads them as totals)."""
+    def _account_delta(cur: Cursor[Any], account_id: UUID, active: int, opted_out: int, created_at: Any) -> None:
+        """Keep the account's active / opted-out totals (GET /contacts reads them as totals), and
+        the active counts of the hour and the second of ``created_at`` (where deep pages start)."""
         if active or opted_out:
             cur.execute("INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%s, %s, %s)"
                         " ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active"
                         " + EXCLUDED.active, opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out",
                         (account_id, active, opted_out))
+        if active:
+            cur.execute("INSERT INTO contact_time_counts (account_id, unit, bucket, active)"
+                        " SELECT %(account)s, u, date_trunc(u, %(at)s::timestamptz, 'UTC'), %(n)s"
+                        " FROM unnest(ARRAY['hour', 'second']) AS u"
+                        " ON CONFLICT (account_id, unit, bucket) DO UPDATE"
+                        " SET active = contact_time_counts.active + EXCLUDED.active",
+                        {"account": account_id, "at": created_at, "n": active})
 
     @staticmethod
     def _update_contact(cur: Cursor[Any], contact_id: UUID, values: dict[str, Any], ts: Any) -> None:

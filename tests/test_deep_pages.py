@@ -1,0 +1,139 @@
+"""Deep pages of GET /contacts start from the per-hour and per-second counts, and equal plain OFFSET.
+
+``query.contacts.page_contacts`` finds where an unfiltered page deep in the list starts
+by summing ``contact_time_counts`` (kept by the projector) instead of skipping index
+entries. Any mistake in those counts would show users the wrong contacts, so: the
+counts must equal the active contacts of each hour and second after every kind of
+change made through the API, and every page read through them must equal the page read
+by plain OFFSET, on data spread over hours and seconds (with ties), before and after
+trashing.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg_pool import ConnectionPool
+
+from projections.read_model import create_tables
+from query.contacts import ContactFilter, page_contacts
+from tests.support import Service, new_database
+
+PLAIN = 10 ** 12  # an anchor_min_skip no page reaches: plain OFFSET
+COUNTS_MATCH = """
+SELECT count(*) FROM (
+    SELECT account_id, u.unit, date_trunc(u.unit, created_at, 'UTC') AS bucket, count(*)::int AS active
+    FROM contacts CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
+    WHERE deleted_at IS NULL GROUP BY 1, 2, 3
+) expected FULL JOIN (SELECT * FROM contact_time_counts WHERE active <> 0) kept USING (account_id, unit, bucket)
+WHERE expected.active IS DISTINCT FROM kept.active"""
+
+
+def _pages(pool: ConnectionPool, account: uuid.UUID, size: int, min_skip: int) -> list[tuple[int, list]]:
+    first = page_contacts(pool, account, ContactFilter(), 1, size, anchor_min_skip=min_skip)
+    pages = [(first.total, [c.id for c in first.contacts])]
+    for page in range(2, -(-first.total // size) + 2):
+        got = page_contacts(pool, account, ContactFilter(), page, size, anchor_min_skip=min_skip)
+        pages.append((got.total, [c.id for c in got.contacts]))
+    return pages
+
+
+# --- the counts the projector keeps, after every kind of change through HTTP --------------
+
+def test_time_counts_follow_creates_imports_trash_restore_opt_out_and_purge(service: Service) -> None:
+    api = service.client()
+    made = [api.create_contact(f"07120000{i:02d}", firstName=f"T{i}")["id"] for i in range(12)]
+    csv = "phone,first_name\n" + "".join(f"07130000{i:02d},I{i}\n" for i in range(30))
+    r = api.post("/api/v1/contacts/import", files={"file": ("c.csv", io.BytesIO(csv.encode()), "text/csv")})
+    assert r.status_code == 201 and r.json()["imported"] == 30
+    assert api.post("/api/v1/contacts/bulk-delete", json={"ids": made[:5]}).status_code == 200
+    assert api.post("/api/v1/contacts/trash/restore", json={"ids": made[:2]}).status_code == 200
+    assert api.patch(f"/api/v1/contacts/{made[6]}", json={"isOptedOut": True}).status_code == 200
+    assert api.delete_json("/api/v1/contacts/trash", {"ids": made[2:4]}).status_code == 200
+    with psycopg.connect(service.container.database_url) as conn:
+        assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
+        kept = conn.execute("SELECT sum(active) FROM contact_time_counts WHERE account_id = %s AND unit = 'hour'",
+                            (api.account_id,)).fetchone()[0]
+    assert kept == api.get("/api/v1/contacts").json()["total"] == 12 - 5 + 2 - 0 + 30 - 0
+
+
+def test_deep_pages_through_the_counts_equal_plain_offset_on_the_service(service: Service) -> None:
+    api = service.client()
+    r = api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": f"0714{i:06d}"} for i in range(60)]})
+    assert r.status_code == 201
+    for i in range(15):
+        api.create_contact(f"07150000{i:02d}")
+    ids = [c["id"] for c in api.get("/api/v1/contacts", params={"pageSize": 100}).json()["contacts"]]
+    assert api.post("/api/v1/contacts/bulk-delete", json={"ids": ids[10:70:3]}).status_code == 200
+    for size in (1, 4, 25):
+        assert _pages(service.container.pool, api.account_id, size, 0) == \
+            _pages(service.container.pool, api.account_id, size, PLAIN)
+
+
+# --- any spread of creation times, straight into the read tables -------------------------
+
+@pytest.fixture(scope="module")
+def tables(postgres_server: str) -> Iterator[tuple[str, ConnectionPool]]:
+    url = new_database(postgres_server)
+    with psycopg.connect(url, autocommit=True) as conn:
+        create_tables(conn)
+    with ConnectionPool(url, min_size=1, max_size=2, open=True, kwargs={"autocommit": True}) as pool:
+        yield url, pool
+
+
+START = datetime(2026, 3, 1, 22, 59, 58, tzinfo=UTC)
+# Offsets in microseconds: bunched into a few seconds around an hour boundary, plus hours
+# and days later, with exact ties (same microsecond).
+MOMENTS = st.sampled_from([0, 1, 999_999, 1_000_000, 1_500_000, 2_000_000, 2_000_001, 3_600_000_000,
+                           3_601_000_000, 86_400_000_000]) | st.integers(0, 4_000_000)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(MOMENTS, st.booleans()), min_size=1, max_size=40), st.integers(1, 7))
+def test_pages_from_the_counts_equal_plain_offset_for_any_times(tables: tuple[str, ConnectionPool],
+                                                                 contacts: list, size: int) -> None:
+    url, pool = tables
+    account = uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.cursor().copy("COPY contacts (id, account_id, phone, status, created_at, updated_at, deleted_at)"
+                                " FROM STDIN") as copy:
+            for i, (micros, trashed) in enumerate(contacts):
+                at = START + timedelta(microseconds=micros)
+                copy.write_row((uuid.uuid4(), account, f"+2547{i:08d}", "valid", at, at, at if trashed else None))
+        active = sum(1 for _, trashed in contacts if not trashed)
+        conn.execute("INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%s, %s, 0)",
+                     (account, active))
+        # The counts as the schema fills them for contacts that predate them.
+        conn.execute("DROP TABLE contact_time_counts")
+        create_tables(conn)
+        assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
+    assert _pages(pool, account, size, 0) == _pages(pool, account, size, PLAIN)
+
+
+def test_counts_that_do_not_add_up_are_not_used(tables: tuple[str, ConnectionPool]) -> None:
+    url, pool = tables
+    account = uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.cursor().copy("COPY contacts (id, account_id, phone, status, created_at, updated_at)"
+                                " FROM STDIN") as copy:
+            for i in range(30):
+                at = START + timedelta(seconds=i // 10)
+                copy.write_row((uuid.uuid4(), account, f"+2547{i:08d}", "valid", at, at))
+        conn.execute("INSERT INTO account_contact_counts (account_id, active) VALUES (%s, 30)", (account,))
+        conn.execute("DROP TABLE contact_time_counts")
+        create_tables(conn)
+        expected = _pages(pool, account, 4, PLAIN)
+        # A second's count lost (the hour no longer matches its seconds), then every count gone.
+        conn.execute("DELETE FROM contact_time_counts WHERE account_id = %s AND unit = 'second'"
+                     " AND bucket = (SELECT min(bucket) FROM contact_time_counts WHERE account_id = %s)",
+                     (account, account))
+        assert _pages(pool, account, 4, 0) == expected
+        conn.execute("DELETE FROM contact_time_counts WHERE account_id = %s", (account,))
+        assert _pages(pool, account, 4, 0) == expected
