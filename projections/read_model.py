@@ -299,19 +299,19 @@ class ReadModelProjector:
     @staticmethod
     def _account_delta(cur: Cursor[Any], account_id: UUID, active: int, opted_out: int, created_at: Any) -> None:
         """Keep the account's active / opted-out totals (GET /contacts reads them as totals), and
-        the active counts of the hour and the second of ``created_at`` (where deep pages start)."""
+        those of the hour and the second of ``created_at`` (where deep pages start)."""
         if active or opted_out:
             cur.execute("INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%s, %s, %s)"
                         " ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active"
                         " + EXCLUDED.active, opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out",
                         (account_id, active, opted_out))
-        if active:
-            cur.execute("INSERT INTO contact_time_counts (account_id, unit, bucket, active)"
-                        " SELECT %(account)s, u, date_trunc(u, %(at)s::timestamptz, 'UTC'), %(n)s"
+            cur.execute("INSERT INTO contact_time_counts (account_id, unit, bucket, active, opted_out)"
+                        " SELECT %(account)s, u, date_trunc(u, %(at)s::timestamptz, 'UTC'), %(n)s, %(out)s"
                         " FROM unnest(ARRAY['hour', 'second']) AS u"
                         " ON CONFLICT (account_id, unit, bucket) DO UPDATE"
-                        " SET active = contact_time_counts.active + EXCLUDED.active",
-                        {"account": account_id, "at": created_at, "n": active})
+                        " SET active = contact_time_counts.active + EXCLUDED.active,"
+                        " opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out",
+                        {"account": account_id, "at": created_at, "n": active, "out": opted_out})
 
     @staticmethod
     def _update_contact(cur: Cursor[Any], contact_id: UUID, values: dict[str, Any], ts: Any) -> None:

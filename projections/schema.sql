@@ -83,10 +83,10 @@ CREATE TABLE IF NOT EXISTS account_contact_counts (
     opted_out   integer NOT NULL DEFAULT 0    -- not trashed and opted out
 );
 
--- Active contacts per hour and per second of created_at (UTC), for each account: where
--- a deep page of GET /contacts starts, found by summing these instead of skipping half a
--- million index entries (query/contacts.py). Kept by the projector with the totals
--- above; filled from the contacts the first time it is created.
+-- Active (and active opted-out) contacts per hour and per second of created_at (UTC),
+-- for each account: where a deep page of GET /contacts starts, found by summing these
+-- instead of skipping half a million index entries (query/contacts.py). Kept by the
+-- projector with the totals above; filled from the contacts the first time it is created.
 DO $$
 BEGIN
     IF to_regclass('contact_time_counts') IS NULL THEN
@@ -94,11 +94,12 @@ BEGIN
             account_id  uuid NOT NULL,
             unit        text NOT NULL,           -- 'hour' | 'second'
             bucket      timestamptz NOT NULL,    -- created_at truncated to the unit, in UTC
-            active      integer NOT NULL,
+            active      integer NOT NULL,        -- not trashed
+            opted_out   integer NOT NULL,        -- not trashed and opted out
             PRIMARY KEY (account_id, unit, bucket)
         );
-        INSERT INTO contact_time_counts (account_id, unit, bucket, active)
-        SELECT account_id, u.unit, date_trunc(u.unit, created_at, 'UTC'), count(*)
+        INSERT INTO contact_time_counts (account_id, unit, bucket, active, opted_out)
+        SELECT account_id, u.unit, date_trunc(u.unit, created_at, 'UTC'), count(*), count(*) FILTER (WHERE is_opted_out)
         FROM contacts CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
         WHERE deleted_at IS NULL GROUP BY 1, 2, 3;
     END IF;

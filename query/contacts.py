@@ -34,9 +34,9 @@ class ContactFilter:
     tags: list[str] = field(default_factory=list)
 
     @property
-    def unfiltered(self) -> bool:
-        return not (self.search or "").strip() and self.list_id is None and self.is_opted_out is None \
-            and not self.tags
+    def time_counted(self) -> bool:
+        """The projector's per-hour and per-second counts answer this filter (none, or isOptedOut)."""
+        return not (self.search or "").strip() and self.list_id is None and not self.tags
 
     def where(self, account_id: UUID) -> tuple[sql.Composable, dict]:
         clauses = [sql.SQL("c.account_id = %(account)s"), sql.SQL("c.deleted_at IS NULL")]
@@ -65,7 +65,7 @@ class ContactFilter:
         return sql.SQL(" AND ").join(clauses), params
 
 
-#: From this many index entries to skip, an unfiltered page starts from the time counts.
+#: From this many index entries to skip, a page starts from the time counts (if they answer its filter).
 ANCHOR_MIN_SKIP = 10_000
 
 
@@ -77,10 +77,10 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
     one they answer, else from ``count(*)``. A page in the older half is read from the
     other end (ascending, with the mirrored offset) so the last pages cost what the
     first ones do. Either way the offset is skipped on index entries only before the
-    rows are fetched (a "deferred join"). A page deep in the middle of the unfiltered
-    list starts at the second its first contact was created, found from the
-    projector's per-hour and per-second counts (``_time_anchor``), so only the
-    contacts of that one second are skipped.
+    rows are fetched (a "deferred join"). A page deep in the middle of the list
+    (unfiltered, or filtered by ``isOptedOut`` only) starts at the second its first
+    contact was created, found from the projector's per-hour and per-second counts
+    (``_time_anchor``), so only the contacts of that one second are skipped.
     """
     where, params = flt.where(account_id)
     offset = (page - 1) * page_size
@@ -96,8 +96,8 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
             from_end = offset + page_size / 2 > total / 2
             skip = max(total - offset - page_size, 0) if from_end else offset
             anchor = None
-            if skip >= anchor_min_skip and flt.unfiltered:
-                anchor = _time_anchor(conn, account_id, offset, total)
+            if skip >= anchor_min_skip and flt.time_counted:
+                anchor = _time_anchor(conn, account_id, flt.is_opted_out, offset, total)
             if anchor is not None:
                 from_end = False
                 where = sql.SQL("{} AND c.created_at < %(before)s").format(where)
@@ -116,34 +116,38 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
     return ContactPage(contacts=[to_contact(r) for r in rows], total=total, page=page, page_size=page_size)
 
 
-#: The second holding the contact at ``offset`` (newest first) and how many active
+#: The second holding the contact at ``offset`` (newest first) and how many matching
 #: contacts are newer than that second: the hour first, from the per-hour counts, then
 #: the second within it. Also returns the sums the answer rests on, to check them.
-_ANCHOR = sql.SQL("""
+#: ``{n}`` (``{s_n}`` in the seconds) is the count matching the filter: all active,
+#: the opted-out ones, or the others.
+_ANCHOR = """
 WITH hours AS (
-    SELECT bucket, active, sum(active) OVER (ORDER BY bucket DESC) AS upto
-    FROM contact_time_counts WHERE account_id = %(account)s AND unit = 'hour' AND active <> 0
+    SELECT bucket, {n} AS n, sum({n}) OVER (ORDER BY bucket DESC) AS upto
+    FROM contact_time_counts WHERE account_id = %(account)s AND unit = 'hour' AND {n} <> 0
 ), hour AS (
-    SELECT bucket, active, upto - active AS newer FROM hours WHERE upto > %(offset)s ORDER BY bucket DESC LIMIT 1
+    SELECT bucket, n, upto - n AS newer FROM hours WHERE upto > %(offset)s ORDER BY bucket DESC LIMIT 1
 ), seconds AS (
-    SELECT s.bucket, s.active, hour.newer + sum(s.active) OVER (ORDER BY s.bucket DESC) AS upto,
-           sum(s.active) OVER () AS hour_sum, hour.active AS hour_active
-    FROM hour JOIN contact_time_counts s ON s.account_id = %(account)s AND s.unit = 'second' AND s.active <> 0
+    SELECT s.bucket, {s_n} AS n, hour.newer + sum({s_n}) OVER (ORDER BY s.bucket DESC) AS upto,
+           sum({s_n}) OVER () AS hour_sum, hour.n AS hour_n
+    FROM hour JOIN contact_time_counts s ON s.account_id = %(account)s AND s.unit = 'second' AND {s_n} <> 0
         AND s.bucket >= hour.bucket AND s.bucket < hour.bucket + interval '1 hour'
 )
-SELECT (SELECT coalesce(sum(active), 0) FROM hours), hour_sum, hour_active,
-       bucket + interval '1 second', upto - active
-FROM seconds WHERE upto > %(offset)s ORDER BY bucket DESC LIMIT 1""")
+SELECT (SELECT coalesce(sum(n), 0) FROM hours), hour_sum, hour_n, bucket + interval '1 second', upto - n
+FROM seconds WHERE upto > %(offset)s ORDER BY bucket DESC LIMIT 1"""
+_ANCHORS = {opted_out: sql.SQL(_ANCHOR.format(n=n.format(""), s_n=n.format("s."))) for opted_out, n in
+            ((None, "{0}active"), (True, "{0}opted_out"), (False, "({0}active - {0}opted_out)"))}
 
 
-def _time_anchor(conn: Any, account_id: UUID, offset: int, total: int) -> tuple[Any, int] | None:
-    """(created_at bound, contacts newer than it) for the page at ``offset``, or None.
+def _time_anchor(conn: Any, account_id: UUID, opted_out: bool | None, offset: int,
+                 total: int) -> tuple[Any, int] | None:
+    """(created_at bound, matching contacts newer than it) for the page at ``offset``, or None.
 
     None when the counts do not add up to the account's total, or the hour's seconds to
     the hour (a database that predates the counts and has not been rebuilt): the page
     is then found by skipping, as before, never from wrong counts.
     """
-    row = conn.execute(_ANCHOR, {"account": account_id, "offset": offset}).fetchone()
+    row = conn.execute(_ANCHORS[opted_out], {"account": account_id, "offset": offset}).fetchone()
     if row is None or row[0] != total or row[1] != row[2]:
         return None
     return row[3], row[4]

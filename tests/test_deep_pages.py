@@ -1,5 +1,7 @@
 """Deep pages of GET /contacts start from the per-hour and per-second counts, and equal plain OFFSET.
 
+(Unfiltered, and filtered by ``isOptedOut`` only: the filters those counts answer.)
+
 ``query.contacts.page_contacts`` finds where an unfiltered page deep in the list starts
 by summing ``contact_time_counts`` (kept by the projector) instead of skipping index
 entries. Any mistake in those counts would show users the wrong contacts, so: the
@@ -29,18 +31,22 @@ from tests.support import Service, new_database
 PLAIN = 10 ** 12  # an anchor_min_skip no page reaches: plain OFFSET
 COUNTS_MATCH = """
 SELECT count(*) FROM (
-    SELECT account_id, u.unit, date_trunc(u.unit, created_at, 'UTC') AS bucket, count(*)::int AS active
+    SELECT account_id, u.unit, date_trunc(u.unit, created_at, 'UTC') AS bucket, count(*)::int AS active,
+           count(*) FILTER (WHERE is_opted_out)::int AS opted_out
     FROM contacts CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
     WHERE deleted_at IS NULL GROUP BY 1, 2, 3
-) expected FULL JOIN (SELECT * FROM contact_time_counts WHERE active <> 0) kept USING (account_id, unit, bucket)
-WHERE expected.active IS DISTINCT FROM kept.active"""
+) expected FULL JOIN (SELECT * FROM contact_time_counts WHERE active <> 0 OR opted_out <> 0) kept
+    USING (account_id, unit, bucket)
+WHERE (expected.active, expected.opted_out) IS DISTINCT FROM (kept.active, kept.opted_out)"""
+FILTERS = [ContactFilter(), ContactFilter(is_opted_out=True), ContactFilter(is_opted_out=False)]
 
 
-def _pages(pool: ConnectionPool, account: uuid.UUID, size: int, min_skip: int) -> list[tuple[int, list]]:
-    first = page_contacts(pool, account, ContactFilter(), 1, size, anchor_min_skip=min_skip)
+def _pages(pool: ConnectionPool, account: uuid.UUID, size: int, min_skip: int,
+           flt: ContactFilter = ContactFilter()) -> list[tuple[int, list]]:
+    first = page_contacts(pool, account, flt, 1, size, anchor_min_skip=min_skip)
     pages = [(first.total, [c.id for c in first.contacts])]
     for page in range(2, -(-first.total // size) + 2):
-        got = page_contacts(pool, account, ContactFilter(), page, size, anchor_min_skip=min_skip)
+        got = page_contacts(pool, account, flt, page, size, anchor_min_skip=min_skip)
         pages.append((got.total, [c.id for c in got.contacts]))
     return pages
 
@@ -55,7 +61,9 @@ def test_time_counts_follow_creates_imports_trash_restore_opt_out_and_purge(serv
     assert r.status_code == 201 and r.json()["imported"] == 30
     assert api.post("/api/v1/contacts/bulk-delete", json={"ids": made[:5]}).status_code == 200
     assert api.post("/api/v1/contacts/trash/restore", json={"ids": made[:2]}).status_code == 200
-    assert api.patch(f"/api/v1/contacts/{made[6]}", json={"isOptedOut": True}).status_code == 200
+    for contact_id in (made[6], made[7], made[0]):
+        assert api.patch(f"/api/v1/contacts/{contact_id}", json={"isOptedOut": True}).status_code == 200
+    assert api.patch(f"/api/v1/contacts/{made[7]}", json={"isOptedOut": False}).status_code == 200
     assert api.delete_json("/api/v1/contacts/trash", {"ids": made[2:4]}).status_code == 200
     with psycopg.connect(service.container.database_url) as conn:
         assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
@@ -71,10 +79,13 @@ def test_deep_pages_through_the_counts_equal_plain_offset_on_the_service(service
     for i in range(15):
         api.create_contact(f"07150000{i:02d}")
     ids = [c["id"] for c in api.get("/api/v1/contacts", params={"pageSize": 100}).json()["contacts"]]
+    for contact_id in ids[5:75:4]:
+        assert api.patch(f"/api/v1/contacts/{contact_id}", json={"isOptedOut": True}).status_code == 200
     assert api.post("/api/v1/contacts/bulk-delete", json={"ids": ids[10:70:3]}).status_code == 200
-    for size in (1, 4, 25):
-        assert _pages(service.container.pool, api.account_id, size, 0) == \
-            _pages(service.container.pool, api.account_id, size, PLAIN)
+    for flt in FILTERS:
+        for size in (1, 4, 25):
+            assert _pages(service.container.pool, api.account_id, size, 0, flt) == \
+                _pages(service.container.pool, api.account_id, size, PLAIN, flt), (flt, size)
 
 
 # --- any spread of creation times, straight into the read tables -------------------------
@@ -96,25 +107,28 @@ MOMENTS = st.sampled_from([0, 1, 999_999, 1_000_000, 1_500_000, 2_000_000, 2_000
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(MOMENTS, st.booleans()), min_size=1, max_size=40), st.integers(1, 7))
+@given(st.lists(st.tuples(MOMENTS, st.booleans(), st.booleans()), min_size=1, max_size=40), st.integers(1, 7),
+       st.sampled_from(FILTERS))
 def test_pages_from_the_counts_equal_plain_offset_for_any_times(tables: tuple[str, ConnectionPool],
-                                                                 contacts: list, size: int) -> None:
+                                                                 contacts: list, size: int,
+                                                                 flt: ContactFilter) -> None:
     url, pool = tables
     account = uuid.uuid4()
     with psycopg.connect(url, autocommit=True) as conn:
-        with conn.cursor().copy("COPY contacts (id, account_id, phone, status, created_at, updated_at, deleted_at)"
-                                " FROM STDIN") as copy:
-            for i, (micros, trashed) in enumerate(contacts):
+        with conn.cursor().copy("COPY contacts (id, account_id, phone, status, is_opted_out, created_at, updated_at,"
+                                " deleted_at) FROM STDIN") as copy:
+            for i, (micros, trashed, out) in enumerate(contacts):
                 at = START + timedelta(microseconds=micros)
-                copy.write_row((uuid.uuid4(), account, f"+2547{i:08d}", "valid", at, at, at if trashed else None))
-        active = sum(1 for _, trashed in contacts if not trashed)
-        conn.execute("INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%s, %s, 0)",
-                     (account, active))
+                copy.write_row((uuid.uuid4(), account, f"+2547{i:08d}", "valid", out, at, at, at if trashed else None))
+        active = sum(1 for _, trashed, _ in contacts if not trashed)
+        opted_out = sum(1 for _, trashed, out in contacts if not trashed and out)
+        conn.execute("INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%s, %s, %s)",
+                     (account, active, opted_out))
         # The counts as the schema fills them for contacts that predate them.
         conn.execute("DROP TABLE contact_time_counts")
         create_tables(conn)
         assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
-    assert _pages(pool, account, size, 0) == _pages(pool, account, size, PLAIN)
+    assert _pages(pool, account, size, 0, flt) == _pages(pool, account, size, PLAIN, flt)
 
 
 def test_counts_that_do_not_add_up_are_not_used(tables: tuple[str, ConnectionPool]) -> None:
