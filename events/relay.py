@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import nats
 import psycopg
 from nats.js.api import StorageType, StreamConfig
@@ -45,6 +46,7 @@ class Relay:
         self.batch_size = batch_size
         self.nc: Any = None
         self.js: Any = None
+        self.acks: AckWindow | None = None
         self.published_total = 0
         self.last_error: str | None = None
         self.wakeup = asyncio.Event()
@@ -72,7 +74,9 @@ class Relay:
     async def connect(self) -> None:
         self.nc = await nats.connect(self.nats_url, connect_timeout=2, allow_reconnect=True,
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5)
-        self.js = self.nc.jetstream(publish_async_max_pending=2000)
+        self.js = self.nc.jetstream()
+        self.acks = AckWindow(self.nc)
+        await self.acks.start()
         config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"], storage=StorageType.FILE,
                               duplicate_window=float(self.duplicate_window_s))
         try:
@@ -86,7 +90,7 @@ class Relay:
                 await self.nc.close()
             except Exception:  # noqa: BLE001 - closing a broken connection
                 pass
-        self.nc = self.js = None
+        self.nc = self.js = self.acks = None
 
     # -- main loop ---------------------------------------------------------------------
 
@@ -105,22 +109,21 @@ class Relay:
                 self.select_notifications, start=position, limit=limit, inclusive_of_start=False)
             if not notifications:
                 return total
-            futures: list[Any] = []
+            acks = self.acks
             for group in _groups(notifications):
                 notification = group[-1]
                 for m in await asyncio.to_thread(self._messages, group):
                     if m.erases:
                         # Erasure: first wait for what is in flight, then remove every
                         # message of this contact that carried personal data.
-                        await self._settle(futures)
+                        await acks.settle()
                         await self._erase_contact(m.erases)
-                    futures.append(await self.js.publish_async(m.subject, m.payload,
-                                                               headers={"Nats-Msg-Id": m.msg_id}))
+                    await acks.publish(m.subject, m.payload, m.msg_id)
                     total += 1
-                if len(futures) >= window:
-                    await self._settle(futures)
+                if acks.in_flight >= window:
+                    await acks.settle()
                     await asyncio.to_thread(self._checkpoint, notification.id)
-            await self._settle(futures)
+            await acks.settle()
             await asyncio.to_thread(self._checkpoint, notifications[-1].id)
             self.published_total = total
 
@@ -129,12 +132,6 @@ class Relay:
         for n, event in zip(notifications, self.decode(notifications)):
             messages.extend(to_messages(event, n.id, self.prefix))
         return messages
-
-    @staticmethod
-    async def _settle(futures: list[Any]) -> None:
-        if futures:
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=15)
-            futures.clear()
 
     async def _erase_contact(self, contact_subject: str) -> None:
         """Purge the stream of a contact's messages that carry personal fields."""
@@ -188,6 +185,80 @@ class Relay:
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
         await self.close()
+
+
+class AckWindow:
+    """JetStream publishes whose acks all come back on one inbox subscription.
+
+    A JetStream publish is a NATS publish with a reply subject; the stream answers on
+    it with its ack (or an error). nats-py's ``publish_async`` makes a future, a random
+    token, a done-callback and a semaphore turn per message and builds a ``PubAck``
+    from each answer: about 50 µs of this process's CPU a message, measured against a
+    local nats-server. Here each message gets ``<inbox>.<n>`` as its reply subject and
+    one subscription ticks them off: about 22 µs. ``settle`` waits until every message
+    published since the last one is acknowledged, and raises if any was refused (no
+    stream, a stream error) or if the acks stop coming; the relay then reconnects and
+    publishes again from its checkpoint, deduplicated by ``Nats-Msg-Id``.
+    """
+
+    def __init__(self, nc: Any, timeout_s: float = 15.0):
+        self.nc = nc
+        self.timeout_s = timeout_s
+        self.inbox = nc.new_inbox()
+        self.sent = 0
+        self.waiting: set[int] = set()
+        self.refused: str | None = None
+        self.clear = asyncio.Event()
+        self.clear.set()
+
+    async def start(self) -> None:
+        await self.nc.subscribe(self.inbox + ".*", cb=self._ack)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.waiting)
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
+        self.sent += 1
+        self.waiting.add(self.sent)
+        self.clear.clear()
+        await self.nc.publish(subject, payload, reply=f"{self.inbox}.{self.sent}", headers={"Nats-Msg-Id": msg_id})
+
+    async def _ack(self, msg: Any) -> None:
+        try:
+            number = int(msg.subject.rsplit(".", 1)[1])
+        except ValueError:
+            return
+        if number not in self.waiting:
+            return  # a duplicate answer
+        if msg.headers and msg.headers.get("Status") == "503":
+            self.refused = f"no stream answered for {msg.subject}"
+        elif b'"error"' in msg.data and _ack_error(msg.data):
+            self.refused = _ack_error(msg.data)
+        self.waiting.discard(number)
+        if not self.waiting:
+            self.clear.set()
+
+    async def settle(self) -> None:
+        """Wait for every ack; raise if one was a refusal or they stopped coming."""
+        if self.waiting:
+            try:
+                await asyncio.wait_for(self.clear.wait(), timeout=self.timeout_s)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"{len(self.waiting)} JetStream acks missing after {self.timeout_s:.0f} s") from None
+        if self.refused is not None:
+            refused, self.refused = self.refused, None
+            raise RuntimeError(f"JetStream refused a message: {refused}")
+
+
+def _ack_error(data: bytes) -> str | None:
+    """The error of a JetStream answer (``{"error": {...}}``), else None."""
+    try:
+        answer = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return f"unreadable JetStream answer {data[:100]!r}"
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return str(error)[:300] if error else None
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
