@@ -75,17 +75,22 @@ def csv_export(pool: ConnectionPool, account_id: UUID, flt: ContactFilter,
     where, params = flt.where(account_id)
     query = sql.SQL("SELECT {line} FROM contacts c {tags} WHERE {where}"
                     " ORDER BY c.created_at DESC, c.id DESC").format(line=CSV_LINE, tags=CSV_TAGS, where=where)
+    for number, (lines, _) in enumerate(_batches(pool, query, params, batch)):
+        if number == 0 or lines:
+            yield ((CSV_HEADER if number == 0 else "") + "".join(lines)).encode("utf-8")
+
+
+def _batches(pool: ConnectionPool, query: sql.Composable, params: dict, batch: int) -> Iterator[tuple[list[str], bool]]:
+    """The query's one text column, a fetched batch at a time, each with whether it is the last."""
     with pool.connection() as conn, conn.transaction():
-        with conn.cursor(name="contacts_csv_export") as cur:
+        with conn.cursor(name="contacts_export") as cur:
             cur.execute(query, params)
-            head = CSV_HEADER
             while True:
                 rows = cur.fetchmany(batch)
-                if rows or head:
-                    yield (head + "".join([row[0] for row in rows])).encode("utf-8")
-                if len(rows) < batch:
+                last = len(rows) < batch
+                yield [row[0] for row in rows], last
+                if last:
                     return
-                head = ""
 
 
 # -- the JSON written by PostgreSQL ----------------------------------------------------------
@@ -133,15 +138,6 @@ def json_export(pool: ConnectionPool, account_id: UUID, flt: ContactFilter,
     where, params = flt.where(account_id)
     query = sql.SQL("SELECT {item} FROM contacts c WHERE {where} ORDER BY c.created_at DESC, c.id DESC").format(
         item=JSON_ITEM, where=where)
-    with pool.connection() as conn, conn.transaction():
-        with conn.cursor(name="contacts_json_export") as cur:
-            cur.execute(query, params)
-            first = True
-            while True:
-                rows = cur.fetchmany(batch)
-                last = len(rows) < batch
-                head = "[" if first else ("," if rows else "")
-                yield (head + ",".join([row[0] for row in rows]) + ("]" if last else "")).encode("utf-8")
-                if last:
-                    return
-                first = False
+    for number, (items, last) in enumerate(_batches(pool, query, params, batch)):
+        head = "[" if number == 0 else ("," if items else "")
+        yield (head + ",".join(items) + ("]" if last else "")).encode("utf-8")
