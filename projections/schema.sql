@@ -89,7 +89,10 @@ CREATE TABLE IF NOT EXISTS account_contact_counts (
 -- projector with the totals above; filled from the contacts the first time it is created.
 DO $$
 BEGIN
-    IF to_regclass('contact_time_counts') IS NULL THEN
+    -- Looked up in the schema being created only (a rebuild creates its tables in a
+    -- schema of its own, with public still on the search path).
+    IF NOT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema()
+                   AND tablename = 'contact_time_counts') THEN
         CREATE TABLE contact_time_counts (
             account_id  uuid NOT NULL,
             unit        text NOT NULL,           -- 'hour' | 'second'
