@@ -108,6 +108,11 @@ def cases(state: SeedState) -> list[Case]:
         Case("deep page (last)", "filter", {}, ContactFilter(), position="last"),
         Case("listId (10% list), last page", "filter", {"listId": str(big_list)}, ContactFilter(list_id=big_list),
              position="last"),
+        # Middle pages of a filter: isOptedOut has per-second counts (like no filter), a list has not.
+        Case("isOptedOut=false, middle page", "filter", {"isOptedOut": "false"}, ContactFilter(is_opted_out=False),
+             position="middle"),
+        Case("listId (10% list), middle page", "filter", {"listId": str(big_list)}, ContactFilter(list_id=big_list),
+             position="middle"),
     ]
 
 
