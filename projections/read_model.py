@@ -109,7 +109,7 @@ class ReadModelProjector:
              search_name(pii.get("first_name"), pii.get("last_name")), search_phone(phone)))
         self._tags_delta(cur, e.account_id, e.tags, +1)
         self._account_delta(cur, e.account_id, 1, int(e.is_opted_out), e.timestamp)
-        self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, active=True)
+        self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, e.timestamp, active=True)
 
     @apply.register
     def _(self, e: Contact.Updated, cur: Cursor[Any]) -> None:
@@ -134,7 +134,7 @@ class ReadModelProjector:
     def _(self, e: Contact.AddedToLists, cur: Cursor[Any]) -> None:
         row = self._contact(cur, e.originator_id)
         if row is not None:
-            self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp,
+            self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, row["created_at"],
                                   active=row["deleted_at"] is None)
             self._update_contact(cur, e.originator_id, {}, e.timestamp)
 
@@ -173,6 +173,7 @@ class ReadModelProjector:
         self._counts_delta(cur, row["list_ids"], -1)
         self._tags_delta(cur, e.account_id, row["tags"], -1)
         self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
+        self._memberships_active(cur, e.originator_id, False)
         self._update_contact(cur, e.originator_id, {"deleted_at": e.timestamp}, e.timestamp)
 
     @apply.register
@@ -183,6 +184,7 @@ class ReadModelProjector:
         self._counts_delta(cur, row["list_ids"], +1)
         self._tags_delta(cur, e.account_id, row["tags"], +1)
         self._account_delta(cur, e.account_id, 1, int(row["is_opted_out"]), row["created_at"])
+        self._memberships_active(cur, e.originator_id, True)
         self._update_contact(cur, e.originator_id, {"deleted_at": None}, e.timestamp)
 
     def _purge_row(self, e: Contact.Purged, cur: Cursor[Any]) -> None:
@@ -239,12 +241,13 @@ class ReadModelProjector:
             if lines:
                 copy.write("\n".join(lines) + "\n")
         members = Counter()
-        with cur.copy("COPY contact_list_memberships (list_id, contact_id, account_id, added_at) FROM STDIN") as copy:
+        with cur.copy("COPY contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,"
+                      " contact_active) FROM STDIN") as copy:
             for c in e.contacts:
                 for list_id in c["list_ids"]:
                     if list_id in existing:
                         members[list_id] += 1
-                        copy.write_row((list_id, c["id"], e.account_id, e.timestamp))
+                        copy.write_row((list_id, c["id"], e.account_id, e.timestamp, e.timestamp, True))
         for list_id, n in members.items():
             self._counts_delta(cur, [list_id], n)
         self._account_delta(cur, e.account_id, len(e.contacts), sum(1 for c in e.contacts if c["is_opted_out"]),
@@ -325,22 +328,28 @@ class ReadModelProjector:
 
     @staticmethod
     def _add_memberships(cur: Cursor[Any], account_id: UUID, contact_id: UUID, list_ids: list[UUID],
-                         ts: Any, *, active: bool) -> None:
+                         ts: Any, created_at: Any, *, active: bool) -> None:
         if not list_ids:
             return
         # Only lists that still exist in this account: a list deleted before the
         # event was applied simply gains nothing, on every replay alike.
         cur.execute(
-            "INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at)"
-            " SELECT l.id, %s, %s, %s FROM contact_lists l WHERE l.id = ANY(%s) AND l.account_id = %s"
-            " ON CONFLICT DO NOTHING RETURNING list_id",
-            (contact_id, account_id, ts, list(list_ids), account_id))
+            "INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,"
+            " contact_active) SELECT l.id, %s, %s, %s, %s, %s FROM contact_lists l WHERE l.id = ANY(%s)"
+            " AND l.account_id = %s ON CONFLICT DO NOTHING RETURNING list_id",
+            (contact_id, account_id, ts, created_at, active, list(list_ids), account_id))
         added = [r[0] for r in cur.fetchall()]
         if added:
             if active:
                 ReadModelProjector._counts_delta(cur, added, +1)
             cur.execute("UPDATE contacts SET list_ids = list_ids || %s::uuid[] WHERE id = %s",
                         (added, contact_id))
+
+    @staticmethod
+    def _memberships_active(cur: Cursor[Any], contact_id: UUID, active: bool) -> None:
+        """A trashed contact keeps its memberships, out of its lists' pages until restored."""
+        cur.execute("UPDATE contact_list_memberships SET contact_active = %s WHERE contact_id = %s",
+                    (active, contact_id))
 
     @staticmethod
     def _counts_delta(cur: Cursor[Any], list_ids: list[UUID], delta: int) -> None:

@@ -60,13 +60,32 @@ CREATE INDEX IF NOT EXISTS contacts_search_name ON contacts USING gin (search_na
 CREATE INDEX IF NOT EXISTS contacts_search_phone ON contacts USING gin (search_phone gin_trgm_ops);
 
 CREATE TABLE IF NOT EXISTS contact_list_memberships (
-    list_id     uuid NOT NULL,
-    contact_id  uuid NOT NULL,
-    account_id  uuid NOT NULL,
-    added_at    timestamptz NOT NULL,
+    list_id             uuid NOT NULL,
+    contact_id          uuid NOT NULL,
+    account_id          uuid NOT NULL,
+    added_at            timestamptz NOT NULL,
+    -- The contact's sort key and state, copied here so a list's page is read from this
+    -- table's own index in list order (query/contacts.py), not by walking every contact.
+    contact_created_at  timestamptz NOT NULL,
+    contact_active      boolean NOT NULL,     -- the contact is not trashed
     PRIMARY KEY (list_id, contact_id)
 );
+-- Tables made before those two columns: add and fill them once.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'contact_list_memberships' AND column_name = 'contact_created_at') THEN
+        ALTER TABLE contact_list_memberships ADD COLUMN contact_created_at timestamptz,
+                                             ADD COLUMN contact_active boolean;
+        UPDATE contact_list_memberships m SET contact_created_at = c.created_at, contact_active = c.deleted_at IS NULL
+        FROM contacts c WHERE c.id = m.contact_id;
+        ALTER TABLE contact_list_memberships ALTER COLUMN contact_created_at SET NOT NULL,
+                                             ALTER COLUMN contact_active SET NOT NULL;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS contact_list_memberships_contact ON contact_list_memberships (contact_id);
+CREATE INDEX IF NOT EXISTS contact_list_memberships_order
+    ON contact_list_memberships (list_id, contact_created_at DESC, contact_id DESC) WHERE contact_active;
 
 -- Tag index: distinct tags of each account's active contacts, with how many use each.
 CREATE TABLE IF NOT EXISTS contact_tags (

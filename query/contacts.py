@@ -34,6 +34,12 @@ class ContactFilter:
     tags: list[str] = field(default_factory=list)
 
     @property
+    def list_only(self) -> bool:
+        """Only ``listId``: the page can be read from the memberships' index in list order."""
+        return self.list_id is not None and not (self.search or "").strip() and self.is_opted_out is None \
+            and not self.tags
+
+    @property
     def time_counted(self) -> bool:
         """The projector's per-hour and per-second counts answer this filter (none, or isOptedOut)."""
         return not (self.search or "").strip() and self.list_id is None and not self.tags
@@ -80,7 +86,9 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
     rows are fetched (a "deferred join"). A page deep in the middle of the list
     (unfiltered, or filtered by ``isOptedOut`` only) starts at the second its first
     contact was created, found from the projector's per-hour and per-second counts
-    (``_time_anchor``), so only the contacts of that one second are skipped.
+    (``_time_anchor``), so only the contacts of that one second are skipped. A page of
+    one list (``listId`` alone) walks that list's memberships, which carry each
+    contact's ``created_at`` and trashed state, not every contact of the account.
     """
     where, params = flt.where(account_id)
     offset = (page - 1) * page_size
@@ -107,11 +115,18 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
             else:
                 params.update(limit=page_size, offset=offset)
             order = sql.SQL("ASC" if from_end else "DESC")
+            if flt.list_only:
+                # The list's own index, in list order: only its members are walked.
+                ids = sql.SQL(
+                    "SELECT m.contact_id AS id FROM contact_list_memberships m WHERE m.list_id = %(list_id)s"
+                    " AND m.account_id = %(account)s AND m.contact_active ORDER BY m.contact_created_at {order},"
+                    " m.contact_id {order} LIMIT %(limit)s OFFSET %(offset)s").format(order=order)
+            else:
+                ids = sql.SQL("SELECT c.id FROM contacts c WHERE {where} ORDER BY c.created_at {order}, c.id {order}"
+                              " LIMIT %(limit)s OFFSET %(offset)s").format(where=where, order=order)
             rows = conn.execute(sql.SQL(
-                "SELECT {columns} FROM contacts c JOIN (SELECT c.id FROM contacts c WHERE {where}"
-                " ORDER BY c.created_at {order}, c.id {order} LIMIT %(limit)s OFFSET %(offset)s) p ON p.id = c.id"
-                " ORDER BY c.created_at DESC, c.id DESC").format(columns=COLUMNS, where=where, order=order),
-                params).fetchall()
+                "SELECT {columns} FROM contacts c JOIN ({ids}) p ON p.id = c.id"
+                " ORDER BY c.created_at DESC, c.id DESC").format(columns=COLUMNS, ids=ids), params).fetchall()
         conn.execute("COMMIT")
     return ContactPage(contacts=[to_contact(r) for r in rows], total=total, page=page, page_size=page_size)
 

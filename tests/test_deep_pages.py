@@ -151,3 +151,79 @@ def test_counts_that_do_not_add_up_are_not_used(tables: tuple[str, ConnectionPoo
         assert _pages(pool, account, 4, 0) == expected
         conn.execute("DELETE FROM contact_time_counts WHERE account_id = %s", (account,))
         assert _pages(pool, account, 4, 0) == expected
+
+
+# --- a list's pages, from its memberships in list order ---------------------------------
+
+MEMBERSHIPS_MATCH = """
+SELECT count(*) FROM contact_list_memberships m JOIN contacts c ON c.id = m.contact_id
+WHERE (m.contact_created_at, m.contact_active) IS DISTINCT FROM (c.created_at, c.deleted_at IS NULL)"""
+
+
+def _list_oracle(database_url: str, account: uuid.UUID, list_id: str) -> list:
+    """The list's active members, newest first, by the plain query over contacts."""
+    with psycopg.connect(database_url) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT c.id FROM contacts c WHERE c.account_id = %s AND c.deleted_at IS NULL AND EXISTS"
+            " (SELECT 1 FROM contact_list_memberships m WHERE m.list_id = %s AND m.contact_id = c.id)"
+            " ORDER BY c.created_at DESC, c.id DESC", (account, list_id)).fetchall()]
+
+
+def test_list_pages_walk_the_memberships_and_equal_the_plain_query(service: Service) -> None:
+    api = service.client()
+    big, small, other = api.create_list("big"), api.create_list("small"), api.create_list("other")
+    csv = "phone\n" + "".join(f"07160000{i:02d}\n" for i in range(40))
+    r = api.post("/api/v1/contacts/import", data={"listId": big["id"]},
+                 files={"file": ("c.csv", io.BytesIO(csv.encode()), "text/csv")})
+    assert r.status_code == 201 and r.json()["imported"] == 40
+    made = [api.create_contact(f"07170000{i:02d}", listIds=[big["id"], small["id"]] if i % 2 else [small["id"]])["id"]
+            for i in range(20)]
+    members = [c["id"] for c in api.get("/api/v1/contacts", params={"listId": big["id"], "pageSize": 100}).json()
+               ["contacts"]]
+    assert api.post(f"/api/v1/contact-lists/{other['id']}/contacts", json={"contactIds": members[:30]}).status_code == 200
+    assert api.delete_json(f"/api/v1/contact-lists/{big['id']}/contacts", {"contactIds": members[5:9]}).status_code == 200
+    assert api.patch(f"/api/v1/contacts/{made[0]}", json={"listIds": [big["id"], other["id"]]}).status_code == 200
+    assert api.post("/api/v1/contacts/bulk-delete", json={"ids": members[10:40:3] + made[1:6]}).status_code == 200
+    assert api.post("/api/v1/contacts/trash/restore", json={"ids": members[10:20:3]}).status_code == 200
+    assert api.delete_json("/api/v1/contacts/trash", {"ids": made[1:3]}).status_code == 200
+    assert api.delete(f"/api/v1/contact-lists/{small['id']}").status_code == 204
+    database = service.container.database_url
+    with psycopg.connect(database) as conn:
+        assert conn.execute(MEMBERSHIPS_MATCH).fetchone()[0] == 0
+    for lst in (big, other, small):
+        expected = _list_oracle(database, api.account_id, lst["id"])
+        for size in (1, 4, 25):
+            pages = _pages(service.container.pool, api.account_id, size, PLAIN, ContactFilter(list_id=uuid.UUID(lst["id"])))
+            assert [p[0] for p in pages] == [len(expected)] * len(pages), (lst["name"], size)
+            assert [i for _, ids in pages for i in ids] == expected, (lst["name"], size)
+    # Another account naming the list sees nothing.
+    stranger = service.client()
+    assert stranger.get("/api/v1/contacts", params={"listId": big["id"]}).json()["contacts"] == []
+
+
+def test_memberships_made_before_the_sort_columns_get_them_filled(tables: tuple[str, ConnectionPool]) -> None:
+    url, pool = tables
+    account, list_id = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO contact_lists (id, account_id, name, contact_count, created_at, updated_at)"
+                     " VALUES (%s, %s, 'l', 0, now(), now())", (list_id, account))
+        for i in range(12):
+            at = START + timedelta(seconds=i * 700)
+            contact = uuid.uuid4()
+            conn.execute("INSERT INTO contacts (id, account_id, phone, status, created_at, updated_at, deleted_at)"
+                         " VALUES (%s, %s, %s, 'valid', %s, %s, %s)",
+                         (contact, account, f"+2547{i:08d}", at, at, at if i % 4 == 0 else None))
+            conn.execute("INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at,"
+                         " contact_created_at, contact_active) VALUES (%s, %s, %s, now(), now(), true)",
+                         (list_id, contact, account))
+        conn.execute("UPDATE contact_lists SET contact_count = 9 WHERE id = %s", (list_id,))
+        # As the table was before: without the two columns (and so without their index).
+        conn.execute("ALTER TABLE contact_list_memberships DROP COLUMN contact_created_at, DROP COLUMN contact_active")
+        create_tables(conn)
+        assert conn.execute(MEMBERSHIPS_MATCH).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'contact_list_memberships_order'"
+                            ).fetchone()[0] == 1
+    expected = _list_oracle(url, account, str(list_id))
+    assert len(expected) == 9
+    pages = _pages(pool, account, 2, PLAIN, ContactFilter(list_id=list_id))
+    assert [i for _, ids in pages for i in ids] == expected
