@@ -116,16 +116,17 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
                 params.update(limit=page_size, offset=offset)
             order = sql.SQL("ASC" if from_end else "DESC")
             if flt.list_only:
-                # The list's own index, in list order: only its members are walked.
+                # The list's own index, in list order: only its members are walked, and
+                # only in the index (the list is the account's: its total said so above).
                 ids = sql.SQL(
                     "SELECT m.contact_id AS id FROM contact_list_memberships m WHERE m.list_id = %(list_id)s"
-                    " AND m.account_id = %(account)s AND m.contact_active ORDER BY m.contact_created_at {order},"
-                    " m.contact_id {order} LIMIT %(limit)s OFFSET %(offset)s").format(order=order)
+                    " AND m.contact_active ORDER BY m.contact_created_at {order}, m.contact_id {order}"
+                    " LIMIT %(limit)s OFFSET %(offset)s").format(order=order)
             else:
                 ids = sql.SQL("SELECT c.id FROM contacts c WHERE {where} ORDER BY c.created_at {order}, c.id {order}"
                               " LIMIT %(limit)s OFFSET %(offset)s").format(where=where, order=order)
             rows = conn.execute(sql.SQL(
-                "SELECT {columns} FROM contacts c JOIN ({ids}) p ON p.id = c.id"
+                "SELECT {columns} FROM contacts c JOIN ({ids}) p ON p.id = c.id WHERE c.account_id = %(account)s"
                 " ORDER BY c.created_at DESC, c.id DESC").format(columns=COLUMNS, ids=ids), params).fetchall()
         conn.execute("COMMIT")
     return ContactPage(contacts=[to_contact(r) for r in rows], total=total, page=page, page_size=page_size)
