@@ -108,10 +108,14 @@ def cases(state: SeedState) -> list[Case]:
         Case("deep page (last)", "filter", {}, ContactFilter(), position="last"),
         Case("listId (10% list), last page", "filter", {"listId": str(big_list)}, ContactFilter(list_id=big_list),
              position="last"),
-        # Middle pages of a filter: isOptedOut has per-second counts (like no filter), a list has not.
+        # Middle pages of filters: isOptedOut and one tag have per-second counts (like no filter), a list
+        # walks its memberships, a search has neither.
         Case("isOptedOut=false, middle page", "filter", {"isOptedOut": "false"}, ContactFilter(is_opted_out=False),
              position="middle"),
         Case("listId (10% list), middle page", "filter", {"listId": str(big_list)}, ContactFilter(list_id=big_list),
+             position="middle"),
+        Case("tags=vip, middle page", "filter", {"tags": "vip"}, ContactFilter(tags=["vip"]), position="middle"),
+        Case("search name 'wanjiku', middle page", "search", {"search": "wanjiku"}, ContactFilter(search="wanjiku"),
              position="middle"),
     ]
 

@@ -107,7 +107,7 @@ class ReadModelProjector:
              pii.get("email"), pii.get("notes"), list(e.tags), e.is_opted_out, e.status,
              e.invalid_reason, e.operator, e.country, e.timestamp, e.timestamp,
              search_name(pii.get("first_name"), pii.get("last_name")), search_phone(phone)))
-        self._tags_delta(cur, e.account_id, e.tags, +1)
+        self._tags_delta(cur, e.account_id, e.tags, +1, e.timestamp)
         self._account_delta(cur, e.account_id, 1, int(e.is_opted_out), e.timestamp)
         self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, e.timestamp, active=True)
 
@@ -121,8 +121,8 @@ class ReadModelProjector:
                        if k in ("tags", "status", "invalid_reason", "operator", "country")})
         if "tags" in values and row["deleted_at"] is None:
             old, new = set(row["tags"]), set(values["tags"])
-            self._tags_delta(cur, e.account_id, sorted(old - new), -1)
-            self._tags_delta(cur, e.account_id, sorted(new - old), +1)
+            self._tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"])
+            self._tags_delta(cur, e.account_id, sorted(new - old), +1, row["created_at"])
         first = values.get("first_name", row["first_name"])
         last = values.get("last_name", row["last_name"])
         values["search_name"] = search_name(first, last)
@@ -171,7 +171,7 @@ class ReadModelProjector:
         if row is None or row["deleted_at"] is not None:
             return
         self._counts_delta(cur, row["list_ids"], -1)
-        self._tags_delta(cur, e.account_id, row["tags"], -1)
+        self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"])
         self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         self._memberships_active(cur, e.originator_id, False)
         self._update_contact(cur, e.originator_id, {"deleted_at": e.timestamp}, e.timestamp)
@@ -182,7 +182,7 @@ class ReadModelProjector:
         if row is None or row["deleted_at"] is None:
             return
         self._counts_delta(cur, row["list_ids"], +1)
-        self._tags_delta(cur, e.account_id, row["tags"], +1)
+        self._tags_delta(cur, e.account_id, row["tags"], +1, row["created_at"])
         self._account_delta(cur, e.account_id, 1, int(row["is_opted_out"]), row["created_at"])
         self._memberships_active(cur, e.originator_id, True)
         self._update_contact(cur, e.originator_id, {"deleted_at": None}, e.timestamp)
@@ -193,7 +193,7 @@ class ReadModelProjector:
             return
         if row["deleted_at"] is None:  # purging an active contact (not reachable via the API)
             self._counts_delta(cur, row["list_ids"], -1)
-            self._tags_delta(cur, e.account_id, row["tags"], -1)
+            self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"])
             self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         cur.execute("DELETE FROM contact_list_memberships WHERE contact_id = %s", (e.originator_id,))
         cur.execute("DELETE FROM contacts WHERE id = %s", (e.originator_id,))
@@ -259,6 +259,7 @@ class ReadModelProjector:
                 " FROM unnest(%s::text[], %s::int[]) AS x(t, n) ON CONFLICT (account_id, tag)"
                 " DO UPDATE SET contact_count = contact_tags.contact_count + EXCLUDED.contact_count",
                 (e.account_id, list(tags), list(tags.values())))
+            self._tag_times(cur, e.account_id, list(tags), list(tags.values()), e.timestamp)
         with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id)"
                       " FROM STDIN") as copy:
             for s in e.skipped:
@@ -308,10 +309,10 @@ class ReadModelProjector:
                         " ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active"
                         " + EXCLUDED.active, opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out",
                         (account_id, active, opted_out))
-            cur.execute("INSERT INTO contact_time_counts (account_id, unit, bucket, active, opted_out)"
-                        " SELECT %(account)s, u, date_trunc(u, %(at)s::timestamptz, 'UTC'), %(n)s, %(out)s"
+            cur.execute("INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)"
+                        " SELECT %(account)s, '', u, date_trunc(u, %(at)s::timestamptz, 'UTC'), %(n)s, %(out)s"
                         " FROM unnest(ARRAY['hour', 'second']) AS u"
-                        " ON CONFLICT (account_id, unit, bucket) DO UPDATE"
+                        " ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE"
                         " SET active = contact_time_counts.active + EXCLUDED.active,"
                         " opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out",
                         {"account": account_id, "at": created_at, "n": active, "out": opted_out})
@@ -358,9 +359,20 @@ class ReadModelProjector:
                         (delta, list(list_ids)))
 
     @staticmethod
-    def _tags_delta(cur: Cursor[Any], account_id: UUID, tags: list[str], delta: int) -> None:
+    def _tag_times(cur: Cursor[Any], account_id: UUID, tags: list[str], deltas: list[int], created_at: Any) -> None:
+        """The active counts of each tag for the hour and the second of ``created_at``."""
+        cur.execute("INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)"
+                    " SELECT %s, t, u, date_trunc(u, %s::timestamptz, 'UTC'), n, 0"
+                    " FROM unnest(%s::text[], %s::int[]) AS x(t, n), unnest(ARRAY['hour', 'second']) AS u"
+                    " ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE"
+                    " SET active = contact_time_counts.active + EXCLUDED.active",
+                    (account_id, created_at, tags, deltas))
+
+    @staticmethod
+    def _tags_delta(cur: Cursor[Any], account_id: UUID, tags: list[str], delta: int, created_at: Any) -> None:
         if not tags:
             return
+        ReadModelProjector._tag_times(cur, account_id, list(tags), [delta] * len(tags), created_at)
         cur.execute(
             "INSERT INTO contact_tags (account_id, tag, contact_count) SELECT %s, t, %s FROM unnest(%s::text[]) t"
             " ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count + EXCLUDED.contact_count",

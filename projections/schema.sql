@@ -102,28 +102,34 @@ CREATE TABLE IF NOT EXISTS account_contact_counts (
     opted_out   integer NOT NULL DEFAULT 0    -- not trashed and opted out
 );
 
--- Active (and active opted-out) contacts per hour and per second of created_at (UTC),
--- for each account: where a deep page of GET /contacts starts, found by summing these
--- instead of skipping half a million index entries (query/contacts.py). Kept by the
--- projector with the totals above; filled from the contacts the first time it is created.
+-- Active contacts per hour and per second of created_at (UTC), for each account, all of
+-- them (tag '') and those with each tag: where a deep page of GET /contacts starts,
+-- found by summing these instead of skipping half a million index entries
+-- (query/contacts.py). `opted_out` (active and opted out) is kept on the tag '' rows
+-- only. Kept by the projector with the totals above; filled from the contacts when the
+-- table is created, or made again when it has an older shape (it is derived data).
 DO $$
 BEGIN
     -- Looked up in the schema being created only (a rebuild creates its tables in a
     -- schema of its own, with public still on the search path).
-    IF NOT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema()
-                   AND tablename = 'contact_time_counts') THEN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'contact_time_counts' AND column_name = 'tag') THEN
+        EXECUTE format('DROP TABLE IF EXISTS %I.contact_time_counts', current_schema());
         CREATE TABLE contact_time_counts (
             account_id  uuid NOT NULL,
+            tag         text NOT NULL,           -- '' for all contacts
             unit        text NOT NULL,           -- 'hour' | 'second'
             bucket      timestamptz NOT NULL,    -- created_at truncated to the unit, in UTC
             active      integer NOT NULL,        -- not trashed
-            opted_out   integer NOT NULL,        -- not trashed and opted out
-            PRIMARY KEY (account_id, unit, bucket)
+            opted_out   integer NOT NULL,        -- not trashed and opted out (tag '' rows only)
+            PRIMARY KEY (account_id, tag, unit, bucket)
         );
-        INSERT INTO contact_time_counts (account_id, unit, bucket, active, opted_out)
-        SELECT account_id, u.unit, date_trunc(u.unit, created_at, 'UTC'), count(*), count(*) FILTER (WHERE is_opted_out)
-        FROM contacts CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
-        WHERE deleted_at IS NULL GROUP BY 1, 2, 3;
+        INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
+        SELECT account_id, t.tag, u.unit, date_trunc(u.unit, created_at, 'UTC'), count(*),
+               CASE WHEN t.tag = '' THEN count(*) FILTER (WHERE is_opted_out) ELSE 0 END
+        FROM contacts CROSS JOIN LATERAL unnest(array_append(tags, '')) AS t(tag)
+             CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
+        WHERE deleted_at IS NULL GROUP BY 1, 2, 3, 4;
     END IF;
 END $$;
 

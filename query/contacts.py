@@ -41,8 +41,10 @@ class ContactFilter:
 
     @property
     def time_counted(self) -> bool:
-        """The projector's per-hour and per-second counts answer this filter (none, or isOptedOut)."""
-        return not (self.search or "").strip() and self.list_id is None and not self.tags
+        """The projector's per-hour and per-second counts answer this filter: none, ``isOptedOut``
+        alone, or one tag alone."""
+        return not (self.search or "").strip() and self.list_id is None and (
+            not self.tags or (len(self.tags) == 1 and self.is_opted_out is None))
 
     def where(self, account_id: UUID) -> tuple[sql.Composable, dict]:
         clauses = [sql.SQL("c.account_id = %(account)s"), sql.SQL("c.deleted_at IS NULL")]
@@ -84,7 +86,7 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
     other end (ascending, with the mirrored offset) so the last pages cost what the
     first ones do. Either way the offset is skipped on index entries only before the
     rows are fetched (a "deferred join"). A page deep in the middle of the list
-    (unfiltered, or filtered by ``isOptedOut`` only) starts at the second its first
+    (unfiltered, or filtered by ``isOptedOut`` or by one tag only) starts at the second its first
     contact was created, found from the projector's per-hour and per-second counts
     (``_time_anchor``), so only the contacts of that one second are skipped. A page of
     one list (``listId`` alone) walks that list's memberships, which carry each
@@ -105,7 +107,7 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
             skip = max(total - offset - page_size, 0) if from_end else offset
             anchor = None
             if skip >= anchor_min_skip and flt.time_counted:
-                anchor = _time_anchor(conn, account_id, flt.is_opted_out, offset, total)
+                anchor = _time_anchor(conn, account_id, flt, offset, total)
             if anchor is not None:
                 from_end = False
                 where = sql.SQL("{} AND c.created_at < %(before)s").format(where)
@@ -136,17 +138,18 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
 #: contacts are newer than that second: the hour first, from the per-hour counts, then
 #: the second within it. Also returns the sums the answer rests on, to check them.
 #: ``{n}`` (``{s_n}`` in the seconds) is the count matching the filter: all active,
-#: the opted-out ones, or the others.
+#: the opted-out ones, or the others; ``tag`` is '' (every contact) or the one tag.
 _ANCHOR = """
 WITH hours AS (
     SELECT bucket, {n} AS n, sum({n}) OVER (ORDER BY bucket DESC) AS upto
-    FROM contact_time_counts WHERE account_id = %(account)s AND unit = 'hour' AND {n} <> 0
+    FROM contact_time_counts WHERE account_id = %(account)s AND tag = %(tag)s AND unit = 'hour' AND {n} <> 0
 ), hour AS (
     SELECT bucket, n, upto - n AS newer FROM hours WHERE upto > %(offset)s ORDER BY bucket DESC LIMIT 1
 ), seconds AS (
     SELECT s.bucket, {s_n} AS n, hour.newer + sum({s_n}) OVER (ORDER BY s.bucket DESC) AS upto,
            sum({s_n}) OVER () AS hour_sum, hour.n AS hour_n
-    FROM hour JOIN contact_time_counts s ON s.account_id = %(account)s AND s.unit = 'second' AND {s_n} <> 0
+    FROM hour JOIN contact_time_counts s ON s.account_id = %(account)s AND s.tag = %(tag)s AND s.unit = 'second'
+        AND {s_n} <> 0
         AND s.bucket >= hour.bucket AND s.bucket < hour.bucket + interval '1 hour'
 )
 SELECT (SELECT coalesce(sum(n), 0) FROM hours), hour_sum, hour_n, bucket + interval '1 second', upto - n
@@ -155,7 +158,7 @@ _ANCHORS = {opted_out: sql.SQL(_ANCHOR.format(n=n.format(""), s_n=n.format("s.")
             ((None, "{0}active"), (True, "{0}opted_out"), (False, "({0}active - {0}opted_out)"))}
 
 
-def _time_anchor(conn: Any, account_id: UUID, opted_out: bool | None, offset: int,
+def _time_anchor(conn: Any, account_id: UUID, flt: "ContactFilter", offset: int,
                  total: int) -> tuple[Any, int] | None:
     """(created_at bound, matching contacts newer than it) for the page at ``offset``, or None.
 
@@ -163,7 +166,8 @@ def _time_anchor(conn: Any, account_id: UUID, opted_out: bool | None, offset: in
     the hour (a database that predates the counts and has not been rebuilt): the page
     is then found by skipping, as before, never from wrong counts.
     """
-    row = conn.execute(_ANCHORS[opted_out], {"account": account_id, "offset": offset}).fetchone()
+    tag = flt.tags[0] if flt.tags else ""
+    row = conn.execute(_ANCHORS[flt.is_opted_out], {"account": account_id, "tag": tag, "offset": offset}).fetchone()
     if row is None or row[0] != total or row[1] != row[2]:
         return None
     return row[3], row[4]

@@ -1,6 +1,6 @@
 """Deep pages of GET /contacts start from the per-hour and per-second counts, and equal plain OFFSET.
 
-(Unfiltered, and filtered by ``isOptedOut`` only: the filters those counts answer.)
+(Unfiltered, filtered by ``isOptedOut`` only, and by one tag only: the filters those counts answer.)
 
 ``query.contacts.page_contacts`` finds where an unfiltered page deep in the list starts
 by summing ``contact_time_counts`` (kept by the projector) instead of skipping index
@@ -31,14 +31,16 @@ from tests.support import Service, new_database
 PLAIN = 10 ** 12  # an anchor_min_skip no page reaches: plain OFFSET
 COUNTS_MATCH = """
 SELECT count(*) FROM (
-    SELECT account_id, u.unit, date_trunc(u.unit, created_at, 'UTC') AS bucket, count(*)::int AS active,
-           count(*) FILTER (WHERE is_opted_out)::int AS opted_out
-    FROM contacts CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
-    WHERE deleted_at IS NULL GROUP BY 1, 2, 3
+    SELECT account_id, t.tag, u.unit, date_trunc(u.unit, created_at, 'UTC') AS bucket, count(*)::int AS active,
+           CASE WHEN t.tag = '' THEN count(*) FILTER (WHERE is_opted_out)::int ELSE 0 END AS opted_out
+    FROM contacts CROSS JOIN LATERAL unnest(array_append(tags, '')) AS t(tag)
+         CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
+    WHERE deleted_at IS NULL GROUP BY 1, 2, 3, 4
 ) expected FULL JOIN (SELECT * FROM contact_time_counts WHERE active <> 0 OR opted_out <> 0) kept
-    USING (account_id, unit, bucket)
+    USING (account_id, tag, unit, bucket)
 WHERE (expected.active, expected.opted_out) IS DISTINCT FROM (kept.active, kept.opted_out)"""
-FILTERS = [ContactFilter(), ContactFilter(is_opted_out=True), ContactFilter(is_opted_out=False)]
+FILTERS = [ContactFilter(), ContactFilter(is_opted_out=True), ContactFilter(is_opted_out=False),
+           ContactFilter(tags=["vip"]), ContactFilter(tags=["b"])]
 
 
 def _pages(pool: ConnectionPool, account: uuid.UUID, size: int, min_skip: int,
@@ -55,26 +57,31 @@ def _pages(pool: ConnectionPool, account: uuid.UUID, size: int, min_skip: int,
 
 def test_time_counts_follow_creates_imports_trash_restore_opt_out_and_purge(service: Service) -> None:
     api = service.client()
-    made = [api.create_contact(f"07120000{i:02d}", firstName=f"T{i}")["id"] for i in range(12)]
-    csv = "phone,first_name\n" + "".join(f"07130000{i:02d},I{i}\n" for i in range(30))
+    made = [api.create_contact(f"07120000{i:02d}", firstName=f"T{i}", tags=["vip", "a"] if i % 2 else ["b"])["id"]
+            for i in range(12)]
+    csv = "phone,first_name,tags\n" + "".join(f"07130000{i:02d},I{i},{'vip;b' if i % 3 else ''}\n" for i in range(30))
     r = api.post("/api/v1/contacts/import", files={"file": ("c.csv", io.BytesIO(csv.encode()), "text/csv")})
     assert r.status_code == 201 and r.json()["imported"] == 30
     assert api.post("/api/v1/contacts/bulk-delete", json={"ids": made[:5]}).status_code == 200
     assert api.post("/api/v1/contacts/trash/restore", json={"ids": made[:2]}).status_code == 200
+    assert api.patch(f"/api/v1/contacts/{made[8]}", json={"tags": ["b", "c"]}).status_code == 200
+    assert api.patch(f"/api/v1/contacts/{made[1]}", json={"tags": ["c"]}).status_code == 200  # restored above
     for contact_id in (made[6], made[7], made[0]):
         assert api.patch(f"/api/v1/contacts/{contact_id}", json={"isOptedOut": True}).status_code == 200
     assert api.patch(f"/api/v1/contacts/{made[7]}", json={"isOptedOut": False}).status_code == 200
     assert api.delete_json("/api/v1/contacts/trash", {"ids": made[2:4]}).status_code == 200
     with psycopg.connect(service.container.database_url) as conn:
         assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
-        kept = conn.execute("SELECT sum(active) FROM contact_time_counts WHERE account_id = %s AND unit = 'hour'",
+        kept = conn.execute("SELECT sum(active) FROM contact_time_counts WHERE account_id = %s AND tag = ''"
+                            " AND unit = 'hour'",
                             (api.account_id,)).fetchone()[0]
     assert kept == api.get("/api/v1/contacts").json()["total"] == 12 - 5 + 2 - 0 + 30 - 0
 
 
 def test_deep_pages_through_the_counts_equal_plain_offset_on_the_service(service: Service) -> None:
     api = service.client()
-    r = api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": f"0714{i:06d}"} for i in range(60)]})
+    r = api.post("/api/v1/contacts/bulk", json={"contacts": [
+        {"phone": f"0714{i:06d}", "tags": ["vip"] if i % 3 else ["b", "vip"]} for i in range(60)]})
     assert r.status_code == 201
     for i in range(15):
         api.create_contact(f"07150000{i:02d}")
@@ -107,23 +114,27 @@ MOMENTS = st.sampled_from([0, 1, 999_999, 1_000_000, 1_500_000, 2_000_000, 2_000
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(MOMENTS, st.booleans(), st.booleans()), min_size=1, max_size=40), st.integers(1, 7),
-       st.sampled_from(FILTERS))
+@given(st.lists(st.tuples(MOMENTS, st.booleans(), st.booleans(), st.sampled_from([[], ["vip"], ["b", "vip"], ["b"]])),
+                min_size=1, max_size=40), st.integers(1, 7), st.sampled_from(FILTERS))
 def test_pages_from_the_counts_equal_plain_offset_for_any_times(tables: tuple[str, ConnectionPool],
                                                                  contacts: list, size: int,
                                                                  flt: ContactFilter) -> None:
     url, pool = tables
     account = uuid.uuid4()
     with psycopg.connect(url, autocommit=True) as conn:
-        with conn.cursor().copy("COPY contacts (id, account_id, phone, status, is_opted_out, created_at, updated_at,"
-                                " deleted_at) FROM STDIN") as copy:
-            for i, (micros, trashed, out) in enumerate(contacts):
+        with conn.cursor().copy("COPY contacts (id, account_id, phone, status, is_opted_out, tags, created_at,"
+                                " updated_at, deleted_at) FROM STDIN") as copy:
+            for i, (micros, trashed, out, tags) in enumerate(contacts):
                 at = START + timedelta(microseconds=micros)
-                copy.write_row((uuid.uuid4(), account, f"+2547{i:08d}", "valid", out, at, at, at if trashed else None))
-        active = sum(1 for _, trashed, _ in contacts if not trashed)
-        opted_out = sum(1 for _, trashed, out in contacts if not trashed and out)
+                copy.write_row((uuid.uuid4(), account, f"+2547{i:08d}", "valid", out, tags, at, at,
+                                at if trashed else None))
+        active = sum(1 for _, trashed, _, _ in contacts if not trashed)
+        opted_out = sum(1 for _, trashed, out, _ in contacts if not trashed and out)
         conn.execute("INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%s, %s, %s)",
                      (account, active, opted_out))
+        for tag in ("vip", "b"):
+            conn.execute("INSERT INTO contact_tags (account_id, tag, contact_count) VALUES (%s, %s, %s)",
+                         (account, tag, sum(1 for _, trashed, _, tags in contacts if not trashed and tag in tags)))
         # The counts as the schema fills them for contacts that predate them.
         conn.execute("DROP TABLE contact_time_counts")
         create_tables(conn)
