@@ -31,6 +31,7 @@ from service.schemas import (
     Deleted,
     IdList,
     NO_NUL,
+    UUID_TEXT,
     Purged,
     Removed,
     Restored,
@@ -130,13 +131,14 @@ class ContactController(Controller):
                                             description="Items per page (max 100; more is a 422)")] = 25,
         search: Annotated[str | None, Parameter(max_length=200, pattern=NO_NUL, description=(
             "Case-insensitive substring of first name, last name, full name, or of the phone's digits"))] = None,
-        list_id: Annotated[UUID | None, Parameter(query="listId")] = None,
+        list_id: Annotated[str | None, Parameter(query="listId", pattern=UUID_TEXT, schema_extra={"format": "uuid"},
+                                            description="Only contacts in this list")] = None,
         is_opted_out: Annotated[bool | None, Parameter(query="isOptedOut")] = None,
         tags: Annotated[str | None, Parameter(max_length=2000, pattern=NO_NUL, description=(
             "Comma-separated tags; a contact must have all of them"))] = None,
     ) -> ContactPage:
         """A page of active contacts, newest first, with the exact total."""
-        flt = ContactFilter(search=search, list_id=list_id, is_opted_out=is_opted_out,
+        flt = ContactFilter(search=search, list_id=UUID(list_id) if list_id else None, is_opted_out=is_opted_out,
                             tags=clean_tags((tags or "").split(",")))
         return contact_queries.page_contacts(container.pool, request.user.account_id, flt, page, page_size)
 

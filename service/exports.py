@@ -40,7 +40,7 @@ from service.bootstrap import Container
 from service.commands import clean_email, clean_tags
 from service.controllers import ActorRequest
 from service.openapi import WRITE, errors, struct_schema, with_request_body
-from service.schemas import NO_NUL, Email, In
+from service.schemas import NO_NUL, UUID_TEXT, Email, In
 
 MIME_TYPES = frozenset({"text/csv", "application/json", "application/zip",
                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
@@ -77,13 +77,14 @@ class ExportEmail(In):
 def contact_filter(
     search: Annotated[str | None, Parameter(max_length=200, pattern=NO_NUL, description=(
         "Case-insensitive substring of first name, last name, full name, or of the phone's digits"))] = None,
-    list_id: Annotated[UUID | None, Parameter(query="listId", description="Only contacts in this list")] = None,
+    list_id: Annotated[str | None, Parameter(query="listId", pattern=UUID_TEXT, schema_extra={"format": "uuid"},
+                                        description="Only contacts in this list")] = None,
     is_opted_out: Annotated[bool | None, Parameter(query="isOptedOut")] = None,
     tags: Annotated[str | None, Parameter(max_length=2000, pattern=NO_NUL, description=(
         "Comma-separated tags; a contact must have all of them"))] = None,
 ) -> ContactFilter:
     """The filters of GET /contacts, so users export exactly what they see."""
-    return ContactFilter(search=search, list_id=list_id, is_opted_out=is_opted_out,
+    return ContactFilter(search=search, list_id=UUID(list_id) if list_id else None, is_opted_out=is_opted_out,
                          tags=clean_tags((tags or "").split(",")))
 
 

@@ -19,6 +19,9 @@ from events.contract import camel
 # PostgreSQL text cannot hold NUL: refuse it at the door (422), or the stored event could never
 # be projected and every later write would wait on it.
 NO_NUL = r"^[^\x00]*$"
+# A UUID in a query string, in its canonical written form only: Python's UUID() also takes
+# 32 bare hex digits, so "13678993411632979070974370512896" would pass for a list id.
+UUID_TEXT = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Description = Annotated[str, Meta(max_length=2000, pattern=NO_NUL)]
 ShortText = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]

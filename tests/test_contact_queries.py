@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support import Service
 
 
@@ -118,3 +120,11 @@ def test_totals_stay_exact_through_every_kind_of_change(service: Service) -> Non
             counted = conn.execute(sql.SQL("SELECT count(*) FROM contacts c WHERE {}").format(where),
                                    sql_params).fetchone()[0]
             assert api.get("/api/v1/contacts", params=params).json()["total"] == counted, params
+
+
+@pytest.mark.parametrize("path", ["/api/v1/contacts", "/api/v1/contacts/export", "/api/v1/contacts/export-data"])
+@pytest.mark.parametrize("value", ["13678993411632979070974370512896", "not-a-uuid", "{12345678-1234-1234-1234-123456789012}"])
+def test_list_id_must_be_a_written_out_uuid(service: Service, path: str, value: str) -> None:
+    # Python's UUID() takes 32 bare hex digits (found by the fuzz test: an integer passed for a list id).
+    r = service.client().get(path, params={"listId": value})
+    assert r.status_code in (400, 422) and "listId" in r.text, (r.status_code, r.text[:300])
