@@ -1,5 +1,8 @@
 """Deep pages of GET /contacts start from the per-hour and per-second counts, and equal plain OFFSET.
 
+(Also: a list's pages come from its memberships, and a search's deep pages from its
+sorted matches; each compared with the plain query.)
+
 (Unfiltered, filtered by ``isOptedOut`` only, and by one tag only: the filters those counts answer.)
 
 ``query.contacts.page_contacts`` finds where an unfiltered page deep in the list starts
@@ -45,10 +48,10 @@ FILTERS = [ContactFilter(), ContactFilter(is_opted_out=True), ContactFilter(is_o
 
 def _pages(pool: ConnectionPool, account: uuid.UUID, size: int, min_skip: int,
            flt: ContactFilter = ContactFilter()) -> list[tuple[int, list]]:
-    first = page_contacts(pool, account, flt, 1, size, anchor_min_skip=min_skip)
+    first = page_contacts(pool, account, flt, 1, size, anchor_min_skip=min_skip, search_min_skip=min_skip)
     pages = [(first.total, [c.id for c in first.contacts])]
     for page in range(2, -(-first.total // size) + 2):
-        got = page_contacts(pool, account, flt, page, size, anchor_min_skip=min_skip)
+        got = page_contacts(pool, account, flt, page, size, anchor_min_skip=min_skip, search_min_skip=min_skip)
         pages.append((got.total, [c.id for c in got.contacts]))
     return pages
 
@@ -81,7 +84,8 @@ def test_time_counts_follow_creates_imports_trash_restore_opt_out_and_purge(serv
 def test_deep_pages_through_the_counts_equal_plain_offset_on_the_service(service: Service) -> None:
     api = service.client()
     r = api.post("/api/v1/contacts/bulk", json={"contacts": [
-        {"phone": f"0714{i:06d}", "tags": ["vip"] if i % 3 else ["b", "vip"]} for i in range(60)]})
+        {"phone": f"0714{i:06d}", "tags": ["vip"] if i % 3 else ["b", "vip"], "firstName": "Wanjiku" if i % 4 else "Amina"}
+        for i in range(60)]})
     assert r.status_code == 201
     for i in range(15):
         api.create_contact(f"07150000{i:02d}")
@@ -89,7 +93,9 @@ def test_deep_pages_through_the_counts_equal_plain_offset_on_the_service(service
     for contact_id in ids[5:75:4]:
         assert api.patch(f"/api/v1/contacts/{contact_id}", json={"isOptedOut": True}).status_code == 200
     assert api.post("/api/v1/contacts/bulk-delete", json={"ids": ids[10:70:3]}).status_code == 200
-    for flt in FILTERS:
+    searches = [ContactFilter(search="wanjiku"), ContactFilter(search="0714"), ContactFilter(search="nobody"),
+                ContactFilter(search="wanjiku", tags=["b"])]
+    for flt in FILTERS + searches:
         for size in (1, 4, 25):
             assert _pages(service.container.pool, api.account_id, size, 0, flt) == \
                 _pages(service.container.pool, api.account_id, size, PLAIN, flt), (flt, size)
