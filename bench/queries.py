@@ -152,8 +152,10 @@ def run_floor(conn: psycopg.Connection, statements: list[tuple[Any, Any]]) -> li
         cur = conn.execute(query, params)
         if cur.description is not None:
             rows = cur.fetchall()
-            if cur.description[0].name == "id":
-                ids = [str(r[0]) for r in rows]
+            names = [column.name for column in cur.description]
+            if "id" in names:  # the page (a deep search's page comes with its total first)
+                at = names.index("id")
+                ids = [str(r[at]) for r in rows if r[at] is not None]
     return ids
 
 
