@@ -219,10 +219,14 @@ class AckWindow:
         return len(self.waiting)
 
     async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
+        await self.nc.publish(subject, payload, reply=self.expect(), headers={"Nats-Msg-Id": msg_id})
+
+    def expect(self) -> str:
+        """Book the next answer: the reply subject for the message about to be published."""
         self.sent += 1
         self.waiting.add(self.sent)
         self.clear.clear()
-        await self.nc.publish(subject, payload, reply=f"{self.inbox}.{self.sent}", headers={"Nats-Msg-Id": msg_id})
+        return f"{self.inbox}.{self.sent}"
 
     async def _ack(self, msg: Any) -> None:
         try:
@@ -233,8 +237,8 @@ class AckWindow:
             return  # a duplicate answer
         if msg.headers and msg.headers.get("Status") == "503":
             self.refused = f"no stream answered for {msg.subject}"
-        elif b'"error"' in msg.data and _ack_error(msg.data):
-            self.refused = _ack_error(msg.data)
+        elif b'"error"' in msg.data and (error := _ack_error(msg.data)):
+            self.refused = error
         self.waiting.discard(number)
         if not self.waiting:
             self.clear.set()

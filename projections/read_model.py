@@ -259,7 +259,7 @@ class ReadModelProjector:
                 " FROM unnest(%s::text[], %s::int[]) AS x(t, n) ON CONFLICT (account_id, tag)"
                 " DO UPDATE SET contact_count = contact_tags.contact_count + EXCLUDED.contact_count",
                 (e.account_id, list(tags), list(tags.values())))
-            self._tag_times(cur, e.account_id, list(tags), list(tags.values()), e.timestamp)
+            self._time_counts(cur, e.account_id, list(tags), list(tags.values()), e.timestamp)
         with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id)"
                       " FROM STDIN") as copy:
             for s in e.skipped:
@@ -309,13 +309,7 @@ class ReadModelProjector:
                         " ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active"
                         " + EXCLUDED.active, opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out",
                         (account_id, active, opted_out))
-            cur.execute("INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)"
-                        " SELECT %(account)s, '', u, date_trunc(u, %(at)s::timestamptz, 'UTC'), %(n)s, %(out)s"
-                        " FROM unnest(ARRAY['hour', 'second']) AS u"
-                        " ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE"
-                        " SET active = contact_time_counts.active + EXCLUDED.active,"
-                        " opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out",
-                        {"account": account_id, "at": created_at, "n": active, "out": opted_out})
+            ReadModelProjector._time_counts(cur, account_id, [""], [active], created_at, opted_out)
 
     @staticmethod
     def _update_contact(cur: Cursor[Any], contact_id: UUID, values: dict[str, Any], ts: Any) -> None:
@@ -359,20 +353,23 @@ class ReadModelProjector:
                         (delta, list(list_ids)))
 
     @staticmethod
-    def _tag_times(cur: Cursor[Any], account_id: UUID, tags: list[str], deltas: list[int], created_at: Any) -> None:
-        """The active counts of each tag for the hour and the second of ``created_at``."""
+    def _time_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], deltas: list[int], created_at: Any,
+                     opted_out: int = 0) -> None:
+        """Add ``deltas`` to the active counts of ``tags`` ('' is every contact) for the hour and
+        the second of ``created_at``; ``opted_out`` is added to every row (kept on '' only)."""
         cur.execute("INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)"
-                    " SELECT %s, t, u, date_trunc(u, %s::timestamptz, 'UTC'), n, 0"
+                    " SELECT %s, t, u, date_trunc(u, %s::timestamptz, 'UTC'), n, %s"
                     " FROM unnest(%s::text[], %s::int[]) AS x(t, n), unnest(ARRAY['hour', 'second']) AS u"
                     " ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE"
-                    " SET active = contact_time_counts.active + EXCLUDED.active",
-                    (account_id, created_at, tags, deltas))
+                    " SET active = contact_time_counts.active + EXCLUDED.active,"
+                    " opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out",
+                    (account_id, created_at, opted_out, tags, deltas))
 
     @staticmethod
     def _tags_delta(cur: Cursor[Any], account_id: UUID, tags: list[str], delta: int, created_at: Any) -> None:
         if not tags:
             return
-        ReadModelProjector._tag_times(cur, account_id, list(tags), [delta] * len(tags), created_at)
+        ReadModelProjector._time_counts(cur, account_id, list(tags), [delta] * len(tags), created_at)
         cur.execute(
             "INSERT INTO contact_tags (account_id, tag, contact_count) SELECT %s, t, %s FROM unnest(%s::text[]) t"
             " ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count + EXCLUDED.contact_count",

@@ -34,16 +34,20 @@ class ContactFilter:
     tags: list[str] = field(default_factory=list)
 
     @property
+    def term(self) -> str:
+        """The search term, stripped ('' when there is none)."""
+        return (self.search or "").strip()
+
+    @property
     def list_only(self) -> bool:
         """Only ``listId``: the page can be read from the memberships' index in list order."""
-        return self.list_id is not None and not (self.search or "").strip() and self.is_opted_out is None \
-            and not self.tags
+        return self.list_id is not None and not self.term and self.is_opted_out is None and not self.tags
 
     @property
     def time_counted(self) -> bool:
         """The projector's per-hour and per-second counts answer this filter: none, ``isOptedOut``
         alone, or one tag alone."""
-        return not (self.search or "").strip() and self.list_id is None and (
+        return not self.term and self.list_id is None and (
             not self.tags or (len(self.tags) == 1 and self.is_opted_out is None))
 
     def where(self, account_id: UUID) -> tuple[sql.Composable, dict]:
@@ -59,7 +63,7 @@ class ContactFilter:
         if self.tags:
             clauses.append(sql.SQL("c.tags @> %(tags)s::text[]"))
             params["tags"] = self.tags
-        term = (self.search or "").strip()
+        term = self.term
         if term:
             like = "%" + re.sub(r"([%_\\])", r"\\\1", " ".join(term.lower().split())) + "%"
             params["name_like"] = like
@@ -105,54 +109,62 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
         # One snapshot for the total and the page, so they agree (one round trip to open it).
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         total = _counted_total(conn, account_id, flt)
-        rows: list[tuple] = []
-        if total is None and offset >= search_min_skip and (flt.search or "").strip():
-            # A deep page of a search: its matches once, from the trigram index, give both
-            # the total and the page (counting them, then walking the contacts in order
-            # testing the pattern, took twice as long).
-            params.update(limit=page_size, offset=offset)
-            found = conn.execute(sql.SQL(
-                "WITH m AS MATERIALIZED (SELECT c.id, c.created_at FROM contacts c WHERE {where}),"
-                " p AS (SELECT id FROM m ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s)"
-                " SELECT (SELECT count(*) FROM m), {columns} FROM (SELECT 1) AS one"
-                " LEFT JOIN (p JOIN contacts c ON c.id = p.id) ON true"
-                " ORDER BY c.created_at DESC, c.id DESC").format(where=where, columns=COLUMNS), params).fetchall()
-            total = found[0][0]
-            rows = [r[1:] for r in found if r[1] is not None]
-            offset = total  # the page is read
-        if total is None:
-            total = conn.execute(sql.SQL("SELECT count(*) FROM contacts c WHERE {}").format(where),
-                                 params).fetchone()[0]
-        if offset < total:
-            from_end = offset + page_size / 2 > total / 2
-            skip = max(total - offset - page_size, 0) if from_end else offset
-            anchor = None
-            if skip >= anchor_min_skip and flt.time_counted:
-                anchor = _time_anchor(conn, account_id, flt, offset, total)
-            if anchor is not None:
-                from_end = False
-                where = sql.SQL("{} AND c.created_at < %(before)s").format(where)
-                params.update(limit=page_size, before=anchor[0], offset=offset - anchor[1])
-            elif from_end:
-                params.update(limit=min(page_size, total - offset), offset=skip)
-            else:
-                params.update(limit=page_size, offset=offset)
-            order = sql.SQL("ASC" if from_end else "DESC")
-            if flt.list_only:
-                # The list's own index, in list order: only its members are walked, and
-                # only in the index (the list is the account's: its total said so above).
-                ids = sql.SQL(
-                    "SELECT m.contact_id AS id FROM contact_list_memberships m WHERE m.list_id = %(list_id)s"
-                    " AND m.contact_active ORDER BY m.contact_created_at {order}, m.contact_id {order}"
-                    " LIMIT %(limit)s OFFSET %(offset)s").format(order=order)
-            else:
-                ids = sql.SQL("SELECT c.id FROM contacts c WHERE {where} ORDER BY c.created_at {order}, c.id {order}"
-                              " LIMIT %(limit)s OFFSET %(offset)s").format(where=where, order=order)
-            rows = conn.execute(sql.SQL(
-                "SELECT {columns} FROM contacts c JOIN ({ids}) p ON p.id = c.id WHERE c.account_id = %(account)s"
-                " ORDER BY c.created_at DESC, c.id DESC").format(columns=COLUMNS, ids=ids), params).fetchall()
+        if total is None and offset >= search_min_skip and flt.term:
+            total, rows = _sorted_matches(conn, where, params, offset, page_size)
+        else:
+            if total is None:
+                total = conn.execute(sql.SQL("SELECT count(*) FROM contacts c WHERE {}").format(where),
+                                     params).fetchone()[0]
+            rows = _page(conn, account_id, flt, where, params, offset, page_size, total,
+                         anchor_min_skip) if offset < total else []
         conn.execute("COMMIT")
     return ContactPage(contacts=[to_contact(r) for r in rows], total=total, page=page, page_size=page_size)
+
+
+def _sorted_matches(conn: Any, where: sql.Composable, params: dict, offset: int,
+                    page_size: int) -> tuple[int, list[tuple]]:
+    """A deep page of a search, and its total: its matches once, from the trigram index,
+    counted and sorted (counting them, then walking the contacts in order testing the
+    pattern, took twice as long)."""
+    found = conn.execute(sql.SQL(
+        "WITH m AS MATERIALIZED (SELECT c.id, c.created_at FROM contacts c WHERE {where}),"
+        " p AS (SELECT id FROM m ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s)"
+        " SELECT (SELECT count(*) FROM m), {columns} FROM (SELECT 1) AS one"
+        " LEFT JOIN (p JOIN contacts c ON c.id = p.id) ON true"
+        " ORDER BY c.created_at DESC, c.id DESC").format(where=where, columns=COLUMNS),
+        {**params, "limit": page_size, "offset": offset}).fetchall()
+    return found[0][0], [r[1:] for r in found if r[1] is not None]
+
+
+def _page(conn: Any, account_id: UUID, flt: ContactFilter, where: sql.Composable, params: dict, offset: int,
+          page_size: int, total: int, anchor_min_skip: int) -> list[tuple]:
+    """The rows of the page at ``offset`` (< ``total``), by the cheapest walk the filter allows."""
+    from_end = offset + page_size / 2 > total / 2
+    skip = max(total - offset - page_size, 0) if from_end else offset
+    anchor = _time_anchor(conn, account_id, flt, offset, total) \
+        if skip >= anchor_min_skip and flt.time_counted else None
+    if anchor is not None:
+        from_end = False
+        where = sql.SQL("{} AND c.created_at < %(before)s").format(where)
+        params = {**params, "limit": page_size, "before": anchor[0], "offset": offset - anchor[1]}
+    elif from_end:
+        params = {**params, "limit": min(page_size, total - offset), "offset": skip}
+    else:
+        params = {**params, "limit": page_size, "offset": offset}
+    order = sql.SQL("ASC" if from_end else "DESC")
+    if flt.list_only:
+        # The list's own index, in list order: only its members are walked, and only in
+        # the index (the list is the account's: its total said so).
+        ids = sql.SQL(
+            "SELECT m.contact_id AS id FROM contact_list_memberships m WHERE m.list_id = %(list_id)s"
+            " AND m.contact_active ORDER BY m.contact_created_at {order}, m.contact_id {order}"
+            " LIMIT %(limit)s OFFSET %(offset)s").format(order=order)
+    else:
+        ids = sql.SQL("SELECT c.id FROM contacts c WHERE {where} ORDER BY c.created_at {order}, c.id {order}"
+                      " LIMIT %(limit)s OFFSET %(offset)s").format(where=where, order=order)
+    return conn.execute(sql.SQL(
+        "SELECT {columns} FROM contacts c JOIN ({ids}) p ON p.id = c.id WHERE c.account_id = %(account)s"
+        " ORDER BY c.created_at DESC, c.id DESC").format(columns=COLUMNS, ids=ids), params).fetchall()
 
 
 #: The second holding the contact at ``offset`` (newest first) and how many matching
@@ -196,7 +208,7 @@ def _time_anchor(conn: Any, account_id: UUID, flt: "ContactFilter", offset: int,
 
 def _counted_total(conn: Any, account_id: UUID, flt: ContactFilter) -> int | None:
     """The exact total from the projector's counters, for the filters they cover."""
-    if (flt.search or "").strip() or len(flt.tags) > 1 or (flt.tags and (flt.list_id or flt.is_opted_out is not None)):
+    if flt.term or len(flt.tags) > 1 or (flt.tags and (flt.list_id or flt.is_opted_out is not None)):
         return None
     if flt.list_id is not None:
         if flt.is_opted_out is not None:

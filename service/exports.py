@@ -38,9 +38,9 @@ from query.exports import csv_export, json_export
 from service.schemas import explain, field_of
 from service.bootstrap import Container
 from service.commands import clean_email, clean_tags
-from service.controllers import ActorRequest
+from service.controllers import ActorRequest, contact_filter
 from service.openapi import WRITE, errors, struct_schema, with_request_body
-from service.schemas import NO_NUL, UUID_TEXT, Email, In
+from service.schemas import Email, In
 
 MIME_TYPES = frozenset({"text/csv", "application/json", "application/zip",
                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
@@ -72,20 +72,6 @@ class ExportEmail(In):
     file_base64: str
     mime_type: str
     count: Annotated[int, msgspec.Meta(ge=0)] | None = None
-
-
-def contact_filter(
-    search: Annotated[str | None, Parameter(max_length=200, pattern=NO_NUL, description=(
-        "Case-insensitive substring of first name, last name, full name, or of the phone's digits"))] = None,
-    list_id: Annotated[str | None, Parameter(query="listId", pattern=UUID_TEXT, schema_extra={"format": "uuid"},
-                                        description="Only contacts in this list")] = None,
-    is_opted_out: Annotated[bool | None, Parameter(query="isOptedOut")] = None,
-    tags: Annotated[str | None, Parameter(max_length=2000, pattern=NO_NUL, description=(
-        "Comma-separated tags; a contact must have all of them"))] = None,
-) -> ContactFilter:
-    """The filters of GET /contacts, so users export exactly what they see."""
-    return ContactFilter(search=search, list_id=UUID(list_id) if list_id else None, is_opted_out=is_opted_out,
-                         tags=clean_tags((tags or "").split(",")))
 
 
 class ExportController(Controller):

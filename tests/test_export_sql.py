@@ -68,8 +68,10 @@ def _store(pool: ConnectionPool, contacts: list[ContactOut]) -> None:
         conn.execute("DELETE FROM contacts WHERE account_id = %s", (ACCOUNT,))
         for c in contacts:
             conn.execute("INSERT INTO contacts (id, account_id, first_name, last_name, phone, email, notes, tags,"
-                         " status, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'valid', %s, %s)",
+                         " is_opted_out, status, invalid_reason, operator, country, list_ids, created_at, updated_at)"
+                         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                          (c.id, ACCOUNT, c.first_name, c.last_name, c.phone, c.email, c.notes, c.tags,
+                          c.is_opted_out, c.status, c.invalid_reason, c.operator, c.country, c.list_ids,
                           c.created_at, c.updated_at))
 
 
@@ -117,18 +119,6 @@ MOMENT = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1
                       timezones=st.just(UTC)) | st.just(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
 
 
-def _store_full(pool: ConnectionPool, contacts: list[ContactOut]) -> None:
-    with pool.connection() as conn:
-        conn.execute("DELETE FROM contacts WHERE account_id = %s", (ACCOUNT,))
-        for c in contacts:
-            conn.execute("INSERT INTO contacts (id, account_id, first_name, last_name, phone, email, notes, tags,"
-                         " is_opted_out, status, invalid_reason, operator, country, list_ids, created_at, updated_at)"
-                         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                         (c.id, ACCOUNT, c.first_name, c.last_name, c.phone, c.email, c.notes, c.tags,
-                          c.is_opted_out, c.status, c.invalid_reason, c.operator, c.country, c.list_ids,
-                          c.created_at, c.updated_at))
-
-
 JSON_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=10)
 CONTACTS = st.lists(st.builds(
     ContactOut, id=st.uuids(), first_name=st.none() | JSON_TEXT, last_name=st.none() | JSON_TEXT,
@@ -142,7 +132,7 @@ CONTACTS = st.lists(st.builds(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(CONTACTS)
 def test_sql_json_equals_msgspec_byte_for_byte(pool: ConnectionPool, contacts: list[ContactOut]) -> None:
-    _store_full(pool, contacts)
+    _store(pool, contacts)
     exported = b"".join(json_export(pool, ACCOUNT, ContactFilter()))
     ordered = sorted(contacts, key=lambda c: (c.created_at, c.id), reverse=True)
     assert exported == msgspec.json.encode(ordered)
@@ -150,11 +140,11 @@ def test_sql_json_equals_msgspec_byte_for_byte(pool: ConnectionPool, contacts: l
 
 def test_sql_json_comes_in_batches_and_is_one_array(pool: ConnectionPool) -> None:
     contacts = [_contact(i, f"F{i}", None, None, ["t"], None) for i in range(20)]
-    _store_full(pool, contacts)
+    _store(pool, contacts)
     ordered = sorted(contacts, key=lambda c: c.created_at, reverse=True)
     for batch, expected_chunks in ((10, 3), (7, 3), (20, 2), (100, 1)):
         chunks = list(json_export(pool, ACCOUNT, ContactFilter(), batch=batch))
         assert len(chunks) == expected_chunks, batch
         assert b"".join(chunks) == msgspec.json.encode(ordered)
-    _store_full(pool, [])
+    _store(pool, [])
     assert b"".join(json_export(pool, ACCOUNT, ContactFilter(), batch=10)) == b"[]"

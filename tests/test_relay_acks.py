@@ -62,11 +62,8 @@ def test_a_stream_error_is_a_refusal(nats_url: str) -> None:
         acks = AckWindow(nc)
         await acks.start()
         # The stream is not the one this message expects: JetStream answers with an error.
-        await nc.publish(f"{name.lower()}.c.1", b"{}", reply=f"{acks.inbox}.1",
+        await nc.publish(f"{name.lower()}.c.1", b"{}", reply=acks.expect(),
                          headers={"Nats-Msg-Id": "x", "Nats-Expected-Stream": "OTHER"})
-        acks.sent = 1
-        acks.waiting.add(1)
-        acks.clear.clear()
         with pytest.raises(RuntimeError, match="refused"):
             await acks.settle()
 
@@ -77,9 +74,7 @@ def test_missing_acks_time_out(nats_url: str) -> None:
     async def body(nc, js, name) -> None:  # noqa: ANN001
         acks = AckWindow(nc, timeout_s=0.5)
         await acks.start()
-        acks.sent = 1
-        acks.waiting.add(1)  # a publish whose answer never comes
-        acks.clear.clear()
+        acks.expect()  # for a publish whose answer never comes
         with pytest.raises(TimeoutError, match="1 JetStream acks missing"):
             await acks.settle()
 
