@@ -8,7 +8,6 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.di import Provide
 from litestar.params import Parameter
 
 from command.context import Actor
@@ -48,16 +47,20 @@ def _found(value: Any, what: str, ident: UUID) -> Any:
     return value
 
 
-def contact_filter(
-    search: Annotated[str | None, Parameter(max_length=200, pattern=NO_NUL, description=(
-        "Case-insensitive substring of first name, last name, full name, or of the phone's digits"))] = None,
-    list_id: Annotated[str | None, Parameter(query="listId", pattern=UUID_TEXT, schema_extra={"format": "uuid"},
-                                        description="Only contacts in this list")] = None,
-    is_opted_out: Annotated[bool | None, Parameter(query="isOptedOut")] = None,
-    tags: Annotated[str | None, Parameter(max_length=2000, pattern=NO_NUL, description=(
-        "Comma-separated tags; a contact must have all of them"))] = None,
-) -> ContactFilter:
-    """The filters of GET /contacts, shared by the exports so users export exactly what they see."""
+# The filters of GET /contacts, declared once: the exports take the same ones, so users
+# export exactly what they see. Plain parameters, not a dependency: resolving one cost
+# GET /contacts 0.12 ms a request (interleaved A/B, 2,800 requests each).
+SearchParam = Annotated[str | None, Parameter(max_length=200, pattern=NO_NUL, description=(
+    "Case-insensitive substring of first name, last name, full name, or of the phone's digits"))]
+ListIdParam = Annotated[str | None, Parameter(query="listId", pattern=UUID_TEXT, schema_extra={"format": "uuid"},
+                                              description="Only contacts in this list")]
+OptedOutParam = Annotated[bool | None, Parameter(query="isOptedOut")]
+TagsParam = Annotated[str | None, Parameter(max_length=2000, pattern=NO_NUL, description=(
+    "Comma-separated tags; a contact must have all of them"))]
+
+
+def contact_filter(search: str | None, list_id: str | None, is_opted_out: bool | None,
+                   tags: str | None) -> ContactFilter:
     return ContactFilter(search=search, list_id=UUID(list_id) if list_id else None, is_opted_out=is_opted_out,
                          tags=clean_tags((tags or "").split(",")))
 
@@ -138,16 +141,18 @@ class ContactController(Controller):
     path = "/api/v1/contacts"
     tags = ["contacts"]
 
-    @get("/", operation_id="listContacts", responses=errors(422), sync_to_thread=True,
-         dependencies={"flt": Provide(contact_filter, sync_to_thread=False)})
+    @get("/", operation_id="listContacts", responses=errors(422), sync_to_thread=True)
     def index(
-        self, request: ActorRequest, container: Container, flt: ContactFilter,
+        self, request: ActorRequest, container: Container,
         page: Annotated[int, Parameter(ge=1, le=1_000_000, description="Page number, from 1")] = 1,
         page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=100,
                                             description="Items per page (max 100; more is a 422)")] = 25,
+        search: SearchParam = None, list_id: ListIdParam = None, is_opted_out: OptedOutParam = None,
+        tags: TagsParam = None,
     ) -> ContactPage:
         """A page of active contacts, newest first, with the exact total."""
-        return contact_queries.page_contacts(container.pool, request.user.account_id, flt, page, page_size)
+        return contact_queries.page_contacts(container.pool, request.user.account_id,
+                                             contact_filter(search, list_id, is_opted_out, tags), page, page_size)
 
     @get("/tags", operation_id="listContactTags", responses=errors(), sync_to_thread=True)
     def tags_index(self, request: ActorRequest, container: Container) -> list[str]:

@@ -25,7 +25,6 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.di import Provide
 from litestar.exceptions import ClientException, HTTPException
 from litestar.params import Parameter
 from litestar.response import Stream
@@ -33,12 +32,11 @@ from psycopg_pool import ConnectionPool
 
 from command import locks
 from command.errors import DomainError, ValidationError
-from query.contacts import ContactFilter
 from query.exports import csv_export, json_export
 from service.schemas import explain, field_of
 from service.bootstrap import Container
 from service.commands import clean_email, clean_tags
-from service.controllers import ActorRequest, contact_filter
+from service.controllers import ActorRequest, ListIdParam, OptedOutParam, SearchParam, TagsParam, contact_filter
 from service.openapi import WRITE, errors, struct_schema, with_request_body
 from service.schemas import Email, In
 
@@ -79,12 +77,13 @@ class ExportController(Controller):
 
     path = "/api/v1/contacts"
     tags = ["export"]
-    dependencies = {"flt": Provide(contact_filter, sync_to_thread=False)}
 
     @get("/export", operation_id="exportContactsCsv",
          responses=errors(422), media_type="text/csv", sync_to_thread=True)
-    def export_csv(self, request: ActorRequest, container: Container, flt: ContactFilter) -> Stream:
+    def export_csv(self, request: ActorRequest, container: Container, search: SearchParam = None,
+                   list_id: ListIdParam = None, is_opted_out: OptedOutParam = None, tags: TagsParam = None) -> Stream:
         """The matching contacts as a CSV download (formula-like cells neutralised with a leading ')."""
+        flt = contact_filter(search, list_id, is_opted_out, tags)
         filename = datetime.now(UTC).strftime("contacts-%Y%m%d-%H%M%S.csv")
         return Stream(_started(csv_export(container.pool, request.user.account_id, flt)),
                       media_type="text/csv",
@@ -92,8 +91,10 @@ class ExportController(Controller):
                                "Cache-Control": "no-store"})
 
     @get("/export-data", operation_id="exportContactsJson", responses=errors(422), sync_to_thread=True)
-    def export_data(self, request: ActorRequest, container: Container, flt: ContactFilter) -> Stream:
+    def export_data(self, request: ActorRequest, container: Container, search: SearchParam = None,
+                    list_id: ListIdParam = None, is_opted_out: OptedOutParam = None, tags: TagsParam = None) -> Stream:
         """The matching contacts as a JSON array, in the shape of GET /contacts items."""
+        flt = contact_filter(search, list_id, is_opted_out, tags)
         return Stream(_started(json_export(container.pool, request.user.account_id, flt)),
                       media_type="application/json", headers={"Cache-Control": "no-store"})
 
