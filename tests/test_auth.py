@@ -60,6 +60,37 @@ def test_health_and_docs_need_no_token(service: Service) -> None:
     assert http.get("/schema/swagger").status_code == 200
 
 
+def test_a_token_that_verified_is_refused_once_it_expires() -> None:
+    """Verified tokens are remembered (the signature is not checked on every request), never past ``exp``."""
+    from litestar.exceptions import NotAuthorizedException
+
+    now = [time.time()]
+    verifier = TokenVerifier(Settings(jwt_secret=SECRET), clock=lambda: now[0])
+    account = uuid.uuid4()
+    token = _token(account_id=str(account), exp=int(now[0]) + 30)
+    assert verifier.verify(token).account_id == account
+    now[0] += 20
+    assert verifier.verify(token, "r2").account_id == account
+    now[0] += 11  # past exp
+    with pytest.raises(NotAuthorizedException, match="expired"):
+        verifier.verify(token)
+
+
+def test_only_the_exact_token_that_verified_is_trusted() -> None:
+    from litestar.exceptions import NotAuthorizedException
+
+    verifier = TokenVerifier(Settings(jwt_secret=SECRET))
+    token = _token()
+    verifier.verify(token)
+    head, payload, signature = token.split(".")
+    forged_claims = jwt.utils.base64url_encode(
+        jwt.utils.base64url_decode(payload).replace(b'"sub":"u1"', b'"sub":"u2"')).decode()
+    for forged in (f"{head}.{forged_claims}.{signature}",
+                   f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"):
+        with pytest.raises(NotAuthorizedException, match="invalid token"):
+            verifier.verify(forged)
+
+
 def test_rs256_tokens_verify_with_a_configured_public_key() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = key.public_key().public_bytes(serialization.Encoding.PEM,
