@@ -26,10 +26,12 @@ def serve(database_url: str, port: int) -> None:
     from bench.seed import bench_settings
     from service.app import create_app
     from service.bootstrap import build
+    from service.heap import settle_heap
 
     container = build(bench_settings(), database_url)
     config = uvicorn.Config(create_app(container, ""), host="127.0.0.1", port=port,
                             log_level="warning", access_log=False, lifespan="on")
+    settle_heap()  # as `contacts api` does
     try:
         uvicorn.Server(config).run()
     finally:

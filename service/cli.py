@@ -45,6 +45,7 @@ async def _run(settings: Settings, database_url: str, nats_url: str, *, api: boo
 
     from service.app import create_app
     from service.bootstrap import build
+    from service.heap import settle_heap
     from service.worker import Worker
 
     container = await asyncio.to_thread(build, settings, database_url)
@@ -64,6 +65,7 @@ async def _run(settings: Settings, database_url: str, nats_url: str, *, api: boo
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # we own the signals
         tasks.append(asyncio.create_task(server.serve()))
+    settle_heap()  # after the app and the container exist: they live as long as the process
     if banner:
         _print_banner(settings)
     await stop.wait()
