@@ -109,7 +109,8 @@ class ReadModelProjector:
              search_name(pii.get("first_name"), pii.get("last_name")), search_phone(phone)))
         self._tags_delta(cur, e.account_id, e.tags, +1, e.timestamp)
         self._account_delta(cur, e.account_id, 1, int(e.is_opted_out), e.timestamp)
-        self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, e.timestamp, active=True)
+        self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, e.timestamp, active=True,
+                              opted_out=e.is_opted_out)
 
     @apply.register
     def _(self, e: Contact.Updated, cur: Cursor[Any]) -> None:
@@ -135,7 +136,7 @@ class ReadModelProjector:
         row = self._contact(cur, e.originator_id)
         if row is not None:
             self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, row["created_at"],
-                                  active=row["deleted_at"] is None)
+                                  active=row["deleted_at"] is None, opted_out=row["is_opted_out"])
             self._update_contact(cur, e.originator_id, {}, e.timestamp)
 
     @apply.register
@@ -147,22 +148,22 @@ class ReadModelProjector:
                     " RETURNING list_id", (e.originator_id, list(e.list_ids)))
         removed = [r[0] for r in cur.fetchall()]
         if removed and row["deleted_at"] is None:
-            self._counts_delta(cur, removed, -1)
+            self._counts_delta(cur, removed, -1, row["is_opted_out"])
         cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT unnest(list_ids) EXCEPT SELECT unnest(%s::uuid[])),"
                     " updated_at = %s WHERE id = %s", (removed, e.timestamp, e.originator_id))
 
     @apply.register
     def _(self, e: Contact.OptedOut, cur: Cursor[Any]) -> None:
         row = self._contact(cur, e.originator_id)
-        if row is not None and row["deleted_at"] is None and not row["is_opted_out"]:
-            self._account_delta(cur, e.account_id, 0, 1, row["created_at"])
+        if row is not None and not row["is_opted_out"]:
+            self._opted_out_changed(cur, e.account_id, e.originator_id, row, True)
         self._update_contact(cur, e.originator_id, {"is_opted_out": True}, e.timestamp)
 
     @apply.register
     def _(self, e: Contact.OptedIn, cur: Cursor[Any]) -> None:
         row = self._contact(cur, e.originator_id)
-        if row is not None and row["deleted_at"] is None and row["is_opted_out"]:
-            self._account_delta(cur, e.account_id, 0, -1, row["created_at"])
+        if row is not None and row["is_opted_out"]:
+            self._opted_out_changed(cur, e.account_id, e.originator_id, row, False)
         self._update_contact(cur, e.originator_id, {"is_opted_out": False}, e.timestamp)
 
     @apply.register
@@ -170,7 +171,7 @@ class ReadModelProjector:
         row = self._contact(cur, e.originator_id)
         if row is None or row["deleted_at"] is not None:
             return
-        self._counts_delta(cur, row["list_ids"], -1)
+        self._counts_delta(cur, row["list_ids"], -1, row["is_opted_out"])
         self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"])
         self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         self._memberships_active(cur, e.originator_id, False)
@@ -181,7 +182,7 @@ class ReadModelProjector:
         row = self._contact(cur, e.originator_id)
         if row is None or row["deleted_at"] is None:
             return
-        self._counts_delta(cur, row["list_ids"], +1)
+        self._counts_delta(cur, row["list_ids"], +1, row["is_opted_out"])
         self._tags_delta(cur, e.account_id, row["tags"], +1, row["created_at"])
         self._account_delta(cur, e.account_id, 1, int(row["is_opted_out"]), row["created_at"])
         self._memberships_active(cur, e.originator_id, True)
@@ -192,7 +193,7 @@ class ReadModelProjector:
         if row is None:
             return
         if row["deleted_at"] is None:  # purging an active contact (not reachable via the API)
-            self._counts_delta(cur, row["list_ids"], -1)
+            self._counts_delta(cur, row["list_ids"], -1, row["is_opted_out"])
             self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"])
             self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         cur.execute("DELETE FROM contact_list_memberships WHERE contact_id = %s", (e.originator_id,))
@@ -240,16 +241,17 @@ class ReadModelProjector:
         with cur.copy(f"COPY contacts ({columns}) FROM STDIN") as copy:
             if lines:
                 copy.write("\n".join(lines) + "\n")
-        members = Counter()
+        members: Counter = Counter()  # (list, opted out) -> new active members
         with cur.copy("COPY contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,"
-                      " contact_active) FROM STDIN") as copy:
+                      " contact_active, contact_opted_out) FROM STDIN") as copy:
             for c in e.contacts:
                 for list_id in c["list_ids"]:
                     if list_id in existing:
-                        members[list_id] += 1
-                        copy.write_row((list_id, c["id"], e.account_id, e.timestamp, e.timestamp, True))
-        for list_id, n in members.items():
-            self._counts_delta(cur, [list_id], n)
+                        members[list_id, c["is_opted_out"]] += 1
+                        copy.write_row((list_id, c["id"], e.account_id, e.timestamp, e.timestamp, True,
+                                        c["is_opted_out"]))
+        for (list_id, opted_out), n in members.items():
+            self._counts_delta(cur, [list_id], n, opted_out)
         self._account_delta(cur, e.account_id, len(e.contacts), sum(1 for c in e.contacts if c["is_opted_out"]),
                             e.timestamp)
         tags = Counter(t for c in e.contacts for t in c["tags"])
@@ -322,21 +324,34 @@ class ReadModelProjector:
             assignments, sql.Placeholder("__id")), {**values, "__id": contact_id})
 
     @staticmethod
+    def _opted_out_changed(cur: Cursor[Any], account_id: UUID, contact_id: UUID, row: dict[str, Any],
+                           opted_out: bool) -> None:
+        """The counts and memberships of a contact that opted out (or back in)."""
+        cur.execute("UPDATE contact_list_memberships SET contact_opted_out = %s WHERE contact_id = %s",
+                    (opted_out, contact_id))
+        if row["deleted_at"] is None:
+            delta = 1 if opted_out else -1
+            ReadModelProjector._account_delta(cur, account_id, 0, delta, row["created_at"])
+            if row["list_ids"]:
+                cur.execute("UPDATE contact_lists SET opted_out_count = opted_out_count + %s WHERE id = ANY(%s)",
+                            (delta, list(row["list_ids"])))
+
+    @staticmethod
     def _add_memberships(cur: Cursor[Any], account_id: UUID, contact_id: UUID, list_ids: list[UUID],
-                         ts: Any, created_at: Any, *, active: bool) -> None:
+                         ts: Any, created_at: Any, *, active: bool, opted_out: bool) -> None:
         if not list_ids:
             return
         # Only lists that still exist in this account: a list deleted before the
         # event was applied simply gains nothing, on every replay alike.
         cur.execute(
             "INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,"
-            " contact_active) SELECT l.id, %s, %s, %s, %s, %s FROM contact_lists l WHERE l.id = ANY(%s)"
-            " AND l.account_id = %s ON CONFLICT DO NOTHING RETURNING list_id",
-            (contact_id, account_id, ts, created_at, active, list(list_ids), account_id))
+            " contact_active, contact_opted_out) SELECT l.id, %s, %s, %s, %s, %s, %s FROM contact_lists l"
+            " WHERE l.id = ANY(%s) AND l.account_id = %s ON CONFLICT DO NOTHING RETURNING list_id",
+            (contact_id, account_id, ts, created_at, active, opted_out, list(list_ids), account_id))
         added = [r[0] for r in cur.fetchall()]
         if added:
             if active:
-                ReadModelProjector._counts_delta(cur, added, +1)
+                ReadModelProjector._counts_delta(cur, added, +1, opted_out)
             cur.execute("UPDATE contacts SET list_ids = list_ids || %s::uuid[] WHERE id = %s",
                         (added, contact_id))
 
@@ -347,10 +362,12 @@ class ReadModelProjector:
                     (active, contact_id))
 
     @staticmethod
-    def _counts_delta(cur: Cursor[Any], list_ids: list[UUID], delta: int) -> None:
+    def _counts_delta(cur: Cursor[Any], list_ids: list[UUID], delta: int, opted_out: bool) -> None:
+        """``delta`` active members for ``list_ids``, opted out or not."""
         if list_ids:
-            cur.execute("UPDATE contact_lists SET contact_count = contact_count + %s WHERE id = ANY(%s)",
-                        (delta, list(list_ids)))
+            cur.execute("UPDATE contact_lists SET contact_count = contact_count + %s,"
+                        " opted_out_count = opted_out_count + %s WHERE id = ANY(%s)",
+                        (delta, delta if opted_out else 0, list(list_ids)))
 
     @staticmethod
     def _time_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], deltas: list[int], created_at: Any,

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS contact_lists (
     name           text NOT NULL,
     description    text,
     contact_count  integer NOT NULL DEFAULT 0,  -- active (non-trashed) members
+    opted_out_count integer NOT NULL DEFAULT 0, -- of those, the opted-out ones (totals of listId + isOptedOut)
     created_at     timestamptz NOT NULL,
     updated_at     timestamptz NOT NULL
 );
@@ -68,6 +69,7 @@ CREATE TABLE IF NOT EXISTS contact_list_memberships (
     -- table's own index in list order (query/contacts.py), not by walking every contact.
     contact_created_at  timestamptz NOT NULL,
     contact_active      boolean NOT NULL,     -- the contact is not trashed
+    contact_opted_out   boolean NOT NULL,     -- the contact is opted out (pages of listId + isOptedOut)
     PRIMARY KEY (list_id, contact_id)
 );
 -- Tables made before those two columns: add and fill them once.
@@ -83,9 +85,31 @@ BEGIN
                                              ALTER COLUMN contact_active SET NOT NULL;
     END IF;
 END $$;
+-- ... and before the opted-out flag and its count: add and fill them once.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'contact_list_memberships' AND column_name = 'contact_opted_out') THEN
+        ALTER TABLE contact_list_memberships ADD COLUMN contact_opted_out boolean;
+        UPDATE contact_list_memberships m SET contact_opted_out = c.is_opted_out FROM contacts c WHERE c.id = m.contact_id;
+        UPDATE contact_list_memberships SET contact_opted_out = false WHERE contact_opted_out IS NULL;
+        ALTER TABLE contact_list_memberships ALTER COLUMN contact_opted_out SET NOT NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'contact_lists' AND column_name = 'opted_out_count') THEN
+        ALTER TABLE contact_lists ADD COLUMN opted_out_count integer NOT NULL DEFAULT 0;
+        UPDATE contact_lists l SET opted_out_count = n FROM (
+            SELECT list_id, count(*) AS n FROM contact_list_memberships
+            WHERE contact_active AND contact_opted_out GROUP BY list_id) m WHERE m.list_id = l.id;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS contact_list_memberships_contact ON contact_list_memberships (contact_id);
 CREATE INDEX IF NOT EXISTS contact_list_memberships_order
     ON contact_list_memberships (list_id, contact_created_at DESC, contact_id DESC) WHERE contact_active;
+-- A list's pages filtered by isOptedOut, in list order.
+CREATE INDEX IF NOT EXISTS contact_list_memberships_opted_order
+    ON contact_list_memberships (list_id, contact_opted_out, contact_created_at DESC, contact_id DESC)
+    WHERE contact_active;
 
 -- Tag index: distinct tags of each account's active contacts, with how many use each.
 CREATE TABLE IF NOT EXISTS contact_tags (

@@ -39,9 +39,10 @@ class ContactFilter:
         return (self.search or "").strip()
 
     @property
-    def list_only(self) -> bool:
-        """Only ``listId``: the page can be read from the memberships' index in list order."""
-        return self.list_id is not None and not self.term and self.is_opted_out is None and not self.tags
+    def list_walk(self) -> bool:
+        """``listId``, alone or with ``isOptedOut``: the page can be read from the memberships'
+        indexes in list order, and the total from the list's counts."""
+        return self.list_id is not None and not self.term and not self.tags
 
     @property
     def time_counted(self) -> bool:
@@ -152,13 +153,14 @@ def _page(conn: Any, account_id: UUID, flt: ContactFilter, where: sql.Composable
     else:
         params = {**params, "limit": page_size, "offset": offset}
     order = sql.SQL("ASC" if from_end else "DESC")
-    if flt.list_only:
+    if flt.list_walk:
         # The list's own index, in list order: only its members are walked, and only in
         # the index (the list is the account's: its total said so).
+        opted = sql.SQL("" if flt.is_opted_out is None else " AND m.contact_opted_out = %(opted_out)s")
         ids = sql.SQL(
             "SELECT m.contact_id AS id FROM contact_list_memberships m WHERE m.list_id = %(list_id)s"
-            " AND m.contact_active ORDER BY m.contact_created_at {order}, m.contact_id {order}"
-            " LIMIT %(limit)s OFFSET %(offset)s").format(order=order)
+            " AND m.contact_active{opted} ORDER BY m.contact_created_at {order}, m.contact_id {order}"
+            " LIMIT %(limit)s OFFSET %(offset)s").format(opted=opted, order=order)
     else:
         ids = sql.SQL("SELECT c.id FROM contacts c WHERE {where} ORDER BY c.created_at {order}, c.id {order}"
                       " LIMIT %(limit)s OFFSET %(offset)s").format(where=where, order=order)
@@ -211,11 +213,12 @@ def _counted_total(conn: Any, account_id: UUID, flt: ContactFilter) -> int | Non
     if flt.term or len(flt.tags) > 1 or (flt.tags and (flt.list_id or flt.is_opted_out is not None)):
         return None
     if flt.list_id is not None:
-        if flt.is_opted_out is not None:
-            return None
-        row = conn.execute("SELECT contact_count FROM contact_lists WHERE id = %s AND account_id = %s",
-                           (flt.list_id, account_id)).fetchone()
-        return row[0] if row else 0
+        row = conn.execute("SELECT contact_count, opted_out_count FROM contact_lists WHERE id = %s"
+                           " AND account_id = %s", (flt.list_id, account_id)).fetchone()
+        members, opted_out = row if row else (0, 0)
+        if flt.is_opted_out is None:
+            return members
+        return opted_out if flt.is_opted_out else members - opted_out
     if flt.tags:
         row = conn.execute("SELECT contact_count FROM contact_tags WHERE account_id = %s AND tag = %s",
                            (account_id, flt.tags[0])).fetchone()

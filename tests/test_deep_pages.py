@@ -174,16 +174,25 @@ def test_counts_that_do_not_add_up_are_not_used(tables: tuple[str, ConnectionPoo
 
 MEMBERSHIPS_MATCH = """
 SELECT count(*) FROM contact_list_memberships m JOIN contacts c ON c.id = m.contact_id
-WHERE (m.contact_created_at, m.contact_active) IS DISTINCT FROM (c.created_at, c.deleted_at IS NULL)"""
+WHERE (m.contact_created_at, m.contact_active, m.contact_opted_out)
+      IS DISTINCT FROM (c.created_at, c.deleted_at IS NULL, c.is_opted_out)"""
+#: Lists whose member counts differ from their active (and active, opted-out) members.
+LIST_COUNTS_MATCH = """
+SELECT count(*) FROM contact_lists l LEFT JOIN (
+    SELECT m.list_id, count(*) AS members, count(*) FILTER (WHERE c.is_opted_out) AS opted_out
+    FROM contact_list_memberships m JOIN contacts c ON c.id = m.contact_id AND c.deleted_at IS NULL GROUP BY 1
+) x ON x.list_id = l.id
+WHERE (l.contact_count, l.opted_out_count) IS DISTINCT FROM (coalesce(x.members, 0), coalesce(x.opted_out, 0))"""
 
 
-def _list_oracle(database_url: str, account: uuid.UUID, list_id: str) -> list:
-    """The list's active members, newest first, by the plain query over contacts."""
+def _list_oracle(database_url: str, account: uuid.UUID, list_id: str, opted_out: bool | None = None) -> list:
+    """The list's active members (opted out or not, if asked), newest first, by the plain query over contacts."""
     with psycopg.connect(database_url) as conn:
         return [r[0] for r in conn.execute(
             "SELECT c.id FROM contacts c WHERE c.account_id = %s AND c.deleted_at IS NULL AND EXISTS"
             " (SELECT 1 FROM contact_list_memberships m WHERE m.list_id = %s AND m.contact_id = c.id)"
-            " ORDER BY c.created_at DESC, c.id DESC", (account, list_id)).fetchall()]
+            " AND (%s::boolean IS NULL OR c.is_opted_out = %s)"
+            " ORDER BY c.created_at DESC, c.id DESC", (account, list_id, opted_out, opted_out)).fetchall()]
 
 
 def test_list_pages_walk_the_memberships_and_equal_the_plain_query(service: Service) -> None:
@@ -200,19 +209,33 @@ def test_list_pages_walk_the_memberships_and_equal_the_plain_query(service: Serv
     assert api.post(f"/api/v1/contact-lists/{other['id']}/contacts", json={"contactIds": members[:30]}).status_code == 200
     assert api.delete_json(f"/api/v1/contact-lists/{big['id']}/contacts", {"contactIds": members[5:9]}).status_code == 200
     assert api.patch(f"/api/v1/contacts/{made[0]}", json={"listIds": [big["id"], other["id"]]}).status_code == 200
+    # Opt-outs (and one opt-in) before the trashing, restoring and purging below touch some of them.
+    for cid in members[0:40:3] + made[1:9:2]:
+        assert api.patch(f"/api/v1/contacts/{cid}", json={"isOptedOut": True}).status_code == 200
+    assert api.patch(f"/api/v1/contacts/{members[3]}", json={"isOptedOut": False}).status_code == 200
     assert api.post("/api/v1/contacts/bulk-delete", json={"ids": members[10:40:3] + made[1:6]}).status_code == 200
     assert api.post("/api/v1/contacts/trash/restore", json={"ids": members[10:20:3]}).status_code == 200
     assert api.delete_json("/api/v1/contacts/trash", {"ids": made[1:3]}).status_code == 200
+    assert api.post(f"/api/v1/contact-lists/{other['id']}/contacts", json={"contactIds": made[6:12]}).status_code == 200
     assert api.delete(f"/api/v1/contact-lists/{small['id']}").status_code == 204
     database = service.container.database_url
     with psycopg.connect(database) as conn:
         assert conn.execute(MEMBERSHIPS_MATCH).fetchone()[0] == 0
+        assert conn.execute(LIST_COUNTS_MATCH).fetchone()[0] == 0
     for lst in (big, other, small):
-        expected = _list_oracle(database, api.account_id, lst["id"])
-        for size in (1, 4, 25):
-            pages = _pages(service.container.pool, api.account_id, size, PLAIN, ContactFilter(list_id=uuid.UUID(lst["id"])))
-            assert [p[0] for p in pages] == [len(expected)] * len(pages), (lst["name"], size)
-            assert [i for _, ids in pages for i in ids] == expected, (lst["name"], size)
+        for opted_out in (None, True, False):
+            expected = _list_oracle(database, api.account_id, lst["id"], opted_out)
+            if lst is big and opted_out is not None:
+                assert expected, "the test should page through opted-out and opted-in members"
+            flt = ContactFilter(list_id=uuid.UUID(lst["id"]), is_opted_out=opted_out)
+            for size in (1, 4, 25):
+                pages = _pages(service.container.pool, api.account_id, size, PLAIN, flt)
+                assert [p[0] for p in pages] == [len(expected)] * len(pages), (lst["name"], opted_out, size)
+                assert [i for _, ids in pages for i in ids] == expected, (lst["name"], opted_out, size)
+            http = api.get("/api/v1/contacts", params={"listId": lst["id"], "pageSize": 100,
+                                                       **({} if opted_out is None else {"isOptedOut": str(opted_out).lower()})})
+            assert http.json()["total"] == len(expected)
+            assert [uuid.UUID(c["id"]) for c in http.json()["contacts"]] == expected[:100]
     # Another account naming the list sees nothing.
     stranger = service.client()
     assert stranger.get("/api/v1/contacts", params={"listId": big["id"]}).json()["contacts"] == []
@@ -231,16 +254,24 @@ def test_memberships_made_before_the_sort_columns_get_them_filled(tables: tuple[
                          " VALUES (%s, %s, %s, 'valid', %s, %s, %s)",
                          (contact, account, f"+2547{i:08d}", at, at, at if i % 4 == 0 else None))
             conn.execute("INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at,"
-                         " contact_created_at, contact_active) VALUES (%s, %s, %s, now(), now(), true)",
+                         " contact_created_at, contact_active, contact_opted_out) VALUES (%s, %s, %s, now(), now(),"
+                         " true, true)",
                          (list_id, contact, account))
         conn.execute("UPDATE contact_lists SET contact_count = 9 WHERE id = %s", (list_id,))
-        # As the table was before: without the two columns (and so without their index).
-        conn.execute("ALTER TABLE contact_list_memberships DROP COLUMN contact_created_at, DROP COLUMN contact_active")
+        conn.execute("UPDATE contacts SET is_opted_out = true WHERE account_id = %s"
+                     " AND (phone LIKE '%%1' OR phone LIKE '%%2')", (account,))  # 1, 2 and 11: active
+        # As the tables were before: without the sort and state columns (and so without
+        # their indexes), and without the lists' opted-out counts.
+        conn.execute("ALTER TABLE contact_list_memberships DROP COLUMN contact_created_at, DROP COLUMN contact_active,"
+                     " DROP COLUMN contact_opted_out")
+        conn.execute("ALTER TABLE contact_lists DROP COLUMN opted_out_count")
         create_tables(conn)
         assert conn.execute(MEMBERSHIPS_MATCH).fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'contact_list_memberships_order'"
-                            ).fetchone()[0] == 1
-    expected = _list_oracle(url, account, str(list_id))
-    assert len(expected) == 9
-    pages = _pages(pool, account, 2, PLAIN, ContactFilter(list_id=list_id))
-    assert [i for _, ids in pages for i in ids] == expected
+        assert conn.execute(LIST_COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname IN ('contact_list_memberships_order',"
+                            " 'contact_list_memberships_opted_order')").fetchone()[0] == 2
+    for opted_out, n in ((None, 9), (True, 3), (False, 6)):
+        expected = _list_oracle(url, account, str(list_id), opted_out)
+        assert len(expected) == n, opted_out
+        pages = _pages(pool, account, 2, PLAIN, ContactFilter(list_id=list_id, is_opted_out=opted_out))
+        assert [i for _, ids in pages for i in ids] == expected
