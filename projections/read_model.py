@@ -107,7 +107,7 @@ class ReadModelProjector:
              pii.get("email"), pii.get("notes"), list(e.tags), e.is_opted_out, e.status,
              e.invalid_reason, e.operator, e.country, e.timestamp, e.timestamp,
              search_name(pii.get("first_name"), pii.get("last_name")), search_phone(phone)))
-        self._tags_delta(cur, e.account_id, e.tags, +1, e.timestamp)
+        self._tags_delta(cur, e.account_id, e.tags, +1, e.timestamp, e.is_opted_out)
         self._account_delta(cur, e.account_id, 1, int(e.is_opted_out), e.timestamp)
         self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, e.timestamp, active=True,
                               opted_out=e.is_opted_out)
@@ -122,8 +122,8 @@ class ReadModelProjector:
                        if k in ("tags", "status", "invalid_reason", "operator", "country")})
         if "tags" in values and row["deleted_at"] is None:
             old, new = set(row["tags"]), set(values["tags"])
-            self._tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"])
-            self._tags_delta(cur, e.account_id, sorted(new - old), +1, row["created_at"])
+            self._tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"], row["is_opted_out"])
+            self._tags_delta(cur, e.account_id, sorted(new - old), +1, row["created_at"], row["is_opted_out"])
         first = values.get("first_name", row["first_name"])
         last = values.get("last_name", row["last_name"])
         values["search_name"] = search_name(first, last)
@@ -172,7 +172,7 @@ class ReadModelProjector:
         if row is None or row["deleted_at"] is not None:
             return
         self._counts_delta(cur, row["list_ids"], -1, row["is_opted_out"])
-        self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"])
+        self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"], row["is_opted_out"])
         self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         self._memberships_active(cur, e.originator_id, False)
         self._update_contact(cur, e.originator_id, {"deleted_at": e.timestamp}, e.timestamp)
@@ -183,7 +183,7 @@ class ReadModelProjector:
         if row is None or row["deleted_at"] is None:
             return
         self._counts_delta(cur, row["list_ids"], +1, row["is_opted_out"])
-        self._tags_delta(cur, e.account_id, row["tags"], +1, row["created_at"])
+        self._tags_delta(cur, e.account_id, row["tags"], +1, row["created_at"], row["is_opted_out"])
         self._account_delta(cur, e.account_id, 1, int(row["is_opted_out"]), row["created_at"])
         self._memberships_active(cur, e.originator_id, True)
         self._update_contact(cur, e.originator_id, {"deleted_at": None}, e.timestamp)
@@ -194,7 +194,7 @@ class ReadModelProjector:
             return
         if row["deleted_at"] is None:  # purging an active contact (not reachable via the API)
             self._counts_delta(cur, row["list_ids"], -1, row["is_opted_out"])
-            self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"])
+            self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"], row["is_opted_out"])
             self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         cur.execute("DELETE FROM contact_list_memberships WHERE contact_id = %s", (e.originator_id,))
         cur.execute("DELETE FROM contacts WHERE id = %s", (e.originator_id,))
@@ -256,12 +256,10 @@ class ReadModelProjector:
                             e.timestamp)
         tags = Counter(t for c in e.contacts for t in c["tags"])
         if tags:
-            cur.execute(
-                "INSERT INTO contact_tags (account_id, tag, contact_count) SELECT %s, t, n"
-                " FROM unnest(%s::text[], %s::int[]) AS x(t, n) ON CONFLICT (account_id, tag)"
-                " DO UPDATE SET contact_count = contact_tags.contact_count + EXCLUDED.contact_count",
-                (e.account_id, list(tags), list(tags.values())))
-            self._time_counts(cur, e.account_id, list(tags), list(tags.values()), e.timestamp)
+            opted = Counter(t for c in e.contacts if c["is_opted_out"] for t in c["tags"])
+            names = list(tags)
+            self._tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names],
+                             e.timestamp)
         with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id)"
                       " FROM STDIN") as copy:
             for s in e.skipped:
@@ -311,7 +309,7 @@ class ReadModelProjector:
                         " ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active"
                         " + EXCLUDED.active, opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out",
                         (account_id, active, opted_out))
-            ReadModelProjector._time_counts(cur, account_id, [""], [active], created_at, opted_out)
+            ReadModelProjector._time_counts(cur, account_id, [""], [active], [opted_out], created_at)
 
     @staticmethod
     def _update_contact(cur: Cursor[Any], contact_id: UUID, values: dict[str, Any], ts: Any) -> None:
@@ -332,6 +330,9 @@ class ReadModelProjector:
         if row["deleted_at"] is None:
             delta = 1 if opted_out else -1
             ReadModelProjector._account_delta(cur, account_id, 0, delta, row["created_at"])
+            tags = list(row["tags"])
+            ReadModelProjector._tag_counts(cur, account_id, tags, [0] * len(tags), [delta] * len(tags),
+                                           row["created_at"])
             if row["list_ids"]:
                 cur.execute("UPDATE contact_lists SET opted_out_count = opted_out_count + %s WHERE id = ANY(%s)",
                             (delta, list(row["list_ids"])))
@@ -370,27 +371,40 @@ class ReadModelProjector:
                         (delta, delta if opted_out else 0, list(list_ids)))
 
     @staticmethod
-    def _time_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], deltas: list[int], created_at: Any,
-                     opted_out: int = 0) -> None:
-        """Add ``deltas`` to the active counts of ``tags`` ('' is every contact) for the hour and
-        the second of ``created_at``; ``opted_out`` is added to every row (kept on '' only)."""
+    def _time_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: list[int], opted_out: list[int],
+                     created_at: Any) -> None:
+        """Add ``active`` and ``opted_out`` to the counts of ``tags`` ('' is every contact) for
+        the hour and the second of ``created_at``."""
         cur.execute("INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)"
-                    " SELECT %s, t, u, date_trunc(u, %s::timestamptz, 'UTC'), n, %s"
-                    " FROM unnest(%s::text[], %s::int[]) AS x(t, n), unnest(ARRAY['hour', 'second']) AS u"
+                    " SELECT %s, t, u, date_trunc(u, %s::timestamptz, 'UTC'), n, o"
+                    " FROM unnest(%s::text[], %s::int[], %s::int[]) AS x(t, n, o),"
+                    " unnest(ARRAY['hour', 'second']) AS u"
                     " ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE"
                     " SET active = contact_time_counts.active + EXCLUDED.active,"
                     " opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out",
-                    (account_id, created_at, opted_out, tags, deltas))
+                    (account_id, created_at, tags, active, opted_out))
 
     @staticmethod
-    def _tags_delta(cur: Cursor[Any], account_id: UUID, tags: list[str], delta: int, created_at: Any) -> None:
+    def _tag_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: list[int], opted_out: list[int],
+                    created_at: Any) -> None:
+        """Add to the tag index's counts of ``tags`` and to their time counts."""
         if not tags:
             return
-        ReadModelProjector._time_counts(cur, account_id, list(tags), [delta] * len(tags), created_at)
+        ReadModelProjector._time_counts(cur, account_id, tags, active, opted_out, created_at)
         cur.execute(
-            "INSERT INTO contact_tags (account_id, tag, contact_count) SELECT %s, t, %s FROM unnest(%s::text[]) t"
-            " ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count + EXCLUDED.contact_count",
-            (account_id, delta, list(tags)))
-        if delta < 0:
+            "INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)"
+            " SELECT %s, t, n, o FROM unnest(%s::text[], %s::int[], %s::int[]) AS x(t, n, o)"
+            " ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count"
+            " + EXCLUDED.contact_count, opted_out_count = contact_tags.opted_out_count + EXCLUDED.opted_out_count",
+            (account_id, tags, active, opted_out))
+        if any(n < 0 for n in active):
             cur.execute("DELETE FROM contact_tags WHERE account_id = %s AND tag = ANY(%s) AND contact_count <= 0",
-                        (account_id, list(tags)))
+                        (account_id, tags))
+
+    @staticmethod
+    def _tags_delta(cur: Cursor[Any], account_id: UUID, tags: list[str], delta: int, created_at: Any,
+                    opted_out: bool) -> None:
+        """One contact (opted out or not) gained (+1) or lost (-1) ``tags``."""
+        tags = list(tags)
+        ReadModelProjector._tag_counts(cur, account_id, tags, [delta] * len(tags),
+                                       [delta if opted_out else 0] * len(tags), created_at)

@@ -113,11 +113,24 @@ CREATE INDEX IF NOT EXISTS contact_list_memberships_opted_order
 
 -- Tag index: distinct tags of each account's active contacts, with how many use each.
 CREATE TABLE IF NOT EXISTS contact_tags (
-    account_id     uuid NOT NULL,
-    tag            text NOT NULL,
-    contact_count  integer NOT NULL,
+    account_id       uuid NOT NULL,
+    tag              text NOT NULL,
+    contact_count    integer NOT NULL,
+    opted_out_count  integer NOT NULL DEFAULT 0,  -- of those, the opted-out ones (totals of tags + isOptedOut)
     PRIMARY KEY (account_id, tag)
 );
+-- Tables made before the opted-out count: add and fill it once.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'contact_tags' AND column_name = 'opted_out_count') THEN
+        ALTER TABLE contact_tags ADD COLUMN opted_out_count integer NOT NULL DEFAULT 0;
+        UPDATE contact_tags ct SET opted_out_count = n FROM (
+            SELECT account_id, t.tag, count(*) AS n FROM contacts CROSS JOIN LATERAL unnest(tags) AS t(tag)
+            WHERE deleted_at IS NULL AND is_opted_out GROUP BY 1, 2) x
+        WHERE x.account_id = ct.account_id AND x.tag = ct.tag;
+    END IF;
+END $$;
 
 -- Totals of each account's active contacts, read as GET /contacts totals when the filter allows.
 CREATE TABLE IF NOT EXISTS account_contact_counts (
@@ -129,15 +142,16 @@ CREATE TABLE IF NOT EXISTS account_contact_counts (
 -- Active contacts per hour and per second of created_at (UTC), for each account, all of
 -- them (tag '') and those with each tag: where a deep page of GET /contacts starts,
 -- found by summing these instead of skipping half a million index entries
--- (query/contacts.py). `opted_out` (active and opted out) is kept on the tag '' rows
--- only. Kept by the projector with the totals above; filled from the contacts when the
--- table is created, or made again when it has an older shape (it is derived data).
+-- (query/contacts.py), and how many of those are opted out. Kept by the projector with
+-- the totals above; filled from the contacts when the table is created, or made again
+-- when it is of an older version (it is derived data): the table's comment names the
+-- version ('v2': opted-out counts on every tag's rows, not only on '').
 DO $$
 BEGIN
     -- Looked up in the schema being created only (a rebuild creates its tables in a
     -- schema of its own, with public still on the search path).
-    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
-                   AND table_name = 'contact_time_counts' AND column_name = 'tag') THEN
+    IF obj_description(to_regclass(format('%I.contact_time_counts', current_schema())), 'pg_class')
+            IS DISTINCT FROM 'v2' THEN
         EXECUTE format('DROP TABLE IF EXISTS %I.contact_time_counts', current_schema());
         CREATE TABLE contact_time_counts (
             account_id  uuid NOT NULL,
@@ -145,12 +159,13 @@ BEGIN
             unit        text NOT NULL,           -- 'hour' | 'second'
             bucket      timestamptz NOT NULL,    -- created_at truncated to the unit, in UTC
             active      integer NOT NULL,        -- not trashed
-            opted_out   integer NOT NULL,        -- not trashed and opted out (tag '' rows only)
+            opted_out   integer NOT NULL,        -- not trashed and opted out
             PRIMARY KEY (account_id, tag, unit, bucket)
         );
+        COMMENT ON TABLE contact_time_counts IS 'v2';
         INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
         SELECT account_id, t.tag, u.unit, date_trunc(u.unit, created_at, 'UTC'), count(*),
-               CASE WHEN t.tag = '' THEN count(*) FILTER (WHERE is_opted_out) ELSE 0 END
+               count(*) FILTER (WHERE is_opted_out)
         FROM contacts CROSS JOIN LATERAL unnest(array_append(tags, '')) AS t(tag)
              CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
         WHERE deleted_at IS NULL GROUP BY 1, 2, 3, 4;

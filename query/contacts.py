@@ -46,10 +46,9 @@ class ContactFilter:
 
     @property
     def time_counted(self) -> bool:
-        """The projector's per-hour and per-second counts answer this filter: none, ``isOptedOut``
-        alone, or one tag alone."""
-        return not self.term and self.list_id is None and (
-            not self.tags or (len(self.tags) == 1 and self.is_opted_out is None))
+        """The projector's per-hour and per-second counts answer this filter: none, ``isOptedOut``,
+        one tag, or one tag and ``isOptedOut``."""
+        return not self.term and self.list_id is None and len(self.tags) <= 1
 
     def where(self, account_id: UUID) -> tuple[sql.Composable, dict]:
         clauses = [sql.SQL("c.account_id = %(account)s"), sql.SQL("c.deleted_at IS NULL")]
@@ -97,10 +96,10 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
     other end (ascending, with the mirrored offset) so the last pages cost what the
     first ones do. Either way the offset is skipped on index entries only before the
     rows are fetched (a "deferred join"). A page deep in the middle of the list
-    (unfiltered, or filtered by ``isOptedOut`` or by one tag only) starts at the second its first
+    (unfiltered, or filtered by ``isOptedOut``, one tag, or both) starts at the second its first
     contact was created, found from the projector's per-hour and per-second counts
     (``_time_anchor``), so only the contacts of that one second are skipped. A page of
-    one list (``listId`` alone) walks that list's memberships, which carry each
+    one list (``listId``, with or without ``isOptedOut``) walks that list's memberships, which carry each
     contact's ``created_at`` and trashed state, not every contact of the account. A
     deep page of a search sorts the search's matches, which it counts in the same pass.
     """
@@ -210,21 +209,17 @@ def _time_anchor(conn: Any, account_id: UUID, flt: "ContactFilter", offset: int,
 
 def _counted_total(conn: Any, account_id: UUID, flt: ContactFilter) -> int | None:
     """The exact total from the projector's counters, for the filters they cover."""
-    if flt.term or len(flt.tags) > 1 or (flt.tags and (flt.list_id or flt.is_opted_out is not None)):
+    if flt.term or len(flt.tags) > 1 or (flt.tags and flt.list_id):
         return None
     if flt.list_id is not None:
         row = conn.execute("SELECT contact_count, opted_out_count FROM contact_lists WHERE id = %s"
                            " AND account_id = %s", (flt.list_id, account_id)).fetchone()
-        members, opted_out = row if row else (0, 0)
-        if flt.is_opted_out is None:
-            return members
-        return opted_out if flt.is_opted_out else members - opted_out
-    if flt.tags:
-        row = conn.execute("SELECT contact_count FROM contact_tags WHERE account_id = %s AND tag = %s",
-                           (account_id, flt.tags[0])).fetchone()
-        return row[0] if row else 0
-    row = conn.execute("SELECT active, opted_out FROM account_contact_counts WHERE account_id = %s",
-                       (account_id,)).fetchone()
+    elif flt.tags:
+        row = conn.execute("SELECT contact_count, opted_out_count FROM contact_tags WHERE account_id = %s"
+                           " AND tag = %s", (account_id, flt.tags[0])).fetchone()
+    else:
+        row = conn.execute("SELECT active, opted_out FROM account_contact_counts WHERE account_id = %s",
+                           (account_id,)).fetchone()
     active, opted_out = row if row else (0, 0)
     if flt.is_opted_out is None:
         return active
