@@ -117,6 +117,17 @@ def cases(state: SeedState) -> list[Case]:
         Case("tags=vip, middle page", "filter", {"tags": "vip"}, ContactFilter(tags=["vip"]), position="middle"),
         Case("search name 'wanjiku', middle page", "search", {"search": "wanjiku"}, ContactFilter(search="wanjiku"),
              position="middle"),
+        # Two filters at once: a list or a tag with isOptedOut (counted and walked like one
+        # filter), and a list with a tag (neither: counted over the list's members).
+        Case("listId (10%) + isOptedOut=false", "filter", {"listId": str(big_list), "isOptedOut": "false"},
+             ContactFilter(list_id=big_list, is_opted_out=False)),
+        Case("listId (10%) + isOptedOut=false, middle page", "filter",
+             {"listId": str(big_list), "isOptedOut": "false"}, ContactFilter(list_id=big_list, is_opted_out=False),
+             position="middle"),
+        Case("tags=vip + isOptedOut=false, middle page", "filter", {"tags": "vip", "isOptedOut": "false"},
+             ContactFilter(tags=["vip"], is_opted_out=False), position="middle"),
+        Case("listId (10%) + tags=vip", "filter", {"listId": str(big_list), "tags": "vip"},
+             ContactFilter(list_id=big_list, tags=["vip"])),
     ]
 
 

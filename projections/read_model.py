@@ -110,7 +110,7 @@ class ReadModelProjector:
         self._tags_delta(cur, e.account_id, e.tags, +1, e.timestamp, e.is_opted_out)
         self._account_delta(cur, e.account_id, 1, int(e.is_opted_out), e.timestamp)
         self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, e.timestamp, active=True,
-                              opted_out=e.is_opted_out)
+                              opted_out=e.is_opted_out, tags=list(e.tags))
 
     @apply.register
     def _(self, e: Contact.Updated, cur: Cursor[Any]) -> None:
@@ -120,6 +120,9 @@ class ReadModelProjector:
         values: dict[str, Any] = {k: v for k, v in e.pii.items() if k in PII_FIELDS}
         values.update({k: v for k, v in e.changes.items()
                        if k in ("tags", "status", "invalid_reason", "operator", "country")})
+        if "tags" in values:
+            cur.execute("UPDATE contact_list_memberships SET contact_tags = %s WHERE contact_id = %s",
+                        (list(values["tags"]), e.originator_id))
         if "tags" in values and row["deleted_at"] is None:
             old, new = set(row["tags"]), set(values["tags"])
             self._tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"], row["is_opted_out"])
@@ -136,7 +139,8 @@ class ReadModelProjector:
         row = self._contact(cur, e.originator_id)
         if row is not None:
             self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, row["created_at"],
-                                  active=row["deleted_at"] is None, opted_out=row["is_opted_out"])
+                                  active=row["deleted_at"] is None, opted_out=row["is_opted_out"],
+                                  tags=list(row["tags"]))
             self._update_contact(cur, e.originator_id, {}, e.timestamp)
 
     @apply.register
@@ -243,13 +247,13 @@ class ReadModelProjector:
                 copy.write("\n".join(lines) + "\n")
         members: Counter = Counter()  # (list, opted out) -> new active members
         with cur.copy("COPY contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,"
-                      " contact_active, contact_opted_out) FROM STDIN") as copy:
+                      " contact_active, contact_opted_out, contact_tags) FROM STDIN") as copy:
             for c in e.contacts:
                 for list_id in c["list_ids"]:
                     if list_id in existing:
                         members[list_id, c["is_opted_out"]] += 1
                         copy.write_row((list_id, c["id"], e.account_id, e.timestamp, e.timestamp, True,
-                                        c["is_opted_out"]))
+                                        c["is_opted_out"], c["tags"]))
         for (list_id, opted_out), n in members.items():
             self._counts_delta(cur, [list_id], n, opted_out)
         self._account_delta(cur, e.account_id, len(e.contacts), sum(1 for c in e.contacts if c["is_opted_out"]),
@@ -339,16 +343,17 @@ class ReadModelProjector:
 
     @staticmethod
     def _add_memberships(cur: Cursor[Any], account_id: UUID, contact_id: UUID, list_ids: list[UUID],
-                         ts: Any, created_at: Any, *, active: bool, opted_out: bool) -> None:
+                         ts: Any, created_at: Any, *, active: bool, opted_out: bool, tags: list[str]) -> None:
         if not list_ids:
             return
         # Only lists that still exist in this account: a list deleted before the
         # event was applied simply gains nothing, on every replay alike.
         cur.execute(
             "INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,"
-            " contact_active, contact_opted_out) SELECT l.id, %s, %s, %s, %s, %s, %s FROM contact_lists l"
-            " WHERE l.id = ANY(%s) AND l.account_id = %s ON CONFLICT DO NOTHING RETURNING list_id",
-            (contact_id, account_id, ts, created_at, active, opted_out, list(list_ids), account_id))
+            " contact_active, contact_opted_out, contact_tags) SELECT l.id, %s, %s, %s, %s, %s, %s, %s"
+            " FROM contact_lists l WHERE l.id = ANY(%s) AND l.account_id = %s ON CONFLICT DO NOTHING"
+            " RETURNING list_id",
+            (contact_id, account_id, ts, created_at, active, opted_out, tags, list(list_ids), account_id))
         added = [r[0] for r in cur.fetchall()]
         if added:
             if active:

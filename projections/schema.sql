@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS contact_list_memberships (
     contact_created_at  timestamptz NOT NULL,
     contact_active      boolean NOT NULL,     -- the contact is not trashed
     contact_opted_out   boolean NOT NULL,     -- the contact is opted out (pages of listId + isOptedOut)
+    contact_tags        text[] NOT NULL,      -- the contact's tags (pages of listId + tags)
     PRIMARY KEY (list_id, contact_id)
 );
 -- Tables made before those two columns: add and fill them once.
@@ -85,7 +86,7 @@ BEGIN
                                              ALTER COLUMN contact_active SET NOT NULL;
     END IF;
 END $$;
--- ... and before the opted-out flag and its count: add and fill them once.
+-- ... and before the opted-out flag, the tags and the lists' opted-out count: add and fill them once.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
@@ -94,6 +95,13 @@ BEGIN
         UPDATE contact_list_memberships m SET contact_opted_out = c.is_opted_out FROM contacts c WHERE c.id = m.contact_id;
         UPDATE contact_list_memberships SET contact_opted_out = false WHERE contact_opted_out IS NULL;
         ALTER TABLE contact_list_memberships ALTER COLUMN contact_opted_out SET NOT NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'contact_list_memberships' AND column_name = 'contact_tags') THEN
+        ALTER TABLE contact_list_memberships ADD COLUMN contact_tags text[];
+        UPDATE contact_list_memberships m SET contact_tags = c.tags FROM contacts c WHERE c.id = m.contact_id;
+        UPDATE contact_list_memberships SET contact_tags = '{}' WHERE contact_tags IS NULL;
+        ALTER TABLE contact_list_memberships ALTER COLUMN contact_tags SET NOT NULL;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
                    AND table_name = 'contact_lists' AND column_name = 'opted_out_count') THEN

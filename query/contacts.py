@@ -40,9 +40,18 @@ class ContactFilter:
 
     @property
     def list_walk(self) -> bool:
-        """``listId``, alone or with ``isOptedOut``: the page can be read from the memberships'
-        indexes in list order, and the total from the list's counts."""
-        return self.list_id is not None and not self.term and not self.tags
+        """``listId``, alone or with ``isOptedOut`` and tags: the page can be read from the list's
+        memberships in list order (they carry what those filters test), and so can the total."""
+        return self.list_id is not None and not self.term
+
+    def member_conditions(self) -> sql.Composable:
+        """What a list's membership (``m``) must carry to match the filters besides the list."""
+        conditions = [sql.SQL("m.list_id = %(list_id)s AND m.contact_active")]
+        if self.is_opted_out is not None:
+            conditions.append(sql.SQL("m.contact_opted_out = %(opted_out)s"))
+        if self.tags:
+            conditions.append(sql.SQL("m.contact_tags @> %(tags)s::text[]"))
+        return sql.SQL(" AND ").join(conditions)
 
     @property
     def time_counted(self) -> bool:
@@ -99,8 +108,9 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
     (unfiltered, or filtered by ``isOptedOut``, one tag, or both) starts at the second its first
     contact was created, found from the projector's per-hour and per-second counts
     (``_time_anchor``), so only the contacts of that one second are skipped. A page of
-    one list (``listId``, with or without ``isOptedOut``) walks that list's memberships, which carry each
-    contact's ``created_at`` and trashed state, not every contact of the account. A
+    one list (``listId``, with or without ``isOptedOut`` and tags) walks that list's memberships,
+    which carry each contact's ``created_at``, trashed and opted-out state and tags, not
+    every contact of the account; they also give its total when no counter does. A
     deep page of a search sorts the search's matches, which it counts in the same pass.
     """
     where, params = flt.where(account_id)
@@ -112,7 +122,13 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
         if total is None and offset >= search_min_skip and flt.term:
             total, rows = _sorted_matches(conn, where, params, offset, page_size)
         else:
-            if total is None:
+            if total is None and flt.list_walk:
+                # The list's members that match, if the list is the account's.
+                total = conn.execute(sql.SQL(
+                    "SELECT count(*) FROM contact_list_memberships m WHERE {} AND EXISTS (SELECT 1 FROM"
+                    " contact_lists l WHERE l.id = %(list_id)s AND l.account_id = %(account)s)").format(
+                        flt.member_conditions()), params).fetchone()[0]
+            elif total is None:
                 total = conn.execute(sql.SQL("SELECT count(*) FROM contacts c WHERE {}").format(where),
                                      params).fetchone()[0]
             rows = _page(conn, account_id, flt, where, params, offset, page_size, total,
@@ -155,11 +171,10 @@ def _page(conn: Any, account_id: UUID, flt: ContactFilter, where: sql.Composable
     if flt.list_walk:
         # The list's own index, in list order: only its members are walked, and only in
         # the index (the list is the account's: its total said so).
-        opted = sql.SQL("" if flt.is_opted_out is None else " AND m.contact_opted_out = %(opted_out)s")
         ids = sql.SQL(
-            "SELECT m.contact_id AS id FROM contact_list_memberships m WHERE m.list_id = %(list_id)s"
-            " AND m.contact_active{opted} ORDER BY m.contact_created_at {order}, m.contact_id {order}"
-            " LIMIT %(limit)s OFFSET %(offset)s").format(opted=opted, order=order)
+            "SELECT m.contact_id AS id FROM contact_list_memberships m WHERE {members}"
+            " ORDER BY m.contact_created_at {order}, m.contact_id {order}"
+            " LIMIT %(limit)s OFFSET %(offset)s").format(members=flt.member_conditions(), order=order)
     else:
         ids = sql.SQL("SELECT c.id FROM contacts c WHERE {where} ORDER BY c.created_at {order}, c.id {order}"
                       " LIMIT %(limit)s OFFSET %(offset)s").format(where=where, order=order)

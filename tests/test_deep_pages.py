@@ -193,8 +193,8 @@ def test_counts_that_do_not_add_up_are_not_used(tables: tuple[str, ConnectionPoo
 
 MEMBERSHIPS_MATCH = """
 SELECT count(*) FROM contact_list_memberships m JOIN contacts c ON c.id = m.contact_id
-WHERE (m.contact_created_at, m.contact_active, m.contact_opted_out)
-      IS DISTINCT FROM (c.created_at, c.deleted_at IS NULL, c.is_opted_out)"""
+WHERE (m.contact_created_at, m.contact_active, m.contact_opted_out, m.contact_tags)
+      IS DISTINCT FROM (c.created_at, c.deleted_at IS NULL, c.is_opted_out, c.tags)"""
 #: Lists whose member counts differ from their active (and active, opted-out) members.
 LIST_COUNTS_MATCH = """
 SELECT count(*) FROM contact_lists l LEFT JOIN (
@@ -204,25 +204,27 @@ SELECT count(*) FROM contact_lists l LEFT JOIN (
 WHERE (l.contact_count, l.opted_out_count) IS DISTINCT FROM (coalesce(x.members, 0), coalesce(x.opted_out, 0))"""
 
 
-def _list_oracle(database_url: str, account: uuid.UUID, list_id: str, opted_out: bool | None = None) -> list:
-    """The list's active members (opted out or not, if asked), newest first, by the plain query over contacts."""
+def _list_oracle(database_url: str, account: uuid.UUID, list_id: str, opted_out: bool | None = None,
+                 tags: tuple[str, ...] = ()) -> list:
+    """The list's active members (opted out or not, with these tags, if asked), newest first,
+    by the plain query over contacts."""
     with psycopg.connect(database_url) as conn:
         return [r[0] for r in conn.execute(
             "SELECT c.id FROM contacts c WHERE c.account_id = %s AND c.deleted_at IS NULL AND EXISTS"
             " (SELECT 1 FROM contact_list_memberships m WHERE m.list_id = %s AND m.contact_id = c.id)"
-            " AND (%s::boolean IS NULL OR c.is_opted_out = %s)"
-            " ORDER BY c.created_at DESC, c.id DESC", (account, list_id, opted_out, opted_out)).fetchall()]
+            " AND (%s::boolean IS NULL OR c.is_opted_out = %s) AND c.tags @> %s::text[]"
+            " ORDER BY c.created_at DESC, c.id DESC", (account, list_id, opted_out, opted_out, list(tags))).fetchall()]
 
 
 def test_list_pages_walk_the_memberships_and_equal_the_plain_query(service: Service) -> None:
     api = service.client()
     big, small, other = api.create_list("big"), api.create_list("small"), api.create_list("other")
-    csv = "phone\n" + "".join(f"07160000{i:02d}\n" for i in range(40))
+    csv = "phone,tags\n" + "".join(f"07160000{i:02d},{'vip' if i % 3 else 'vip;b'}\n" for i in range(40))
     r = api.post("/api/v1/contacts/import", data={"listId": big["id"]},
                  files={"file": ("c.csv", io.BytesIO(csv.encode()), "text/csv")})
     assert r.status_code == 201 and r.json()["imported"] == 40
-    made = [api.create_contact(f"07170000{i:02d}", listIds=[big["id"], small["id"]] if i % 2 else [small["id"]])["id"]
-            for i in range(20)]
+    made = [api.create_contact(f"07170000{i:02d}", listIds=[big["id"], small["id"]] if i % 2 else [small["id"]],
+                               tags=["b"] if i % 4 else [])["id"] for i in range(20)]
     members = [c["id"] for c in api.get("/api/v1/contacts", params={"listId": big["id"], "pageSize": 100}).json()
                ["contacts"]]
     assert api.post(f"/api/v1/contact-lists/{other['id']}/contacts", json={"contactIds": members[:30]}).status_code == 200
@@ -232,6 +234,8 @@ def test_list_pages_walk_the_memberships_and_equal_the_plain_query(service: Serv
     for cid in members[0:40:3] + made[1:9:2]:
         assert api.patch(f"/api/v1/contacts/{cid}", json={"isOptedOut": True}).status_code == 200
     assert api.patch(f"/api/v1/contacts/{members[3]}", json={"isOptedOut": False}).status_code == 200
+    for cid in members[1:40:5] + made[2:12:3]:  # tags changed, of members and of contacts added later
+        assert api.patch(f"/api/v1/contacts/{cid}", json={"tags": ["b", "new"]}).status_code == 200
     assert api.post("/api/v1/contacts/bulk-delete", json={"ids": members[10:40:3] + made[1:6]}).status_code == 200
     assert api.post("/api/v1/contacts/trash/restore", json={"ids": members[10:20:3]}).status_code == 200
     assert api.delete_json("/api/v1/contacts/trash", {"ids": made[1:3]}).status_code == 200
@@ -243,21 +247,26 @@ def test_list_pages_walk_the_memberships_and_equal_the_plain_query(service: Serv
         assert conn.execute(LIST_COUNTS_MATCH).fetchone()[0] == 0
     for lst in (big, other, small):
         for opted_out in (None, True, False):
-            expected = _list_oracle(database, api.account_id, lst["id"], opted_out)
-            if lst is big and opted_out is not None:
-                assert expected, "the test should page through opted-out and opted-in members"
-            flt = ContactFilter(list_id=uuid.UUID(lst["id"]), is_opted_out=opted_out)
-            for size in (1, 4, 25):
-                pages = _pages(service.container.pool, api.account_id, size, PLAIN, flt)
-                assert [p[0] for p in pages] == [len(expected)] * len(pages), (lst["name"], opted_out, size)
-                assert [i for _, ids in pages for i in ids] == expected, (lst["name"], opted_out, size)
-            http = api.get("/api/v1/contacts", params={"listId": lst["id"], "pageSize": 100,
-                                                       **({} if opted_out is None else {"isOptedOut": str(opted_out).lower()})})
-            assert http.json()["total"] == len(expected)
-            assert [uuid.UUID(c["id"]) for c in http.json()["contacts"]] == expected[:100]
-    # Another account naming the list sees nothing.
+            for tags in ((), ("b",), ("vip",), ("b", "new"), ("nobody",)):
+                expected = _list_oracle(database, api.account_id, lst["id"], opted_out, tags)
+                if lst is big and tags in ((), ("b",)):
+                    assert expected, "the test should page through these members"
+                flt = ContactFilter(list_id=uuid.UUID(lst["id"]), is_opted_out=opted_out, tags=list(tags))
+                for size in (1, 4, 25):
+                    pages = _pages(service.container.pool, api.account_id, size, PLAIN, flt)
+                    case = (lst["name"], opted_out, tags, size)
+                    assert [p[0] for p in pages] == [len(expected)] * len(pages), case
+                    assert [i for _, ids in pages for i in ids] == expected, case
+                http = api.get("/api/v1/contacts", params={
+                    "listId": lst["id"], "pageSize": 100, **({"tags": ",".join(tags)} if tags else {}),
+                    **({} if opted_out is None else {"isOptedOut": str(opted_out).lower()})})
+                assert http.json()["total"] == len(expected)
+                assert [uuid.UUID(c["id"]) for c in http.json()["contacts"]] == expected[:100]
+    # Another account naming the list sees nothing, whatever the other filters.
     stranger = service.client()
-    assert stranger.get("/api/v1/contacts", params={"listId": big["id"]}).json()["contacts"] == []
+    for extra in ({}, {"tags": "b"}, {"tags": "b", "isOptedOut": "false"}, {"isOptedOut": "true"}):
+        seen = stranger.get("/api/v1/contacts", params={"listId": big["id"], **extra}).json()
+        assert (seen["total"], seen["contacts"]) == (0, []), extra
 
 
 def test_memberships_made_before_the_sort_columns_get_them_filled(tables: tuple[str, ConnectionPool]) -> None:
@@ -269,12 +278,13 @@ def test_memberships_made_before_the_sort_columns_get_them_filled(tables: tuple[
         for i in range(12):
             at = START + timedelta(seconds=i * 700)
             contact = uuid.uuid4()
-            conn.execute("INSERT INTO contacts (id, account_id, phone, status, created_at, updated_at, deleted_at)"
-                         " VALUES (%s, %s, %s, 'valid', %s, %s, %s)",
-                         (contact, account, f"+2547{i:08d}", at, at, at if i % 4 == 0 else None))
+            conn.execute("INSERT INTO contacts (id, account_id, phone, status, created_at, updated_at, deleted_at,"
+                         " tags) VALUES (%s, %s, %s, 'valid', %s, %s, %s, %s)",
+                         (contact, account, f"+2547{i:08d}", at, at, at if i % 4 == 0 else None,
+                          ["t"] if i % 2 else []))
             conn.execute("INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at,"
-                         " contact_created_at, contact_active, contact_opted_out) VALUES (%s, %s, %s, now(), now(),"
-                         " true, true)",
+                         " contact_created_at, contact_active, contact_opted_out, contact_tags) VALUES (%s, %s, %s,"
+                         " now(), now(), true, true, '{}')",
                          (list_id, contact, account))
         conn.execute("UPDATE contact_lists SET contact_count = 9 WHERE id = %s", (list_id,))
         conn.execute("UPDATE contacts SET is_opted_out = true WHERE account_id = %s"
@@ -282,17 +292,18 @@ def test_memberships_made_before_the_sort_columns_get_them_filled(tables: tuple[
         # As the tables were before: without the sort and state columns (and so without
         # their indexes), and without the lists' opted-out counts.
         conn.execute("ALTER TABLE contact_list_memberships DROP COLUMN contact_created_at, DROP COLUMN contact_active,"
-                     " DROP COLUMN contact_opted_out")
+                     " DROP COLUMN contact_opted_out, DROP COLUMN contact_tags")
         conn.execute("ALTER TABLE contact_lists DROP COLUMN opted_out_count")
         create_tables(conn)
         assert conn.execute(MEMBERSHIPS_MATCH).fetchone()[0] == 0
         assert conn.execute(LIST_COUNTS_MATCH).fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname IN ('contact_list_memberships_order',"
                             " 'contact_list_memberships_opted_order')").fetchone()[0] == 2
-    for opted_out, n in ((None, 9), (True, 3), (False, 6)):
-        expected = _list_oracle(url, account, str(list_id), opted_out)
-        assert len(expected) == n, opted_out
-        pages = _pages(pool, account, 2, PLAIN, ContactFilter(list_id=list_id, is_opted_out=opted_out))
+    # Active: 1-3, 5-7, 9-11; opted out: 1, 2, 11; tagged: the odd ones.
+    for opted_out, tags, n in ((None, [], 9), (True, [], 3), (False, [], 6), (None, ["t"], 6), (True, ["t"], 2)):
+        expected = _list_oracle(url, account, str(list_id), opted_out, tuple(tags))
+        assert len(expected) == n, (opted_out, tags)
+        pages = _pages(pool, account, 2, PLAIN, ContactFilter(list_id=list_id, is_opted_out=opted_out, tags=tags))
         assert [i for _, ids in pages for i in ids] == expected
 
 
