@@ -1,6 +1,7 @@
 -- Read tables built by projections/read_model.py. Disposable: `contacts projections
 -- rebuild` recreates them from the event store.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE EXTENSION IF NOT EXISTS btree_gin;  -- a list's members by tag (below)
 
 CREATE TABLE IF NOT EXISTS projection_tracking (
     name        text PRIMARY KEY,
@@ -120,6 +121,9 @@ END $$;
 CREATE INDEX IF NOT EXISTS contact_list_memberships_walk
     ON contact_list_memberships (list_id, contact_created_at DESC, contact_id DESC)
     INCLUDE (contact_opted_out, contact_tags) WHERE contact_active;
+-- A list's members with given tags, found without walking the whole list (counts of listId + tags).
+CREATE INDEX IF NOT EXISTS contact_list_memberships_tags
+    ON contact_list_memberships USING gin (list_id, contact_tags) WHERE contact_active;
 -- A list's pages filtered by isOptedOut, in list order.
 CREATE INDEX IF NOT EXISTS contact_list_memberships_opted_order
     ON contact_list_memberships (list_id, contact_opted_out, contact_created_at DESC, contact_id DESC)
