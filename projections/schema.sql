@@ -113,14 +113,8 @@ BEGIN
     END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS contact_list_memberships_contact ON contact_list_memberships (contact_id);
--- A list's pages in list order; the tags and the opted-out flag ride along so the other
--- filters are tested in the index, without visiting the table (an index-only scan).
-DO $$ BEGIN  -- the same without them, before 2026-11-27 (in this schema only, as above)
-    EXECUTE format('DROP INDEX IF EXISTS %I.contact_list_memberships_order', current_schema());
-END $$;
-CREATE INDEX IF NOT EXISTS contact_list_memberships_walk
-    ON contact_list_memberships (list_id, contact_created_at DESC, contact_id DESC)
-    INCLUDE (contact_opted_out, contact_tags) WHERE contact_active;
+CREATE INDEX IF NOT EXISTS contact_list_memberships_order
+    ON contact_list_memberships (list_id, contact_created_at DESC, contact_id DESC) WHERE contact_active;
 -- A list's members with given tags, found without walking the whole list (counts of listId + tags).
 CREATE INDEX IF NOT EXISTS contact_list_memberships_tags
     ON contact_list_memberships USING gin (list_id, contact_tags) WHERE contact_active;

@@ -136,16 +136,18 @@ def _run_job(container: Container, claimed: dict[str, Any]) -> None:
         try:
             _, rows = open_rows(Path(tmp.name), claimed["format"], mapping, limits=file_limits(container.settings))
             try:
-                outcome = service.run(actor, job, rows, region=claimed["region"],
-                                      on_batch=lambda _: _heartbeat(container, import_id))
+                position = service.run(actor, job, rows, region=claimed["region"],
+                                       on_batch=lambda _: _heartbeat(container, import_id)).position
             finally:
                 rows.close()
-            container.runner.catch_up(until=outcome.position)
         except ImportFailedError as failed:
-            container.runner.catch_up(until=failed.position)
+            position = failed.position
             log.warning("import %s failed: %s", import_id, failed.cause)
         except Exception as exc:  # noqa: BLE001 - e.g. the header check: record the failure
             job = container.app.repository.get(import_id)
             job.fail(actor, f"{type(exc).__name__}: {exc}"[:500])
-            container.runner.catch_up(until=container.app.save_all(job))
-        _finish(container, import_id)
+            position = container.app.save_all(job)
+    # The job's end is stored: its upload goes before the job can be seen finished, so a
+    # client that sees "completed" or "failed" never finds the upload still queued.
+    _finish(container, import_id)
+    container.runner.catch_up(until=position)

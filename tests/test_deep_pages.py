@@ -297,7 +297,7 @@ def test_memberships_made_before_the_sort_columns_get_them_filled(tables: tuple[
         create_tables(conn)
         assert conn.execute(MEMBERSHIPS_MATCH).fetchone()[0] == 0
         assert conn.execute(LIST_COUNTS_MATCH).fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname IN ('contact_list_memberships_walk',"
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname IN ('contact_list_memberships_order',"
                             " 'contact_list_memberships_opted_order')").fetchone()[0] == 2
     # Active: 1-3, 5-7, 9-11; opted out: 1, 2, 11; tagged: the odd ones.
     for opted_out, tags, n in ((None, [], 9), (True, [], 3), (False, [], 6), (None, ["t"], 6), (True, ["t"], 2)):
@@ -331,3 +331,18 @@ def test_tag_counts_made_before_opted_out_counts_get_them(tables: tuple[str, Con
                             (account,)).fetchone()[0] == 0
     for flt in (ContactFilter(tags=["b"], is_opted_out=True), ContactFilter(tags=["vip"], is_opted_out=False)):
         assert _pages(pool, account, 2, 0, flt) == _pages(pool, account, 2, PLAIN, flt)
+
+
+def test_a_member_with_the_most_and_longest_tags_is_paged_by_tag(service: Service) -> None:
+    """A hundred 64-character tags that do not compress (an index row holding them all would be
+    too big for a b-tree): the membership keeps them, and the list's pages filter on them."""
+    import secrets
+
+    api = service.client()
+    lst = api.create_list("many tags")
+    tags = [secrets.token_hex(32) for _ in range(100)]
+    contact = api.create_contact("0719000001", tags=tags, listIds=[lst["id"]])
+    assert api.patch(f"/api/v1/contacts/{contact['id']}", json={"tags": list(reversed(tags))}).status_code == 200
+    for wanted in ([tags[0]], tags[40:43], ["absent"]):
+        page = api.get("/api/v1/contacts", params={"listId": lst["id"], "tags": ",".join(wanted)}).json()
+        assert page["total"] == len(page["contacts"]) == (0 if wanted == ["absent"] else 1), wanted

@@ -49,12 +49,18 @@ def post(api: AccountClient, content: bytes, name: str = "contacts.csv", *, asyn
 
 
 def jobs(service: Service, api: AccountClient) -> list[dict]:
-    """Every import job of the account, from the read table, and whether its upload is still queued."""
+    """Every import job of the account, from the read table, once no upload of it is queued.
+
+    A queued job's end is stored (and may be projected by the worker's own loop) a moment
+    before its upload is deleted, so the queue is given a few seconds to drain.
+    """
+    deadline = time.monotonic() + 10
     with service.container.pool.connection() as conn:
+        while (queued := conn.execute("SELECT count(*) FROM import_queue WHERE account_id = %s",
+                                      (api.account_id,)).fetchone()[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
         rows = conn.execute("SELECT id, status, rows_read, imported, valid, invalid, skipped, error FROM imports"
                             " WHERE account_id = %s", (api.account_id,)).fetchall()
-        queued = conn.execute("SELECT count(*) FROM import_queue WHERE account_id = %s",
-                              (api.account_id,)).fetchone()[0]
     assert queued == 0, "an upload was left in the queue"
     keys = ("id", "status", "rows", "imported", "valid", "invalid", "skipped", "error")
     return [dict(zip(keys, row)) for row in rows]
