@@ -346,3 +346,24 @@ def test_a_member_with_the_most_and_longest_tags_is_paged_by_tag(service: Servic
     for wanted in ([tags[0]], tags[40:43], ["absent"]):
         page = api.get("/api/v1/contacts", params={"listId": lst["id"], "tags": ",".join(wanted)}).json()
         assert page["total"] == len(page["contacts"]) == (0 if wanted == ["absent"] else 1), wanted
+
+
+def test_search_pages_equal_the_plain_query_whichever_way_they_are_found(service: Service) -> None:
+    """A search's page is walked in order (common terms) or sorted from its matches (rare
+    ones), chosen from its count; both give the plain query's page."""
+    from query.contacts import walk_search
+
+    api = service.client()
+    names = ["Wanjiku"] * 30 + ["Achieng"] * 3 + ["Otieno"] * 27
+    r = api.post("/api/v1/contacts/bulk", json={"contacts": [
+        {"phone": f"0715{i:06d}", "firstName": name} for i, name in enumerate(names)]})
+    assert r.status_code == 201
+    assert walk_search(30, 60, 0, 5) and not walk_search(3, 60, 0, 5)  # both ways below
+    with psycopg.connect(service.container.database_url) as conn:
+        for term in ("wanjiku", "achieng", "0715"):
+            expected = [row[0] for row in conn.execute(
+                "SELECT id FROM contacts WHERE account_id = %s AND deleted_at IS NULL AND"
+                " (search_name LIKE %s OR search_phone LIKE %s) ORDER BY created_at DESC, id DESC",
+                (api.account_id, f"%{term}%", f"%{term.lstrip('0')}%" if term.isdigit() else "-")).fetchall()]
+            pages = _pages(service.container.pool, api.account_id, 5, PLAIN, ContactFilter(search=term))
+            assert [i for _, ids in pages for i in ids] == expected and expected, term
