@@ -123,10 +123,10 @@ class ReadModelProjector:
         if "tags" in values:
             cur.execute("UPDATE contact_list_memberships SET contact_tags = %s WHERE contact_id = %s",
                         (list(values["tags"]), e.originator_id))
-        if "tags" in values and row["deleted_at"] is None:
-            old, new = set(row["tags"]), set(values["tags"])
-            self._tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"], row["is_opted_out"])
-            self._tags_delta(cur, e.account_id, sorted(new - old), +1, row["created_at"], row["is_opted_out"])
+            if row["deleted_at"] is None:
+                old, new = set(row["tags"]), set(values["tags"])
+                self._tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"], row["is_opted_out"])
+                self._tags_delta(cur, e.account_id, sorted(new - old), +1, row["created_at"], row["is_opted_out"])
         first = values.get("first_name", row["first_name"])
         last = values.get("last_name", row["last_name"])
         values["search_name"] = search_name(first, last)

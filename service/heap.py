@@ -13,10 +13,9 @@ runs; 42-45 with the collector off). Figures and the command: docs/imports.md.
 from __future__ import annotations
 
 import gc
-import os
 
 #: Allocations (net of frees) between young-generation collections; CPython's default is 700.
-GEN0_THRESHOLD = int(os.environ.get("CONTACTS_GC_GEN0", "50000"))
+GEN0_THRESHOLD = 50_000
 
 
 def settle_heap() -> None:

@@ -147,7 +147,7 @@ def _run_job(container: Container, claimed: dict[str, Any]) -> None:
             job = container.app.repository.get(import_id)
             job.fail(actor, f"{type(exc).__name__}: {exc}"[:500])
             position = container.app.save_all(job)
-    # The job's end is stored: its upload goes before the job can be seen finished, so a
-    # client that sees "completed" or "failed" never finds the upload still queued.
+    # The job's end is stored: its upload goes at once, before this waits for the
+    # projection (the worker's own loop may show the job finished a moment earlier).
     _finish(container, import_id)
     container.runner.catch_up(until=position)

@@ -83,10 +83,14 @@ def test_tags_endpoint_lists_distinct_sorted_tags_of_the_account(service: Servic
 
 def test_accounts_never_see_each_others_contacts(service: Service) -> None:
     a, b = service.client(), service.client()
-    a.create_contact("0711000001", firstName="Alice")
+    a.create_contact("0711000001", firstName="Alice", tags=["vip"], isOptedOut=True)
     assert b.get("/api/v1/contacts").json()["total"] == 0
     assert b.get("/api/v1/contacts", params={"search": "alice"}).json()["contacts"] == []
     assert b.get("/api/v1/contacts/tags").json() == []
+    # The per-tag and opted-out counters are the account's own too.
+    for params in ({"tags": "vip"}, {"tags": "vip", "isOptedOut": "true"}, {"isOptedOut": "true"}):
+        assert b.get("/api/v1/contacts", params=params).json()["total"] == 0, params
+        assert a.get("/api/v1/contacts", params=params).json()["total"] == 1, params
 
 
 def test_totals_stay_exact_through_every_kind_of_change(service: Service) -> None:
@@ -108,7 +112,10 @@ def test_totals_stay_exact_through_every_kind_of_change(service: Service) -> Non
     api.post(f"/api/v1/contact-lists/{b['id']}/contacts", json={"contactIds": ids[:6]})
     api.delete(f"/api/v1/contact-lists/{a['id']}")
     filters = [{}, {"isOptedOut": "true"}, {"isOptedOut": "false"}, {"listId": b["id"]}, {"tags": "t1"},
-               {"tags": "t2"}, {"tags": "t1,t2"}, {"listId": b["id"], "isOptedOut": "true"}, {"tags": "nope"}]
+               {"tags": "t2"}, {"tags": "t1,t2"}, {"listId": b["id"], "isOptedOut": "true"}, {"tags": "nope"},
+               {"listId": b["id"], "isOptedOut": "false"}, {"tags": "t1", "isOptedOut": "true"},
+               {"tags": "t2", "isOptedOut": "false"}, {"listId": b["id"], "tags": "t1"},
+               {"listId": b["id"], "tags": "t1", "isOptedOut": "true"}]
     with service.container.pool.connection() as conn:
         for params in filters:
             flt = ContactFilter(list_id=params.get("listId"), tags=params.get("tags", "").split(",") if
