@@ -54,10 +54,13 @@ class Relay:
     # -- checkpoint --------------------------------------------------------------------
 
     def position(self) -> int:
-        with self.pool.connection() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS relay_tracking (name text PRIMARY KEY,"
-                         " position bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())")
-            row = conn.execute("SELECT position FROM relay_tracking WHERE name = %s", (RELAY_NAME,)).fetchone()
+        with self.pool.connection() as conn:  # autocommit: a failed statement leaves nothing open
+            try:
+                row = conn.execute("SELECT position FROM relay_tracking WHERE name = %s", (RELAY_NAME,)).fetchone()
+            except psycopg.errors.UndefinedTable:  # a new database: the table is made once, not on every wake
+                conn.execute("CREATE TABLE IF NOT EXISTS relay_tracking (name text PRIMARY KEY,"
+                             " position bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())")
+                row = None
             return row[0] if row else 0
 
     def _limit(self, position: int) -> int:

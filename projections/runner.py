@@ -5,12 +5,16 @@ LISTEN/NOTIFY) may advance the projections. A ``SELECT … FOR UPDATE`` on the
 tracking row serialises them: whoever holds it applies every pending event in
 batches, each batch's row changes and new position committed in one transaction.
 A writer that finds the position already past its own event returns at once, so
-read-your-writes needs no polling and no sleep.
+read-your-writes needs no polling and no sleep. Within one process, writers queue on a
+thread lock before they queue on the row: whoever gets the row applies the others'
+events too, so the rest find them applied with a plain read and never take the row's
+lock nor hold a connection while they wait for it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -65,6 +69,7 @@ class ProjectionRunner:
         self.projector = projector
         self.batch_size = batch_size
         self.applied_total = 0
+        self._turn = threading.Lock()  # one catch-up at a time in this process
 
     def position(self) -> int:
         with self.pool.connection() as conn:
@@ -78,17 +83,23 @@ class ProjectionRunner:
         # already: a plain read says so without queueing for the tracking row's lock.
         if until is not None and (position := self.position()) >= until:
             return position
-        while True:
-            position, applied = self._apply_batch(until)
-            if applied == 0 or (until is not None and position >= until):
-                return position
+        with self._turn:
+            if until is not None and (position := self.position()) >= until:
+                return position  # applied by the thread that held the turn
+            while True:
+                position, applied = self._apply_batch(until)
+                if applied == 0 or (until is not None and position >= until):
+                    return position
 
     def _apply_batch(self, until: int | None) -> tuple[int, int]:
         name = self.projector.name
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.execute("INSERT INTO projection_tracking (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
-            cur.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (name,))
-            position = cur.fetchone()[0]
+            row = cur.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (name,)).fetchone()
+            if row is None:  # a new (or rebuilt-from-nothing) database: the row is made once
+                cur.execute("INSERT INTO projection_tracking (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+                row = cur.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE",
+                                  (name,)).fetchone()
+            position = row[0]
             if until is not None and position >= until:
                 return position, 0
             limit = bounded_limit(cur, position, self.batch_size, MAX_BATCH_BYTES)

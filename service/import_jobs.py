@@ -53,8 +53,13 @@ def enqueue(container: Container, actor: Actor, job: ContactImport, path: Path, 
                      " VALUES (%s, %s, %s, %s, %s, %s, %s)",
                      (job.id, actor.account_id, actor.sub, actor.request_id, fmt,
                       json.dumps(mapping) if mapping else None, region))
-        # Wake the workers now (they LISTEN on the event store's channel).
-        conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(container.app.recorder.channel_name)))
+        # Wake the workers' import slots now (delivered when this transaction commits).
+        conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(queue_channel(container))))
+
+
+def queue_channel(container: Container) -> str:
+    """The LISTEN/NOTIFY channel announcing queued import jobs (beside the event store's own)."""
+    return f"{container.app.recorder.channel_name}_imports"
 
 
 # Queued jobs whose advisory lock no session holds (pg_locks shows a two-key advisory

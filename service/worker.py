@@ -1,7 +1,8 @@
 """The worker: keeps projections current and relays every event to NATS.
 
-Woken by PostgreSQL LISTEN/NOTIFY on the event store's channel (eventsourcing
-notifies on every insert), with a one-second safety tick.
+Woken by PostgreSQL LISTEN/NOTIFY: the event store's channel (eventsourcing notifies
+on every insert) wakes the projection and the relay, the import queue's channel wakes
+the import slots, and a one-second safety tick wakes all of them.
 
 ``contacts worker`` runs the relay in a child process (``contacts relay``) at a lower
 CPU priority: publishing an import's thousands of ``contact.created`` messages may
@@ -53,25 +54,41 @@ class Worker:
         self.stop = asyncio.Event()
 
     async def _listen(self) -> None:
-        channel = self.container.app.recorder.channel_name
+        """Wake the projection and the relay on stored events, the import slots on queued jobs.
+
+        A second without any notification wakes everything (the safety tick): a job
+        whose worker died is claimed again then, as nothing announces a lost lock.
+        """
+        events = self.container.app.recorder.channel_name
+        queued = import_jobs.queue_channel(self.container)
         while not self.stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(self.container.database_url,
                                                                  autocommit=True) as conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    for channel in (events, queued):
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     while not self.stop.is_set():
-                        async for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            break
-                        self._wake()
+                        channel = None
+                        async for notify in conn.notifies(timeout=1.0, stop_after=1):
+                            channel = notify.channel
+                        if channel == queued:
+                            self.imports_wakeup.set()
+                        elif channel == events:
+                            self._wake_for_events()
+                        else:
+                            self._wake()
             except (psycopg.Error, OSError) as exc:
                 log.warning("worker: LISTEN connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(1.0)
 
-    def _wake(self) -> None:
+    def _wake_for_events(self) -> None:
         self.wakeup.set()
-        self.imports_wakeup.set()
         if self.relay is not None:
             self.relay.wakeup.set()
+
+    def _wake(self) -> None:
+        self._wake_for_events()
+        self.imports_wakeup.set()
 
     async def _project(self) -> None:
         while not self.stop.is_set():
@@ -93,13 +110,20 @@ class Worker:
                     break
                 task = asyncio.create_task(asyncio.to_thread(import_jobs.run_job, self.container, claimed))
                 running.add(task)
-                task.add_done_callback(running.discard)
+                task.add_done_callback(self._slot_freed(running))
             self.imports_wakeup.clear()
             try:
                 await asyncio.wait_for(self.imports_wakeup.wait(), timeout=5.0)
             except asyncio.TimeoutError:
                 pass
         await asyncio.gather(*running, return_exceptions=True)
+
+    def _slot_freed(self, running: set[asyncio.Task]) -> Callable[[asyncio.Task], None]:
+        """A finished job frees its slot for the next queued one at once."""
+        def done(task: asyncio.Task) -> None:
+            running.discard(task)
+            self.imports_wakeup.set()
+        return done
 
     async def _retention(self) -> None:
         """Purge expired trash at start-up and then every few hours (at least daily)."""
