@@ -77,11 +77,25 @@ class ProjectionRunner:
                                (self.projector.name,)).fetchone()
             return row[0] if row else 0
 
+    def up_to_date(self) -> int | None:
+        """The position if it is at the event store's head (read without any lock), else None.
+
+        None too when the tracking row is not made yet: the first catch-up makes it.
+        """
+        with self.pool.connection() as conn:
+            position, head = conn.execute(
+                f"SELECT (SELECT position FROM projection_tracking WHERE name = %s),"
+                f" (SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE})", (self.projector.name,)).fetchone()
+        return position if position is not None and position >= head else None
+
     def catch_up(self, until: int | None = None) -> int:
         """Apply pending events; return once the position is at least ``until`` (or the head)."""
         # Under concurrent writes another process has usually applied this writer's event
-        # already: a plain read says so without queueing for the tracking row's lock.
+        # already: a plain read says so without queueing for the tracking row's lock. The
+        # worker, woken by every stored event, usually finds the writer has applied it.
         if until is not None and (position := self.position()) >= until:
+            return position
+        if until is None and (position := self.up_to_date()) is not None:
             return position
         with self._turn:
             if until is not None and (position := self.position()) >= until:
