@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool
 from command.ids import uuid_array
 
 SEALED = "__sealed__"
+SMALL_KEY_SET = 20  # up to this many new keys: one INSERT rather than a COPY
 ERASED = {"erased": True}
 
 DDL = """
@@ -56,17 +57,24 @@ class KeyStore:
                                       (contact_id,)).fetchone()[0])
 
     def create_many(self, contact_ids: list[UUID]) -> dict[UUID, bytes]:
-        """Keys for contacts that have none yet (fresh ids), written with one COPY.
+        """Keys for contacts that have none yet (fresh ids), written in one statement.
 
-        The random bytes come in one call and the COPY text is formatted here
-        (uuid hex, bytea hex): per key that is a fraction of a row dumped by psycopg.
+        The random bytes come in one call. An import's thousand keys go by COPY, whose
+        text is formatted here (uuid hex, bytea hex): per key that is a fraction of a
+        row dumped by psycopg. A few keys (a single write) go by one INSERT: a COPY
+        takes two round trips, and under load the second waits for this thread's turn
+        at the interpreter.
         """
         blob = os.urandom(32 * len(contact_ids))
         keys = {cid: blob[i:i + 32] for cid, i in zip(contact_ids, range(0, len(blob), 32))}
-        if keys:
+        if len(keys) > SMALL_KEY_SET:
             with self.pool.connection() as conn, conn.cursor() as cur:
                 with cur.copy("COPY contact_keys (contact_id, key) FROM STDIN") as copy:
                     copy.write("".join(f"{cid.hex}\t\\\\x{key.hex()}\n" for cid, key in keys.items()))
+        elif keys:
+            with self.pool.connection() as conn:
+                conn.execute("INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])",
+                             (list(keys), list(keys.values())))
         return keys
 
     def get(self, contact_id: UUID) -> bytes | None:
