@@ -100,6 +100,27 @@ def test_concurrent_creates_of_one_number_make_one_contact(service: Service) -> 
     assert api.get("/api/v1/contacts").json()["total"] == 1
 
 
+def test_concurrent_writers_each_read_their_own_write_at_once(service: Service) -> None:
+    """Writers in one API process take turns at the projection: none returns before its event is applied."""
+    api = service.client()
+    vip = api.create_list("VIP")
+
+    def write_then_read(i: int) -> tuple[bool, bool, bool]:
+        c = api.create_contact(f"0712{i:06d}", firstName=f"W{i}")
+        patched = api.patch(f"/api/v1/contacts/{c['id']}", json={"tags": [f"t{i}"], "listIds": [vip["id"]]})
+        assert patched.status_code == 200, patched.text
+        seen = api.get(f"/api/v1/contacts/{c['id']}").json()
+        found = api.get("/api/v1/contacts", params={"search": f"0712{i:06d}"}).json()["contacts"]
+        return (seen["tags"] == [f"t{i}"] and seen["listIds"] == [vip["id"]],
+                [x["id"] for x in found] == [c["id"]],
+                f"t{i}" in api.get("/api/v1/contacts/tags").json())
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(write_then_read, range(48)))
+    assert results == [(True, True, True)] * 48
+    assert api.get("/api/v1/contact-lists").json()[0]["contactCount"] == 48
+
+
 def test_get_unknown_or_foreign_contact_is_404(service: Service) -> None:
     api, other = service.client(), service.client()
     theirs = other.create_contact("0712345678")
