@@ -111,7 +111,7 @@ class ContactsApplication(Application):
             if imported is not None:
                 return imported  # type: ignore[return-value]
         try:
-            agg = self.repository.get(aggregate_id)
+            agg = self.repository.get(aggregate_id, projector_func=_mutate_all)
         except AggregateNotFoundError:
             return None
         return agg if isinstance(agg, cls) else None
@@ -293,3 +293,12 @@ class ContactsApplication(Application):
         purged = [c for c in self._trashed_contacts(actor, contact_ids) if c.purge(actor)]
         releases = [(c.reservation_id, c.id, c.is_opted_out) for c in purged]
         return len(purged), self.save_all(*purged, account_id=actor.account_id, releases=releases)
+
+
+def _mutate_all(aggregate: Any, events: Iterable[Any]) -> Any:
+    """eventsourcing's ``project_aggregate`` without its per-event ``isinstance`` check
+    against a runtime-checkable Protocol, which costs about 29 µs an event on Python 3.11
+    (timeit, 20,000 checks): a single write loads its contact's events first."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
