@@ -97,13 +97,18 @@ class ProjectionRunner:
             return position
         if until is None and (position := self.up_to_date()) is not None:
             return position
-        with self._turn:
-            if until is not None and (position := self.position()) >= until:
+        waited = not self._turn.acquire(blocking=False)  # another thread of this process is applying events
+        if waited:
+            self._turn.acquire()
+        try:
+            if waited and until is not None and (position := self.position()) >= until:
                 return position  # applied by the thread that held the turn
             while True:
                 position, applied = self._apply_batch(until)
                 if applied == 0 or (until is not None and position >= until):
                     return position
+        finally:
+            self._turn.release()
 
     def _apply_batch(self, until: int | None) -> tuple[int, int]:
         name = self.projector.name
