@@ -72,7 +72,11 @@ class KeyStore:
                 with cur.copy("COPY contact_keys (contact_id, key) FROM STDIN") as copy:
                     copy.write("".join(f"{cid.hex}\t\\\\x{key.hex()}\n" for cid, key in keys.items()))
         elif keys:
-            with self.pool.connection() as conn:
+            # No wait for the flush: the events sealed with these keys commit after this,
+            # synchronously, and their flush carries this earlier WAL to the disk too. A key
+            # lost in a crash belongs to events that were never stored.
+            with self.pool.connection() as conn, conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = off")
                 conn.execute("INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])",
                              (list(keys), list(keys.values())))
         return keys

@@ -113,6 +113,11 @@ class ProjectionRunner:
     def _apply_batch(self, until: int | None) -> tuple[int, int]:
         name = self.projector.name
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # Read tables are derived: if PostgreSQL crashes before this commit reaches the
+            # disk, the batch's rows and its position are lost together and applied again
+            # from the (durable) events. Not waiting for the flush frees the tracking row
+            # at once instead of after an fsync (docs/architecture.md, read-your-writes).
+            cur.execute("SET LOCAL synchronous_commit = off")
             row = cur.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (name,)).fetchone()
             if row is None:  # a new (or rebuilt-from-nothing) database: the row is made once
                 cur.execute("INSERT INTO projection_tracking (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
