@@ -201,6 +201,53 @@ def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowled
         pg.stop("immediate")
 
 
+def test_postgres_crash_under_load_loses_no_acknowledged_write_and_the_read_tables_match_the_events(
+        tmp_path: Path, nats_url: str) -> None:
+    """An immediate stop (no shutdown checkpoint; WAL not yet written is lost, as in a crash).
+
+    Projection batches commit without waiting for the WAL flush: a crash may lose the last
+    ones, with their position, and they are applied again from the events. A single
+    write's key commits the same way: it must reach the disk with the events sealed by it.
+    """
+    pg = EmbeddedPostgres(tmp_path)
+    database_url = new_database(pg.start())
+    svc = start_service(database_url, nats_url, rate_limit_writes_per_minute=0)
+    writer = None
+    try:
+        api = svc.client()
+        writer = Writer(api, "0712")
+        writer.start()
+        while len(writer.acknowledged()) < 100:
+            time.sleep(0.05)
+        pg.stop("immediate")
+        crashed_at = len(writer.answers)
+        pg.start()
+        deadline = time.monotonic() + 60
+        while not [a for a in writer.answers[crashed_at:] if a[1] == 201]:
+            assert time.monotonic() < deadline, writer.answers[-3:]
+            time.sleep(0.1)
+        time.sleep(0.5)
+        writer.stop()
+        assert set(Counter(status for _, status, _ in writer.answers)) <= {201, 503}
+        svc.container.runner.catch_up()
+        acknowledged = writer.acknowledged()
+        with psycopg.connect(database_url) as conn:
+            created = {str(r[0]) for r in conn.execute(
+                "SELECT originator_id FROM contacts_events WHERE topic LIKE %s", ("%:Contact.Created",))}
+            phones = dict(conn.execute("SELECT id::text, phone FROM contacts WHERE account_id = %s",
+                                       (api.account_id,)).fetchall())
+        assert set(acknowledged.values()) <= created  # every acknowledged write is stored...
+        assert set(phones) == created  # ...and the read tables hold exactly the stored contacts
+        for phone, contact_id in acknowledged.items():  # with their keys: the phone unseals
+            assert phones[contact_id] == "+254" + phone[1:], (contact_id, phones[contact_id])
+        assert api.get("/api/v1/contacts").json()["total"] == len(created)
+    finally:
+        if writer is not None:
+            writer.stop()
+        svc.close()
+        pg.stop("immediate")
+
+
 def test_nats_away_for_a_minute_under_load_fails_no_write_and_the_backlog_drains(
         fresh_database: str, tmp_path: Path) -> None:
     nats_server = EmbeddedNats(tmp_path)
