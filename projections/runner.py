@@ -118,11 +118,11 @@ class ProjectionRunner:
             # from the (durable) events. Not waiting for the flush frees the tracking row
             # at once instead of after an fsync (docs/architecture.md, read-your-writes).
             cur.execute("SET LOCAL synchronous_commit = off")
-            row = cur.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (name,)).fetchone()
+            take_row = "SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE"
+            row = cur.execute(take_row, (name,)).fetchone()
             if row is None:  # a new (or rebuilt-from-nothing) database: the row is made once
                 cur.execute("INSERT INTO projection_tracking (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
-                row = cur.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE",
-                                  (name,)).fetchone()
+                row = cur.execute(take_row, (name,)).fetchone()
             position = row[0]
             if until is not None and position >= until:
                 return position, 0

@@ -110,20 +110,14 @@ class Worker:
                     break
                 task = asyncio.create_task(asyncio.to_thread(import_jobs.run_job, self.container, claimed))
                 running.add(task)
-                task.add_done_callback(self._slot_freed(running))
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: self.imports_wakeup.set())  # the slot is free for the next job
             self.imports_wakeup.clear()
             try:
                 await asyncio.wait_for(self.imports_wakeup.wait(), timeout=5.0)
             except asyncio.TimeoutError:
                 pass
         await asyncio.gather(*running, return_exceptions=True)
-
-    def _slot_freed(self, running: set[asyncio.Task]) -> Callable[[asyncio.Task], None]:
-        """A finished job frees its slot for the next queued one at once."""
-        def done(task: asyncio.Task) -> None:
-            running.discard(task)
-            self.imports_wakeup.set()
-        return done
 
     async def _retention(self) -> None:
         """Purge expired trash at start-up and then every few hours (at least daily)."""

@@ -17,7 +17,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,24 +147,45 @@ class Writer:
     def acknowledged(self) -> dict[str, str]:
         return {phone: body["id"] for phone, status, body in self.answers if status == 201}
 
+    def wait_for_acknowledged(self, count: int) -> None:
+        while len(self.acknowledged()) < count:
+            time.sleep(0.05)
+
+    def wait_for_a_201_after(self, answer: int, timeout: float = 60) -> None:
+        """Until some answer after the ``answer``-th one is a 201 (the service has recovered)."""
+        deadline = time.monotonic() + timeout
+        while not [a for a in self.answers[answer:] if a[1] == 201]:
+            assert time.monotonic() < deadline, self.answers[-3:]
+            time.sleep(0.1)
+
     def stop(self) -> None:
         self.halt.set()
         for thread in self.threads:
             thread.join(30)
 
 
-def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowledged_write(
-        tmp_path: Path, nats_url: str) -> None:
+@contextmanager
+def _writing_to_own_postgres(tmp_path: Path, nats_url: str, prefix: str,
+                             acknowledged: int) -> Iterator[tuple[EmbeddedPostgres, str, Service, Writer]]:
+    """A service on a PostgreSQL of the test's own, four clients writing to it (``acknowledged`` 201s in)."""
     pg = EmbeddedPostgres(tmp_path)
     database_url = new_database(pg.start())
     svc = start_service(database_url, nats_url, rate_limit_writes_per_minute=0)
-    writer = None
+    writer = Writer(svc.client(), prefix)
+    writer.start()
     try:
-        api = svc.client()
-        writer = Writer(api, "0711")
-        writer.start()
-        while len(writer.acknowledged()) < 50:
-            time.sleep(0.05)
+        writer.wait_for_acknowledged(acknowledged)
+        yield pg, database_url, svc, writer
+    finally:
+        writer.stop()
+        svc.close()
+        pg.stop("immediate")
+
+
+def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowledged_write(
+        tmp_path: Path, nats_url: str) -> None:
+    with _writing_to_own_postgres(tmp_path, nats_url, "0711", acknowledged=50) as (pg, database_url, svc, writer):
+        api = writer.api
         pg.stop("fast")
         outage_started = len(writer.answers)
         time.sleep(6)  # requests wait up to CONTACTS_DB_TIMEOUT_S (2 s) for a connection, then 503
@@ -170,11 +193,7 @@ def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowled
         ready = svc.anonymous().get("/ready")
         read = api.get("/api/v1/contacts")
         pg.start()
-        deadline = time.monotonic() + 60
-        recovered_at = len(writer.answers)
-        while not [a for a in writer.answers[recovered_at:] if a[1] == 201]:
-            assert time.monotonic() < deadline, writer.answers[-3:]
-            time.sleep(0.1)
+        writer.wait_for_a_201_after(len(writer.answers))
         time.sleep(1)
         writer.stop()
         statuses = Counter(status for _, status, _ in writer.answers)
@@ -194,11 +213,6 @@ def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowled
                                            expect=len(stored)))
         assert sorted(json.loads(m.data)["aggregateid"] for m in messages) == sorted(stored)
         print(f"answers during the restart: {dict(statuses)}")
-    finally:
-        if writer is not None:
-            writer.stop()
-        svc.close()
-        pg.stop("immediate")
 
 
 def test_postgres_crash_under_load_loses_no_acknowledged_write_and_the_read_tables_match_the_events(
@@ -209,23 +223,12 @@ def test_postgres_crash_under_load_loses_no_acknowledged_write_and_the_read_tabl
     ones, with their position, and they are applied again from the events. A single
     write's key commits the same way: it must reach the disk with the events sealed by it.
     """
-    pg = EmbeddedPostgres(tmp_path)
-    database_url = new_database(pg.start())
-    svc = start_service(database_url, nats_url, rate_limit_writes_per_minute=0)
-    writer = None
-    try:
-        api = svc.client()
-        writer = Writer(api, "0712")
-        writer.start()
-        while len(writer.acknowledged()) < 100:
-            time.sleep(0.05)
+    with _writing_to_own_postgres(tmp_path, nats_url, "0712", acknowledged=100) as (pg, database_url, svc, writer):
+        api = writer.api
         pg.stop("immediate")
         crashed_at = len(writer.answers)
         pg.start()
-        deadline = time.monotonic() + 60
-        while not [a for a in writer.answers[crashed_at:] if a[1] == 201]:
-            assert time.monotonic() < deadline, writer.answers[-3:]
-            time.sleep(0.1)
+        writer.wait_for_a_201_after(crashed_at)
         time.sleep(0.5)
         writer.stop()
         assert set(Counter(status for _, status, _ in writer.answers)) <= {201, 503}
@@ -241,11 +244,6 @@ def test_postgres_crash_under_load_loses_no_acknowledged_write_and_the_read_tabl
         for phone, contact_id in acknowledged.items():  # with their keys: the phone unseals
             assert phones[contact_id] == "+254" + phone[1:], (contact_id, phones[contact_id])
         assert api.get("/api/v1/contacts").json()["total"] == len(created)
-    finally:
-        if writer is not None:
-            writer.stop()
-        svc.close()
-        pg.stop("immediate")
 
 
 def test_nats_away_for_a_minute_under_load_fails_no_write_and_the_backlog_drains(

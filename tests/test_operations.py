@@ -1,9 +1,10 @@
-"""Health, readiness and metrics."""
+"""Health, readiness, metrics, and the worker keeping the read tables current."""
 
 from __future__ import annotations
 
 import time
 
+from command.context import Actor
 from service.embedded import free_port
 from tests.support import Service, start_service
 
@@ -36,3 +37,15 @@ def test_metrics_expose_latency_and_lags(service: Service) -> None:
     assert "contacts_projection_lag_events 0.0" in text
     assert "contacts_relay_lag_events" in text
     assert "contacts_event_store_head" in text
+
+
+def test_the_worker_projects_events_no_request_waited_for(service: Service) -> None:
+    """A writer that stored its events and died before applying them: the worker applies them."""
+    api = service.client()
+    actor = Actor(account_id=api.account_id, sub="tester", request_id="stored-only")
+    for i in range(3):
+        service.container.app.create_list(actor, f"stored only {i}", None)  # no catch-up after it
+    deadline = time.monotonic() + 10
+    while len(api.get("/api/v1/contact-lists").json()) < 3:
+        assert time.monotonic() < deadline, "the worker did not project events stored without a catch-up"
+        time.sleep(0.05)
