@@ -158,8 +158,8 @@ class ContactsApplication(Application):
         contact.check_visible_to(actor)
         return contact
 
-    def check_lists(self, actor: Actor, list_ids: Iterable[UUID]) -> list[UUID]:
-        """Return the ids de-duplicated, or raise naming every unknown or foreign one."""
+    def check_lists(self, actor: Actor, list_ids: Iterable[UUID], field: str = "listIds") -> list[UUID]:
+        """Return the ids de-duplicated, or raise naming every unknown or foreign one (and the request's field)."""
         wanted = list(dict.fromkeys(list_ids))
         unknown = []
         for list_id in wanted:
@@ -167,7 +167,7 @@ class ContactsApplication(Application):
             if found is None or found.account_id != actor.account_id or found.is_deleted:
                 unknown.append(str(list_id))
         if unknown:
-            raise UnknownListsError(f"unknown contact lists: {', '.join(unknown)}", field="listIds",
+            raise UnknownListsError(f"unknown contact lists: {', '.join(unknown)}", field=field,
                                     extra={"unknownListIds": unknown})
         return wanted
 

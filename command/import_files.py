@@ -60,7 +60,7 @@ FORMULA_STARTS = "=+-@\t\r"
 _NEEDS_QUOTE = re.compile(r"'*[" + re.escape(FORMULA_STARTS) + "]")
 _QUOTED = re.compile(r"'+[" + re.escape(FORMULA_STARTS) + "]")
 _IGNORED_IN_HEADERS = re.compile(r"[\s_\-.\ufeff]+")
-_TAG_SEPARATORS = re.compile(r"[;,]")
+TAG_SEPARATORS = re.compile(r"[;,]")
 _CONTROL_CHARS = re.compile(r"[\x01-\x08\x0e-\x19\x1b-\x1f\x7f]")
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8, under surrogateescape
 _NOT_IN_CP1252 = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")  # the five bytes Windows-1252 leaves undefined
@@ -326,7 +326,7 @@ def _tags(cells: list[str], index: int | None) -> list[str]:
     if index is None or index >= len(cells):
         return []
     # Each tag is unneutralised on its own: the exporter should escape each tag before joining them.
-    tags = [unneutralise(tag.strip()) for tag in _TAG_SEPARATORS.split(cells[index].lower())]
+    tags = [unneutralise(tag.strip()) for tag in TAG_SEPARATORS.split(cells[index].lower())]
     return list(dict.fromkeys(tag for tag in tags if tag))
 
 

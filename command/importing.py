@@ -82,7 +82,7 @@ class ImportService:
               idempotency_key: str | None) -> tuple[ContactImport, ImportOutcome | None]:
         """Open an import job, or return the first result of an earlier one with this key."""
         if list_id is not None:
-            self.app.check_lists(actor, [list_id])
+            self.app.check_lists(actor, [list_id], field="listId")
         if idempotency_key:
             earlier = self.existing(actor, idempotency_key)
             if earlier is not None:

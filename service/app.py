@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from typing import Any
 
 import eventsourcing.persistence
@@ -71,6 +72,9 @@ def validation_error(request: Request, exc: ValidationException) -> Response[Err
     for item in exc.extra if isinstance(exc.extra, list) else []:
         message = str(item.get("message", "")) if isinstance(item, dict) else str(item)
         key = item.get("key") if isinstance(item, dict) else None
+        if key == "data" and message == "'data'":
+            # Litestar's KeyError for a body that never arrived: say so, not "'data'".
+            return _error(400, "malformed_body", "the request body is empty: send a JSON object")
         if key == "data" and item.get("source") == "body":
             key = None  # the whole body is at fault (not an object, say), not a field called "data"
         field = field_of(message, key)
@@ -112,6 +116,13 @@ def database_unavailable(_: Request, exc: Exception) -> Response[ErrorBody]:
     log.warning("database unavailable: %s", exc)
     return _error(503, "database_unavailable", "the database is unavailable; retry shortly",
                   headers={"Retry-After": "2"})
+
+
+def too_deep(request: Request, exc: RecursionError) -> Response[ErrorBody]:
+    """JSON nested past the decoder's recursion limit is bad input; any other RecursionError is ours."""
+    if any(frame.f_code.co_name == "decode_json" for frame, _ in traceback.walk_tb(exc.__traceback__)):
+        return _error(400, "malformed_body", "the request body is not valid JSON: it is nested too deeply")
+    return internal_error(request, exc)
 
 
 def internal_error(_: Request, exc: Exception) -> Response[ErrorBody]:
@@ -207,7 +218,9 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         """The AsyncAPI 3.0 document of the events published to NATS (schemas and examples)."""
         return asyncapi_document(container.settings.nats_subject_prefix)
 
-    @get("/metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST, sync_to_thread=True)
+    # Litestar appends "; charset=utf-8" to text/* types itself: without this the header said it twice.
+    @get("/metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST.replace("; charset=utf-8", ""),
+         sync_to_thread=True)
     def metrics_endpoint() -> bytes:
         """Prometheus metrics: request latency, projection lag, relay lag."""
         return metrics.scrape()
@@ -234,6 +247,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
             MultipartParseError: malformed_form,
             NotAuthorizedException: http_error,
             HTTPException: http_error,
+            RecursionError: too_deep,
             psycopg.OperationalError: database_unavailable,
             psycopg_pool.PoolTimeout: database_unavailable,
             eventsourcing.persistence.OperationalError: database_unavailable,  # the event store's own

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import phonenumbers
+
 from command.errors import ValidationError
 from command.domain import is_email
+from command.import_files import TAG_SEPARATORS
 from service.bootstrap import Container
 
 T = TypeVar("T")
@@ -38,3 +41,23 @@ def clean_email(value: str | None) -> str | None:
 def clean_tags(tags: list[str]) -> list[str]:
     """Tags are trimmed, lower-cased and de-duplicated, keeping their first order."""
     return list(dict.fromkeys(t.strip().lower() for t in tags if t and t.strip()))
+
+
+def clean_region(value: str | None, field: str = "region") -> str | None:
+    """A region code phonenumbers knows (ISO 3166-1 alpha-2, any case), upper-cased; None if not sent.
+
+    Checked up front: an unknown region would otherwise only surface as every
+    national-format number failing to parse (skipped rows, or a misleading invalid_phone).
+    """
+    value = clean_text(value)
+    if value is None:
+        return None
+    if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValidationError(f"region {value!r} is not a region code (ISO 3166-1 alpha-2, such as KE or NG)",
+                              field=field)
+    return value.upper()
+
+
+def split_tags(tags: list[str]) -> list[str]:
+    """Tags of an import: a value holding ``,`` or ``;`` is several tags, as in a file's tags cell."""
+    return [part for tag in tags for part in TAG_SEPARATORS.split(tag)]

@@ -19,7 +19,7 @@ from query import contacts as contact_queries
 from query.contacts import ContactFilter
 from query.models import ContactListOut, ContactOut, ContactPage
 from service.bootstrap import Container
-from service.commands import clean_email, clean_tags, clean_text, execute
+from service.commands import clean_email, clean_region, clean_tags, clean_text, execute
 from service.openapi import WRITE, errors
 from service.schemas import (
     Added,
@@ -214,7 +214,7 @@ class ContactController(Controller):
     def create(self, request: ActorRequest, container: Container, data: ContactCreate) -> ContactOut:
         """Create a contact (201); 422 for an invalid phone, 409 if the number is taken."""
         contact_id = execute(
-            container, container.app.create_contact, request.user, phone=data.phone, region=data.region,
+            container, container.app.create_contact, request.user, phone=data.phone, region=clean_region(data.region),
             pii={"first_name": clean_text(data.first_name), "last_name": clean_text(data.last_name),
                  "email": clean_email(data.email), "notes": clean_text(data.notes)},
             tags=clean_tags(data.tags), list_ids=data.list_ids, is_opted_out=data.is_opted_out)
@@ -238,7 +238,7 @@ class ContactController(Controller):
         if data.tags is not msgspec.UNSET:
             changes["tags"] = clean_tags(data.tags)
         execute(container, container.app.update_contact, request.user, contact_id, pii=pii, changes=changes,
-                region=None if data.region is msgspec.UNSET else data.region,
+                region=None if data.region is msgspec.UNSET else clean_region(data.region),
                 list_ids=None if data.list_ids is msgspec.UNSET else data.list_ids,
                 is_opted_out=None if data.is_opted_out is msgspec.UNSET else data.is_opted_out)
         return _found(contact_queries.get_contact(container.pool, request.user.account_id, contact_id),

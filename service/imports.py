@@ -22,7 +22,7 @@ from command.errors import NotFoundError, ValidationError
 from command.import_files import ImportRow, detect_format, open_rows, unneutralise
 from command.importing import ImportFailedError, ImportOutcome, ImportService
 from service.bootstrap import Container
-from service.commands import clean_tags, clean_text
+from service.commands import clean_region, clean_tags, clean_text, split_tags
 from service.import_jobs import enqueue, file_limits
 from service.openapi import WRITE, errors, with_request_body
 from service.schemas import NO_NUL, Region
@@ -113,7 +113,8 @@ def _text(value: str | None) -> str | None:
 def _bulk_rows(contacts: list[BulkContact]) -> Iterator[ImportRow]:
     for number, c in enumerate(contacts, start=1):
         yield ImportRow(row=number, phone=clean_text(c.phone), first_name=_text(c.first_name),
-                        last_name=_text(c.last_name), email=clean_text(c.email), tags=clean_tags(c.tags),
+                        last_name=_text(c.last_name), email=clean_text(c.email),
+                        tags=clean_tags(split_tags(c.tags)),
                         notes=_text(c.notes))
 
 
@@ -182,7 +183,7 @@ class ImportController(Controller):
             upload.path = upload.path.rename(upload.path.with_suffix(f".{fmt}"))  # openpyxl reads the suffix
             list_id = _parse_uuid(upload.fields.get("listId"), "listId")
             mapping = _parse_mapping(upload.fields.get("mapping"))
-            region = clean_text(upload.fields.get("region"))
+            region = clean_region(upload.fields.get("region"))
 
             if "respond-async" in request.headers.get("prefer", "").lower():
                 job = await asyncio.to_thread(queue_import, container, request.user, upload, fmt, list_id,
@@ -210,7 +211,7 @@ class ImportController(Controller):
         """Import contacts sent as JSON (the web wizard's path after client-side mapping)."""
         outcome = run_import(container, request.user, _bulk_rows(data.contacts), source="json", filename=None,
                              list_id=data.list_id, idempotency_key=_idempotency_key(request),
-                             region=data.region)
+                             region=clean_region(data.region))
         return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
 
     @get("/imports/{import_id:uuid}", operation_id="getImport", responses=errors(404), sync_to_thread=True)

@@ -28,7 +28,10 @@ ShortText = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
 Notes = Annotated[str, Meta(max_length=5000, pattern=NO_NUL)]
 Email = Annotated[str, Meta(max_length=320, pattern=NO_NUL)]
 PhoneText = Annotated[str, Meta(max_length=64, pattern=NO_NUL)]
-Tag = Annotated[str, Meta(max_length=64, pattern=NO_NUL)]
+# A tag holds no "," or ";": the tags filter separates tags with commas, and the CSV export
+# joins them with ";" (which imports split again), so such a tag could never be found or round-trip.
+TAG_TEXT = r"^[^\x00,;]*$"
+Tag = Annotated[str, Meta(max_length=64, pattern=TAG_TEXT)]
 Region = Annotated[str, Meta(min_length=2, max_length=2, pattern=NO_NUL)]
 Ids = Annotated[list[UUID], Meta(max_length=10_000)]
 
@@ -117,7 +120,9 @@ _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.*)`", re.DOTALL)
 
 def explain(reason: str) -> str:
     """A validation message in the user's words where msgspec's names a pattern."""
-    return reason.replace(f"Expected `str` matching regex {NO_NUL!r}", "must not contain NUL (\\u0000) characters")
+    return (reason.replace(f"Expected `str` matching regex {NO_NUL!r}", "must not contain NUL (\\u0000) characters")
+            .replace(f"Expected `str` matching regex {TAG_TEXT!r}",
+                     "a tag must not contain ',' or ';' (they separate tags) or NUL (\\u0000) characters"))
 
 
 def field_of(message: str, fallback: str | None = None) -> str | None:

@@ -85,10 +85,18 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
         headers[bytes(state["header"]).lower()] = bytes(state["value"])  # type: ignore[index]
         state["header"], state["value"] = b"", b""
 
+    seen: set[str] = set()
+
     def on_headers_finished() -> None:
         _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))  # type: ignore[union-attr]
-        state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
-        if state["name"] == file_field:
+        name = state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if name in seen:
+            # Two files would be read as one (the second's header as a data row), and two
+            # listIds or mappings leave the client guessing which one counted.
+            raise ValidationError(f"the form has more than one {name!r} field: send one" +
+                                  (" file per import" if name == file_field else ""), field=name)
+        seen.add(name)
+        if name == file_field:
             upload.filename = file_label(disposition.get(b"filename", b""))
         state["buffer"] = bytearray()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from tests.support import Service
 
 
@@ -54,6 +56,27 @@ def test_malformed_json_is_400(service: Service) -> None:
     r = api.post("/api/v1/contact-lists", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert r.json()["error"] == "malformed_body"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/contact-lists", "/api/v1/contacts", "/api/v1/contacts/bulk",
+                                  "/api/v1/contacts/bulk-delete"])
+def test_json_nested_too_deeply_is_400_and_writes_nothing(service: Service, path: str) -> None:
+    api = service.client()
+    for body in (b"[" * 1000 + b"]" * 1000, b'{"name": "x", "phone": "+254712000001", "firstName": '
+                 + b"[" * 3000 + b"]" * 3000 + b"}"):
+        r = api.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == "malformed_body" and "nested too deeply" in r.json()["message"]
+    assert api.get("/api/v1/contact-lists").json() == []
+    assert api.get("/api/v1/contacts").json()["total"] == 0
+
+
+@pytest.mark.parametrize("path", ["/api/v1/contact-lists", "/api/v1/contacts", "/api/v1/contacts/bulk"])
+def test_an_empty_body_is_400_saying_it_is_empty(service: Service, path: str) -> None:
+    r = service.client().post(path)
+    assert r.status_code == 400
+    assert r.json() == {"status": 400, "error": "malformed_body",
+                        "message": "the request body is empty: send a JSON object"}
 
 
 def test_patch_changes_only_the_fields_sent(service: Service) -> None:

@@ -176,3 +176,42 @@ def test_patch_with_unknown_list_is_422_and_changes_nothing(service: Service) ->
     assert r.status_code == 422
     after = api.get(f"/api/v1/contacts/{contact['id']}").json()
     assert (after["firstName"], after["listIds"]) == ("Keep", [a["id"]])
+
+
+def test_a_tag_holding_a_separator_is_422_and_a_bulk_import_splits_it(service: Service) -> None:
+    """`tags=a,b` filters on two tags and the CSV export joins tags with ';': neither can sit inside a tag."""
+    api = service.client()
+    for bad in ("a,b", "a;b"):
+        r = api.post("/api/v1/contacts", json={"phone": "+254712000101", "tags": [bad]})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "tags[0]", r.text
+        assert "','" in r.json()["message"]
+    c = api.create_contact("+254712000102")
+    assert api.patch(f"/api/v1/contacts/{c['id']}", json={"tags": ["ok", "x,y"]}).status_code == 422
+    assert api.get(f"/api/v1/contacts/{c['id']}").json()["tags"] == []
+    r = api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": "+254712000103", "tags": ["VIP,gold", "a; b"]}]})
+    assert r.status_code == 201 and r.json()["imported"] == 1, r.text
+    found = api.get("/api/v1/contacts", params={"tags": "gold,b"}).json()
+    assert found["total"] == 1 and found["contacts"][0]["tags"] == ["vip", "gold", "a", "b"]
+    assert api.get("/api/v1/contacts/tags").json() == ["a", "b", "gold", "vip"]
+
+
+def test_a_region_phonenumbers_does_not_know_is_422_on_every_endpoint(service: Service) -> None:
+    api = service.client()
+    for region in ("ZZ", "xx"):
+        created = api.post("/api/v1/contacts", json={"phone": "+254712000201", "region": region})
+        assert created.status_code == 422 and created.json()["errors"][0]["field"] == "region", created.text
+        bulk = api.post("/api/v1/contacts/bulk", json={"region": region, "contacts": [{"phone": "0712000202"}]})
+        assert bulk.status_code == 422 and bulk.json()["errors"][0]["field"] == "region", bulk.text
+    for region in ("ZZ", "Kenya", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"):
+        upload = api.post("/api/v1/contacts/import", files={"file": ("a.csv", b"phone\n0712000203\n")},
+                          data={"region": region})
+        assert upload.status_code == 422 and upload.json()["errors"][0]["field"] == "region", upload.text
+    c = api.create_contact("+254712000204")
+    patched = api.patch(f"/api/v1/contacts/{c['id']}", json={"phone": "0803 123 4567", "region": "QQ"})
+    assert patched.status_code == 422 and patched.json()["errors"][0]["field"] == "region"
+    assert api.get("/api/v1/contacts").json()["total"] == 1  # nothing else was written
+    # Any case of a known region works.
+    ng = api.post("/api/v1/contacts", json={"phone": "0803 123 4567", "region": "ng"})
+    assert ng.status_code == 201 and ng.json()["phone"] == "+2348031234567"
+    up = api.post("/api/v1/contacts/import", files={"file": ("a.csv", b"phone\n0803 123 4568\n")}, data={"region": "ng"})
+    assert up.status_code == 201 and up.json()["valid"] == 1

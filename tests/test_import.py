@@ -73,6 +73,20 @@ def test_unknown_list_is_422_before_anything_is_written(service: Service) -> Non
     api = service.client()
     r = _upload(api, b"phone\n0712000001\n", listId=str(uuid.uuid4()))
     assert r.status_code == 422 and r.json()["error"] == "unknown_lists"
+    assert r.json()["errors"][0]["field"] == "listId"  # the field the import was sent with
+    bulk = api.post("/api/v1/contacts/bulk", json={"listId": str(uuid.uuid4()), "contacts": [{"phone": "0712000001"}]})
+    assert bulk.status_code == 422 and bulk.json()["errors"][0]["field"] == "listId"
+    assert api.get("/api/v1/contacts").json()["total"] == 0
+
+
+def test_a_form_with_two_files_is_422_and_imports_neither(service: Service) -> None:
+    api = service.client()
+    r = api.post("/api/v1/contacts/import", files=[("file", ("a.csv", b"phone\n0712000001\n")),
+                                                   ("file", ("b.csv", b"phone\n0712000002\n"))])
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "file"
+    assert "more than one 'file'" in r.json()["message"]
+    twice = _upload(api, b"phone\n0712000001\n", region=["KE", "NG"])
+    assert twice.status_code == 422 and twice.json()["errors"][0]["field"] == "region"
     assert api.get("/api/v1/contacts").json()["total"] == 0
 
 

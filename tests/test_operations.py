@@ -32,7 +32,10 @@ def test_ready_is_503_quickly_when_nats_is_away(fresh_database: str) -> None:
 
 def test_metrics_expose_latency_and_lags(service: Service) -> None:
     service.client().create_list("metrics")
-    text = service.anonymous().get("/metrics").text
+    response = service.anonymous().get("/metrics")
+    text = response.text
+    # Prometheus parses the header: one charset parameter, not two.
+    assert response.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"
     assert "contacts_http_request_seconds_bucket" in text
     assert "contacts_projection_lag_events 0.0" in text
     assert "contacts_relay_lag_events" in text
