@@ -63,6 +63,12 @@ class ImportInProgressError(ValidationError):
     code = "import_in_progress"
 
 
+class IdempotencyKeyReusedError(ValidationError):
+    """The key was first used for another request (other data, list, mapping or endpoint)."""
+
+    code = "idempotency_key_reused"
+
+
 class ImportService:
     """Runs imports on the write side; thin over the application and the domain."""
 
@@ -72,28 +78,38 @@ class ImportService:
 
     # -- starting ------------------------------------------------------------------------
 
-    def existing(self, actor: Actor, idempotency_key: str) -> ContactImport | None:
+    def existing(self, actor: Actor, idempotency_key: str,
+                 request_hash: bytes | None = None) -> ContactImport | None:
+        """The import first made with this key; refused if that one was made from other data."""
         with self.app.keys.pool.connection() as conn:
-            row = conn.execute("SELECT import_id FROM import_idempotency WHERE account_id = %s"
+            row = conn.execute("SELECT import_id, request_hash FROM import_idempotency WHERE account_id = %s"
                                " AND idempotency_key = %s", (actor.account_id, idempotency_key)).fetchone()
-        return self.app.repository.get(row[0]) if row else None
+        if row is None:
+            return None
+        # Keys stored before hashes were kept (NULL) cannot be checked, and are replayed as before.
+        if row[1] is not None and request_hash is not None and bytes(row[1]) != request_hash:
+            raise IdempotencyKeyReusedError(
+                f"this Idempotency-Key was used for a different request (import {row[0]}): send a new key",
+                field="Idempotency-Key", extra={"importId": str(row[0])})
+        return self.app.repository.get(row[0])
 
     def start(self, actor: Actor, *, source: str, filename: str | None, list_id: UUID | None,
-              idempotency_key: str | None) -> tuple[ContactImport, ImportOutcome | None]:
-        """Open an import job, or return the first result of an earlier one with this key."""
+              idempotency_key: str | None,
+              request_hash: bytes | None = None) -> tuple[ContactImport, ImportOutcome | None]:
+        """Open an import job, or return the first result of an earlier one with this key and data."""
         if list_id is not None:
             self.app.check_lists(actor, [list_id], field="listId")
         if idempotency_key:
-            earlier = self.existing(actor, idempotency_key)
+            earlier = self.existing(actor, idempotency_key, request_hash)
             if earlier is not None:
                 return earlier, self._replay(earlier)
         job = ContactImport.start(actor, source=source, filename=filename, list_id=list_id,
                                   idempotency_key=idempotency_key)
         try:
             self.app.save_all(job, account_id=actor.account_id, import_id=job.id,
-                              idempotency_key=idempotency_key)
+                              idempotency_key=idempotency_key, request_hash=request_hash)
         except IntegrityError:
-            earlier = self.existing(actor, idempotency_key or "")
+            earlier = self.existing(actor, idempotency_key or "", request_hash)
             if earlier is None:
                 raise
             return earlier, self._replay(earlier)

@@ -42,8 +42,10 @@ CREATE TABLE IF NOT EXISTS import_idempotency (
     account_id       uuid NOT NULL,
     idempotency_key  text NOT NULL,
     import_id        uuid NOT NULL,
+    request_hash     bytea,  -- SHA-256 of what was imported: a key reused for other data is refused
     PRIMARY KEY (account_id, idempotency_key)
 );
+ALTER TABLE import_idempotency ADD COLUMN IF NOT EXISTS request_hash bytea;
 CREATE TABLE IF NOT EXISTS import_queue (
     import_id     uuid PRIMARY KEY,
     account_id    uuid NOT NULL,
@@ -126,11 +128,12 @@ class ContactsRecorder(PostgresApplicationRecorder):
                        account_id: UUID | None = None, claims: Sequence[tuple[UUID, UUID]] = (),
                        releases: Sequence[tuple[UUID, UUID, bool]] = (),
                        origins: Sequence[tuple[UUID, UUID, int]] = (), import_id: UUID | None = None,
-                       idempotency_key: str | None = None, **kwargs: Any) -> None:
+                       idempotency_key: str | None = None, request_hash: bytes | None = None,
+                       **kwargs: Any) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
         if idempotency_key:
-            curs.execute("INSERT INTO import_idempotency (account_id, idempotency_key, import_id)"
-                         " VALUES (%s, %s, %s)", (account_id, idempotency_key, import_id))
+            curs.execute("INSERT INTO import_idempotency (account_id, idempotency_key, import_id, request_hash)"
+                         " VALUES (%s, %s, %s, %s)", (account_id, idempotency_key, import_id, request_hash))
         if not (claims or releases or origins):
             return
         # Take the events table lock first, so no transaction holds a reservation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 from collections.abc import Iterator
 from datetime import datetime
@@ -139,11 +140,11 @@ def _parse_mapping(value: str | None) -> dict[str, str] | None:
 
 def run_import(container: Container, actor: Actor, rows: Iterator[ImportRow], *, source: str,
                filename: str | None, list_id: UUID | None, idempotency_key: str | None,
-               region: str | None) -> ImportOutcome:
+               region: str | None, request_hash: bytes | None = None) -> ImportOutcome:
     """Start (or replay) an import, run it, and wait until the read tables show it."""
     service = ImportService(container.app)
     job, replay = service.start(actor, source=source, filename=filename, list_id=list_id,
-                                idempotency_key=idempotency_key)
+                                idempotency_key=idempotency_key, request_hash=request_hash)
     if replay is not None:
         return replay
     try:
@@ -162,6 +163,15 @@ def _idempotency_key(request: Request) -> str | None:
     return key or None
 
 
+def _request_hash(kind: bytes, *parts: bytes | str | None) -> bytes:
+    """What an Idempotency-Key stands for: the endpoint and everything imported (SHA-256)."""
+    digest = hashlib.sha256(kind)
+    for part in parts:
+        value = (part or "").encode() if not isinstance(part, bytes) else part
+        digest.update(len(value).to_bytes(8, "big") + value)  # length-prefixed: no two splits collide
+    return digest.digest()
+
+
 class ImportController(Controller):
     """Bulk imports from files or JSON, and the reports users fix their files with."""
 
@@ -177,17 +187,21 @@ class ImportController(Controller):
         With ``Prefer: respond-async`` it answers 202 at once with the job (``Location``)
         and the worker runs the import; poll the job for progress.
         """
-        upload = await receive_upload(request, container.settings.import_max_bytes)
+        idempotency_key = _idempotency_key(request)
+        upload = await receive_upload(request, container.settings.import_max_bytes, digest=bool(idempotency_key))
         try:
             fmt = detect_format(upload.head, upload.filename)
             upload.path = upload.path.rename(upload.path.with_suffix(f".{fmt}"))  # openpyxl reads the suffix
             list_id = _parse_uuid(upload.fields.get("listId"), "listId")
             mapping = _parse_mapping(upload.fields.get("mapping"))
             region = clean_region(upload.fields.get("region"))
+            request_hash = _request_hash(b"file", upload.digest.digest(), str(list_id or ""),
+                                         msgspec.json.encode(mapping, order="sorted"), region
+                                         ) if idempotency_key else None
 
             if "respond-async" in request.headers.get("prefer", "").lower():
                 job = await asyncio.to_thread(queue_import, container, request.user, upload, fmt, list_id,
-                                              mapping, region, _idempotency_key(request))
+                                              mapping, region, idempotency_key, request_hash)
                 return Response(job, status_code=202, headers={"Location": job.report_url.rsplit("/", 1)[0],
                                                                "Preference-Applied": "respond-async"})
 
@@ -195,7 +209,8 @@ class ImportController(Controller):
                 _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))
                 try:
                     return run_import(container, request.user, rows, source=fmt, filename=upload.filename,
-                                      list_id=list_id, idempotency_key=_idempotency_key(request), region=region)
+                                      list_id=list_id, idempotency_key=idempotency_key, region=region,
+                                      request_hash=request_hash)
                 finally:
                     rows.close()
 
@@ -209,9 +224,11 @@ class ImportController(Controller):
           request_max_body_size=BULK_MAX_BYTES)
     def import_json(self, request: ActorRequest, container: Container, data: BulkImport) -> Response[ImportResult]:
         """Import contacts sent as JSON (the web wizard's path after client-side mapping)."""
+        idempotency_key = _idempotency_key(request)
+        request_hash = _request_hash(b"json", msgspec.json.encode(data)) if idempotency_key else None
         outcome = run_import(container, request.user, _bulk_rows(data.contacts), source="json", filename=None,
-                             list_id=data.list_id, idempotency_key=_idempotency_key(request),
-                             region=clean_region(data.region))
+                             list_id=data.list_id, idempotency_key=idempotency_key,
+                             region=clean_region(data.region), request_hash=request_hash)
         return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
 
     @get("/imports/{import_id:uuid}", operation_id="getImport", responses=errors(404), sync_to_thread=True)
@@ -265,13 +282,14 @@ def _report_lines(container: Container, import_id: UUID) -> Iterator[bytes]:
 
 
 def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list_id: UUID | None,
-                 mapping: dict[str, str] | None, region: str | None, idempotency_key: str | None) -> ImportJob:
+                 mapping: dict[str, str] | None, region: str | None, idempotency_key: str | None,
+                 request_hash: bytes | None = None) -> ImportJob:
     """Check the header now (a bad file is a 422 at once), then queue the job for the worker."""
     _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))
     rows.close()
     service = ImportService(container.app)
     job, replay = service.start(actor, source=fmt, filename=upload.filename, list_id=list_id,
-                                idempotency_key=idempotency_key)
+                                idempotency_key=idempotency_key, request_hash=request_hash)
     if replay is None:
         enqueue(container, actor, job, upload.path, fmt, mapping, region)
         container.runner.catch_up(until=container.head())

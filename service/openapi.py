@@ -25,8 +25,8 @@ REASONS = {
     409: "`phone_taken` (with `contactId`), `concurrent_modification` or `import_in_progress`",
     413: "`payload_too_large`: the body is larger than this endpoint accepts",
     415: "`unsupported_file`: the upload is not a CSV or XLSX file",
-    422: "`validation_failed`, `invalid_phone` or `unknown_lists` (with `unknownListIds`);"
-         " `errors` names each field at fault",
+    422: "`validation_failed`, `invalid_phone`, `unknown_lists` (with `unknownListIds`) or"
+         " `idempotency_key_reused` (imports: with `importId`); `errors` names each field at fault",
     429: "`too_many_requests`: the account's write rate limit; retry after `Retry-After` seconds",
     502: "`mail_delivery_failed`: the mail provider refused the message or could not be reached",
     503: "`database_unavailable` (retry after `Retry-After` seconds) or `mail_not_configured`",

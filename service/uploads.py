@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from litestar import Request
 from litestar.exceptions import HTTPException
@@ -53,13 +55,15 @@ class Upload:
     head: bytes = b""
     size: int = 0
     fields: dict[str, str] = field(default_factory=dict)
+    digest: Any = None  # a hashlib.sha256 of the file, when asked for (an Idempotency-Key's check)
 
     def discard(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
 
 
-async def receive_upload(request: Request, max_bytes: int, file_field: str = "file") -> Upload:
+async def receive_upload(request: Request, max_bytes: int, file_field: str = "file",
+                         digest: bool = False) -> Upload:
     """Parse a multipart/form-data body as it streams in; 413 as soon as it is too large."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
@@ -68,7 +72,7 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(detail=f"the upload is {int(declared)} bytes; the limit is {max_bytes} bytes")
 
-    upload = Upload()
+    upload = Upload(digest=hashlib.sha256() if digest else None)
     fd, name = tempfile.mkstemp(prefix="contacts-import-")
     sink = os.fdopen(fd, "wb")
     upload.path = Path(name)
@@ -107,6 +111,8 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
                 upload.head += chunk[: HEAD_BYTES - len(upload.head)]
             upload.size += len(chunk)
             sink.write(chunk)
+            if upload.digest is not None:
+                upload.digest.update(chunk)
         else:
             buffer: bytearray = state["buffer"]  # type: ignore[assignment]
             if len(buffer) + len(chunk) > MAX_FIELD_BYTES:

@@ -157,6 +157,39 @@ def test_idempotency_key_replays_the_first_result(service: Service) -> None:
     assert other.json()["skipped"] == 2  # a new key is a new import: every number already exists
 
 
+def test_an_idempotency_key_reused_for_other_data_is_422_and_imports_nothing(service: Service) -> None:
+    api = service.client()
+    lst = api.create_list("K")
+    first = _upload_keyed(api, b"phone\n0712000011\n0712000012\n", "k1")
+    assert first.status_code == 201 and first.json()["imported"] == 2
+    for response in (_upload_keyed(api, b"phone\n0712000013\n", "k1"),  # another file
+                     _upload_keyed(api, b"phone\n0712000011\n0712000012\n", "k1", listId=lst["id"]),
+                     _upload_keyed(api, b"phone\n0712000011\n0712000012\n", "k1", region="NG"),
+                     api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": "0712000014"}]},
+                              headers={"Idempotency-Key": "k1"}),  # the other endpoint
+                     api.post("/api/v1/contacts/import", files={"file": ("a.csv", b"phone\n0712000016\n")},
+                              headers={"Idempotency-Key": "k1", "Prefer": "respond-async"})):  # queued
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "idempotency_key_reused"
+        assert response.json()["importId"] == first.json()["importId"]
+    assert api.get("/api/v1/contacts").json()["total"] == 2
+    assert api.get("/api/v1/contact-lists").json()[0]["contactCount"] == 0
+    # The same request again is still the replay; so is a JSON retry of a JSON import.
+    assert _upload_keyed(api, b"phone\n0712000011\n0712000012\n", "k1").json() == first.json()
+    body = {"contacts": [{"phone": "0712000015", "tags": ["a"]}], "region": "KE"}
+    j1 = api.post("/api/v1/contacts/bulk", json=body, headers={"Idempotency-Key": "j1"})
+    j2 = api.post("/api/v1/contacts/bulk", json=body, headers={"Idempotency-Key": "j1"})
+    assert (j1.status_code, j2.status_code) == (201, 200) and j2.json() == j1.json()
+    body["contacts"][0]["tags"] = ["b"]
+    assert api.post("/api/v1/contacts/bulk", json=body, headers={"Idempotency-Key": "j1"}).status_code == 422
+    assert api.get("/api/v1/contacts").json()["total"] == 3
+
+
+def _upload_keyed(api, content: bytes, key: str, **fields):
+    return api.post("/api/v1/contacts/import", files={"file": ("a.csv", content)}, data=fields,
+                    headers={"Idempotency-Key": key})
+
+
 def test_json_bulk_import_has_the_same_semantics(service: Service) -> None:
     api = service.client()
     lst = api.create_list("bulk")
