@@ -70,6 +70,10 @@ def contact_as_of(app: ContactsApplication, actor: Actor, contact_id: UUID, *, a
                   version: int | None = None) -> dict[str, Any]:
     """The contact as it was at a time (or after a version), rebuilt from its events."""
     events = _events(app, actor, Contact, contact_id)
+    if version is not None and events and version > events[-1].originator_version:
+        # Answering with the latest state would pass it off as version N.
+        raise NotFoundError(f"contact {contact_id} has no version {version}; its latest is "
+                            f"{events[-1].originator_version}", field="version")
     chosen = [e for e in events if (at is None or e.timestamp <= at) and (version is None
                                                                           or e.originator_version <= version)]
     if not chosen:
@@ -84,7 +88,10 @@ def contact_as_of(app: ContactsApplication, actor: Actor, contact_id: UUID, *, a
         "isOptedOut": contact.is_opted_out, "status": contact.status, "invalidReason": contact.invalid_reason,
         "operator": contact.operator, "country": contact.country, "listIds": contact.list_ids,
         "createdAt": chosen[0].timestamp, "updatedAt": chosen[-1].timestamp, "deletedAt": contact.deleted_at,
-        "version": contact.version, "erased": bool(pii.get("erased")), "purged": contact.is_purged,
+        # erased: personal fields gone for good, both in versions sealed with the deleted key
+        # and in the purge's own version (which holds none).
+        "version": contact.version, "erased": bool(pii.get("erased")) or contact.is_purged,
+        "purged": contact.is_purged,
     }
 
 

@@ -36,6 +36,8 @@ def test_contact_as_of_a_time_and_a_version(service: Service) -> None:
     assert old["firstName"] == "First" and old["version"] == 1
     assert api.get(f"/api/v1/contacts/{c['id']}", params={"version": 2}).json()["firstName"] == "Second"
     assert api.get(f"/api/v1/contacts/{c['id']}", params={"asOf": "2000-01-01T00:00:00Z"}).status_code == 404
+    beyond = api.get(f"/api/v1/contacts/{c['id']}", params={"version": 3})
+    assert beyond.status_code == 404 and "latest is 2" in beyond.json()["message"]
     assert api.get(f"/api/v1/contacts/{c['id']}", params={"asOf": "2030-01-01T00:00:00"}).status_code == 422
 
 
@@ -49,6 +51,8 @@ def test_purged_contact_history_keeps_its_shape_with_personal_data_erased(servic
     assert events[0]["data"]["erased"] is True and "firstName" not in events[0]["data"]
     then = api.get(f"/api/v1/contacts/{c['id']}", params={"version": 1}).json()
     assert then["erased"] is True and then["phone"] is None
+    last = api.get(f"/api/v1/contacts/{c['id']}", params={"asOf": "2100-01-01T00:00:00Z"}).json()
+    assert (last["version"], last["purged"], last["erased"], last["firstName"]) == (3, True, True, None)
 
 
 def test_imported_contact_history_starts_with_its_batch(service: Service) -> None:
