@@ -45,18 +45,11 @@ async def consume(container: Any, nats_url: str, subject_prefix: str, stream_nam
                 await js.add_stream(StreamConfig(name=stream_name, subjects=[subjects]))
                 stream = stream_name
             sub = await js.pull_subscribe(subjects, durable=DURABLE, stream=stream)
-            while not stop.is_set():
-                try:
-                    messages = await sub.fetch(50, timeout=1)
-                except nats.errors.TimeoutError:
-                    continue
-                for msg in messages:
-                    await asyncio.to_thread(_handle, container, msg.subject, msg.data)
-                    await msg.ack()
+            await _drain(sub, container, stop)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - keep consuming
-            log.warning("inbound SMS consumer: %s; retrying", exc)
+            log.warning("inbound SMS consumer: %s; retrying", _describe(exc))
             await asyncio.sleep(2)
         finally:
             if nc is not None:
@@ -66,6 +59,24 @@ async def consume(container: Any, nats_url: str, subject_prefix: str, stream_nam
                     await nc.close()
                 except Exception:  # noqa: BLE001
                     pass
+
+
+async def _drain(sub: Any, container: Any, stop: asyncio.Event) -> None:
+    """Handle and acknowledge the subscription's messages, in order, until ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            messages = await sub.fetch(50, timeout=1)
+        except TimeoutError:  # nats.errors.TimeoutError is one; nats-py 2.16's fetch also raises asyncio's
+            continue
+        for msg in messages:
+            await asyncio.to_thread(_handle, container, msg.subject, msg.data)
+            await msg.ack()
+
+
+def _describe(exc: Exception) -> str:
+    """The exception's type and message: some (a refused connection, a timeout) have no message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _handle(container: Any, subject: str, data: bytes) -> None:

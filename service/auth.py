@@ -2,7 +2,7 @@
 
 HS256 with ``CONTACTS_JWT_SECRET`` by default; RS256/ES256 with a PEM public key
 (``CONTACTS_JWT_PUBLIC_KEY``) or a JWKS endpoint (``CONTACTS_JWKS_URL``) in production.
-Tokens must carry ``account_id`` (a UUID), ``sub`` (the actor) and ``exp``.
+Tokens must carry ``account_id`` (a UUID), ``sub`` (the actor, not blank) and ``exp``.
 """
 
 from __future__ import annotations
@@ -82,7 +82,10 @@ class TokenVerifier:
             account_id = uuid.UUID(str(claims["account_id"]))
         except ValueError:
             raise NotAuthorizedException("token claim 'account_id' must be a UUID") from None
-        return Actor(account_id=account_id, sub=str(claims["sub"])[:200], request_id=request_id), exp
+        sub = str(claims["sub"])
+        if not sub.strip():  # present but blank: events would record no actor
+            raise NotAuthorizedException("token claim 'sub' must not be empty")
+        return Actor(account_id=account_id, sub=sub[:200], request_id=request_id), exp
 
 
 def mint_token(secret: str, account_id: uuid.UUID | str, sub: str = "developer", ttl_s: int = 86400) -> str:

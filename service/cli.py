@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,11 @@ from contextlib import ExitStack
 from service.settings import Settings
 
 log = logging.getLogger("contacts")
+
+
+def _note(text: str) -> None:
+    """Print an informational line on stderr: stdout carries only a command's output (NDJSON, a token)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def _servers(settings: Settings, stack: ExitStack, *, need_nats: bool) -> tuple[str, str]:
@@ -30,12 +36,12 @@ def _servers(settings: Settings, stack: ExitStack, *, need_nats: bool) -> tuple[
         database_url = pg.start()
         if pg.started_here:
             stack.callback(pg.stop)
-        print(f"embedded PostgreSQL: {database_url} (data in {pg.pgdata})", flush=True)
+        _note(f"embedded PostgreSQL: {database_url} (data in {pg.pgdata})")
     if not nats_url and need_nats:
         nats_server = EmbeddedNats(settings.data_dir)
         nats_url = nats_server.start()
         stack.callback(nats_server.stop)
-        print(f"embedded NATS (JetStream): {nats_url} (store in {nats_server.store})", flush=True)
+        _note(f"embedded NATS (JetStream): {nats_url} (store in {nats_server.store})")
     return database_url, nats_url
 
 
@@ -83,7 +89,7 @@ def _print_banner(settings: Settings) -> None:
     url = f"http://{settings.host}:{settings.port}"
     token = mint_token(settings.jwt_secret, uuid.UUID(int=1), "developer", 30 * 86400)
     if settings.jwt_secret_is_default:
-        print("WARNING: CONTACTS_JWT_SECRET is not set; using the development secret", flush=True)
+        _note("WARNING: CONTACTS_JWT_SECRET is not set; using the development secret")
     print(f"\ncontacts service on {url}\n  API docs: {url}/schema/swagger\n"
           f"  development token (account 00000000-0000-0000-0000-000000000001, 30 days):\n"
           f"  {token}\n\n  try: curl -H 'Authorization: Bearer <token>' {url}/api/v1/contact-lists\n"
@@ -134,14 +140,24 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
         account = uuid.UUID(args.account)
     except ValueError:
         sys.exit("--account must be a UUID")
-    print(mint_token(settings.jwt_secret, account, args.sub, _duration(args.ttl)))
+    print(mint_token(settings.jwt_secret, account, args.sub, args.ttl))
 
 
 def _duration(text: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units:
-        return int(text[:-1]) * units[text[-1]]
-    return int(text)
+    """A lifetime in seconds from ``3600``, ``30m``, ``24h`` or ``7d`` (an argparse type)."""
+    units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    match = re.fullmatch(r"([0-9]+)([smhd]?)", text.strip())
+    if match is None or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid lifetime {text!r}: give a positive number of seconds or Nm/Nh/Nd (e.g. 3600, 30m, 24h, 7d)")
+    return int(match[1]) * units[match[2]]
+
+
+def _actor(text: str) -> str:
+    """The token's ``sub`` (an argparse type): the API refuses a blank one, so refuse to mint it."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (it is the actor recorded on events)")
+    return text
 
 
 def cmd_mno_refresh(settings: Settings) -> None:
@@ -214,8 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("relay", help="the NATS relay only (the worker runs it as a lower-priority child process)")
     token = sub.add_parser("token", help="mint an HS256 bearer token with the configured secret")
     token.add_argument("--account", required=True, help="account id (UUID)")
-    token.add_argument("--sub", default="developer", help="actor recorded on events")
-    token.add_argument("--ttl", default="24h", help="lifetime: seconds or 30m / 24h / 7d")
+    token.add_argument("--sub", default="developer", type=_actor, help="actor recorded on events (not empty)")
+    token.add_argument("--ttl", default="24h", type=_duration, help="lifetime: seconds or Nm/Nh/Nd (30m, 24h, 7d)")
     projections = sub.add_parser("projections", help="read tables")
     projections.add_argument("action", choices=["rebuild"],
                              help="replay every event into fresh read tables and swap them in (no downtime)")

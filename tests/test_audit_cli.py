@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.support import SECRET, Service
+from service.embedded import EmbeddedPostgres
+from tests.support import SECRET, Service, start_service
 
 
 def _env(service: Service, database_url: str | None = None) -> dict[str, str]:
@@ -56,3 +58,23 @@ def test_events_export_writes_the_accounts_events_as_ndjson(service: Service, tm
     created = next(e for e in events if e["aggregateId"] == c["id"])
     assert created["data"]["firstName"] == "Audit" and created["actor"] == "exporter"
     assert [e["position"] for e in events] == sorted(e["position"] for e in events)
+
+
+def test_events_export_to_standard_output_is_ndjson_with_the_embedded_servers(tmp_path: Path, nats_url: str) -> None:
+    """The embedded server's banner goes to stderr: every line of stdout is one event."""
+    pg = EmbeddedPostgres(tmp_path)
+    svc = start_service(pg.start(), nats_url, with_worker=False)
+    try:
+        api = svc.client(sub="exporter")
+        api.create_contact("0712345678")
+        api.create_list("audited")
+        env = {**_env(svc), "CONTACTS_DATABASE_URL": "", "CONTACTS_DATA_DIR": str(tmp_path)}
+        done = subprocess.run([sys.executable, "-m", "service.cli", "events", "export", "--account",
+                               str(api.account_id)], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        svc.close()
+        pg.stop("immediate")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["contacts.contact.created.v1", "contacts.contact_list.created.v1"]
+    assert "embedded PostgreSQL" in done.stderr

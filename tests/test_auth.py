@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -33,6 +36,9 @@ def _token(secret: str = SECRET, **claims: object) -> str:
     (f"Bearer {_token(account_id=None)}", "account_id"),
     (f"Bearer {_token(account_id='acme')}", "must be a UUID"),
     (f"Bearer {_token(exp=None)}", "exp"),
+    (f"Bearer {_token(sub=None)}", "'sub'"),
+    (f"Bearer {_token(sub='')}", "'sub'"),
+    (f"Bearer {_token(sub='   ')}", "'sub'"),
 ])
 def test_bad_tokens_get_401_with_a_json_reason(service: Service, header: str | None, reason: str) -> None:
     http = service.anonymous()
@@ -40,6 +46,34 @@ def test_bad_tokens_get_401_with_a_json_reason(service: Service, header: str | N
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == "Bearer"
     assert reason in r.json()["message"]
+
+
+def _contacts_token(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CONTACTS_JWT_SECRET": SECRET}
+    return subprocess.run([sys.executable, "-m", "service.cli", "token", "--account", str(uuid.uuid4()), *args],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_contacts_token_prints_only_a_token_that_lives_as_long_as_asked() -> None:
+    done = _contacts_token("--sub", "ops", "--ttl", "2h")
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "ops" and claims["exp"] - claims["iat"] == 7200
+    assert done.stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize("sub", ["", "  "])
+def test_contacts_token_refuses_an_empty_sub(sub: str) -> None:
+    done = _contacts_token("--sub", sub)
+    assert done.returncode != 0 and done.stdout == ""
+    assert "--sub" in done.stderr and "empty" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("ttl", ["2w", "-5", "0", "0h", "h", "1.5h", ""])
+def test_contacts_token_refuses_a_bad_or_non_positive_ttl(ttl: str) -> None:
+    done = _contacts_token("--ttl", ttl)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "argument --ttl" in done.stderr and "Nm/Nh/Nd" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_writes_with_bad_tokens_change_nothing(service: Service) -> None:

@@ -69,3 +69,59 @@ def test_inbound_stop_from_a_known_number_opts_the_contact_out(service: Service)
     assert api.get(f"/api/v1/contacts/{bystander['id']}").json()["isOptedOut"] is False
     assert other.get(f"/api/v1/contacts/{theirs['id']}").json()["isOptedOut"] is False  # other account untouched
     assert uuid.UUID(mine["id"])
+
+
+class _Message:
+    def __init__(self, subject: str, data: bytes):
+        self.subject, self.data, self.acked = subject, data, False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+class _Subscription:
+    """A pull subscription whose fetches answer from a script: a list of messages or an exception."""
+
+    def __init__(self, script: list, stop: asyncio.Event):
+        self.script, self.stop = script, stop
+
+    async def fetch(self, batch: int, timeout: float) -> list:
+        if len(self.script) == 1:
+            self.stop.set()  # the last answer: the consumer stops after it
+        answer = self.script.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+def test_a_fetch_timing_out_with_either_timeout_error_is_an_empty_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nats-py 2.16's fetch raises asyncio's TimeoutError as well as its own: neither ends the subscription."""
+    from events import inbound
+
+    handled = []
+    monkeypatch.setattr(inbound, "_handle", lambda container, subject, data: handled.append(data))
+    first, second = _Message("sms.inbound.a", b"1"), _Message("sms.inbound.a", b"2")
+
+    async def drain() -> None:
+        stop = asyncio.Event()
+        sub = _Subscription([TimeoutError(), [first], nats.errors.TimeoutError(), [second]], stop)
+        await inbound._drain(sub, None, stop)
+
+    asyncio.run(drain())
+    assert handled == [b"1", b"2"] and first.acked and second.acked
+
+
+def test_the_consumers_warning_names_the_error(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """An exception with an empty message still gives a warning that says what happened."""
+    from events import inbound
+
+    stop = asyncio.Event()
+
+    async def refused(*args, **kwargs):
+        stop.set()
+        raise ConnectionRefusedError()
+
+    monkeypatch.setattr(inbound.nats, "connect", refused)
+    with caplog.at_level("WARNING", logger="events.inbound"):
+        asyncio.run(inbound.consume(None, "nats://127.0.0.1:1", "sms.inbound", "S", stop))
+    assert "inbound SMS consumer: ConnectionRefusedError; retrying" in caplog.messages
