@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import itertools
 import math
 import smtplib
@@ -56,7 +57,7 @@ class MailNotConfiguredError(DomainError):
 
 
 class MailDeliveryError(DomainError):
-    """The mail provider refused the message or could not be reached (502 Bad Gateway)."""
+    """The mail provider could not be reached, refused, or lacks what the send needs (502 Bad Gateway)."""
 
     status_code = 502
     code = "mail_delivery_failed"
@@ -109,13 +110,18 @@ class ExportController(Controller):
             raise MailNotConfiguredError("no mail provider is configured (CONTACTS_SMTP_URL)")
         data = _decode(await _read_body(request, settings.export_email_max_bytes))
         message = build_message(data, settings.mail_from, settings.export_email_max_bytes)
-        retry_after = await asyncio.to_thread(reserve_email_send, container.pool, request.user.account_id,
-                                              settings.export_email_per_hour)
-        if retry_after is not None:
-            raise HTTPException(status_code=429, headers={"Retry-After": str(retry_after)},
+        account_id = request.user.account_id
+        slot = await asyncio.to_thread(reserve_email_send, container.pool, account_id, settings.export_email_per_hour)
+        if isinstance(slot, int):
+            raise HTTPException(status_code=429, headers={"Retry-After": str(slot)},
                                 detail=f"at most {settings.export_email_per_hour} export emails per hour;"
-                                       f" retry in {retry_after} s")
-        await asyncio.to_thread(send_mail, settings.smtp_url, message)
+                                       f" retry in {slot} s")
+        try:
+            await asyncio.to_thread(send_mail, settings.smtp_url, message)
+        except (MailDeliveryError, MailNotConfiguredError):
+            # Nothing was handed over, and the limit is there against spam: only accepted sends count.
+            await asyncio.to_thread(release_email_send, container.pool, account_id, slot)
+            raise
         return Response(b"", status_code=200, media_type=MediaType.TEXT)
 
 
@@ -161,6 +167,8 @@ def build_message(data: ExportEmail, sender: str, max_file_bytes: int) -> EmailM
         content = base64.b64decode(data.file_base64, validate=True)
     except (binascii.Error, ValueError):
         raise ValidationError("fileBase64 is not valid base64", field="fileBase64") from None
+    if not content:
+        raise ValidationError("the file is empty", field="fileBase64")
     if len(content) > max_file_bytes:
         raise AttachmentTooLargeError(f"the file is {len(content)} bytes, more than the limit of"
                                       f" {max_file_bytes} bytes", field="fileBase64")
@@ -196,10 +204,8 @@ def _filename(value: str) -> str:
     return value
 
 
-
-
-def reserve_email_send(pool: ConnectionPool, account_id: UUID, per_hour: int) -> int | None:
-    """Record a send for the account, or return the seconds to wait if the rolling hour is full.
+def reserve_email_send(pool: ConnectionPool, account_id: UUID, per_hour: int) -> datetime | int:
+    """Record a send for the account and return its slot (the time logged), or the seconds to wait if the hour is full.
 
     The log is a PostgreSQL table and the check runs under a per-account advisory lock,
     so the limit holds across api replicas and concurrent requests.
@@ -215,7 +221,17 @@ def reserve_email_send(pool: ConnectionPool, account_id: UUID, per_hour: int) ->
             free_at = oldest + timedelta(hours=1) if oldest else now + timedelta(hours=1)
             return max(1, math.ceil((free_at - now).total_seconds()))
         conn.execute("INSERT INTO export_email_log (account_id, sent_at) VALUES (%s, %s)", (account_id, now))
-    return None
+    return now
+
+
+def release_email_send(pool: ConnectionPool, account_id: UUID, slot: datetime) -> None:
+    """Give back a slot that ``reserve_email_send`` returned, for a send that failed."""
+    with pool.connection() as conn, conn.transaction():
+        # The log has no key and equal rows are interchangeable: delete one row with the slot's time. Under the
+        # reservation's lock, two releases of equal times see each other's delete and each remove one row.
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (locks.EXPORT_EMAIL, str(account_id)))
+        conn.execute("DELETE FROM export_email_log WHERE ctid = (SELECT ctid FROM export_email_log"
+                     " WHERE account_id = %s AND sent_at = %s LIMIT 1)", (account_id, slot))
 
 
 def send_mail(smtp_url: str, message: EmailMessage) -> None:
@@ -230,7 +246,7 @@ def send_mail(smtp_url: str, message: EmailMessage) -> None:
                                                     context=context)
         else:
             client = smtplib.SMTP(url.hostname, url.port or 587, timeout=SMTP_TIMEOUT_S)
-        with client:
+        try:
             client.ehlo()
             if url.scheme == "smtp" and client.has_extn("starttls"):
                 client.starttls(context=context)
@@ -238,13 +254,40 @@ def send_mail(smtp_url: str, message: EmailMessage) -> None:
             if url.username:
                 client.login(unquote(url.username), unquote(url.password or ""))
             client.send_message(message)
-    except smtplib.SMTPResponseException as exc:
-        reason = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
-        raise MailDeliveryError(f"the mail provider refused the message: {exc.smtp_code} {reason}") from None
-    except smtplib.SMTPRecipientsRefused as exc:
-        code, reason = next(iter(exc.recipients.values()))
-        raise MailDeliveryError(f"the mail provider refused the recipient: {code}"
-                                f" {reason.decode('utf-8', 'replace')}") from None
+            # Accepted now: a failed goodbye must not turn a delivered message into a 502.
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.quit()
+        finally:
+            client.close()
     except (smtplib.SMTPException, OSError) as exc:
-        raise MailDeliveryError(f"the mail provider could not be reached: {exc.__class__.__name__}"
-                                f" {exc}".strip()) from None
+        raise _delivery_error(exc) from None
+
+
+def _delivery_error(exc: smtplib.SMTPException | OSError) -> MailDeliveryError:
+    """The 502 for a failed send, saying whether the provider refused, lacks a feature, or was not reached."""
+    match exc:
+        case smtplib.SMTPRecipientsRefused():
+            code, reason = next(iter(exc.recipients.values()))
+            return MailDeliveryError(f"the mail provider refused the recipient: {code} {_text(reason)}")
+        case smtplib.SMTPAuthenticationError():
+            return MailDeliveryError(f"the mail provider refused the user name and password of"
+                                     f" CONTACTS_SMTP_URL: {exc.smtp_code} {_text(exc.smtp_error)}")
+        case smtplib.SMTPConnectError():
+            return MailDeliveryError(f"the mail provider refused the connection:"
+                                     f" {exc.smtp_code} {_text(exc.smtp_error)}")
+        case smtplib.SMTPResponseException():
+            return MailDeliveryError(f"the mail provider refused the message: {exc.smtp_code} {_text(exc.smtp_error)}")
+        case smtplib.SMTPServerDisconnected():
+            return MailDeliveryError(f"the mail provider closed the connection: {exc}")
+        case smtplib.SMTPException():  # SMTPException is an OSError, so this comes before the network errors
+            return MailDeliveryError(f"the mail provider does not support what is configured: {exc}")
+        case ssl.SSLError():
+            return MailDeliveryError(f"the TLS session with the mail provider failed: {exc.__class__.__name__} {exc}")
+        case _:  # connection refused, name not resolved, timeout
+            return MailDeliveryError(f"the mail provider could not be reached: {exc.__class__.__name__}"
+                                     f" {exc}".strip())
+
+
+def _text(reply: bytes | str) -> str:
+    """An SMTP reply's text, whichever type smtplib handed over."""
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply

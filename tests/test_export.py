@@ -9,6 +9,7 @@ import email.policy
 import io
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,7 @@ def test_large_export_streams_every_row(service: Service) -> None:
 # --- POST /contacts/export-email ----------------------------------------------------
 
 class Mailbox:
-    """aiosmtpd handler keeping accepted envelopes; refuses some recipients on purpose."""
+    """aiosmtpd handler keeping accepted envelopes; refuses some recipients, and one QUIT, on purpose."""
 
     def __init__(self) -> None:
         self.envelopes: list[Any] = []
@@ -219,7 +220,11 @@ class Mailbox:
         if any(r.startswith("reject-data") for r in envelope.rcpt_tos):
             return "554 5.6.0 message content rejected"
         self.envelopes.append(envelope)
+        session.quit_fails = any(r.startswith("quit-fails") for r in envelope.rcpt_tos)
         return "250 Message accepted for delivery"
+
+    async def handle_QUIT(self, server, session, envelope):  # noqa: N802, ANN001
+        return "421 4.3.0 shutting down" if getattr(session, "quit_fails", False) else "221 Bye"
 
 
 @pytest.fixture(scope="module")
@@ -303,6 +308,32 @@ def test_export_email_to_an_unreachable_provider_is_502(mail_database: str, nats
         svc.close()
 
 
+def test_export_email_provider_without_auth_is_502_saying_so(mail_database: str, nats_url: str, mailbox) -> None:
+    svc = start_service(mail_database, nats_url, with_worker=False, smtp_url=f"smtp://u:p@127.0.0.1:{mailbox[1]}")
+    try:
+        r = svc.client().post("/api/v1/contacts/export-email", json=_mail())
+        assert r.status_code == 502 and r.json()["error"] == "mail_delivery_failed"
+        message = r.json()["message"]
+        assert "does not support" in message and "AUTH" in message and "could not be reached" not in message
+    finally:
+        svc.close()
+
+
+def test_export_email_accepted_before_a_failed_quit_is_200(mail_service: Service, mailbox) -> None:
+    box, _ = mailbox
+    r = mail_service.client().post("/api/v1/contacts/export-email", json=_mail(email="quit-fails@example.com"))
+    assert r.status_code == 200 and box.envelopes[-1].rcpt_tos == ["quit-fails@example.com"]
+
+
+def test_export_email_with_an_empty_file_is_422(mail_service: Service, mailbox) -> None:
+    box, _ = mailbox
+    before = len(box.envelopes)
+    r = mail_service.client().post("/api/v1/contacts/export-email", json=_mail(b""))
+    assert r.status_code == 422 and r.json()["error"] == "validation_failed"
+    assert r.json()["errors"][0]["field"] == "fileBase64" and "the file is empty" in r.json()["message"]
+    assert len(box.envelopes) == before
+
+
 @pytest.mark.parametrize("change, field", [
     ({"email": "not-an-address"}, "email"), ({"email": "a,b@example.com"}, "email"), ({"email": ""}, "email"),
     ({"email": "a@b.c\r\nBcc: x@y.z"}, "email"),
@@ -363,3 +394,33 @@ def test_export_email_hourly_limit_per_account_holds_across_replicas(mail_servic
         assert mail_service.client().post("/api/v1/contacts/export-email", json=_mail()).status_code == 200
     finally:
         replica.close()
+
+
+def test_export_email_failed_sends_do_not_count_against_the_hourly_limit(mail_service: Service, mail_database: str,
+                                                                         nats_url: str, mailbox) -> None:
+    box, _ = mailbox
+    unreachable = start_service(mail_database, nats_url, with_worker=False,
+                                smtp_url=f"smtp://127.0.0.1:{free_port()}", export_email_per_hour=PER_HOUR)
+    try:
+        api = mail_service.client()
+        down = unreachable.client(api.account_id)
+        failing = [(down, "user@example.com")] + [(api, "refuse@example.com")] * (PER_HOUR - 1)
+        for client, address in failing:  # unreachable, then refused: PER_HOUR sends, none delivered
+            assert client.post("/api/v1/contacts/export-email", json=_mail(email=address)).status_code == 502
+        r = api.post("/api/v1/contacts/export-email", json=_mail(email="counted@example.com"))
+        assert r.status_code == 200 and box.envelopes[-1].rcpt_tos == ["counted@example.com"]
+    finally:
+        unreachable.close()
+
+
+def test_export_email_failed_sends_give_their_slot_back_under_concurrency(mail_service: Service) -> None:
+    api = mail_service.client()
+    assert api.post("/api/v1/contacts/export-email", json=_mail()).status_code == 200
+    with ThreadPoolExecutor(4 * PER_HOUR) as pool:
+        statuses = list(pool.map(lambda _: api.post("/api/v1/contacts/export-email",
+                                                    json=_mail(email="refuse@example.com")).status_code,
+                                 range(4 * PER_HOUR)))
+    assert 502 in statuses and set(statuses) <= {502, 429}  # 429 only while failing sends held the slots
+    for _ in range(PER_HOUR - 1):
+        assert api.post("/api/v1/contacts/export-email", json=_mail()).status_code == 200
+    assert api.post("/api/v1/contacts/export-email", json=_mail()).status_code == 429
