@@ -248,9 +248,16 @@ def send_mail(smtp_url: str, message: EmailMessage) -> None:
             client = smtplib.SMTP(url.hostname, url.port or 587, timeout=SMTP_TIMEOUT_S)
         try:
             client.ehlo()
+            encrypted = url.scheme == "smtps"
             if url.scheme == "smtp" and client.has_extn("starttls"):
                 client.starttls(context=context)
                 client.ehlo()
+                encrypted = True
+            if url.username and not encrypted and not _is_loopback(url.hostname):
+                # As Go's net/smtp does: credentials travel only over TLS, or to this machine.
+                raise MailDeliveryError(f"the mail provider at {url.hostname} does not offer STARTTLS, and the user"
+                                        " name and password of CONTACTS_SMTP_URL are never sent unencrypted: use"
+                                        " smtps:// or a provider that offers STARTTLS")
             if url.username:
                 client.login(unquote(url.username), unquote(url.password or ""))
             client.send_message(message)
@@ -261,6 +268,11 @@ def send_mail(smtp_url: str, message: EmailMessage) -> None:
             client.close()
     except (smtplib.SMTPException, OSError) as exc:
         raise _delivery_error(exc) from None
+
+
+def _is_loopback(host: str) -> bool:
+    """This machine by its usual names (Go's net/smtp's rule): a provider on the same host as the API."""
+    return host in ("localhost", "127.0.0.1", "::1")
 
 
 def _delivery_error(exc: smtplib.SMTPException | OSError) -> MailDeliveryError:

@@ -319,6 +319,23 @@ def test_export_email_provider_without_auth_is_502_saying_so(mail_database: str,
         svc.close()
 
 
+def test_export_email_never_sends_a_password_unencrypted_to_another_host(mail_database: str, nats_url: str) -> None:
+    """No STARTTLS on offer: credentials go only to this machine (as Go's net/smtp); elsewhere, 502 and no send."""
+    box = Mailbox()
+    remote = Controller(box, hostname="127.0.0.2", port=free_port())  # loopback, but not "this host" by name
+    remote.start()
+    svc = start_service(mail_database, nats_url, with_worker=False,
+                        smtp_url=f"smtp://user:secret@{remote.hostname}:{remote.port}")
+    try:
+        r = svc.client().post("/api/v1/contacts/export-email", json=_mail())
+        assert r.status_code == 502 and r.json()["error"] == "mail_delivery_failed"
+        assert "never sent unencrypted" in r.json()["message"] and "STARTTLS" in r.json()["message"]
+        assert box.envelopes == []
+    finally:
+        svc.close()
+        remote.stop()
+
+
 def test_export_email_accepted_before_a_failed_quit_is_200(mail_service: Service, mailbox) -> None:
     box, _ = mailbox
     r = mail_service.client().post("/api/v1/contacts/export-email", json=_mail(email="quit-fails@example.com"))
