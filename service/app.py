@@ -99,6 +99,10 @@ def http_error(request: Request, exc: HTTPException) -> Response[ErrorBody]:
     headers = dict(exc.headers or {})
     if exc.status_code == 400 and "malformed" in str(exc.detail).lower():
         return _error(400, "malformed_body", f"the request body is not valid JSON: {exc.detail}")
+    if exc.status_code == 400 and exc.detail == "Input data was truncated":
+        # msgspec's words for JSON that stops mid-value, and also for a lone \uD800-style escape.
+        return _error(400, "malformed_body", "the request body is not valid JSON: it ends mid-value or holds"
+                      " an unpaired \\u surrogate escape")
     if exc.status_code == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")
     if exc.status_code == 413 and exc.detail == "Request Entity Too Large":

@@ -51,11 +51,13 @@ def test_unknown_field_is_rejected(service: Service) -> None:
     assert "colour" in r.text
 
 
-def test_malformed_json_is_400(service: Service) -> None:
+@pytest.mark.parametrize("body", [b"{not json", b'{"name": "ab', b'{"name": "\\ud800"}'])
+def test_malformed_json_is_400(service: Service, body: bytes) -> None:
     api = service.client()
-    r = api.post("/api/v1/contact-lists", content=b"{not json", headers={"content-type": "application/json"})
+    r = api.post("/api/v1/contact-lists", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400
-    assert r.json()["error"] == "malformed_body"
+    assert r.json()["error"] == "malformed_body" and r.json()["message"].startswith("the request body is not valid JSON")
+    assert api.get("/api/v1/contact-lists").json() == []
 
 
 @pytest.mark.parametrize("path", ["/api/v1/contact-lists", "/api/v1/contacts", "/api/v1/contacts/bulk",
