@@ -56,7 +56,8 @@ def test_malformed_json_is_400(service: Service, body: bytes) -> None:
     api = service.client()
     r = api.post("/api/v1/contact-lists", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400
-    assert r.json()["error"] == "malformed_body" and r.json()["message"].startswith("the request body is not valid JSON")
+    assert r.json()["error"] == "malformed_body"
+    assert r.json()["message"].startswith("the request body is not valid JSON")
     assert api.get("/api/v1/contact-lists").json() == []
 
 
