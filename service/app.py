@@ -25,7 +25,7 @@ from python_multipart.exceptions import MultipartParseError
 from command.errors import DomainError
 from command.importing import ImportFailedError
 from events.asyncapi import document as asyncapi_document
-from service.auth import JWTAuthMiddleware, TokenVerifier
+from service.auth import JWTAuthMiddleware, TokenVerifier, echo_request_id
 from service.bootstrap import Container
 from service.controllers import ContactController, ContactListController
 from service.exports import ExportController
@@ -243,6 +243,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         route_handlers=[api, health, ready, metrics_endpoint, asyncapi],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
         middleware=middleware,
+        before_send=[echo_request_id],
         request_max_body_size=settings.request_max_bytes,
         exception_handlers={
             DomainError: domain_error,

@@ -95,6 +95,28 @@ def mint_token(secret: str, account_id: uuid.UUID | str, sub: str = "developer",
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+REQUEST_ID_KEY = "contacts_request_id"
+
+
+def request_id_of(scope: Any) -> str:
+    """The request's id: the client's ``X-Request-Id`` (first 100 characters) or a new one, fixed on first use.
+
+    It is recorded on every event the request stores, and sent back by ``echo_request_id``,
+    so a client can find its request in the history and the NATS messages.
+    """
+    state = scope.setdefault("state", {})
+    if REQUEST_ID_KEY not in state:
+        sent = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")[:100]
+        state[REQUEST_ID_KEY] = sent or uuid.uuid4().hex
+    return state[REQUEST_ID_KEY]
+
+
+def echo_request_id(message: Any, scope: Any) -> None:
+    """A before_send hook: every response (errors and 404s too) carries ``X-Request-Id``."""
+    if message["type"] == "http.response.start":
+        message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id_of(scope).encode("latin-1"))]
+
+
 class JWTAuthMiddleware(AbstractAuthenticationMiddleware):
     """Authenticates every route except the ones excluded (health, docs, metrics)."""
 
@@ -109,6 +131,5 @@ class JWTAuthMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("missing Authorization header (expected 'Bearer <token>')")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException("malformed Authorization header (expected 'Bearer <token>')")
-        request_id = connection.headers.get("x-request-id", "")[:100] or uuid.uuid4().hex
-        actor = self.verifier.verify(token.strip(), request_id)
+        actor = self.verifier.verify(token.strip(), request_id_of(connection.scope))
         return AuthenticationResult(user=actor, auth=token)

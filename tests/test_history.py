@@ -85,3 +85,19 @@ def test_history_is_private_to_the_account(service: Service) -> None:
     assert intruder.get(f"/api/v1/contact-lists/{lst['id']}/history").status_code == 404
     assert owner.get(f"/api/v1/contacts/{uuid.uuid4()}/history").status_code == 404
     assert owner.get(f"/api/v1/contacts/{lst['id']}/history").status_code == 404  # a list id is no contact
+
+
+def test_every_response_carries_the_request_id_its_events_record(service: Service) -> None:
+    """The id the service generates is sent back, so the client can find its request in the history."""
+    api = service.client()
+    created = api.post("/api/v1/contact-lists", json={"name": "Audited"})
+    generated = created.headers["x-request-id"]
+    assert len(generated) == 32
+    renamed = api.patch(f"/api/v1/contact-lists/{created.json()['id']}", json={"name": "Renamed"},
+                        headers={"X-Request-Id": "client-req-7"})
+    assert renamed.headers["x-request-id"] == "client-req-7"
+    history = api.get(f"/api/v1/contact-lists/{created.json()['id']}/history").json()
+    assert [e["requestId"] for e in history] == [generated, "client-req-7"]
+    # Errors and unknown paths answer with one too.
+    assert service.anonymous().get("/api/v1/contacts").headers["x-request-id"]
+    assert api.get("/api/v1/nowhere").headers["x-request-id"]
