@@ -6,7 +6,7 @@ aggregates have a history too. Personal fields of a purged contact read as erase
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -82,17 +82,28 @@ def contact_as_of(app: ContactsApplication, actor: Actor, contact_id: UUID, *, a
     for event in chosen:
         contact = event.mutate(contact)
     pii = contact.pii
+    # Deleting a list stores no event on its members (the read side drops its id from their
+    # listIds), so lists deleted by then are left out here the same way. A version's state
+    # lasts until the contact's next change: for the latest version, until now.
+    later = events[len(chosen):]
+    then = at or (later[0].timestamp if later else datetime.now(timezone.utc))
+    list_ids = [list_id for list_id in contact.list_ids if not _deleted_by(app, list_id, then)]
     return {
         "id": contact.id, "firstName": pii.get("first_name"), "lastName": pii.get("last_name"),
         "phone": pii.get("phone"), "email": pii.get("email"), "tags": contact.tags, "notes": pii.get("notes"),
         "isOptedOut": contact.is_opted_out, "status": contact.status, "invalidReason": contact.invalid_reason,
-        "operator": contact.operator, "country": contact.country, "listIds": contact.list_ids,
+        "operator": contact.operator, "country": contact.country, "listIds": list_ids,
         "createdAt": chosen[0].timestamp, "updatedAt": chosen[-1].timestamp, "deletedAt": contact.deleted_at,
         # erased: personal fields gone for good, both in versions sealed with the deleted key
         # and in the purge's own version (which holds none).
         "version": contact.version, "erased": bool(pii.get("erased")) or contact.is_purged,
         "purged": contact.is_purged,
     }
+
+
+def _deleted_by(app: ContactsApplication, list_id: UUID, then: datetime) -> bool:
+    """Whether the list had been deleted at that time (a list a contact belongs to is its account's)."""
+    return any(isinstance(e, ContactList.Deleted) and e.timestamp <= then for e in app.aggregate_events(list_id))
 
 
 __all__ = ["ContactImport", "ContactList", "HistoryEntry", "contact_as_of", "history"]

@@ -101,3 +101,22 @@ def test_every_response_carries_the_request_id_its_events_record(service: Servic
     # Errors and unknown paths answer with one too.
     assert service.anonymous().get("/api/v1/contacts").headers["x-request-id"]
     assert api.get("/api/v1/nowhere").headers["x-request-id"]
+
+
+def test_a_deleted_list_leaves_the_rebuilt_states_as_it_left_the_contact(service: Service) -> None:
+    """Deleting a list stores no event on its members; their states as of then leave it out all the same."""
+    api = service.client()
+    kept, dropped = api.create_list("Kept"), api.create_list("Dropped")
+    c = api.create_contact("0712345001", listIds=[kept["id"], dropped["id"]])
+    before = api.get(f"/api/v1/contacts/{c['id']}/history").json()[-1]["time"]
+    assert api.delete(f"/api/v1/contact-lists/{dropped['id']}").status_code == 204
+    assert api.get(f"/api/v1/contacts/{c['id']}").json()["listIds"] == [kept["id"]]
+    latest = api.get(f"/api/v1/contacts/{c['id']}", params={"version": 1}).json()
+    assert latest["listIds"] == [kept["id"]]  # the latest version lasts until now
+    assert api.get(f"/api/v1/contacts/{c['id']}", params={"asOf": "2100-01-01T00:00:00Z"}).json()["listIds"] == [
+        kept["id"]]
+    then = api.get(f"/api/v1/contacts/{c['id']}", params={"asOf": before}).json()
+    assert sorted(then["listIds"]) == sorted([kept["id"], dropped["id"]])  # before the delete it was in both
+    api.patch(f"/api/v1/contacts/{c['id']}", json={"firstName": "Later"})
+    first = api.get(f"/api/v1/contacts/{c['id']}", params={"version": 1}).json()
+    assert first["listIds"] == [kept["id"]]  # version 1 lasted until version 2, after the delete
