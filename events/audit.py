@@ -63,8 +63,8 @@ async def tail(nats_url: str, stream: str, subject: str, durable: str | None, li
     try:
         while limit is None or seen < limit:
             try:
-                messages = await sub.fetch(min(100, (limit or 100) - seen) or 1, timeout=idle_timeout or 5)
-            except nats.errors.TimeoutError:
+                messages = await sub.fetch(100 if limit is None else min(100, limit - seen), timeout=idle_timeout or 5)
+            except TimeoutError:  # nats.errors.TimeoutError is one; nats-py 2.16's fetch also raises asyncio's
                 if idle_timeout is not None:
                     break
                 continue

@@ -40,6 +40,18 @@ def test_tail_prints_an_accounts_events_and_resumes_with_a_durable(service: Serv
     assert [line.split()[1] for line in again.stdout.strip().splitlines()] == ["contacts.contact_list.deleted.v1"]
 
 
+def test_tail_without_max_follows_past_a_hundred_messages(service: Service) -> None:
+    """It fetched a negative batch (a crash) once it had printed 101 messages with no --max."""
+    api = service.client(sub="many")
+    api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": f"+2547120{i:05d}"} for i in range(150)]})
+    service.wait_for_relay()
+    cmd = [sys.executable, "-m", "service.cli", "tail", "--account", str(api.account_id), "--idle-timeout", "2"]
+    done = subprocess.run(cmd, env=_env(service), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert sum(".contact.created." in line for line in lines) == 150 and len(lines) == 150 + 3  # + the import's
+
+
 def test_events_export_writes_the_accounts_events_as_ndjson(service: Service, tmp_path) -> None:
     api = service.client(sub="exporter")
     c = api.create_contact("0712345678", firstName="Audit")
