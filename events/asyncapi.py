@@ -41,11 +41,13 @@ class ContactCreated(Data, rename="camel"):
     phone: str | None = None          # absent once the contact was purged (erased)
     first_name: str | None = None
     last_name: str | None = None
+    erased: bool = False              # present (true) when the contact was purged before this was published
 
 
 class ContactUpdated(Data, rename="camel"):
     changes: dict[str, Any]
     changed_fields: list[str]
+    erased: bool = False              # as in ContactCreated: the personal fields changed are unknown
 
 
 class ListIds(Data, rename="camel"):
@@ -158,6 +160,14 @@ def document(prefix: str = "contacts") -> dict[str, Any]:
     specs = sorted({spec.type: spec for spec in EVENT_TYPES.values()}.values(), key=lambda s: s.type)
     _, components = msgspec.json.schema_components([Envelope, *(_SCHEMAS[s.type] for s in specs)],
                                                    ref_template="#/components/schemas/{name}")
+    for schema in components.values():
+        # The Structs forbid unknown fields so the tests catch any drift; subscribers must not:
+        # adding a field to a v1 message is not a breaking change (docs/events.md).
+        schema.pop("additionalProperties", None)
+    components["Envelope"]["properties"]["time"]["format"] = "date-time"
+    for name in ("ContactCreated", "ContactUpdated"):
+        components[name]["properties"]["erased"]["description"] = (
+            "true (and no personal fields) when the contact was purged before the relay published this message")
     channels, operations, messages = {}, {}, {}
     for spec in specs:
         key = spec.type.replace(".", "_")

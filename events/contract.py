@@ -43,6 +43,11 @@ def _pii(values: dict[str, Any]) -> dict[str, Any]:
     return _camel({k: v for k, v in values.items() if k in PUBLISHED_PII})
 
 
+def _erased(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"erased": true}`` when the contact was purged before this message went out: its personal fields are gone."""
+    return {"erased": True} if values.get("erased") else {}
+
+
 @dataclass(frozen=True)
 class EventType:
     aggregate: str  # subject token: "list" or "contact"
@@ -62,11 +67,12 @@ EVENT_TYPES: dict[type, EventType] = {
     ContactList.Updated: EventType("list", "updated", 1, lambda e: {"changes": dict(e.changes)}),
     ContactList.Deleted: EventType("list", "deleted", 1, lambda e: {}),
     Contact.Created: EventType("contact", "created", 1, lambda e: {
-        **_pii(e.pii), "tags": e.tags, "listIds": e.list_ids, "isOptedOut": e.is_opted_out,
+        **_pii(e.pii), **_erased(e.pii), "tags": e.tags, "listIds": e.list_ids, "isOptedOut": e.is_opted_out,
         "status": e.status, "invalidReason": e.invalid_reason, "operator": e.operator, "country": e.country}),
     Contact.Updated: EventType("contact", "updated", 1, lambda e: {
         "changes": {**_pii(e.pii), **_camel(e.changes)},
-        "changedFields": sorted(_camel({**e.pii, **e.changes}))}),
+        "changedFields": sorted(_camel({**{k: v for k, v in e.pii.items() if k != "erased"}, **e.changes})),
+        **_erased(e.pii)}),
     Contact.AddedToLists: EventType("contact", "added_to_lists", 1, lambda e: {"listIds": e.list_ids}),
     Contact.RemovedFromLists: EventType("contact", "removed_from_lists", 1, lambda e: {"listIds": e.list_ids}),
     Contact.OptedOut: EventType("contact", "opted_out", 1, lambda e: {"reason": e.reason}),
@@ -153,7 +159,7 @@ def _created_messages(batch: Any, position: int, prefix: str) -> list[Message]:
             "subject": f"contact/{contact_id}", "time": batch.timestamp, "datacontenttype": "application/json",
             "accountid": account, "actor": batch.actor, "requestid": batch.request_id,
             "aggregateid": contact_id, "aggregateversion": 1, "sequence": position,
-            "data": {**_pii(entry["pii"]), "tags": entry["tags"], "listIds": entry["list_ids"],
+            "data": {**_pii(entry["pii"]), **_erased(entry["pii"]), "tags": entry["tags"], "listIds": entry["list_ids"],
                      "isOptedOut": entry["is_opted_out"], "status": entry["status"],
                      "invalidReason": entry["invalid_reason"], "operator": entry["operator"],
                      "country": entry["country"]},

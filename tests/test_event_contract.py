@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import msgspec
 
@@ -48,3 +49,24 @@ def test_every_published_message_matches_its_schema(service: Service) -> None:
         assert msg.subject.endswith(envelope.type.split(".")[2]) and envelope.id == msg.headers["Nats-Msg-Id"]
         seen.add(envelope.type)
     assert len(seen) >= 13, seen
+
+
+def test_a_contact_purged_before_its_messages_went_out_is_published_marked_erased(service: Service) -> None:
+    """A lagging relay unseals nothing once the key is gone: the messages say so instead of looking complete."""
+    from events.contract import to_messages
+
+    api = service.client()
+    c = api.create_contact("0712345600", firstName="Eve", lastName="Early")
+    api.patch(f"/api/v1/contacts/{c['id']}", json={"lastName": "Later", "notes": "secret", "tags": ["t"]})
+    api.delete(f"/api/v1/contacts/{c['id']}")
+    api.delete_json("/api/v1/contacts/trash", {"ids": [c["id"]]})
+    created, updated = service.container.app.aggregate_events(uuid.UUID(c["id"]))[:2]  # as the relay reads them now
+    [first] = to_messages(created, 1, "contacts")
+    data = msgspec.json.decode(first.payload)["data"]
+    assert data["erased"] is True and not {"phone", "firstName", "lastName"} & data.keys()
+    [second] = to_messages(updated, 2, "contacts")
+    data = msgspec.json.decode(second.payload)["data"]
+    assert data["erased"] is True and data["changedFields"] == ["tags"] and data["changes"] == {"tags": ["t"]}
+    for message in (first, second):
+        envelope = msgspec.json.decode(message.payload, type=Envelope)
+        msgspec.convert(envelope.data, data_schema(envelope.type))
