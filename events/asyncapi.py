@@ -10,7 +10,7 @@ from uuid import UUID
 
 import msgspec
 
-from events.contract import EVENT_TYPES, EventType, SOURCE
+from events.contract import EVENT_TYPES, SOURCE, EventType, event_id
 
 
 class Data(msgspec.Struct, forbid_unknown_fields=True):
@@ -100,6 +100,7 @@ _SCHEMAS: dict[str, type[Data]] = {
 
 _ACCOUNT, _LIST, _CONTACT = "7f0c2a5e-1b1d-4c8e-9a57-2b2f6f0d9a11", "0b6f2c1e-5a4d-4e3f-8c2b-1a9d8e7f6c5b", \
     "3c2b1a0d-9e8f-4a7b-b6c5-d4e3f2a1b0c9"
+_IMPORT = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 _EXAMPLES: dict[str, dict[str, Any]] = {
     "contacts.contact_list.created.v1": {"name": "VIP Customers", "description": "Spend over KES 10,000/month"},
     "contacts.contact_list.updated.v1": {"changes": {"name": "VIP"}},
@@ -128,11 +129,12 @@ def data_schema(event_type: str) -> type[Data]:
 
 def example(spec: EventType) -> dict[str, Any]:
     """A complete example message (envelope and data) for one event type."""
-    aggregate_id = _LIST if spec.aggregate == "list" else _CONTACT
-    return {"specversion": "1.0", "id": "5d0e8d3c-6c4b-5a1f-9e2d-7b8a9c0d1e2f", "source": SOURCE,
+    aggregate_id = {"list": _LIST, "import": _IMPORT}.get(spec.aggregate, _CONTACT)
+    version = 1 if spec.name in ("created", "started") else 3  # a later event: version 3, say
+    return {"specversion": "1.0", "id": event_id(UUID(aggregate_id), version), "source": SOURCE,
             "type": spec.type, "subject": f"{spec.aggregate}/{aggregate_id}", "time": "2026-11-26T10:00:00Z",
             "datacontenttype": "application/json", "accountid": _ACCOUNT, "actor": "user-42",
-            "requestid": "a1b2c3", "aggregateid": aggregate_id, "aggregateversion": 1, "sequence": 1042,
+            "requestid": "a1b2c3", "aggregateid": aggregate_id, "aggregateversion": version, "sequence": 1042,
             "data": _EXAMPLES.get(spec.type, {})}
 
 
