@@ -137,9 +137,30 @@ class Relay:
         return messages
 
     async def _erase_contact(self, contact_subject: str) -> None:
-        """Purge the stream of a contact's messages that carry personal fields."""
+        """Securely delete every message of a contact that carries personal fields.
+
+        A purge (``purge_stream``) only hides messages: their bytes stay in the
+        stream's block files until compaction. A message delete without ``no_erase``
+        overwrites the message with random bytes, so each message is found and deleted
+        one by one. Cost per contact: one get and one delete for each of its created
+        and updated messages, plus one get per subject that finds nothing (one update:
+        six requests). The deletes dominate: about 9 ms each against a local
+        nats-server on a disk (the server writes the overwrite through; sending them
+        concurrently gained nothing), so a bulk purge of 10,000 contacts holds the
+        relay for about three minutes where a purge took ten seconds.
+        """
         for event_name in PII_EVENT_NAMES:
-            await self.js.purge_stream(self.stream, subject=f"{contact_subject}.{event_name}")
+            await self._erase_subject(f"{contact_subject}.{event_name}")
+
+    async def _erase_subject(self, subject: str) -> None:
+        seq = 1
+        while True:
+            try:  # the first message on the subject at or after seq, found by the stream's subject index
+                msg = await self.js.get_msg(self.stream, seq=seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return
+            await self.js.delete_msg(self.stream, msg.seq)  # nats-py sends no "no_erase": a secure erase
+            seq = msg.seq + 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay while this process holds the relay lock; stand by while another does.

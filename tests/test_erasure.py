@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from pathlib import Path
 
+from service.embedded import EmbeddedNats
 from tests.support import pg_dump, read_stream, start_service
 
 SECRETS = {
@@ -62,3 +65,36 @@ def test_purged_contact_leaves_no_personal_data_in_database_or_stream(fresh_data
         assert api.get("/api/v1/contact-lists").json()[0]["contactCount"] == 0
     finally:
         svc.close()
+
+
+def files_holding(store: Path, needle: bytes) -> list[str]:
+    """The files under a NATS server's store directory whose bytes contain ``needle``."""
+    return [str(p) for p in store.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_purged_contact_leaves_no_personal_data_in_the_nats_store_files(fresh_database: str, tmp_path: Path) -> None:
+    """A stream purge only hides messages; the relay's deletes overwrite their bytes on disk."""
+    server = EmbeddedNats(tmp_path)  # our own server, so the test knows its store directory
+    svc = start_service(fresh_database, server.start())
+    try:
+        api = svc.client()
+        victim = api.create_contact("+254745777123", firstName="Ozymandrel", lastName="Vexillographa")
+        api.patch(f"/api/v1/contacts/{victim['id']}", json={"lastName": "Quillifrond"})
+        api.create_contact("+254722888999", firstName="Witnessandra")
+        svc.wait_for_relay()
+        needles = [b"Ozymandrel", b"Vexillographa", b"Quillifrond", b"254745777123"]
+        deadline = time.monotonic() + 10  # the server writes its block files a moment after the ack
+        while not all(files_holding(server.store, n) for n in needles):
+            assert time.monotonic() < deadline, "the values never reached the store files"
+            time.sleep(0.1)
+
+        assert api.delete(f"/api/v1/contacts/{victim['id']}").status_code == 204
+        assert api.delete_json("/api/v1/contacts/trash", {"ids": [victim["id"]]}).json() == {"purged": 1}
+        svc.wait_for_relay()
+
+        for needle in needles:
+            assert files_holding(server.store, needle) == [], f"{needle!r} still in the NATS store files"
+        assert files_holding(server.store, b"Witnessandra")  # other contacts' messages are untouched
+    finally:
+        svc.close()
+        server.stop()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
+from pathlib import Path
 
 import nats
 import pytest
+from nats.js.api import RetentionPolicy
 
 from command.optout import is_stop
-from tests.support import Service
+from service.embedded import EmbeddedNats
+from tests.support import Service, start_service
 
 
 @pytest.mark.parametrize("body, stop", [("STOP", True), (" stop ", True), ("StopAll", True), ("unsubscribe", True),
@@ -69,6 +73,91 @@ def test_inbound_stop_from_a_known_number_opts_the_contact_out(service: Service)
     assert api.get(f"/api/v1/contacts/{bystander['id']}").json()["isOptedOut"] is False
     assert other.get(f"/api/v1/contacts/{theirs['id']}").json()["isOptedOut"] is False  # other account untouched
     assert uuid.UUID(mine["id"])
+
+
+async def _inbound_stream_info(url: str, stream: str, messages: int, timeout: float = 20) -> object:
+    """The stream's info once it holds ``messages`` messages (the worker deletes each just after handling it)."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while (info := await js.stream_info(stream)).state.messages != messages and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        return info
+    finally:
+        await nc.close()
+
+
+def test_a_handled_inbound_sms_leaves_no_number_in_the_stream_or_its_files(fresh_database: str, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inbound stream is a work queue, and each handled message is deleted with its bytes overwritten."""
+    from events import inbound
+
+    # A message still being handled keeps the block file in use: with a work queue's ack
+    # alone, the handled messages' bytes would stay in it, next to this one.
+    release = threading.Event()
+    handle = inbound._handle
+
+    def held(container, subject: str, data: bytes) -> None:
+        if b"HOLD" in data:
+            release.wait(30)
+        handle(container, subject, data)
+
+    monkeypatch.setattr(inbound, "_handle", held)
+    server = EmbeddedNats(tmp_path)  # our own server, so the test knows its store directory
+    svc = start_service(fresh_database, server.start())
+    try:
+        api = svc.client()
+        contact = api.create_contact("0745666321")
+        subject = f"{svc.settings.inbound_subject}.{api.account_id}"
+        asyncio.run(_publish(svc.nats_url, subject, [
+            {"from": "+254799111222", "body": "hello", "messageId": "m1"},  # an unknown number
+            {"from": "+254745666321", "body": "STOP", "messageId": "m2"},
+            {"from": "+254700333444", "body": "HOLD", "messageId": "m3"},
+        ]))
+        assert _wait_opted_out(api, contact["id"], True)["isOptedOut"] is True
+        stream = f"{svc.settings.nats_stream}_INBOUND"
+        info = asyncio.run(_inbound_stream_info(svc.nats_url, stream, messages=1))
+        assert info.config.retention == RetentionPolicy.WORK_QUEUE
+        assert (info.state.messages, info.state.first_seq) == (1, 3)  # only the message being handled
+
+        files = [p for p in (server.store / "jetstream" / "$G" / "streams" / stream).rglob("*") if p.is_file()]
+        deadline = time.monotonic() + 10  # the server writes the block a moment after the publish
+        while not any(b"254700333444" in p.read_bytes() for p in files):
+            assert time.monotonic() < deadline, "the pending message never reached the store files"
+            time.sleep(0.1)
+        for number in (b"254799111222", b"254745666321"):
+            assert [str(p) for p in files if number in p.read_bytes()] == [], f"{number!r} still on disk"
+
+        release.set()
+        assert asyncio.run(_inbound_stream_info(svc.nats_url, stream, messages=0)).state.messages == 0
+    finally:
+        release.set()
+        svc.close()
+        server.stop()
+
+
+def test_an_inbound_sms_is_erased_after_its_handling_and_before_its_ack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A work queue's ack removes a message unerased, so the delete comes first; if it fails, no ack."""
+    from events import inbound
+
+    steps: list[str] = []
+    monkeypatch.setattr(inbound, "_handle", lambda container, subject, data: steps.append(f"handle {data.decode()}"))
+    first, second = _Message("sms.inbound.a", b"1"), _Message("sms.inbound.a", b"2")
+
+    async def erase(msg: _Message) -> None:
+        steps.append(f"erase {msg.data.decode()} acked={msg.acked}")
+        if msg is second:
+            raise RuntimeError("NATS went away")
+
+    async def drain() -> None:
+        stop = asyncio.Event()
+        await inbound._drain(_Subscription([[first, second]], stop), None, stop, erase)
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(drain())
+    assert steps == ["handle 1", "erase 1 acked=False", "handle 2", "erase 2 acked=False"]
+    assert first.acked and not second.acked  # redelivered later, handled again (idempotently) and erased
 
 
 class _Message:
