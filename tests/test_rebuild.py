@@ -2,18 +2,55 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 
 from projections.read_model import READ_TABLES
-from projections.rebuild import rebuild
-from tests.support import start_service
+from projections.rebuild import RebuildSwapError, rebuild
+from tests.support import Service, start_service
 
 
 def _snapshot(database_url: str) -> dict[str, list[Any]]:
     with psycopg.connect(database_url) as conn:
         return {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in READ_TABLES}
+
+
+def _rebuild(svc: Service, database_url: str, **options: Any) -> dict[str, Any]:
+    return rebuild(svc.container.pool, database_url, svc.container.app.recorder.select_notifications,
+                   svc.container.app.decode, **options)
+
+
+def _leftover_schemas(database_url: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        return [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace"
+                                           " WHERE nspname LIKE 'rebuild\\_%' OR nspname LIKE 'retired\\_%'")]
+
+
+def _in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = target()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
 
 
 def test_rebuild_gives_identical_tables_and_the_api_keeps_working(fresh_database: str, nats_url: str) -> None:
@@ -33,13 +70,116 @@ def test_rebuild_gives_identical_tables_and_the_api_keeps_working(fresh_database
         before = _snapshot(fresh_database)
         assert before["contacts"] and before["contact_tags"] and before["import_report_rows"]
 
-        done = rebuild(svc.container.pool, fresh_database, svc.container.app.recorder.select_notifications,
-                       svc.container.app.decode)
+        done = _rebuild(svc, fresh_database)
         assert done["position"] == svc.container.head()
         assert _snapshot(fresh_database) == before
+        assert _leftover_schemas(fresh_database) == []
         # The API reads the new tables and projects new writes into them.
         assert api.get("/api/v1/contacts").json()["total"] == 12  # 10 of 12 left, plus 2 imported
         assert api.create_list("after")["name"] == "after"
         assert len(api.get("/api/v1/contact-lists").json()) == 3
+    finally:
+        svc.close()
+
+
+def test_the_swap_backs_off_from_a_reader_that_holds_a_table_it_needs(
+        fresh_database: str, nats_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A reader's transaction has read ``contact_tags`` and then reads ``contacts``: the swap,
+    holding ``contacts`` and waiting for ``contact_tags``, gives way instead of deadlocking."""
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    reader = psycopg.connect(fresh_database, autocommit=True)
+    watch = psycopg.connect(fresh_database, autocommit=True)
+    try:
+        api = svc.client()
+        for i in range(5):
+            api.create_contact(f"07140{i:05d}", tags=["t"])
+        before = _snapshot(fresh_database)
+        contacts, tags = watch.execute("SELECT 'contacts'::regclass::oid, 'contact_tags'::regclass::oid").fetchone()
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        reader.execute("SELECT count(*) FROM contact_tags").fetchone()
+
+        # The app's logging set-up replaced the root handlers, caplog's among them.
+        logging.getLogger("projections.rebuild").addHandler(caplog.handler)
+        with caplog.at_level("INFO", logger="projections.rebuild"):
+            thread, outcome = _in_thread(lambda: _rebuild(svc, fresh_database))
+            # The swap holds ``contacts`` and waits for the reader's ``contact_tags``.
+            _wait_for(lambda: watch.execute(
+                "SELECT coalesce(bool_or(relation = %s AND mode = 'AccessExclusiveLock' AND granted)"
+                " AND bool_or(relation = %s AND NOT granted), false) FROM pg_locks WHERE pid <> %s",
+                (contacts, tags, reader.info.backend_pid)).fetchone()[0])
+            assert reader.execute("SELECT count(*) FROM contacts").fetchone()[0] == 5
+            reader.execute("COMMIT")
+            thread.join(60)
+        assert "error" not in outcome, outcome
+        assert outcome["result"]["position"] == svc.container.head()
+        assert any("retrying" in m for m in caplog.messages), caplog.messages
+        assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+        assert _snapshot(fresh_database) == before
+        assert _leftover_schemas(fresh_database) == []
+    finally:
+        logging.getLogger("projections.rebuild").removeHandler(caplog.handler)
+        watch.close()
+        reader.close()
+        svc.close()
+
+
+def test_a_swap_that_never_gets_its_locks_fails_and_leaves_the_old_tables(fresh_database: str,
+                                                                            nats_url: str) -> None:
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    reader = psycopg.connect(fresh_database, autocommit=True)
+    try:
+        api = svc.client()
+        api.create_contact("0715000001", tags=["t"])
+        before = _snapshot(fresh_database)
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        reader.execute("SELECT count(*) FROM contact_time_counts").fetchone()
+        with pytest.raises(RebuildSwapError, match="old read tables still serve"):
+            _rebuild(svc, fresh_database, attempts=3)
+        reader.execute("COMMIT")
+        assert _leftover_schemas(fresh_database) == []
+        assert _snapshot(fresh_database) == before
+        assert api.get("/api/v1/contacts").json()["total"] == 1
+    finally:
+        reader.close()
+        svc.close()
+
+
+def test_readers_over_http_all_succeed_while_the_tables_are_rebuilt(fresh_database: str, nats_url: str) -> None:
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client()
+        listed = api.create_list("l")
+        ids = [api.create_contact(f"07160{i:05d}", tags=[f"t{i % 4}"], listIds=[listed["id"]])["id"]
+               for i in range(30)]
+        for contact_id in ids[:5]:
+            api.delete(f"/api/v1/contacts/{contact_id}")
+        before = _snapshot(fresh_database)
+        paths = ("/api/v1/contacts?pageSize=100", "/api/v1/contact-lists", "/api/v1/contacts/tags",
+                 "/api/v1/contacts/trash", f"/api/v1/contacts?listId={listed['id']}", "/api/v1/contacts?tags=t1")
+        done = threading.Event()
+        failures: list[str] = []
+        reads = [0]
+
+        def read_until_done(client: Any) -> None:
+            while not done.is_set():
+                for path in paths:
+                    response = client.get(path)
+                    reads[0] += 1
+                    if response.status_code != 200:
+                        failures.append(f"{path}: {response.status_code} {response.text}")
+
+        readers = [_in_thread(lambda c=svc.client(api.account_id): read_until_done(c)) for _ in range(6)]
+        try:
+            for _ in range(3):
+                _rebuild(svc, fresh_database)
+        finally:
+            done.set()
+            for thread, _ in readers:
+                thread.join(30)
+        assert [o for _, o in readers if "error" in o] == []
+        assert failures == []
+        assert reads[0] > len(paths)
+        assert _snapshot(fresh_database) == before
+        assert _leftover_schemas(fresh_database) == []
     finally:
         svc.close()
