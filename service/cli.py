@@ -174,7 +174,7 @@ def cmd_mno_refresh(settings: Settings) -> None:
 
 
 def cmd_rebuild(settings: Settings) -> None:
-    from projections.rebuild import rebuild
+    from projections.rebuild import RebuildSwapError, rebuild
     from service.bootstrap import build
 
     with ExitStack() as stack:
@@ -183,6 +183,8 @@ def cmd_rebuild(settings: Settings) -> None:
         try:
             done = rebuild(container.pool, database_url, container.app.recorder.select_notifications,
                            container.app.decode)
+        except RebuildSwapError as exc:
+            sys.exit(f"contacts projections rebuild: {exc}")  # exit 1, the message on stderr
         finally:
             container.close()
     print(f"read tables rebuilt from {done['position']} events in {done['seconds']} s")
