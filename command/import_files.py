@@ -61,6 +61,9 @@ _NEEDS_QUOTE = re.compile(r"'*[" + re.escape(FORMULA_STARTS) + "]")
 _QUOTED = re.compile(r"'+[" + re.escape(FORMULA_STARTS) + "]")
 _IGNORED_IN_HEADERS = re.compile(r"[\s_\-.\ufeff]+")
 TAG_SEPARATORS = re.compile(r"[;,]")
+# Latin letters and combining marks (2 bytes in UTF-8) and every character of 3 bytes or
+# more, surrogates left out (undecodable bytes arrive as U+DC80-U+DCFF).
+_UTF8_PROOF = re.compile("[\u00c0-\u02af\u0300-\u036f\u0800-\ud7ff\ue000-\U0010ffff]")
 _CONTROL_CHARS = re.compile(r"[\x01-\x08\x0e-\x19\x1b-\x1f\x7f]")
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8, under surrogateescape
 _NOT_IN_CP1252 = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")  # the five bytes Windows-1252 leaves undefined
@@ -372,17 +375,20 @@ def _csv_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterator[li
 def _csv_encoding(path: Path) -> str:
     """UTF-8 when the whole file is UTF-8; Windows-1252 when it has no UTF-8 beyond ASCII; else a 422.
 
-    One pass in chunks, before any row is imported. A file that is mostly UTF-8 but
-    holds bytes that are not is refused: read as Windows-1252, every UTF-8 name in it
-    would be stored garbled ("ZoÃ«"). "Mostly" because Windows-1252 text can hold a
-    valid UTF-8 pair by chance ("É”" is the bytes C9 94): the file is taken as UTF-8
-    when it starts with the UTF-8 BOM or its UTF-8 characters outnumber its bad bytes.
-    A NUL byte means the file is not text.
+    One pass in chunks, before any row is imported. A file that holds both UTF-8 text
+    and bytes that are not UTF-8 (two files pasted together) is refused: read as
+    Windows-1252, every UTF-8 name in it would be stored garbled ("ZoÃ«"). Windows-1252
+    text can hold a valid UTF-8 pair by chance: an accented capital before a curly quote
+    ("Ñ”" is D1 94, Cyrillic "є" in UTF-8). So a UTF-8 letter of the Latin scripts
+    (accented, Yoruba "ọ", Twi "ɔ") or any character of three bytes or more (curly
+    quotes, "€") is proof of UTF-8 text; other pairs count only if they outnumber the
+    bad bytes, and so does the UTF-8 BOM. A NUL byte means the file is not text.
     """
     decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
     line = 1  # of the chunk's first byte
     not_utf8 = not_cp1252 = None  # (line, byte) of the first such byte
     bad_bytes = multibyte_weight = 0  # bytes not UTF-8; bytes minus characters of the UTF-8 ones
+    utf8_letter = False  # a character no Windows-1252 text spells by chance (see above)
     with path.open("rb") as raw:
         bom = raw.read(3) == codecs.BOM_UTF8
         raw.seek(0)
@@ -397,6 +403,7 @@ def _csv_encoding(path: Path) -> str:
             if bad := _ESCAPED_BYTE.search(text):
                 not_utf8 = not_utf8 or (line + text.count("\n", 0, bad.start()), ord(bad.group()) - 0xDC00)
                 bad_bytes += len(_ESCAPED_BYTE.findall(text))
+            utf8_letter = utf8_letter or _UTF8_PROOF.search(text) is not None
             if not_cp1252 is None and (bad := _NOT_IN_CP1252.search(chunk)):
                 not_cp1252 = (line + chunk.count(b"\n", 0, bad.start()), bad.group()[0])
             if not chunk:
@@ -404,7 +411,7 @@ def _csv_encoding(path: Path) -> str:
             line += chunk.count(b"\n")
     if not_utf8 is None:
         return "utf-8"
-    if bom or multibyte_weight > bad_bytes:
+    if bom or utf8_letter or multibyte_weight > bad_bytes:
         raise FileFormatError(f"the file mixes UTF-8 text with bytes that are not UTF-8 (byte 0x{not_utf8[1]:02x} "
                               f"on line {not_utf8[0]}); save the whole file as \"CSV UTF-8\"", field="file")
     if not_cp1252 is not None:

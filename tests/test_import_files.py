@@ -109,6 +109,18 @@ def test_windows_1252_is_detected_from_a_byte_far_beyond_the_first_chunk(tmp_pat
     assert rows[-1].first_name == "Zoë" and len(rows) == 50_001
 
 
+@pytest.mark.parametrize("utf8_names, cp1252_names", [(["Zoë"], ["André"]),
+                                                       (["Zoë", "José", "Chloé"], ["André", "Hélène", "Françoise Noël"])])
+def test_a_file_mixing_utf8_and_windows_1252_is_refused_whichever_has_more(tmp_path: Path, utf8_names: list[str],
+                                                                           cp1252_names: list[str]) -> None:
+    """Two files pasted together: read either way, one half's names would be stored garbled."""
+    path = tmp_path / "c.csv"
+    path.write_bytes("phone,first_name\n".encode() + "".join(f"07123456{i:02d},{n}\n" for i, n in enumerate(utf8_names))
+                     .encode() + "".join(f"07223456{i:02d},{n}\n" for i, n in enumerate(cp1252_names)).encode("cp1252"))
+    with pytest.raises(FileFormatError, match="mixes UTF-8 text with bytes that are not UTF-8"):
+        read(path)
+
+
 def test_bytes_that_are_neither_utf8_nor_windows_1252_are_a_format_error(tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
     path.write_bytes(b"phone,first_name\n0712345678,Zo\xeb\n0712345679,\x81\n")
