@@ -167,7 +167,8 @@ class ImportService:
             try:
                 phone = self.app.parse(row.phone, region)
             except InvalidPhoneError as exc:
-                skipped.append(_skip(row.row, "unparseable_phone", exc.message.replace(repr(row.phone), "")))
+                # The report holds no values from the file: "phone '0712…' is invalid: …" loses the number.
+                skipped.append(_skip(row.row, "unparseable_phone", exc.message.replace(f" {row.phone!r}", "")))
                 continue
             too_long = [f for f, limit in MAX_TEXT.items() if len(getattr(row, f) or "") > limit]
             if too_long:

@@ -51,6 +51,7 @@ class Phone:
 
 
 _PLAIN = re.compile(r"^[\d\s+\-().]+$")
+_SCIENTIFIC = re.compile(r"^\d([.,]\d+)?[eE]\+?\d+$")  # 2.54712E+11
 
 
 def parse_phone(raw: object, default_region: str) -> Phone:
@@ -69,14 +70,42 @@ def parse_phone(raw: object, default_region: str) -> Phone:
     try:
         number = phonenumbers.parse(text, default_region.upper())
     except NumberParseException as exc:
+        if (international := _as_international(compact)) is not None:
+            return international
+        if _SCIENTIFIC.match(text):
+            raise InvalidPhoneError(f"phone {raw!r} is a number in scientific notation, as a spreadsheet shows a long"
+                                    " number: its last digits are lost; format the phone column as Text and save the"
+                                    " file again", field="phone") from None
         raise InvalidPhoneError(f"phone {raw!r} is not a phone number: {exc._msg}", field="phone") from None
     if not phonenumbers.is_valid_number(number):
+        if (international := _as_international(compact)) is not None:
+            return international
         reason = _REASONS.get(phonenumbers.is_possible_number_with_reason(number))
         region = phonenumbers.region_code_for_country_code(number.country_code)
         detail = reason or f"not a valid number for region {region}"
         raise InvalidPhoneError(f"phone {raw!r} is invalid: {detail}", field="phone")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return Phone(e164=e164, region=phonenumbers.region_code_for_number(number))
+
+
+def _as_international(compact: str) -> Phone | None:
+    """Digits that are not a valid number of the default region but are one with a ``+`` in front.
+
+    A spreadsheet turns ``+2348031234567`` into the number 2348031234567: exported
+    contacts of other countries come back without their ``+``. Tried only after the
+    default region failed, so it never changes what a valid national number means;
+    digits starting with 0 (a trunk prefix) are left national.
+    """
+    if not compact.isdigit() or compact.startswith("0") or not 8 <= len(compact) <= 15:
+        return None
+    try:
+        number = phonenumbers.parse("+" + compact, None)
+    except NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return Phone(e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+                 region=phonenumbers.region_code_for_number(number))
 
 
 def _fast_parse(compact: str, region: str) -> Phone | None:

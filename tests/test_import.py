@@ -49,6 +49,8 @@ def test_mixed_file_counts_and_row_reasons(service: Service) -> None:
                        (5, "unparseable_phone"), (6, "missing_phone"), (7, "invalid_email_dropped")}
     already = next(r for r in _report(api, body["importId"]) if r["reason"] == "already_exists")
     assert already["contact_id"] == existing["id"]
+    unparseable = next(r for r in _report(api, body["importId"]) if r["reason"] == "unparseable_phone")
+    assert unparseable["detail"] == "phone is invalid: too short"  # no value from the file, no gap where it was
     amina = api.get("/api/v1/contacts", params={"search": "amina"}).json()["contacts"][0]
     assert amina["phone"] == "+254712000001" and amina["tags"] == ["vip", "nairobi"]
     assert amina["notes"] == "likes; semicolons\nand newlines" and amina["email"] == "amina@example.com"

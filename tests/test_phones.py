@@ -75,6 +75,25 @@ def test_invalid_numbers_say_why(raw: str, reason: str) -> None:
         parse_phone(raw, "KE")
 
 
+@pytest.mark.parametrize("raw, e164", [("2348031234567", "+2348031234567"), ("27821234567", "+27821234567"),
+                                       ("233241234567", "+233241234567"), ("254712345678", "+254712345678"),
+                                       ("0712345678", "+254712345678"), ("712345678", "+254712345678")])
+def test_digits_a_spreadsheet_stripped_of_their_plus_are_read_as_international(raw: str, e164: str) -> None:
+    """A CSV export opened in a spreadsheet comes back with +2348031234567 as 2348031234567."""
+    assert parse_phone(raw, "KE").e164 == e164
+
+
+def test_a_national_number_keeps_its_meaning_and_a_trunk_zero_stays_national() -> None:
+    assert parse_phone("0803 123 4567", "NG").e164 == "+2348031234567"
+    with pytest.raises(InvalidPhoneError):
+        parse_phone("02348031234567", "KE")  # a trunk 0 in front: national, and not a Kenyan number
+
+
+def test_scientific_notation_says_what_happened() -> None:
+    with pytest.raises(InvalidPhoneError, match="scientific notation.*format the phone column as Text"):
+        parse_phone("2.54712E+11", "KE")
+
+
 def test_directory_covers_every_african_region_with_longest_prefix_match() -> None:
     rows = african_prefixes()
     assert len(rows) > 1000
