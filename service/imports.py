@@ -85,7 +85,8 @@ IMPORT_FORM = Schema(type=OpenAPIType.OBJECT, required=["file"], properties={
 
 
 class BulkContact(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    phone: Annotated[str, Meta(max_length=64, pattern=NO_NUL)] | None = None
+    # A number too: a browser's spreadsheet parser gives numeric cells as numbers (254712345678).
+    phone: Annotated[str, Meta(max_length=64, pattern=NO_NUL)] | Annotated[int, Meta(ge=0)] | None = None
     first_name: Text | None = None
     last_name: Text | None = None
     email: Text | None = None
@@ -113,7 +114,8 @@ def _text(value: str | None) -> str | None:
 
 def _bulk_rows(contacts: list[BulkContact]) -> Iterator[ImportRow]:
     for number, c in enumerate(contacts, start=1):
-        yield ImportRow(row=number, phone=clean_text(c.phone), first_name=_text(c.first_name),
+        phone = str(c.phone) if isinstance(c.phone, int) else clean_text(c.phone)
+        yield ImportRow(row=number, phone=phone, first_name=_text(c.first_name),
                         last_name=_text(c.last_name), email=clean_text(c.email),
                         tags=clean_tags(split_tags(c.tags)),
                         notes=_text(c.notes))

@@ -192,6 +192,17 @@ def _upload_keyed(api, content: bytes, key: str, **fields):
                     headers={"Idempotency-Key": key})
 
 
+def test_json_bulk_import_takes_phones_given_as_json_numbers(service: Service) -> None:
+    """A browser's spreadsheet parser gives numeric cells as numbers: one must not refuse the whole request."""
+    api = service.client()
+    r = api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": 712345679}, {"phone": 2348031234567},
+                                                             {"phone": "0712345680"}]})
+    assert r.status_code == 201 and r.json()["imported"] == 3, r.text
+    phones = sorted(c["phone"] for c in api.get("/api/v1/contacts").json()["contacts"])
+    assert phones == ["+2348031234567", "+254712345679", "+254712345680"]
+    assert api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": 7.5}]}).status_code == 422
+
+
 def test_json_bulk_import_has_the_same_semantics(service: Service) -> None:
     api = service.client()
     lst = api.create_list("bulk")
