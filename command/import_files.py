@@ -64,6 +64,7 @@ TAG_SEPARATORS = re.compile(r"[;,]")
 # Latin letters and combining marks (2 bytes in UTF-8) and every character of 3 bytes or
 # more, surrogates left out (undecodable bytes arrive as U+DC80-U+DCFF).
 _UTF8_PROOF = re.compile("[\u00c0-\u02af\u0300-\u036f\u0800-\ud7ff\ue000-\U0010ffff]")
+_EXCEL_SEP = re.compile(r"sep=([,;\t|])\r?\n", re.IGNORECASE)
 _CONTROL_CHARS = re.compile(r"[\x01-\x08\x0e-\x19\x1b-\x1f\x7f]")
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8, under surrogateescape
 _NOT_IN_CP1252 = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")  # the five bytes Windows-1252 leaves undefined
@@ -352,10 +353,15 @@ def _csv_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterator[li
     with path.open("rb") as raw:
         sample = raw.read(SNIFF_CHARS)
         raw.seek(len(codecs.BOM_UTF8) if sample.startswith(codecs.BOM_UTF8) else 0)
-        delimiter = _delimiter(sample.decode(encoding, errors="ignore").lstrip("\ufeff"))
+        head = sample.decode(encoding, errors="ignore").lstrip("\ufeff")
+        # Excel writes (and reads) a first line "sep=;" naming the delimiter: honour it, skip it.
+        excel_sep = _EXCEL_SEP.match(head)
+        delimiter = excel_sep.group(1) if excel_sep else _delimiter(head)
         with io.TextIOWrapper(raw, encoding=encoding, newline="") as text:
             lines = _BoundedLines(text, limits.max_record_chars)
             reader = csv.reader(lines, delimiter=delimiter)
+            if excel_sep:
+                next(reader, None)
             while True:
                 try:
                     cells = next(reader)

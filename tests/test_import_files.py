@@ -136,6 +136,14 @@ def test_delimiter_is_detected(tmp_path: Path, delimiter: str) -> None:
     assert (row.first_name, row.phone, row.tags, row.notes) == ("Jane", "0712345678", ["a", "b"], "x, y; z")
 
 
+@pytest.mark.parametrize("sep_line", ["sep=;\r\n", "SEP=;\n"])
+def test_excels_sep_line_names_the_delimiter_and_is_not_the_header(tmp_path: Path, sep_line: str) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(sep_line + "first_name;phone;notes\r\nJane;0712345678;a, b\r\n", encoding="utf-8-sig")
+    _, [row] = read(path)
+    assert (row.row, row.first_name, row.phone, row.notes) == (1, "Jane", "0712345678", "a, b")
+
+
 def test_semicolon_file_with_commas_in_every_row_keeps_the_semicolon(tmp_path: Path) -> None:
     rows = [(f"Jane{n}", f"07{n:08d}", f"Met on {n}, in Nairobi, Kenya") for n in range(100)]
     path = write_csv(tmp_path / "c.csv", rows, headers=("first_name", "phone", "notes"), delimiter=";")
