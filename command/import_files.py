@@ -47,10 +47,13 @@ FIELDS = ("first_name", "last_name", "phone", "email", "tags", "notes")
 # Earlier aliases win when a file has several columns for one field ("phone" beats "mobile").
 ALIASES = {
     "phone": ("phone", "phone_number", "phonenumber", "mobile", "mobile_number", "msisdn", "cell",
-              "cellphone", "telephone", "tel", "number", "phone no"),
+              "cellphone", "telephone", "tel", "number", "phone no",
+              # as Outlook, Google Contacts and common sheets name them
+              "mobile phone", "mobile no", "cell phone", "telephone number", "phone 1 - value",
+              "primary phone", "whatsapp", "whatsapp number"),
     "first_name": ("first_name", "firstname", "first", "given_name", "givenname", "forename", "name"),
     "last_name": ("last_name", "lastname", "last", "surname", "family_name"),
-    "email": ("email", "e-mail", "email_address", "mail"),
+    "email": ("email", "e-mail", "email_address", "mail", "e-mail address", "e-mail 1 - value"),
     "tags": ("tags", "tag", "labels", "groups"),
     "notes": ("notes", "note", "comments", "comment", "remarks"),
 }

@@ -144,6 +144,16 @@ def test_excels_sep_line_names_the_delimiter_and_is_not_the_header(tmp_path: Pat
     assert (row.row, row.first_name, row.phone, row.notes) == (1, "Jane", "0712345678", "a, b")
 
 
+@pytest.mark.parametrize("phone_header, email_header", [("Mobile Phone", "E-mail Address"),  # Outlook
+                                                         ("Phone 1 - Value", "E-mail 1 - Value"),  # Google Contacts
+                                                         ("Mobile No.", "Email"), ("WhatsApp", "email")])
+def test_headers_of_common_contact_exports_are_recognised(tmp_path: Path, phone_header: str, email_header: str) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(f"First Name,{phone_header},{email_header}\nJane,0712345678,jane@example.com\n")
+    _, [row] = read(path)
+    assert (row.first_name, row.phone, row.email) == ("Jane", "0712345678", "jane@example.com")
+
+
 def test_semicolon_file_with_commas_in_every_row_keeps_the_semicolon(tmp_path: Path) -> None:
     rows = [(f"Jane{n}", f"07{n:08d}", f"Met on {n}, in Nairobi, Kenya") for n in range(100)]
     path = write_csv(tmp_path / "c.csv", rows, headers=("first_name", "phone", "notes"), delimiter=";")
