@@ -109,8 +109,8 @@ def test_windows_1252_is_detected_from_a_byte_far_beyond_the_first_chunk(tmp_pat
     assert rows[-1].first_name == "Zoë" and len(rows) == 50_001
 
 
-@pytest.mark.parametrize("utf8_names, cp1252_names", [(["Zoë"], ["André"]),
-                                                       (["Zoë", "José", "Chloé"], ["André", "Hélène", "Françoise Noël"])])
+@pytest.mark.parametrize("utf8_names, cp1252_names", [
+    (["Zoë"], ["André"]), (["Zoë", "José", "Chloé"], ["André", "Hélène", "Françoise Noël"])])
 def test_a_file_mixing_utf8_and_windows_1252_is_refused_whichever_has_more(tmp_path: Path, utf8_names: list[str],
                                                                            cp1252_names: list[str]) -> None:
     """Two files pasted together: read either way, one half's names would be stored garbled."""
