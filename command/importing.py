@@ -21,7 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from command.application import ContactsApplication
 from command.context import Actor
 from command.domain import ContactImport, is_email
-from command.errors import InvalidPhoneError, ValidationError
+from command.errors import DomainError, InvalidPhoneError, ValidationError
 from command.ids import uuid4_many, uuid_array
 from command.phones import reservation_ids
 
@@ -149,7 +149,7 @@ class ImportService:
                         on_batch(dict(job.counts))
         except Exception as exc:
             job = self.app.repository.get(job.id)
-            job.fail(actor, _failure_reason(exc))
+            job.fail(actor, failure_reason(exc))
             position = self.app.save_all(job)
             raise ImportFailedError(job, position, exc) from exc
         job.complete(actor)
@@ -252,7 +252,10 @@ def _skip(row: int, reason: str, detail: str, contact_id: UUID | None = None) ->
     return {"row": row, "outcome": "skipped", "reason": reason, "detail": detail, "contact_id": contact_id}
 
 
-def _failure_reason(exc: Exception) -> str:
+def failure_reason(exc: Exception) -> str:
+    """What the job's ``error`` says: a client error's own message; otherwise the exception's kind too."""
+    if isinstance(exc, DomainError):
+        return exc.message[:500]  # shown to users as it is, like the synchronous answer's message
     return f"{type(exc).__name__}: {exc}"[:500]
 
 

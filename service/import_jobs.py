@@ -24,7 +24,7 @@ from command import locks
 from command.context import Actor
 from command.domain import ContactImport
 from command.import_files import FileLimits, open_rows
-from command.importing import ImportFailedError, ImportService
+from command.importing import ImportFailedError, ImportService, failure_reason
 from service.bootstrap import Container
 from service.settings import Settings
 
@@ -150,7 +150,7 @@ def _run_job(container: Container, claimed: dict[str, Any]) -> None:
             log.warning("import %s failed: %s", import_id, failed.cause)
         except Exception as exc:  # noqa: BLE001 - e.g. the header check: record the failure
             job = container.app.repository.get(import_id)
-            job.fail(actor, f"{type(exc).__name__}: {exc}"[:500])
+            job.fail(actor, failure_reason(exc))
             position = container.app.save_all(job)
     # The job's end is stored: its upload goes at once, before this waits for the
     # projection (the worker's own loop may show the job finished a moment earlier).

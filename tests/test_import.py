@@ -323,7 +323,8 @@ def test_a_file_broken_part_way_reports_what_was_stored(service: Service) -> Non
     body = r.json()
     assert body["error"] == "import_failed" and body["imported"] == 1000  # the first batch was stored
     job = api.get(f"/api/v1/contacts/imports/{body['importId']}").json()
-    assert job["status"] == "failed" and job["error"] and job["counts"]["imported"] == 1000
+    assert job["status"] == "failed" and job["counts"]["imported"] == 1000
+    assert job["error"] == body["message"] and "Error" not in job["error"]  # the user's words, not a class name
     assert api.get("/api/v1/contacts").json()["total"] == 1000
 
 
