@@ -105,7 +105,12 @@ class Worker:
         running: set[asyncio.Task] = set()
         while not self.stop.is_set():
             while len(running) < self.import_slots:
-                claimed = await asyncio.to_thread(import_jobs.claim_next, self.container)
+                try:
+                    claimed = await asyncio.to_thread(import_jobs.claim_next, self.container)
+                except Exception as exc:  # noqa: BLE001 - the database is away: look again next round
+                    # Uncaught, this ended the loop for good: queued imports waited for a worker restart.
+                    log.warning("worker: cannot claim queued imports (%s: %s); retrying", type(exc).__name__, exc)
+                    break
                 if claimed is None:
                     break
                 task = asyncio.create_task(asyncio.to_thread(import_jobs.run_job, self.container, claimed))

@@ -52,3 +52,36 @@ def test_the_worker_projects_events_no_request_waited_for(service: Service) -> N
     while len(api.get("/api/v1/contact-lists").json()) < 3:
         assert time.monotonic() < deadline, "the worker did not project events stored without a catch-up"
         time.sleep(0.05)
+
+
+def test_the_import_queue_survives_a_database_outage(service: Service, monkeypatch) -> None:
+    """A claim that fails (the database away) is retried; it used to end the worker's import loop for good."""
+    import asyncio
+
+    import psycopg_pool
+
+    from service import import_jobs
+    from service.worker import Worker
+
+    calls = []
+
+    def claim_next(container):  # noqa: ANN001, ANN202
+        calls.append(1)
+        if len(calls) == 1:
+            raise psycopg_pool.PoolTimeout("couldn't get a connection after 2.00 sec")
+        return None
+
+    monkeypatch.setattr(import_jobs, "claim_next", claim_next)
+
+    async def run() -> None:
+        worker = Worker(service.container, "")
+        loop = asyncio.create_task(worker._imports())
+        while len(calls) < 2 and not loop.done():
+            worker.imports_wakeup.set()
+            await asyncio.sleep(0.05)
+        worker.stop.set()
+        worker.imports_wakeup.set()
+        await asyncio.wait_for(loop, 10)  # raises if the loop died of the outage
+
+    asyncio.run(run())
+    assert len(calls) >= 2
