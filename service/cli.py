@@ -122,15 +122,59 @@ def _api_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 @contextlib.contextmanager
-def _worker_process(database_url: str, nats_url: str) -> Iterator[subprocess.Popen]:
+def _worker_process(database_url: str, nats_url: str) -> Iterator["Supervised"]:
     env = {**os.environ, "CONTACTS_DATABASE_URL": database_url, "CONTACTS_NATS_URL": nats_url}
-    from service.embedded import stop_process
-
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
+    child = Supervised([sys.executable, "-m", "service.cli", "worker"], env, "worker")
     try:
-        yield proc
+        yield child
     finally:
-        stop_process(proc, 30)
+        child.stop(30)
+
+
+class Supervised:
+    """A child process kept running: restarted (after a pause that grows to 30 s) whenever it exits.
+
+    Without it a worker that died (killed, out of memory) stayed dead while serve ran on:
+    no projections but the writers' own, no NATS, no queued imports, and nothing in the log.
+    """
+
+    def __init__(self, command: list[str], env: dict[str, str], name: str):
+        import threading
+
+        self.command, self.env, self.name = command, env, name
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()  # a restart and stop() never interleave: no child left behind
+        self.proc = subprocess.Popen(command, env=env)
+        self.restarts = 0
+        self.thread = threading.Thread(target=self._watch, name=f"supervise-{name}", daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        import time
+
+        pause = 1.0
+        while True:
+            started = time.monotonic()
+            code = self.proc.wait()
+            if self.stopping.is_set():
+                return
+            pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
+            log.error("%s process exited with code %s; starting it again in %.0f s", self.name, code, pause)
+            if self.stopping.wait(pause):
+                return
+            with self.lock:
+                if self.stopping.is_set():
+                    return
+                self.proc = subprocess.Popen(self.command, env=self.env)
+                self.restarts += 1
+
+    def stop(self, timeout: float) -> None:
+        from service.embedded import stop_process
+
+        with self.lock:
+            self.stopping.set()
+        stop_process(self.proc, timeout)
+        self.thread.join(timeout)
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> None:

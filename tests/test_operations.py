@@ -85,3 +85,25 @@ def test_the_import_queue_survives_a_database_outage(service: Service, monkeypat
 
     asyncio.run(run())
     assert len(calls) >= 2
+
+
+def test_serve_starts_its_worker_again_when_it_dies() -> None:
+    """A worker killed (or out of memory) used to stay dead while serve ran on, and nothing said so."""
+    import sys
+    import time
+
+    from service.cli import Supervised
+
+    child = Supervised([sys.executable, "-c", "import time; time.sleep(60)"], {}, "test child")
+    try:
+        first = child.proc
+        first.kill()
+        deadline = time.monotonic() + 10
+        while (child.proc is first or child.proc.poll() is not None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.proc is not first and child.proc.poll() is None and child.restarts == 1
+    finally:
+        child.stop(5)
+    assert child.proc.poll() is not None  # stopped with serve, not restarted
+    time.sleep(1.5)
+    assert child.restarts == 1
