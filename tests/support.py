@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -41,7 +42,20 @@ class ThreadedWorker:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._main())
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            # As asyncio.run does: tasks left pending (nats-py's subscription readers) are
+            # cancelled and awaited here. Left to the garbage collector, their "Task was
+            # destroyed" logging ran at any allocation of the test process, once inside
+            # pytest's ast.parse, where CPython 3.11 then raised "AST constructor recursion
+            # depth mismatch" and turned a test report into an INTERNALERROR.
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
 
     async def _main(self) -> None:
         self.worker.wakeup = asyncio.Event()
@@ -59,7 +73,8 @@ class ThreadedWorker:
         return self
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.worker.stop.set)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the worker has stopped already
+            self.loop.call_soon_threadsafe(self.worker.stop.set)
         self.thread.join(20)
 
 
