@@ -22,8 +22,8 @@ def test_ready_is_503_quickly_when_nats_is_away(fresh_database: str) -> None:
         r = svc.anonymous().get("/ready")
         assert r.status_code == 503
         assert r.json()["checks"]["database"] == "ok"
-        assert r.json()["checks"]["nats"].startswith("unavailable")
-        assert time.monotonic() - started < 10
+        assert r.json()["checks"]["nats"] == "unavailable: connection refused"  # it said TimeoutError
+        assert time.monotonic() - started < 1.5  # a closed port answers at once (it took 2 s a probe)
         # Writes do not need NATS.
         assert svc.client().post("/api/v1/contact-lists", json={"name": "still works"}).status_code == 201
     finally:
