@@ -28,6 +28,7 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
 from command.optout import opt_out_by_sms
+from events.nats_log import NatsErrorLog
 
 log = logging.getLogger(__name__)
 DURABLE = "contacts-optout"
@@ -45,7 +46,8 @@ async def consume(container: Any, nats_url: str, subject_prefix: str, stream_nam
     while not stop.is_set():
         nc = sub = None
         try:
-            nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=-1)
+            nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=-1,
+                                    error_cb=NatsErrorLog("inbound SMS consumer"))
             js = nc.jetstream()
             subjects = f"{subject_prefix}.>"
             try:

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from command import locks
 from events.contract import PII_EVENT_NAMES, to_messages
+from events.nats_log import NatsErrorLog
 from projections.runner import MAX_BATCH_BYTES, bounded_limit
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class Relay:
 
     async def connect(self) -> None:
         self.nc = await nats.connect(self.nats_url, connect_timeout=2, allow_reconnect=True,
-                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                     error_cb=NatsErrorLog("relay"))
         self.js = self.nc.jetstream()
         self.acks = AckWindow(self.nc)
         await self.acks.start()

@@ -1,0 +1,26 @@
+"""One warning line for NATS connection errors, at most every 30 s, instead of nats-py's tracebacks."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+
+class NatsErrorLog:
+    """nats-py's ``error_cb``: its default logs a full traceback per reconnect attempt (twice a second)."""
+
+    def __init__(self, who: str, every_s: float = 30.0):
+        self.who, self.every_s = who, every_s
+        self.last = -every_s
+        self.skipped = 0
+
+    async def __call__(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            self.skipped += 1
+            return
+        more = f" ({self.skipped} more since the last warning)" if self.skipped else ""
+        log.warning("%s: NATS: %s: %s%s", self.who, type(exc).__name__, exc or "no detail", more)
+        self.last, self.skipped = now, 0
