@@ -151,10 +151,25 @@ class Metrics:
                                  registry=self.registry)
         self.head = Gauge("contacts_event_store_head", "Last notification id in the event store",
                           registry=self.registry)
+        self.database_up = Gauge("contacts_database_up", "1 if the last scrape could read the database, else 0",
+                                 registry=self.registry)
 
     def scrape(self) -> bytes:
+        """The metrics; while the database is away, the request metrics still, and the lags as NaN."""
+        try:
+            self._read_lags()
+            self.database_up.set(1)
+        except (psycopg.Error, psycopg_pool.PoolTimeout, eventsourcing.persistence.PersistenceError) as exc:
+            # An outage is when the request metrics matter most: a failed scrape would lose them.
+            log.warning("metrics: the database is unavailable (%s); lags reported as NaN", type(exc).__name__)
+            self.database_up.set(0)
+            for gauge in (self.head, self.projection_lag, self.quarantined, self.relay_lag):
+                gauge.set(float("nan"))
+        return generate_latest(self.registry)
+
+    def _read_lags(self) -> None:
         head = self.container.head()
-        with self.container.pool.connection() as conn:
+        with self.container.pool.connection(timeout=1) as conn:
             projected = conn.execute("SELECT coalesce(min(position), 0) FROM projection_tracking").fetchone()[0]
             quarantined = conn.execute("SELECT count(*) FROM projection_quarantine").fetchone()[0]
             relayed = conn.execute("SELECT position FROM relay_tracking WHERE name = 'nats_relay'").fetchone() \
@@ -163,7 +178,6 @@ class Metrics:
         self.projection_lag.set(max(head - projected, 0))
         self.quarantined.set(quarantined)
         self.relay_lag.set(max(head - (relayed[0] if relayed else 0), 0))
-        return generate_latest(self.registry)
 
     def middleware(self, app: Any) -> Any:
         async def timed(scope: Any, receive: Any, send: Any) -> None:
