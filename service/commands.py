@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
+from uuid import UUID
 
 import phonenumbers
+import psycopg
+import psycopg_pool
 
-from command.errors import ValidationError
+from command.errors import DomainError, ValidationError
 from command.domain import is_email
 from command.import_files import TAG_SEPARATORS
 from service.bootstrap import Container
@@ -15,11 +18,25 @@ from service.bootstrap import Container
 T = TypeVar("T")
 
 
+class StoredNotConfirmedError(DomainError):
+    """The events are stored, but the read tables could not be brought up to them (503)."""
+
+    status_code = 503
+    code = "stored_not_confirmed"
+
+
 def execute(container: Container, use_case: Callable[..., tuple[T, int]], *args: Any, **kwargs: Any) -> T:
     """Run a use case and return once the read tables show its events (read-your-writes)."""
     result, position = use_case(*args, **kwargs)
     if position:
-        container.runner.catch_up(until=position)
+        try:
+            container.runner.catch_up(until=position)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            # A plain 503 here told the client nothing was done, and a retry made a second list.
+            extra: dict[str, Any] = {"stored": True, **({"id": str(result)} if isinstance(result, UUID) else {})}
+            raise StoredNotConfirmedError(
+                "the change was stored, but the database went away before the read tables showed it: do not"
+                " send it again; it will be visible once the database is back", extra=extra) from exc
     return result
 
 
