@@ -43,7 +43,7 @@ EXCEL_MAX_COLUMNS = 16_384
 DELIMITERS = ",;\t|"
 ACCEPTED = "accepted: a CSV file (UTF-8 or Windows-1252 text) or an Excel workbook (.xlsx)"
 
-FIELDS = ("first_name", "last_name", "phone", "email", "tags", "notes")
+FIELDS = ("first_name", "last_name", "phone", "email", "tags", "notes", "opted_out")
 # Earlier aliases win when a file has several columns for one field ("phone" beats "mobile").
 ALIASES = {
     "phone": ("phone", "phone_number", "phonenumber", "mobile", "mobile_number", "msisdn", "cell",
@@ -56,7 +56,10 @@ ALIASES = {
     "email": ("email", "e-mail", "email_address", "mail", "e-mail address", "e-mail 1 - value"),
     "tags": ("tags", "tag", "labels", "groups"),
     "notes": ("notes", "note", "comments", "comment", "remarks"),
+    "opted_out": ("opted_out", "is_opted_out", "opt_out", "optout", "unsubscribed", "dnd", "do_not_contact"),
 }
+# An opted-out cell that is none of these counts as opted out: when in doubt, do not text.
+NOT_OPTED_OUT = frozenset({"", "false", "no", "n", "0", "f", "subscribed", "opted in", "opted_in", "opted-in"})
 
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_STARTS = "=+-@\t\r"
@@ -129,6 +132,7 @@ class ImportRow(msgspec.Struct):
     email: str | None = None
     tags: list[str] = []
     notes: str | None = None
+    is_opted_out: bool = False
 
 
 class UnsupportedFileError(DomainError):
@@ -306,7 +310,7 @@ def _listed(headers: list[str]) -> str:
 
 
 def _rows(records: Iterator[list[str]], columns: dict[str, int]) -> Iterator[ImportRow]:
-    first, last, phone, email, tags, notes = (columns.get(field) for field in FIELDS)
+    first, last, phone, email, tags, notes, opted_out = (columns.get(field) for field in FIELDS)
     number = 0
     try:
         for cells in records:
@@ -315,7 +319,9 @@ def _rows(records: Iterator[list[str]], columns: dict[str, int]) -> Iterator[Imp
             number += 1
             yield ImportRow(row=number, phone=_cell(cells, phone), first_name=_cell(cells, first),
                             last_name=_cell(cells, last), email=_cell(cells, email),
-                            tags=_tags(cells, tags), notes=_cell(cells, notes))
+                            tags=_tags(cells, tags), notes=_cell(cells, notes),
+                            is_opted_out=opted_out is not None and (_cell(cells, opted_out) or "").lower()
+                            not in NOT_OPTED_OUT)
     finally:
         records.close()
 

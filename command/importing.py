@@ -38,6 +38,7 @@ class Row(Protocol):
     email: str | None
     tags: list[str]
     notes: str | None
+    is_opted_out: bool
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ class ImportService:
                 "pii": {"first_name": row.first_name, "last_name": row.last_name, "phone": phone.e164,
                         "email": email.lower() if email else None, "notes": row.notes},
                 "tags": list(row.tags), "list_ids": [job.list_id] if job.list_id else [],
-                "is_opted_out": bool(holder and holder[2]), "reservation_id": rid, **match,
+                "is_opted_out": bool(holder and holder[2]) or row.is_opted_out, "reservation_id": rid, **match,
             })
             claims.append((rid, contact_id))
         return contacts, skipped, claims

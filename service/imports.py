@@ -30,7 +30,6 @@ from service.schemas import NO_NUL, Region
 from service.uploads import receive_upload
 
 ActorRequest = Request[Actor, str, Any]
-FIELDS = ("first_name", "last_name", "phone", "email", "tags", "notes")
 BULK_MAX_BYTES = 50 * 1024 * 1024  # a JSON body is decoded whole: 100,000 contacts fit easily
 Text = Annotated[str, Meta(pattern=NO_NUL)]  # lengths are checked per row: a too-long field skips the row
 
@@ -92,6 +91,7 @@ class BulkContact(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     email: Text | None = None
     tags: Annotated[list[Text], Meta(max_length=100)] = []
     notes: Text | None = None
+    is_opted_out: bool = False  # moving contacts between accounts keeps their opt-outs (the JSON export has it)
 
 
 class BulkImport(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -117,7 +117,7 @@ def _bulk_rows(contacts: list[BulkContact]) -> Iterator[ImportRow]:
         phone = str(c.phone) if isinstance(c.phone, int) else clean_text(c.phone)
         yield ImportRow(row=number, phone=phone, first_name=_text(c.first_name),
                         last_name=_text(c.last_name), email=clean_text(c.email),
-                        tags=clean_tags(split_tags(c.tags)),
+                        tags=clean_tags(split_tags(c.tags)), is_opted_out=c.is_opted_out,
                         notes=_text(c.notes))
 
 

@@ -203,6 +203,20 @@ def test_json_bulk_import_takes_phones_given_as_json_numbers(service: Service) -
     assert api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": 7.5}]}).status_code == 422
 
 
+def test_imports_keep_opt_outs_given_in_a_column_or_in_json(service: Service) -> None:
+    """Contacts moved between accounts must not become messageable again."""
+    api = service.client()
+    content = (b"phone,first_name,Opted Out\n0712000301,Yes,yes\n0712000302,No,no\n0712000303,Blank,\n"
+               b"0712000304,Odd,maybe\n")
+    assert _upload(api, content).json()["imported"] == 4
+    bulk = api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": "0712000305", "firstName": "Json",
+                                                                 "isOptedOut": True}, {"phone": "0712000306"}]})
+    assert bulk.status_code == 201, bulk.text
+    opted = {c["firstName"]: c["isOptedOut"] for c in api.get("/api/v1/contacts").json()["contacts"]}
+    assert opted == {"Yes": True, "No": False, "Blank": False, "Odd": True, "Json": True, None: False}
+    assert api.get("/api/v1/contacts", params={"isOptedOut": "true"}).json()["total"] == 3
+
+
 def test_json_bulk_import_has_the_same_semantics(service: Service) -> None:
     api = service.client()
     lst = api.create_list("bulk")
