@@ -47,7 +47,7 @@ async def consume(container: Any, nats_url: str, subject_prefix: str, stream_nam
         nc = sub = None
         try:
             nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=-1,
-                                    error_cb=NatsErrorLog("inbound SMS consumer"))
+                                    error_cb=NatsErrorLog("inbound SMS consumer").report)
             js = nc.jetstream()
             subjects = f"{subject_prefix}.>"
             try:

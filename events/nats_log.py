@@ -9,14 +9,17 @@ log = logging.getLogger(__name__)
 
 
 class NatsErrorLog:
-    """nats-py's ``error_cb``: its default logs a full traceback per reconnect attempt (twice a second)."""
+    """``report`` is nats-py's ``error_cb``: the default logs a full traceback per reconnect attempt (twice a second).
+
+    nats-py accepts only a coroutine function there (not an object with an async ``__call__``).
+    """
 
     def __init__(self, who: str, every_s: float = 30.0):
         self.who, self.every_s = who, every_s
         self.last = -every_s
         self.skipped = 0
 
-    async def __call__(self, exc: Exception) -> None:
+    async def report(self, exc: Exception) -> None:
         now = time.monotonic()
         if now - self.last < self.every_s:
             self.skipped += 1

@@ -78,7 +78,7 @@ class Relay:
     async def connect(self) -> None:
         self.nc = await nats.connect(self.nats_url, connect_timeout=2, allow_reconnect=True,
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                     error_cb=NatsErrorLog("relay"))
+                                     error_cb=NatsErrorLog("relay").report)
         self.js = self.nc.jetstream()
         self.acks = AckWindow(self.nc)
         await self.acks.start()
