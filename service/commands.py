@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
@@ -15,6 +16,7 @@ from command.domain import is_email
 from command.import_files import TAG_SEPARATORS
 from service.bootstrap import Container
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -31,7 +33,9 @@ def execute(container: Container, use_case: Callable[..., tuple[T, int]], *args:
     if position:
         try:
             container.runner.catch_up(until=position)
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:  # the connection, not the SQL
+            log.warning("stored at %s, but the read tables could not catch up: %s: %s", position,
+                        type(exc).__name__, exc)
             # A plain 503 here told the client nothing was done, and a retry made a second list.
             extra: dict[str, Any] = {"stored": True, **({"id": str(result)} if isinstance(result, UUID) else {})}
             raise StoredNotConfirmedError(
