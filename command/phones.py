@@ -67,25 +67,32 @@ def parse_phone(raw: object, default_region: str) -> Phone:
     if compact.startswith("00"):
         # The seed's rule: a leading 00 is the international (IDD) prefix.
         text = "+" + compact[2:]
+    number: phonenumbers.PhoneNumber | None = None
+    failure: NumberParseException | None = None
     try:
         number = phonenumbers.parse(text, default_region.upper())
     except NumberParseException as exc:
-        if (international := _as_international(compact)) is not None:
-            return international
+        failure = exc
+    if number is not None and phonenumbers.is_valid_number(number):
+        return _phone(number)
+    if (international := _as_international(compact)) is not None:
+        return international
+    if number is None:
         if _SCIENTIFIC.match(text):
             raise InvalidPhoneError(f"phone {raw!r} is a number in scientific notation, as a spreadsheet shows a long"
                                     " number: its last digits are lost; format the phone column as Text and save the"
-                                    " file again", field="phone") from None
-        raise InvalidPhoneError(f"phone {raw!r} is not a phone number: {exc._msg}", field="phone") from None
-    if not phonenumbers.is_valid_number(number):
-        if (international := _as_international(compact)) is not None:
-            return international
-        reason = _REASONS.get(phonenumbers.is_possible_number_with_reason(number))
-        region = phonenumbers.region_code_for_country_code(number.country_code)
-        detail = reason or f"not a valid number for region {region}"
-        raise InvalidPhoneError(f"phone {raw!r} is invalid: {detail}", field="phone")
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return Phone(e164=e164, region=phonenumbers.region_code_for_number(number))
+                                    " file again", field="phone")
+        raise InvalidPhoneError(f"phone {raw!r} is not a phone number: {failure._msg}", field="phone")
+    reason = _REASONS.get(phonenumbers.is_possible_number_with_reason(number))
+    region = phonenumbers.region_code_for_country_code(number.country_code)
+    detail = reason or f"not a valid number for region {region}"
+    raise InvalidPhoneError(f"phone {raw!r} is invalid: {detail}", field="phone")
+
+
+def _phone(number: phonenumbers.PhoneNumber) -> Phone:
+    """A valid parsed number as the service keeps it: E.164 and its region."""
+    return Phone(e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+                 region=phonenumbers.region_code_for_number(number))
 
 
 def _as_international(compact: str) -> Phone | None:
@@ -102,10 +109,7 @@ def _as_international(compact: str) -> Phone | None:
         number = phonenumbers.parse("+" + compact, None)
     except NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return Phone(e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
-                 region=phonenumbers.region_code_for_number(number))
+    return _phone(number) if phonenumbers.is_valid_number(number) else None
 
 
 def _fast_parse(compact: str, region: str) -> Phone | None:

@@ -103,7 +103,8 @@ def contact_as_of(app: ContactsApplication, actor: Actor, contact_id: UUID, *, a
 
 def _deleted_by(app: ContactsApplication, list_id: UUID, then: datetime) -> bool:
     """Whether the list had been deleted at that time (a list a contact belongs to is its account's)."""
-    return any(isinstance(e, ContactList.Deleted) and e.timestamp <= then for e in app.aggregate_events(list_id))
+    # The list's own events: aggregate_events would also look for an import origin, which only contacts have.
+    return any(isinstance(e, ContactList.Deleted) and e.timestamp <= then for e in app.events.get(list_id))
 
 
 __all__ = ["ContactImport", "ContactList", "HistoryEntry", "contact_as_of", "history"]

@@ -28,7 +28,7 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
 from command.optout import opt_out_by_sms
-from events.nats_log import NatsErrorLog
+from events.nats_log import NatsErrorLog, describe
 
 log = logging.getLogger(__name__)
 DURABLE = "contacts-optout"
@@ -66,7 +66,7 @@ async def consume(container: Any, nats_url: str, subject_prefix: str, stream_nam
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - keep consuming
-            log.warning("inbound SMS consumer: %s; retrying", _describe(exc))
+            log.warning("inbound SMS consumer: %s; retrying", describe(exc))
             await asyncio.sleep(2)
         finally:
             if nc is not None:
@@ -115,12 +115,6 @@ async def _warn_if_kept_forever(js: Any, stream: str) -> None:
     if config.retention != RetentionPolicy.WORK_QUEUE and not config.max_age:
         log.warning("inbound SMS stream %s keeps messages forever (not a work queue, no max_age): their phone"
                     " numbers stay readable after a purge; see docs/privacy.md", stream)
-
-
-def _describe(exc: Exception) -> str:
-    """The exception's type and message: some (a refused connection, a timeout) have no message."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _handle(container: Any, subject: str, data: bytes) -> None:

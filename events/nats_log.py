@@ -25,5 +25,11 @@ class NatsErrorLog:
             self.skipped += 1
             return
         more = f" ({self.skipped} more since the last warning)" if self.skipped else ""
-        log.warning("%s: NATS: %s: %s%s", self.who, type(exc).__name__, exc or "no detail", more)
+        log.warning("%s: NATS: %s%s", self.who, describe(exc), more)
         self.last, self.skipped = now, 0
+
+
+def describe(exc: BaseException) -> str:
+    """The exception's type and message: some (a refused connection, a timeout) have no message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

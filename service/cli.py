@@ -11,6 +11,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -139,8 +141,6 @@ class Supervised:
     """
 
     def __init__(self, command: list[str], env: dict[str, str], name: str):
-        import threading
-
         self.command, self.env, self.name = command, env, name
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # a restart and stop() never interleave: no child left behind
@@ -150,8 +150,6 @@ class Supervised:
         self.thread.start()
 
     def _watch(self) -> None:
-        import time
-
         pause = 1.0
         while True:
             started = time.monotonic()

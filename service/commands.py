@@ -37,7 +37,9 @@ def execute(container: Container, use_case: Callable[..., tuple[T, int]], *args:
             log.warning("stored at %s, but the read tables could not catch up: %s: %s", position,
                         type(exc).__name__, exc)
             # A plain 503 here told the client nothing was done, and a retry made a second list.
-            extra: dict[str, Any] = {"stored": True, **({"id": str(result)} if isinstance(result, UUID) else {})}
+            extra: dict[str, Any] = {"stored": True}
+            if isinstance(result, UUID):  # a create: the client can find what it made
+                extra["id"] = str(result)
             raise StoredNotConfirmedError(
                 "the change was stored, but the database went away before the read tables showed it: do not"
                 " send it again; it will be visible once the database is back", extra=extra) from exc
