@@ -5,6 +5,7 @@
     python -m bench alternatives --contacts 1000000   # current SQL vs the proposed changes
     python -m bench imports --rows 100000        # imports and exports (bench/imports.py)
     python -m bench writes --users 32 --seconds 60    # single writes under load, lag (bench/writes.py)
+    python -m bench writes --floor                    # POST /contacts beside a plain CRUD floor (bench/write_floor.py)
     python -m bench suite --size small           # all of them, one results file (make bench)
     python -m bench report                       # docs sections from bench/results/suite.json
 """
@@ -94,6 +95,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(args.database_url, args.port)
 
 
+def cmd_floor_serve(args: argparse.Namespace) -> None:
+    from bench.floor import serve
+
+    serve(args.database_url, args.port)
+
+
 #: Benchmarks that parse their own arguments: ``python -m bench imports …`` runs ``bench.imports.main``.
 STANDALONE = {"imports": "bench.imports", "writes": "bench.writes", "suite": "bench.suite",
               "report": "bench.report"}
@@ -149,6 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--database-url", required=True)
     p.add_argument("--port", type=int, required=True)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("floor-serve", help="internal: the plain CRUD floor the writes benchmark compares with")
+    p.add_argument("--database-url", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.set_defaults(func=cmd_floor_serve)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -173,7 +173,7 @@ def _actor(state: SeedState) -> Actor:
 def _start(app: ContactsApplication, contacts: int, via: str) -> SeedState:
     account_id = uuid.uuid5(uuid.NAMESPACE_URL, f"bench-account-{contacts}")
     actor = Actor(account_id=account_id, sub="bench-seed", request_id="seed")
-    list_ids = [str(app.create_list(actor, name, f"{share:.0%} of the contacts")[0]) for name, share in data.LISTS]
+    list_ids = [str(app.create_list(actor, name, f"{share:.0%} of the contacts")) for name, share in data.LISTS]
     return SeedState(contacts=contacts, via=via, account_id=str(account_id), list_ids=list_ids)
 
 
@@ -188,7 +188,7 @@ def _store_imports(app: ContactsApplication, state: SeedState, log: Log) -> int:
     actor = _actor(state)
     list_ids = [uuid.UUID(i) for i in state.list_ids]
     job = ContactImport.start(actor, source="json", filename="bench-seed", list_id=None, idempotency_key=None)
-    app.save_all(job, account_id=actor.account_id, import_id=job.id)
+    app.save_all(job, account_id=actor.account_id)
     started, events = time.perf_counter(), 1
     for start in range(0, state.contacts, IMPORT_BATCH):
         batch = data.contacts(start, min(start + IMPORT_BATCH, state.contacts), list_ids)
@@ -204,12 +204,12 @@ def _store_imports(app: ContactsApplication, state: SeedState, log: Log) -> int:
                       valid=counts["valid"] + valid, invalid=counts["invalid"] + len(entries) - valid)
         job.record_rows(actor, entries, [], batch[-1].index + 1, counts)
         ids = [e["id"] for e in entries]
-        # As ImportService._import_batch: keys first, then the batch event with its claims and origins.
+        # As ImportService._import_batch: one unit of work with the keys, claims and origins.
         with app.keys.batch([]):
-            app.keys.seed_cache(app.keys.create_many(ids))
-            app.save(job, account_id=actor.account_id, import_id=job.id,
-                     claims=[(e["reservation_id"], e["id"]) for e in entries],
-                     origins=[(cid, job.id, job.version) for cid in ids])
+            new_keys = app.keys.generate(ids)
+            app.unit_of_work.commit(job.collect_events(), account_id=actor.account_id, new_keys=new_keys,
+                                    claims=[(e["reservation_id"], e["id"]) for e in entries],
+                                    origins=[(cid, job.id, job.version) for cid in ids])
         events += 1
         _progress(log, start + len(batch), state.contacts, events, started)
     job.complete(actor)
@@ -237,8 +237,8 @@ def _store_contacts(app: ContactsApplication, state: SeedState, log: Log) -> int
 
 
 def _project(container: Container, state: SeedState, log: Log) -> None:
-    """Build the read tables with the service's runner, reporting progress."""
-    runner = container.runner
+    """Build read tables that lag the events (after a projector change) with the replay runner, reporting progress."""
+    runner = container.replay_runner()
     # The worker meets an import a few batch events at a time as they are stored;
     # a seed finds them all at once, so keep each transaction to that size.
     runner.batch_size = PROJECT_EVENTS_PER_TXN[state.via]

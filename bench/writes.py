@@ -64,7 +64,7 @@ class LagSampler:
     def __init__(self, database_url: str, interval_s: float = LAG_INTERVAL_S):
         from events.relay import RELAY_NAME
         from projections.read_model import ReadModelProjector
-        from projections.runner import EVENTS_TABLE
+        from command.unit_of_work import EVENTS_TABLE
 
         self.database_url = database_url
         self.interval_s = interval_s
@@ -345,7 +345,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60, help="length of the load (default 60)")
     parser.add_argument("--baseline-seconds", type=float, default=10,
                         help="one client alone first, for the unloaded latency (default 10; 0: none)")
+    parser.add_argument("--floor", action="store_true",
+                        help="instead: POST /contacts beside the plain CRUD floor, alternating runs (bench/write_floor.py)")
+    parser.add_argument("--connections", type=int, default=32, help="--floor: connections (default 32)")
+    parser.add_argument("--rounds", type=int, default=2, help="--floor: alternating rounds (default 2)")
     args = parser.parse_args(argv)
+    if args.floor:
+        from bench import write_floor
+
+        result = write_floor.run(args.connections, args.seconds if args.seconds != 60 else 15, args.rounds)
+        out = ROOT / "bench" / "results" / "write-floor.json"
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_floor.print_summary(result)
+        return
     result = run(args.users, args.seconds, baseline_seconds=args.baseline_seconds)
     print_summary(result)
     print(json.dumps(result, indent=2))

@@ -1,8 +1,8 @@
 """The write application: thin use cases that load aggregates, call them and save.
 
-Each use case returns ``(result, position)`` where ``position`` is the notification id
-of the last event it stored (0 when nothing changed); the caller waits for the
-projections to reach it before answering (read-your-writes).
+Each use case returns its result (the new id, a count). Saving is one unit of work
+(``command/unit_of_work.py``): the events and the read-table rows derived from them
+commit together, so a caller that gets the result can read it at once.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from command.domain import Contact, ContactList
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
+from command.unit_of_work import Projector, UnitOfWork
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall
@@ -46,14 +47,16 @@ class ContactsApplication(Application):
 
     name = "contacts"
 
-    def __init__(self, env: dict[str, str], *, keys: KeyStore, directory: OperatorDirectory, hash_key: bytes,
-                 default_region: str):
+    #: Set by the composition root once the schema exists (``service/bootstrap.py``).
+    directory: OperatorDirectory
+    hash_key: bytes
+
+    def __init__(self, env: dict[str, str], *, keys: KeyStore, default_region: str, projector: Projector):
         self.keys = keys
         env = {**env, "APPLICATION_RECORDER_TOPIC": "command.recorder:ContactsRecorder"}
         super().__init__(env)
-        self.directory = directory
-        self.hash_key = hash_key
         self.default_region = default_region
+        self.unit_of_work = UnitOfWork(self.recorder.datastore, self.mapper, projector, self.recorder.channel_name)
 
     def construct_transcoder(self) -> MsgspecJSONTranscoder:
         transcoder = MsgspecJSONTranscoder()
@@ -79,31 +82,30 @@ class ContactsApplication(Application):
 
     def save_all(self, *objs: Any, account_id: UUID | None = None,
                  claims: Iterable[tuple[UUID, UUID]] = (),
-                 releases: Iterable[tuple[UUID, UUID, bool]] = (), **extra: Any) -> int:
-        """Save aggregates' pending events (chunked), with phone claims and releases.
+                 releases: Iterable[tuple[UUID, UUID, bool]] = (),
+                 idempotency: tuple[str, UUID, bytes | None] | None = None) -> None:
+        """Save aggregates' pending events (chunked), each chunk one unit of work with its phone claims and releases.
 
         A claim or release travels in the chunk holding its contact's events, so it
-        commits or fails with them. Keys of contacts whose personal data is sealed
-        are fetched (or created) in one round trip per chunk.
+        commits or fails with them. A new contact's key is made here, sealed into its
+        events and stored in the same transaction; the keys of existing contacts come
+        in one query per chunk.
         """
         events = [e for obj in objs for e in obj.collect_events()]
         claims_by_contact = {c[1]: c for c in claims}
         releases_by_contact = {r[1]: r for r in releases}
-        position = 0
         for start in range(0, len(events), SAVE_CHUNK):
             chunk = events[start:start + SAVE_CHUNK]
             ids = {e.originator_id for e in chunk}
-            sealed_ids = [e.originator_id for e in chunk if isinstance(getattr(e, "pii", None), dict)]
-            with self.keys.batch(sealed_ids):
-                missing = [cid for cid in dict.fromkeys(sealed_ids) if self.keys.get(cid) is None]
-                if missing:
-                    self.keys.seed_cache(self.keys.create_many(missing))
-                recordings = self.save(
-                    *chunk, account_id=account_id, **extra,
+            sealed = [e for e in chunk if isinstance(getattr(e, "pii", None), dict)]
+            new = {e.originator_id for e in sealed if isinstance(e, Contact.Created)}
+            with self.keys.batch([e.originator_id for e in sealed if e.originator_id not in new]):
+                new_keys = self.keys.generate(sorted(new))
+                self.unit_of_work.commit(
+                    chunk, account_id=account_id, new_keys=new_keys,
                     claims=[c for cid, c in claims_by_contact.items() if cid in ids],
-                    releases=[r for cid, r in releases_by_contact.items() if cid in ids])
-            position = max([position, *(r.notification.id for r in recordings)])
-        return position
+                    releases=[r for cid, r in releases_by_contact.items() if cid in ids],
+                    idempotency=idempotency if start == 0 else None)
 
     def _get(self, cls: type[T], aggregate_id: UUID) -> T | None:
         if cls is Contact:
@@ -126,9 +128,7 @@ class ContactsApplication(Application):
 
     def aggregate_events(self, aggregate_id: UUID, *, imported_only: bool = False) -> list[Any]:
         """An aggregate's events in order; an imported contact's creation comes from its batch."""
-        with self.keys.pool.connection() as conn:
-            origin = conn.execute("SELECT import_id, import_version FROM contact_origins WHERE contact_id = %s",
-                                  (aggregate_id,)).fetchone()
+        origin = self.recorder.origin(aggregate_id)
         if origin is None and imported_only:
             return []
         created = []
@@ -139,10 +139,8 @@ class ContactsApplication(Application):
 
     def reservation(self, rid: UUID) -> tuple[UUID | None, bool] | None:
         """(holder contact id or None, suppressed) of a phone reservation, if it exists."""
-        with self.keys.pool.connection() as conn:
-            row = conn.execute("SELECT contact_id, suppressed FROM phone_reservations WHERE reservation_id = %s",
-                               (rid,)).fetchone()
-        return (row[0], row[1]) if row else None
+        found = self.recorder.reservations([rid]).get(rid)
+        return (found[0], found[2]) if found else None
 
     def get_list(self, actor: Actor, list_id: UUID) -> ContactList:
         contact_list = self._get(ContactList, list_id)
@@ -185,27 +183,29 @@ class ContactsApplication(Application):
 
     # -- contact lists -----------------------------------------------------------------
 
-    def create_list(self, actor: Actor, name: str, description: str | None) -> tuple[UUID, int]:
+    def create_list(self, actor: Actor, name: str, description: str | None) -> UUID:
         contact_list = ContactList.create(actor, name, description)
-        return contact_list.id, self.save_all(contact_list)
+        self.save_all(contact_list)
+        return contact_list.id
 
     @retry_on_conflict
-    def update_list(self, actor: Actor, list_id: UUID, changes: dict[str, Any]) -> tuple[UUID, int]:
+    def update_list(self, actor: Actor, list_id: UUID, changes: dict[str, Any]) -> UUID:
         contact_list = self.get_list(actor, list_id)
         contact_list.update(actor, changes)
-        return list_id, self.save_all(contact_list)
+        self.save_all(contact_list)
+        return list_id
 
     @retry_on_conflict
-    def delete_list(self, actor: Actor, list_id: UUID) -> tuple[None, int]:
+    def delete_list(self, actor: Actor, list_id: UUID) -> None:
         contact_list = self.get_list(actor, list_id)
         contact_list.delete(actor)
-        return None, self.save_all(contact_list)
+        self.save_all(contact_list)
 
     # -- contacts ------------------------------------------------------------------------
 
     def create_contact(self, actor: Actor, *, phone: str, region: str | None = None,
                        pii: dict[str, Any], tags: list[str], list_ids: list[UUID],
-                       is_opted_out: bool = False) -> tuple[UUID, int]:
+                       is_opted_out: bool = False) -> UUID:
         parsed = self.parse(phone, region)
         list_ids = self.check_lists(actor, list_ids)
         for _ in range(3):
@@ -217,8 +217,8 @@ class ContactsApplication(Application):
                 directory_match=self.directory.classify(parsed), reservation_id=rid,
             )
             try:
-                return contact.id, self.save_all(contact, account_id=actor.account_id,
-                                                 claims=[(rid, contact_id)])
+                self.save_all(contact, account_id=actor.account_id, claims=[(rid, contact_id)])
+                return contact.id
             except IntegrityError:
                 continue  # a concurrent claim won: check again and report who holds it
         raise ConcurrencyError("the phone number changed hands concurrently; retry the request")
@@ -226,7 +226,14 @@ class ContactsApplication(Application):
     @retry_on_conflict
     def update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any],
                        changes: dict[str, Any], region: str | None = None,
-                       list_ids: list[UUID] | None = None, is_opted_out: bool | None = None) -> tuple[UUID, int]:
+                       list_ids: list[UUID] | None = None, is_opted_out: bool | None = None) -> UUID:
+        with self.keys.batch([contact_id]):  # one query for the key, used to load and to save
+            self._update_contact(actor, contact_id, pii=pii, changes=changes, region=region, list_ids=list_ids,
+                                 is_opted_out=is_opted_out)
+        return contact_id
+
+    def _update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any], changes: dict[str, Any],
+                        region: str | None, list_ids: list[UUID] | None, is_opted_out: bool | None) -> None:
         contact = self.get_contact(actor, contact_id)
         claims, releases = [], []
         if "phone" in pii:
@@ -246,53 +253,59 @@ class ContactsApplication(Application):
             contact.sync_lists(actor, list_ids)
         if is_opted_out is not None:
             contact.set_opted_out(actor, is_opted_out)
-        return contact_id, self.save_all(contact, account_id=actor.account_id, claims=claims, releases=releases)
+        self.save_all(contact, account_id=actor.account_id, claims=claims, releases=releases)
 
     @retry_on_conflict
-    def add_to_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> tuple[int, int]:
+    def add_to_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> int:
         self.get_list(actor, list_id)
         changed = [c for c in self._active_contacts(actor, contact_ids) if c.add_to_lists(actor, [list_id])]
-        return len(changed), self.save_all(*changed)
+        self.save_all(*changed)
+        return len(changed)
 
     @retry_on_conflict
-    def remove_from_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> tuple[int, int]:
+    def remove_from_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> int:
         self.get_list(actor, list_id)
         changed = [c for c in self._active_contacts(actor, contact_ids) if c.remove_from_lists(actor, [list_id])]
-        return len(changed), self.save_all(*changed)
+        self.save_all(*changed)
+        return len(changed)
 
-    def _active_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
-        for contact_id in dict.fromkeys(contact_ids):
-            contact = self._get(Contact, contact_id)
-            if contact is not None and contact.account_id == actor.account_id and contact.is_active:
-                yield contact
+    def _active_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> list[Contact]:
+        return [c for c in self._contacts(contact_ids) if c.account_id == actor.account_id and c.is_active]
 
-    def _trashed_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
-        for contact_id in dict.fromkeys(contact_ids):
-            contact = self._get(Contact, contact_id)
-            if (contact is not None and contact.account_id == actor.account_id
-                    and contact.deleted_at is not None and not contact.is_purged):
-                yield contact
+    def _trashed_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> list[Contact]:
+        return [c for c in self._contacts(contact_ids) if c.account_id == actor.account_id
+                and c.deleted_at is not None and not c.is_purged]
+
+    def _contacts(self, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
+        """The contacts that exist among ``contact_ids`` (their keys fetched in one query)."""
+        ids = list(dict.fromkeys(contact_ids))
+        with self.keys.batch(ids):
+            found = [self._get(Contact, contact_id) for contact_id in ids]
+        return [contact for contact in found if contact is not None]
 
     # -- trash -------------------------------------------------------------------------------
 
     @retry_on_conflict
-    def trash(self, actor: Actor, contact_ids: list[UUID]) -> tuple[int, int]:
+    def trash(self, actor: Actor, contact_ids: list[UUID]) -> int:
         """SoftDelete: active contacts of the account move to the trash."""
         changed = [c for c in self._active_contacts(actor, contact_ids) if c.trash(actor)]
-        return len(changed), self.save_all(*changed)
+        self.save_all(*changed)
+        return len(changed)
 
     @retry_on_conflict
-    def restore(self, actor: Actor, contact_ids: list[UUID]) -> tuple[int, int]:
+    def restore(self, actor: Actor, contact_ids: list[UUID]) -> int:
         """Restore: trashed contacts come back with their lists and tags."""
         changed = [c for c in self._trashed_contacts(actor, contact_ids) if c.restore(actor)]
-        return len(changed), self.save_all(*changed)
+        self.save_all(*changed)
+        return len(changed)
 
     @retry_on_conflict
-    def purge(self, actor: Actor, contact_ids: list[UUID]) -> tuple[int, int]:
+    def purge(self, actor: Actor, contact_ids: list[UUID]) -> int:
         """Purge: trashed contacts are erased; their numbers are freed (opt-outs kept)."""
         purged = [c for c in self._trashed_contacts(actor, contact_ids) if c.purge(actor)]
         releases = [(c.reservation_id, c.id, c.is_opted_out) for c in purged]
-        return len(purged), self.save_all(*purged, account_id=actor.account_id, releases=releases)
+        self.save_all(*purged, account_id=actor.account_id, releases=releases)
+        return len(purged)
 
 
 def _mutate_all(aggregate: Any, events: Iterable[Any]) -> Any:

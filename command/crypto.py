@@ -25,16 +25,8 @@ from psycopg_pool import ConnectionPool
 from command.ids import uuid_array
 
 SEALED = "__sealed__"
-SMALL_KEY_SET = 20  # up to this many new keys: one INSERT rather than a COPY
 ERASED = {"erased": True}
 
-DDL = """
-CREATE TABLE IF NOT EXISTS contact_keys (
-    contact_id  uuid PRIMARY KEY,
-    key         bytea NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
-"""
 
 
 class KeyStore:
@@ -44,41 +36,16 @@ class KeyStore:
         self.pool = pool
         self._local = threading.local()
 
-    def ensure_table(self) -> None:
-        with self.pool.connection() as conn:
-            conn.execute(DDL)
+    def generate(self, contact_ids: list[UUID]) -> dict[UUID, bytes]:
+        """Fresh keys for new contacts, in this thread's batch cache; stored by the unit of work.
 
-    def create(self, contact_id: UUID) -> bytes:
-        """The contact's key, created on first use (idempotent)."""
-        with self.pool.connection() as conn:
-            conn.execute("INSERT INTO contact_keys (contact_id, key) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                         (contact_id, AESGCM.generate_key(bit_length=256)))
-            return bytes(conn.execute("SELECT key FROM contact_keys WHERE contact_id = %s",
-                                      (contact_id,)).fetchone()[0])
-
-    def create_many(self, contact_ids: list[UUID]) -> dict[UUID, bytes]:
-        """Keys for contacts that have none yet (fresh ids), written in one statement.
-
-        The random bytes come in one call. An import's thousand keys go by COPY, whose
-        text is formatted here (uuid hex, bytea hex): per key that is a fraction of a
-        row dumped by psycopg. A few keys (a single write) go by one INSERT: a COPY
-        takes two round trips, and under load the second waits for this thread's turn
-        at the interpreter.
+        The random bytes come in one call (an import makes a thousand at once). Nothing
+        is written here: a key is stored in the transaction that stores the events it
+        seals, so no key outlives a failed write and no write waits on a second commit.
         """
         blob = os.urandom(32 * len(contact_ids))
         keys = {cid: blob[i:i + 32] for cid, i in zip(contact_ids, range(0, len(blob), 32))}
-        if len(keys) > SMALL_KEY_SET:
-            with self.pool.connection() as conn, conn.cursor() as cur:
-                with cur.copy("COPY contact_keys (contact_id, key) FROM STDIN") as copy:
-                    copy.write("".join(f"{cid.hex}\t\\\\x{key.hex()}\n" for cid, key in keys.items()))
-        elif keys:
-            # No wait for the flush: the events sealed with these keys commit after this,
-            # synchronously, and their flush carries this earlier WAL to the disk too. A key
-            # lost in a crash belongs to events that were never stored.
-            with self.pool.connection() as conn, conn.transaction():
-                conn.execute("SET LOCAL synchronous_commit = off")
-                conn.execute("INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])",
-                             (list(keys), list(keys.values())))
+        self.seed_cache(keys)
         return keys
 
     def get(self, contact_id: UUID) -> bytes | None:
@@ -101,7 +68,18 @@ class KeyStore:
 
     @contextmanager
     def batch(self, contact_ids: Iterable[UUID]) -> Iterator[None]:
-        """Fetch many keys at once for the duration of one batch (this thread only)."""
+        """Fetch many keys at once for the duration of one batch (this thread only).
+
+        Batches nest: inside one (a use case that loads a contact and saves it), an inner
+        batch fetches only the keys not cached yet, and the outer cache lives on.
+        """
+        outer = getattr(self._local, "cache", None)
+        if outer is not None:
+            missing = [cid for cid in contact_ids if cid not in outer]
+            if missing:
+                outer.update(self.get_many(missing))
+            yield
+            return
         self._local.cache = self.get_many(contact_ids)
         try:
             yield
@@ -144,14 +122,13 @@ class PiiMapper(Mapper):
         pii = getattr(domain_event, "pii", None)
         if isinstance(pii, dict) and SEALED not in pii:
             contact_id = domain_event.originator_id
-            key = self.keys.get(contact_id) or self.keys.create(contact_id)
+            key = self._key(contact_id)
             domain_event = dataclasses.replace(domain_event, pii=seal(key, contact_id, pii))
         contacts = getattr(domain_event, "contacts", None)
         if isinstance(contacts, list):
             # An import batch: each entry sealed with its own key, the whole list
             # encoded once by msgspec (far faster than the generic JSON transcoder).
-            sealed = [{**entry, "pii": seal(self.keys.get(entry["id"]) or self.keys.create(entry["id"]),
-                                            entry["id"], entry["pii"])} for entry in contacts]
+            sealed = [{**entry, "pii": seal(self._key(entry["id"]), entry["id"], entry["pii"])} for entry in contacts]
             domain_event = dataclasses.replace(domain_event, contacts=msgspec.json.encode(sealed).decode())
         return super().to_stored_event(domain_event)
 
@@ -172,6 +149,13 @@ class PiiMapper(Mapper):
                 decoded.append(values)
             object.__setattr__(event, "contacts", decoded)
         return event
+
+    def _key(self, contact_id: UUID) -> bytes:
+        """The key to seal a contact's data with: made beforehand (``KeyStore.generate``) for a new contact."""
+        key = self.keys.get(contact_id)
+        if key is None:
+            raise LookupError(f"contact {contact_id} has no key: new contacts' keys come from KeyStore.generate")
+        return key
 
     def _unseal(self, contact_id: UUID, sealed: dict[str, str]) -> dict[str, Any]:
         key = self.keys.get(contact_id)

@@ -9,18 +9,6 @@ from psycopg import Connection
 
 from command.phones import OperatorDirectory, african_prefixes
 
-DDL = """
-CREATE TABLE IF NOT EXISTS mno_prefixes (
-    country   text NOT NULL,
-    prefix    text PRIMARY KEY,   -- digits after '+', country code included
-    operator  text NOT NULL
-);
-CREATE TABLE IF NOT EXISTS mno_prefixes_source (
-    id        integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    source    text NOT NULL,
-    loaded_at timestamptz NOT NULL DEFAULT now()
-);
-"""
 
 
 def source_label() -> str:
@@ -40,8 +28,7 @@ def refresh(conn: Connection[Any]) -> int:
 
 
 def ensure(conn: Connection[Any]) -> None:
-    """Create the table and seed it on first start."""
-    conn.execute(DDL)
+    """Seed the directory on first start (its tables are in command/schema.sql)."""
     if conn.execute("SELECT 1 FROM mno_prefixes_source").fetchone() is None:
         refresh(conn)
 

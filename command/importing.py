@@ -22,7 +22,7 @@ from command.application import ContactsApplication
 from command.context import Actor
 from command.domain import ContactImport, is_email
 from command.errors import DomainError, InvalidPhoneError, ValidationError
-from command.ids import uuid4_many, uuid_array
+from command.ids import uuid4_many
 from command.phones import reservation_ids
 
 BATCH_SIZE = 1000
@@ -54,7 +54,6 @@ class Parsed:
 class ImportOutcome:
     import_id: UUID
     counts: dict[str, int]
-    position: int
     replayed: bool = False  # an Idempotency-Key retry answered with the first result
     status: str = "completed"
 
@@ -82,9 +81,7 @@ class ImportService:
     def existing(self, actor: Actor, idempotency_key: str,
                  request_hash: bytes | None = None) -> ContactImport | None:
         """The import first made with this key; refused if that one was made from other data."""
-        with self.app.keys.pool.connection() as conn:
-            row = conn.execute("SELECT import_id, request_hash FROM import_idempotency WHERE account_id = %s"
-                               " AND idempotency_key = %s", (actor.account_id, idempotency_key)).fetchone()
+        row = self.app.recorder.idempotent_import(actor.account_id, idempotency_key)
         if row is None:
             return None
         # Keys stored before hashes were kept (NULL) cannot be checked, and are replayed as before.
@@ -107,8 +104,8 @@ class ImportService:
         job = ContactImport.start(actor, source=source, filename=filename, list_id=list_id,
                                   idempotency_key=idempotency_key)
         try:
-            self.app.save_all(job, account_id=actor.account_id, import_id=job.id,
-                              idempotency_key=idempotency_key, request_hash=request_hash)
+            self.app.save_all(job, account_id=actor.account_id,
+                              idempotency=(idempotency_key, job.id, request_hash) if idempotency_key else None)
         except IntegrityError:
             earlier = self.existing(actor, idempotency_key or "", request_hash)
             if earlier is None:
@@ -121,8 +118,7 @@ class ImportService:
         if job.status == "running":
             raise ImportInProgressError(f"import {job.id} with this Idempotency-Key is still running",
                                         extra={"importId": str(job.id)})
-        return ImportOutcome(import_id=job.id, counts=dict(job.counts), position=0, replayed=True,
-                             status=job.status)
+        return ImportOutcome(import_id=job.id, counts=dict(job.counts), replayed=True, status=job.status)
 
     # -- running -------------------------------------------------------------------------
 
@@ -133,7 +129,6 @@ class ImportService:
         Reading and parsing the next batch runs in a second thread while this one
         waits on the database for the current batch (the wait releases the GIL).
         """
-        position = 0
         iterator: Iterator[Row] = (r for r in rows if r.row > job.last_row)
 
         def next_parsed() -> Parsed | None:
@@ -145,17 +140,17 @@ class ImportService:
                 pending = ahead.submit(next_parsed)
                 while (parsed := pending.result()) is not None:
                     pending = ahead.submit(next_parsed)
-                    job, position = self._import_batch(actor, job, parsed)
+                    job = self._import_batch(actor, job, parsed)
                     if on_batch is not None:
                         on_batch(dict(job.counts))
         except Exception as exc:
             job = self.app.repository.get(job.id)
             job.fail(actor, failure_reason(exc))
-            position = self.app.save_all(job)
-            raise ImportFailedError(job, position, exc) from exc
+            self.app.save_all(job)
+            raise ImportFailedError(job, exc) from exc
         job.complete(actor)
-        position = self.app.save_all(job) or position
-        return ImportOutcome(import_id=job.id, counts=dict(job.counts), position=position)
+        self.app.save_all(job)
+        return ImportOutcome(import_id=job.id, counts=dict(job.counts))
 
     def _parse(self, actor: Actor, batch: list[Row], region: str | None) -> Parsed:
         """Stage one, pure CPU: phones parsed, over-long fields and bad numbers set aside."""
@@ -185,8 +180,8 @@ class ImportService:
         return Parsed(rows=batch, phones=[(row, phone, rid) for (row, phone), rid in zip(parsed, rids)],
                       skipped=skipped)
 
-    def _import_batch(self, actor: Actor, job: ContactImport, parsed: "Parsed") -> tuple[ContactImport, int]:
-        """Stage two: check numbers against the account, store the batch with its claims."""
+    def _import_batch(self, actor: Actor, job: ContactImport, parsed: "Parsed") -> ContactImport:
+        """Stage two: check numbers against the account, store the batch with its claims (one unit of work)."""
         for _ in range(10):
             contacts, skipped, claims = self._resolve(job, parsed)
             counts = dict(job.counts)
@@ -199,11 +194,11 @@ class ImportService:
             version = job.version
             ids = [c["id"] for c in contacts]
             with self.app.keys.batch([]):
-                self.app.keys.seed_cache(self.app.keys.create_many(ids))
+                new_keys = self.app.keys.generate(ids)
                 try:
-                    recordings = self.app.save(job, account_id=actor.account_id, import_id=job.id,
-                                               claims=claims, origins=[(cid, job.id, version) for cid in ids])
-                    return job, recordings[-1].notification.id
+                    self.app.unit_of_work.commit(job.collect_events(), account_id=actor.account_id, claims=claims,
+                                                 origins=[(cid, job.id, version) for cid in ids], new_keys=new_keys)
+                    return job
                 except IntegrityError:
                     job = self.app.repository.get(job.id)  # a concurrent writer took a number: redo
         raise ValidationError("too many concurrent changes to the same phone numbers; retry the import")
@@ -243,10 +238,7 @@ class ImportService:
     def _reservations(self, rids: list[UUID]) -> dict[UUID, tuple[UUID | None, UUID | None, bool]]:
         if not rids:
             return {}
-        with self.app.keys.pool.connection() as conn:
-            rows = conn.execute("SELECT reservation_id, contact_id, import_id, suppressed FROM phone_reservations"
-                                " WHERE reservation_id = ANY(%s::uuid[])", (uuid_array(rids),)).fetchall()
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+        return self.app.recorder.reservations(rids)
 
 
 def _skip(row: int, reason: str, detail: str, contact_id: UUID | None = None) -> dict[str, Any]:
@@ -263,8 +255,7 @@ def failure_reason(exc: Exception) -> str:
 class ImportFailedError(Exception):
     """The import stopped part-way; what it stored is in ``job.counts`` (reported, not hidden)."""
 
-    def __init__(self, job: ContactImport, position: int, cause: Exception):
+    def __init__(self, job: ContactImport, cause: Exception):
         super().__init__(str(cause))
         self.job = job
-        self.position = position
         self.cause = cause

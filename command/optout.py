@@ -19,24 +19,28 @@ def is_stop(body: str) -> bool:
 
 
 def opt_out_by_sms(app: ContactsApplication, account_id: UUID, sender: str, body: str,
-                   message_id: str = "") -> tuple[UUID | None, int]:
-    """Opt out the account's contact holding ``sender``; (contact id or None, position).
+                   message_id: str = "") -> UUID | None:
+    """Opt out the account's contact holding ``sender``; its id, or None when nothing changed.
 
     Idempotent: an already opted-out contact, an unknown number or another word
     changes nothing.
     """
     if not is_stop(body):
-        return None, 0
+        return None
     try:
         phone = app.parse(sender)
     except InvalidPhoneError:
-        return None, 0
+        return None
     holder = app.reservation(reservation_id(app.hash_key, account_id, phone.e164))
     if holder is None or holder[0] is None:
-        return None, 0
+        return None
     actor = Actor(account_id=account_id, sub="inbound-sms", request_id=message_id[:100])
     contact = app._get(Contact, holder[0])  # noqa: SLF001 - same bounded context
     if contact is None or contact.account_id != account_id or contact.is_purged:
-        return None, 0
+        return None
+    version = contact.version
     contact.set_opted_out(actor, True, reason=f"inbound SMS: {body.strip()[:160]}")
-    return contact.id, app.save_all(contact)
+    if contact.version == version:
+        return None
+    app.save_all(contact)
+    return contact.id

@@ -124,8 +124,6 @@ def _handle(container: Any, subject: str, data: bytes) -> None:
     except (ValueError, msgspec.DecodeError) as exc:
         log.warning("inbound SMS on %s ignored: %s", subject, exc)
         return
-    contact_id, position = opt_out_by_sms(container.app, account_id, message.from_, message.body,
-                                          message.message_id)
-    if position:
-        container.runner.catch_up(until=position)
+    contact_id = opt_out_by_sms(container.app, account_id, message.from_, message.body, message.message_id)
+    if contact_id is not None:
         log.info("contact %s opted out by inbound SMS", contact_id)

@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 from command import locks
 from events.contract import PII_EVENT_NAMES, to_messages
 from events.nats_log import NatsErrorLog
-from projections.runner import MAX_BATCH_BYTES, bounded_limit
+from command.notification_log import MAX_BATCH_BYTES, bounded_limit
 
 log = logging.getLogger(__name__)
 RELAY_NAME = "nats_relay"

@@ -55,6 +55,31 @@ def _copy_text(value: str | None) -> str:
     return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m.group()], value)
 
 
+CONTACT_CREATED = """
+WITH c AS (
+    INSERT INTO contacts (id, account_id, first_name, last_name, phone, email, notes, tags, is_opted_out, status,
+                          invalid_reason, operator, country, created_at, updated_at, search_name, search_phone)
+    VALUES (%(id)s, %(account)s, %(first)s, %(last)s, %(phone)s, %(email)s, %(notes)s, %(tags)s, %(opted)s,
+            %(status)s, %(reason)s, %(operator)s, %(country)s, %(ts)s, %(ts)s, %(sname)s, %(sphone)s)
+    ON CONFLICT (id) DO NOTHING
+), a AS (
+    INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%(account)s, 1, %(opted)s::int)
+    ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active + 1,
+        opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out
+), t AS (
+    INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)
+    SELECT %(account)s, tag, 1, %(opted)s::int FROM unnest(%(tags)s::text[]) AS tag
+    ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count + 1,
+        opted_out_count = contact_tags.opted_out_count + EXCLUDED.opted_out_count
+)
+INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
+SELECT %(account)s, tag, unit, date_trunc(unit, %(ts)s::timestamptz, 'UTC'), 1, %(opted)s::int
+FROM unnest(array_append(%(tags)s::text[], '')) AS tag, unnest(ARRAY['hour', 'second']) AS unit
+ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + 1,
+    opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out
+"""
+
+
 class ReadModelProjector:
     """One method per event type; each runs inside the runner's batch transaction."""
 
@@ -98,19 +123,17 @@ class ReadModelProjector:
     def _(self, e: Contact.Created, cur: Cursor[Any]) -> None:
         pii = e.pii
         phone = pii.get("phone") or ""
-        cur.execute(
-            "INSERT INTO contacts (id, account_id, first_name, last_name, phone, email, notes, tags,"
-            " is_opted_out, status, invalid_reason, operator, country, created_at, updated_at,"
-            " search_name, search_phone)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING",
-            (e.originator_id, e.account_id, pii.get("first_name"), pii.get("last_name"), phone,
-             pii.get("email"), pii.get("notes"), list(e.tags), e.is_opted_out, e.status,
-             e.invalid_reason, e.operator, e.country, e.timestamp, e.timestamp,
-             search_name(pii.get("first_name"), pii.get("last_name")), search_phone(phone)))
-        self._tags_delta(cur, e.account_id, e.tags, +1, e.timestamp, e.is_opted_out)
-        self._account_delta(cur, e.account_id, 1, int(e.is_opted_out), e.timestamp)
+        tags = list(dict.fromkeys(e.tags))
+        # The row, the account's totals, the tag index and the time counts in one statement:
+        # this is every single create's projection, run under the events table's lock.
+        cur.execute(CONTACT_CREATED, {
+            "id": e.originator_id, "account": e.account_id, "first": pii.get("first_name"),
+            "last": pii.get("last_name"), "phone": phone, "email": pii.get("email"), "notes": pii.get("notes"),
+            "tags": tags, "opted": e.is_opted_out, "status": e.status, "reason": e.invalid_reason,
+            "operator": e.operator, "country": e.country, "ts": e.timestamp,
+            "sname": search_name(pii.get("first_name"), pii.get("last_name")), "sphone": search_phone(phone)})
         self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, e.timestamp, active=True,
-                              opted_out=e.is_opted_out, tags=list(e.tags))
+                              opted_out=e.is_opted_out, tags=tags)
 
     @apply.register
     def _(self, e: Contact.Updated, cur: Cursor[Any]) -> None:

@@ -1,9 +1,11 @@
 """Rebuild the read tables from the events into fresh tables, then swap them in.
 
-The API keeps serving the old tables while the new ones are built in a schema of
-their own. The swap holds off the projectors, applies the last events to the new
-tables, and moves both sets of tables between schemas in one transaction: readers see
-the old tables or the new ones, never a mix. The swap gives way to readers rather than
+The API keeps serving (and writing) the old tables while the new ones are built in a
+schema of their own. The swap holds off the writers (the events table's lock, which
+every write takes before it projects), applies the last events to the new tables, and
+moves both sets of tables between schemas in one transaction: readers see the old
+tables or the new ones, never a mix, and no write is projected into the old tables
+after the new ones caught up. The swap gives way to readers rather than
 deadlock with them (``_swap``); if it cannot get its locks, or anything else fails, the
 old tables keep serving and the fresh schema is dropped.
 """
@@ -18,6 +20,7 @@ from typing import Any
 from psycopg import errors, sql
 from psycopg_pool import ConnectionPool
 
+from command.unit_of_work import EVENTS_TABLE
 from projections.read_model import READ_TABLES, ReadModelProjector, create_tables
 from projections.runner import ProjectionRunner
 
@@ -73,10 +76,10 @@ def _swap(pool: ConnectionPool, runner: ProjectionRunner, fresh: str, retired: s
     for attempt in range(1, attempts + 1):
         try:
             with pool.connection() as conn, conn.transaction():
-                # EXCLUSIVE lets plain reads through but not a projector's FOR UPDATE of its
-                # tracking row: no batch is applied to the old tables from here on. Waiting
-                # for a batch in progress is safe: the swap holds nothing yet.
-                conn.execute("LOCK TABLE public.projection_tracking IN EXCLUSIVE MODE")
+                # The events table's lock, as every write takes it: writes wait from here on
+                # (reads go on). A write takes it before touching a read table, so waiting
+                # for a write in progress is safe: the swap holds nothing yet.
+                conn.execute(sql.SQL("LOCK TABLE public.{} IN EXCLUSIVE MODE").format(sql.Identifier(EVENTS_TABLE)))
                 position = runner.catch_up()  # events stored while we replayed
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
                 # Every lock before any move, always in the same order.

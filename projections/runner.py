@@ -1,75 +1,57 @@
-"""Batched catch-up of projectors, callable from any process.
+"""Replay of the notification log into read tables, in batches: for rebuilds and for a database's first start.
 
-Any process (an ``api`` replica answering a write, or the ``worker`` woken by
-LISTEN/NOTIFY) may advance the projections. A ``SELECT … FOR UPDATE`` on the
-tracking row serialises them: whoever holds it applies every pending event in
-batches, each batch's row changes and new position committed in one transaction.
-A writer that finds the position already past its own event returns at once, so
-read-your-writes needs no polling and no sleep. Within one process, writers queue on a
-thread lock before they queue on the row: whoever gets the row applies the others'
-events too, so the rest find them applied with a plain read and never take the row's
-lock nor hold a connection while they wait for it.
+Live writes never come here: each one projects its own events in its own transaction
+(``command/unit_of_work.py``). This runner follows the log for the two cases where
+read tables must be built from stored events: ``contacts projections rebuild``
+(fresh tables in a schema of their own) and a database whose read tables lag its
+events (made by a version of the service that projected asynchronously, or dropped
+by hand). Each batch's rows and its new position commit in one transaction.
+
+An event the projector cannot apply during a replay is quarantined
+(``projection_quarantine``, counted in ``/metrics``) so one bad event cannot stop the
+replay of every account; a live write whose projection fails stores nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import eventsourcing.persistence
 import psycopg
 from psycopg import Cursor
 from psycopg_pool import ConnectionPool
 
-log = logging.getLogger(__name__)
+from command.notification_log import LogFollower
+from command.unit_of_work import Projector
 
+log = logging.getLogger(__name__)
 
 # A lost or restarted database is retried by the caller, never quarantined.
 INFRASTRUCTURE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError,
                          eventsourcing.persistence.OperationalError, eventsourcing.persistence.InterfaceError)
-MAX_BATCH_BYTES = 8 * 1024 * 1024  # stored event state per batch: import batches are ~0.5 MB each
-EVENTS_TABLE = "contacts_events"
-
-
-def bounded_limit(cur: Cursor[Any], position: int, max_events: int, max_bytes: int) -> int:
-    """How many events after ``position`` fit in ``max_bytes`` of stored state (at least one).
-
-    Import batches carry a thousand contacts each: fetching a thousand of them at once
-    would hold hundreds of megabytes. The sizes come from ``pg_column_size`` (no
-    de-toasting), so this look-ahead is cheap.
-    """
-    cur.execute(f"SELECT pg_column_size(state) FROM {EVENTS_TABLE} WHERE notification_id > %s"
-                " ORDER BY notification_id LIMIT %s", (position, max_events))
-    total, count = 0, 0
-    for (size,) in cur.fetchall():
-        total += size or 0
-        if count and total > max_bytes:
-            break
-        count += 1
-    return max(count, 1)
-
-
-class Projector(Protocol):
-    name: str
-
-    def apply(self, event: Any, cur: Cursor[Any]) -> None: ...
 
 
 class ProjectionRunner:
-    """Applies events from the application's notification log to projectors."""
+    """Applies events from the application's notification log to a projector's tables."""
 
     def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
                  decode: Callable[[list[Any]], list[Any]], projector: Projector, batch_size: int = 1000):
         self.pool = pool
-        self.select_notifications = select_notifications
+        self.follower = LogFollower(pool, select_notifications, batch_size)
         self.decode = decode
         self.projector = projector
-        self.batch_size = batch_size
         self.applied_total = 0
-        self._turn = threading.Lock()  # one catch-up at a time in this process
+
+    @property
+    def batch_size(self) -> int:
+        return self.follower.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.follower.batch_size = value
 
     def position(self) -> int:
         with self.pool.connection() as conn:
@@ -77,57 +59,22 @@ class ProjectionRunner:
                                (self.projector.name,)).fetchone()
             return row[0] if row else 0
 
-    def up_to_date(self) -> int | None:
-        """The position if it is at the event store's head (read without any lock), else None.
-
-        None too when the tracking row is not made yet: the first catch-up makes it.
-        """
-        with self.pool.connection() as conn:
-            position, head = conn.execute(
-                f"SELECT (SELECT position FROM projection_tracking WHERE name = %s),"
-                f" (SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE})", (self.projector.name,)).fetchone()
-        return position if position is not None and position >= head else None
-
     def catch_up(self, until: int | None = None) -> int:
-        """Apply pending events; return once the position is at least ``until`` (or the head)."""
-        # Under concurrent writes another process has usually applied this writer's event
-        # already: a plain read says so without queueing for the tracking row's lock. The
-        # worker, woken by every stored event, usually finds the writer has applied it.
-        if until is not None and (position := self.position()) >= until:
-            return position
-        if until is None and (position := self.up_to_date()) is not None:
-            return position
-        waited = not self._turn.acquire(blocking=False)  # another thread of this process is applying events
-        if waited:
-            self._turn.acquire()
-        try:
-            if waited and until is not None and (position := self.position()) >= until:
-                return position  # applied by the thread that held the turn
-            while True:
-                position, applied = self._apply_batch(until)
-                if applied == 0 or (until is not None and position >= until):
-                    return position
-        finally:
-            self._turn.release()
+        """Apply stored events in batches until the head (or at least ``until``); return the position."""
+        while True:
+            position, applied = self._apply_batch()
+            if applied == 0 or (until is not None and position >= until):
+                return position
 
-    def _apply_batch(self, until: int | None) -> tuple[int, int]:
+    def _apply_batch(self) -> tuple[int, int]:
         name = self.projector.name
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            # Read tables are derived: if PostgreSQL crashes before this commit reaches the
-            # disk, the batch's rows and its position are lost together and applied again
-            # from the (durable) events. Not waiting for the flush frees the tracking row
-            # at once instead of after an fsync (docs/architecture.md, read-your-writes).
+            # Read tables are derived: a batch lost in a crash is applied again, with its position.
             cur.execute("SET LOCAL synchronous_commit = off")
-            take_row = "SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE"
-            row = cur.execute(take_row, (name,)).fetchone()
-            if row is None:  # a new (or rebuilt-from-nothing) database: the row is made once
-                cur.execute("INSERT INTO projection_tracking (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
-                row = cur.execute(take_row, (name,)).fetchone()
-            position = row[0]
-            if until is not None and position >= until:
-                return position, 0
-            limit = bounded_limit(cur, position, self.batch_size, MAX_BATCH_BYTES)
-            notifications = self.select_notifications(start=position, limit=limit, inclusive_of_start=False)
+            cur.execute("INSERT INTO projection_tracking (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+            position = cur.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE",
+                                   (name,)).fetchone()[0]
+            notifications = self.follower.next_batch(position)
             if not notifications:
                 return position, 0
             started = time.perf_counter()

@@ -225,3 +225,6 @@ CREATE TABLE IF NOT EXISTS import_report_rows (
     contact_id  uuid,
     PRIMARY KEY (import_id, row, reason)
 );
+
+-- The read model's position: moved by every write in its own transaction (inline projection).
+INSERT INTO projection_tracking (name) VALUES ('read_model') ON CONFLICT (name) DO NOTHING;

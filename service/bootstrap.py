@@ -1,4 +1,4 @@
-"""Composition root: one function builds the event store, read pool, projections and relay."""
+"""Composition root: one function builds the event store (with its inline projector), the read pool and the relay."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from psycopg_pool import ConnectionPool
 from command import directory, locks
 from command.application import ContactsApplication
 from command.crypto import KeyStore
+from command.unit_of_work import EVENTS_TABLE
 from events.relay import Relay
-from projections.read_model import ReadModelProjector, create_tables
+from projections.read_model import ReadModelProjector
 from projections.runner import ProjectionRunner
+from service.schema import ensure_schema
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ def eventsourcing_env(database_url: str, pool_size: int, timeout_s: int = 2) -> 
         "POSTGRES_CONNECT_TIMEOUT": str(timeout_s),  # also how long a request waits for a connection
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
-        "CREATE_TABLE": "y",
+        "CREATE_TABLE": "n",  # service/schema.py creates every table, once per version of the DDL
     }
 
 
@@ -49,7 +51,6 @@ class Container:
     database_url: str
     app: ContactsApplication
     pool: ConnectionPool
-    runner: ProjectionRunner
 
     def relay(self, nats_url: str) -> Relay:
         return Relay(self.pool, self.app.recorder.select_notifications, self.app.decode,
@@ -59,6 +60,11 @@ class Container:
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
+
+    def replay_runner(self) -> ProjectionRunner:
+        """A runner that replays stored events into the read tables (rebuilds, a first start)."""
+        return ProjectionRunner(self.pool, self.app.recorder.select_notifications, self.app.decode,
+                                ReadModelProjector())
 
     def close(self) -> None:
         self.pool.close()
@@ -73,7 +79,6 @@ def phone_hash_key(conn: psycopg.Connection[Any], settings: Settings) -> bytes:
     """
     if settings.hash_key:
         return settings.hash_key.encode()
-    conn.execute("CREATE TABLE IF NOT EXISTS service_secrets (name text PRIMARY KEY, value bytea NOT NULL)")
     conn.execute("INSERT INTO service_secrets (name, value) VALUES ('phone_hash_key', %s)"
                  " ON CONFLICT (name) DO NOTHING", (os.urandom(32),))
     return bytes(conn.execute("SELECT value FROM service_secrets WHERE name = 'phone_hash_key'").fetchone()[0])
@@ -97,19 +102,34 @@ def build(settings: Settings, database_url: str) -> Container:
                           timeout=settings.db_timeout_s, configure=_utc_session,
                           kwargs={"autocommit": True, "prepare_threshold": None})
     keys = KeyStore(pool)
+    env = eventsourcing_env(database_url, settings.db_pool_size, settings.db_timeout_s)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (locks.SCHEMA,))
         try:
-            directory.ensure(conn)
-            create_tables(conn)
-            keys.ensure_table()
-            operator_directory = directory.load(conn)
-            env = eventsourcing_env(database_url, settings.db_pool_size, settings.db_timeout_s)
-            app = ContactsApplication(env, keys=keys,
-                                      directory=operator_directory, hash_key=phone_hash_key(conn, settings),
+            app = ContactsApplication(env, keys=keys, projector=ReadModelProjector(),
                                       default_region=settings.default_region)
+            ensure_schema(conn, app.recorder)
+            app.directory = directory.load(conn)
+            app.hash_key = phone_hash_key(conn, settings)
+            container = Container(settings=settings, database_url=database_url, app=app, pool=pool)
+            project_stored_events(conn, container)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (locks.SCHEMA,))
-    runner = ProjectionRunner(pool, app.recorder.select_notifications, app.decode,
-                              ReadModelProjector())
-    return Container(settings=settings, database_url=database_url, app=app, pool=pool, runner=runner)
+    return container
+
+
+def project_stored_events(conn: psycopg.Connection[Any], container: Container) -> None:
+    """Bring read tables that lag the events up to them, before this process takes a write.
+
+    Writes project their own events, so this finds work only on a database whose read
+    tables were made after its events (by an earlier version of the service, which
+    projected in its worker, or after they were dropped by hand). The events table's
+    lock holds other processes' writes meanwhile, so no live write projects out of turn.
+    """
+    runner = container.replay_runner()
+    if runner.position() >= container.head():
+        return
+    with conn.transaction():
+        conn.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+        position = runner.catch_up()
+    log.info("read tables brought up to the events: position %d", position)

@@ -1,49 +1,14 @@
-"""How HTTP handlers run a command: on the write side, then wait for the projections."""
+"""Cleaning of request values before they reach a command: trimmed text, emails, tags, regions."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
-from uuid import UUID
+from typing import Any
 
 import phonenumbers
-import psycopg
-import psycopg_pool
 
-from command.errors import DomainError, ValidationError
 from command.domain import is_email
+from command.errors import ValidationError
 from command.import_files import TAG_SEPARATORS
-from service.bootstrap import Container
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-class StoredNotConfirmedError(DomainError):
-    """The events are stored, but the read tables could not be brought up to them (503)."""
-
-    status_code = 503
-    code = "stored_not_confirmed"
-
-
-def execute(container: Container, use_case: Callable[..., tuple[T, int]], *args: Any, **kwargs: Any) -> T:
-    """Run a use case and return once the read tables show its events (read-your-writes)."""
-    result, position = use_case(*args, **kwargs)
-    if position:
-        try:
-            container.runner.catch_up(until=position)
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:  # the connection, not the SQL
-            log.warning("stored at %s, but the read tables could not catch up: %s: %s", position,
-                        type(exc).__name__, exc)
-            # A plain 503 here told the client nothing was done, and a retry made a second list.
-            extra: dict[str, Any] = {"stored": True}
-            if isinstance(result, UUID):  # a create: the client can find what it made
-                extra["id"] = str(result)
-            raise StoredNotConfirmedError(
-                "the change was stored, but the database went away before the read tables showed it: do not"
-                " send it again; it will be visible once the database is back", extra=extra) from exc
-    return result
 
 
 def clean_text(value: Any) -> Any:

@@ -19,7 +19,7 @@ from query import contacts as contact_queries
 from query.contacts import ContactFilter
 from query.models import ContactListOut, ContactOut, ContactPage
 from service.bootstrap import Container
-from service.commands import clean_email, clean_region, clean_tags, clean_text, execute
+from service.commands import clean_email, clean_region, clean_tags, clean_text
 from service.openapi import WRITE, errors
 from service.schemas import (
     Added,
@@ -79,8 +79,7 @@ class ContactListController(Controller):
     @post("/", operation_id="createContactList", responses=errors(400, 422, *WRITE), sync_to_thread=True)
     def create(self, request: ActorRequest, container: Container, data: ContactListCreate) -> ContactListOut:
         """Create a contact list (201)."""
-        list_id = execute(container, container.app.create_list, request.user,
-                          _required_name(data.name), clean_text(data.description))
+        list_id = container.app.create_list(request.user, _required_name(data.name), clean_text(data.description))
         return list_queries.get_contact_list(container.pool, request.user.account_id, list_id)
 
     @patch("/{list_id:uuid}", operation_id="updateContactList",
@@ -93,7 +92,7 @@ class ContactListController(Controller):
             changes["name"] = _required_name(data.name)
         if data.description is not msgspec.UNSET:
             changes["description"] = clean_text(data.description)
-        execute(container, container.app.update_list, request.user, list_id, changes)
+        container.app.update_list(request.user, list_id, changes)
         return _found(list_queries.get_contact_list(container.pool, request.user.account_id, list_id),
                       "contact list", list_id)
 
@@ -107,14 +106,14 @@ class ContactListController(Controller):
             responses=errors(404, 409, *WRITE), sync_to_thread=True)
     def remove(self, request: ActorRequest, container: Container, list_id: UUID) -> None:
         """Delete a list; its contacts stay in the account (204)."""
-        execute(container, container.app.delete_list, request.user, list_id)
+        container.app.delete_list(request.user, list_id)
 
     @post("/{list_id:uuid}/contacts", operation_id="addContactsToList",
           responses=errors(400, 404, 409, 422, *WRITE), status_code=200, sync_to_thread=True)
     def add_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
                      data: ContactIds) -> Added:
         """Add contacts to the list; counts only contacts newly added."""
-        return Added(added=execute(container, container.app.add_to_list, request.user, list_id, data.contact_ids))
+        return Added(added=container.app.add_to_list(request.user, list_id, data.contact_ids))
 
     @delete("/{list_id:uuid}/contacts", operation_id="removeContactsFromList",
             responses=errors(400, 404, 409, 422, *WRITE), status_code=200,
@@ -122,8 +121,7 @@ class ContactListController(Controller):
     def remove_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
                         data: ContactIds) -> Removed:
         """Remove contacts from the list; the contacts stay in the account."""
-        return Removed(removed=execute(container, container.app.remove_from_list, request.user, list_id,
-                                       data.contact_ids))
+        return Removed(removed=container.app.remove_from_list(request.user, list_id, data.contact_ids))
 
 
 def _required_name(name: str) -> str:
@@ -168,25 +166,25 @@ class ContactController(Controller):
           responses=errors(400, 409, 422, *WRITE), status_code=200, sync_to_thread=True)
     def restore(self, request: ActorRequest, container: Container, data: IdList) -> Restored:
         """Bring trashed contacts back with their lists and tags."""
-        return Restored(restored=execute(container, container.app.restore, request.user, data.ids))
+        return Restored(restored=container.app.restore(request.user, data.ids))
 
     @delete("/trash", operation_id="purgeContacts",
             responses=errors(400, 409, 422, *WRITE), status_code=200, sync_to_thread=True)
     def purge(self, request: ActorRequest, container: Container, data: IdList) -> Purged:
         """Erase trashed contacts for good; active contacts are untouched and not counted."""
-        return Purged(purged=execute(container, container.app.purge, request.user, data.ids))
+        return Purged(purged=container.app.purge(request.user, data.ids))
 
     @post("/bulk-delete", operation_id="bulkDeleteContacts",
           responses=errors(400, 409, 422, *WRITE), status_code=200, sync_to_thread=True)
     def bulk_delete(self, request: ActorRequest, container: Container, data: IdList) -> Deleted:
         """Move active contacts to the trash; counts only those that were active."""
-        return Deleted(deleted=execute(container, container.app.trash, request.user, data.ids))
+        return Deleted(deleted=container.app.trash(request.user, data.ids))
 
     @delete("/{contact_id:uuid}", operation_id="deleteContact",
             responses=errors(404, 409, *WRITE), sync_to_thread=True)
     def remove(self, request: ActorRequest, container: Container, contact_id: UUID) -> None:
         """Move one contact to the trash (204); 404 if it is not an active contact of the account."""
-        if not execute(container, container.app.trash, request.user, [contact_id]):
+        if not container.app.trash(request.user, [contact_id]):
             raise NotFoundError(f"contact {contact_id} not found", field="id")
 
     @get("/{contact_id:uuid}", operation_id="getContact", responses=errors(404, 422), sync_to_thread=True)
@@ -213,8 +211,8 @@ class ContactController(Controller):
     @post("/", operation_id="createContact", responses=errors(400, 409, 422, *WRITE), sync_to_thread=True)
     def create(self, request: ActorRequest, container: Container, data: ContactCreate) -> ContactOut:
         """Create a contact (201); 422 for an invalid phone, 409 if the number is taken."""
-        contact_id = execute(
-            container, container.app.create_contact, request.user, phone=data.phone, region=clean_region(data.region),
+        contact_id = container.app.create_contact(
+            request.user, phone=data.phone, region=clean_region(data.region),
             pii={"first_name": clean_text(data.first_name), "last_name": clean_text(data.last_name),
                  "email": clean_email(data.email), "notes": clean_text(data.notes)},
             tags=clean_tags(data.tags), list_ids=data.list_ids, is_opted_out=data.is_opted_out)
@@ -237,9 +235,10 @@ class ContactController(Controller):
         changes: dict[str, Any] = {}
         if data.tags is not msgspec.UNSET:
             changes["tags"] = clean_tags(data.tags)
-        execute(container, container.app.update_contact, request.user, contact_id, pii=pii, changes=changes,
-                region=None if data.region is msgspec.UNSET else clean_region(data.region),
-                list_ids=None if data.list_ids is msgspec.UNSET else data.list_ids,
-                is_opted_out=None if data.is_opted_out is msgspec.UNSET else data.is_opted_out)
+        container.app.update_contact(
+            request.user, contact_id, pii=pii, changes=changes,
+            region=None if data.region is msgspec.UNSET else clean_region(data.region),
+            list_ids=None if data.list_ids is msgspec.UNSET else data.list_ids,
+            is_opted_out=None if data.is_opted_out is msgspec.UNSET else data.is_opted_out)
         return _found(contact_queries.get_contact(container.pool, request.user.account_id, contact_id),
                       "contact", contact_id)

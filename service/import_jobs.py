@@ -141,18 +141,14 @@ def _run_job(container: Container, claimed: dict[str, Any]) -> None:
         try:
             _, rows = open_rows(Path(tmp.name), claimed["format"], mapping, limits=file_limits(container.settings))
             try:
-                position = service.run(actor, job, rows, region=claimed["region"],
-                                       on_batch=lambda _: _heartbeat(container, import_id)).position
+                service.run(actor, job, rows, region=claimed["region"],
+                            on_batch=lambda _: _heartbeat(container, import_id))
             finally:
                 rows.close()
         except ImportFailedError as failed:
-            position = failed.position
             log.warning("import %s failed: %s", import_id, failed.cause)
         except Exception as exc:  # noqa: BLE001 - e.g. the header check: record the failure
             job = container.app.repository.get(import_id)
             job.fail(actor, failure_reason(exc))
-            position = container.app.save_all(job)
-    # The job's end is stored: its upload goes at once, before this waits for the
-    # projection (the worker's own loop may show the job finished a moment earlier).
-    _finish(container, import_id)
-    container.runner.catch_up(until=position)
+            container.app.save_all(job)
+    _finish(container, import_id)  # the job's end is stored (and shown): its upload goes

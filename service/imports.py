@@ -21,7 +21,7 @@ from msgspec import Meta
 from command.context import Actor
 from command.errors import NotFoundError, ValidationError
 from command.import_files import ImportRow, detect_format, open_rows, unneutralise
-from command.importing import ImportFailedError, ImportOutcome, ImportService
+from command.importing import ImportOutcome, ImportService
 from service.bootstrap import Container
 from service.commands import clean_region, clean_tags, clean_text, split_tags
 from service.import_jobs import enqueue, file_limits
@@ -143,19 +143,13 @@ def _parse_mapping(value: str | None) -> dict[str, str] | None:
 def run_import(container: Container, actor: Actor, rows: Iterator[ImportRow], *, source: str,
                filename: str | None, list_id: UUID | None, idempotency_key: str | None,
                region: str | None, request_hash: bytes | None = None) -> ImportOutcome:
-    """Start (or replay) an import, run it, and wait until the read tables show it."""
+    """Start (or replay) an import and run it; each batch commits with its read-table rows."""
     service = ImportService(container.app)
     job, replay = service.start(actor, source=source, filename=filename, list_id=list_id,
                                 idempotency_key=idempotency_key, request_hash=request_hash)
     if replay is not None:
         return replay
-    try:
-        outcome = service.run(actor, job, rows, region=region)
-    except ImportFailedError as failed:
-        container.runner.catch_up(until=failed.position)
-        raise
-    container.runner.catch_up(until=outcome.position)
-    return outcome
+    return service.run(actor, job, rows, region=region)
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -294,5 +288,4 @@ def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list
                                 idempotency_key=idempotency_key, request_hash=request_hash)
     if replay is None:
         enqueue(container, actor, job, upload.path, fmt, mapping, region)
-        container.runner.catch_up(until=container.head())
     return get_job(container, actor, job.id)

@@ -29,8 +29,8 @@ REASONS = {
          " `idempotency_key_reused` (imports: with `importId`); `errors` names each field at fault",
     429: "`too_many_requests`: the account's write rate limit; retry after `Retry-After` seconds",
     502: "`mail_delivery_failed`: the mail provider refused the message or could not be reached",
-    503: "`database_unavailable` (retry after `Retry-After` seconds; nothing was written),"
-         " `stored_not_confirmed` (the write was stored: do not repeat it) or `mail_not_configured`",
+    503: "`database_unavailable` (retry after `Retry-After` seconds; nothing was written) or"
+         " `mail_not_configured`",
 }
 AUTHENTICATED = (401, 503)  # every /api/v1 operation: a bad token, or PostgreSQL unreachable
 WRITE = (413, 429)  # every write: the body limit and the per-account rate limit

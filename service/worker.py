@@ -1,13 +1,14 @@
-"""The worker: keeps projections current and relays every event to NATS.
+"""The worker: relays every event to NATS, runs queued imports and the trash retention purge.
 
-Woken by PostgreSQL LISTEN/NOTIFY: the event store's channel (eventsourcing notifies
-on every insert) wakes the projection and the relay, the import queue's channel wakes
-the import slots, and a one-second safety tick wakes all of them.
+It does not project: every write builds its own read rows in its own transaction
+(``command/unit_of_work.py``). Woken by PostgreSQL LISTEN/NOTIFY: the event store's
+channel (every write notifies it) wakes the relay, the import queue's channel wakes
+the import slots, and a one-second safety tick wakes both.
 
 ``contacts worker`` runs the relay in a child process (``contacts relay``) at a lower
 CPU priority: publishing an import's thousands of ``contact.created`` messages may
-lag behind the import, but never takes a core from the import and its projections,
-which the import's response waits for (docs/imports.md, "Performance").
+lag behind the import, but never takes a core from the import, whose response waits
+for its batches (docs/imports.md, "Performance").
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ RELAY_NICENESS = 10
 
 
 class Worker:
-    """Projection catch-up and NATS relay, as asyncio tasks."""
+    """NATS relay, queued imports, retention purge and the inbound SMS consumer, as asyncio tasks."""
 
     def __init__(self, container: Container, nats_url: str, *,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
@@ -50,11 +51,10 @@ class Worker:
         self.import_slots = import_slots
         self.imports_wakeup = asyncio.Event()
         self.relay = container.relay(nats_url) if nats_url else None
-        self.wakeup = asyncio.Event()
         self.stop = asyncio.Event()
 
     async def _listen(self) -> None:
-        """Wake the projection and the relay on stored events, the import slots on queued jobs.
+        """Wake the relay on stored events, the import slots on queued jobs.
 
         A second without any notification wakes everything (the safety tick): a job
         whose worker died is claimed again then, as nothing announces a lost lock.
@@ -82,23 +82,12 @@ class Worker:
                 await asyncio.sleep(1.0)
 
     def _wake_for_events(self) -> None:
-        self.wakeup.set()
         if self.relay is not None:
             self.relay.wakeup.set()
 
     def _wake(self) -> None:
         self._wake_for_events()
         self.imports_wakeup.set()
-
-    async def _project(self) -> None:
-        while not self.stop.is_set():
-            await self.wakeup.wait()
-            self.wakeup.clear()
-            try:
-                await asyncio.to_thread(self.container.runner.catch_up)
-            except Exception:  # noqa: BLE001 - log and try again on the next wake-up
-                log.exception("worker: projection failed")
-                await asyncio.sleep(1.0)
 
     async def _imports(self) -> None:
         """Run queued imports, several at once (each in its own thread)."""
@@ -163,8 +152,7 @@ class Worker:
             lower_priority()
         tasks = [asyncio.create_task(self._listen())]
         if not self.relay_only:
-            tasks += [asyncio.create_task(self._project()), asyncio.create_task(self._retention()),
-                      asyncio.create_task(self._imports())]
+            tasks += [asyncio.create_task(self._retention()), asyncio.create_task(self._imports())]
         if self.relay is not None and self.relay_process:
             tasks.append(asyncio.create_task(self._relay_child()))
         elif self.relay is not None:

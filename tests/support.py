@@ -58,7 +58,6 @@ class ThreadedWorker:
             self.loop.close()
 
     async def _main(self) -> None:
-        self.worker.wakeup = asyncio.Event()
         self.worker.imports_wakeup = asyncio.Event()
         self.worker.stop = asyncio.Event()
         if self.worker.relay is not None:

@@ -60,7 +60,7 @@ def test_purged_contact_leaves_no_personal_data_in_database_or_stream(fresh_data
         with svc.container.pool.connection() as conn:
             conn.execute("DELETE FROM contacts; DELETE FROM contact_list_memberships; DELETE FROM contact_tags;"
                          " DELETE FROM contact_lists; UPDATE projection_tracking SET position = 0")
-        svc.container.runner.catch_up()
+        svc.container.replay_runner().catch_up()
         assert [c["id"] for c in api.get("/api/v1/contacts").json()["contacts"]] == [witness["id"]]
         assert api.get("/api/v1/contact-lists").json()[0]["contactCount"] == 0
     finally:

@@ -320,7 +320,7 @@ def test_a_resumed_import_continues_after_its_last_stored_row(service: Service, 
     _, rows = open_rows(path, "csv")
     first = [next(rows) for _ in range(1000)]
     rows.close()
-    job, _ = importer._import_batch(actor, job, importer._parse(actor, first, None))  # one batch, then died
+    job = importer._import_batch(actor, job, importer._parse(actor, first, None))  # one batch, then died
     import_jobs.enqueue(service.container, actor, job, path, "csv", None, None)
     result = _wait_for_job(api, str(job.id))
     assert result["status"] == "completed"
@@ -343,7 +343,7 @@ def test_a_file_broken_part_way_reports_what_was_stored(service: Service) -> Non
 
 
 def test_projection_batches_are_bounded_by_stored_size(service: Service) -> None:
-    from projections.runner import bounded_limit
+    from command.notification_log import bounded_limit
 
     api = service.client()
     _upload(api, ("phone\n" + "".join(f"07180{i:05d}\n" for i in range(3000))).encode())

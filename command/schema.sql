@@ -1,0 +1,110 @@
+-- The write side's tables, beside the event store's own (made by eventsourcing):
+-- created with the read tables (projections/schema.sql) by service/schema.py, once per
+-- version of these files. Their rows are written only by the unit of work
+-- (command/unit_of_work.py) and read through the recorder (command/recorder.py).
+CREATE TABLE IF NOT EXISTS phone_reservations (
+    reservation_id  uuid PRIMARY KEY,        -- HMAC(account_id, E.164), see command/phones.py
+    account_id      uuid NOT NULL,
+    contact_id      uuid,                    -- NULL: free (the contact was purged or moved)
+    import_id       uuid,                    -- the import that claimed it, if any
+    suppressed      boolean NOT NULL DEFAULT false,  -- opted out before it was freed
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS contact_origins (
+    contact_id        uuid PRIMARY KEY,
+    import_id         uuid NOT NULL,
+    import_version    integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS import_idempotency (
+    account_id       uuid NOT NULL,
+    idempotency_key  text NOT NULL,
+    import_id        uuid NOT NULL,
+    request_hash     bytea,  -- SHA-256 of what was imported: a key reused for other data is refused
+    PRIMARY KEY (account_id, idempotency_key)
+);
+ALTER TABLE import_idempotency ADD COLUMN IF NOT EXISTS request_hash bytea;  -- databases made before it
+CREATE TABLE IF NOT EXISTS import_queue (
+    import_id     uuid PRIMARY KEY,
+    account_id    uuid NOT NULL,
+    actor         text NOT NULL,
+    request_id    text NOT NULL,
+    format        text NOT NULL,
+    mapping       text,
+    region        text,
+    status        text NOT NULL DEFAULT 'queued',   -- queued | running
+    heartbeat_at  timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS import_upload_chunks (
+    import_id  uuid NOT NULL,
+    seq        integer NOT NULL,
+    data       bytea NOT NULL,
+    PRIMARY KEY (import_id, seq)
+);
+CREATE TABLE IF NOT EXISTS export_email_log (   -- export-email sends, for the hourly quota
+    account_id  uuid NOT NULL,
+    sent_at     timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS export_email_log_account_sent ON export_email_log (account_id, sent_at);
+-- The unit of work's append (command/unit_of_work.py): the events table's lock, the
+-- events, the read model's position and the relay's wake-up in one statement, so the
+-- lock is taken and used without a round trip to the client in between.
+CREATE OR REPLACE FUNCTION append_events(
+    p_ids uuid[], p_versions integer[], p_topics text[], p_states bytea[], p_projection text, p_channel text)
+    RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    last_id bigint;
+BEGIN
+    LOCK TABLE contacts_events IN EXCLUSIVE MODE;
+    WITH e AS (INSERT INTO contacts_events (originator_id, originator_version, topic, state)
+               SELECT * FROM unnest(p_ids, p_versions, p_topics, p_states) RETURNING notification_id)
+    SELECT max(notification_id) INTO last_id FROM e;
+    UPDATE projection_tracking SET position = last_id, updated_at = now() WHERE name = p_projection;
+    PERFORM pg_notify(p_channel, '');
+    RETURN last_id;
+END $$;
+CREATE OR REPLACE FUNCTION claim_phone_reservations(
+    p_ids uuid[], p_account uuid, p_contacts uuid[], p_import uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    claimed integer;
+BEGIN
+    INSERT INTO phone_reservations AS r (reservation_id, account_id, contact_id, import_id)
+    SELECT t.rid, p_account, t.cid, p_import FROM unnest(p_ids, p_contacts) AS t(rid, cid)
+    ON CONFLICT (reservation_id) DO UPDATE
+        SET contact_id = EXCLUDED.contact_id, import_id = EXCLUDED.import_id, updated_at = now()
+        WHERE r.contact_id IS NULL OR r.contact_id = EXCLUDED.contact_id;
+    GET DIAGNOSTICS claimed = ROW_COUNT;
+    IF claimed < coalesce(array_length(p_ids, 1), 0) THEN
+        RAISE unique_violation USING MESSAGE = 'phone number already held by another contact';
+    END IF;
+END $$;
+
+-- Per-contact data keys (crypto-shredding, command/crypto.py): deleting one erases the contact.
+CREATE TABLE IF NOT EXISTS contact_keys (
+    contact_id  uuid PRIMARY KEY,
+    key         bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- The operator directory (command/directory.py), seeded from phonenumbers on first start.
+CREATE TABLE IF NOT EXISTS mno_prefixes (
+    country   text NOT NULL,
+    prefix    text PRIMARY KEY,   -- digits after '+', country code included
+    operator  text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mno_prefixes_source (
+    id        integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    source    text NOT NULL,
+    loaded_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Secrets made once per database (the phone reservations' HMAC key, service/bootstrap.py).
+CREATE TABLE IF NOT EXISTS service_secrets (name text PRIMARY KEY, value bytea NOT NULL);
+
+-- The NATS relay's checkpoint (events/relay.py): the last notification id whose messages are acknowledged.
+CREATE TABLE IF NOT EXISTS relay_tracking (
+    name        text PRIMARY KEY,
+    position    bigint NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
