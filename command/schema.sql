@@ -55,6 +55,10 @@ CREATE OR REPLACE FUNCTION append_events(
 DECLARE
     last_id bigint;
 BEGIN
+    -- The commit does not wait for the WAL flush here, so the lock goes as soon as the
+    -- commit record is written; the unit of work waits for the flush after it, outside
+    -- the lock, where concurrent writers share one flush (group commit).
+    PERFORM set_config('synchronous_commit', 'off', true);
     LOCK TABLE contacts_events IN EXCLUSIVE MODE;
     WITH e AS (INSERT INTO contacts_events (originator_id, originator_version, topic, state)
                SELECT * FROM unnest(p_ids, p_versions, p_topics, p_states) RETURNING notification_id)

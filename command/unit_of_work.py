@@ -18,7 +18,8 @@ free of deadlocks:
    order and the relay never passes a gap that fills later), the events, the
    projection's position and the relay's wake-up;
 3. the projector's statements, from the events in memory (no read-back, no decryption);
-4. ``COMMIT``.
+4. ``COMMIT``, without waiting for the WAL flush; the flush is awaited after it,
+   outside the lock (``wait_for_flush``), before the write is acknowledged.
 
 The projector runs under the lock so that the read tables are built in exactly the
 order of the notification log, which is the order a rebuild replays: live and rebuilt
@@ -91,6 +92,7 @@ class UnitOfWork:
                         [s.topic for s in stored], [s.state for s in stored], self.projector.name, self.channel))
                     for event in events:
                         self.projector.apply(event, cur)
+                wait_for_flush(conn)
         except psycopg.errors.DeadlockDetected as exc:  # two claims crossed: retried like a lost race
             raise IntegrityError(str(exc)) from exc
 
@@ -124,6 +126,20 @@ class UnitOfWork:
                         " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::integer[])",
                         (uuid_array(o[0] for o in origins), uuid_array(o[1] for o in origins),
                          _literal(o[2] for o in origins)))
+
+
+def wait_for_flush(conn: Any) -> None:
+    """Return once every commit made before this call is on disk (the WAL is flushed past it).
+
+    The unit of work commits without waiting for the flush (``append_events``), so that
+    the events table's lock is free as soon as the commit is written, not an fsync later
+    (about 2 ms on this machine: a ceiling of ~500 writes/s for the whole service). Then
+    this tiny transaction, which takes a transaction id and so commits synchronously,
+    waits for a flush that covers the earlier commit too; concurrent writers waiting here
+    share one fsync. A write is answered only after it, so no acknowledged write is lost
+    in a crash; readers may see a write up to one flush before it is durable.
+    """
+    conn.execute("SELECT pg_current_xact_id()")
 
 
 def _copy_keys(cur: Cursor[Any], keys: dict[UUID, bytes]) -> None:

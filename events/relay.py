@@ -24,6 +24,7 @@ from command import locks
 from events.contract import PII_EVENT_NAMES, to_messages
 from events.nats_log import NatsErrorLog
 from command.notification_log import MAX_BATCH_BYTES, bounded_limit
+from command.unit_of_work import wait_for_flush
 
 log = logging.getLogger(__name__)
 RELAY_NAME = "nats_relay"
@@ -67,6 +68,12 @@ class Relay:
     def _limit(self, position: int) -> int:
         with self.pool.connection() as conn, conn.cursor() as cur:
             return bounded_limit(cur, position, self.batch_size, MAX_BATCH_BYTES)
+
+    def _wait_durable(self) -> None:
+        """Publish only events on disk: writes commit before their WAL flush (command/unit_of_work.py),
+        so a batch read now waits for a flush that covers it; a crash cannot take back a published event."""
+        with self.pool.connection() as conn:
+            wait_for_flush(conn)
 
     def _checkpoint(self, position: int) -> None:
         with self.pool.connection() as conn:
@@ -114,6 +121,7 @@ class Relay:
                 self.select_notifications, start=position, limit=limit, inclusive_of_start=False)
             if not notifications:
                 return total
+            await asyncio.to_thread(self._wait_durable)
             acks = self.acks
             for group in _groups(notifications):
                 notification = group[-1]
