@@ -29,7 +29,7 @@ def _note(text: str) -> None:
 
 def _servers(settings: Settings, stack: ExitStack, *, need_nats: bool) -> tuple[str, str]:
     """The configured URLs, or embedded servers started under the data dir."""
-    from service.embedded import EmbeddedNats, EmbeddedPostgres
+    from service.embedded import EmbeddedNats, EmbeddedPostgres, redacted
 
     database_url, nats_url = settings.database_url, settings.nats_url
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -38,12 +38,12 @@ def _servers(settings: Settings, stack: ExitStack, *, need_nats: bool) -> tuple[
         database_url = pg.start()
         if pg.started_here:
             stack.callback(pg.stop)
-        _note(f"embedded PostgreSQL: {database_url} (data in {pg.pgdata})")
+        _note(f"embedded PostgreSQL: {redacted(database_url)} (data in {pg.pgdata})")
     if not nats_url and need_nats:
         nats_server = EmbeddedNats(settings.data_dir)
         nats_url = nats_server.start()
         stack.callback(nats_server.stop)
-        _note(f"embedded NATS (JetStream): {nats_url} (store in {nats_server.store})")
+        _note(f"embedded NATS (JetStream): {redacted(nats_url)} (store in {nats_server.store})")
     return database_url, nats_url
 
 
