@@ -280,7 +280,10 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
 
 
 def _check_database(container: Container) -> None:
+    """Both pools: the read pool and the event store's, which every write goes through."""
     with container.pool.connection(timeout=2) as conn:
+        conn.execute("SELECT 1")
+    with container.app.recorder.datastore.get_connection() as conn:  # waits up to CONTACTS_DB_TIMEOUT_S
         conn.execute("SELECT 1")
 
 
