@@ -69,7 +69,7 @@ async def _run(settings: Settings, database_url: str, nats_url: str, *, api: boo
     if api:
         # The app has no startup/shutdown hooks: without lifespan, Ctrl-C ends quietly.
         config = uvicorn.Config(create_app(container, nats_url), host=settings.host, port=settings.port,
-                                log_level="warning", access_log=False, lifespan="off")
+                                log_level="warning", access_log=False, lifespan="off", log_config=None)
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # we own the signals
         tasks.append(asyncio.create_task(server.serve()))
@@ -264,8 +264,9 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from service.logs import configure
+
+    configure()  # CONTACTS_LOG_FORMAT: json or text, the same for every process (service/logs.py)
     parser = argparse.ArgumentParser(prog="contacts", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="api + worker + embedded servers for one machine (make run)")
