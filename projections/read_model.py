@@ -388,6 +388,13 @@ class ReadModelProjector:
                     " SET active = contact_time_counts.active + EXCLUDED.active,"
                     " opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out",
                     (account_id, created_at, tags, active, opted_out))
+        if any(n < 0 for n in active):
+            # Rows that fell to zero go, as in contact_tags: a tag only a trashed or purged
+            # contact had must not stay readable here (tags are personal data, docs/privacy.md).
+            cur.execute("DELETE FROM contact_time_counts WHERE account_id = %s AND tag = ANY(%s)"
+                        " AND bucket IN (date_trunc('hour', %s::timestamptz, 'UTC'),"
+                        " date_trunc('second', %s::timestamptz, 'UTC')) AND active <= 0 AND opted_out <= 0",
+                        (account_id, tags, created_at, created_at))
 
     @staticmethod
     def _tag_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: list[int], opted_out: list[int],
