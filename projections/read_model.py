@@ -7,6 +7,7 @@ counts of its lists and the tag index in the same transaction as the contact row
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import singledispatchmethod
 from importlib import resources
@@ -18,6 +19,7 @@ from psycopg import Connection, Cursor
 
 from command.domain import PII_FIELDS, Contact, ContactImport, ContactList
 
+log = logging.getLogger(__name__)
 NAME = "read_model"
 READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact_tags", "imports",
                "import_report_rows", "account_contact_counts", "contact_time_counts")
@@ -26,6 +28,18 @@ READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact
 def create_tables(conn: Connection[Any]) -> None:
     """Create the read tables if missing (idempotent)."""
     conn.execute(resources.files("projections").joinpath("schema.sql").read_text())
+    _warn_if_leaky(conn)
+
+
+def _warn_if_leaky(conn: Connection[Any]) -> None:
+    """Say so at start when searches and tag filters cannot use their indexes under row-level security."""
+    leaky = [r[0] for r in conn.execute("SELECT proname FROM pg_proc WHERE proname IN ('textlike', 'arraycontains')"
+                                        " AND pronamespace = 'pg_catalog'::regnamespace AND NOT proleakproof")]
+    if leaky:
+        log.warning("PostgreSQL does not mark %s LEAKPROOF: under row-level security, searches and tag filters"
+                    " cannot use their indexes and are slow on large accounts. As a superuser, run once:"
+                    " ALTER FUNCTION pg_catalog.textlike(text, text) LEAKPROOF;"
+                    " ALTER FUNCTION pg_catalog.arraycontains(anyarray, anyarray) LEAKPROOF;", " and ".join(leaky))
 
 
 def search_name(first: str | None, last: str | None) -> str:
