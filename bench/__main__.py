@@ -32,7 +32,9 @@ def _seeded(args: argparse.Namespace):
 
     pg = start_server(args.data_dir)
     url = database_url(pg, args.contacts, args.via, fresh=args.reseed)
-    _log(f"PostgreSQL {url} (data in {pg.pgdata})")
+    from service.embedded import redacted
+
+    _log(f"PostgreSQL {redacted(url)} (data in {pg.pgdata})")
     started = time.perf_counter()
     state = ensure_seeded(url, args.contacts, args.via, _log)
     _log(f"seeded database ready in {time.perf_counter() - started:.0f} s: {state.stats}")

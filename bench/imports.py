@@ -164,9 +164,10 @@ def _cpu_per_row(before: dict[str, float], after: dict[str, float], rows: int) -
 def nats_messages(data_dir: Path) -> int:
     import nats
 
+    from service.embedded import EmbeddedNats
+
     async def count() -> int:
-        port = int((data_dir / "nats.port").read_text())
-        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        nc = await nats.connect(EmbeddedNats(data_dir).url)
         try:
             return (await nc.jetstream().stream_info("CONTACTS")).state.messages
         except nats.js.errors.NotFoundError:

@@ -43,7 +43,7 @@ from command.phones import reservation_id
 from projections import read_model
 from projections import runner as projection_runner
 from service.bootstrap import Container, build
-from service.embedded import PG_USER, EmbeddedPostgres
+from service.embedded import EmbeddedPostgres
 from service.settings import Settings
 
 BENCH_SECRET = "bench-secret-0123456789-0123456789-abcdef"
@@ -69,13 +69,12 @@ def start_server(data_dir: Path) -> EmbeddedPostgres:
 def database_url(pg: EmbeddedPostgres, contacts: int, via: str, *, fresh: bool = False) -> str:
     """The URL of this size's database, created empty if missing (or if ``fresh``)."""
     name = f"bench_{contacts}" + ("" if via == "imports" else f"_{via}")
-    admin = f"postgresql://{PG_USER}@127.0.0.1:{pg.port}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(pg.server_url, autocommit=True) as conn:
         if fresh:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
             conn.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql://{PG_USER}@127.0.0.1:{pg.port}/{name}"
+    return pg.server_url.rsplit("/", 1)[0] + "/" + name
 
 
 @dataclass

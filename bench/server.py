@@ -98,13 +98,15 @@ class ServeProcess:
 
     @property
     def database_url(self) -> str:
-        from service.embedded import PG_DB, PG_USER
+        from service.embedded import EmbeddedPostgres
 
-        return f"postgresql://{PG_USER}@127.0.0.1:{(self.data_dir / 'pg.port').read_text().strip()}/{PG_DB}"
+        return EmbeddedPostgres(self.data_dir).url  # the port and the password serve wrote in the data dir
 
     @property
     def nats_url(self) -> str:
-        return f"nats://127.0.0.1:{(self.data_dir / 'nats.port').read_text().strip()}"
+        from service.embedded import EmbeddedNats
+
+        return EmbeddedNats(self.data_dir).url
 
     def __enter__(self) -> "ServeProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)

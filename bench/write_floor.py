@@ -160,16 +160,22 @@ def _statement_calls(database_url: str) -> dict[str, int]:
 def _postgres(data_dir: Path) -> EmbeddedPostgres:
     """The embedded server, restarted once with pg_stat_statements preloaded."""
     pg = EmbeddedPostgres(data_dir)
-    url = pg.start()
-    with psycopg.connect(url, autocommit=True) as conn:
+    pg.start()
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
     pg.stop()
-    url = pg.start()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    pg.start()
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (FLOOR_DB,)).fetchone():
             conn.execute(f'CREATE DATABASE "{FLOOR_DB}"')
+    with psycopg.connect(_admin(pg, pg.url.rsplit("/", 1)[1]), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")  # in the service's database
     return pg
+
+
+def _admin(pg: EmbeddedPostgres, database: str) -> str:
+    """The superuser on ``database`` (setting the server up; the floor runs as it too)."""
+    return pg.admin_url.rsplit("/", 1)[0] + "/" + database
 
 
 def run(connections: int, seconds: float, rounds: int, log: Any = print) -> dict[str, Any]:
@@ -180,7 +186,7 @@ def run(connections: int, seconds: float, rounds: int, log: Any = print) -> dict
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)
     pg = _postgres(DATA)
-    floor_url_db = pg.url.rsplit("/", 1)[0] + "/" + FLOOR_DB
+    floor_url_db = _admin(pg, FLOOR_DB)
     scripts = DATA / "scripts"
     scripts.mkdir()
     (scripts / "create.lua").write_text(CREATE_LUA)

@@ -4,6 +4,15 @@ The ``pii`` field of every Contact event is encrypted with AES-256-GCM under a k
 kept in ``contact_keys``. Purging a contact deletes its key, after which those
 fields can no longer be read from any stored event; the mapper then yields
 ``{"erased": True}`` so projections, replays and history keep working.
+
+Tags are sealed too: they are free text that users fill with personal facts (a
+customer number, a clinic, "owes-3000"). The domain events keep ``tags`` where they
+always were (``Created.tags``, ``Updated.changes["tags"]``, each import entry's
+``tags``); only the stored form moves them into the sealed blob and leaves ``[]`` (or
+no ``tags`` change) in clear. The names of the sealed fields stay readable
+(``fields``), so an auditor still sees *that* the tags changed after the values are
+gone. Events stored before tags were sealed (tags in clear, no ``tags`` inside the
+blob) load as they always did: nothing to upcast, the event classes did not change.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from psycopg_pool import ConnectionPool
 from command.ids import uuid_array
 
 SEALED = "__sealed__"
+SEALED_FIELDS = "fields"  # beside the blob, in clear: the names of the fields inside it
+TAGS = "tags"
 ERASED = {"erased": True}
 
 
@@ -102,13 +113,41 @@ class KeyStore:
             cache.update(keys)
 
 
-def seal(key: bytes, contact_id: UUID, pii: dict[str, Any]) -> dict[str, str]:
+def seal(key: bytes, contact_id: UUID, pii: dict[str, Any]) -> dict[str, Any]:
     nonce = os.urandom(12)
     ciphertext = AESGCM(key).encrypt(nonce, msgspec.json.encode(pii), contact_id.bytes)
-    return {SEALED: base64.b64encode(nonce + ciphertext).decode()}
+    return {SEALED: base64.b64encode(nonce + ciphertext).decode(), SEALED_FIELDS: sorted(pii)}
 
 
-def unseal(key: bytes, contact_id: UUID, sealed: dict[str, str]) -> dict[str, Any]:
+def erased(sealed: dict[str, Any]) -> dict[str, Any]:
+    """What an event whose key is gone holds in place of its personal fields (with their names, if stored)."""
+    names = sealed.get(SEALED_FIELDS)
+    return {**ERASED, "erased_fields": list(names)} if names else dict(ERASED)
+
+
+def _secret_and_clear(event: Any, pii: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields to seal (the personal ones and the tags) and the event's fields left in clear."""
+    tags = getattr(event, TAGS, None)
+    if isinstance(tags, list):  # Contact.Created
+        return {**pii, TAGS: tags}, {TAGS: []}
+    changes = getattr(event, "changes", None)
+    if isinstance(changes, dict) and TAGS in changes:  # Contact.Updated that changes the tags
+        return {**pii, TAGS: changes[TAGS]}, {"changes": {k: v for k, v in changes.items() if k != TAGS}}
+    return pii, {}
+
+
+def _restore_tags(event: Any, opened: dict[str, Any]) -> None:
+    """Put tags unsealed with the personal fields back where the event keeps them."""
+    if TAGS not in opened:
+        return  # stored before tags were sealed (in clear, already in place), or none changed
+    tags = opened.pop(TAGS)
+    if isinstance(getattr(event, TAGS, None), list):
+        object.__setattr__(event, TAGS, tags)
+    else:
+        object.__setattr__(event, "changes", {**event.changes, TAGS: tags})
+
+
+def unseal(key: bytes, contact_id: UUID, sealed: dict[str, Any]) -> dict[str, Any]:
     blob = base64.b64decode(sealed[SEALED])
     return msgspec.json.decode(AESGCM(key).decrypt(blob[:12], blob[12:], contact_id.bytes))
 
@@ -123,12 +162,14 @@ class PiiMapper(Mapper):
         if isinstance(pii, dict) and SEALED not in pii:
             contact_id = domain_event.originator_id
             key = self._key(contact_id)
-            domain_event = dataclasses.replace(domain_event, pii=seal(key, contact_id, pii))
+            secret, clear = _secret_and_clear(domain_event, pii)
+            domain_event = dataclasses.replace(domain_event, pii=seal(key, contact_id, secret), **clear)
         contacts = getattr(domain_event, "contacts", None)
         if isinstance(contacts, list):
             # An import batch: each entry sealed with its own key, the whole list
             # encoded once by msgspec (far faster than the generic JSON transcoder).
-            sealed = [{**entry, "pii": seal(self._key(entry["id"]), entry["id"], entry["pii"])} for entry in contacts]
+            sealed = [{**entry, "pii": seal(self._key(entry["id"]), entry["id"], {**entry["pii"], TAGS: entry[TAGS]}),
+                       TAGS: []} for entry in contacts]
             domain_event = dataclasses.replace(domain_event, contacts=msgspec.json.encode(sealed).decode())
         return super().to_stored_event(domain_event)
 
@@ -136,7 +177,9 @@ class PiiMapper(Mapper):
         event = super().to_domain_event(stored_event)
         pii = getattr(event, "pii", None)
         if isinstance(pii, dict) and SEALED in pii:
-            object.__setattr__(event, "pii", self._unseal(event.originator_id, pii))
+            opened = self._unseal(event.originator_id, pii)
+            _restore_tags(event, opened)
+            object.__setattr__(event, "pii", opened)
         contacts = getattr(event, "contacts", None)
         if isinstance(contacts, str):
             entries = _BATCH_DECODER.decode(contacts)
@@ -145,7 +188,9 @@ class PiiMapper(Mapper):
             for entry in entries:
                 values = msgspec.structs.asdict(entry)
                 key = keys.get(entry.id)
-                values["pii"] = unseal(key, entry.id, entry.pii) if key is not None else dict(ERASED)
+                values["pii"] = unseal(key, entry.id, entry.pii) if key is not None else erased(entry.pii)
+                if TAGS in values["pii"]:  # sealed with the personal fields (in clear before)
+                    values[TAGS] = values["pii"].pop(TAGS)
                 decoded.append(values)
             object.__setattr__(event, "contacts", decoded)
         return event
@@ -157,9 +202,9 @@ class PiiMapper(Mapper):
             raise LookupError(f"contact {contact_id} has no key: new contacts' keys come from KeyStore.generate")
         return key
 
-    def _unseal(self, contact_id: UUID, sealed: dict[str, str]) -> dict[str, Any]:
+    def _unseal(self, contact_id: UUID, sealed: dict[str, Any]) -> dict[str, Any]:
         key = self.keys.get(contact_id)
-        return unseal(key, contact_id, sealed) if key is not None else dict(ERASED)
+        return unseal(key, contact_id, sealed) if key is not None else erased(sealed)
 
 
 class _Entry(msgspec.Struct):

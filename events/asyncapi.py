@@ -47,7 +47,7 @@ class ContactCreated(Data, rename="camel"):
 class ContactUpdated(Data, rename="camel"):
     changes: dict[str, Any]
     changed_fields: list[str]
-    erased: bool = False              # as in ContactCreated: the personal fields changed are unknown
+    erased: bool = False              # as in ContactCreated: the values are gone, changedFields still names them
 
 
 class ListIds(Data, rename="camel"):

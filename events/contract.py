@@ -48,6 +48,13 @@ def _erased(values: dict[str, Any]) -> dict[str, Any]:
     return {"erased": True} if values.get("erased") else {}
 
 
+def changed_fields(event: Any) -> list[str]:
+    """The names of the fields a ``Contact.Updated`` changed, even once its values were erased (purge)."""
+    names = [k for k in event.pii if k not in ("erased", "erased_fields")]
+    names += event.pii.get("erased_fields", [])  # sealed fields (personal ones, tags) of a purged contact
+    return sorted({camel(k) for k in [*names, *event.changes] if k != "reservation_id"})
+
+
 @dataclass(frozen=True)
 class EventType:
     aggregate: str  # subject token: "list" or "contact"
@@ -71,7 +78,7 @@ EVENT_TYPES: dict[type, EventType] = {
         "status": e.status, "invalidReason": e.invalid_reason, "operator": e.operator, "country": e.country}),
     Contact.Updated: EventType("contact", "updated", 1, lambda e: {
         "changes": {**_pii(e.pii), **_camel(e.changes)},
-        "changedFields": sorted(_camel({**{k: v for k, v in e.pii.items() if k != "erased"}, **e.changes})),
+        "changedFields": changed_fields(e),
         **_erased(e.pii)}),
     Contact.AddedToLists: EventType("contact", "added_to_lists", 1, lambda e: {"listIds": e.list_ids}),
     Contact.RemovedFromLists: EventType("contact", "removed_from_lists", 1, lambda e: {"listIds": e.list_ids}),

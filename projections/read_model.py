@@ -7,6 +7,7 @@ counts of its lists and the tag index in the same transaction as the contact row
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import singledispatchmethod
 from importlib import resources
@@ -18,6 +19,7 @@ from psycopg import Connection, Cursor
 
 from command.domain import PII_FIELDS, Contact, ContactImport, ContactList
 
+log = logging.getLogger(__name__)
 NAME = "read_model"
 READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact_tags", "imports",
                "import_report_rows", "account_contact_counts", "contact_time_counts")
@@ -26,6 +28,18 @@ READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact
 def create_tables(conn: Connection[Any]) -> None:
     """Create the read tables if missing (idempotent)."""
     conn.execute(resources.files("projections").joinpath("schema.sql").read_text())
+    _warn_if_leaky(conn)
+
+
+def _warn_if_leaky(conn: Connection[Any]) -> None:
+    """Say so at start when searches and tag filters cannot use their indexes under row-level security."""
+    leaky = [r[0] for r in conn.execute("SELECT proname FROM pg_proc WHERE proname IN ('textlike', 'arraycontains')"
+                                        " AND pronamespace = 'pg_catalog'::regnamespace AND NOT proleakproof")]
+    if leaky:
+        log.warning("PostgreSQL does not mark %s LEAKPROOF: under row-level security, searches and tag filters"
+                    " cannot use their indexes and are slow on large accounts. As a superuser, run once:"
+                    " ALTER FUNCTION pg_catalog.textlike(text, text) LEAKPROOF;"
+                    " ALTER FUNCTION pg_catalog.arraycontains(anyarray, anyarray) LEAKPROOF;", " and ".join(leaky))
 
 
 def search_name(first: str | None, last: str | None) -> str:
@@ -411,6 +425,13 @@ class ReadModelProjector:
                     " SET active = contact_time_counts.active + EXCLUDED.active,"
                     " opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out",
                     (account_id, created_at, tags, active, opted_out))
+        if any(n < 0 for n in active):
+            # Rows that fell to zero go, as in contact_tags: a tag only a trashed or purged
+            # contact had must not stay readable here (tags are personal data, docs/privacy.md).
+            cur.execute("DELETE FROM contact_time_counts WHERE account_id = %s AND tag = ANY(%s)"
+                        " AND bucket IN (date_trunc('hour', %s::timestamptz, 'UTC'),"
+                        " date_trunc('second', %s::timestamptz, 'UTC')) AND active <= 0 AND opted_out <= 0",
+                        (account_id, tags, created_at, created_at))
 
     @staticmethod
     def _tag_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: list[int], opted_out: list[int],

@@ -7,6 +7,7 @@ from uuid import UUID
 from psycopg_pool import ConnectionPool
 
 from query.models import ContactListOut
+from query.tenancy import tenant_transaction
 
 _COLUMNS = "id, name, description, contact_count, created_at, updated_at"
 
@@ -18,14 +19,14 @@ def _row(row: tuple) -> ContactListOut:
 
 def list_contact_lists(pool: ConnectionPool, account_id: UUID) -> list[ContactListOut]:
     """Every list of the account, oldest first."""
-    with pool.connection() as conn:
+    with tenant_transaction(pool, account_id) as conn:
         rows = conn.execute(f"SELECT {_COLUMNS} FROM contact_lists WHERE account_id = %s"
                             " ORDER BY created_at, id", (account_id,)).fetchall()
     return [_row(r) for r in rows]
 
 
 def get_contact_list(pool: ConnectionPool, account_id: UUID, list_id: UUID) -> ContactListOut | None:
-    with pool.connection() as conn:
+    with tenant_transaction(pool, account_id) as conn:
         row = conn.execute(f"SELECT {_COLUMNS} FROM contact_lists WHERE account_id = %s AND id = %s",
                            (account_id, list_id)).fetchone()
     return _row(row) if row else None

@@ -11,6 +11,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from query.models import ContactOut, ContactPage
+from query.tenancy import SNAPSHOT, tenant_transaction
 
 COLUMNS = sql.SQL(
     "c.id, c.first_name, c.last_name, c.phone, c.email, c.tags, c.notes, c.is_opted_out, c.status,"
@@ -115,9 +116,8 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
     """
     where, params = flt.where(account_id)
     offset = (page - 1) * page_size
-    with pool.connection() as conn:
-        # One snapshot for the total and the page, so they agree (one round trip to open it).
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    # One snapshot for the total and the page, so they agree (one round trip to open it).
+    with tenant_transaction(pool, account_id, SNAPSHOT) as conn:
         total = _counted_total(conn, account_id, flt)
         rows: list[tuple] | None = None
         if total is None and offset >= search_min_skip and flt.term:
@@ -146,7 +146,6 @@ def page_contacts(pool: ConnectionPool, account_id: UUID, flt: ContactFilter, pa
         if rows is None:
             rows = _page(conn, account_id, flt, where, params, offset, page_size, total,
                          anchor_min_skip) if offset < total else []
-        conn.execute("COMMIT")
     return ContactPage(contacts=[to_contact(r) for r in rows], total=total, page=page, page_size=page_size)
 
 
@@ -262,7 +261,7 @@ def _counted_total(conn: Any, account_id: UUID, flt: ContactFilter) -> int | Non
 
 
 def get_contact(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> ContactOut | None:
-    with pool.connection() as conn:
+    with tenant_transaction(pool, account_id) as conn:
         row = conn.execute(sql.SQL("SELECT {} FROM contacts c WHERE c.account_id = %s AND c.id = %s"
                                    " AND c.deleted_at IS NULL").format(COLUMNS),
                            (account_id, contact_id)).fetchone()
@@ -271,14 +270,14 @@ def get_contact(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> Con
 
 def list_tags(pool: ConnectionPool, account_id: UUID) -> list[str]:
     """Distinct tags of the account's active contacts, from the tag index."""
-    with pool.connection() as conn:
+    with tenant_transaction(pool, account_id) as conn:
         rows = conn.execute("SELECT tag FROM contact_tags WHERE account_id = %s AND contact_count > 0"
                             " ORDER BY tag", (account_id,)).fetchall()
     return [r[0] for r in rows]
 
 
 def list_trash(pool: ConnectionPool, account_id: UUID) -> list[ContactOut]:
-    with pool.connection() as conn:
+    with tenant_transaction(pool, account_id) as conn:
         rows = conn.execute(sql.SQL("SELECT {} FROM contacts c WHERE c.account_id = %s AND c.deleted_at IS NOT NULL"
                                     " ORDER BY c.deleted_at DESC, c.id DESC").format(COLUMNS),
                             (account_id,)).fetchall()

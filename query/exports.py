@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool
 # One definition of the formula escaping, shared with the importer that undoes it.
 from command.import_files import FORMULA_STARTS
 from query.contacts import ContactFilter
+from query.tenancy import as_tenant
 
 CSV_COLUMNS = ("first_name", "last_name", "phone", "email", "tags", "notes")
 TAG_SEPARATOR = ";"
@@ -83,6 +84,7 @@ def csv_export(pool: ConnectionPool, account_id: UUID, flt: ContactFilter,
 def _batches(pool: ConnectionPool, query: sql.Composable, params: dict, batch: int) -> Iterator[tuple[list[str], bool]]:
     """The query's one text column, a fetched batch at a time, each with whether it is the last."""
     with pool.connection() as conn, conn.transaction():
+        as_tenant(conn, params["account"])
         with conn.cursor(name="contacts_export") as cur:
             cur.execute(query, params)
             while True:

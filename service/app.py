@@ -25,6 +25,7 @@ from python_multipart.exceptions import MultipartParseError
 from command.errors import DomainError
 from command.importing import ImportFailedError
 from events.asyncapi import document as asyncapi_document
+from service import logs
 from service.auth import JWTAuthMiddleware, TokenVerifier, echo_request_id
 from service.bootstrap import Container
 from service.controllers import ContactController, ContactListController
@@ -205,7 +206,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
     """Build the HTTP app around a Container (the composition root's product)."""
     metrics = Metrics(container)
     settings = container.settings
-    middleware: list[Any] = [metrics.middleware,
+    middleware: list[Any] = [logs.request_context_middleware, metrics.middleware,
                              DefineMiddleware(JWTAuthMiddleware, verifier=TokenVerifier(settings),
                                               exclude=PUBLIC_PATHS)]
     if settings.rate_limit_writes_per_minute > 0:
@@ -275,12 +276,16 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         },
         openapi_config=openapi,
         plugins=[ClosedStructSchemaPlugin()],
+        logging_config=None,  # Litestar's default adds its own handlers and format: one format (service/logs.py)
         debug=False,
     )
 
 
 def _check_database(container: Container) -> None:
+    """Both pools: the read pool and the event store's, which every write goes through."""
     with container.pool.connection(timeout=2) as conn:
+        conn.execute("SELECT 1")
+    with container.app.recorder.datastore.get_connection() as conn:  # waits up to CONTACTS_DB_TIMEOUT_S
         conn.execute("SELECT 1")
 
 

@@ -17,6 +17,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from command.context import Actor
+from service import logs
 from service.settings import Settings
 
 ASYMMETRIC = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
@@ -132,4 +133,5 @@ class JWTAuthMiddleware(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException("malformed Authorization header (expected 'Bearer <token>')")
         actor = self.verifier.verify(token.strip(), request_id_of(connection.scope))
+        logs.bind(account_id=actor.account_id, actor=actor.sub)  # what this request logs says whose it was
         return AuthenticationResult(user=actor, auth=token)

@@ -18,6 +18,7 @@ from command.unit_of_work import EVENTS_TABLE
 from events.relay import Relay
 from projections.read_model import ReadModelProjector
 from projections.runner import ProjectionRunner
+from service.dbpool import retry_every_second
 from service.schema import ensure_schema
 from service.settings import Settings
 
@@ -98,6 +99,7 @@ def build(settings: Settings, database_url: str) -> Container:
     # ("prepared statement … does not exist"); these queries are cheap to plan.
     # Sessions in UTC, whatever the server's TimeZone: times leave the API as ...Z, the
     # same in GET /contacts (msgspec) and in the exports (formatted by PostgreSQL).
+    retry_every_second()  # both pools come back within a second of the database (service/dbpool.py)
     pool = ConnectionPool(database_url, min_size=2, max_size=settings.db_pool_size, open=True,
                           timeout=settings.db_timeout_s, configure=_utc_session,
                           kwargs={"autocommit": True, "prepare_threshold": None})

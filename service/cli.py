@@ -29,7 +29,7 @@ def _note(text: str) -> None:
 
 def _servers(settings: Settings, stack: ExitStack, *, need_nats: bool) -> tuple[str, str]:
     """The configured URLs, or embedded servers started under the data dir."""
-    from service.embedded import EmbeddedNats, EmbeddedPostgres
+    from service.embedded import EmbeddedNats, EmbeddedPostgres, redacted
 
     database_url, nats_url = settings.database_url, settings.nats_url
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -38,12 +38,12 @@ def _servers(settings: Settings, stack: ExitStack, *, need_nats: bool) -> tuple[
         database_url = pg.start()
         if pg.started_here:
             stack.callback(pg.stop)
-        _note(f"embedded PostgreSQL: {database_url} (data in {pg.pgdata})")
+        _note(f"embedded PostgreSQL: {redacted(database_url)} (data in {pg.pgdata})")
     if not nats_url and need_nats:
         nats_server = EmbeddedNats(settings.data_dir)
         nats_url = nats_server.start()
         stack.callback(nats_server.stop)
-        _note(f"embedded NATS (JetStream): {nats_url} (store in {nats_server.store})")
+        _note(f"embedded NATS (JetStream): {redacted(nats_url)} (store in {nats_server.store})")
     return database_url, nats_url
 
 
@@ -69,7 +69,7 @@ async def _run(settings: Settings, database_url: str, nats_url: str, *, api: boo
     if api:
         # The app has no startup/shutdown hooks: without lifespan, Ctrl-C ends quietly.
         config = uvicorn.Config(create_app(container, nats_url), host=settings.host, port=settings.port,
-                                log_level="warning", access_log=False, lifespan="off")
+                                log_level="warning", access_log=False, lifespan="off", log_config=None)
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # we own the signals
         tasks.append(asyncio.create_task(server.serve()))
@@ -264,8 +264,9 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from service.logs import configure
+
+    configure()  # CONTACTS_LOG_FORMAT: json or text, the same for every process (service/logs.py)
     parser = argparse.ArgumentParser(prog="contacts", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="api + worker + embedded servers for one machine (make run)")

@@ -3,11 +3,20 @@
 Both run as child processes with their data under ``CONTACTS_DATA_DIR`` and listen
 on 127.0.0.1 only. PostgreSQL is reached over TCP, not its Unix socket, because
 large pipelined saves over the socket were seen to hang (ARCHITECTURE.md).
+
+Listening on the loopback still lets every user of the machine connect, so neither
+server trusts a connection: on first start random credentials are generated and
+kept in the data directory, readable by its owner only (mode 0600).
+PostgreSQL checks scram-sha-256 passwords; the service connects as ``contacts``, a
+role without superuser rights that owns its database. NATS takes a user and password
+from its config file (not its command line, which ``ps`` shows to everyone).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -16,8 +25,39 @@ import sys
 import time
 from pathlib import Path
 
-PG_USER = "postgres"
+PG_USER = "postgres"  # the superuser: used only to set up the server, with its own password
+PG_APP_USER = "contacts"  # the service's role: owns the database, may create test databases, nothing more
 PG_DB = "contacts"
+PG_READER_ROLE = "contacts_reader"  # no login, no BYPASSRLS: the API's reads SET LOCAL ROLE to it
+NATS_USER = "contacts"
+
+
+def credentials(path: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """The passwords kept in ``path`` (JSON, mode 0600), generated and written on first use."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        stored = {}
+    if all(stored.get(name) for name in names):
+        return stored
+    stored = {**{name: secrets.token_urlsafe(24) for name in names}, **stored}
+    # Created with mode 0600 from the start: no moment where another user could read it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(stored, f)
+    os.chmod(path, 0o600)
+    return stored
+
+
+def redacted(url: str) -> str:
+    """A URL without its password, fit for a log line or a banner."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def free_port() -> int:
@@ -68,12 +108,27 @@ class EmbeddedPostgres:
         self.pgdata = (data_dir / "pg").resolve()
         self.port_file = data_dir / "pg.port"
         self.port = port or _port_file_value(self.port_file) or free_port()
+        self.secrets = credentials(data_dir / "pg.credentials.json", (PG_USER, PG_APP_USER))
         self.run_as: str | None = None
         self.started_here = False
 
+    def _url(self, user: str, database: str) -> str:
+        return f"postgresql://{user}:{self.secrets[user]}@127.0.0.1:{self.port}/{database}"
+
     @property
     def url(self) -> str:
-        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{PG_DB}"
+        """The service's URL: the ``contacts`` role, with its password, on the ``contacts`` database."""
+        return self._url(PG_APP_USER, PG_DB)
+
+    @property
+    def server_url(self) -> str:
+        """The ``contacts`` role on the ``postgres`` database (to create more databases, as the tests do)."""
+        return self._url(PG_APP_USER, "postgres")
+
+    @property
+    def admin_url(self) -> str:
+        """The superuser's URL; for setting the server up, never for the service."""
+        return self._url(PG_USER, "postgres")
 
     def _run(self, args: list[str], **kw) -> subprocess.CompletedProcess:
         return subprocess.run(args, check=True, user=self.run_as, capture_output=True, text=True, **kw)
@@ -102,8 +157,7 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self._prepare_user()
         if not (self.pgdata / "PG_VERSION").exists():
-            self._run([str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", PG_USER,
-                       "--auth=trust", "--encoding=UTF8", "--locale=C"])
+            self._initdb()
         if not self._running():
             log = self.pgdata / "server.log"
             opts = (f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200 "
@@ -115,6 +169,23 @@ class EmbeddedPostgres:
         _wait_port(self.port, 30)
         self._ensure_database()
         return self.url
+
+    def _initdb(self) -> None:
+        """A new cluster whose every connection needs a password (scram-sha-256), the superuser's included."""
+        pwfile = self.pgdata.parent / ".pg.pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.secrets[PG_USER] + "\n")
+        try:
+            if self.run_as:
+                import pwd
+
+                entry = pwd.getpwnam(self.run_as)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            self._run([str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", PG_USER, f"--pwfile={pwfile}",
+                       "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"])
+        finally:
+            pwfile.unlink(missing_ok=True)
 
     def _running(self) -> bool:
         pid_file = self.pgdata / "postmaster.pid"
@@ -131,13 +202,55 @@ class EmbeddedPostgres:
         return True
 
     def _ensure_database(self) -> None:
+        """The service's role, owning the service's database; then no connection without a password."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            # Idempotent, and also the upgrade of a data dir made when the server trusted everyone.
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(PG_USER), sql.Literal(self.secrets[PG_USER])))
+            verb = "ALTER" if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                           (PG_APP_USER,)).fetchone() else "CREATE"
+            conn.execute(sql.SQL(verb + " ROLE {} LOGIN CREATEDB NOSUPERUSER NOCREATEROLE PASSWORD {}").format(
+                sql.Identifier(PG_APP_USER), sql.Literal(self.secrets[PG_APP_USER])))
+            # The role the API's reads run as, under row-level security (projections/schema.sql);
+            # made here because the service's own role may not create roles.
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PG_READER_ROLE,)).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOSUPERUSER NOBYPASSRLS").format(
+                    sql.Identifier(PG_READER_ROLE)))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(PG_READER_ROLE), sql.Identifier(PG_APP_USER)))
+            owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+                                 (PG_DB,)).fetchone()
+            if owner is None:
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(PG_DB), sql.Identifier(PG_APP_USER)))
+            elif owner[0] != PG_APP_USER:
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    sql.Identifier(PG_DB), sql.Identifier(PG_APP_USER)))
+                with psycopg.connect(self._url(PG_USER, PG_DB), autocommit=True) as db:
+                    db.execute(HAND_OVER_OBJECTS)
+        # pg_proc is per database: template1 passes the marks on to databases made later (the tests').
+        for database in ("template1", PG_DB):
+            with psycopg.connect(self._url(PG_USER, database), autocommit=True) as db:
+                db.execute(LEAKPROOF_OPERATORS)
+        self._require_passwords()
+
+    def _require_passwords(self) -> None:
+        """Replace ``trust`` in pg_hba.conf (data dirs made before credentials existed) and reload."""
+        hba = self.pgdata / "pg_hba.conf"
+        text = hba.read_text()
+        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if not any(line.split()[-1] == "trust" for line in lines):
+            return
+        hba.write_text("# Written by the contacts service: every connection needs a password.\n"
+                       "local all all scram-sha-256\n"
+                       "host all all 127.0.0.1/32 scram-sha-256\n"
+                       "host all all ::1/128 scram-sha-256\n")
         import psycopg
 
-        admin = f"postgresql://{PG_USER}@127.0.0.1:{self.port}/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DB,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{PG_DB}"')
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
 
     def stop(self, mode: str = "fast") -> None:
         if self._running():
@@ -149,8 +262,7 @@ class EmbeddedPostgres:
 
     def pg_dump(self, *args: str) -> str:
         """Dump the whole database as SQL text (used by the erasure proof)."""
-        return subprocess.run([str(self.bin / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port),
-                               "-U", PG_USER, *args, PG_DB],
+        return subprocess.run([str(self.bin / "pg_dump"), *args, "-d", self.url],
                               check=True, capture_output=True, text=True).stdout
 
 
@@ -161,11 +273,21 @@ class EmbeddedNats:
         self.store = (data_dir / "nats").resolve()
         self.port_file = data_dir / "nats.port"
         self.port = port or _port_file_value(self.port_file) or free_port()
+        self.secrets = credentials(data_dir / "nats.credentials.json", (NATS_USER,))
+        self.config = data_dir / "nats.conf"
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """The server's URL with the user and password the service connects with."""
+        return f"nats://{NATS_USER}:{self.secrets[NATS_USER]}@127.0.0.1:{self.port}"
+
+    def _write_config(self) -> None:
+        """The credentials go in a 0600 config file: on the command line ``ps`` would show them."""
+        fd = os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("authorization {\n  user: %s\n  password: %s\n}\n"
+                    % (json.dumps(NATS_USER), json.dumps(self.secrets[NATS_USER])))
 
     @staticmethod
     def binary() -> str:
@@ -183,9 +305,11 @@ class EmbeddedNats:
                 return self.url
         except OSError:
             pass
+        self._write_config()
         log = open(self.store.parent / "nats.log", "ab")
         self.proc = subprocess.Popen(
-            [self.binary(), "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port)],
+            [self.binary(), "-c", str(self.config), "-js", "-sd", str(self.store), "-a", "127.0.0.1",
+             "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.port_file.write_text(str(self.port))
@@ -195,3 +319,50 @@ class EmbeddedNats:
     def stop(self) -> None:
         stop_process(self.proc, 10)
         self.proc = None
+
+
+# Under row-level security PostgreSQL uses a condition in an index scan only if its
+# operator is LEAKPROOF: LIKE (the trigram search) and @> (tags) are not marked so, and
+# searches took 200-300 ms instead of 3-20 ms at 200,000 contacts. Neither reveals a
+# row's value through an error (LIKE errs only on a malformed pattern, @> on element
+# types); only a superuser may mark them. docs/architecture.md says what this trades.
+LEAKPROOF_OPERATORS = ("ALTER FUNCTION pg_catalog.textlike(text, text) LEAKPROOF;"
+                       " ALTER FUNCTION pg_catalog.arraycontains(anyarray, anyarray) LEAKPROOF")
+
+
+# Objects of a database made before the service had its own role belong to the superuser;
+# the service must own them (it alters its tables at start). Extensions stay the superuser's.
+HAND_OVER_OBJECTS = """
+DO $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT c.oid::regclass AS name, c.relkind FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE pg_get_userbyid(c.relowner) = 'postgres' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+             AND n.nspname NOT LIKE 'pg_toast%' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+  LOOP
+    IF r.relkind = 'S' THEN
+      -- an owned sequence follows its table; a free one is handed over on its own
+      IF NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = r.name::oid AND d.deptype IN ('a', 'i')) THEN
+        EXECUTE format('ALTER SEQUENCE %s OWNER TO contacts', r.name);
+      END IF;
+    ELSE
+      EXECUTE format('ALTER TABLE %s OWNER TO contacts', r.name);
+    END IF;
+  END LOOP;
+  FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE pg_get_userbyid(p.proowner) = 'postgres' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('ALTER ROUTINE %s OWNER TO contacts', r.name);
+  END LOOP;
+  FOR r IN SELECT t.oid::regtype AS name FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+           WHERE pg_get_userbyid(t.typowner) = 'postgres' AND t.typtype IN ('e', 'd', 'c') AND t.typrelid = 0
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('ALTER TYPE %s OWNER TO contacts', r.name);
+  END LOOP;
+END $$;
+"""

@@ -25,6 +25,7 @@ from command.context import Actor
 from command.domain import ContactImport
 from command.import_files import FileLimits, open_rows
 from command.importing import ImportFailedError, ImportService, failure_reason
+from service import logs
 from service.bootstrap import Container
 from service.settings import Settings
 
@@ -116,7 +117,8 @@ def _finish(container: Container, import_id: UUID) -> None:
 def run_job(container: Container, claimed: dict[str, Any]) -> None:
     """Run (or resume) one queued import to its end; the upload is deleted either way."""
     try:
-        _run_job(container, claimed)
+        with logs.bound(request_id=claimed["request_id"], account_id=claimed["account_id"], actor=claimed["actor"]):
+            _run_job(container, claimed)
     except Exception:  # noqa: BLE001 - the lock is released below; another round resumes the job
         log.exception("import %s stopped; it will be resumed", claimed["import_id"])
     finally:

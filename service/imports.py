@@ -22,6 +22,7 @@ from command.context import Actor
 from command.errors import NotFoundError, ValidationError
 from command.import_files import ImportRow, detect_format, open_rows, unneutralise
 from command.importing import ImportOutcome, ImportService
+from query.tenancy import as_tenant, tenant_transaction
 from service.bootstrap import Container
 from service.commands import clean_region, clean_tags, clean_text, split_tags
 from service.import_jobs import enqueue, file_limits
@@ -237,18 +238,18 @@ class ImportController(Controller):
          responses=errors(404), media_type="text/csv", sync_to_thread=True)
     def report(self, request: ActorRequest, container: Container, import_id: UUID) -> Stream:
         """Row-by-row report of skipped and flagged rows: row, outcome, reason, detail, contact_id."""
-        with container.pool.connection() as conn:
+        with tenant_transaction(container.pool, request.user.account_id) as conn:
             found = conn.execute("SELECT 1 FROM imports WHERE id = %s AND account_id = %s",
                                  (import_id, request.user.account_id)).fetchone()
         if found is None:
             raise NotFoundError(f"import {import_id} not found", field="id")
-        return Stream(_report_lines(container, import_id), media_type="text/csv",
+        return Stream(_report_lines(container, request.user.account_id, import_id), media_type="text/csv",
                       headers={"Content-Disposition": f'attachment; filename="import-{import_id}-report.csv"'})
 
 
 def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
     """The job resource from the ``imports`` read table (404 for another account's)."""
-    with container.pool.connection() as conn:
+    with tenant_transaction(container.pool, actor.account_id) as conn:
         row = conn.execute(
             "SELECT id, status, source, filename, list_id, rows_read, imported, valid, invalid, skipped,"
             " error, created_at, updated_at, finished_at FROM imports WHERE id = %s AND account_id = %s",
@@ -260,11 +261,12 @@ def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
                      finished_at=row[13], report_url=f"/api/v1/contacts/imports/{row[0]}/report.csv")
 
 
-def _report_lines(container: Container, import_id: UUID) -> Iterator[bytes]:
+def _report_lines(container: Container, account_id: UUID, import_id: UUID) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(["row", "outcome", "reason", "detail", "contact_id"])
     with container.pool.connection() as conn, conn.transaction():
+        as_tenant(conn, account_id)
         with conn.cursor(name="import_report") as cur:
             cur.execute("SELECT row, outcome, reason, detail, contact_id FROM import_report_rows"
                         " WHERE import_id = %s ORDER BY row, reason", (import_id,))

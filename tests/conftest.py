@@ -19,7 +19,8 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external
         return
     pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
-    yield pg.start()
+    pg.start()
+    yield pg.server_url  # the service's own role (not the superuser), which may create databases
     pg.stop("immediate")
 
 

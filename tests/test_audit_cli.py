@@ -90,3 +90,4 @@ def test_events_export_to_standard_output_is_ndjson_with_the_embedded_servers(tm
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["type"] for e in events] == ["contacts.contact.created.v1", "contacts.contact_list.created.v1"]
     assert "embedded PostgreSQL" in done.stderr
+    assert pg.secrets["contacts"] not in done.stderr + done.stdout  # the URL is printed without its password

@@ -298,8 +298,8 @@ def test_memberships_made_before_the_sort_columns_get_them_filled(tables: tuple[
         create_tables(conn)
         assert conn.execute(MEMBERSHIPS_MATCH).fetchone()[0] == 0
         assert conn.execute(LIST_COUNTS_MATCH).fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname IN ('contact_list_memberships_order',"
-                            " 'contact_list_memberships_opted_order')").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname IN ('contact_list_memberships_order_v2',"
+                            " 'contact_list_memberships_opted_order_v2')").fetchone()[0] == 2
     # Active: 1-3, 5-7, 9-11; opted out: 1, 2, 11; tagged: the odd ones.
     for opted_out, tags, n in ((None, [], 9), (True, [], 3), (False, [], 6), (None, ["t"], 6), (True, ["t"], 2)):
         expected = _list_oracle(url, account, str(list_id), opted_out, tuple(tags))

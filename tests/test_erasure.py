@@ -7,6 +7,9 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg
+
+from events.contract import changed_fields
 from service.embedded import EmbeddedNats
 from tests.support import pg_dump, read_stream, start_service
 
@@ -16,7 +19,11 @@ SECRETS = {
 }
 UPDATED = {"firstName": "Xanthippe", "notes": "second note VIOLET-9923"}
 PHONE = "+254745123987"
-NEEDLES = [*SECRETS.values(), *UPDATED.values(), "254745123987", "0745123987", "745 123987"]
+# Tags are free text users fill with personal facts: ones only the purged contact had must go too.
+TAG = "owes-kes3000-qzx"
+UPDATED_TAG = "clinic-mbagathi-qzx"
+SHARED_TAG = "shared-with-witness"
+NEEDLES = [*SECRETS.values(), *UPDATED.values(), "254745123987", "0745123987", "745 123987", TAG, UPDATED_TAG]
 
 
 def test_purged_contact_leaves_no_personal_data_in_database_or_stream(fresh_database: str, nats_url: str) -> None:
@@ -24,14 +31,21 @@ def test_purged_contact_leaves_no_personal_data_in_database_or_stream(fresh_data
     try:
         api = svc.client(sub="auditor-visible-actor")
         lst = api.create_list("campaign")
-        victim = api.create_contact(PHONE, tags=["erasure-tag"], listIds=[lst["id"]], **SECRETS)
-        witness = api.create_contact("+254722555444", firstName="Witnessia", notes="witness-note-KEEP")
-        api.patch(f"/api/v1/contacts/{victim['id']}", json=UPDATED)
+        victim = api.create_contact(PHONE, tags=[TAG, SHARED_TAG], listIds=[lst["id"]], **SECRETS)
+        witness = api.create_contact("+254722555444", firstName="Witnessia", notes="witness-note-KEEP",
+                                     tags=[SHARED_TAG])
+        api.patch(f"/api/v1/contacts/{victim['id']}", json={**UPDATED, "tags": [UPDATED_TAG, SHARED_TAG]})
         svc.wait_for_relay()
         before = pg_dump(fresh_database)
         stream_before = b"".join(m.data for m in asyncio.run(read_stream(nats_url, svc.settings.nats_stream)))
         # The proof can fail: before the purge the values are there to be found.
         assert "Xanthippe" in before and "zq.erasure@example.org" in before and b"Xanthippe" in stream_before
+        assert UPDATED_TAG in before and TAG.encode() in stream_before and UPDATED_TAG.encode() in stream_before
+        # The events hold the tags sealed with the personal fields, never in clear.
+        with psycopg.connect(fresh_database) as conn:
+            states = b"".join(bytes(r[0]) for r in conn.execute(
+                "SELECT state FROM contacts_events WHERE originator_id = %s", (uuid.UUID(victim["id"]),)))
+        assert b"tags" in states and TAG.encode() not in states and UPDATED_TAG.encode() not in states
 
         assert api.delete(f"/api/v1/contacts/{victim['id']}").status_code == 204
         assert api.delete_json("/api/v1/contacts/trash", {"ids": [victim["id"]]}).json() == {"purged": 1}
@@ -45,6 +59,7 @@ def test_purged_contact_leaves_no_personal_data_in_database_or_stream(fresh_data
             assert needle not in stream, f"{needle!r} still on the stream"
         # Other contacts are unaffected.
         assert "Witnessia" in dump and "witness-note-KEEP" in dump and "Witnessia" in stream
+        assert SHARED_TAG in dump and SHARED_TAG in stream  # a tag another contact has stays
         assert api.get(f"/api/v1/contacts/{witness['id']}").json()["firstName"] == "Witnessia"
         # Subscribers were told to erase their copies.
         subjects = [m.subject for m in messages]
@@ -54,8 +69,13 @@ def test_purged_contact_leaves_no_personal_data_in_database_or_stream(fresh_data
         events = list(svc.container.app.events.get(uuid.UUID(victim["id"])))
         assert [type(e).__name__ for e in events] == ["Created", "Updated", "Trashed", "Purged"]
         assert all(e.actor == "auditor-visible-actor" for e in events)
-        assert events[0].pii == {"erased": True} and events[1].pii == {"erased": True}
-        assert events[0].tags == ["erasure-tag"]
+        assert events[0].pii["erased"] is True and events[1].pii["erased"] is True
+        assert events[0].tags == [] and "tags" not in events[1].changes  # the values are gone...
+        # ...but auditors still see which fields the update changed.
+        assert changed_fields(events[1]) == ["firstName", "notes", "tags"]
+        history = api.get(f"/api/v1/contacts/{victim['id']}/history")
+        assert history.status_code == 200 and TAG not in history.text and UPDATED_TAG not in history.text
+        assert "tags" in history.json()[1]["data"]["erasedFields"]
         # Replaying the read model from the events still works after the purge.
         with svc.container.pool.connection() as conn:
             conn.execute("DELETE FROM contacts; DELETE FROM contact_list_memberships; DELETE FROM contact_tags;"
@@ -78,11 +98,13 @@ def test_purged_contact_leaves_no_personal_data_in_the_nats_store_files(fresh_da
     svc = start_service(fresh_database, server.start())
     try:
         api = svc.client()
-        victim = api.create_contact("+254745777123", firstName="Ozymandrel", lastName="Vexillographa")
-        api.patch(f"/api/v1/contacts/{victim['id']}", json={"lastName": "Quillifrond"})
+        victim = api.create_contact("+254745777123", firstName="Ozymandrel", lastName="Vexillographa",
+                                    tags=["diagnosis-wrist-qzx"])
+        api.patch(f"/api/v1/contacts/{victim['id']}", json={"lastName": "Quillifrond", "tags": ["arrears-qzx"]})
         api.create_contact("+254722888999", firstName="Witnessandra")
         svc.wait_for_relay()
-        needles = [b"Ozymandrel", b"Vexillographa", b"Quillifrond", b"254745777123"]
+        needles = [b"Ozymandrel", b"Vexillographa", b"Quillifrond", b"254745777123", b"diagnosis-wrist-qzx",
+                   b"arrears-qzx"]
         deadline = time.monotonic() + 10  # the server writes its block files a moment after the ack
         while not all(files_holding(server.store, n) for n in needles):
             assert time.monotonic() < deadline, "the values never reached the store files"
