@@ -17,7 +17,7 @@ from eventsourcing.persistence import IntegrityError
 
 from command.context import Actor
 from command.crypto import KeyStore, PiiMapper
-from command.domain import Contact, ContactList
+from command.domain import Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
@@ -190,14 +190,17 @@ class ContactsApplication(Application):
         return contact_list.id, self.save_all(contact_list)
 
     @retry_on_conflict
-    def update_list(self, actor: Actor, list_id: UUID, changes: dict[str, Any]) -> tuple[UUID, int]:
+    def update_list(self, actor: Actor, list_id: UUID, changes: dict[str, Any],
+                    expected_version: int | None = None) -> tuple[UUID, int]:
         contact_list = self.get_list(actor, list_id)
+        check_version(contact_list, expected_version)
         contact_list.update(actor, changes)
         return list_id, self.save_all(contact_list)
 
     @retry_on_conflict
-    def delete_list(self, actor: Actor, list_id: UUID) -> tuple[None, int]:
+    def delete_list(self, actor: Actor, list_id: UUID, expected_version: int | None = None) -> tuple[None, int]:
         contact_list = self.get_list(actor, list_id)
+        check_version(contact_list, expected_version)
         contact_list.delete(actor)
         return None, self.save_all(contact_list)
 
@@ -226,8 +229,10 @@ class ContactsApplication(Application):
     @retry_on_conflict
     def update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any],
                        changes: dict[str, Any], region: str | None = None,
-                       list_ids: list[UUID] | None = None, is_opted_out: bool | None = None) -> tuple[UUID, int]:
+                       list_ids: list[UUID] | None = None, is_opted_out: bool | None = None,
+                       expected_version: int | None = None) -> tuple[UUID, int]:
         contact = self.get_contact(actor, contact_id)
+        check_version(contact, expected_version)
         claims, releases = [], []
         if "phone" in pii:
             parsed = self.parse(pii["phone"], region)
@@ -280,6 +285,14 @@ class ContactsApplication(Application):
         """SoftDelete: active contacts of the account move to the trash."""
         changed = [c for c in self._active_contacts(actor, contact_ids) if c.trash(actor)]
         return len(changed), self.save_all(*changed)
+
+    @retry_on_conflict
+    def trash_contact(self, actor: Actor, contact_id: UUID, expected_version: int | None = None) -> tuple[None, int]:
+        """SoftDelete of one contact, if it is still at ``expected_version`` (when given); 404 if not active."""
+        contact = self.get_contact(actor, contact_id)
+        check_version(contact, expected_version)
+        contact.trash(actor)
+        return None, self.save_all(contact)
 
     @retry_on_conflict
     def restore(self, actor: Actor, contact_ids: list[UUID]) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import Parameter
 
 from command.context import Actor
@@ -20,6 +20,7 @@ from query.contacts import ContactFilter
 from query.models import ContactListOut, ContactOut, ContactPage
 from service.bootstrap import Container
 from service.commands import clean_email, clean_region, clean_tags, clean_text, execute
+from service.etags import ETAG_HEADER, IfMatchHeader, etag, expected_version
 from service.openapi import WRITE, errors
 from service.schemas import (
     Added,
@@ -45,6 +46,12 @@ def _found(value: Any, what: str, ident: UUID) -> Any:
     if value is None:
         raise NotFoundError(f"{what} {ident} not found", field="id")
     return value
+
+
+def _tagged(found: tuple[Any, int] | None, what: str, ident: UUID, status_code: int = 200) -> Response[Any]:
+    """The resource with its version as the ``ETag`` header; 404 if it is gone."""
+    body, version = _found(found, what, ident)
+    return Response(body, status_code=status_code, headers={"ETag": etag(version)})
 
 
 # The filters of GET /contacts, declared once: the exports take the same ones, so users
@@ -76,26 +83,36 @@ class ContactListController(Controller):
         """All contact lists of the account, oldest first."""
         return list_queries.list_contact_lists(container.pool, request.user.account_id)
 
-    @post("/", operation_id="createContactList", responses=errors(400, 422, *WRITE), sync_to_thread=True)
-    def create(self, request: ActorRequest, container: Container, data: ContactListCreate) -> ContactListOut:
+    @post("/", operation_id="createContactList", responses=errors(400, 422, *WRITE), sync_to_thread=True,
+          response_headers=[ETAG_HEADER])
+    def create(self, request: ActorRequest, container: Container, data: ContactListCreate) -> Response[ContactListOut]:
         """Create a contact list (201)."""
         list_id = execute(container, container.app.create_list, request.user,
                           _required_name(data.name), clean_text(data.description))
-        return list_queries.get_contact_list(container.pool, request.user.account_id, list_id)
+        return _tagged(list_queries.get_contact_list_versioned(container.pool, request.user.account_id, list_id),
+                       "contact list", list_id, status_code=201)
+
+    @get("/{list_id:uuid}", operation_id="getContactList", responses=errors(404), sync_to_thread=True,
+         response_headers=[ETAG_HEADER])
+    def show(self, request: ActorRequest, container: Container, list_id: UUID) -> Response[ContactListOut]:
+        """One contact list of the account, with its version as the ``ETag``."""
+        return _tagged(list_queries.get_contact_list_versioned(container.pool, request.user.account_id, list_id),
+                       "contact list", list_id)
 
     @patch("/{list_id:uuid}", operation_id="updateContactList",
-           responses=errors(400, 404, 409, 422, *WRITE), sync_to_thread=True)
+           responses=errors(400, 404, 409, 412, 422, *WRITE), sync_to_thread=True, response_headers=[ETAG_HEADER])
     def update(self, request: ActorRequest, container: Container, list_id: UUID,
-               data: ContactListUpdate) -> ContactListOut:
-        """Change a list's name and/or description."""
+               data: ContactListUpdate, if_match: IfMatchHeader = None) -> Response[ContactListOut]:
+        """Change a list's name and/or description; with ``If-Match``, only if it is still at that version."""
         changes: dict[str, Any] = {}
         if data.name is not msgspec.UNSET:
             changes["name"] = _required_name(data.name)
         if data.description is not msgspec.UNSET:
             changes["description"] = clean_text(data.description)
-        execute(container, container.app.update_list, request.user, list_id, changes)
-        return _found(list_queries.get_contact_list(container.pool, request.user.account_id, list_id),
-                      "contact list", list_id)
+        execute(container, container.app.update_list, request.user, list_id, changes,
+                expected_version=expected_version(if_match))
+        return _tagged(list_queries.get_contact_list_versioned(container.pool, request.user.account_id, list_id),
+                       "contact list", list_id)
 
     @get("/{list_id:uuid}/history", operation_id="getContactListHistory",
          responses=errors(404), sync_to_thread=True)
@@ -104,10 +121,12 @@ class ContactListController(Controller):
         return history(container.app, request.user, ContactList, list_id)
 
     @delete("/{list_id:uuid}", operation_id="deleteContactList",
-            responses=errors(404, 409, *WRITE), sync_to_thread=True)
-    def remove(self, request: ActorRequest, container: Container, list_id: UUID) -> None:
-        """Delete a list; its contacts stay in the account (204)."""
-        execute(container, container.app.delete_list, request.user, list_id)
+            responses=errors(404, 409, 412, 422, *WRITE), sync_to_thread=True)
+    def remove(self, request: ActorRequest, container: Container, list_id: UUID,
+               if_match: IfMatchHeader = None) -> None:
+        """Delete a list; its contacts stay in the account (204); with ``If-Match``, only at that version."""
+        execute(container, container.app.delete_list, request.user, list_id,
+                expected_version=expected_version(if_match))
 
     @post("/{list_id:uuid}/contacts", operation_id="addContactsToList",
           responses=errors(400, 404, 409, 422, *WRITE), status_code=200, sync_to_thread=True)
@@ -183,26 +202,30 @@ class ContactController(Controller):
         return Deleted(deleted=execute(container, container.app.trash, request.user, data.ids))
 
     @delete("/{contact_id:uuid}", operation_id="deleteContact",
-            responses=errors(404, 409, *WRITE), sync_to_thread=True)
-    def remove(self, request: ActorRequest, container: Container, contact_id: UUID) -> None:
-        """Move one contact to the trash (204); 404 if it is not an active contact of the account."""
-        if not execute(container, container.app.trash, request.user, [contact_id]):
-            raise NotFoundError(f"contact {contact_id} not found", field="id")
+            responses=errors(404, 409, 412, 422, *WRITE), sync_to_thread=True)
+    def remove(self, request: ActorRequest, container: Container, contact_id: UUID,
+               if_match: IfMatchHeader = None) -> None:
+        """Move one contact to the trash (204); 404 if it is not an active contact of the account;
+        with ``If-Match``, only if it is still at that version (412 if not)."""
+        execute(container, container.app.trash_contact, request.user, contact_id,
+                expected_version=expected_version(if_match))
 
-    @get("/{contact_id:uuid}", operation_id="getContact", responses=errors(404, 422), sync_to_thread=True)
+    @get("/{contact_id:uuid}", operation_id="getContact", responses=errors(404, 422), sync_to_thread=True,
+         response_headers=[ETAG_HEADER])
     def show(
         self, request: ActorRequest, container: Container, contact_id: UUID,
         as_of: Annotated[datetime | None, Parameter(query="asOf", description=(
             "RFC 3339 time: the contact as it was then, rebuilt from its events (audit)"))] = None,
         version: Annotated[int | None, Parameter(ge=1, description="the contact after this event version")] = None,
     ) -> Any:
-        """One active contact of the account; with ``asOf`` or ``version``, its state back then."""
+        """One active contact of the account, with its version as the ``ETag``; with ``asOf`` or ``version``,
+        its state back then (no ETag: it is not the current version)."""
         if as_of is not None or version is not None:
             if as_of is not None and as_of.tzinfo is None:
                 raise ValidationError("asOf needs a time zone (RFC 3339), e.g. 2026-01-31T12:00:00Z", field="asOf")
             return contact_as_of(container.app, request.user, contact_id, at=as_of, version=version)
-        return _found(contact_queries.get_contact(container.pool, request.user.account_id, contact_id),
-                      "contact", contact_id)
+        return _tagged(contact_queries.get_contact_versioned(container.pool, request.user.account_id, contact_id),
+                       "contact", contact_id)
 
     @get("/{contact_id:uuid}/history", operation_id="getContactHistory",
          responses=errors(404), sync_to_thread=True)
@@ -210,21 +233,24 @@ class ContactController(Controller):
         """Every event of the contact (also trashed or purged), oldest first, for auditors."""
         return history(container.app, request.user, Contact, contact_id)
 
-    @post("/", operation_id="createContact", responses=errors(400, 409, 422, *WRITE), sync_to_thread=True)
-    def create(self, request: ActorRequest, container: Container, data: ContactCreate) -> ContactOut:
+    @post("/", operation_id="createContact", responses=errors(400, 409, 422, *WRITE), sync_to_thread=True,
+          response_headers=[ETAG_HEADER])
+    def create(self, request: ActorRequest, container: Container, data: ContactCreate) -> Response[ContactOut]:
         """Create a contact (201); 422 for an invalid phone, 409 if the number is taken."""
         contact_id = execute(
             container, container.app.create_contact, request.user, phone=data.phone, region=clean_region(data.region),
             pii={"first_name": clean_text(data.first_name), "last_name": clean_text(data.last_name),
                  "email": clean_email(data.email), "notes": clean_text(data.notes)},
             tags=clean_tags(data.tags), list_ids=data.list_ids, is_opted_out=data.is_opted_out)
-        return contact_queries.get_contact(container.pool, request.user.account_id, contact_id)
+        return _tagged(contact_queries.get_contact_versioned(container.pool, request.user.account_id, contact_id),
+                       "contact", contact_id, status_code=201)
 
     @patch("/{contact_id:uuid}", operation_id="updateContact",
-           responses=errors(400, 404, 409, 422, *WRITE), sync_to_thread=True)
+           responses=errors(400, 404, 409, 412, 422, *WRITE), sync_to_thread=True, response_headers=[ETAG_HEADER])
     def update(self, request: ActorRequest, container: Container, contact_id: UUID,
-               data: ContactUpdate) -> ContactOut:
-        """Change the fields sent; ``listIds`` replaces the memberships."""
+               data: ContactUpdate, if_match: IfMatchHeader = None) -> Response[ContactOut]:
+        """Change the fields sent; ``listIds`` replaces the memberships; with ``If-Match``, only if the
+        contact is still at that version (412 if not)."""
         pii: dict[str, Any] = {}
         for field in ("first_name", "last_name", "notes"):
             value = getattr(data, field)
@@ -240,6 +266,7 @@ class ContactController(Controller):
         execute(container, container.app.update_contact, request.user, contact_id, pii=pii, changes=changes,
                 region=None if data.region is msgspec.UNSET else clean_region(data.region),
                 list_ids=None if data.list_ids is msgspec.UNSET else data.list_ids,
-                is_opted_out=None if data.is_opted_out is msgspec.UNSET else data.is_opted_out)
-        return _found(contact_queries.get_contact(container.pool, request.user.account_id, contact_id),
-                      "contact", contact_id)
+                is_opted_out=None if data.is_opted_out is msgspec.UNSET else data.is_opted_out,
+                expected_version=expected_version(if_match))
+        return _tagged(contact_queries.get_contact_versioned(container.pool, request.user.account_id, contact_id),
+                       "contact", contact_id)
