@@ -74,6 +74,15 @@ BEGIN
     END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS contacts_account_active ON contacts (account_id, created_at DESC, id DESC) WHERE deleted_at IS NULL;
+-- Keyset pages of GET /contacts in the other sort orders (query/keyset.py): per account, the
+-- sort key, then the id to break ties; each read forwards or backwards for either direction.
+-- Names sort case-insensitively; contacts without one come last, read from the same index's NULLs.
+CREATE INDEX IF NOT EXISTS contacts_account_updated ON contacts (account_id, updated_at, id) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS contacts_account_first_name
+    ON contacts (account_id, lower(first_name), id) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS contacts_account_last_name
+    ON contacts (account_id, lower(last_name), id) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS contacts_account_phone ON contacts (account_id, phone, id) WHERE deleted_at IS NULL;
 CREATE INDEX IF NOT EXISTS contacts_account_trash ON contacts (account_id, deleted_at) WHERE deleted_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS contacts_tags ON contacts USING gin (tags);
 CREATE INDEX IF NOT EXISTS contacts_search_name ON contacts USING gin (search_name gin_trgm_ops);

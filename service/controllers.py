@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import ResponseHeader
+from litestar.openapi.spec import Example
 from litestar.params import Parameter
 
 from command.context import Actor
@@ -16,8 +19,11 @@ from command.errors import NotFoundError, ValidationError
 from events.history import HistoryEntry, contact_as_of, history
 from query import contact_lists as list_queries
 from query import contacts as contact_queries
+from query import keyset
 from query.contacts import ContactFilter
+from query.keyset import DEFAULT_SORT, SORT_KEYS, Position, Sort
 from query.models import ContactListOut, ContactOut, ContactPage
+from service import cursors
 from service.bootstrap import Container
 from service.commands import clean_email, clean_region, clean_tags, clean_text, execute
 from service.etags import ETAG_HEADER, IfMatchHeader, etag, expected_version
@@ -66,6 +72,28 @@ TagsParam = Annotated[str | None, Parameter(max_length=2000, pattern=NO_NUL, des
     "Comma-separated tags; a contact must have all of them"))]
 
 
+SORTS = tuple(f"{sign}{field}" for field in SORT_KEYS for sign in ("", "-"))
+SortParam = Annotated[Literal[SORTS], Parameter(description=(
+    "Sort order: createdAt, updatedAt, firstName, lastName or phone, ascending; with a leading - descending."
+    " Ties go by id; names sort case-insensitively, and contacts without one come last either way."
+    " Default -createdAt (newest first)"), examples=[Example(summary="by last name, A to Z", value="lastName")])]
+CursorParam = Annotated[str | None, Parameter(max_length=512, pattern=r"^[A-Za-z0-9_-]+$", description=(
+    "The `nextCursor` of the previous page: the page after it, in the same sort and filters (another sort or"
+    " other filters, or an altered cursor, are a 422 naming cursor). Stable while contacts are added or removed;"
+    " a deep page costs what the first does. Not with `page`"),
+    examples=[Example(summary="a nextCursor as returned (valid only for the account and page it came from)",
+                      value="AZSrLWNyZWF0ZWRBdMQI3q2-7wAAAAC7MjAyNi0xMi0wNlQwMzoxMjozNC4xMjM0NTYrMDA6MDA")])]
+LINK_HEADER = ResponseHeader(name="Link", documentation_only=True, description=(
+    'The next page, when there is one: `</api/v1/contacts?…&cursor=…>; rel="next"` (RFC 8288)'),
+    example='</api/v1/contacts?pageSize=25&cursor=AZSrLWNy…>; rel="next"')
+
+
+def next_link(request: ActorRequest, cursor: str) -> str:
+    """A ``Link`` header to the next page: this request's query, without ``page``, with ``cursor``."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("page", "cursor")]
+    return f'<{request.url.path}?{urlencode([*query, ("cursor", cursor)])}>; rel="next"'
+
+
 def contact_filter(search: str | None, list_id: str | None, is_opted_out: bool | None,
                    tags: str | None) -> ContactFilter:
     return ContactFilter(search=search, list_id=UUID(list_id) if list_id else None, is_opted_out=is_opted_out,
@@ -102,7 +130,7 @@ class ContactListController(Controller):
     @patch("/{list_id:uuid}", operation_id="updateContactList",
            responses=errors(400, 404, 409, 412, 422, *WRITE), sync_to_thread=True, response_headers=[ETAG_HEADER])
     def update(self, request: ActorRequest, container: Container, list_id: UUID,
-               data: ContactListUpdate, if_match: IfMatchHeader = None) -> Response[ContactListOut]:
+               data: ContactListUpdate, if_match: IfMatchHeader = "*") -> Response[ContactListOut]:
         """Change a list's name and/or description; with ``If-Match``, only if it is still at that version."""
         changes: dict[str, Any] = {}
         if data.name is not msgspec.UNSET:
@@ -123,7 +151,7 @@ class ContactListController(Controller):
     @delete("/{list_id:uuid}", operation_id="deleteContactList",
             responses=errors(404, 409, 412, 422, *WRITE), sync_to_thread=True)
     def remove(self, request: ActorRequest, container: Container, list_id: UUID,
-               if_match: IfMatchHeader = None) -> None:
+               if_match: IfMatchHeader = "*") -> None:
         """Delete a list; its contacts stay in the account (204); with ``If-Match``, only at that version."""
         execute(container, container.app.delete_list, request.user, list_id,
                 expected_version=expected_version(if_match))
@@ -160,18 +188,41 @@ class ContactController(Controller):
     path = "/api/v1/contacts"
     tags = ["contacts"]
 
-    @get("/", operation_id="listContacts", responses=errors(422), sync_to_thread=True)
+    @get("/", operation_id="listContacts", responses=errors(422), sync_to_thread=True,
+         response_headers=[LINK_HEADER])
     def index(
         self, request: ActorRequest, container: Container,
-        page: Annotated[int, Parameter(ge=1, le=1_000_000, description="Page number, from 1")] = 1,
+        page: Annotated[int | None, Parameter(ge=1, le=1_000_000, description=(
+            "Page number, from 1 (default 1): offset paging. Not with `cursor` (422)"))] = None,
         page_size: Annotated[int, Parameter(query="pageSize", ge=1, le=100,
                                             description="Items per page (max 100; more is a 422)")] = 25,
         search: SearchParam = None, list_id: ListIdParam = None, is_opted_out: OptedOutParam = None,
-        tags: TagsParam = None,
-    ) -> ContactPage:
-        """A page of active contacts, newest first, with the exact total."""
-        return contact_queries.page_contacts(container.pool, request.user.account_id,
-                                             contact_filter(search, list_id, is_opted_out, tags), page, page_size)
+        tags: TagsParam = None, sort: SortParam = DEFAULT_SORT, cursor: CursorParam = None,
+    ) -> Response[ContactPage]:
+        """A page of active contacts with the exact total, newest first unless ``sort`` says otherwise;
+        ``nextCursor`` (and the ``Link: rel="next"`` header) lead to the next page."""
+        if cursor is not None and page is not None:
+            raise ValidationError("send either cursor or page, not both: a cursor already says where the page"
+                                  " starts", field="cursor")
+        flt, order = contact_filter(search, list_id, is_opted_out, tags), Sort.parse(sort)
+        secret = container.app.hash_key
+        if cursor is None and str(order) == DEFAULT_SORT:
+            # Newest first by page number: page_contacts' counted fast paths (docs/benchmarks.md).
+            found = contact_queries.page_contacts(container.pool, request.user.account_id, flt, page or 1, page_size)
+            offset = ((page or 1) - 1) * page_size
+            if found.contacts and offset + len(found.contacts) < found.total:
+                last = found.contacts[-1]
+                found.next_cursor = cursors.encode(secret, flt, order, Position(last.created_at, last.id))
+        else:
+            after = cursors.decode(secret, cursor, flt, order) if cursor is not None else None
+            sorted_found = keyset.sorted_page(container.pool, request.user.account_id, flt, order, page_size,
+                                              after=after, offset=((page or 1) - 1) * page_size)
+            found = ContactPage(contacts=sorted_found.contacts, total=sorted_found.total,
+                                page=None if cursor is not None else page or 1, page_size=page_size,
+                                next_cursor=cursors.encode(secret, flt, order, sorted_found.next)
+                                if sorted_found.next else None)
+        headers = {"Link": next_link(request, found.next_cursor)} if found.next_cursor else {}
+        return Response(found, headers=headers)
 
     @get("/tags", operation_id="listContactTags", responses=errors(), sync_to_thread=True)
     def tags_index(self, request: ActorRequest, container: Container) -> list[str]:
@@ -204,7 +255,7 @@ class ContactController(Controller):
     @delete("/{contact_id:uuid}", operation_id="deleteContact",
             responses=errors(404, 409, 412, 422, *WRITE), sync_to_thread=True)
     def remove(self, request: ActorRequest, container: Container, contact_id: UUID,
-               if_match: IfMatchHeader = None) -> None:
+               if_match: IfMatchHeader = "*") -> None:
         """Move one contact to the trash (204); 404 if it is not an active contact of the account;
         with ``If-Match``, only if it is still at that version (412 if not)."""
         execute(container, container.app.trash_contact, request.user, contact_id,
@@ -248,7 +299,7 @@ class ContactController(Controller):
     @patch("/{contact_id:uuid}", operation_id="updateContact",
            responses=errors(400, 404, 409, 412, 422, *WRITE), sync_to_thread=True, response_headers=[ETAG_HEADER])
     def update(self, request: ActorRequest, container: Container, contact_id: UUID,
-               data: ContactUpdate, if_match: IfMatchHeader = None) -> Response[ContactOut]:
+               data: ContactUpdate, if_match: IfMatchHeader = "*") -> Response[ContactOut]:
         """Change the fields sent; ``listIds`` replaces the memberships; with ``If-Match``, only if the
         contact is still at that version (412 if not)."""
         pii: dict[str, Any] = {}

@@ -22,12 +22,14 @@ from service.schemas import IF_MATCH_PATTERN
 
 _TAG = re.compile(r'^(?:W/)?"([0-9]{1,9})"$')
 
-IfMatchHeader = Annotated[str | None, Parameter(
+# Typed ``str`` with the default ``*`` (what no If-Match means here: any version), not ``str | None``:
+# the document would then allow a JSON null, which a header cannot carry (schemathesis sent "null").
+IfMatchHeader = Annotated[str, Parameter(
     header="If-Match", required=False, max_length=100, pattern=IF_MATCH_PATTERN,
     description=('Apply the change only if the resource is still at this version: the `ETag` of your last GET'
                  ' (or of the last write\'s answer), e.g. `"3"`; `*` matches any version. A stale ETag answers'
-                 " 412 `precondition_failed` naming the current one. Without If-Match the change is made"
-                 " whatever the version."),
+                 " 412 `precondition_failed` naming the current one. Without If-Match (or with `*`) the change"
+                 " is made whatever the version."),
     examples=[Example(summary="the ETag read before", value='"3"')])]
 ETAG_HEADER = ResponseHeader(name="ETag", documentation_only=True, description=(
     'The version of the contact or list, e.g. `"3"`: send it back in `If-Match` to change or delete it only if'

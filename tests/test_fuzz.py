@@ -60,6 +60,8 @@ BEYOND_THE_SCHEMA = {
     # the phone must be a real number (libphonenumber), the email look like a@b.c, listIds name the account's lists
     "createContact": ["422"],
     "updateContact": ["422"],
+    # a cursor must be one the service gave out for this sort and these filters, and not come with page
+    "listContacts": ["422"],
     # the name is trimmed (Python's whitespace, wider than JSON Schema's \\s) and must not be empty then
     "createContactList": ["422"],
     "updateContactList": ["422"],
