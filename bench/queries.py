@@ -40,7 +40,9 @@ from bench import data
 from bench.seed import BENCH_SECRET, SeedState
 from bench.server import ApiProcess
 from query import contacts as contact_queries
+from query import keyset
 from query.contacts import ContactFilter
+from query.keyset import DEFAULT_SORT, Position, Sort
 from service.auth import mint_token
 
 FILTER_GOAL_MS = 50.0
@@ -74,16 +76,23 @@ class Case:
     kind: str  # "filter" (p95 goal 50 ms) or "search" (150 ms)
     params: dict[str, str]  # query string of GET /contacts
     flt: ContactFilter
-    position: str = "first"  # page to fetch: "first", "middle" or "last" of the result
+    position: str = "first"  # page to fetch: "first", "middle" or "last" of the result; "cursor middle" and
+    # "cursor last": the page after a cursor there (the page before it ends at that page's last contact)
     page_size: int = 25
     page: int = 1  # resolved from ``position`` once the total is known
+    sort: str = DEFAULT_SORT
+    after: Position | None = None  # a cursor page's start, resolved with its cursor from ``position``
+    cursor: str | None = None
 
     @property
     def goal_ms(self) -> float:
         return SEARCH_GOAL_MS if self.kind == "search" else FILTER_GOAL_MS
 
     def query_string(self) -> dict[str, str]:
-        return {**self.params, "page": str(self.page), "pageSize": str(self.page_size)}
+        sort = {} if self.sort == DEFAULT_SORT else {"sort": self.sort}
+        if self.cursor is not None:
+            return {**self.params, **sort, "pageSize": str(self.page_size), "cursor": self.cursor}
+        return {**self.params, **sort, "page": str(self.page), "pageSize": str(self.page_size)}
 
 
 def cases(state: SeedState) -> list[Case]:
@@ -128,7 +137,29 @@ def cases(state: SeedState) -> list[Case]:
              ContactFilter(tags=["vip"], is_opted_out=False), position="middle"),
         Case("listId (10%) + tags=vip", "filter", {"listId": str(big_list), "tags": "vip"},
              ContactFilter(list_id=big_list, tags=["vip"])),
+        # Cursor pages (keyset): the page after a cursor in the middle or at the end costs what the first does.
+        *cursor_cases(big_list),
     ]
+
+
+def cursor_cases(big_list: uuid.UUID) -> list[Case]:
+    """First page, and the pages after a cursor in the middle and near the end, of each sort order."""
+    out = []
+    for label, params, flt, sort in (
+            ("newest first", {}, ContactFilter(), DEFAULT_SORT),
+            ("sort=lastName", {}, ContactFilter(), "lastName"),
+            ("sort=-firstName", {}, ContactFilter(), "-firstName"),
+            ("sort=phone", {}, ContactFilter(), "phone"),
+            ("sort=-updatedAt", {}, ContactFilter(), "-updatedAt"),
+            ("listId (10%) sort=createdAt", {"listId": str(big_list)}, ContactFilter(list_id=big_list), "createdAt"),
+            ("tags=vip sort=-phone", {"tags": "vip"}, ContactFilter(tags=["vip"]), "-phone"),
+            ("isOptedOut=false sort=lastName", {"isOptedOut": "false"}, ContactFilter(is_opted_out=False),
+             "lastName")):
+        for position in ("first", "cursor middle", "cursor last"):
+            if position == "first" and sort == DEFAULT_SORT and not params:
+                continue  # that is the "no filter" case
+            out.append(Case(f"{label}, {position}", "filter", params, flt, position=position, sort=sort))
+    return out
 
 
 def true_total(conn: psycopg.Connection, account_id: uuid.UUID, flt: ContactFilter) -> int:
@@ -137,18 +168,29 @@ def true_total(conn: psycopg.Connection, account_id: uuid.UUID, flt: ContactFilt
     return conn.execute(sql.SQL("SELECT count(*) FROM contacts c WHERE {}").format(where), params).fetchone()[0]
 
 
-def resolve_page(conn: psycopg.Connection, account_id: uuid.UUID, case: Case) -> Case:
-    """Turn the case's position into a page number, from the real total."""
+def resolve_page(conn: psycopg.Connection, account_id: uuid.UUID, case: Case, http: Any = None) -> Case:
+    """Turn the case's position into a page number (or a cursor), from the real total."""
     if case.position == "first":
         return case
     pages = max(1, -(-true_total(conn, account_id, case.flt) // case.page_size))
-    return replace(case, page=pages if case.position == "last" else max(1, pages // 2))
+    page = pages - 1 if case.position.endswith("last") else max(1, pages // 2)
+    if not case.position.startswith("cursor"):
+        return replace(case, page=pages if case.position == "last" else page)
+    # The cursor that the page before gives out, and the position it names, read directly.
+    before = http.get("/api/v1/contacts", params=replace(case, page=page).query_string()).raise_for_status().json()
+    found = keyset.sorted_page(_RecordingPool(conn), account_id, case.flt, Sort.parse(case.sort), 1,  # type: ignore[arg-type]
+                               offset=page * case.page_size - 1)
+    return replace(case, cursor=before["nextCursor"], after=found.next)
 
 
 def expected(conn: psycopg.Connection, account_id: uuid.UUID, case: Case) -> tuple[list[tuple[Any, Any]], list[str], int]:
     """page_contacts' statements for the case, and the page (ids) and total every path must give."""
     recorder = _RecordingPool(conn)
-    page = contact_queries.page_contacts(recorder, account_id, case.flt, case.page, case.page_size)  # type: ignore[arg-type]
+    if case.sort == DEFAULT_SORT and case.cursor is None:
+        page = contact_queries.page_contacts(recorder, account_id, case.flt, case.page, case.page_size)  # type: ignore[arg-type]
+    else:
+        page = keyset.sorted_page(recorder, account_id, case.flt, Sort.parse(case.sort), case.page_size,  # type: ignore[arg-type]
+                                  after=case.after, offset=0 if case.cursor else (case.page - 1) * case.page_size)
     total = true_total(conn, account_id, case.flt)
     if page.total != total:
         raise SystemExit(f"{case.name}: page_contacts says {page.total:,} contacts, count(*) says {total:,}:"
@@ -157,7 +199,8 @@ def expected(conn: psycopg.Connection, account_id: uuid.UUID, case: Case) -> tup
 
 
 def run_floor(conn: psycopg.Connection, statements: list[tuple[Any, Any]]) -> list[str]:
-    """The floor: page_contacts' own statements (its BEGIN and COMMIT too) replayed; returns the page's ids."""
+    """The floor: page_contacts' own statements (its BEGIN and COMMIT too) replayed; returns the page's ids
+    (a keyset page reads one more, to know whether another page follows)."""
     ids: list[str] = []
     for query, params in statements:
         cur = conn.execute(query, params)
@@ -166,7 +209,7 @@ def run_floor(conn: psycopg.Connection, statements: list[tuple[Any, Any]]) -> li
             names = [column.name for column in cur.description]
             if "id" in names:  # the page (a deep search's page comes with its total first)
                 at = names.index("id")
-                ids = [str(r[at]) for r in rows if r[at] is not None]
+                ids += [str(r[at]) for r in rows if r[at] is not None]  # a sort by name reads two segments
     return ids
 
 
@@ -236,10 +279,10 @@ def measure(state: SeedState, url: str, samples: int, warmup: int, only: str | N
         lean = LeanClient(api.url, token)
         log(f"queries: API on {api.url} (pid {api.proc.pid}); {samples} samples per case after {warmup} warm-up")
         for case in chosen:
-            case = resolve_page(conn, account_id, case)
+            case = resolve_page(conn, account_id, case, http)
             statements, ids, total = expected(conn, account_id, case)
             body = http.get("/api/v1/contacts", params=case.query_string()).raise_for_status().json()
-            if body["total"] != total or [c["id"] for c in body["contacts"]] != ids or run_floor(conn, statements) != ids:
+            if body["total"] != total or [c["id"] for c in body["contacts"]] != ids or run_floor(conn, statements)[:case.page_size] != ids:
                 raise SystemExit(f"{case.name}: the API, the floor and count(*) disagree"
                                  f" (API total {body['total']:,}, count(*) {total:,})")
             floor_ms: list[float] = []

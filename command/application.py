@@ -17,7 +17,7 @@ from eventsourcing.persistence import IntegrityError
 
 from command.context import Actor
 from command.crypto import KeyStore, PiiMapper
-from command.domain import Contact, ContactList
+from command.domain import Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
@@ -189,15 +189,18 @@ class ContactsApplication(Application):
         return contact_list.id
 
     @retry_on_conflict
-    def update_list(self, actor: Actor, list_id: UUID, changes: dict[str, Any]) -> UUID:
+    def update_list(self, actor: Actor, list_id: UUID, changes: dict[str, Any],
+                    expected_version: int | None = None) -> UUID:
         contact_list = self.get_list(actor, list_id)
+        check_version(contact_list, expected_version)
         contact_list.update(actor, changes)
         self.save_all(contact_list)
         return list_id
 
     @retry_on_conflict
-    def delete_list(self, actor: Actor, list_id: UUID) -> None:
+    def delete_list(self, actor: Actor, list_id: UUID, expected_version: int | None = None) -> None:
         contact_list = self.get_list(actor, list_id)
+        check_version(contact_list, expected_version)
         contact_list.delete(actor)
         self.save_all(contact_list)
 
@@ -226,15 +229,18 @@ class ContactsApplication(Application):
     @retry_on_conflict
     def update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any],
                        changes: dict[str, Any], region: str | None = None,
-                       list_ids: list[UUID] | None = None, is_opted_out: bool | None = None) -> UUID:
+                       list_ids: list[UUID] | None = None, is_opted_out: bool | None = None,
+                       expected_version: int | None = None) -> UUID:
         with self.keys.batch([contact_id]):  # one query for the key, used to load and to save
             self._update_contact(actor, contact_id, pii=pii, changes=changes, region=region, list_ids=list_ids,
-                                 is_opted_out=is_opted_out)
+                                 is_opted_out=is_opted_out, expected_version=expected_version)
         return contact_id
 
     def _update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any], changes: dict[str, Any],
-                        region: str | None, list_ids: list[UUID] | None, is_opted_out: bool | None) -> None:
+                        region: str | None, list_ids: list[UUID] | None, is_opted_out: bool | None,
+                        expected_version: int | None) -> None:
         contact = self.get_contact(actor, contact_id)
+        check_version(contact, expected_version)
         claims, releases = [], []
         if "phone" in pii:
             parsed = self.parse(pii["phone"], region)
@@ -291,6 +297,15 @@ class ContactsApplication(Application):
         changed = [c for c in self._active_contacts(actor, contact_ids) if c.trash(actor)]
         self.save_all(*changed)
         return len(changed)
+
+    @retry_on_conflict
+    def trash_contact(self, actor: Actor, contact_id: UUID, expected_version: int | None = None) -> bool:
+        """SoftDelete of one contact, if it is still at ``expected_version`` (when given); False if not active."""
+        contact = self.get_contact(actor, contact_id)
+        check_version(contact, expected_version)
+        changed = contact.trash(actor)
+        self.save_all(contact)
+        return changed
 
     @retry_on_conflict
     def restore(self, actor: Actor, contact_ids: list[UUID]) -> int:

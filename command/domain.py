@@ -16,7 +16,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
 from command.context import Actor
-from command.errors import NotFoundError
+from command.errors import NotFoundError, PreconditionFailedError
 
 PII_FIELDS = ("first_name", "last_name", "phone", "email", "notes")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -25,6 +25,14 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 def is_email(value: str) -> bool:
     """The address shape every way in accepts (API, imports): one @, a dotted domain, no spaces."""
     return bool(_EMAIL.match(value))
+
+
+def check_version(aggregate: Aggregate, expected_version: int | None) -> None:
+    """Refuse an edit made against a version of ``aggregate`` that is no longer current (If-Match)."""
+    if expected_version is not None and aggregate.version != expected_version:
+        raise PreconditionFailedError(
+            f"{type(aggregate).__name__} {aggregate.id} is at version {aggregate.version}, not {expected_version}:"
+            " it changed since you read it", current_version=aggregate.version)
 
 
 def _meta(actor: Actor) -> dict[str, Any]:

@@ -43,6 +43,17 @@ class PhoneTakenError(DomainError):
     code = "phone_taken"
 
 
+class PreconditionFailedError(DomainError):
+    """The client edited a version of the aggregate that is no longer the current one (412)."""
+
+    status_code = 412
+    code = "precondition_failed"
+
+    def __init__(self, message: str, *, current_version: int, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.current_version = current_version
+
+
 class ConcurrencyError(DomainError):
     """The aggregate changed under us too many times in a row."""
 

@@ -72,9 +72,10 @@ def _copy_text(value: str | None) -> str:
 CONTACT_CREATED = """
 WITH c AS (
     INSERT INTO contacts (id, account_id, first_name, last_name, phone, email, notes, tags, is_opted_out, status,
-                          invalid_reason, operator, country, created_at, updated_at, search_name, search_phone)
+                          invalid_reason, operator, country, created_at, updated_at, search_name, search_phone,
+                          version)
     VALUES (%(id)s, %(account)s, %(first)s, %(last)s, %(phone)s, %(email)s, %(notes)s, %(tags)s, %(opted)s,
-            %(status)s, %(reason)s, %(operator)s, %(country)s, %(ts)s, %(ts)s, %(sname)s, %(sphone)s)
+            %(status)s, %(reason)s, %(operator)s, %(country)s, %(ts)s, %(ts)s, %(sname)s, %(sphone)s, %(version)s)
     ON CONFLICT (id) DO NOTHING
 ), a AS (
     INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%(account)s, 1, %(opted)s::int)
@@ -108,19 +109,19 @@ class ReadModelProjector:
     @apply.register
     def _(self, e: ContactList.Created, cur: Cursor[Any]) -> None:
         cur.execute(
-            "INSERT INTO contact_lists (id, account_id, name, description, contact_count, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, 0, %s, %s) ON CONFLICT (id) DO NOTHING",
-            (e.originator_id, e.account_id, e.name, e.description, e.timestamp, e.timestamp))
+            "INSERT INTO contact_lists (id, account_id, name, description, contact_count, created_at, updated_at,"
+            " version) VALUES (%s, %s, %s, %s, 0, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            (e.originator_id, e.account_id, e.name, e.description, e.timestamp, e.timestamp, e.originator_version))
 
     @apply.register
     def _(self, e: ContactList.Updated, cur: Cursor[Any]) -> None:
         cur.execute(
             "UPDATE contact_lists SET name = CASE WHEN %(has_name)s THEN %(name)s ELSE name END,"
-            " description = CASE WHEN %(has_desc)s THEN %(desc)s ELSE description END, updated_at = %(ts)s"
-            " WHERE id = %(id)s",
+            " description = CASE WHEN %(has_desc)s THEN %(desc)s ELSE description END, updated_at = %(ts)s,"
+            " version = %(version)s WHERE id = %(id)s",
             {"has_name": "name" in e.changes, "name": e.changes.get("name"),
              "has_desc": "description" in e.changes, "desc": e.changes.get("description"),
-             "ts": e.timestamp, "id": e.originator_id})
+             "ts": e.timestamp, "id": e.originator_id, "version": e.originator_version})
 
     @apply.register
     def _(self, e: ContactList.Deleted, cur: Cursor[Any]) -> None:
@@ -145,7 +146,8 @@ class ReadModelProjector:
             "last": pii.get("last_name"), "phone": phone, "email": pii.get("email"), "notes": pii.get("notes"),
             "tags": tags, "opted": e.is_opted_out, "status": e.status, "reason": e.invalid_reason,
             "operator": e.operator, "country": e.country, "ts": e.timestamp,
-            "sname": search_name(pii.get("first_name"), pii.get("last_name")), "sphone": search_phone(phone)})
+            "sname": search_name(pii.get("first_name"), pii.get("last_name")), "sphone": search_phone(phone),
+            "version": e.originator_version})
         self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, e.timestamp, active=True,
                               opted_out=e.is_opted_out, tags=tags)
 
@@ -169,7 +171,7 @@ class ReadModelProjector:
         values["search_name"] = search_name(first, last)
         if "phone" in values:
             values["search_phone"] = search_phone(values["phone"])
-        self._update_contact(cur, e.originator_id, values, e.timestamp)
+        self._update_contact(cur, e, values)
 
     @apply.register
     def _(self, e: Contact.AddedToLists, cur: Cursor[Any]) -> None:
@@ -178,7 +180,7 @@ class ReadModelProjector:
             self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, row["created_at"],
                                   active=row["deleted_at"] is None, opted_out=row["is_opted_out"],
                                   tags=list(row["tags"]))
-            self._update_contact(cur, e.originator_id, {}, e.timestamp)
+            self._update_contact(cur, e, {})
 
     @apply.register
     def _(self, e: Contact.RemovedFromLists, cur: Cursor[Any]) -> None:
@@ -191,21 +193,22 @@ class ReadModelProjector:
         if removed and row["deleted_at"] is None:
             self._counts_delta(cur, removed, -1, row["is_opted_out"])
         cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT unnest(list_ids) EXCEPT SELECT unnest(%s::uuid[])),"
-                    " updated_at = %s WHERE id = %s", (removed, e.timestamp, e.originator_id))
+                    " updated_at = %s, version = %s WHERE id = %s",
+                    (removed, e.timestamp, e.originator_version, e.originator_id))
 
     @apply.register
     def _(self, e: Contact.OptedOut, cur: Cursor[Any]) -> None:
         row = self._contact(cur, e.originator_id)
         if row is not None and not row["is_opted_out"]:
             self._opted_out_changed(cur, e.account_id, e.originator_id, row, True)
-        self._update_contact(cur, e.originator_id, {"is_opted_out": True}, e.timestamp)
+        self._update_contact(cur, e, {"is_opted_out": True})
 
     @apply.register
     def _(self, e: Contact.OptedIn, cur: Cursor[Any]) -> None:
         row = self._contact(cur, e.originator_id)
         if row is not None and row["is_opted_out"]:
             self._opted_out_changed(cur, e.account_id, e.originator_id, row, False)
-        self._update_contact(cur, e.originator_id, {"is_opted_out": False}, e.timestamp)
+        self._update_contact(cur, e, {"is_opted_out": False})
 
     @apply.register
     def _(self, e: Contact.Trashed, cur: Cursor[Any]) -> None:
@@ -216,7 +219,7 @@ class ReadModelProjector:
         self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"], row["is_opted_out"])
         self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         self._memberships_active(cur, e.originator_id, False)
-        self._update_contact(cur, e.originator_id, {"deleted_at": e.timestamp}, e.timestamp)
+        self._update_contact(cur, e, {"deleted_at": e.timestamp})
 
     @apply.register
     def _(self, e: Contact.Restored, cur: Cursor[Any]) -> None:
@@ -227,7 +230,7 @@ class ReadModelProjector:
         self._tags_delta(cur, e.account_id, row["tags"], +1, row["created_at"], row["is_opted_out"])
         self._account_delta(cur, e.account_id, 1, int(row["is_opted_out"]), row["created_at"])
         self._memberships_active(cur, e.originator_id, True)
-        self._update_contact(cur, e.originator_id, {"deleted_at": None}, e.timestamp)
+        self._update_contact(cur, e, {"deleted_at": None})
 
     def _purge_row(self, e: Contact.Purged, cur: Cursor[Any]) -> None:
         row = self._contact(cur, e.originator_id)
@@ -279,6 +282,7 @@ class ReadModelProjector:
                 text(pii.get("notes")), text(_array(c["tags"])), "t" if c["is_opted_out"] else "f",
                 text(c["status"]), text(c["invalid_reason"]), text(c["operator"]), text(c["country"]),
                 "{" + list_ids + "}", ts, ts, text(search_name(first, last)), text(search_phone(phone)))))
+        # ``version`` is left to its default, 1: the contact's Created is its entry in this batch.
         with cur.copy(f"COPY contacts ({columns}) FROM STDIN") as copy:
             if lines:
                 copy.write("\n".join(lines) + "\n")
@@ -353,10 +357,12 @@ class ReadModelProjector:
             ReadModelProjector._time_counts(cur, account_id, [""], [active], [opted_out], created_at)
 
     @staticmethod
-    def _update_contact(cur: Cursor[Any], contact_id: UUID, values: dict[str, Any], ts: Any) -> None:
+    def _update_contact(cur: Cursor[Any], e: Any, values: dict[str, Any]) -> None:
+        """Set ``values`` on the event's contact, with its time and the aggregate's version."""
         from psycopg import sql
 
-        values = {**values, "updated_at": ts}
+        contact_id = e.originator_id
+        values = {**values, "updated_at": e.timestamp, "version": e.originator_version}
         assignments = sql.SQL(", ").join(
             sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in values)
         cur.execute(sql.SQL("UPDATE contacts SET {} WHERE id = {}").format(

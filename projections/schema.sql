@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS contact_lists (
     account_id     uuid NOT NULL,
     name           text NOT NULL,
     description    text,
+    version        integer NOT NULL DEFAULT 1,  -- the aggregate's version: its last event's (ETag, If-Match)
     contact_count  integer NOT NULL DEFAULT 0,  -- active (non-trashed) members
     opted_out_count integer NOT NULL DEFAULT 0, -- of those, the opted-out ones (totals of listId + isOptedOut)
     created_at     timestamptz NOT NULL,
@@ -53,9 +54,35 @@ CREATE TABLE IF NOT EXISTS contacts (
     updated_at      timestamptz NOT NULL,
     deleted_at      timestamptz,
     search_name     text NOT NULL DEFAULT '',   -- lower(first last)
-    search_phone    text NOT NULL DEFAULT ''    -- E.164 digits and national digits
+    search_phone    text NOT NULL DEFAULT '',   -- E.164 digits and national digits
+    version         integer NOT NULL DEFAULT 1  -- the aggregate's version: its last event's (ETag, If-Match)
 );
+-- Tables made before the version column: add it, filled from the event store once (an
+-- imported contact's own stream starts at version 2; without one it is at version 1).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'contacts' AND column_name = 'version') THEN
+        ALTER TABLE contacts ADD COLUMN version integer NOT NULL DEFAULT 1;
+        ALTER TABLE contact_lists ADD COLUMN IF NOT EXISTS version integer NOT NULL DEFAULT 1;
+        IF to_regclass('contacts_events') IS NOT NULL THEN
+            UPDATE contacts c SET version = e.version FROM (SELECT originator_id, max(originator_version) AS version
+                FROM contacts_events GROUP BY originator_id) e WHERE e.originator_id = c.id;
+            UPDATE contact_lists l SET version = e.version FROM (SELECT originator_id, max(originator_version) AS version
+                FROM contacts_events GROUP BY originator_id) e WHERE e.originator_id = l.id;
+        END IF;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS contacts_account_active ON contacts (account_id, created_at DESC, id DESC) WHERE deleted_at IS NULL;
+-- Keyset pages of GET /contacts in the other sort orders (query/keyset.py): per account, the
+-- sort key, then the id to break ties; each read forwards or backwards for either direction.
+-- Names sort case-insensitively; contacts without one come last, read from the same index's NULLs.
+CREATE INDEX IF NOT EXISTS contacts_account_updated ON contacts (account_id, updated_at, id) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS contacts_account_first_name
+    ON contacts (account_id, lower(first_name), id) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS contacts_account_last_name
+    ON contacts (account_id, lower(last_name), id) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS contacts_account_phone ON contacts (account_id, phone, id) WHERE deleted_at IS NULL;
 CREATE INDEX IF NOT EXISTS contacts_account_trash ON contacts (account_id, deleted_at) WHERE deleted_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS contacts_tags ON contacts USING gin (tags);
 CREATE INDEX IF NOT EXISTS contacts_search_name ON contacts USING gin (search_name gin_trgm_ops);

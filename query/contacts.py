@@ -268,6 +268,15 @@ def get_contact(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> Con
     return to_contact(row) if row else None
 
 
+def get_contact_versioned(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> tuple[ContactOut, int] | None:
+    """An active contact and its aggregate version (its ETag), read together."""
+    with pool.connection() as conn:
+        row = conn.execute(sql.SQL("SELECT {}, c.version FROM contacts c WHERE c.account_id = %s AND c.id = %s"
+                                   " AND c.deleted_at IS NULL").format(COLUMNS),
+                           (account_id, contact_id)).fetchone()
+    return (to_contact(row[:-1]), row[-1]) if row else None
+
+
 def list_tags(pool: ConnectionPool, account_id: UUID) -> list[str]:
     """Distinct tags of the account's active contacts, from the tag index."""
     with tenant_transaction(pool, account_id) as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
@@ -43,5 +44,11 @@ class ContactOut(Out):
 class ContactPage(Out):
     contacts: list[ContactOut]
     total: int
-    page: int
+    page: Annotated[int | None, msgspec.Meta(description=(
+        "The page number asked for (1 when neither page nor cursor was sent); null on a page read by cursor,"
+        " whose number is not known"), examples=[1])]
     page_size: int
+    next_cursor: Annotated[str | None, msgspec.Meta(description=(
+        "Opaque cursor of the next page, in the same sort and filters: send it as `cursor` (the `Link: rel=next`"
+        " header carries the whole URL); null on the last page"),
+        examples=["AZSrLWNyZWF0ZWRBdMQI3q2-7wAAAAC7MjAyNi0xMi0wNlQwMzoxMjozNC4xMjM0NTYrMDA6MDA"])] = None

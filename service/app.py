@@ -22,12 +22,13 @@ from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from python_multipart.exceptions import MultipartParseError
 
-from command.errors import DomainError
+from command.errors import DomainError, PreconditionFailedError
 from command.importing import ImportFailedError
 from events.asyncapi import document as asyncapi_document
 from service import logs
 from service.auth import JWTAuthMiddleware, TokenVerifier, echo_request_id
 from service.bootstrap import Container
+from service.etags import etag
 from service.controllers import ContactController, ContactListController
 from service.exports import ExportController
 from service.imports import ImportController
@@ -51,6 +52,16 @@ def domain_error(_: Request, exc: DomainError) -> Response[Any]:
     payload = msgspec.to_builtins(body)
     payload.update(exc.extra)
     return Response(payload, status_code=exc.status_code, media_type=MediaType.JSON)
+
+
+def precondition_failed(_: Request, exc: PreconditionFailedError) -> Response[Any]:
+    """A stale If-Match: 412 naming the current ETag (in the body and as the ``ETag`` header)."""
+    current = etag(exc.current_version)
+    message = f"{exc.message}; the current ETag is {current}: read it again and reapply your change"
+    payload = msgspec.to_builtins(ErrorBody(status=412, error=exc.code, message=message,
+                                            errors=[ErrorDetail(field="If-Match", reason=message)]))
+    payload["currentEtag"] = current
+    return Response(payload, status_code=412, media_type=MediaType.JSON, headers={"ETag": current})
 
 
 def import_failed(request: Request, exc: ImportFailedError) -> Response[Any]:
@@ -79,6 +90,8 @@ def validation_error(request: Request, exc: ValidationException) -> Response[Err
         if key == "data" and item.get("source") == "body":
             key = None  # the whole body is at fault (not an object, say), not a field called "data"
         field = field_of(message, key)
+        if isinstance(item, dict) and item.get("source") == "header" and key:
+            field = "-".join(part.capitalize() for part in key.replace("_", "-").split("-"))  # as sent: If-Match
         errors.append(ErrorDetail(field=field, reason=explain(message)))
     if any("malformed" in e.reason.lower() or "json is malformed" in e.reason.lower() for e in errors):
         return _error(400, "malformed_body", "the request body is not valid JSON", errors)
@@ -262,6 +275,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         request_max_body_size=settings.request_max_bytes,
         exception_handlers={
             DomainError: domain_error,
+            PreconditionFailedError: precondition_failed,
             ImportFailedError: import_failed,
             ValidationException: validation_error,
             MultipartParseError: malformed_form,

@@ -23,6 +23,8 @@ REASONS = {
     401: "`unauthorized`: the bearer token is missing, malformed, expired or wrongly signed",
     404: "`not_found`: no such resource in this account (also another account's ids)",
     409: "`phone_taken` (with `contactId`), `concurrent_modification` or `import_in_progress`",
+    412: "`precondition_failed`: `If-Match` names a version that is no longer current; `currentEtag` (and the"
+         " `ETag` header) name the current one",
     413: "`payload_too_large`: the body is larger than this endpoint accepts",
     415: "`unsupported_file`: the upload is not a CSV or XLSX file",
     422: "`validation_failed`, `invalid_phone`, `unknown_lists` (with `unknownListIds`) or"

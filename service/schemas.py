@@ -22,6 +22,8 @@ NO_NUL = r"^[^\x00]*$"
 # A UUID in a query string, in its canonical written form only: Python's UUID() also takes
 # 32 bare hex digits, so "13678993411632979070974370512896" would pass for a list id.
 UUID_TEXT = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# An If-Match header: one ETag as GET returns it (W/ tolerated) or "*" (service/etags.py).
+IF_MATCH_PATTERN = r'^ *(\*|(W/)?"[0-9]{1,9}") *$'
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Description = Annotated[str, Meta(max_length=2000, pattern=NO_NUL)]
 ShortText = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
@@ -122,7 +124,9 @@ def explain(reason: str) -> str:
     """A validation message in the user's words where msgspec's names a pattern."""
     return (reason.replace(f"Expected `str` matching regex {NO_NUL!r}", "must not contain NUL (\\u0000) characters")
             .replace(f"Expected `str` matching regex {TAG_TEXT!r}",
-                     "a tag must not contain ',' or ';' (they separate tags) or NUL (\\u0000) characters"))
+                     "a tag must not contain ',' or ';' (they separate tags) or NUL (\\u0000) characters")
+            .replace(f"Expected `str` matching regex {IF_MATCH_PATTERN!r}",
+                     'must be one ETag as GET returned it, such as "3", or *'))
 
 
 def field_of(message: str, fallback: str | None = None) -> str | None:

@@ -16,6 +16,7 @@ CALLS: dict[tuple[str, str], Any] = {
     ("PATCH", "/api/v1/contacts/{contact_id:uuid}"): {"firstName": "hijacked"},
     ("DELETE", "/api/v1/contacts/{contact_id:uuid}"): None,
     ("GET", "/api/v1/contacts/{contact_id:uuid}/history"): None,
+    ("GET", "/api/v1/contact-lists/{list_id:uuid}"): None,
     ("PATCH", "/api/v1/contact-lists/{list_id:uuid}"): {"name": "hijacked"},
     ("DELETE", "/api/v1/contact-lists/{list_id:uuid}"): None,
     ("GET", "/api/v1/contact-lists/{list_id:uuid}/history"): None,
