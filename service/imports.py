@@ -57,6 +57,7 @@ class ImportCounts(msgspec.Struct, rename="camel"):
 
 class ImportJob(msgspec.Struct, rename="camel"):
     id: UUID
+    #: queued (waiting for a worker), running, completed or failed.
     status: str
     source: str
     filename: str | None
@@ -255,9 +256,13 @@ class ImportController(Controller):
 def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
     """The job resource from the ``imports`` read table (404 for another account's)."""
     with container.pool.connection() as conn:
+        # A job waiting in the queue for a worker is "queued", not "running": the read model
+        # records the job's start, the queue whether a worker has claimed it yet.
         row = conn.execute(
-            "SELECT id, status, source, filename, list_id, rows_read, imported, valid, invalid, skipped,"
-            " error, created_at, updated_at, finished_at FROM imports WHERE id = %s AND account_id = %s",
+            "SELECT i.id, CASE WHEN i.status = 'running' AND q.status = 'queued' THEN 'queued' ELSE i.status END,"
+            " i.source, i.filename, i.list_id, i.rows_read, i.imported, i.valid, i.invalid, i.skipped,"
+            " i.error, i.created_at, i.updated_at, i.finished_at FROM imports i"
+            " LEFT JOIN import_queue q ON q.import_id = i.id WHERE i.id = %s AND i.account_id = %s",
             (import_id, actor.account_id)).fetchone()
     if row is None:
         raise NotFoundError(f"import {import_id} not found", field="id")

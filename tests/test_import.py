@@ -280,7 +280,7 @@ def _wait_for_job(api, import_id: str, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         job = api.get(f"/api/v1/contacts/imports/{import_id}").json()
-        if job["status"] != "running" or time.monotonic() > deadline:
+        if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
             return job
         time.sleep(0.1)  # a client polling the job resource, as the API documents
 
@@ -358,3 +358,21 @@ def test_projection_batches_are_bounded_by_stored_size(service: Service) -> None
         assert sizes[0] > 100_000  # an import batch of 1,000 contacts
         assert bounded_limit(cur, start + 1, 1000, sizes[0] + sizes[1]) == 2
         assert bounded_limit(cur, start + 1, 1000, sizes[0] + sizes[1] - 1) == 1
+
+
+def test_a_queued_async_import_says_queued_until_a_worker_claims_it(fresh_database: str, nats_url: str) -> None:
+    from tests.support import ThreadedWorker, start_service
+
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client()
+        r = api.post("/api/v1/contacts/import", files={"file": ("q.csv", b"phone\n0712000001\n0712000002\n")},
+                     headers={"Prefer": "respond-async"})
+        assert r.status_code == 202, r.text
+        assert r.json()["status"] == "queued"
+        assert api.get(r.headers["location"]).json()["status"] == "queued"
+        svc.worker = ThreadedWorker(svc.container, nats_url).start()
+        job = _wait_for_job(api, r.json()["id"])
+        assert job["status"] == "completed" and job["counts"]["imported"] == 2
+    finally:
+        svc.close()
