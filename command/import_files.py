@@ -123,7 +123,13 @@ DEFAULT_LIMITS = FileLimits()
 
 
 class ImportRow(msgspec.Struct):
-    """One data row of an import file, its cells cleaned; ``row`` counts non-empty data rows from 1."""
+    """One data row of an import file, its cells cleaned; ``row`` counts non-empty data rows from 1.
+
+    ``line`` is the row number a spreadsheet shows for it: the header is line 1 (or
+    lower down, below a title), blank rows count, and a CSV record holding a quoted line
+    break is one line, as a spreadsheet shows it in one row. 0 when there is no file
+    (``POST /contacts/bulk``: ``row`` is the item's place in the array).
+    """
 
     row: int
     phone: str | None
@@ -133,6 +139,7 @@ class ImportRow(msgspec.Struct):
     tags: list[str] = []
     notes: str | None = None
     is_opted_out: bool = False
+    line: int = 0
 
 
 class UnsupportedFileError(DomainError):
@@ -246,17 +253,18 @@ def open_rows(path: Path, fmt: str, mapping: dict[str, str] | None = None, *,
         records = (_calamine_records if fast else _xlsx_records)(Path(path), limits)
     else:
         raise ValueError(f"unknown import format {fmt!r}")
+    numbered = enumerate(records, 1)  # a record's number is its line, as a spreadsheet shows it
     try:
-        headers = _header(records)
+        headers = _header(numbered)
         columns = _columns(headers, mapping or {})
     except BaseException:
         records.close()
         raise
-    return headers, _rows(records, columns)
+    return headers, _rows(records, numbered, columns)
 
 
-def _header(records: Iterator[list[str]]) -> list[str]:
-    for cells in records:
+def _header(numbered: Iterator[tuple[int, list[str]]]) -> list[str]:
+    for _, cells in numbered:
         if "".join(cells).strip():
             headers = [cell.strip() for cell in cells]
             headers[0] = headers[0].lstrip("\ufeff").strip()
@@ -309,15 +317,16 @@ def _listed(headers: list[str]) -> str:
     return (listed + (f" and {len(headers) - 20} more" if len(headers) > 20 else "")) or "none"
 
 
-def _rows(records: Iterator[list[str]], columns: dict[str, int]) -> Iterator[ImportRow]:
+def _rows(records: Iterator[list[str]], numbered: Iterator[tuple[int, list[str]]],
+          columns: dict[str, int]) -> Iterator[ImportRow]:
     first, last, phone, email, tags, notes, opted_out = (columns.get(field) for field in FIELDS)
     number = 0
     try:
-        for cells in records:
+        for line, cells in numbered:
             if not "".join(cells).strip():
                 continue  # an empty row is not a row
             number += 1
-            yield ImportRow(row=number, phone=_cell(cells, phone), first_name=_cell(cells, first),
+            yield ImportRow(row=number, line=line, phone=_cell(cells, phone), first_name=_cell(cells, first),
                             last_name=_cell(cells, last), email=_cell(cells, email),
                             tags=_tags(cells, tags), notes=_cell(cells, notes),
                             is_opted_out=opted_out is not None and (_cell(cells, opted_out) or "").lower()

@@ -264,14 +264,17 @@ class ReadModelProjector:
             names = list(tags)
             self._tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names],
                              e.timestamp)
-        with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id)"
+        # "line" (the spreadsheet's row number) is absent from events stored before it was recorded.
+        with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id, line)"
                       " FROM STDIN") as copy:
             for s in e.skipped:
-                copy.write_row((e.originator_id, s["row"], s["outcome"], s["reason"], s["detail"], s["contact_id"]))
+                copy.write_row((e.originator_id, s["row"], s["outcome"], s["reason"], s["detail"], s["contact_id"],
+                                s.get("line") or None))
             for c in e.contacts:
                 if c["status"] != "valid":
                     copy.write_row((e.originator_id, c["row"], "imported", c["invalid_reason"] or c["status"],
-                                    "stored with status invalid: no known operator has this prefix", c["id"]))
+                                    "stored with status invalid: no known operator has this prefix", c["id"],
+                                    c.get("line") or None))
         self._import_counts(cur, e, e.counts)
 
     @apply.register

@@ -243,7 +243,11 @@ class ImportController(Controller):
     @get("/imports/{import_id:uuid}/report.csv", operation_id="getImportReport",
          responses=errors(404), media_type="text/csv", sync_to_thread=True)
     def report(self, request: ActorRequest, container: Container, import_id: UUID) -> Stream:
-        """Row-by-row report of skipped and flagged rows: row, outcome, reason, detail, contact_id."""
+        """Row-by-row report of skipped and flagged rows: line, row, outcome, reason, detail, contact_id.
+
+        ``line`` is the row number a spreadsheet shows (the header is line 1); ``row`` counts
+        the file's data rows (for a JSON import, the item's place in the array).
+        """
         with container.pool.connection() as conn:
             found = conn.execute("SELECT 1 FROM imports WHERE id = %s AND account_id = %s",
                                  (import_id, request.user.account_id)).fetchone()
@@ -274,10 +278,10 @@ def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
 def _report_lines(container: Container, import_id: UUID) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["row", "outcome", "reason", "detail", "contact_id"])
+    writer.writerow(["line", "row", "outcome", "reason", "detail", "contact_id"])
     with container.pool.connection() as conn, conn.transaction():
         with conn.cursor(name="import_report") as cur:
-            cur.execute("SELECT row, outcome, reason, detail, contact_id FROM import_report_rows"
+            cur.execute("SELECT line, row, outcome, reason, detail, contact_id FROM import_report_rows"
                         " WHERE import_id = %s ORDER BY row, reason", (import_id,))
             for record in cur:
                 writer.writerow(["" if v is None else v for v in record])

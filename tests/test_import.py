@@ -61,6 +61,54 @@ def test_mixed_file_counts_and_row_reasons(service: Service) -> None:
     assert job["status"] == "completed" and job["counts"]["skipped"] == 4 and job["source"] == "csv"
 
 
+def test_report_lines_are_the_rows_a_spreadsheet_shows_and_duplicates_name_the_earlier_line(
+        service: Service) -> None:
+    api = service.client()
+    existing = api.create_contact("0799111333")
+    content = ("phone,notes\n"          # line 1
+               "0712000101,\"two\nlines\"\n"  # line 2 (one row in a spreadsheet)
+               "\n"                       # line 3: blank
+               "0799111333,\n"            # line 4: already in the account
+               "0712 000 101,again\n"     # line 5: duplicate of line 2
+               "12,\n")                   # line 6: unparseable
+    r = _upload(api, content.encode())
+    assert r.status_code == 201, r.text
+    report = {r["reason"]: r for r in _report(api, r.json()["importId"])}
+    assert {reason: (int(r["line"]), int(r["row"])) for reason, r in report.items()} == {
+        "already_exists": (4, 2), "duplicate_in_file": (5, 3), "unparseable_phone": (6, 4)}
+    assert report["duplicate_in_file"]["detail"] == "the number appears earlier in this import, on line 2"
+    assert report["already_exists"]["contact_id"] == existing["id"]
+    assert list(_report(api, r.json()["importId"])[0]) == ["line", "row", "outcome", "reason", "detail", "contact_id"]
+
+
+def test_a_duplicate_in_a_later_batch_names_the_earlier_line_and_contact(service: Service) -> None:
+    api = service.client()
+    rows = [f"07130{i:05d}" for i in range(1005)] + ["0713000007"]
+    r = _upload(api, ("phone\n" + "\n".join(rows) + "\n").encode())
+    assert r.status_code == 201, r.text
+    [dup] = _report(api, r.json()["importId"])
+    assert (dup["reason"], dup["line"]) == ("duplicate_in_file", "1007")
+    assert dup["detail"].endswith("on line 9")
+    first = api.get("/api/v1/contacts", params={"search": "0713000007"}).json()["contacts"][0]
+    assert dup["contact_id"] == first["id"]
+
+
+def test_xlsx_report_lines_match_the_sheet_rows(service: Service, tmp_path) -> None:
+    api = service.client()
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["phone"])
+    sheet.append(["0712000201"])
+    sheet.append([None])
+    sheet.append(["12"])
+    path = tmp_path / "lines.xlsx"
+    book.save(path)
+    r = _upload(api, path.read_bytes(), name="lines.xlsx")
+    assert r.status_code == 201, r.text
+    [bad] = _report(api, r.json()["importId"])
+    assert (bad["line"], bad["row"], bad["reason"]) == ("4", "2", "unparseable_phone")
+
+
 def test_list_id_adds_every_imported_contact_and_counts_exactly(service: Service) -> None:
     api = service.client()
     lst = api.create_list("imported")
