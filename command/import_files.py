@@ -43,7 +43,10 @@ EXCEL_MAX_COLUMNS = 16_384
 DELIMITERS = ",;\t|"
 ACCEPTED = "accepted: a CSV file (UTF-8 or Windows-1252 text) or an Excel workbook (.xlsx)"
 
-FIELDS = ("first_name", "last_name", "phone", "email", "tags", "notes", "opted_out")
+# full_name is split into first_name and last_name at its last space ("Mary Jane Wanjiru" ->
+# "Mary Jane" + "Wanjiru"; one word is a first name) when the file has no first or last
+# name column; beside a first-name column an aliased "Name" column is left out.
+FIELDS = ("first_name", "last_name", "phone", "email", "tags", "notes", "opted_out", "full_name")
 # Earlier aliases win when a file has several columns for one field ("phone" beats "mobile").
 ALIASES = {
     "phone": ("phone", "phone_number", "phonenumber", "mobile", "mobile_number", "msisdn", "cell",
@@ -51,12 +54,13 @@ ALIASES = {
               # as Outlook, Google Contacts and common sheets name them
               "mobile phone", "mobile no", "cell phone", "telephone number", "phone 1 - value",
               "primary phone", "whatsapp", "whatsapp number"),
-    "first_name": ("first_name", "firstname", "first", "given_name", "givenname", "forename", "name"),
+    "first_name": ("first_name", "firstname", "first", "given_name", "givenname", "forename"),
     "last_name": ("last_name", "lastname", "last", "surname", "family_name"),
     "email": ("email", "e-mail", "email_address", "mail", "e-mail address", "e-mail 1 - value"),
     "tags": ("tags", "tag", "labels", "groups"),
     "notes": ("notes", "note", "comments", "comment", "remarks"),
     "opted_out": ("opted_out", "is_opted_out", "opt_out", "optout", "unsubscribed", "dnd", "do_not_contact"),
+    "full_name": ("full_name", "name", "contact_name", "display_name", "customer_name"),
 }
 # An opted-out cell that is none of these counts as opted out: when in doubt, do not text.
 NOT_OPTED_OUT = frozenset({"", "false", "no", "n", "0", "f", "subscribed", "opted in", "opted_in", "opted-in"})
@@ -304,11 +308,31 @@ def _columns(headers: list[str], mapping: dict[str, str]) -> dict[str, int]:
                      for index, key in enumerate(keys) if key in _ALIAS_RANKS and index not in mapped)
     for _, index, field in matches:  # best alias first, then leftmost
         columns.setdefault(field, index)
+    if "full_name" in columns and "full_name" not in mapping_fields(mapping):
+        # An aliased full-name column: split only when there is no name column besides it;
+        # beside a last name it is the first name ("Name,Surname"); beside a first name, unused.
+        if "first_name" in columns:
+            del columns["full_name"]
+        elif "last_name" in columns:
+            columns["first_name"] = columns.pop("full_name")
     if "phone" not in columns:
         raise FileFormatError(f"no phone column found; headers found: {_listed(headers)}. Name the column "
                               f"\"phone\" (or mobile, msisdn, ...) or send a column mapping", field="file",
                               extra={"headers": [header[:200] for header in headers]})
     return columns
+
+
+def mapping_fields(mapping: dict[str, str]) -> set[str]:
+    """The fields a client's mapping names."""
+    return {field for target in mapping.values() if (field := _FIELD_KEYS.get(_key(target)))}
+
+
+def split_full_name(value: str | None) -> tuple[str | None, str | None]:
+    """First and last name of a full name, split at its last space ("Jane Wanjiru" -> Jane, Wanjiru)."""
+    if not value:
+        return None, None
+    first, _, last = value.rpartition(" ")
+    return (first.strip(), last) if first.strip() else (last, None)
 
 
 def _listed(headers: list[str]) -> str:
@@ -319,15 +343,19 @@ def _listed(headers: list[str]) -> str:
 
 def _rows(records: Iterator[list[str]], numbered: Iterator[tuple[int, list[str]]],
           columns: dict[str, int]) -> Iterator[ImportRow]:
-    first, last, phone, email, tags, notes, opted_out = (columns.get(field) for field in FIELDS)
+    first, last, phone, email, tags, notes, opted_out, full = (columns.get(field) for field in FIELDS)
     number = 0
     try:
         for line, cells in numbered:
             if not "".join(cells).strip():
                 continue  # an empty row is not a row
             number += 1
-            yield ImportRow(row=number, line=line, phone=_cell(cells, phone), first_name=_cell(cells, first),
-                            last_name=_cell(cells, last), email=_cell(cells, email),
+            first_name, last_name = _cell(cells, first), _cell(cells, last)
+            if full is not None:
+                split_first, split_last = split_full_name(_cell(cells, full))
+                first_name, last_name = first_name or split_first, last_name or split_last
+            yield ImportRow(row=number, line=line, phone=_cell(cells, phone), first_name=first_name,
+                            last_name=last_name, email=_cell(cells, email),
                             tags=_tags(cells, tags), notes=_cell(cells, notes),
                             is_opted_out=opted_out is not None and (_cell(cells, opted_out) or "").lower()
                             not in NOT_OPTED_OUT)

@@ -424,3 +424,17 @@ def test_a_queued_async_import_says_queued_until_a_worker_claims_it(fresh_databa
         assert job["status"] == "completed" and job["counts"]["imported"] == 2
     finally:
         svc.close()
+
+
+def test_a_full_name_column_is_imported_as_first_and_last_name(service: Service) -> None:
+    api = service.client()
+    r = _upload(api, b"Full Name,Phone\nJane Wanjiru,0712000301\n")
+    assert r.status_code == 201, r.text
+    [jane] = api.get("/api/v1/contacts").json()["contacts"]
+    assert (jane["firstName"], jane["lastName"]) == ("Jane", "Wanjiru")
+    export = api.get("/api/v1/contacts/export").text.splitlines()
+    assert export[1].startswith("Jane,Wanjiru,+254712000301")
+    r = _upload(api, b"Name,Phone\nAcme Traders Ltd,0712000302\n", mapping='{"Name": "firstName"}')
+    assert r.status_code == 201, r.text
+    acme = api.get("/api/v1/contacts", params={"search": "acme"}).json()["contacts"][0]
+    assert (acme["firstName"], acme["lastName"]) == ("Acme Traders Ltd", None)
