@@ -246,7 +246,7 @@ def _unsupported(kind: str, filename: str | None) -> UnsupportedFileError:
 
 # -- reading rows ---------------------------------------------------------------------------
 
-def open_rows(path: Path, fmt: str, mapping: dict[str, str] | None = None, *,
+def open_rows(path: Path, fmt: str, mapping: dict[str, str | None] | None = None, *,
               limits: FileLimits = DEFAULT_LIMITS) -> tuple[list[str], Iterator[ImportRow]]:
     """The file's headers and a lazy iterator of its rows; close or exhaust it to release the file."""
     if fmt == "csv":
@@ -259,22 +259,40 @@ def open_rows(path: Path, fmt: str, mapping: dict[str, str] | None = None, *,
         raise ValueError(f"unknown import format {fmt!r}")
     numbered = enumerate(records, 1)  # a record's number is its line, as a spreadsheet shows it
     try:
-        headers = _header(numbered)
-        columns = _columns(headers, mapping or {})
+        headers, columns = _header(numbered, mapping or {})
     except BaseException:
         records.close()
         raise
     return headers, _rows(records, numbered, columns)
 
 
-def _header(numbered: Iterator[tuple[int, list[str]]]) -> list[str]:
-    for _, cells in numbered:
-        if "".join(cells).strip():
-            headers = [cell.strip() for cell in cells]
-            headers[0] = headers[0].lstrip("\ufeff").strip()
-            while headers and not headers[-1]:
-                headers.pop()
-            return headers
+#: The header may sit below title rows ("Customer list, March"): it is the first of this
+#: many rows that has a phone column (by alias or mapping).
+HEADER_SEARCH_ROWS = 10
+
+
+def _header(numbered: Iterator[tuple[int, list[str]]],
+            mapping: dict[str, str | None]) -> tuple[list[str], dict[str, int]]:
+    """The header row and its columns: the first of the first rows that names a phone column.
+
+    When none of them does, the first non-empty row is the header the error names.
+    """
+    first_error: FileFormatError | None = None
+    for line, cells in numbered:
+        if not "".join(cells).strip():
+            continue
+        headers = [cell.strip() for cell in cells]
+        headers[0] = headers[0].lstrip("\ufeff").strip()
+        while headers and not headers[-1]:
+            headers.pop()
+        try:
+            return headers, _columns(headers, mapping)
+        except FileFormatError as exc:
+            first_error = first_error or exc
+        if line >= HEADER_SEARCH_ROWS:
+            break
+    if first_error is not None:
+        raise first_error
     raise FileFormatError("the file is empty: it has no header row", field="file")
 
 
@@ -287,11 +305,19 @@ _ALIAS_RANKS = {_key(alias): (field, rank) for field, aliases in ALIASES.items()
 _FIELD_KEYS = {_key(field): field for field in FIELDS}  # "firstName" and "first name" are first_name
 
 
-def _columns(headers: list[str], mapping: dict[str, str]) -> dict[str, int]:
-    """Which column holds each field: the client's mapping first, then the best alias."""
+def _columns(headers: list[str], mapping: dict[str, str | None]) -> dict[str, int]:
+    """Which column holds each field: the client's mapping first, then the best alias.
+
+    A column mapped to ``null`` is ignored (no alias takes it); naming one that the file
+    does not have is harmless.
+    """
     keys = [_key(header) for header in headers]
     columns: dict[str, int] = {}
+    ignored = {keys.index(_key(header)) for header, target in mapping.items()
+               if target is None and _key(header) in keys}
     for header, target in mapping.items():
+        if target is None:
+            continue
         field = _FIELD_KEYS.get(_key(target))
         if field is None:
             raise FileFormatError(f"the mapping sends {header!r} to {target!r}, which is not one of: "
@@ -303,7 +329,7 @@ def _columns(headers: list[str], mapping: dict[str, str]) -> dict[str, int]:
         if field in columns:
             raise FileFormatError(f"the mapping sends two columns to {field!r}", field="mapping")
         columns[field] = keys.index(_key(header))
-    mapped = set(columns.values())
+    mapped = set(columns.values()) | ignored
     matches = sorted((_ALIAS_RANKS[key][1], index, _ALIAS_RANKS[key][0])
                      for index, key in enumerate(keys) if key in _ALIAS_RANKS and index not in mapped)
     for _, index, field in matches:  # best alias first, then leftmost
@@ -322,9 +348,9 @@ def _columns(headers: list[str], mapping: dict[str, str]) -> dict[str, int]:
     return columns
 
 
-def mapping_fields(mapping: dict[str, str]) -> set[str]:
+def mapping_fields(mapping: dict[str, str | None]) -> set[str]:
     """The fields a client's mapping names."""
-    return {field for target in mapping.values() if (field := _FIELD_KEYS.get(_key(target)))}
+    return {field for target in mapping.values() if target and (field := _FIELD_KEYS.get(_key(target)))}
 
 
 def split_full_name(value: str | None) -> tuple[str | None, str | None]:
@@ -476,7 +502,10 @@ def _delimiter(sample: str) -> str:
     """The sniffed delimiter when the header line has it, else the candidate most in the header line."""
     if "\n" in sample:
         sample = sample[:sample.rindex("\n")]  # drop a line cut by the sample size
-    header = next((line for line in sample.splitlines() if line.strip()), "")
+    # The first line holding a delimiter: a title line above the header ("Customers, March"
+    # aside) holds none, and must not decide the delimiter.
+    lines = [line for line in sample.splitlines() if line.strip()][:HEADER_SEARCH_ROWS]
+    header = next((line for line in lines if any(d in line for d in DELIMITERS)), lines[0] if lines else "")
     counts = {candidate: header.count(candidate) for candidate in DELIMITERS}
     try:
         sniffed = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
@@ -679,25 +708,47 @@ def _xlsx_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterator[l
     try:
         if not workbook.worksheets:
             raise FileFormatError("the .xlsx file has no worksheet", field="file")
-        sheet = workbook.worksheets[0]
-        sheet.reset_dimensions()  # a wrong stored size would silently cut rows or columns
-        values = sheet.iter_rows(values_only=True)
-        number = 0
-        while True:
-            try:
-                row = next(values)
-            except StopIteration:
-                return
-            except MemoryError:
-                raise
-            except Exception as exc:
-                raise FileFormatError(f"the .xlsx file is corrupt after row {number}: {exc}", field="file") from exc
-            number += 1
-            cells = [_cell_text(value) for value in row]
-            _check_width(cells, f"row {number}", limits.max_columns)
-            yield cells
+        yield from _first_sheet_with_data(_openpyxl_rows(sheet, limits) for sheet in workbook.worksheets)
     finally:
         workbook.close()
+
+
+def _openpyxl_rows(sheet: object, limits: FileLimits) -> Iterator[list[str]]:
+    sheet.reset_dimensions()  # type: ignore[attr-defined]  # a wrong stored size would silently cut rows
+    values = sheet.iter_rows(values_only=True)  # type: ignore[attr-defined]
+    number = 0
+    while True:
+        try:
+            row = next(values)
+        except StopIteration:
+            return
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise FileFormatError(f"the .xlsx file is corrupt after row {number}: {exc}", field="file") from exc
+        number += 1
+        cells = [_cell_text(value) for value in row]
+        _check_width(cells, f"row {number}", limits.max_columns)
+        yield cells
+
+
+def _first_sheet_with_data(sheets: Iterator[Iterator[list[str]]]) -> Iterator[list[str]]:
+    """The rows of the first worksheet holding a non-empty cell (an empty first sheet is skipped).
+
+    A sheet's leading empty rows are held back as a count until a cell with data shows
+    up, then given with it, so line numbers stay the sheet's own.
+    """
+    for rows in sheets:
+        empty = 0
+        for cells in rows:
+            if not "".join(cells).strip():
+                empty += 1
+                continue
+            for _ in range(empty):
+                yield []
+            yield cells
+            yield from rows
+            return
 
 
 def _calamine_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterator[list[str]]:
@@ -706,9 +757,19 @@ def _calamine_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterat
         workbook = CalamineWorkbook.from_path(str(path))
         if not workbook.sheet_names:
             raise FileFormatError("the .xlsx file has no worksheet", field="file")
-        rows = workbook.get_sheet_by_index(0).iter_rows()
     except FileFormatError:
         raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # any failure of the parser on these untrusted bytes
+        raise FileFormatError(f"the .xlsx file is corrupt: {exc}", field="file") from exc
+    yield from _first_sheet_with_data(_calamine_rows(workbook, index, limits)
+                                      for index in range(len(workbook.sheet_names)))
+
+
+def _calamine_rows(workbook: CalamineWorkbook, index: int, limits: FileLimits) -> Iterator[list[str]]:
+    try:
+        rows = workbook.get_sheet_by_index(index).iter_rows()
     except MemoryError:
         raise
     except Exception as exc:  # any failure of the parser on these untrusted bytes

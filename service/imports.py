@@ -78,7 +78,10 @@ IMPORT_FORM = Schema(type=OpenAPIType.OBJECT, required=["file"], properties={
     "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="A .csv or .xlsx file"),
     "listId": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID,
                      description="Add every imported contact to this list"),
-    "mapping": Schema(type=OpenAPIType.STRING, description="A JSON object: file header → field"),
+    "mapping": Schema(type=OpenAPIType.STRING, description=(
+        "A JSON object: file header → field (first_name, last_name, full_name, phone, email, tags, notes,"
+        " opted_out), or null to ignore the column"), examples=['{"Numéro": "phone", "Name": "first_name",'
+                                                               ' "Internal id": null}']),
     "region": Schema(type=OpenAPIType.STRING, min_length=2, max_length=2,
                      description="Region of numbers written without a country code, e.g. NG"),
 })
@@ -131,13 +134,15 @@ def _parse_uuid(value: str | None, field: str) -> UUID | None:
         raise ValidationError(f"{field} must be a UUID", field=field) from None
 
 
-def _parse_mapping(value: str | None) -> dict[str, str] | None:
+def _parse_mapping(value: str | None) -> dict[str, str | None] | None:
+    """The client's column mapping: header → field, or ``null`` to ignore the column."""
     if not value:
         return None
     try:
-        mapping = msgspec.json.decode(value, type=dict[str, str])
+        mapping = msgspec.json.decode(value, type=dict[str, str | None])
     except msgspec.DecodeError as exc:
-        raise ValidationError(f"mapping must be a JSON object of header → field: {exc}", field="mapping") from None
+        raise ValidationError(f"mapping must be a JSON object of header → field (or null to ignore the column):"
+                              f" {exc}", field="mapping") from None
     return mapping
 
 
@@ -293,7 +298,7 @@ def _report_lines(container: Container, import_id: UUID) -> Iterator[bytes]:
 
 
 def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list_id: UUID | None,
-                 mapping: dict[str, str] | None, region: str | None, idempotency_key: str | None,
+                 mapping: dict[str, str | None] | None, region: str | None, idempotency_key: str | None,
                  request_hash: bytes | None = None) -> ImportJob:
     """Check the header now (a bad file is a 422 at once), then queue the job for the worker."""
     _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))

@@ -438,3 +438,23 @@ def test_a_full_name_column_is_imported_as_first_and_last_name(service: Service)
     assert r.status_code == 201, r.text
     acme = api.get("/api/v1/contacts", params={"search": "acme"}).json()["contacts"][0]
     assert (acme["firstName"], acme["lastName"]) == ("Acme Traders Ltd", None)
+
+
+def test_a_title_row_an_ignored_column_and_an_empty_first_sheet_import_as_users_expect(
+        service: Service, tmp_path) -> None:
+    api = service.client()
+    r = _upload(api, b"Contacts for March\n\nphone,name,mobile\n0712000401,Jane Wanjiru,0799000001\n",
+                mapping='{"mobile": null, "name": null}')
+    assert r.status_code == 201, r.text
+    [jane] = api.get("/api/v1/contacts").json()["contacts"]
+    assert (jane["phone"], jane["firstName"]) == ("+254712000401", None)
+    book = openpyxl.Workbook()
+    book.active.title = "Read me"
+    book.create_sheet("Data").append(["phone"])
+    book["Data"].append(["0712000402"])
+    path = tmp_path / "second-sheet.xlsx"
+    book.save(path)
+    r = _upload(api, path.read_bytes(), name="second-sheet.xlsx")
+    assert r.status_code == 201 and r.json()["imported"] == 1, r.text
+    r = _upload(api, b"phone\n0712000403\n", mapping='{"phone": 5}')
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "mapping"

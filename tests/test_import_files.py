@@ -459,3 +459,48 @@ def test_neutralise_round_trips_every_string() -> None:
         escaped = neutralise(value)
         assert unneutralise(escaped) == value, repr(value)
         assert not escaped or escaped[0] not in FORMULA_STARTS, repr(value)
+
+
+def test_mapping_null_ignores_a_column_an_alias_would_take(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "Phone,Mobile,Name,Notes\n0700000001,0700000002,Jane Wanjiru,hi\n")
+    _, [row] = read(path, mapping={"Phone": None, "name": None, "Absent": None})
+    assert (row.phone, row.first_name, row.last_name, row.notes) == ("0700000002", None, None, "hi")
+
+
+def test_the_header_is_found_below_title_rows(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "Customer list\nExported 2026-03-01\n\nFirst Name;Phone\nJane;0700000001\n")
+    headers, [row] = read(path)
+    assert headers == ["First Name", "Phone"]
+    assert (row.first_name, row.phone, row.row, row.line) == ("Jane", "0700000001", 1, 5)
+
+
+def test_a_header_further_than_ten_rows_down_is_not_searched_for(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "Title\n" * 10 + "phone\n0700000001\n")
+    with pytest.raises(FileFormatError, match="no phone column found; headers found: 'Title'"):
+        read(path)
+
+
+def test_an_xlsx_whose_first_sheet_is_empty_is_read_from_the_first_sheet_with_data(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    book.active.title = "Cover"
+    book.create_sheet("Empty too")
+    data = book.create_sheet("Contacts")
+    data["B3"] = "phone"
+    data["B4"] = "0700000001"
+    book.create_sheet("Later")["A1"] = "phone"
+    path = tmp_path / "sheets.xlsx"
+    book.save(path)
+    for limits in (FileLimits(), FileLimits(xlsx_fast_max_cells=0)):  # python-calamine, then openpyxl
+        headers, rows = open_rows(path, "xlsx", limits=limits)
+        [row] = list(rows)
+        assert headers[-1] == "phone" and (row.phone, row.line) == ("0700000001", 4), limits
+
+
+def test_an_xlsx_of_empty_sheets_only_is_an_empty_file(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    book.create_sheet("Two")
+    path = tmp_path / "empty.xlsx"
+    book.save(path)
+    for limits in (FileLimits(), FileLimits(xlsx_fast_max_cells=0)):
+        with pytest.raises(FileFormatError, match="empty"):
+            open_rows(path, "xlsx", limits=limits)
