@@ -57,8 +57,8 @@ class ImportCounts(msgspec.Struct, rename="camel"):
 
 class ImportJob(msgspec.Struct, rename="camel"):
     id: UUID
-    #: queued (waiting for a worker), running, completed or failed.
-    status: str
+    status: Annotated[str, Meta(description="queued (an async import no worker has claimed yet), running,"
+                                            " completed or failed", examples=["queued"])]
     source: str
     filename: str | None
     list_id: UUID | None
