@@ -217,20 +217,22 @@ class ImportService:
     def _resolve(self, job: ContactImport, parsed: "Parsed") -> tuple[list[dict], list[dict], list[tuple[UUID, UUID]]]:
         held = self._reservations([rid for _, _, rid in parsed.phones])
         skipped = list(parsed.skipped)
-        contacts, claims, seen = [], [], set()
+        contacts, claims = [], []
+        seen: dict[UUID, UUID] = {}  # reservation -> the contact this batch makes for it
         fresh_ids = iter(uuid4_many(len(parsed.phones)))
         for row, phone, rid in parsed.phones:
             holder = held.get(rid)
             if rid in seen or (holder and holder[0] is not None and holder[1] == job.id):
-                skipped.append(self._duplicate(row, rid, holder[0] if holder and holder[1] == job.id else None))
+                earlier = seen.get(rid) or (holder[0] if holder and holder[1] == job.id else None)
+                skipped.append(self._duplicate(row, rid, earlier))
                 continue
             if holder and holder[0] is not None:
                 skipped.append(_skip(row, "already_exists", "the account already has a contact with this number",
                                      contact_id=holder[0]))
                 continue
-            seen.add(rid)
-            self._remember_line(rid, row.line)
             contact_id = next(fresh_ids)
+            seen[rid] = contact_id
+            self._remember_line(rid, row.line)
             email = row.email
             if email and not is_email(email):
                 skipped.append({"row": row.row, "line": row.line, "outcome": "imported",

@@ -77,6 +77,8 @@ def test_report_lines_are_the_rows_a_spreadsheet_shows_and_duplicates_name_the_e
     assert {reason: (int(r["line"]), int(r["row"])) for reason, r in report.items()} == {
         "already_exists": (4, 2), "duplicate_in_file": (5, 3), "unparseable_phone": (6, 4)}
     assert report["duplicate_in_file"]["detail"] == "the number appears earlier in this import, on line 2"
+    first = api.get("/api/v1/contacts", params={"search": "0712000101"}).json()["contacts"][0]
+    assert report["duplicate_in_file"]["contact_id"] == first["id"]
     assert report["already_exists"]["contact_id"] == existing["id"]
     assert list(_report(api, r.json()["importId"])[0]) == ["line", "row", "outcome", "reason", "detail", "contact_id"]
 
