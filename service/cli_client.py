@@ -159,9 +159,7 @@ def run_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         with progress.bar(show, "stored", "skipped") as bar:
             task = bar.add_task(f"uploading {args.file.name}", total=None, stored=0, skipped=0) if bar else None
             job = _upload(http, args)
-            if bar is not None:
-                bar.update(task, description=f"importing {args.file.name}")
-            job = _follow(http, job, bar, task, total)
+            job = _follow(http, job, bar, task, total, args.file.name)
     if args.json:
         print(json.dumps(job, indent=2))
     else:
@@ -186,23 +184,25 @@ def _upload(http: httpx.Client, args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _follow(http: httpx.Client, job: dict[str, Any], bar: Any, task: Any,
-            total: dict[str, int | None]) -> dict[str, Any]:
+def _follow(http: httpx.Client, job: dict[str, Any], bar: Any, task: Any, total: dict[str, int | None],
+            name: str) -> dict[str, Any]:
     """Poll the job until it ends, moving the bar with its counts."""
     while job["status"] in ("queued", "running"):
+        if bar is not None:
+            counts = job["counts"]
+            waiting = job["status"] == "queued"  # no worker has claimed it yet: say so, not 0 rows/s
+            bar.update(task, description=f"{name}: waiting for a worker" if waiting else f"importing {name}",
+                       completed=counts["rows"], total=total["rows"], stored=counts["imported"],
+                       skipped=counts["skipped"])
         time.sleep(POLL_S)
         response = _request(http, "GET", f"{API}/imports/{job['id']}")
         if response.status_code != 200:
             raise _refusal(response)
         job = response.json()
-        if bar is not None:
-            counts = job["counts"]
-            bar.update(task, completed=counts["rows"], total=total["rows"], stored=counts["imported"],
-                       skipped=counts["skipped"])
     if bar is not None:
         rows = job["counts"]["rows"]
-        bar.update(task, completed=rows, total=rows, stored=job["counts"]["imported"],
-                   skipped=job["counts"]["skipped"])
+        bar.update(task, description=f"imported {name}" if job["status"] == "completed" else f"{name} failed",
+                   completed=rows, total=rows, stored=job["counts"]["imported"], skipped=job["counts"]["skipped"])
     return job
 
 

@@ -111,7 +111,7 @@ def test_import_with_progress_forced_draws_the_bar_on_stderr_and_json_on_stdout(
     assert done.returncode == 0, done.stderr
     job = json.loads(done.stdout)
     assert job["status"] == "completed" and job["counts"]["imported"] == 3000
-    assert BAR.search(done.stderr) and "importing many.csv" in done.stderr
+    assert BAR.search(done.stderr) and "imported many.csv" in done.stderr
     assert re.search(r"3000/3000\S* rows stored 3,000 skipped 0", done.stderr), done.stderr[-500:]
     assert api.get("/api/v1/contacts").json()["total"] == 3000
 
@@ -127,6 +127,19 @@ def test_import_refused_or_unreachable_exits_1_with_the_services_message(service
     assert wrong.returncode == 1 and "401" in wrong.stderr
     away = contacts("import", str(path), "--url", "http://127.0.0.1:9", env=env)
     assert away.returncode == 1 and "cannot reach" in away.stderr
+
+
+def test_an_import_job_that_fails_part_way_exits_1_with_the_counts_it_stored(service: Service,
+                                                                          tmp_path: Path) -> None:
+    env, api = client_env(service)
+    path = tmp_path / "broken.csv"
+    path.write_text("phone,notes\n" + "".join(f"07190{i:05d},\n" for i in range(1500))
+                    + '0719099999,"' + "x" * (1024 * 1024 + 10) + '"\n')
+    done = contacts("import", str(path), env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "failed" in done.stdout and "imported 1,000" in done.stdout
+    assert "the import failed: " in done.stderr and "too long" in done.stderr
+    assert api.get("/api/v1/contacts").json()["total"] == 1000
 
 
 # -- export -----------------------------------------------------------------------------------
