@@ -221,6 +221,7 @@ class _Entry(msgspec.Struct):
     invalid_reason: str | None
     operator: str | None
     country: str | None
+    line: int = 0  # the row's line as a spreadsheet shows it; 0 in batches stored before it was kept
 
 
 _BATCH_DECODER = msgspec.json.Decoder(list[_Entry])

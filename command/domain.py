@@ -297,7 +297,7 @@ class ContactImport(Aggregate):
             return Contact.Created(
                 originator_topic=get_topic(Contact), originator_id=contact_id, originator_version=1,
                 timestamp=self.timestamp, account_id=self.account_id, actor=self.actor,
-                request_id=self.request_id, **{k: v for k, v in entry.items() if k not in ("id", "row")})
+                request_id=self.request_id, **{k: v for k, v in entry.items() if k not in ("id", "row", "line")})
 
     class Completed(Event):
         counts: dict[str, int]

@@ -43,7 +43,10 @@ EXCEL_MAX_COLUMNS = 16_384
 DELIMITERS = ",;\t|"
 ACCEPTED = "accepted: a CSV file (UTF-8 or Windows-1252 text) or an Excel workbook (.xlsx)"
 
-FIELDS = ("first_name", "last_name", "phone", "email", "tags", "notes", "opted_out")
+# full_name is split into first_name and last_name at its last space ("Mary Jane Wanjiru" ->
+# "Mary Jane" + "Wanjiru"; one word is a first name) when the file has no first or last
+# name column; beside a first-name column an aliased "Name" column is left out.
+FIELDS = ("first_name", "last_name", "phone", "email", "tags", "notes", "opted_out", "full_name")
 # Earlier aliases win when a file has several columns for one field ("phone" beats "mobile").
 ALIASES = {
     "phone": ("phone", "phone_number", "phonenumber", "mobile", "mobile_number", "msisdn", "cell",
@@ -51,12 +54,13 @@ ALIASES = {
               # as Outlook, Google Contacts and common sheets name them
               "mobile phone", "mobile no", "cell phone", "telephone number", "phone 1 - value",
               "primary phone", "whatsapp", "whatsapp number"),
-    "first_name": ("first_name", "firstname", "first", "given_name", "givenname", "forename", "name"),
+    "first_name": ("first_name", "firstname", "first", "given_name", "givenname", "forename"),
     "last_name": ("last_name", "lastname", "last", "surname", "family_name"),
     "email": ("email", "e-mail", "email_address", "mail", "e-mail address", "e-mail 1 - value"),
     "tags": ("tags", "tag", "labels", "groups"),
     "notes": ("notes", "note", "comments", "comment", "remarks"),
     "opted_out": ("opted_out", "is_opted_out", "opt_out", "optout", "unsubscribed", "dnd", "do_not_contact"),
+    "full_name": ("full_name", "name", "contact_name", "display_name", "customer_name"),
 }
 # An opted-out cell that is none of these counts as opted out: when in doubt, do not text.
 NOT_OPTED_OUT = frozenset({"", "false", "no", "n", "0", "f", "subscribed", "opted in", "opted_in", "opted-in"})
@@ -123,7 +127,13 @@ DEFAULT_LIMITS = FileLimits()
 
 
 class ImportRow(msgspec.Struct):
-    """One data row of an import file, its cells cleaned; ``row`` counts non-empty data rows from 1."""
+    """One data row of an import file, its cells cleaned; ``row`` counts non-empty data rows from 1.
+
+    ``line`` is the row number a spreadsheet shows for it: the header is line 1 (or
+    lower down, below a title), blank rows count, and a CSV record holding a quoted line
+    break is one line, as a spreadsheet shows it in one row. 0 when there is no file
+    (``POST /contacts/bulk``: ``row`` is the item's place in the array).
+    """
 
     row: int
     phone: str | None
@@ -133,6 +143,7 @@ class ImportRow(msgspec.Struct):
     tags: list[str] = []
     notes: str | None = None
     is_opted_out: bool = False
+    line: int = 0
 
 
 class UnsupportedFileError(DomainError):
@@ -235,7 +246,7 @@ def _unsupported(kind: str, filename: str | None) -> UnsupportedFileError:
 
 # -- reading rows ---------------------------------------------------------------------------
 
-def open_rows(path: Path, fmt: str, mapping: dict[str, str] | None = None, *,
+def open_rows(path: Path, fmt: str, mapping: dict[str, str | None] | None = None, *,
               limits: FileLimits = DEFAULT_LIMITS) -> tuple[list[str], Iterator[ImportRow]]:
     """The file's headers and a lazy iterator of its rows; close or exhaust it to release the file."""
     if fmt == "csv":
@@ -246,23 +257,42 @@ def open_rows(path: Path, fmt: str, mapping: dict[str, str] | None = None, *,
         records = (_calamine_records if fast else _xlsx_records)(Path(path), limits)
     else:
         raise ValueError(f"unknown import format {fmt!r}")
+    numbered = enumerate(records, 1)  # a record's number is its line, as a spreadsheet shows it
     try:
-        headers = _header(records)
-        columns = _columns(headers, mapping or {})
+        headers, columns = _header(numbered, mapping or {})
     except BaseException:
         records.close()
         raise
-    return headers, _rows(records, columns)
+    return headers, _rows(records, numbered, columns)
 
 
-def _header(records: Iterator[list[str]]) -> list[str]:
-    for cells in records:
-        if "".join(cells).strip():
-            headers = [cell.strip() for cell in cells]
-            headers[0] = headers[0].lstrip("\ufeff").strip()
-            while headers and not headers[-1]:
-                headers.pop()
-            return headers
+#: The header may sit below title rows ("Customer list, March"): it is the first of this
+#: many rows that has a phone column (by alias or mapping).
+HEADER_SEARCH_ROWS = 10
+
+
+def _header(numbered: Iterator[tuple[int, list[str]]],
+            mapping: dict[str, str | None]) -> tuple[list[str], dict[str, int]]:
+    """The header row and its columns: the first of the first rows that names a phone column.
+
+    When none of them does, the first non-empty row is the header the error names.
+    """
+    first_error: FileFormatError | None = None
+    for line, cells in numbered:
+        if not "".join(cells).strip():
+            continue
+        headers = [cell.strip() for cell in cells]
+        headers[0] = headers[0].lstrip("\ufeff").strip()
+        while headers and not headers[-1]:
+            headers.pop()
+        try:
+            return headers, _columns(headers, mapping)
+        except FileFormatError as exc:
+            first_error = first_error or exc
+        if line >= HEADER_SEARCH_ROWS:
+            break
+    if first_error is not None:
+        raise first_error
     raise FileFormatError("the file is empty: it has no header row", field="file")
 
 
@@ -275,11 +305,19 @@ _ALIAS_RANKS = {_key(alias): (field, rank) for field, aliases in ALIASES.items()
 _FIELD_KEYS = {_key(field): field for field in FIELDS}  # "firstName" and "first name" are first_name
 
 
-def _columns(headers: list[str], mapping: dict[str, str]) -> dict[str, int]:
-    """Which column holds each field: the client's mapping first, then the best alias."""
+def _columns(headers: list[str], mapping: dict[str, str | None]) -> dict[str, int]:
+    """Which column holds each field: the client's mapping first, then the best alias.
+
+    A column mapped to ``null`` is ignored (no alias takes it); naming one that the file
+    does not have is harmless.
+    """
     keys = [_key(header) for header in headers]
     columns: dict[str, int] = {}
+    ignored = {keys.index(_key(header)) for header, target in mapping.items()
+               if target is None and _key(header) in keys}
     for header, target in mapping.items():
+        if target is None:
+            continue
         field = _FIELD_KEYS.get(_key(target))
         if field is None:
             raise FileFormatError(f"the mapping sends {header!r} to {target!r}, which is not one of: "
@@ -291,16 +329,36 @@ def _columns(headers: list[str], mapping: dict[str, str]) -> dict[str, int]:
         if field in columns:
             raise FileFormatError(f"the mapping sends two columns to {field!r}", field="mapping")
         columns[field] = keys.index(_key(header))
-    mapped = set(columns.values())
+    mapped = set(columns.values()) | ignored
     matches = sorted((_ALIAS_RANKS[key][1], index, _ALIAS_RANKS[key][0])
                      for index, key in enumerate(keys) if key in _ALIAS_RANKS and index not in mapped)
     for _, index, field in matches:  # best alias first, then leftmost
         columns.setdefault(field, index)
+    if "full_name" in columns and "full_name" not in mapping_fields(mapping):
+        # An aliased full-name column: split only when there is no name column besides it;
+        # beside a last name it is the first name ("Name,Surname"); beside a first name, unused.
+        if "first_name" in columns:
+            del columns["full_name"]
+        elif "last_name" in columns:
+            columns["first_name"] = columns.pop("full_name")
     if "phone" not in columns:
         raise FileFormatError(f"no phone column found; headers found: {_listed(headers)}. Name the column "
                               f"\"phone\" (or mobile, msisdn, ...) or send a column mapping", field="file",
                               extra={"headers": [header[:200] for header in headers]})
     return columns
+
+
+def mapping_fields(mapping: dict[str, str | None]) -> set[str]:
+    """The fields a client's mapping names."""
+    return {field for target in mapping.values() if target and (field := _FIELD_KEYS.get(_key(target)))}
+
+
+def split_full_name(value: str | None) -> tuple[str | None, str | None]:
+    """First and last name of a full name, split at its last space ("Jane Wanjiru" -> Jane, Wanjiru)."""
+    if not value:
+        return None, None
+    first, _, last = value.rpartition(" ")
+    return (first.strip(), last) if first.strip() else (last, None)
 
 
 def _listed(headers: list[str]) -> str:
@@ -309,16 +367,21 @@ def _listed(headers: list[str]) -> str:
     return (listed + (f" and {len(headers) - 20} more" if len(headers) > 20 else "")) or "none"
 
 
-def _rows(records: Iterator[list[str]], columns: dict[str, int]) -> Iterator[ImportRow]:
-    first, last, phone, email, tags, notes, opted_out = (columns.get(field) for field in FIELDS)
+def _rows(records: Iterator[list[str]], numbered: Iterator[tuple[int, list[str]]],
+          columns: dict[str, int]) -> Iterator[ImportRow]:
+    first, last, phone, email, tags, notes, opted_out, full = (columns.get(field) for field in FIELDS)
     number = 0
     try:
-        for cells in records:
+        for line, cells in numbered:
             if not "".join(cells).strip():
                 continue  # an empty row is not a row
             number += 1
-            yield ImportRow(row=number, phone=_cell(cells, phone), first_name=_cell(cells, first),
-                            last_name=_cell(cells, last), email=_cell(cells, email),
+            first_name, last_name = _cell(cells, first), _cell(cells, last)
+            if full is not None:
+                split_first, split_last = split_full_name(_cell(cells, full))
+                first_name, last_name = first_name or split_first, last_name or split_last
+            yield ImportRow(row=number, line=line, phone=_cell(cells, phone), first_name=first_name,
+                            last_name=last_name, email=_cell(cells, email),
                             tags=_tags(cells, tags), notes=_cell(cells, notes),
                             is_opted_out=opted_out is not None and (_cell(cells, opted_out) or "").lower()
                             not in NOT_OPTED_OUT)
@@ -439,7 +502,10 @@ def _delimiter(sample: str) -> str:
     """The sniffed delimiter when the header line has it, else the candidate most in the header line."""
     if "\n" in sample:
         sample = sample[:sample.rindex("\n")]  # drop a line cut by the sample size
-    header = next((line for line in sample.splitlines() if line.strip()), "")
+    # The first line holding a delimiter: a title line above the header ("Customers, March"
+    # aside) holds none, and must not decide the delimiter.
+    lines = [line for line in sample.splitlines() if line.strip()][:HEADER_SEARCH_ROWS]
+    header = next((line for line in lines if any(d in line for d in DELIMITERS)), lines[0] if lines else "")
     counts = {candidate: header.count(candidate) for candidate in DELIMITERS}
     try:
         sniffed = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
@@ -642,25 +708,47 @@ def _xlsx_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterator[l
     try:
         if not workbook.worksheets:
             raise FileFormatError("the .xlsx file has no worksheet", field="file")
-        sheet = workbook.worksheets[0]
-        sheet.reset_dimensions()  # a wrong stored size would silently cut rows or columns
-        values = sheet.iter_rows(values_only=True)
-        number = 0
-        while True:
-            try:
-                row = next(values)
-            except StopIteration:
-                return
-            except MemoryError:
-                raise
-            except Exception as exc:
-                raise FileFormatError(f"the .xlsx file is corrupt after row {number}: {exc}", field="file") from exc
-            number += 1
-            cells = [_cell_text(value) for value in row]
-            _check_width(cells, f"row {number}", limits.max_columns)
-            yield cells
+        yield from _first_sheet_with_data(_openpyxl_rows(sheet, limits) for sheet in workbook.worksheets)
     finally:
         workbook.close()
+
+
+def _openpyxl_rows(sheet: object, limits: FileLimits) -> Iterator[list[str]]:
+    sheet.reset_dimensions()  # type: ignore[attr-defined]  # a wrong stored size would silently cut rows
+    values = sheet.iter_rows(values_only=True)  # type: ignore[attr-defined]
+    number = 0
+    while True:
+        try:
+            row = next(values)
+        except StopIteration:
+            return
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise FileFormatError(f"the .xlsx file is corrupt after row {number}: {exc}", field="file") from exc
+        number += 1
+        cells = [_cell_text(value) for value in row]
+        _check_width(cells, f"row {number}", limits.max_columns)
+        yield cells
+
+
+def _first_sheet_with_data(sheets: Iterator[Iterator[list[str]]]) -> Iterator[list[str]]:
+    """The rows of the first worksheet holding a non-empty cell (an empty first sheet is skipped).
+
+    A sheet's leading empty rows are held back as a count until a cell with data shows
+    up, then given with it, so line numbers stay the sheet's own.
+    """
+    for rows in sheets:
+        empty = 0
+        for cells in rows:
+            if not "".join(cells).strip():
+                empty += 1
+                continue
+            for _ in range(empty):
+                yield []
+            yield cells
+            yield from rows
+            return
 
 
 def _calamine_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterator[list[str]]:
@@ -669,9 +757,19 @@ def _calamine_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterat
         workbook = CalamineWorkbook.from_path(str(path))
         if not workbook.sheet_names:
             raise FileFormatError("the .xlsx file has no worksheet", field="file")
-        rows = workbook.get_sheet_by_index(0).iter_rows()
     except FileFormatError:
         raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # any failure of the parser on these untrusted bytes
+        raise FileFormatError(f"the .xlsx file is corrupt: {exc}", field="file") from exc
+    yield from _first_sheet_with_data(_calamine_rows(workbook, index, limits)
+                                      for index in range(len(workbook.sheet_names)))
+
+
+def _calamine_rows(workbook: CalamineWorkbook, index: int, limits: FileLimits) -> Iterator[list[str]]:
+    try:
+        rows = workbook.get_sheet_by_index(index).iter_rows()
     except MemoryError:
         raise
     except Exception as exc:  # any failure of the parser on these untrusted bytes

@@ -28,10 +28,15 @@ from command.phones import reservation_ids
 BATCH_SIZE = 1000
 MAX_TEXT = {"first_name": 200, "last_name": 200, "email": 320, "notes": 5000}
 MAX_TAGS, MAX_TAG_CHARS = 100, 64  # as POST /contacts allows
+# Lines remembered to name a duplicate's earlier line: about 100 bytes each, so a file
+# of a million rows keeps at most ~25 MB. Past it (or after a resumed job's restart)
+# the report names the earlier contact only.
+MAX_REMEMBERED_LINES = 250_000
 
 
 class Row(Protocol):
     row: int
+    line: int
     phone: str | None
     first_name: str | None
     last_name: str | None
@@ -75,6 +80,7 @@ class ImportService:
     def __init__(self, app: ContactsApplication, batch_size: int = BATCH_SIZE):
         self.app = app
         self.batch_size = batch_size
+        self._lines: dict[int, int] = {}  # reservation id -> the line that imported it, this run
 
     # -- starting ------------------------------------------------------------------------
 
@@ -158,21 +164,21 @@ class ImportService:
         skipped: list[dict[str, Any]] = []
         for row in batch:
             if not row.phone:
-                skipped.append(_skip(row.row, "missing_phone", "the row has no phone number"))
+                skipped.append(_skip(row, "missing_phone", "the row has no phone number"))
                 continue
             try:
                 phone = self.app.parse(row.phone, region)
             except InvalidPhoneError as exc:
                 # The report holds no values from the file: "phone '0712…' is invalid: …" loses the number.
-                skipped.append(_skip(row.row, "unparseable_phone", exc.message.replace(f" {row.phone!r}", "")))
+                skipped.append(_skip(row, "unparseable_phone", exc.message.replace(f" {row.phone!r}", "")))
                 continue
             too_long = [f for f, limit in MAX_TEXT.items() if len(getattr(row, f) or "") > limit]
             if too_long:
-                skipped.append(_skip(row.row, "field_too_long",
+                skipped.append(_skip(row, "field_too_long",
                                      f"{too_long[0]} is longer than {MAX_TEXT[too_long[0]]}"))
                 continue
             if len(row.tags) > MAX_TAGS or any(len(tag) > MAX_TAG_CHARS for tag in row.tags):
-                skipped.append(_skip(row.row, "field_too_long",
+                skipped.append(_skip(row, "field_too_long",
                                      f"tags hold more than {MAX_TAGS} tags or a tag longer than {MAX_TAG_CHARS}"))
                 continue
             parsed.append((row, phone))
@@ -206,27 +212,31 @@ class ImportService:
     def _resolve(self, job: ContactImport, parsed: "Parsed") -> tuple[list[dict], list[dict], list[tuple[UUID, UUID]]]:
         held = self._reservations([rid for _, _, rid in parsed.phones])
         skipped = list(parsed.skipped)
-        contacts, claims, seen = [], [], set()
+        contacts, claims = [], []
+        seen: dict[UUID, UUID] = {}  # reservation -> the contact this batch makes for it
         fresh_ids = iter(uuid4_many(len(parsed.phones)))
         for row, phone, rid in parsed.phones:
             holder = held.get(rid)
             if rid in seen or (holder and holder[0] is not None and holder[1] == job.id):
-                skipped.append(_skip(row.row, "duplicate_in_file", "the number appears earlier in this import"))
+                earlier = seen.get(rid) or (holder[0] if holder and holder[1] == job.id else None)
+                skipped.append(self._duplicate(row, rid, earlier))
                 continue
             if holder and holder[0] is not None:
-                skipped.append(_skip(row.row, "already_exists", "the account already has a contact with this number",
+                skipped.append(_skip(row, "already_exists", "the account already has a contact with this number",
                                      contact_id=holder[0]))
                 continue
-            seen.add(rid)
             contact_id = next(fresh_ids)
+            seen[rid] = contact_id
+            self._remember_line(rid, row.line)
             email = row.email
             if email and not is_email(email):
-                skipped.append({"row": row.row, "outcome": "imported", "reason": "invalid_email_dropped",
+                skipped.append({"row": row.row, "line": row.line, "outcome": "imported",
+                                "reason": "invalid_email_dropped",
                                 "detail": "the email address was not valid and was left out", "contact_id": contact_id})
                 email = None
             match = self.app.directory.classify(phone)
             contacts.append({
-                "id": contact_id, "row": row.row,
+                "id": contact_id, "row": row.row, "line": row.line,
                 "pii": {"first_name": row.first_name, "last_name": row.last_name, "phone": phone.e164,
                         "email": email.lower() if email else None, "notes": row.notes},
                 "tags": list(row.tags), "list_ids": [job.list_id] if job.list_id else [],
@@ -235,14 +245,28 @@ class ImportService:
             claims.append((rid, contact_id))
         return contacts, skipped, claims
 
+    def _remember_line(self, rid: UUID, line: int) -> None:
+        """Note the line that imported a number, for a later duplicate's report (bounded)."""
+        if line and len(self._lines) < MAX_REMEMBERED_LINES:
+            self._lines[rid.int] = line
+
+    def _duplicate(self, row: Row, rid: UUID, earlier_contact: UUID | None) -> dict[str, Any]:
+        """A duplicate_in_file row, naming the earlier line that imported the number when it is known."""
+        earlier = self._lines.get(rid.int)
+        if earlier:
+            return _skip(row, "duplicate_in_file", f"the number appears earlier in this import, on line {earlier}",
+                         contact_id=earlier_contact)
+        return _skip(row, "duplicate_in_file", "the number appears earlier in this import", contact_id=earlier_contact)
+
     def _reservations(self, rids: list[UUID]) -> dict[UUID, tuple[UUID | None, UUID | None, bool]]:
         if not rids:
             return {}
         return self.app.recorder.reservations(rids)
 
 
-def _skip(row: int, reason: str, detail: str, contact_id: UUID | None = None) -> dict[str, Any]:
-    return {"row": row, "outcome": "skipped", "reason": reason, "detail": detail, "contact_id": contact_id}
+def _skip(row: Row, reason: str, detail: str, contact_id: UUID | None = None) -> dict[str, Any]:
+    return {"row": row.row, "line": row.line, "outcome": "skipped", "reason": reason, "detail": detail,
+            "contact_id": contact_id}
 
 
 def failure_reason(exc: Exception) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 from uuid import UUID
 
@@ -16,8 +16,12 @@ from events.history import _data
 BATCH = 500
 
 
-def export_account(app: Any, account_id: UUID, out: TextIO, progress: TextIO | None = sys.stderr) -> int:
-    """Write every event of one account as NDJSON, oldest first; return how many."""
+def export_account(app: Any, account_id: UUID, out: TextIO,
+                   progress: Callable[[int, int, int], None] | None = None) -> int:
+    """Write every event of one account as NDJSON, oldest first; return how many.
+
+    ``progress`` is called with (position read, head of the log, events written).
+    """
     head = app.recorder.max_notification_id() or 0
     written = 0
     for position, event in _account_events(app, account_id):
@@ -31,11 +35,8 @@ def export_account(app: Any, account_id: UUID, out: TextIO, progress: TextIO | N
                 "actor": item.actor, "requestId": item.request_id, "data": _data(item),
             }).decode() + "\n")
             written += 1
-        if progress is not None and head:
-            done = position * 40 // head
-            progress.write(f"\r[{'#' * done}{'.' * (40 - done)}] {position}/{head} events, {written} written")
-    if progress is not None:
-        progress.write("\n")
+        if progress is not None:
+            progress(position, head, written)
     return written
 
 

@@ -256,8 +256,10 @@ CREATE TABLE IF NOT EXISTS import_report_rows (
     reason      text NOT NULL,
     detail      text,
     contact_id  uuid,
+    line        integer,                     -- as a spreadsheet numbers it (header = 1); NULL for JSON and old events
     PRIMARY KEY (import_id, row, reason)
 );
+ALTER TABLE import_report_rows ADD COLUMN IF NOT EXISTS line integer;
 
 -- The read model's position: moved by every write in its own transaction (inline projection).
 INSERT INTO projection_tracking (name) VALUES ('read_model') ON CONFLICT (name) DO NOTHING;

@@ -78,13 +78,25 @@ class ContactFilter:
             like = "%" + re.sub(r"([%_\\])", r"\\\1", " ".join(term.lower().split())) + "%"
             params["name_like"] = like
             # A leading 0 is the national trunk prefix ("0712…" is "+254 712…"): drop it.
-            digits = re.sub(r"\D", "", term).lstrip("0")
+            digits = phone_digits(term).lstrip("0")
             if digits:
                 params["phone_like"] = f"%{digits}%"
                 clauses.append(sql.SQL("(c.search_name LIKE %(name_like)s OR c.search_phone LIKE %(phone_like)s)"))
             else:
                 clauses.append(sql.SQL("c.search_name LIKE %(name_like)s"))
         return sql.SQL(" AND ").join(clauses), params
+
+
+#: A term read as (part of) a phone number: digits written with spaces, ``+``, ``-``, ``.`` or
+#: parentheses, at least three digits. Any other term searches names only: "Ryw1" or "Room 101b"
+#: is a name, and searching phones for its digits matched every number holding a 1.
+PHONE_TERM = re.compile(r"[0-9\s+\-.()]+")
+
+
+def phone_digits(term: str) -> str:
+    """The digits of a term that reads as a phone number, else '' (the term is searched in names only)."""
+    digits = re.sub(r"[^0-9]", "", term) if PHONE_TERM.fullmatch(term) else ""
+    return digits if len(digits) >= 3 else ""
 
 
 #: From this many index entries to skip, a page starts from the time counts (if they answer its filter).

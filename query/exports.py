@@ -55,10 +55,47 @@ def _cell(column: str) -> str:
     return _quoted(column, _NEUTRALISED.format(v=column))
 
 
-#: One CSV line (CRLF) per contact; the phone (validated E.164) is the one cell not neutralised.
-CSV_LINE = sql.SQL("concat(" + ", ',', ".join([
-    _cell("c.first_name"), _cell("c.last_name"), "c.phone", _cell("c.email"),
-    _quoted("t.tags", "t.tags"), _cell("c.notes")]) + r", E'\r\n')")
+def _utc_time(column: str) -> str:
+    """A timestamptz as RFC 3339 UTC text, as the JSON items write it (fraction only when not zero)."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (f"CASE WHEN {column} IS NULL THEN '' ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+            f" || CASE WHEN mod(extract(microseconds FROM {utc})::bigint, 1000000) = 0 THEN ''"
+            f" ELSE to_char({utc}, '.US') END || 'Z' END")
+
+
+#: The columns ``columns=`` may add after the default six: API name -> (CSV header, cell).
+#: The headers are the snake_case names the importer reads; it reads ``is_opted_out`` back
+#: (an opted-out person stays opted out in the account the file is imported into) and
+#: ignores the others, which it derives itself (status, operator, country from the number)
+#: or which mean nothing in another account (list ids, times).
+EXTRA_COLUMNS = {
+    "isOptedOut": ("is_opted_out", "CASE WHEN c.is_opted_out THEN 'true' ELSE 'false' END"),
+    "status": ("status", _cell("c.status")),
+    "invalidReason": ("invalid_reason", "coalesce(" + _cell("c.invalid_reason") + ", '')"),
+    "operator": ("operator", "coalesce(" + _cell("c.operator") + ", '')"),
+    "country": ("country", "coalesce(" + _cell("c.country") + ", '')"),
+    "listIds": ("list_ids", "array_to_string(c.list_ids, " + repr(TAG_SEPARATOR) + ")"),
+    "createdAt": ("created_at", _utc_time("c.created_at")),
+    "updatedAt": ("updated_at", _utc_time("c.updated_at")),
+}
+
+
+def csv_line(extra: tuple[str, ...] = ()) -> sql.Composable:
+    """One CSV line (CRLF) per contact: the six default cells, then the ``extra`` columns.
+
+    The phone (validated E.164) is the one default cell not neutralised.
+    """
+    cells = [_cell("c.first_name"), _cell("c.last_name"), "c.phone", _cell("c.email"),
+             _quoted("t.tags", "t.tags"), _cell("c.notes")] + [EXTRA_COLUMNS[name][1] for name in extra]
+    return sql.SQL("concat(" + ", ',', ".join(cells) + r", E'\r\n')")
+
+
+def csv_header(extra: tuple[str, ...] = ()) -> str:
+    """The header line: the importer's field names."""
+    return ",".join(CSV_COLUMNS + tuple(EXTRA_COLUMNS[name][0] for name in extra)) + "\r\n"
+
+
+CSV_LINE = csv_line()
 #: The tags cell: each tag neutralised, joined with ``TAG_SEPARATOR`` in the array's order.
 CSV_TAGS = sql.SQL(
     "LEFT JOIN LATERAL (SELECT string_agg(" + _NEUTRALISED.format(v="u.tag") + ", {sep} ORDER BY u.n) AS tags"
@@ -66,19 +103,22 @@ CSV_TAGS = sql.SQL(
 
 
 def csv_export(pool: ConnectionPool, account_id: UUID, flt: ContactFilter,
-               batch: int = EXPORT_BATCH) -> Iterator[bytes]:
+               batch: int = EXPORT_BATCH, extra: tuple[str, ...] = ()) -> Iterator[bytes]:
     """The matching contacts as UTF-8 CSV (RFC 4180, CRLF, header row), newest first.
 
-    One chunk per fetched batch of lines, from a server-side cursor in one transaction.
-    The first chunk (header and first batch) comes once the query has run, so a query
-    that fails does so before any byte is sent.
+    ``extra`` names columns of ``EXTRA_COLUMNS`` written after the default six. One chunk
+    per fetched batch of lines, from a server-side cursor in one transaction. The first
+    chunk (header and first batch) comes once the query has run, so a query that fails
+    does so before any byte is sent.
     """
     where, params = flt.where(account_id)
     query = sql.SQL("SELECT {line} FROM contacts c {tags} WHERE {where}"
-                    " ORDER BY c.created_at DESC, c.id DESC").format(line=CSV_LINE, tags=CSV_TAGS, where=where)
+                    " ORDER BY c.created_at DESC, c.id DESC").format(line=csv_line(extra), tags=CSV_TAGS,
+                                                                     where=where)
+    header = csv_header(extra)
     for number, (lines, _) in enumerate(_batches(pool, query, params, batch)):
         if number == 0 or lines:
-            yield ((CSV_HEADER if number == 0 else "") + "".join(lines)).encode("utf-8")
+            yield ((header if number == 0 else "") + "".join(lines)).encode("utf-8")
 
 
 def _batches(pool: ConnectionPool, query: sql.Composable, params: dict, batch: int) -> Iterator[tuple[list[str], bool]]:

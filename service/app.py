@@ -33,6 +33,7 @@ from service.controllers import ContactController, ContactListController
 from service.exports import ExportController
 from service.imports import ImportController
 from service.openapi import ClosedStructSchemaPlugin
+from service.query_params import KnownQueryParameters
 from service.ratelimit import rate_limit_middleware
 from service.schemas import ErrorBody, ErrorDetail, explain, field_of
 
@@ -272,6 +273,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
         middleware=middleware,
         before_send=[echo_request_id],
+        before_request=KnownQueryParameters().check,
         request_max_body_size=settings.request_max_bytes,
         exception_handlers={
             DomainError: domain_error,

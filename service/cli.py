@@ -1,4 +1,4 @@
-"""The ``contacts`` command: serve, api, worker, token, mno refresh, projections rebuild."""
+"""The contacts command: run the service, mint tokens, import and export, audit and maintain."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 from contextlib import ExitStack
 
 from service.settings import Settings
@@ -178,11 +179,28 @@ class Supervised:
 def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
     from service.auth import mint_token
 
+    print(mint_token(settings.jwt_secret, args.account, args.sub, args.ttl))
+
+
+def _account(text: str) -> uuid.UUID:
+    """An account id (an argparse type: anything else is a usage error, exit 2)."""
     try:
-        account = uuid.UUID(args.account)
+        return uuid.UUID(text)
     except ValueError:
-        sys.exit("--account must be a UUID")
-    print(mint_token(settings.jwt_secret, account, args.sub, args.ttl))
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type for a positive int or float."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+        return value
+    return parse
 
 
 def _duration(text: str) -> int:
@@ -234,18 +252,23 @@ def cmd_rebuild(settings: Settings) -> None:
 
 def cmd_events_export(args: argparse.Namespace, settings: Settings) -> None:
     from events.audit import export_account
+    from service import progress
     from service.bootstrap import build
 
-    try:
-        account = uuid.UUID(args.account)
-    except ValueError:
-        sys.exit("--account must be a UUID")
+    account = args.account
     with ExitStack() as stack:
         database_url, _ = _servers(settings, stack, need_nats=False)
         container = build(settings, database_url)
         out = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "w", encoding="utf-8"))
         try:
-            count = export_account(container.app, account, out)
+            with progress.bar(progress.wanted(args.progress), "written", unit="events") as bar:
+                task = bar.add_task("reading the event log", total=None, written=0) if bar else None
+
+                def advance(position: int, head: int, written: int) -> None:
+                    if bar is not None:
+                        bar.update(task, completed=position, total=head, written=written)
+
+                count = export_account(container.app, account, out, progress=advance)
         finally:
             container.close()
     print(f"{count} events of account {account} written", file=sys.stderr)
@@ -263,37 +286,102 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> None:
             pass
 
 
+ENVIRONMENT = """\
+environment:
+  CONTACTS_DATABASE_URL, CONTACTS_NATS_URL   servers (empty: embedded ones in CONTACTS_DATA_DIR)
+  CONTACTS_HOST, CONTACTS_PORT               where serve / api listen
+  CONTACTS_JWT_SECRET                        the HS256 secret (token, and the API's check)
+  CONTACTS_URL, CONTACTS_TOKEN               the service import / export talk to
+  (every setting: README.md, "Configuration")
+
+exit status: 0 done, 1 failed (the message says why), 2 usage error"""
+
+DESCRIPTIONS = {
+    "serve": "The API, the worker as a supervised child process, and embedded PostgreSQL / NATS when no\n"
+             "URL is configured, on one machine (make run). Prints the URL, the docs URL and a\n"
+             "development token. Ctrl-C stops everything.",
+    "api": "The HTTP API only. Stateless: run as many as you need behind a load balancer.",
+    "worker": "The NATS relay (as a child process), queued imports and the trash retention purge. It\n"
+              "projects nothing: every write commits its own read rows. Run one.",
+    "relay": "The NATS relay alone: publishes every stored event to the JetStream stream. The worker\n"
+             "runs it as a child process at a lower CPU priority; you do not start it yourself.",
+    "token": "Print an HS256 bearer token signed with CONTACTS_JWT_SECRET.",
+    "tail": "Reference consumer: follow the NATS stream and print one line per event. A durable\n"
+            "consumer name resumes where it stopped.",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``contacts`` command line: every command and subcommand with its own help."""
+    from service import cli_client, progress
+
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="contacts", description=__doc__, epilog=ENVIRONMENT, formatter_class=raw)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=DESCRIPTIONS.get(name, help_text),
+                              formatter_class=raw, **kwargs)
+
+    command("serve", "api + worker + embedded servers on one machine (what make run runs)")
+    command("api", "the HTTP API only (stateless; run as many as needed)")
+    command("worker", "the NATS relay, queued imports, the retention purge")
+    command("relay", "the NATS relay only (the worker runs it as a child process)")
+    token = command("token", "mint an HS256 bearer token with the configured secret")
+    token.add_argument("--account", required=True, type=_account, help="account id (UUID)")
+    token.add_argument("--sub", default="developer", type=_actor, help="actor recorded on events (not empty)")
+    token.add_argument("--ttl", default="24h", type=_duration, help="lifetime: seconds or Nm/Nh/Nd (30m, 24h, 7d)")
+    cli_client.add_commands(sub)
+    events = command("events", "the event store: audit export")
+    events_sub = events.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = events_sub.add_parser(
+        "export", help="every event of one account as NDJSON (offline audit)", formatter_class=raw,
+        description="Every event of one account as NDJSON, oldest first, read from the event store\n"
+                    "(CONTACTS_DATABASE_URL). Standard output (the default) carries only the events; a\n"
+                    "progress bar goes to standard error when it is a terminal.")
+    export.add_argument("--account", required=True, type=_account, help="account id (UUID)")
+    export.add_argument("--output", default="-", metavar="FILE", help="NDJSON file (default: standard output)")
+    progress.add_progress_flag(export)
+    tail = command("tail", "follow the NATS stream and print each event (reference consumer)")
+    tail.add_argument("--account", type=_account, help="only this account's events")
+    tail.add_argument("--durable", help="durable consumer name: resume where it stopped")
+    tail.add_argument("--max", type=_positive(int), help="stop after this many events")
+    tail.add_argument("--idle-timeout", type=_positive(float), metavar="S",
+                      help="stop after this many seconds without an event")
+    projections = command("projections", "the read tables: rebuild them from the events")
+    projections_sub = projections.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rebuild = projections_sub.add_parser(
+        "rebuild", help="replay every event into fresh read tables and swap them in (no downtime)",
+        description="Replay every event into fresh read tables and swap them in, without stopping the API\n"
+                    "(the swap gives way to readers rather than deadlock with them).", formatter_class=raw)
+    rebuild.add_argument("name", nargs="?", default="read_model", choices=["read_model"],
+                         help="the projection to rebuild (there is one: read_model, all read tables)")
+    mno = command("mno", "the operator directory (mno_prefixes)")
+    mno_sub = mno.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mno_sub.add_parser("refresh", help="reload mno_prefixes from the installed phonenumbers package",
+                       description="Reload the operator directory (mno_prefixes) from the installed phonenumbers\n"
+                                   "package. Restart running api processes afterwards: each loads it at start.",
+                       formatter_class=raw)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     from service.logs import configure
 
     configure()  # CONTACTS_LOG_FORMAT: json or text, the same for every process (service/logs.py)
-    parser = argparse.ArgumentParser(prog="contacts", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="api + worker + embedded servers for one machine (make run)")
-    sub.add_parser("api", help="the HTTP API only (stateless; run as many as needed)")
-    sub.add_parser("worker", help="projection runner and NATS relay")
-    sub.add_parser("relay", help="the NATS relay only (the worker runs it as a lower-priority child process)")
-    token = sub.add_parser("token", help="mint an HS256 bearer token with the configured secret")
-    token.add_argument("--account", required=True, help="account id (UUID)")
-    token.add_argument("--sub", default="developer", type=_actor, help="actor recorded on events (not empty)")
-    token.add_argument("--ttl", default="24h", type=_duration, help="lifetime: seconds or Nm/Nh/Nd (30m, 24h, 7d)")
-    projections = sub.add_parser("projections", help="read tables")
-    projections.add_argument("action", choices=["rebuild"],
-                             help="replay every event into fresh read tables and swap them in (no downtime)")
-    projections.add_argument("name", nargs="?", default="read_model", choices=["read_model"],
-                             help="the projection to rebuild (there is one: read_model, all read tables)")
-    events = sub.add_parser("events", help="audit export of the event store")
-    events.add_argument("action", choices=["export"])
-    events.add_argument("--account", required=True, help="account id (UUID)")
-    events.add_argument("--output", default="-", help="NDJSON file (default: standard output)")
-    tail = sub.add_parser("tail", help="follow the NATS stream and print each event (reference consumer)")
-    tail.add_argument("--account", help="only this account's events")
-    tail.add_argument("--durable", help="durable consumer name: resume where it stopped")
-    tail.add_argument("--max", type=int, help="stop after this many events")
-    tail.add_argument("--idle-timeout", type=float, help="stop after this many seconds without an event")
-    mno = sub.add_parser("mno", help="operator directory")
-    mno.add_argument("action", choices=["refresh"], help="reload mno_prefixes from phonenumbers")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "handler"):  # the HTTP client commands (service/cli_client.py)
+        from service.cli_client import Failed
+
+        try:
+            sys.exit(args.handler(args, parser))
+        except Failed as exc:
+            print(f"contacts {args.command}: {exc}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
     settings = Settings.from_env()
     if args.command == "serve":
         cmd_serve(args, settings, api=True, worker=True)

@@ -64,7 +64,8 @@ def _tagged(found: tuple[Any, int] | None, what: str, ident: UUID, status_code: 
 # export exactly what they see. Plain parameters, not a dependency: resolving one cost
 # GET /contacts 0.12 ms a request (interleaved A/B, 2,800 requests each).
 SearchParam = Annotated[str | None, Parameter(max_length=200, pattern=NO_NUL, description=(
-    "Case-insensitive substring of first name, last name, full name, or of the phone's digits"))]
+    "Case-insensitive substring of first name, last name or full name; a term that reads as a phone number"
+    " (digits with spaces, +, -, ., parentheses; at least 3 digits) also matches the phone's digits"))]
 ListIdParam = Annotated[str | None, Parameter(query="listId", pattern=UUID_TEXT, schema_extra={"format": "uuid"},
                                               description="Only contacts in this list")]
 OptedOutParam = Annotated[bool | None, Parameter(query="isOptedOut")]

@@ -27,13 +27,14 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.exceptions import ClientException, HTTPException
+from litestar.openapi.spec import Example
 from litestar.params import Parameter
 from litestar.response import Stream
 from psycopg_pool import ConnectionPool
 
 from command import locks
 from command.errors import DomainError, ValidationError
-from query.exports import csv_export, json_export
+from query.exports import EXTRA_COLUMNS, csv_export, json_export
 from service.schemas import explain, field_of
 from service.bootstrap import Container
 from service.commands import clean_email, clean_tags
@@ -73,6 +74,30 @@ class ExportEmail(In):
     count: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
+ColumnsParam = Annotated[str | None, Parameter(max_length=500, pattern=r"^[A-Za-z_,\s-]*$", description=(
+    "Comma-separated columns to add after the default six (first_name, last_name, phone, email, tags, notes),"
+    f" in this order: any of {', '.join(EXTRA_COLUMNS)}. Headers are the importer's snake_case names"
+    " (is_opted_out, invalid_reason, list_ids, created_at, …); an import reads is_opted_out back"),
+    examples=[Example(value="isOptedOut,status,createdAt")])]
+_COLUMN_KEYS = {name.replace("_", "").casefold(): name for name in EXTRA_COLUMNS} | {
+    header.replace("_", "").casefold(): name for name, (header, _) in EXTRA_COLUMNS.items()}
+
+
+def extra_columns(columns: str | None) -> tuple[str, ...]:
+    """The ``columns=`` names, in the order given, each once; an unknown one is a 422 naming it."""
+    chosen: dict[str, None] = {}
+    for given in (columns or "").split(","):
+        given = given.strip()
+        if not given:
+            continue
+        name = _COLUMN_KEYS.get(given.replace("_", "").replace("-", "").casefold())
+        if name is None:
+            raise ValidationError(f"columns: unknown column {given[:50]!r}; choose from {', '.join(EXTRA_COLUMNS)}",
+                                  field="columns")
+        chosen[name] = None
+    return tuple(chosen)
+
+
 class ExportController(Controller):
     """Exports of the account's active contacts."""
 
@@ -82,11 +107,13 @@ class ExportController(Controller):
     @get("/export", operation_id="exportContactsCsv",
          responses=errors(422), media_type="text/csv", sync_to_thread=True)
     def export_csv(self, request: ActorRequest, container: Container, search: SearchParam = None,
-                   list_id: ListIdParam = None, is_opted_out: OptedOutParam = None, tags: TagsParam = None) -> Stream:
+                   list_id: ListIdParam = None, is_opted_out: OptedOutParam = None, tags: TagsParam = None,
+                   columns: ColumnsParam = None) -> Stream:
         """The matching contacts as a CSV download (formula-like cells neutralised with a leading ')."""
         flt = contact_filter(search, list_id, is_opted_out, tags)
+        extra = extra_columns(columns)
         filename = datetime.now(UTC).strftime("contacts-%Y%m%d-%H%M%S.csv")
-        return Stream(_started(csv_export(container.pool, request.user.account_id, flt)),
+        return Stream(_started(csv_export(container.pool, request.user.account_id, flt, extra=extra)),
                       media_type="text/csv",
                       headers={"Content-Disposition": f'attachment; filename="{filename}"',
                                "Cache-Control": "no-store"})

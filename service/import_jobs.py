@@ -41,7 +41,7 @@ def file_limits(settings: Settings) -> FileLimits:
 
 
 def enqueue(container: Container, actor: Actor, job: ContactImport, path: Path, fmt: str,
-            mapping: dict[str, str] | None, region: str | None) -> None:
+            mapping: dict[str, str | None] | None, region: str | None) -> None:
     """Store the upload and queue the job (one transaction)."""
     with container.pool.connection() as conn, conn.transaction():
         with path.open("rb") as source, conn.cursor() as cur:

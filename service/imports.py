@@ -58,7 +58,8 @@ class ImportCounts(msgspec.Struct, rename="camel"):
 
 class ImportJob(msgspec.Struct, rename="camel"):
     id: UUID
-    status: str
+    status: Annotated[str, Meta(description="queued (an async import no worker has claimed yet), running,"
+                                            " completed or failed", examples=["queued"])]
     source: str
     filename: str | None
     list_id: UUID | None
@@ -78,7 +79,10 @@ IMPORT_FORM = Schema(type=OpenAPIType.OBJECT, required=["file"], properties={
     "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="A .csv or .xlsx file"),
     "listId": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID,
                      description="Add every imported contact to this list"),
-    "mapping": Schema(type=OpenAPIType.STRING, description="A JSON object: file header → field"),
+    "mapping": Schema(type=OpenAPIType.STRING, description=(
+        "A JSON object: file header → field (first_name, last_name, full_name, phone, email, tags, notes,"
+        " opted_out), or null to ignore the column"), examples=['{"Numéro": "phone", "Name": "first_name",'
+                                                               ' "Internal id": null}']),
     "region": Schema(type=OpenAPIType.STRING, min_length=2, max_length=2,
                      description="Region of numbers written without a country code, e.g. NG"),
 })
@@ -131,13 +135,15 @@ def _parse_uuid(value: str | None, field: str) -> UUID | None:
         raise ValidationError(f"{field} must be a UUID", field=field) from None
 
 
-def _parse_mapping(value: str | None) -> dict[str, str] | None:
+def _parse_mapping(value: str | None) -> dict[str, str | None] | None:
+    """The client's column mapping: header → field, or ``null`` to ignore the column."""
     if not value:
         return None
     try:
-        mapping = msgspec.json.decode(value, type=dict[str, str])
+        mapping = msgspec.json.decode(value, type=dict[str, str | None])
     except msgspec.DecodeError as exc:
-        raise ValidationError(f"mapping must be a JSON object of header → field: {exc}", field="mapping") from None
+        raise ValidationError(f"mapping must be a JSON object of header → field (or null to ignore the column):"
+                              f" {exc}", field="mapping") from None
     return mapping
 
 
@@ -237,7 +243,11 @@ class ImportController(Controller):
     @get("/imports/{import_id:uuid}/report.csv", operation_id="getImportReport",
          responses=errors(404), media_type="text/csv", sync_to_thread=True)
     def report(self, request: ActorRequest, container: Container, import_id: UUID) -> Stream:
-        """Row-by-row report of skipped and flagged rows: row, outcome, reason, detail, contact_id."""
+        """Row-by-row report of skipped and flagged rows: line, row, outcome, reason, detail, contact_id.
+
+        ``line`` is the row number a spreadsheet shows (the header is line 1); ``row`` counts
+        the file's data rows (for a JSON import, the item's place in the array).
+        """
         with tenant_transaction(container.pool, request.user.account_id) as conn:
             found = conn.execute("SELECT 1 FROM imports WHERE id = %s AND account_id = %s",
                                  (import_id, request.user.account_id)).fetchone()
@@ -256,6 +266,14 @@ def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
             (import_id, actor.account_id)).fetchone()
     if row is None:
         raise NotFoundError(f"import {import_id} not found", field="id")
+    if row[1] == "running":
+        # A job waiting in the queue for a worker is "queued", not "running": the read model
+        # records the job's start, the queue (a write-side table, outside the tenant's
+        # role) whether a worker has claimed it yet.
+        with container.pool.connection() as conn:
+            queued = conn.execute("SELECT status FROM import_queue WHERE import_id = %s", (import_id,)).fetchone()
+        if queued is not None and queued[0] == "queued":
+            row = (row[0], "queued", *row[2:])
     return ImportJob(id=row[0], status=row[1], source=row[2], filename=row[3], list_id=row[4],
                      counts=ImportCounts(*row[5:10]), error=row[10], created_at=row[11], updated_at=row[12],
                      finished_at=row[13], report_url=f"/api/v1/contacts/imports/{row[0]}/report.csv")
@@ -264,11 +282,11 @@ def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
 def _report_lines(container: Container, account_id: UUID, import_id: UUID) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["row", "outcome", "reason", "detail", "contact_id"])
+    writer.writerow(["line", "row", "outcome", "reason", "detail", "contact_id"])
     with container.pool.connection() as conn, conn.transaction():
         as_tenant(conn, account_id)
         with conn.cursor(name="import_report") as cur:
-            cur.execute("SELECT row, outcome, reason, detail, contact_id FROM import_report_rows"
+            cur.execute("SELECT line, row, outcome, reason, detail, contact_id FROM import_report_rows"
                         " WHERE import_id = %s ORDER BY row, reason", (import_id,))
             for record in cur:
                 writer.writerow(["" if v is None else v for v in record])
@@ -280,7 +298,7 @@ def _report_lines(container: Container, account_id: UUID, import_id: UUID) -> It
 
 
 def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list_id: UUID | None,
-                 mapping: dict[str, str] | None, region: str | None, idempotency_key: str | None,
+                 mapping: dict[str, str | None] | None, region: str | None, idempotency_key: str | None,
                  request_hash: bytes | None = None) -> ImportJob:
     """Check the header now (a bad file is a 422 at once), then queue the job for the worker."""
     _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))

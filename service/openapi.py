@@ -28,18 +28,20 @@ REASONS = {
     413: "`payload_too_large`: the body is larger than this endpoint accepts",
     415: "`unsupported_file`: the upload is not a CSV or XLSX file",
     422: "`validation_failed`, `invalid_phone`, `unknown_lists` (with `unknownListIds`) or"
-         " `idempotency_key_reused` (imports: with `importId`); `errors` names each field at fault",
+         " `idempotency_key_reused` (imports: with `importId`); `errors` names each field at fault, or each"
+         " unknown query parameter",
     429: "`too_many_requests`: the account's write rate limit; retry after `Retry-After` seconds",
     502: "`mail_delivery_failed`: the mail provider refused the message or could not be reached",
     503: "`database_unavailable` (retry after `Retry-After` seconds; nothing was written) or"
          " `mail_not_configured`",
 }
-AUTHENTICATED = (401, 503)  # every /api/v1 operation: a bad token, or PostgreSQL unreachable
+# Every /api/v1 operation: a bad token, an unknown query parameter, or PostgreSQL unreachable.
+AUTHENTICATED = (401, 422, 503)
 WRITE = (413, 429)  # every write: the body limit and the per-account rate limit
 
 
 def errors(*codes: int) -> dict[int, ResponseSpec]:
-    """The documented error answers of an authenticated operation: ``codes`` plus 401 and 503."""
+    """The documented error answers of an authenticated operation: ``codes`` plus 401, 422 and 503."""
     return {code: ResponseSpec(data_container=ErrorBody, description=REASONS[code], generate_examples=False)
             for code in sorted({*AUTHENTICATED, *codes})}
 

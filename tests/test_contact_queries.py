@@ -53,6 +53,30 @@ def test_search_by_phone_digits_in_any_format(service: Service) -> None:
         assert _ids(api, search=term) == [target], term
 
 
+def test_a_term_mixing_letters_and_digits_searches_names_only(service: Service) -> None:
+    api = service.client()
+    ryw = api.create_contact("+254700000000", firstName="Ryw1")["id"]
+    for i in range(3):
+        api.create_contact(f"+25471111111{i}", firstName=f"Other{i}")
+    assert _ids(api, search="Ryw1") == [ryw]
+    assert _ids(api, search="ryw1") == [ryw]
+    assert _ids(api, search="Other1") == [_ids(api, search="other1")[0]] and len(_ids(api, search="Other1")) == 1
+
+
+def test_a_name_holding_digits_is_found_by_them_and_a_phone_term_still_searches_phones(service: Service) -> None:
+    api = service.client()
+    agent = api.create_contact("+254722000000", firstName="Agent", lastName="007")["id"]
+    room = api.create_contact("+254733000000", firstName="Room 101b")["id"]
+    holder = api.create_contact("+254711101555")["id"]
+    assert _ids(api, search="agent 007") == [agent]
+    assert _ids(api, search="Room 101b") == [room]
+    # "101" reads as a phone number: it searches phones, and names as before.
+    assert set(_ids(api, search="101")) == {room, holder}
+    assert _ids(api, search="(0711) 101-555") == [holder]
+    # Fewer than three digits is not a phone number: no contact's name holds "11".
+    assert _ids(api, search="11") == []
+
+
 def test_filters_by_list_opt_out_and_all_tags(service: Service) -> None:
     api = service.client()
     vip = api.create_list("vip")

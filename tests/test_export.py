@@ -115,6 +115,46 @@ def test_csv_export_reads_back_through_the_importer_unchanged(service: Service, 
     assert imported == expected
 
 
+def test_csv_export_adds_the_chosen_columns_with_headers_the_importer_reads(service: Service) -> None:
+    api = service.client()
+    vip = api.create_list("vip")
+    out = api.create_contact("0712345678", firstName="Out", isOptedOut=True, listIds=[vip["id"]])
+    land = api.create_contact("+254201234567", firstName="Land")
+    r = api.get("/api/v1/contacts/export", params={"columns": "isOptedOut, status,invalidReason,operator,country,"
+                                                               "listIds,createdAt,updatedAt"})
+    assert r.status_code == 200, r.text
+    rows = list(csv.reader(io.StringIO(r.text)))
+    assert rows[0] == ["first_name", "last_name", "phone", "email", "tags", "notes", "is_opted_out", "status",
+                       "invalid_reason", "operator", "country", "list_ids", "created_at", "updated_at"]
+    assert rows[1][:12] == ["Land", "", "+254201234567", "", "", "", "false", "invalid", "unknown_network", "",
+                            "KE", ""]
+    assert rows[2][:12] == ["Out", "", "+254712345678", "", "", "", "true", "valid", "", "Safaricom", "KE",
+                            vip["id"]]
+    assert (rows[1][12], rows[2][12], rows[2][13]) == (land["createdAt"], out["createdAt"], out["updatedAt"])
+    # The default stays the API page's six columns; the order of columns= is kept.
+    assert api.get("/api/v1/contacts/export").text.startswith("first_name,last_name,phone,email,tags,notes\r\n")
+    assert api.get("/api/v1/contacts/export", params={"columns": "country,is_opted_out"}).text.startswith(
+        "first_name,last_name,phone,email,tags,notes,country,is_opted_out\r\n")
+
+
+def test_an_unknown_export_column_is_a_422_naming_columns(service: Service) -> None:
+    api = service.client()
+    r = api.get("/api/v1/contacts/export", params={"columns": "isOptedOut,password"})
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "columns" and "'password'" in r.json()["message"]
+
+
+def test_export_with_opt_outs_then_import_into_another_account_keeps_them_opted_out(service: Service) -> None:
+    source, target = service.client(), service.client()
+    source.create_contact("0712345678", firstName="Out", isOptedOut=True)
+    source.create_contact("0722000000", firstName="In")
+    exported = source.get("/api/v1/contacts/export", params={"columns": "isOptedOut,status,listIds,createdAt"})
+    r = target.post("/api/v1/contacts/import", files={"file": ("export.csv", exported.content)})
+    assert r.status_code == 201 and r.json()["imported"] == 2, r.text
+    got = {c["firstName"]: c["isOptedOut"] for c in target.get("/api/v1/contacts").json()["contacts"]}
+    assert got == {"Out": True, "In": False}
+
+
 def test_csv_export_uses_the_list_filters(service: Service) -> None:
     api = service.client()
     vip = api.create_list("vip")

@@ -123,7 +123,7 @@ def test_an_import_batch_fans_out_into_exactly_the_single_create_messages() -> N
 
     actor = Actor(account_id=uuid.uuid4(), sub="importer", request_id="req-1")
     job = ContactImport.start(actor, source="csv", filename="f.csv", list_id=None, idempotency_key=None)
-    entries = [{"id": uuid.uuid4(), "row": i, "pii": pii, "tags": ["vip"][:i % 2], "list_ids": [uuid.uuid4()][:i % 2],
+    entries = [{"id": uuid.uuid4(), "row": i, "line": i + 2, "pii": pii, "tags": ["vip"][:i % 2], "list_ids": [uuid.uuid4()][:i % 2],
                 "is_opted_out": i == 2, "reservation_id": uuid.uuid4(), "status": "valid" if i else "invalid",
                 "invalid_reason": None if i else "unknown_network", "operator": "Safaricom" if i else None,
                 "country": "KE"}

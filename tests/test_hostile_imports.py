@@ -121,7 +121,7 @@ def wait_for_job(api: AccountClient, import_id: str, timeout: float = 120) -> di
     deadline = time.monotonic() + timeout
     while True:
         job = api.get(f"/api/v1/contacts/imports/{import_id}").json()
-        if job["status"] != "running":
+        if job["status"] not in ("queued", "running"):
             return job
         assert time.monotonic() < deadline, job
         time.sleep(0.1)  # a client polling the job resource, as the API documents

@@ -39,7 +39,7 @@ def test_columns_are_matched_by_header_name_in_any_order(tmp_path: Path) -> None
                               "Met at conference,+254712345678,vip;nairobi,john@example.com,Doe,John\n")
     headers, rows = read(path)
     assert headers == ["notes", "phone", "tags", "email", "last_name", "first_name"]
-    assert rows == [ImportRow(row=1, phone="+254712345678", first_name="John", last_name="Doe",
+    assert rows == [ImportRow(row=1, line=2, phone="+254712345678", first_name="John", last_name="Doe",
                               email="john@example.com", tags=["vip", "nairobi"], notes="Met at conference")]
 
 
@@ -47,7 +47,7 @@ def test_aliases_ignore_case_spaces_underscores_dashes_and_dots(tmp_path: Path) 
     path = csv_file(tmp_path, "Given Name,SURNAME,Phone No.,E-Mail,Labels,Remarks,Shoe size\n"
                               "Amina,Odhiambo,0712345678,amina@example.com,VIP,Likes SMS,42\n")
     _, [row] = read(path)
-    assert row == ImportRow(row=1, phone="0712345678", first_name="Amina", last_name="Odhiambo",
+    assert row == ImportRow(row=1, line=2, phone="0712345678", first_name="Amina", last_name="Odhiambo",
                             email="amina@example.com", tags=["vip"], notes="Likes SMS")
 
 
@@ -63,7 +63,30 @@ def test_phone_beats_weaker_aliases_and_name_is_used_only_without_another_first_
     _, [row] = read(path)
     assert (row.phone, row.first_name) == ("0700000002", "Jane")
     _, [row] = read(csv_file(tmp_path, "Name,Mobile\nJane Doe,0700000001\n"))
-    assert (row.phone, row.first_name) == ("0700000001", "Jane Doe")
+    assert (row.phone, row.first_name, row.last_name) == ("0700000001", "Jane", "Doe")
+
+
+@pytest.mark.parametrize("header", ["Name", "Full Name", "full_name", "FullName", "Contact Name"])
+def test_a_full_name_column_is_split_at_its_last_space_without_name_columns(tmp_path: Path, header: str) -> None:
+    _, rows = read(csv_file(tmp_path, f"Phone,{header}\n0700000001,Jane Wanjiru\n0700000002,Mary Jane Wanjiru\n"
+                                      "0700000003,Cher\n0700000004,\n"))
+    assert [(r.first_name, r.last_name) for r in rows] == [
+        ("Jane", "Wanjiru"), ("Mary Jane", "Wanjiru"), ("Cher", None), (None, None)]
+
+
+def test_a_name_column_beside_a_surname_is_the_first_name_and_beside_a_first_name_is_unused(tmp_path: Path) -> None:
+    _, [row] = read(csv_file(tmp_path, "Phone,Name,Surname\n0700000001,Jane Akinyi,Wanjiru\n"))
+    assert (row.first_name, row.last_name) == ("Jane Akinyi", "Wanjiru")
+    _, [row] = read(csv_file(tmp_path, "Phone,Name,First Name\n0700000001,Jane Wanjiru,Janet\n"))
+    assert (row.first_name, row.last_name) == ("Janet", None)
+
+
+def test_mapping_keeps_a_full_name_whole_or_splits_any_column(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "Phone,Full Name,Customer\n0700000001,Jane Wanjiru,Otieno Odhiambo\n")
+    _, [row] = read(path, mapping={"Full Name": "firstName"})
+    assert (row.first_name, row.last_name) == ("Jane Wanjiru", None)
+    _, [row] = read(path, mapping={"Customer": "full_name", "Full Name": "notes"})
+    assert (row.first_name, row.last_name, row.notes) == ("Otieno", "Odhiambo", "Jane Wanjiru")
 
 
 def test_mapping_overrides_aliases(tmp_path: Path) -> None:
@@ -184,7 +207,7 @@ def test_cells_are_stripped_and_tags_split_lowered_and_deduplicated(tmp_path: Pa
     path = csv_file(tmp_path, 'phone,first_name,email,tags,notes\n'
                               ' 0712345678 ,  ,  a@b.co ," VIP; Nairobi ,vip,,;Agent " ,  \n')
     _, [row] = read(path)
-    assert row == ImportRow(row=1, phone="0712345678", first_name=None, last_name=None, email="a@b.co",
+    assert row == ImportRow(row=1, line=2, phone="0712345678", first_name=None, last_name=None, email="a@b.co",
                             tags=["vip", "nairobi", "agent"], notes=None)
 
 
@@ -291,7 +314,7 @@ def test_xlsx_with_a_shared_string_table_as_excel_writes_it(tmp_path: Path) -> N
     path = write_xlsx_shared_strings(tmp_path / "c.xlsx", [("Zoë", "N'Dour", 254712345678, "z@example.com",
                                                             "VIP, vip", "a & b <c>")])
     _, [row] = read(path, "xlsx")
-    assert row == ImportRow(row=1, phone="254712345678", first_name="Zoë", last_name="N'Dour",
+    assert row == ImportRow(row=1, line=2, phone="254712345678", first_name="Zoë", last_name="N'Dour",
                             email="z@example.com", tags=["vip"], notes="a & b <c>")
 
 
@@ -436,3 +459,48 @@ def test_neutralise_round_trips_every_string() -> None:
         escaped = neutralise(value)
         assert unneutralise(escaped) == value, repr(value)
         assert not escaped or escaped[0] not in FORMULA_STARTS, repr(value)
+
+
+def test_mapping_null_ignores_a_column_an_alias_would_take(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "Phone,Mobile,Name,Notes\n0700000001,0700000002,Jane Wanjiru,hi\n")
+    _, [row] = read(path, mapping={"Phone": None, "name": None, "Absent": None})
+    assert (row.phone, row.first_name, row.last_name, row.notes) == ("0700000002", None, None, "hi")
+
+
+def test_the_header_is_found_below_title_rows(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "Customer list\nExported 2026-03-01\n\nFirst Name;Phone\nJane;0700000001\n")
+    headers, [row] = read(path)
+    assert headers == ["First Name", "Phone"]
+    assert (row.first_name, row.phone, row.row, row.line) == ("Jane", "0700000001", 1, 5)
+
+
+def test_a_header_further_than_ten_rows_down_is_not_searched_for(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "Title\n" * 10 + "phone\n0700000001\n")
+    with pytest.raises(FileFormatError, match="no phone column found; headers found: 'Title'"):
+        read(path)
+
+
+def test_an_xlsx_whose_first_sheet_is_empty_is_read_from_the_first_sheet_with_data(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    book.active.title = "Cover"
+    book.create_sheet("Empty too")
+    data = book.create_sheet("Contacts")
+    data["B3"] = "phone"
+    data["B4"] = "0700000001"
+    book.create_sheet("Later")["A1"] = "phone"
+    path = tmp_path / "sheets.xlsx"
+    book.save(path)
+    for limits in (FileLimits(), FileLimits(xlsx_fast_max_cells=0)):  # python-calamine, then openpyxl
+        headers, rows = open_rows(path, "xlsx", limits=limits)
+        [row] = list(rows)
+        assert headers[-1] == "phone" and (row.phone, row.line) == ("0700000001", 4), limits
+
+
+def test_an_xlsx_of_empty_sheets_only_is_an_empty_file(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    book.create_sheet("Two")
+    path = tmp_path / "empty.xlsx"
+    book.save(path)
+    for limits in (FileLimits(), FileLimits(xlsx_fast_max_cells=0)):
+        with pytest.raises(FileFormatError, match="empty"):
+            open_rows(path, "xlsx", limits=limits)
