@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 from command import locks
 from events.contract import PII_EVENT_NAMES, to_messages
 from events.nats_log import NatsErrorLog
-from command.notification_log import MAX_BATCH_BYTES, bounded_limit
+from command.notification_log import LogFollower
 from command.unit_of_work import wait_for_flush
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class Relay:
                  decode: Callable[[list[Any]], list[Any]], *, nats_url: str, database_url: str, stream: str,
                  subject_prefix: str, duplicate_window_s: int, batch_size: int = 500):
         self.pool = pool
-        self.select_notifications = select_notifications
+        self.follower = LogFollower(pool, select_notifications, batch_size)
         self.decode = decode
         self.nats_url = nats_url
         self.database_url = database_url
@@ -45,7 +45,6 @@ class Relay:
         self.stream = stream
         self.prefix = subject_prefix
         self.duplicate_window_s = duplicate_window_s
-        self.batch_size = batch_size
         self.nc: Any = None
         self.js: Any = None
         self.acks: AckWindow | None = None
@@ -64,10 +63,6 @@ class Relay:
                              " position bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())")
                 row = None
             return row[0] if row else 0
-
-    def _limit(self, position: int) -> int:
-        with self.pool.connection() as conn, conn.cursor() as cur:
-            return bounded_limit(cur, position, self.batch_size, MAX_BATCH_BYTES)
 
     def _wait_durable(self) -> None:
         """Publish only events on disk: writes commit before their WAL flush (command/unit_of_work.py),
@@ -116,9 +111,7 @@ class Relay:
         window = 2000
         while True:
             position = await asyncio.to_thread(self.position)
-            limit = await asyncio.to_thread(self._limit, position)
-            notifications = await asyncio.to_thread(
-                self.select_notifications, start=position, limit=limit, inclusive_of_start=False)
+            notifications = await asyncio.to_thread(self.follower.next_batch, position)
             if not notifications:
                 return total
             await asyncio.to_thread(self._wait_durable)
