@@ -121,6 +121,10 @@ class UnitOfWork:
                         " VALUES (%s, %s, %s, %s)", (account_id, key, import_id, request_hash))
         if releases:
             _release(cur, releases)
+        purged = [e.originator_id for e in events if type(e).__qualname__ == "Contact.Purged"]
+        if purged:
+            # Erasure: without its key, no stored event of the contact can be read again.
+            cur.execute("DELETE FROM contact_keys WHERE contact_id = ANY(%s::uuid[])", (uuid_array(purged),))
         if origins:
             cur.execute("INSERT INTO contact_origins (contact_id, import_id, import_version)"
                         " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::integer[])",

@@ -246,10 +246,9 @@ class ReadModelProjector:
 
     @apply.register
     def _(self, e: Contact.Purged, cur: Cursor[Any]) -> None:
-        # Erasure is finished here, in the projection's transaction: even if the
-        # purging request died after storing the event, the key still goes.
+        # The contact's key goes in the same transaction, by the unit of work (the write
+        # side owns contact_keys): a rebuild replaying this event has no key to delete.
         self._purge_row(e, cur)
-        cur.execute("DELETE FROM contact_keys WHERE contact_id = %s", (e.originator_id,))
 
     # -- imports ---------------------------------------------------------------------------
 
