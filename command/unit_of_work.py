@@ -42,7 +42,6 @@ from psycopg.rows import tuple_row
 from command.ids import uuid_array
 
 EVENTS_TABLE = "contacts_events"
-PROJECTION = "read_model"
 SMALL_KEY_SET = 20  # up to this many new keys: one INSERT rather than a COPY
 
 
