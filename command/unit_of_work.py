@@ -137,12 +137,15 @@ def wait_for_flush(conn: Any) -> None:
     The unit of work commits without waiting for the flush (``append_events``), so that
     the events table's lock is free as soon as the commit is written, not an fsync later
     (about 2 ms on this machine: a ceiling of ~500 writes/s for the whole service). Then
-    this tiny transaction, which takes a transaction id and so commits synchronously,
-    waits for a flush that covers the earlier commit too; concurrent writers waiting here
-    share one fsync. A write is answered only after it, so no acknowledged write is lost
-    in a crash; readers may see a write up to one flush before it is durable.
+    this tiny transaction commits synchronously and so waits for a flush that covers the
+    earlier commit too; concurrent writers waiting here share one fsync. PostgreSQL flushes
+    at commit only for a transaction that has an xid *and* wrote WAL (a bare
+    ``pg_current_xact_id()`` commits asynchronously: the crash test lost acknowledged
+    writes with it), hence the transactional logical message, which needs both. A write is
+    answered only after this, so no acknowledged write is lost in a crash; readers may see
+    a write up to one flush before it is durable.
     """
-    conn.execute("SELECT pg_current_xact_id()")
+    conn.execute("SELECT pg_logical_emit_message(true, 'contacts.flush', '')")
 
 
 def _copy_keys(cur: Cursor[Any], keys: dict[UUID, bytes]) -> None:
