@@ -74,7 +74,11 @@ class ExportEmail(In):
     count: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
-ColumnsParam = Annotated[str | None, Parameter(max_length=500, pattern=r"^[A-Za-z_,\s-]*$", description=(
+_COLUMN_NAME = "(?:" + "|".join([*EXTRA_COLUMNS, *(header for header, _ in EXTRA_COLUMNS.values())]) + ")"
+# Documented, not enforced by Litestar: extra_columns accepts all it matches (and any case),
+# and refuses the rest naming the unknown column, which a regex mismatch message would not.
+COLUMNS_PATTERN = rf"^\s*{_COLUMN_NAME}?\s*(?:,\s*{_COLUMN_NAME}?\s*)*$"
+ColumnsParam = Annotated[str | None, Parameter(max_length=500, schema_extra={"pattern": COLUMNS_PATTERN}, description=(
     "Comma-separated columns to add after the default six (first_name, last_name, phone, email, tags, notes),"
     f" in this order: any of {', '.join(EXTRA_COLUMNS)}. Headers are the importer's snake_case names"
     " (is_opted_out, invalid_reason, list_ids, created_at, …); an import reads is_opted_out back"),
