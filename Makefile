@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 SIZE ?= small
 
-.PHONY: run test fuzz install bench clean
+.PHONY: run test fuzz install bench clean docs-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 FUZZ_EXAMPLES ?= 500
 fuzz: $(STAMP)
 	CONTACTS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
+
+# The API docs page in headless Chromium with no network: fails on a blank page (skips without Chromium).
+docs-check: $(STAMP)
+	$(BIN)/python scripts/docs_check.py
 
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

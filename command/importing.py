@@ -60,7 +60,6 @@ class ImportOutcome:
 
 
 class ImportInProgressError(ValidationError):
-    status_code = 409
     code = "import_in_progress"
 
 

@@ -13,11 +13,11 @@ import msgspec
 import psycopg
 import psycopg_pool
 from litestar import Litestar, MediaType, Request, Response, Router, get
+from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from python_multipart.exceptions import MultipartParseError
@@ -27,10 +27,12 @@ from command.importing import ImportFailedError
 from events.asyncapi import document as asyncapi_document
 from service.auth import JWTAuthMiddleware, TokenVerifier, echo_request_id
 from service.bootstrap import Container
+from service.api_docs import finish as finish_openapi
 from service.controllers import ContactController, ContactListController
+from service.errors import status_of
 from service.exports import ExportController
 from service.imports import ImportController
-from service.openapi import ClosedStructSchemaPlugin
+from service.openapi import ClosedStructSchemaPlugin, swagger_ui
 from service.ratelimit import rate_limit_middleware
 from service.schemas import ErrorBody, ErrorDetail, explain, field_of
 
@@ -45,17 +47,19 @@ def _error(status: int, code: str, message: str, errors: list[ErrorDetail] | Non
 
 
 def domain_error(_: Request, exc: DomainError) -> Response[Any]:
-    body = ErrorBody(status=exc.status_code, error=exc.code, message=exc.message,
+    """A domain error as the ErrorBody, with the status ``service.errors`` gives its class."""
+    status = status_of(exc)
+    body = ErrorBody(status=status, error=exc.code, message=exc.message,
                      errors=[ErrorDetail(field=exc.field, reason=exc.message)] if exc.field is not None else [])
     payload = msgspec.to_builtins(body)
     payload.update(exc.extra)
-    return Response(payload, status_code=exc.status_code, media_type=MediaType.JSON)
+    return Response(payload, status_code=status, media_type=MediaType.JSON)
 
 
 def import_failed(request: Request, exc: ImportFailedError) -> Response[Any]:
     """An import that stopped part-way says why and exactly what it had stored."""
     cause = exc.cause
-    status = cause.status_code if isinstance(cause, DomainError) else 500
+    status = status_of(cause) if isinstance(cause, DomainError) else 500
     if status >= 500:
         log.error("import %s failed: %s", exc.job.id, cause, exc_info=cause)
     counts = exc.job.counts
@@ -243,10 +247,11 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         """Prometheus metrics: request latency, projection lag, relay lag."""
         return metrics.scrape()
 
+    docs_page, docs_files = swagger_ui()
     openapi = OpenAPIConfig(
         title="Contacts service", version="1.0.0", path="/schema",
         description="Contacts and contact lists of an SMS campaign platform (event-sourced CQRS).",
-        render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin(path="/scalar")],
+        render_plugins=[docs_page], create_examples=False,
         components=Components(security_schemes={"bearer": SecurityScheme(
             type="http", scheme="bearer", bearer_format="JWT")}),
     )
@@ -254,7 +259,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
     api = Router("/", security=[{"bearer": []}],
                  route_handlers=[ContactListController, ContactController, ExportController, ImportController])
     return Litestar(
-        route_handlers=[api, health, ready, metrics_endpoint, asyncapi],
+        route_handlers=[api, health, ready, metrics_endpoint, asyncapi, docs_files],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
         middleware=middleware,
         before_send=[echo_request_id],
@@ -274,9 +279,15 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
             Exception: internal_error,
         },
         openapi_config=openapi,
+        on_startup=[_finish_openapi],
         plugins=[ClosedStructSchemaPlugin()],
         debug=False,
     )
+
+
+def _finish_openapi(app: Litestar) -> None:
+    """Complete the generated OpenAPI document once, in place: every docs page and /schema/openapi.json serve it."""
+    finish_openapi(app.plugins.get(OpenAPIPlugin).provide_openapi_schema())
 
 
 def _check_database(container: Container) -> None:

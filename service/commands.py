@@ -21,9 +21,8 @@ T = TypeVar("T")
 
 
 class StoredNotConfirmedError(DomainError):
-    """The events are stored, but the read tables could not be brought up to them (503)."""
+    """The events are stored, but the read tables could not be brought up to them."""
 
-    status_code = 503
     code = "stored_not_confirmed"
 
 
