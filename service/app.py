@@ -215,12 +215,12 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
     if settings.rate_limit_writes_per_minute > 0:
         middleware.append(rate_limit_middleware(settings.rate_limit_writes_per_minute, settings.rate_limit_burst))
 
-    @get("/health", include_in_schema=True, tags=["operations"], sync_to_thread=False)
+    @get("/health", operation_id="getHealth", tags=["operations"], sync_to_thread=False)
     def health() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
 
-    @get("/ready", tags=["operations"], responses={503: ResponseSpec(
+    @get("/ready", operation_id="getReadiness", tags=["operations"], responses={503: ResponseSpec(
         dict[str, Any], generate_examples=False, description="PostgreSQL or NATS is unreachable: `checks` says which")})
     async def ready() -> Response[dict[str, Any]]:
         """PostgreSQL and NATS are reachable."""
@@ -235,14 +235,14 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         return Response({"status": "ready" if ok else "not ready", "checks": checks},
                         status_code=200 if ok else 503)
 
-    @get("/asyncapi.json", tags=["operations"], sync_to_thread=False)
+    @get("/asyncapi.json", operation_id="getAsyncApi", tags=["operations"], sync_to_thread=False)
     def asyncapi() -> dict[str, Any]:
         """The AsyncAPI 3.0 document of the events published to NATS (schemas and examples)."""
         return asyncapi_document(container.settings.nats_subject_prefix)
 
     # Litestar appends "; charset=utf-8" to text/* types itself: without this the header said it twice.
-    @get("/metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST.replace("; charset=utf-8", ""),
-         sync_to_thread=True)
+    @get("/metrics", operation_id="getMetrics", tags=["operations"],
+         media_type=CONTENT_TYPE_LATEST.replace("; charset=utf-8", ""), sync_to_thread=True)
     def metrics_endpoint() -> bytes:
         """Prometheus metrics: request latency, projection lag, relay lag."""
         return metrics.scrape()

@@ -153,3 +153,44 @@ def test_the_docs_page_loads_every_file_from_the_service_itself(docs: TestClient
         if ref.endswith(".js"):
             assert "javascript" in file.headers["content-type"], ref
     assert docs.get("/schema/scalar").status_code == 404  # its page was CDN-only: gone rather than blank
+
+
+def test_every_operation_parameter_field_and_tag_is_described_in_words(document: dict[str, Any]) -> None:
+    summaries = []
+    for method, path, operation in _operations(document):
+        summary = operation["summary"]
+        assert " " in summary and not re.fullmatch(r"[A-Z][A-Za-z]+", summary), (method, path, summary)
+        assert len(operation["description"]) > 40, (method, path)
+        summaries.append(summary)
+        for parameter in operation["parameters"]:
+            assert parameter.get("description"), (method, path, parameter["name"])
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        if body is not None:
+            assert body.get("examples"), (method, path)
+            for name, prop in body["schema"].get("properties", {}).items():
+                assert prop.get("description"), (method, path, name)
+    assert len(set(summaries)) == len(summaries), "two operations share a summary"
+    for name, schema in document["components"]["schemas"].items():
+        assert schema.get("description"), name
+        for field, prop in schema.get("properties", {}).items():
+            assert prop.get("description"), (name, field)
+    assert all(tag.get("description") for tag in document["tags"])
+
+
+def test_examples_are_written_not_generated(document: dict[str, Any]) -> None:
+    """Generated examples were noise (a phone of "Sm-:XTi{0\\w", an import status "LZjQQrDxkwhWjGDYPstc")."""
+    create = document["paths"]["/api/v1/contacts"]["post"]
+    phones = [e["value"]["phone"] for e in create["requestBody"]["content"]["application/json"]["examples"].values()]
+    assert "0712 345 678" in phones and "+234 803 123 4567" in phones
+    assert create["responses"]["201"]["content"]["application/json"]["example"]["phone"] == "+254712345678"
+    for name in ("ImportJob", "ImportResult", "ImportCounts", "ContactCreate"):
+        assert "examples" not in document["components"]["schemas"][name], name
+    job = document["paths"]["/api/v1/contacts/import"]["post"]["responses"]["202"]["content"]["application/json"]
+    assert "examples" not in job and "examples" not in str(job.get("schema"))
+    example = document["paths"]["/api/v1/contacts/imports/{import_id}"]["get"]["responses"]["200"]["content"][
+        "application/json"]["example"]
+    counts = example["counts"]
+    assert example["status"] in ("running", "completed", "failed")
+    assert counts["imported"] == counts["valid"] + counts["invalid"]
+    assert counts["rows"] == counts["imported"] + counts["skipped"]
+    assert example["updatedAt"] >= example["createdAt"]
