@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 SIZE ?= small
 
-.PHONY: run test fuzz install bench clean docs-check
+.PHONY: run test fuzz install bench clean docs-check asyncapi-tools asyncapi-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ fuzz: $(STAMP)
 # The API docs page in headless Chromium with no network: fails on a blank page (skips without Chromium).
 docs-check: $(STAMP)
 	$(BIN)/python scripts/docs_check.py
+
+# docs/asyncapi.json through @asyncapi/parser 3 (Node.js 18+), installed into .tools (git-ignored).
+ASYNCAPI_PARSER := .tools/node_modules/@asyncapi/parser/package.json
+$(ASYNCAPI_PARSER):
+	npm install --silent --no-audit --no-fund --prefix .tools @asyncapi/parser@3.6.0
+
+asyncapi-tools: $(ASYNCAPI_PARSER)
+
+asyncapi-check: $(ASYNCAPI_PARSER)
+	node scripts/asyncapi_check.mjs docs/asyncapi.json
 
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

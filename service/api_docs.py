@@ -541,8 +541,16 @@ FIELDS: dict[str, dict[str, str]] = {
 }
 
 
+# Litestar's stock descriptions of a success (http.server's phrases) and what the service says instead.
+SUCCESS = {"Request fulfilled, document follows": "OK", "Stream Response": "OK, streamed",
+           "Document created, URL follows": "Created; `Location` names it",
+           "Request fulfilled, nothing follows": "Done; the answer has no body"}
+
+
 def _words(operation: dict[str, Any], doc: Doc) -> None:
     operation["summary"], operation["description"] = doc.summary, doc.description
+    for response in operation["responses"].values():
+        response["description"] = SUCCESS.get(response["description"], response["description"])
     for parameter in operation.get("parameters", []):
         if parameter["name"] in doc.parameters:
             parameter["description"] = doc.parameters[parameter["name"]]

@@ -237,8 +237,9 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
 
     @get("/asyncapi.json", operation_id="getAsyncApi", tags=["operations"], sync_to_thread=False)
     def asyncapi() -> dict[str, Any]:
-        """The AsyncAPI 3.0 document of the events published to NATS (schemas and examples)."""
-        return asyncapi_document(container.settings.nats_subject_prefix)
+        """The AsyncAPI 3.0 document of the events published to NATS and the inbound SMS consumed."""
+        settings = container.settings
+        return asyncapi_document(settings.nats_subject_prefix, settings.nats_stream, settings.inbound_subject)
 
     # Litestar appends "; charset=utf-8" to text/* types itself: without this the header said it twice.
     @get("/metrics", operation_id="getMetrics", tags=["operations"],

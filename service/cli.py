@@ -245,7 +245,7 @@ def cmd_events_export(args: argparse.Namespace, settings: Settings) -> None:
         container = build(settings, database_url)
         out = sys.stdout if args.output == "-" else stack.enter_context(open(args.output, "w", encoding="utf-8"))
         try:
-            count = export_account(container.app, account, out)
+            count = export_account(container.app, account, out, personal=not args.no_personal_data)
         finally:
             container.close()
     print(f"{count} events of account {account} written", file=sys.stderr)
@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     events.add_argument("action", choices=["export"])
     events.add_argument("--account", required=True, help="account id (UUID)")
     events.add_argument("--output", default="-", help="NDJSON file (default: standard output)")
+    events.add_argument("--no-personal-data", action="store_true",
+                        help="leave out the sealed personal fields (phone, names, email, notes)")
     tail = sub.add_parser("tail", help="follow the NATS stream and print each event (reference consumer)")
     tail.add_argument("--account", help="only this account's events")
     tail.add_argument("--durable", help="durable consumer name: resume where it stopped")
