@@ -12,8 +12,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# --quiet twice: also silences setuptools' editable-install banner (pip still prints errors).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,7 +45,7 @@ asyncapi-check: $(ASYNCAPI_PARSER)
 	node scripts/asyncapi_check.mjs docs/asyncapi.json
 
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
 # `make bench` runs the whole suite (SIZE=small: a few minutes; SIZE=full: the issue's sizes).

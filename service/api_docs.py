@@ -10,6 +10,7 @@ readers of the code; what clients read is written here.
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 from typing import Any
 
@@ -594,3 +595,103 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
             _headers(operation)
             _words(operation, OPERATIONS[operation["operationId"]])
     return document
+
+
+# -- docs/api.md ---------------------------------------------------------------------------
+
+INTRO = """# HTTP API reference
+
+Generated from the service's OpenAPI document (`python -m service.api_docs` writes this
+file; a test keeps it equal to the document). The same words, with schemas and "Try it
+out", are served by the running service at `/schema/swagger` (the document itself at
+`/schema/openapi.json`); the events are in [events.md](events.md).
+
+The API serves one account per bearer token: every `/api/v1` request needs
+`Authorization: Bearer <token>`, and the token's `account_id` claim is the account.
+Another account's ids answer 404, as ids that do not exist do. Bodies are JSON in
+camelCase; unknown fields are refused (422). Phones are answered in E.164; times are
+RFC 3339 in UTC (`2026-11-27T07:13:33.563529Z`). Every write answers after the read
+tables show it, so the next read, on any replica, sees it.
+
+## Errors
+
+Every error answer has one shape, `ErrorBody`:
+
+```json
+{"status": 422, "error": "invalid_phone", "message": "phone '0712 345' is invalid: too short",
+ "errors": [{"field": "phone", "reason": "phone '0712 345' is invalid: too short"}]}
+```
+
+`errors` names each field at fault and is left out when no single field is. Some codes
+add keys (named below). Each operation lists the codes it can answer; these are all of
+them:
+"""
+HEADERS = """
+## Headers
+
+| header | where | meaning |
+|---|---|---|
+| `X-Request-Id` | request (optional) and every answer | your id for the request (first 100 characters kept), or one the service made; recorded on every event the request stores |
+| `Idempotency-Key` | request: both imports | a retry with the same key and request answers 200 with the first result |
+| `Prefer: respond-async` | request: file import | answer 202 at once with the queued job |
+| `Location` | 201 and 202 answers | the new list, contact or import job |
+| `Retry-After` | 429, and 503 `database_unavailable` | seconds to wait |
+| `WWW-Authenticate: Bearer` | 401 | |
+| `Content-Disposition` | CSV downloads | `attachment` with a file name |
+"""
+
+
+def _json(value: Any) -> str:
+    return "```json\n" + json.dumps(value, indent=2, ensure_ascii=False) + "\n```\n"
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """docs/api.md: the document's words, examples and error lists as one Markdown page."""
+    lines = [INTRO, "| status | code | when |", "|---|---|---|"]
+    lines += [f"| {c.status} | `{code}` | {c.when} |" for code, c in sorted(CODES.items(),
+                                                                           key=lambda i: (i[1].status, i[0]))]
+    lines.append(HEADERS)
+    for tag in document["tags"]:
+        lines += [f"## {tag['name'][:1].upper()}{tag['name'][1:]}", "", tag["description"], ""]
+        for path, item in document["paths"].items():
+            for method, op in item.items():
+                if op["tags"] != [tag["name"]]:
+                    continue
+                lines += [f"### {op['summary']}", "", f"`{method.upper()} {path}`", "", op["description"], ""]
+                parameters = [p for p in op["parameters"] if p["name"] != "X-Request-Id"]
+                if parameters:
+                    lines += ["| parameter | in | meaning |", "|---|---|---|"]
+                    lines += [f"| `{p['name']}` | {p['in']} | {p['description']} |" for p in parameters]
+                    lines.append("")
+                for name, example in op.get("requestBody", {}).get("content", {}).get(
+                        "application/json", {}).get("examples", {}).items():
+                    lines += [f"Request ({name}):", "", _json(example["value"])]
+                for status, response in op["responses"].items():
+                    if int(status) >= 400:
+                        continue
+                    lines.append(f"**{status}** {response['description']}")
+                    lines.append("")
+                    for media, content in response.get("content", {}).items():
+                        if "example" in content:
+                            example = content["example"]
+                            lines.append(_json(example) if media == "application/json" else
+                                         f"```\n{example}```\n".replace("\r\n", "\n"))
+                errors = [f"{status} `{code}`" for status, response in op["responses"].items() if int(status) >= 400
+                          for code in response["content"]["application/json"]["schema"].get("allOf", [{}, {
+                              "properties": {"error": {"enum": []}}}])[1]["properties"]["error"]["enum"]]
+                if errors:
+                    lines += ["Errors: " + ", ".join(errors) + ".", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    import types
+    from pathlib import Path
+
+    from litestar.testing import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with TestClient(create_app(types.SimpleNamespace(settings=Settings()))) as client:  # type: ignore[arg-type]
+        Path("docs/api.md").write_text(markdown(client.get("/schema/openapi.json").json()))

@@ -194,3 +194,12 @@ def test_examples_are_written_not_generated(document: dict[str, Any]) -> None:
     assert counts["imported"] == counts["valid"] + counts["invalid"]
     assert counts["rows"] == counts["imported"] + counts["skipped"]
     assert example["updatedAt"] >= example["createdAt"]
+
+
+def test_the_api_reference_in_docs_is_the_served_document(document: dict[str, Any]) -> None:
+    """docs/api.md is for readers without a running service; regenerate it with python -m service.api_docs."""
+    from pathlib import Path
+
+    from service.api_docs import markdown
+
+    assert (Path(__file__).parents[1] / "docs" / "api.md").read_text() == markdown(document)
