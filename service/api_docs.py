@@ -159,9 +159,11 @@ CONTENT_DISPOSITION = {"description": "`attachment` with a file name", "required
 # Success headers an operation sends, by operationId and status.
 SUCCESS_HEADERS: dict[tuple[str, int], dict[str, dict[str, Any]]] = {
     ("createContactList", 201): {"Location": {**LOCATION, "schema": {
-        "type": "string", "format": "uri-reference", "example": "/api/v1/contact-lists/b006036d-5f2a-4c8e-9d1b-6a7c3e2f8a90"}}},
+        "type": "string", "format": "uri-reference",
+        "example": "/api/v1/contact-lists/b006036d-5f2a-4c8e-9d1b-6a7c3e2f8a90"}}},
     ("createContact", 201): {"Location": {**LOCATION, "schema": {
-        "type": "string", "format": "uri-reference", "example": "/api/v1/contacts/6e940735-4c1f-4d5e-9a51-3f0b8f6a2c11"}}},
+        "type": "string", "format": "uri-reference",
+        "example": "/api/v1/contacts/6e940735-4c1f-4d5e-9a51-3f0b8f6a2c11"}}},
     ("importContactsFile", 201): {"Location": {**LOCATION, "description": "The import job"}},
     ("importContactsJson", 201): {"Location": {**LOCATION, "description": "The import job"}},
     ("importContactsFile", 202): {
@@ -271,7 +273,8 @@ JOB = {"id": IMPORT_ID, "status": "running", "source": "csv", "filename": "custo
        "reportUrl": f"/api/v1/contacts/imports/{IMPORT_ID}/report.csv"}
 HISTORY = [
     {"version": 1, "type": "contacts.contact.created.v1", "time": WHEN, "actor": "jane@shop.co.ke",
-     "requestId": "7d1c2e9a4b", "data": {"phone": "+254712345678", "firstName": "John", "lastName": "Doe", "email": "john@example.com",
+     "requestId": "7d1c2e9a4b", "data": {"phone": "+254712345678", "firstName": "John", "lastName": "Doe",
+                                         "email": "john@example.com",
               "notes": None, "tags": ["vip", "nairobi"], "listIds": [LIST_ID], "isOptedOut": False,
               "status": "valid", "operator": "Safaricom", "country": "KE"}},
     {"version": 2, "type": "contacts.contact.opted_out.v1", "time": LATER, "actor": "inbound-sms",
@@ -460,9 +463,10 @@ OPERATIONS: dict[str, Doc] = {
         response="row,outcome,reason,detail,contact_id\r\n4,skipped,already_exists,the account already has a"
                  f" contact with this number,{CONTACT_ID}\r\n9,skipped,missing_phone,the row has no phone number,\r\n",
         parameters=IMPORT_PATH),
-    "getHealth": Doc("Check the process is alive", "Answers 200 while the process runs; no token needed.", response={"status": "ok"}),
-    "getReadiness": Doc("Check the service is ready", "200 when PostgreSQL and NATS are reachable; otherwise 503 with `checks`"
-                                   " naming which is not.",
+    "getHealth": Doc("Check the process is alive", "Answers 200 while the process runs; no token needed.",
+                     response={"status": "ok"}),
+    "getReadiness": Doc("Check the service is ready", "200 when PostgreSQL and NATS are reachable; otherwise 503"
+                                                      " with `checks` naming which is not.",
                       response={"status": "ready", "checks": {"database": "ok", "nats": "ok"}}),
     "getMetrics": Doc(
         "Prometheus metrics", "Request latency, projection lag, relay lag, the event store head and"

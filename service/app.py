@@ -37,6 +37,13 @@ from service.ratelimit import rate_limit_middleware
 from service.schemas import ErrorBody, ErrorDetail, explain, field_of
 
 log = logging.getLogger(__name__)
+API_DESCRIPTION = (
+    "Contacts and contact lists of an SMS campaign platform. Every `/api/v1` request needs"
+    " `Authorization: Bearer <token>`; the token's `account_id` is the account, and another account's ids"
+    " answer 404. Bodies are camelCase JSON and unknown fields are refused; phones are answered in E.164,"
+    " times in RFC 3339 UTC. Every error has the `ErrorBody` shape, and each operation lists the `error`"
+    " codes it can answer with when. A write answers once the read tables show it. Every change is also"
+    " published to NATS as a CloudEvent: see `/asyncapi.json`.")
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema", "^/asyncapi.json$"]
 
 
@@ -251,7 +258,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
     docs_page, docs_files = swagger_ui()
     openapi = OpenAPIConfig(
         title="Contacts service", version="1.0.0", path="/schema",
-        description="Contacts and contact lists of an SMS campaign platform (event-sourced CQRS).",
+        description=API_DESCRIPTION,
         render_plugins=[docs_page], create_examples=False,
         components=Components(security_schemes={"bearer": SecurityScheme(
             type="http", scheme="bearer", bearer_format="JWT")}),
