@@ -203,3 +203,19 @@ def test_the_api_reference_in_docs_is_the_served_document(document: dict[str, An
     from service.api_docs import markdown
 
     assert (Path(__file__).parents[1] / "docs" / "api.md").read_text() == markdown(document)
+
+
+def test_the_docs_page_renders_offline_in_headless_chromium() -> None:
+    """`make docs-check`: Chromium resolving no host but 127.0.0.1 renders every operation, not a blank page."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")):
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium): the docs page was not rendered")
+    root = Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, "scripts/docs_check.py"], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"docs-check: (\d+) of \1 operations rendered", done.stdout), done.stdout
