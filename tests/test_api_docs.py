@@ -125,6 +125,13 @@ def test_a_201_names_the_new_resource_in_location(service: Service) -> None:
     imported = api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": "+234 803 123 4567"}]})
     assert imported.status_code == 201
     assert api.get(imported.headers["location"]).json()["counts"]["imported"] == 1
+    from_file = api.post("/api/v1/contacts/import", files={"file": ("lagos.csv", b"phone\n0803 765 4321\n")},
+                         data={"region": "NG"})
+    assert from_file.status_code == 201
+    assert from_file.headers["location"] == f"/api/v1/contacts/imports/{from_file.json()['importId']}"
+    queued = api.post("/api/v1/contacts/import", files={"file": ("more.csv", b"phone\n0803 765 4322\n")},
+                      data={"region": "NG"}, headers={"Prefer": "respond-async"})
+    assert queued.status_code == 202 and queued.headers["location"] == f"/api/v1/contacts/imports/{queued.json()['id']}"
     again = api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": "+234 803 123 4567"}]},
                      headers={"Idempotency-Key": "k1"})
     replay = api.post("/api/v1/contacts/bulk", json={"contacts": [{"phone": "+234 803 123 4567"}]},
