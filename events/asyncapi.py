@@ -229,8 +229,9 @@ def document(prefix: str = "contacts", stream: str = "CONTACTS", inbound_subject
         "host": host, "protocol": "nats",
         "description": f"NATS with JetStream. The service publishes to the stream `{stream}`"
                        f" (CONTACTS_NATS_STREAM), which captures `{prefix}.>`, once per event (de-duplicated"
-                       f" by `Nats-Msg-Id`), in store order. The host is the one `make run` starts; in production"
-                       f" it is CONTACTS_NATS_URL."}}
+                       f" by `Nats-Msg-Id`), in store order. The host is NATS's default port on this machine:"
+                       f" the service connects to CONTACTS_NATS_URL, and `make run` prints the URL of the"
+                       f" embedded server it starts."}}
     server = [{"$ref": "#/servers/nats"}]
     channels, operations, messages = {}, {}, {}
     for spec in specs:
