@@ -6,14 +6,15 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 SIZE ?= small
 
-.PHONY: run test fuzz install bench clean
+.PHONY: run test fuzz install bench clean docs-check asyncapi-tools asyncapi-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# --quiet twice: also silences setuptools' editable-install banner (pip still prints errors).
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,8 +30,22 @@ FUZZ_EXAMPLES ?= 500
 fuzz: $(STAMP)
 	CONTACTS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
+# The API docs page in headless Chromium with no network: fails on a blank page (skips without Chromium).
+docs-check: $(STAMP)
+	$(BIN)/python scripts/docs_check.py
+
+# docs/asyncapi.json through @asyncapi/parser 3 (Node.js 18+), installed into .tools (git-ignored).
+ASYNCAPI_PARSER := .tools/node_modules/@asyncapi/parser/package.json
+$(ASYNCAPI_PARSER):
+	npm install --silent --no-audit --no-fund --prefix .tools @asyncapi/parser@3.6.0
+
+asyncapi-tools: $(ASYNCAPI_PARSER)
+
+asyncapi-check: $(ASYNCAPI_PARSER)
+	node scripts/asyncapi_check.mjs docs/asyncapi.json
+
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
 # `make bench` runs the whole suite (SIZE=small: a few minutes; SIZE=full: the issue's sizes).

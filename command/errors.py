@@ -8,7 +8,6 @@ from typing import Any
 class DomainError(Exception):
     """Base of every error a command can raise on purpose."""
 
-    status_code = 400
     code = "bad_request"
 
     def __init__(self, message: str, *, field: str | None = None, extra: dict[str, Any] | None = None):
@@ -19,12 +18,10 @@ class DomainError(Exception):
 
 
 class NotFoundError(DomainError):
-    status_code = 404
     code = "not_found"
 
 
 class ValidationError(DomainError):
-    status_code = 422
     code = "validation_failed"
 
 
@@ -37,16 +34,14 @@ class UnknownListsError(ValidationError):
 
 
 class PhoneTakenError(DomainError):
-    """Another contact of the account already holds this number (409 Conflict)."""
+    """Another contact of the account already holds this number."""
 
-    status_code = 409
     code = "phone_taken"
 
 
 class PreconditionFailedError(DomainError):
     """The client edited a version of the aggregate that is no longer the current one (412)."""
 
-    status_code = 412
     code = "precondition_failed"
 
     def __init__(self, message: str, *, current_version: int, **kwargs: Any):
@@ -57,5 +52,4 @@ class PreconditionFailedError(DomainError):
 class ConcurrencyError(DomainError):
     """The aggregate changed under us too many times in a row."""
 
-    status_code = 409
     code = "concurrent_modification"

@@ -149,14 +149,12 @@ class ImportRow(msgspec.Struct):
 class UnsupportedFileError(DomainError):
     """The upload is not a CSV or XLSX file at all."""
 
-    status_code = 415
     code = "unsupported_file"
 
 
 class FileFormatError(DomainError):
     """The file is a CSV or XLSX file that cannot be imported as it is."""
 
-    status_code = 422
     code = "invalid_file"
 
 

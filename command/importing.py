@@ -64,7 +64,6 @@ class ImportOutcome:
 
 
 class ImportInProgressError(ValidationError):
-    status_code = 409
     code = "import_in_progress"
 
 

@@ -1,16 +1,19 @@
 """The published event contract as data: one msgspec Struct per event type's ``data``,
-and the AsyncAPI 3.0 document generated from them (served at ``/asyncapi.json``).
+and the AsyncAPI 3.0 document generated from them (served at ``/asyncapi.json``, shipped as
+docs/asyncapi.json; ``python -m events.asyncapi`` writes that file).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 
-from events.contract import EVENT_TYPES, SOURCE, EventType, event_id
+from events.contract import EVENT_TYPES, EventType
 
 
 class Data(msgspec.Struct, forbid_unknown_fields=True):
@@ -18,7 +21,7 @@ class Data(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Empty(Data):
-    """No data: the event's type says it all."""
+    """An empty object: the event's type is the whole news."""
 
 
 class ListCreated(Data):
@@ -59,11 +62,12 @@ class OptedOut(Data):
 
 
 class Counts(Data):
-    read: int
+    rows: int
     imported: int
     valid: int
     invalid: int
     skipped: int
+    read: int  # the v1 name of rows, kept beside it until a v2 type (docs/events.md)
 
 
 class ImportStarted(Data, rename="camel"):
@@ -98,28 +102,61 @@ _SCHEMAS: dict[str, type[Data]] = {
     "contacts.contact_import.completed.v1": ImportCompleted, "contacts.contact_import.failed.v1": ImportFailed,
 }
 
-_ACCOUNT, _LIST, _CONTACT = "7f0c2a5e-1b1d-4c8e-9a57-2b2f6f0d9a11", "0b6f2c1e-5a4d-4e3f-8c2b-1a9d8e7f6c5b", \
-    "3c2b1a0d-9e8f-4a7b-b6c5-d4e3f2a1b0c9"
-_IMPORT = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
-_EXAMPLES: dict[str, dict[str, Any]] = {
-    "contacts.contact_list.created.v1": {"name": "VIP Customers", "description": "Spend over KES 10,000/month"},
-    "contacts.contact_list.updated.v1": {"changes": {"name": "VIP"}},
-    "contacts.contact.created.v1": {"phone": "+254712345678", "firstName": "John", "lastName": "Doe",
-                                    "tags": ["vip"], "listIds": [_LIST], "isOptedOut": False, "status": "valid",
-                                    "invalidReason": None, "operator": "Safaricom", "country": "KE"},
-    "contacts.contact.updated.v1": {"changes": {"firstName": "Jon", "tags": ["vip", "nairobi"]},
-                                    "changedFields": ["firstName", "tags"]},
-    "contacts.contact.added_to_lists.v1": {"listIds": [_LIST]},
-    "contacts.contact.removed_from_lists.v1": {"listIds": [_LIST]},
-    "contacts.contact.opted_out.v1": {"reason": "inbound SMS: STOP"},
-    "contacts.contact_import.started.v1": {"source": "csv", "filename": "contacts.csv", "listId": None},
-    "contacts.contact_import.progress.v1": {"counts": {"read": 1000, "imported": 978, "valid": 960,
-                                                       "invalid": 18, "skipped": 22},
-                                            "lastRow": 1000, "contactIds": [_CONTACT]},
-    "contacts.contact_import.completed.v1": {"counts": {"read": 1200, "imported": 1170, "valid": 1150,
-                                                        "invalid": 20, "skipped": 30}},
-    "contacts.contact_import.failed.v1": {"counts": {"read": 1000, "imported": 1000, "valid": 1000, "invalid": 0,
-                                                     "skipped": 0}, "reason": "FileFormatError: line too long"},
+# One real message per type, recorded by scripts/capture_event_examples.py (subject, Nats-Msg-Id, body).
+EXAMPLES: dict[str, dict[str, Any]] = json.loads((Path(__file__).parent / "asyncapi_examples.json").read_text())
+
+# What each event means for a subscriber: (summary, description).
+WORDS: dict[str, tuple[str, str]] = {
+    "contacts.contact_list.created.v1": (
+        "A contact list was created", "`data` holds its `name` and `description`; it starts empty."),
+    "contacts.contact_list.updated.v1": (
+        "A contact list was renamed or described", "`data.changes` holds only the fields that changed (`name`,"
+        " `description`); a `null` description was cleared."),
+    "contacts.contact_list.deleted.v1": (
+        "A contact list was deleted", "Its contacts stay in the account. No event is published per member: a"
+        " subscriber that keeps memberships removes the list from its contacts itself. `data` is empty."),
+    "contacts.contact.created.v1": (
+        "A contact was created", "Through the API or by an import (then `requestid` and `sequence` are the"
+        " import batch's). `data` holds the E.164 `phone`, `firstName`, `lastName` (the only personal fields"
+        " ever published), tags, lists, opt-out, and the operator lookup; `erased: true` and no personal fields"
+        " if the contact was purged before this message went out."),
+    "contacts.contact.updated.v1": (
+        "A contact's fields changed", "`changes` holds the new values subscribers may see (phone, names, tags,"
+        " operator lookup); `changedFields` names every changed field, email and notes included, whose values"
+        " are not published. List membership and opt-out have events of their own."),
+    "contacts.contact.added_to_lists.v1": (
+        "A contact joined lists", "`listIds` names only the lists it newly joined."),
+    "contacts.contact.removed_from_lists.v1": (
+        "A contact left lists", "`listIds` names only the lists it left; a PATCH with `listIds` (a full sync)"
+        " publishes this before `added_to_lists`."),
+    "contacts.contact.opted_out.v1": (
+        "A contact opted out of messages", "Do not message this contact. `reason` is `api` when set through the"
+        " API, or `inbound SMS: <word>` when the person replied STOP (then `actor` is `inbound-sms` and"
+        " `requestid` the SMS's `messageId`)."),
+    "contacts.contact.opted_in.v1": (
+        "A contact may be messaged again", "The opt-out was lifted through the API. `data` is empty."),
+    "contacts.contact.trashed.v1": (
+        "A contact was moved to the trash", "It leaves active views and list counts but keeps its number and"
+        " lists until restored or purged. `data` is empty."),
+    "contacts.contact.restored.v1": (
+        "A contact came back from the trash", "With its lists and tags, as before it was trashed. `data` is"
+        " empty."),
+    "contacts.contact.purged.v1": (
+        "A contact was erased for good", "Its personal data is gone from the service and its `created`/`updated`"
+        " messages from the stream: a subscriber that stored personal data must delete it now. `data` is"
+        " empty."),
+    "contacts.contact_import.started.v1": (
+        "An import started", "`source` is `csv`, `xlsx` or `json`; `listId` is the list every imported contact"
+        " joins."),
+    "contacts.contact_import.progress.v1": (
+        "An import stored a batch", "One per batch of up to 1,000 rows, after the batch's `contact.created`"
+        " messages. `counts` are running totals (`imported` = `valid` + `invalid`; `rows` read; `read` is its v1"
+        " name, same value); `contactIds` are the contacts this batch created."),
+    "contacts.contact_import.completed.v1": (
+        "An import finished", "`counts` are the import's totals, as the HTTP answer gives them."),
+    "contacts.contact_import.failed.v1": (
+        "An import stopped part-way", "`reason` says why; contacts stored before the failure stay stored, and"
+        " `counts` say how many."),
 }
 
 
@@ -128,14 +165,19 @@ def data_schema(event_type: str) -> type[Data]:
 
 
 def example(spec: EventType) -> dict[str, Any]:
-    """A complete example message (envelope and data) for one event type."""
-    aggregate_id = {"list": _LIST, "import": _IMPORT}.get(spec.aggregate, _CONTACT)
-    version = 1 if spec.name in ("created", "started") else 3  # a later event: version 3, say
-    return {"specversion": "1.0", "id": event_id(UUID(aggregate_id), version), "source": SOURCE,
-            "type": spec.type, "subject": f"{spec.aggregate}/{aggregate_id}", "time": "2026-11-26T10:00:00Z",
-            "datacontenttype": "application/json", "accountid": _ACCOUNT, "actor": "user-42",
-            "requestid": "a1b2c3", "aggregateid": aggregate_id, "aggregateversion": version, "sequence": 1042,
-            "data": _EXAMPLES.get(spec.type, {})}
+    """A complete message (envelope and data) of one event type, as a real run published it."""
+    return EXAMPLES[spec.type]["payload"]
+
+
+class InboundSms(msgspec.Struct):
+    """An inbound SMS, as the SMS gateway publishes it to the service."""
+
+    from_: Annotated[str, msgspec.Meta(description="The sender's number (E.164 or as the gateway writes it)")] = \
+        msgspec.field(name="from")
+    body: Annotated[str, msgspec.Meta(description="The text: STOP, STOPALL, UNSUBSCRIBE, CANCEL, END or QUIT"
+                                                  " (any case) opts the sender out")]
+    messageId: Annotated[str, msgspec.Meta(description="The gateway's id, recorded as the opt-out's request id")] \
+        = ""
 
 
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):
@@ -157,45 +199,99 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     data: dict[str, Any]
 
 
-def document(prefix: str = "contacts") -> dict[str, Any]:
-    """The AsyncAPI 3.0 document of every published event type."""
+NATS_HEADERS = {
+    "type": "object", "required": ["Nats-Msg-Id"],
+    "properties": {"Nats-Msg-Id": {
+        "type": "string", "format": "uuid",
+        "description": "The event id, equal to the body's `id`: uuid5 of the aggregate id and version. JetStream"
+                       " drops a republished copy inside the duplicate window; consumers de-duplicate on it."}},
+}
+
+
+def document(prefix: str = "contacts", stream: str = "CONTACTS", inbound_subject: str = "sms.inbound",
+             host: str = "127.0.0.1:4222") -> dict[str, Any]:
+    """The AsyncAPI 3.0 document: what the service sends (every event type) and the inbound SMS it receives."""
     specs = sorted({spec.type: spec for spec in EVENT_TYPES.values()}.values(), key=lambda s: s.type)
-    _, components = msgspec.json.schema_components([Envelope, *(_SCHEMAS[s.type] for s in specs)],
+    _, components = msgspec.json.schema_components([Envelope, InboundSms, *(_SCHEMAS[s.type] for s in specs)],
                                                    ref_template="#/components/schemas/{name}")
     for schema in components.values():
         # The Structs forbid unknown fields so the tests catch any drift; subscribers must not:
         # adding a field to a v1 message is not a breaking change (docs/events.md).
         schema.pop("additionalProperties", None)
     components["Envelope"]["properties"]["time"]["format"] = "date-time"
+    components["NatsHeaders"] = NATS_HEADERS
     for name in ("ContactCreated", "ContactUpdated"):
         components[name]["properties"]["erased"]["description"] = (
             "true (and no personal fields) when the contact was purged before the relay published this message")
+    components["Counts"]["properties"]["read"]["description"] = "The v1 name of `rows` (same value)"
+    components["Counts"]["properties"]["rows"]["description"] = "Data rows read so far"
+    servers = {"nats": {
+        "host": host, "protocol": "nats",
+        "description": f"NATS with JetStream. The service publishes to the stream `{stream}`"
+                       f" (CONTACTS_NATS_STREAM), which captures `{prefix}.>`, once per event (de-duplicated"
+                       f" by `Nats-Msg-Id`), in store order. The host is NATS's default port on this machine:"
+                       f" the service connects to CONTACTS_NATS_URL, and `make run` prints the URL of the"
+                       f" embedded server it starts."}}
+    server = [{"$ref": "#/servers/nats"}]
     channels, operations, messages = {}, {}, {}
     for spec in specs:
         key = spec.type.replace(".", "_")
-        data_name = _SCHEMAS[spec.type].__name__
+        summary, description = WORDS[spec.type]
+        recorded = EXAMPLES[spec.type]
         messages[key] = {
-            "name": spec.type, "title": spec.type, "contentType": "application/json",
-            "summary": (_SCHEMAS[spec.type].__doc__ or "").strip() or spec.type,
+            "name": spec.type, "title": spec.type, "summary": summary, "description": description,
+            "contentType": "application/json", "headers": {"$ref": "#/components/schemas/NatsHeaders"},
             "payload": {"allOf": [{"$ref": "#/components/schemas/Envelope"},
                                   {"type": "object", "properties": {
                                       "type": {"const": spec.type},
-                                      "data": {"$ref": f"#/components/schemas/{data_name}"}}}]},
-            "examples": [{"name": "example", "payload": example(spec)}],
+                                      "data": {"$ref": f"#/components/schemas/{_SCHEMAS[spec.type].__name__}"}}}]},
+            "examples": [{"name": "recorded", "summary": f"Published on {recorded['subject']}",
+                          "headers": recorded["headers"], "payload": recorded["payload"]}],
         }
         channels[key] = {
             "address": f"{prefix}.{{accountId}}.{spec.aggregate}.{{aggregateId}}.{spec.name}",
-            "parameters": {"accountId": {"description": "the account (UUID)"},
-                           "aggregateId": {"description": "the list, contact or import (UUID)"}},
+            "title": spec.type, "servers": server,
+            "parameters": {"accountId": {"description": "The account (UUID)"},
+                           "aggregateId": {"description": f"The {spec.aggregate} (UUID)"}},
             "messages": {key: {"$ref": f"#/components/messages/{key}"}},
         }
-        operations[f"receive_{key}"] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"}}
+        operations[f"send_{key}"] = {
+            "action": "send", "channel": {"$ref": f"#/channels/{key}"}, "summary": f"Publish: {summary[0].lower()}"
+            f"{summary[1:]}", "messages": [{"$ref": f"#/channels/{key}/messages/{key}"}]}
+    inbound = EXAMPLES["inbound"]
+    messages["inboundSms"] = {
+        "name": "inbound_sms", "title": "Inbound SMS", "summary": "An SMS a person sent to the platform",
+        "description": "Consumed by the worker through the durable JetStream consumer `contacts-optout`: a STOP"
+                       " word from a number that a contact of the account holds opts the contact out (a"
+                       " `contact.opted_out` event follows). Anything else changes nothing. Handled messages are"
+                       " erased from the stream the service created, as they hold a phone number.",
+        "contentType": "application/json", "payload": {"$ref": "#/components/schemas/InboundSms"},
+        "examples": [{"name": "stop", "summary": "A STOP reply", "payload": inbound["payload"]}],
+    }
+    channels["smsInbound"] = {
+        "address": f"{inbound_subject}.{{accountId}}", "title": "Inbound SMS", "servers": server,
+        "description": f"CONTACTS_INBOUND_SUBJECT. If no stream captures `{inbound_subject}.>`, the service creates"
+                       f" `{stream}_INBOUND`, a work queue.",
+        "parameters": {"accountId": {"description": "The account the SMS was sent to (UUID)"}},
+        "messages": {"inboundSms": {"$ref": "#/components/messages/inboundSms"}},
+    }
+    operations["receive_inboundSms"] = {
+        "action": "receive", "channel": {"$ref": "#/channels/smsInbound"},
+        "summary": "Opt out the senders of STOP replies",
+        "messages": [{"$ref": "#/channels/smsInbound/messages/inboundSms"}]}
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": "Contacts service events", "version": "1.0.0",
-                 "description": "Every stored event, published to the JetStream stream once (Nats-Msg-Id = id), "
-                                "in order per aggregate. See docs/events.md."},
+        "info": {"title": "Contacts service events", "version": "1.1.0",
+                 "description": "Every change stored by the contacts service, published once to a JetStream"
+                                " stream as a CloudEvents 1.0 JSON message (`Nats-Msg-Id` = `id`), in order per"
+                                " aggregate; and the inbound SMS it consumes for opt-outs. docs/events.md is the"
+                                " contract in words."},
         "defaultContentType": "application/json",
-        "channels": channels, "operations": operations,
+        "servers": servers, "channels": channels, "operations": operations,
         "components": {"messages": messages, "schemas": components},
     }
+
+
+if __name__ == "__main__":
+    # docs/asyncapi.json: the document with the default settings (tests/test_event_contract.py keeps it equal).
+    Path("docs/asyncapi.json").write_text(json.dumps(document(), indent=2, ensure_ascii=False) + "\n")

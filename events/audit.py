@@ -10,30 +10,42 @@ from uuid import UUID
 
 import msgspec
 
-from events.contract import EVENT_TYPES
+from events.contract import attributes, counts
 from events.history import _data
 
 BATCH = 500
+# The fields sealed with the contact's own key (crypto-shredded on purge): left out by --no-personal-data.
+SEALED = frozenset({"phone", "firstName", "lastName", "email", "notes", "tags"})  # sealed in the event store
+
+
+def audit_event(event: Any, position: int, personal: bool = True) -> dict[str, Any]:
+    """One event as the stream's CloudEvent (the same attributes and names), with every stored field in ``data``.
+
+    Unlike the stream, ``data`` also holds email and notes; without ``personal`` it holds
+    none of the sealed personal fields. Import counts say ``rows``, as the HTTP API does.
+    """
+    data = _data(event)
+    if "counts" in data:
+        data["counts"] = counts(data["counts"])
+    if not personal:
+        data = {k: v for k, v in data.items() if k not in SEALED}
+        if isinstance(data.get("changes"), dict):
+            data["changes"] = {k: v for k, v in data["changes"].items() if k not in SEALED}
+    return {**attributes(event, position), "data": data}
 
 
 def export_account(app: Any, account_id: UUID, out: TextIO,
-                   progress: Callable[[int, int, int], None] | None = None) -> int:
-    """Write every event of one account as NDJSON, oldest first; return how many.
+                   progress: Callable[[int, int, int], None] | None = None, personal: bool = True) -> int:
+    """Write every event of one account as NDJSON CloudEvents, oldest first; return how many.
 
     ``progress`` is called with (position read, head of the log, events written).
     """
     head = app.recorder.max_notification_id() or 0
     written = 0
     for position, event in _account_events(app, account_id):
-        spec = EVENT_TYPES.get(type(event))
         events = event.created_events() if hasattr(event, "created_events") else []
         for item in [*events, event]:
-            kind = EVENT_TYPES.get(type(item), spec)
-            out.write(msgspec.json.encode({
-                "position": position, "aggregateId": str(item.originator_id), "version": item.originator_version,
-                "type": kind.type if kind else type(item).__qualname__, "time": item.timestamp,
-                "actor": item.actor, "requestId": item.request_id, "data": _data(item),
-            }).decode() + "\n")
+            out.write(msgspec.json.encode(audit_event(item, position, personal)).decode() + "\n")
             written += 1
         if progress is not None:
             progress(position, head, written)

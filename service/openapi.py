@@ -1,49 +1,56 @@
-"""What the OpenAPI document cannot infer from the handlers: their error answers and hand-read bodies.
+"""What the OpenAPI document cannot infer from the handlers: hand-read bodies and closed request structs.
 
-Every error body has the one ``ErrorBody`` shape (``service.app`` maps each error to it),
-so clients and the schemathesis fuzz test (``tests/test_fuzz.py``) can rely on each
-documented status code and its body.
+The error answers, headers, words and examples are written by ``service.api_docs``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
+from litestar import Response, Router
+from litestar.datastructures import CacheControlHeader
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
-from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.typing import FieldDefinition
 
-from service.schemas import ErrorBody
 
-REASONS = {
-    400: "`malformed_body`: the body is not valid JSON",
-    401: "`unauthorized`: the bearer token is missing, malformed, expired or wrongly signed",
-    404: "`not_found`: no such resource in this account (also another account's ids)",
-    409: "`phone_taken` (with `contactId`), `concurrent_modification` or `import_in_progress`",
-    412: "`precondition_failed`: `If-Match` names a version that is no longer current; `currentEtag` (and the"
-         " `ETag` header) name the current one",
-    413: "`payload_too_large`: the body is larger than this endpoint accepts",
-    415: "`unsupported_file`: the upload is not a CSV or XLSX file",
-    422: "`validation_failed`, `invalid_phone`, `unknown_lists` (with `unknownListIds`) or"
-         " `idempotency_key_reused` (imports: with `importId`); `errors` names each field at fault, or each"
-         " unknown query parameter",
-    429: "`too_many_requests`: the account's write rate limit; retry after `Retry-After` seconds",
-    502: "`mail_delivery_failed`: the mail provider refused the message or could not be reached",
-    503: "`database_unavailable` (retry after `Retry-After` seconds; nothing was written) or"
-         " `mail_not_configured`",
-}
-# Every /api/v1 operation: a bad token, an unknown query parameter, or PostgreSQL unreachable.
-AUTHENTICATED = (401, 422, 503)
-WRITE = (413, 429)  # every write: the body limit and the per-account rate limit
+DOCS_ASSETS = "/schema/assets"
 
 
-def errors(*codes: int) -> dict[int, ResponseSpec]:
-    """The documented error answers of an authenticated operation: ``codes`` plus 401, 422 and 503."""
-    return {code: ResponseSpec(data_container=ErrorBody, description=REASONS[code], generate_examples=False)
-            for code in sorted({*AUTHENTICATED, *codes})}
+def swagger_ui() -> tuple[SwaggerRenderPlugin, Router]:
+    """The Swagger UI page and its files, served from the pinned ``swagger-ui-py`` package: no CDN, no network.
+
+    Litestar's default page loads its scripts from a CDN, so without internet the docs were a
+    blank page. The package is found without importing it (its Python side is not used).
+    """
+    spec = importlib.util.find_spec("swagger_ui")
+    assert spec is not None and spec.origin is not None, "swagger-ui-py is a dependency (pyproject.toml)"
+    static = Path(spec.origin).parent / "static"
+    page = SwaggerRenderPlugin(
+        path="/swagger", js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>")
+    files = create_static_files_router(path=DOCS_ASSETS, directories=[static], include_in_schema=False,
+                                       cache_control=CacheControlHeader(max_age=86400))
+    return page, files
+
+
+def located(path: str, attribute: str = "id") -> Callable[[Response], Response]:
+    """An ``after_request`` hook: a 201 answer names what it created in ``Location`` (``path`` with its id)."""
+
+    def locate(response: Response) -> Response:
+        if response.status_code == 201:
+            response.headers["Location"] = path.format(getattr(response.content, attribute))
+        return response
+
+    return locate
 
 
 def struct_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:

@@ -28,7 +28,6 @@ class PayloadTooLargeError(HTTPException):
 class MalformedUploadError(DomainError):
     """The body is not well-formed multipart (bad boundary, oversized part headers, cut short)."""
 
-    status_code = 400
     code = "malformed_body"
 
 

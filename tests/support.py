@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
 import uuid
@@ -105,6 +106,45 @@ class ThreadedServer:
         self.thread.join(20)
 
 
+class DocumentedErrors:
+    """An httpx response hook: every error a test receives must carry a code its operation documents.
+
+    So each test that provokes an error also checks the OpenAPI document's error lists
+    (service/api_docs.py). Unrouted paths and methods, and 500s, have no operation to check.
+    """
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.routes: list[tuple[re.Pattern[str], dict[str, Any]]] | None = None
+
+    def _load(self) -> list[tuple[re.Pattern[str], dict[str, Any]]]:
+        document = httpx.get(f"{self.base_url}/schema/openapi.json", timeout=30).json()
+        routes = []
+        for path, item in document["paths"].items():
+            pattern = re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$")
+            routes.append((pattern, item))
+        # A literal segment wins over a parameter (/contacts/trash is not /contacts/{contact_id}).
+        return sorted(routes, key=lambda route: route[0].pattern.count("[^/]+"))
+
+    def __call__(self, response: httpx.Response) -> None:
+        if response.status_code < 400 or response.status_code == 500:
+            return
+        self.routes = self.routes or self._load()
+        path, method = response.request.url.path, response.request.method.lower()
+        item = next((item for pattern, item in self.routes if pattern.match(path)), None)
+        if item is None or method not in item:
+            return
+        documented = item[method]["responses"].get(str(response.status_code))
+        schema = documented["content"]["application/json"]["schema"] if documented else {"allOf": []}
+        if "allOf" not in schema:
+            return  # not an ErrorBody answer (GET /ready's 503 says which check failed)
+        response.read()
+        code = response.json().get("error")
+        codes = schema["allOf"][1]["properties"]["error"]["enum"] if schema["allOf"] else []
+        assert code in codes, (f"{method.upper()} {path} answered {response.status_code} {code!r}, which its"
+                               f" operation does not document (service/api_docs.py ERRORS): {response.text[:300]}")
+
+
 @dataclass
 class Service:
     """A running service: container, HTTP server and (optionally) worker."""
@@ -123,14 +163,21 @@ class Service:
     def client(self, account_id: uuid.UUID | None = None, sub: str = "tester") -> "AccountClient":
         account_id = account_id or uuid.uuid4()
         token = mint_token(SECRET, account_id, sub)
-        http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                            event_hooks={"response": [self.documented_errors]})
         self.clients.append(http)
         return AccountClient(http=http, account_id=account_id)
 
     def anonymous(self) -> httpx.Client:
-        http = httpx.Client(base_url=self.url, timeout=30)
+        http = httpx.Client(base_url=self.url, timeout=30, event_hooks={"response": [self.documented_errors]})
         self.clients.append(http)
         return http
+
+    @property
+    def documented_errors(self) -> DocumentedErrors:
+        if not hasattr(self, "_documented_errors"):
+            self._documented_errors = DocumentedErrors(self.url)
+        return self._documented_errors
 
     def wait_for_relay(self, timeout: float = 30) -> None:
         """Wait until the relay has published every event stored so far."""

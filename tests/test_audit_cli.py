@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 from service.embedded import EmbeddedPostgres
-from tests.support import SECRET, Service, start_service
+from tests.support import SECRET, Service, read_stream, start_service
 
 
 def _env(service: Service, database_url: str | None = None) -> dict[str, str]:
@@ -67,9 +68,25 @@ def test_events_export_writes_the_accounts_events_as_ndjson(service: Service, tm
     types = [e["type"] for e in events]
     assert types.count("contacts.contact.created.v1") == 2  # the single create and the imported contact
     assert "contacts.contact_import.completed.v1" in types
-    created = next(e for e in events if e["aggregateId"] == c["id"])
+    created = next(e for e in events if e["aggregateid"] == c["id"])
     assert created["data"]["firstName"] == "Audit" and created["actor"] == "exporter"
-    assert [e["position"] for e in events] == sorted(e["position"] for e in events)
+    assert [e["sequence"] for e in events] == sorted(e["sequence"] for e in events)
+    # The stream's CloudEvent: the same attributes, the same id as the NATS message of that event.
+    service.wait_for_relay()
+    subject = f"{service.settings.nats_subject_prefix}.{api.account_id}.contact.{c['id']}.created"
+    [published] = asyncio.run(read_stream(service.nats_url, service.settings.nats_stream, subject))
+    on_stream = json.loads(published.data)
+    assert set(created) == set(on_stream) and created["id"] == on_stream["id"] == published.headers["Nats-Msg-Id"]
+    assert {k: v for k, v in created.items() if k != "data"} == {k: v for k, v in on_stream.items() if k != "data"}
+    completed = next(e for e in events if e["type"] == "contacts.contact_import.completed.v1")
+    assert completed["data"]["counts"]["rows"] == 1
+    without = subprocess.run([sys.executable, "-m", "service.cli", "events", "export", "--account",
+                              str(api.account_id), "--no-personal-data"],
+                             env=_env(service, service.container.database_url), capture_output=True, text=True,
+                             timeout=120)
+    assert without.returncode == 0, without.stderr
+    assert "Audit" not in without.stdout and "712345678" not in without.stdout
+    assert [json.loads(line)["id"] for line in without.stdout.splitlines()] == [e["id"] for e in events]
 
 
 def test_events_export_to_standard_output_is_ndjson_with_the_embedded_servers(tmp_path: Path, nats_url: str) -> None:

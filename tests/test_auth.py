@@ -20,8 +20,9 @@ from tests.support import SECRET, Service
 PATH = "/api/v1/contact-lists"
 
 
+# The parametrized tokens are made at collection: an hour keeps them valid however long the run.
 def _token(secret: str = SECRET, **claims: object) -> str:
-    base = {"account_id": str(uuid.uuid4()), "sub": "u1", "exp": int(time.time()) + 60}
+    base = {"account_id": str(uuid.uuid4()), "sub": "u1", "exp": int(time.time()) + 3600}
     base.update(claims)
     return jwt.encode({k: v for k, v in base.items() if v is not None}, secret, algorithm="HS256")
 

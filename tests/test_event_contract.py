@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import uuid
+from pathlib import Path
 
 import msgspec
+import pytest
 
-from events.asyncapi import Envelope, data_schema, document, example
+from events.asyncapi import Envelope, InboundSms, data_schema, document, example
 from events.contract import EVENT_TYPES
 from tests.support import Service, read_stream
 
@@ -17,13 +21,54 @@ def test_asyncapi_document_covers_every_event_type_with_a_valid_example(service:
     doc = service.anonymous().get("/asyncapi.json").json()
     assert doc["asyncapi"].startswith("3.")
     types = {m["name"] for m in doc["components"]["messages"].values()}
-    assert types == {spec.type for spec in EVENT_TYPES.values()}
+    assert types == {spec.type for spec in EVENT_TYPES.values()} | {"inbound_sms"}
     for spec in EVENT_TYPES.values():
         sample = example(spec)
         msgspec.convert(sample, Envelope)
         msgspec.convert(sample["data"], data_schema(spec.type))
     assert "ContactCreated" in doc["components"]["schemas"]
-    assert doc == json.loads(json.dumps(document(service.settings.nats_subject_prefix), default=str))
+    settings = service.settings
+    assert doc == json.loads(json.dumps(document(settings.nats_subject_prefix, settings.nats_stream,
+                                                 settings.inbound_subject), default=str))
+
+
+def test_asyncapi_says_what_the_service_sends_and_receives() -> None:
+    doc = document()
+    actions = {name: op["action"] for name, op in doc["operations"].items()}
+    assert actions.pop("receive_inboundSms") == "receive" and set(actions.values()) == {"send"}
+    assert doc["channels"]["smsInbound"]["address"] == "sms.inbound.{accountId}"
+    assert doc["servers"]["nats"]["protocol"] == "nats" and "`CONTACTS`" in doc["servers"]["nats"]["description"]
+    assert doc["components"]["schemas"]["NatsHeaders"]["required"] == ["Nats-Msg-Id"]
+    summaries = [m["summary"] for m in doc["components"]["messages"].values()]
+    assert len(set(summaries)) == len(summaries) and not any(s.startswith("contacts.") for s in summaries)
+    for message in doc["components"]["messages"].values():
+        assert message["description"] and len(message["examples"]) == 1
+        recorded = message["examples"][0]
+        if "headers" in recorded:
+            assert recorded["headers"]["Nats-Msg-Id"] == recorded["payload"]["id"]
+    inbound = doc["components"]["messages"]["inboundSms"]["examples"][0]["payload"]
+    assert msgspec.convert(inbound, InboundSms).body == "STOP"
+
+
+def test_the_shipped_asyncapi_file_is_the_generated_document() -> None:
+    """docs/asyncapi.json is for readers without a running service; regenerate: python -m events.asyncapi."""
+    shipped = json.loads((Path(__file__).parents[1] / "docs" / "asyncapi.json").read_text())
+    assert shipped == json.loads(json.dumps(document()))
+
+
+def test_a_real_asyncapi_parser_finds_no_error() -> None:
+    """@asyncapi/parser 3 (node) validates docs/asyncapi.json: `make asyncapi-check` installs it into .tools."""
+    root = Path(__file__).parents[1]
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: the AsyncAPI parser check needs Node.js 18+ (apt-get install nodejs)")
+    if not (root / ".tools" / "node_modules" / "@asyncapi" / "parser").is_dir():
+        if shutil.which("npm") is None:
+            pytest.skip("npm is not installed: it installs @asyncapi/parser into .tools (make asyncapi-tools)")
+        installed = subprocess.run(["make", "asyncapi-tools"], cwd=root, capture_output=True, text=True, timeout=600)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+    checked = subprocess.run(["node", "scripts/asyncapi_check.mjs", "docs/asyncapi.json"], cwd=root,
+                             capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_every_published_message_matches_its_schema(service: Service) -> None:

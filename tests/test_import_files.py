@@ -16,6 +16,7 @@ from command.import_files import (
     FORMULA_STARTS, FileFormatError, FileLimits, ImportRow, UnsupportedFileError, detect_format, neutralise,
     open_rows, unneutralise,
 )
+from service.errors import status_of
 from tests.import_samples import (
     HEADERS, contact_rows, write_csv, write_xlsx, write_xlsx_shared_strings, write_zip_bomb,
 )
@@ -109,7 +110,7 @@ def test_no_phone_column_is_an_error_naming_the_headers_found(tmp_path: Path) ->
     path = csv_file(tmp_path, "Name,Numéro,Ville\nZoë,0712345678,Nairobi\n")
     with pytest.raises(FileFormatError, match="no phone column.*'Name', 'Numéro', 'Ville'") as error:
         open_rows(path, "csv")
-    assert error.value.status_code == 422
+    assert status_of(error.value) == 422 and error.value.code == "invalid_file"
     assert error.value.extra == {"headers": ["Name", "Numéro", "Ville"]}
 
 
@@ -431,7 +432,7 @@ def test_other_files_are_unsupported_saying_what_they_are(head: bytes, detected:
     with pytest.raises(UnsupportedFileError, match=detected) as error:
         detect_format(head, "contacts.xls")
     assert 'the file "contacts.xls"' in str(error.value) and "accepted: a CSV file" in str(error.value)
-    assert error.value.status_code == 415
+    assert status_of(error.value) == 415 and error.value.code == "unsupported_file"
 
 
 def test_zips_that_are_not_workbooks_are_unsupported(tmp_path: Path) -> None:
