@@ -208,7 +208,8 @@ class ContactsApplication(Application):
 
     def create_contact(self, actor: Actor, *, phone: str, region: str | None = None,
                        pii: dict[str, Any], tags: list[str], list_ids: list[UUID],
-                       is_opted_out: bool = False) -> UUID:
+                       is_opted_out: bool = False) -> Contact:
+        """A new contact (its state as stored: the caller can answer with it, no read needed)."""
         parsed = self.parse(phone, region)
         list_ids = self.check_lists(actor, list_ids)
         for _ in range(3):
@@ -221,7 +222,7 @@ class ContactsApplication(Application):
             )
             try:
                 self.save_all(contact, account_id=actor.account_id, claims=[(rid, contact_id)])
-                return contact.id
+                return contact
             except IntegrityError:
                 continue  # a concurrent claim won: check again and report who holds it
         raise ConcurrencyError("the phone number changed hands concurrently; retry the request")

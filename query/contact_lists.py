@@ -35,7 +35,7 @@ def get_contact_list(pool: ConnectionPool, account_id: UUID, list_id: UUID) -> C
 def get_contact_list_versioned(pool: ConnectionPool, account_id: UUID,
                                list_id: UUID) -> tuple[ContactListOut, int] | None:
     """A list and its aggregate version (its ETag), read together."""
-    with pool.connection() as conn:
+    with tenant_transaction(pool, account_id) as conn:
         row = conn.execute(f"SELECT {_COLUMNS}, version FROM contact_lists WHERE account_id = %s AND id = %s",
                            (account_id, list_id)).fetchone()
     return (_row(row[:-1]), row[-1]) if row else None

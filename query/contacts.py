@@ -282,7 +282,7 @@ def get_contact(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> Con
 
 def get_contact_versioned(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> tuple[ContactOut, int] | None:
     """An active contact and its aggregate version (its ETag), read together."""
-    with pool.connection() as conn:
+    with tenant_transaction(pool, account_id) as conn:
         row = conn.execute(sql.SQL("SELECT {}, c.version FROM contacts c WHERE c.account_id = %s AND c.id = %s"
                                    " AND c.deleted_at IS NULL").format(COLUMNS),
                            (account_id, contact_id)).fetchone()

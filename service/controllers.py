@@ -54,6 +54,16 @@ def _found(value: Any, what: str, ident: UUID) -> Any:
     return value
 
 
+def _created(contact: Contact) -> ContactOut:
+    """A new contact's answer from its aggregate: the row its Created event projects."""
+    pii = contact.pii
+    return ContactOut(id=contact.id, first_name=pii.get("first_name"), last_name=pii.get("last_name"),
+                      phone=pii["phone"], email=pii.get("email"), tags=list(contact.tags), notes=pii.get("notes"),
+                      is_opted_out=contact.is_opted_out, status=contact.status, invalid_reason=contact.invalid_reason,
+                      operator=contact.operator, country=contact.country, list_ids=list(contact.list_ids),
+                      created_at=contact.created_on, updated_at=contact.modified_on)
+
+
 def _tagged(found: tuple[Any, int] | None, what: str, ident: UUID, status_code: int = 200) -> Response[Any]:
     """The resource with its version as the ``ETag`` header; 404 if it is gone."""
     body, version = _found(found, what, ident)
@@ -286,13 +296,14 @@ class ContactController(Controller):
           response_headers=[ETAG_HEADER])
     def create(self, request: ActorRequest, container: Container, data: ContactCreate) -> Response[ContactOut]:
         """Create a contact (201); 422 for an invalid phone, 409 if the number is taken."""
-        contact_id = container.app.create_contact(
+        contact = container.app.create_contact(
             request.user, phone=data.phone, region=clean_region(data.region),
             pii={"first_name": clean_text(data.first_name), "last_name": clean_text(data.last_name),
                  "email": clean_email(data.email), "notes": clean_text(data.notes)},
             tags=clean_tags(data.tags), list_ids=data.list_ids, is_opted_out=data.is_opted_out)
-        return _tagged(contact_queries.get_contact_versioned(container.pool, request.user.account_id, contact_id),
-                       "contact", contact_id, status_code=201)
+        # The answer is the state just stored, as the read row holds it (one transaction wrote both):
+        # reading it back cost five statements and three round trips of every create.
+        return Response(_created(contact), status_code=201, headers={"ETag": etag(contact.version)})
 
     @patch("/{contact_id:uuid}", operation_id="updateContact",
            sync_to_thread=True, response_headers=[ETAG_HEADER])

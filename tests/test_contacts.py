@@ -28,6 +28,21 @@ def test_create_returns_201_with_e164_and_operator(service: Service) -> None:
     assert api.get("/api/v1/contact-lists").json()[0]["contactCount"] == 1
 
 
+def test_the_create_answer_is_the_contact_as_every_later_read_shows_it(service: Service) -> None:
+    """The 201 is built from the state just stored (no read-back): it must equal what GET shows, ETag included."""
+    api = service.client()
+    lists = [api.create_list("A")["id"], api.create_list("B")["id"]]
+    for body in ({"phone": "+234 803 123 4567", "firstName": "Ngozi", "tags": ["Lagos", "vip"], "listIds": lists,
+                  "email": "ngozi@example.ng", "notes": "Prefers mornings"},
+                 {"phone": "0720 123 456", "isOptedOut": True},
+                 {"phone": "+254 20 2222222"}):  # a landline: no operator, status invalid
+        created = api.post("/api/v1/contacts", json=body)
+        assert created.status_code == 201, created.text
+        shown = api.get(f"/api/v1/contacts/{created.json()['id']}")
+        assert created.json() == shown.json()
+        assert created.headers["etag"] == shown.headers["etag"] == '"1"'
+
+
 def test_phone_formats_people_write_are_accepted(service: Service) -> None:
     api = service.client()
     for raw in ("+254 712-000-001", "00254712000002", "(0712) 000 003", "254712000004"):
