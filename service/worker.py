@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from events import inbound
+from events.erasure import Eraser
 from service import import_jobs
 from service.bootstrap import Container
 from service.retention import purge_expired
@@ -50,6 +51,9 @@ class Worker:
         self.import_slots = import_slots
         self.imports_wakeup = asyncio.Event()
         self.relay = container.relay(nats_url) if nats_url else None
+        # Purged contacts are erased from the stream here, off the relay's ordered path.
+        self.eraser = Eraser(container.pool, nats_url=nats_url, database_url=container.database_url,
+                             stream=container.settings.nats_stream) if nats_url and not relay_only else None
         self.wakeup = asyncio.Event()
         self.stop = asyncio.Event()
 
@@ -169,6 +173,8 @@ class Worker:
             tasks.append(asyncio.create_task(self._relay_child()))
         elif self.relay is not None:
             tasks.append(asyncio.create_task(self.relay.run(self.stop)))
+        if self.eraser is not None:
+            tasks.append(asyncio.create_task(self.eraser.run(self.stop)))
         if self.relay is not None and not self.relay_only:
             settings = self.container.settings
             tasks.append(asyncio.create_task(inbound.consume(

@@ -134,12 +134,18 @@ class Service:
         return http
 
     def wait_for_relay(self, timeout: float = 30) -> None:
-        """Wait until the relay has published every event stored so far."""
+        """Wait until the relay has published every event stored so far, and purged contacts are erased."""
+        from events.erasure import pending
+
         head = self.container.head()
         deadline = time.monotonic() + timeout
         while self.worker.worker.relay.position() < head:
             if time.monotonic() > deadline:
                 raise AssertionError(f"relay did not reach {head}: {self.worker.worker.relay.last_error}")
+            time.sleep(0.05)
+        while pending(self.container.pool):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"erasures still pending: {self.worker.worker.eraser.last_error}")
             time.sleep(0.05)
 
     def close(self) -> None:
