@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from command import locks
 from events.contract import PII_EVENT_NAMES
-from events.nats_log import NatsErrorLog
+from events.nats_log import NatsErrorLog, server_list
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Eraser:
             seq = msg.seq + 1
 
     async def _connect(self) -> None:
-        self.nc = await nats.connect(self.nats_url, connect_timeout=2, allow_reconnect=True,
+        self.nc = await nats.connect(server_list(self.nats_url), connect_timeout=2, allow_reconnect=True,
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                      error_cb=NatsErrorLog("eraser").report)
         self.js = self.nc.jetstream()

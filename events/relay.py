@@ -28,7 +28,7 @@ from psycopg_pool import ConnectionPool
 from command import locks
 from events import erasure
 from events.contract import to_messages
-from events.nats_log import NatsErrorLog
+from events.nats_log import NatsErrorLog, server_list
 from projections.runner import MAX_BATCH_BYTES, bounded_limit
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class Relay:
 
     def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
                  decode: Callable[[list[Any]], list[Any]], *, nats_url: str, database_url: str, stream: str,
-                 subject_prefix: str, duplicate_window_s: int, batch_size: int = 500):
+                 subject_prefix: str, duplicate_window_s: int, batch_size: int = 500, replicas: int = 1):
         self.pool = pool
         self.select_notifications = select_notifications
         self.decode = decode
@@ -50,6 +50,7 @@ class Relay:
         self.stream = stream
         self.prefix = subject_prefix
         self.duplicate_window_s = duplicate_window_s
+        self.replicas = replicas  # CONTACTS_NATS_REPLICAS: 3 on a 3-node cluster, so the stream survives a node
         self.batch_size = batch_size
         self.nc: Any = None
         self.js: Any = None
@@ -91,7 +92,7 @@ class Relay:
     # -- NATS --------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        self.nc = await nats.connect(self.nats_url, connect_timeout=2, allow_reconnect=True,
+        self.nc = await nats.connect(server_list(self.nats_url), connect_timeout=2, allow_reconnect=True,
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                      error_cb=NatsErrorLog("relay").report)
         self.js = self.nc.jetstream()
@@ -99,7 +100,7 @@ class Relay:
         await self.acks.start()
         await asyncio.to_thread(self._ensure_erasures)
         config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"], storage=StorageType.FILE,
-                              duplicate_window=float(self.duplicate_window_s))
+                              duplicate_window=float(self.duplicate_window_s), num_replicas=self.replicas)
         try:
             await self.js.stream_info(self.stream)  # exists: keep the operator's limits
         except nats.js.errors.NotFoundError:

@@ -301,6 +301,8 @@ async def _check_nats(url: str) -> str:
     import nats
     from urllib.parse import urlsplit
 
+    from events.nats_log import server_list
+
     address = urlsplit(url.split(",")[0])
     try:
         # A plain TCP connect first: nats-py's connect to a closed port retries until the
@@ -312,7 +314,7 @@ async def _check_nats(url: str) -> str:
     except (OSError, asyncio.TimeoutError) as exc:
         return f"unavailable: {type(exc).__name__}"
     try:
-        nc = await asyncio.wait_for(nats.connect(url, connect_timeout=1, allow_reconnect=False,
+        nc = await asyncio.wait_for(nats.connect(server_list(url), connect_timeout=1, allow_reconnect=False,
                                                  max_reconnect_attempts=0, error_cb=_quiet), timeout=2)
         await nc.close()
         return "ok"

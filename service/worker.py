@@ -179,7 +179,7 @@ class Worker:
             settings = self.container.settings
             tasks.append(asyncio.create_task(inbound.consume(
                 self.container, self.relay.nats_url, settings.inbound_subject, f"{settings.nats_stream}_INBOUND",
-                self.stop)))
+                self.stop, settings.nats_replicas)))
         self._wake()
         try:
             await self.stop.wait()
@@ -227,4 +227,5 @@ def relay_env(container: Container, nats_url: str) -> dict[str, str]:
             "CONTACTS_NATS_STREAM": settings.nats_stream,
             "CONTACTS_NATS_SUBJECT_PREFIX": settings.nats_subject_prefix,
             "CONTACTS_NATS_DUPLICATE_WINDOW_S": str(settings.nats_duplicate_window_s),
+            "CONTACTS_NATS_REPLICAS": str(settings.nats_replicas),
             "CONTACTS_DB_POOL_SIZE": str(settings.db_pool_size)}

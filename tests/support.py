@@ -196,7 +196,7 @@ async def read_stream(nats_url: str, stream: str, subject: str = ">", expect: in
     """Every message of the stream matching ``subject`` (waits for ``expect`` of them)."""
     import nats
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))  # one server, or a cluster's
     try:
         js = nc.jetstream()
         deadline = time.monotonic() + timeout
