@@ -104,7 +104,7 @@ def cmd_floor_serve(args: argparse.Namespace) -> None:
 
 
 #: Benchmarks that parse their own arguments: ``python -m bench imports …`` runs ``bench.imports.main``.
-STANDALONE = {"imports": "bench.imports", "writes": "bench.writes", "suite": "bench.suite",
+STANDALONE = {"imports": "bench.imports", "writes": "bench.writes", "suite": "bench.suite", "erasure": "bench.erasure",
               "report": "bench.report"}
 
 
@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", help="run only cases whose name contains this text (results not written)")
     p.set_defaults(func=cmd_alternatives)
     sub.add_parser("imports", help="imports and exports through the running service (bench/imports.py)", add_help=False)
+    sub.add_parser("erasure", help="another account's events while 10,000 purged contacts are erased (bench/erasure.py)",
+                   add_help=False)
     sub.add_parser("writes", help="single-contact writes from concurrent locust clients, read-your-writes, lag",
                    add_help=False)
     sub.add_parser("suite", help="every benchmark, figures in bench/results/suite.json (make bench)", add_help=False)

@@ -112,3 +112,15 @@ CREATE TABLE IF NOT EXISTS relay_tracking (
     position    bigint NOT NULL DEFAULT 0,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Purged contacts whose messages the eraser still has to delete from the NATS stream
+-- (events/erasure.py): the relay queues them in order, the eraser drains them beside it.
+CREATE TABLE IF NOT EXISTS pending_erasures (
+    position    bigint NOT NULL,       -- the Purged event's notification id: drained in this order
+    stem        text PRIMARY KEY,      -- <prefix>.<account>.contact.<id>: the subjects to erase
+    subject     text NOT NULL,         -- of the contact.purged message, published when erased
+    msg_id      text NOT NULL,
+    payload     bytea NOT NULL,        -- the message itself (no personal field: a purge has none)
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS pending_erasures_position ON pending_erasures (position);

@@ -69,7 +69,9 @@ async def tail(nats_url: str, stream: str, subject: str, durable: str | None, li
     """Follow the stream (a durable consumer resumes where it stopped) and print one line per event."""
     import nats
 
-    nc = await nats.connect(nats_url)
+    from events.nats_log import server_list
+
+    nc = await nats.connect(server_list(nats_url))
     js = nc.jetstream()
     sub = await js.pull_subscribe(subject, durable=durable, stream=stream)
     seen = 0

@@ -28,7 +28,7 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 
 from command.optout import opt_out_by_sms
-from events.nats_log import NatsErrorLog, describe
+from events.nats_log import NatsErrorLog, describe, server_list
 
 log = logging.getLogger(__name__)
 DURABLE = "contacts-optout"
@@ -41,12 +41,12 @@ class InboundSms(msgspec.Struct, rename="camel"):
 
 
 async def consume(container: Any, nats_url: str, subject_prefix: str, stream_name: str,
-                  stop: asyncio.Event) -> None:
+                  stop: asyncio.Event, replicas: int = 1) -> None:
     """Opt out contacts from inbound STOP messages until ``stop`` is set (reconnects as needed)."""
     while not stop.is_set():
         nc = sub = None
         try:
-            nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=-1,
+            nc = await nats.connect(server_list(nats_url), connect_timeout=2, max_reconnect_attempts=-1,
                                     error_cb=NatsErrorLog("inbound SMS consumer").report)
             js = nc.jetstream()
             subjects = f"{subject_prefix}.>"
@@ -54,7 +54,7 @@ async def consume(container: Any, nats_url: str, subject_prefix: str, stream_nam
                 stream = await js.find_stream_name_by_subject(f"{subject_prefix}.x")
             except nats.js.errors.NotFoundError:
                 await js.add_stream(StreamConfig(name=stream_name, subjects=[subjects],
-                                                 retention=RetentionPolicy.WORK_QUEUE))
+                                                 retention=RetentionPolicy.WORK_QUEUE, num_replicas=replicas))
                 stream = stream_name
             if stream != stream_name:
                 await _warn_if_kept_forever(js, stream)

@@ -8,6 +8,15 @@ import time
 log = logging.getLogger(__name__)
 
 
+def server_list(url: str) -> list[str]:
+    """``CONTACTS_NATS_URL`` may name several servers of a cluster, comma-separated: nats-py wants a list.
+
+    A single URL would do once connected (the servers announce each other), but not to
+    connect while that one server is down.
+    """
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 class NatsErrorLog:
     """``report`` is nats-py's ``error_cb``: the default logs a full traceback per reconnect attempt (twice a second).
 

@@ -5,6 +5,11 @@ The relay reads the notification log after its checkpoint, publishes a batch wit
 duplicate window), waits for every ack, and only then moves its checkpoint in
 PostgreSQL. A crash between publish and checkpoint republishes the batch, which the
 stream deduplicates. NATS being down only delays the relay: API writes never touch NATS.
+
+A ``contact.purged`` message is the one exception: the relay queues it in
+``pending_erasures`` with its checkpoint, and the worker's eraser publishes it once it
+has deleted that contact's personal messages from the stream (events/erasure.py), out
+of the ordered path that every account's events share.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from nats.js.api import StorageType, StreamConfig
 from psycopg_pool import ConnectionPool
 
 from command import locks
-from events.contract import PII_EVENT_NAMES, to_messages
-from events.nats_log import NatsErrorLog
 from command.notification_log import LogFollower
 from command.unit_of_work import wait_for_flush
+from events import erasure
+from events.contract import to_messages
+from events.nats_log import NatsErrorLog, server_list
 
 log = logging.getLogger(__name__)
 RELAY_NAME = "nats_relay"
@@ -35,7 +41,7 @@ class Relay:
 
     def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
                  decode: Callable[[list[Any]], list[Any]], *, nats_url: str, database_url: str, stream: str,
-                 subject_prefix: str, duplicate_window_s: int, batch_size: int = 500):
+                 subject_prefix: str, duplicate_window_s: int, batch_size: int = 500, replicas: int = 1):
         self.pool = pool
         self.follower = LogFollower(pool, select_notifications, batch_size)
         self.decode = decode
@@ -45,6 +51,7 @@ class Relay:
         self.stream = stream
         self.prefix = subject_prefix
         self.duplicate_window_s = duplicate_window_s
+        self.replicas = replicas  # CONTACTS_NATS_REPLICAS: 3 on a 3-node cluster, so the stream survives a node
         self.nc: Any = None
         self.js: Any = None
         self.acks: AckWindow | None = None
@@ -70,22 +77,27 @@ class Relay:
         with self.pool.connection() as conn:
             wait_for_flush(conn)
 
-    def _checkpoint(self, position: int) -> None:
-        with self.pool.connection() as conn:
+    def _checkpoint(self, position: int, erasures: list[tuple[int, Any]] | None = None) -> None:
+        """Move past ``position``; queue the erasures met on the way in the same transaction."""
+        with self.pool.connection() as conn, conn.transaction():
+            if erasures:
+                erasure.record(conn, erasures)
             conn.execute("INSERT INTO relay_tracking (name, position) VALUES (%s, %s) ON CONFLICT (name)"
                          " DO UPDATE SET position = EXCLUDED.position, updated_at = now()", (RELAY_NAME, position))
+        if erasures:
+            erasures.clear()  # queued for good
 
     # -- NATS --------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        self.nc = await nats.connect(self.nats_url, connect_timeout=2, allow_reconnect=True,
+        self.nc = await nats.connect(server_list(self.nats_url), connect_timeout=2, allow_reconnect=True,
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                      error_cb=NatsErrorLog("relay").report)
         self.js = self.nc.jetstream()
         self.acks = AckWindow(self.nc)
         await self.acks.start()
         config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"], storage=StorageType.FILE,
-                              duplicate_window=float(self.duplicate_window_s))
+                              duplicate_window=float(self.duplicate_window_s), num_replicas=self.replicas)
         try:
             await self.js.stream_info(self.stream)  # exists: keep the operator's limits
         except nats.js.errors.NotFoundError:
@@ -116,54 +128,29 @@ class Relay:
                 return total
             await asyncio.to_thread(self._wait_durable)
             acks = self.acks
+            erasures: list[tuple[int, Any]] = []  # (position, contact.purged message) for the eraser
             for group in _groups(notifications):
                 notification = group[-1]
-                for m in await asyncio.to_thread(self._messages, group):
+                for position, m in await asyncio.to_thread(self._messages, group):
                     if m.erases:
-                        # Erasure: first wait for what is in flight, then remove every
-                        # message of this contact that carried personal data.
-                        await acks.settle()
-                        await self._erase_contact(m.erases)
+                        # Not published here: queued with the checkpoint, after the acks of
+                        # everything before it, for the eraser (events/erasure.py).
+                        erasures.append((position, m))
+                        continue
                     await acks.publish(m.subject, m.payload, m.msg_id)
                     total += 1
                 if acks.in_flight >= window:
                     await acks.settle()
-                    await asyncio.to_thread(self._checkpoint, notification.id)
+                    await asyncio.to_thread(self._checkpoint, notification.id, erasures)
             await acks.settle()
-            await asyncio.to_thread(self._checkpoint, notifications[-1].id)
+            await asyncio.to_thread(self._checkpoint, notifications[-1].id, erasures)
             self.published_total = total
 
-    def _messages(self, notifications: list[Any]) -> list[Any]:
+    def _messages(self, notifications: list[Any]) -> list[tuple[int, Any]]:
         messages = []
         for n, event in zip(notifications, self.decode(notifications)):
-            messages.extend(to_messages(event, n.id, self.prefix))
+            messages.extend((n.id, m) for m in to_messages(event, n.id, self.prefix))
         return messages
-
-    async def _erase_contact(self, contact_subject: str) -> None:
-        """Securely delete every message of a contact that carries personal fields.
-
-        A purge (``purge_stream``) only hides messages: their bytes stay in the
-        stream's block files until compaction. A message delete without ``no_erase``
-        overwrites the message with random bytes, so each message is found and deleted
-        one by one. Cost per contact: one get and one delete for each of its created
-        and updated messages, plus one get per subject that finds nothing (one update:
-        six requests). The deletes dominate: about 9 ms each against a local
-        nats-server on a disk (the server writes the overwrite through; sending them
-        concurrently gained nothing), so a bulk purge of 10,000 contacts holds the
-        relay for about three minutes where a purge took ten seconds.
-        """
-        for event_name in PII_EVENT_NAMES:
-            await self._erase_subject(f"{contact_subject}.{event_name}")
-
-    async def _erase_subject(self, subject: str) -> None:
-        seq = 1
-        while True:
-            try:  # the first message on the subject at or after seq, found by the stream's subject index
-                msg = await self.js.get_msg(self.stream, seq=seq, subject=subject, next=True)
-            except nats.js.errors.NotFoundError:
-                return
-            await self.js.delete_msg(self.stream, msg.seq)  # nats-py sends no "no_erase": a secure erase
-            seq = msg.seq + 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay while this process holds the relay lock; stand by while another does.

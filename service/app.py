@@ -177,6 +177,9 @@ class Metrics:
                                  registry=self.registry)
         self.head = Gauge("contacts_event_store_head", "Last notification id in the event store",
                           registry=self.registry)
+        self.pending_erasures = Gauge("contacts_pending_erasures",
+                                      "Purged contacts whose messages are not yet erased from NATS"
+                                      " (their contact.purged is published when they are)", registry=self.registry)
         self.database_up = Gauge("contacts_database_up", "1 if the last scrape could read the database, else 0",
                                  registry=self.registry)
 
@@ -189,7 +192,7 @@ class Metrics:
             # An outage is when the request metrics matter most: a failed scrape would lose them.
             log.warning("metrics: the database is unavailable (%s); lags reported as NaN", type(exc).__name__)
             self.database_up.set(0)
-            for gauge in (self.head, self.projection_lag, self.quarantined, self.relay_lag):
+            for gauge in (self.head, self.projection_lag, self.quarantined, self.relay_lag, self.pending_erasures):
                 gauge.set(float("nan"))
         return generate_latest(self.registry)
 
@@ -200,10 +203,13 @@ class Metrics:
             quarantined = conn.execute("SELECT count(*) FROM projection_quarantine").fetchone()[0]
             relayed = conn.execute("SELECT position FROM relay_tracking WHERE name = 'nats_relay'").fetchone() \
                 if conn.execute("SELECT to_regclass('relay_tracking')").fetchone()[0] else None
+            erasing = conn.execute("SELECT count(*) FROM pending_erasures").fetchone()[0] \
+                if conn.execute("SELECT to_regclass('pending_erasures')").fetchone()[0] else 0
         self.head.set(head)
         self.projection_lag.set(max(head - projected, 0))
         self.quarantined.set(quarantined)
         self.relay_lag.set(max(head - (relayed[0] if relayed else 0), 0))
+        self.pending_erasures.set(erasing)
 
     def middleware(self, app: Any) -> Any:
         async def timed(scope: Any, receive: Any, send: Any) -> None:
@@ -330,6 +336,8 @@ async def _check_nats(url: str) -> str:
     import nats
     from urllib.parse import urlsplit
 
+    from events.nats_log import server_list
+
     address = urlsplit(url.split(",")[0])
     try:
         # A plain TCP connect first: nats-py's connect to a closed port retries until the
@@ -341,7 +349,7 @@ async def _check_nats(url: str) -> str:
     except (OSError, asyncio.TimeoutError) as exc:
         return f"unavailable: {type(exc).__name__}"
     try:
-        nc = await asyncio.wait_for(nats.connect(url, connect_timeout=1, allow_reconnect=False,
+        nc = await asyncio.wait_for(nats.connect(server_list(url), connect_timeout=1, allow_reconnect=False,
                                                  max_reconnect_attempts=0, error_cb=_quiet), timeout=2)
         await nc.close()
         return "ok"

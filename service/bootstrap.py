@@ -57,7 +57,7 @@ class Container:
         return Relay(self.pool, self.app.recorder.select_notifications, self.app.decode,
                      nats_url=nats_url, database_url=self.database_url, stream=self.settings.nats_stream,
                      subject_prefix=self.settings.nats_subject_prefix,
-                     duplicate_window_s=self.settings.nats_duplicate_window_s)
+                     duplicate_window_s=self.settings.nats_duplicate_window_s, replicas=self.settings.nats_replicas)
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0

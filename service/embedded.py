@@ -259,6 +259,8 @@ class EmbeddedPostgres:
             conn.execute("SELECT pg_reload_conf()")
 
     def stop(self, mode: str = "fast") -> None:
+        if self.run_as is None and os.name == "posix" and os.geteuid() == 0:
+            self.run_as = "embedded_postgres"  # as start() ran it (pg_ctl refuses root), here without a start
         if self._running():
             try:
                 self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"])

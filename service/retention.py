@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from command.context import Actor
+from service import logs
 from service.bootstrap import Container
 
 log = logging.getLogger(__name__)
@@ -28,5 +29,6 @@ def purge_expired(container: Container, now: datetime) -> int:
             by_account.setdefault(account_id, []).append(contact_id)
         for account_id, ids in by_account.items():
             actor = Actor.system(account_id, request_id=f"retention:{now.date().isoformat()}")
-            total += container.app.purge(actor, ids)
+            with logs.bound(request_id=actor.request_id, account_id=account_id, actor=actor.sub):
+                total += container.app.purge(actor, ids)
         log.info("retention: purged %d contacts trashed before %s", total, cutoff.isoformat())

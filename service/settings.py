@@ -36,6 +36,7 @@ class Settings:
     nats_stream: str = "CONTACTS"
     nats_subject_prefix: str = "contacts"
     nats_duplicate_window_s: int = 24 * 3600
+    nats_replicas: int = 1
     db_pool_size: int = 10
     db_timeout_s: int = 2
     import_max_bytes: int = 200 * 1024 * 1024
@@ -74,6 +75,7 @@ class Settings:
             nats_stream=_env("NATS_STREAM", "CONTACTS"),
             nats_subject_prefix=_env("NATS_SUBJECT_PREFIX", "contacts"),
             nats_duplicate_window_s=int(_env("NATS_DUPLICATE_WINDOW_S", str(24 * 3600))),
+            nats_replicas=int(_env("NATS_REPLICAS", "1")),
             db_pool_size=int(_env("DB_POOL_SIZE", "10")),
             db_timeout_s=int(_env("DB_TIMEOUT_S", "2")),
             import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(200 * 1024 * 1024))),

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from events import inbound
+from events.erasure import Eraser
 from service import import_jobs
 from service.bootstrap import Container
 from service.retention import purge_expired
@@ -51,6 +52,9 @@ class Worker:
         self.import_slots = import_slots
         self.imports_wakeup = asyncio.Event()
         self.relay = container.relay(nats_url) if nats_url else None
+        # Purged contacts are erased from the stream here, off the relay's ordered path.
+        self.eraser = Eraser(container.pool, nats_url=nats_url, database_url=container.database_url,
+                             stream=container.settings.nats_stream) if nats_url and not relay_only else None
         self.stop = asyncio.Event()
 
     async def _listen(self) -> None:
@@ -157,11 +161,13 @@ class Worker:
             tasks.append(asyncio.create_task(self._relay_child()))
         elif self.relay is not None:
             tasks.append(asyncio.create_task(self.relay.run(self.stop)))
+        if self.eraser is not None:
+            tasks.append(asyncio.create_task(self.eraser.run(self.stop)))
         if self.relay is not None and not self.relay_only:
             settings = self.container.settings
             tasks.append(asyncio.create_task(inbound.consume(
                 self.container, self.relay.nats_url, settings.inbound_subject, f"{settings.nats_stream}_INBOUND",
-                self.stop)))
+                self.stop, settings.nats_replicas)))
         self._wake()
         try:
             await self.stop.wait()
@@ -209,4 +215,5 @@ def relay_env(container: Container, nats_url: str) -> dict[str, str]:
             "CONTACTS_NATS_STREAM": settings.nats_stream,
             "CONTACTS_NATS_SUBJECT_PREFIX": settings.nats_subject_prefix,
             "CONTACTS_NATS_DUPLICATE_WINDOW_S": str(settings.nats_duplicate_window_s),
+            "CONTACTS_NATS_REPLICAS": str(settings.nats_replicas),
             "CONTACTS_DB_POOL_SIZE": str(settings.db_pool_size)}

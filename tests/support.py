@@ -180,12 +180,18 @@ class Service:
         return self._documented_errors
 
     def wait_for_relay(self, timeout: float = 30) -> None:
-        """Wait until the relay has published every event stored so far."""
+        """Wait until the relay has published every event stored so far, and purged contacts are erased."""
+        from events.erasure import pending
+
         head = self.container.head()
         deadline = time.monotonic() + timeout
         while self.worker.worker.relay.position() < head:
             if time.monotonic() > deadline:
                 raise AssertionError(f"relay did not reach {head}: {self.worker.worker.relay.last_error}")
+            time.sleep(0.05)
+        while pending(self.container.pool):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"erasures still pending: {self.worker.worker.eraser.last_error}")
             time.sleep(0.05)
 
     def close(self) -> None:
@@ -236,7 +242,7 @@ async def read_stream(nats_url: str, stream: str, subject: str = ">", expect: in
     """Every message of the stream matching ``subject`` (waits for ``expect`` of them)."""
     import nats
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))  # one server, or a cluster's
     try:
         js = nc.jetstream()
         deadline = time.monotonic() + timeout

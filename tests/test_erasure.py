@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from events.contract import changed_fields
+from events.erasure import Eraser, pending
 from service.embedded import EmbeddedNats
-from tests.support import pg_dump, read_stream, start_service
+from tests.support import ThreadedWorker, pg_dump, read_stream, start_service
 
 SECRETS = {
     "firstName": "Zebulonius", "lastName": "Quixotabyte", "email": "zq.erasure@example.org",
@@ -120,3 +124,60 @@ def test_purged_contact_leaves_no_personal_data_in_the_nats_store_files(fresh_da
     finally:
         svc.close()
         server.stop()
+
+
+def _relayed(svc: Any) -> None:
+    """Until the relay's checkpoint reaches the head (erasures may still be pending)."""
+    head = svc.container.head()
+    deadline = time.monotonic() + 30
+    while svc.worker.worker.relay.position() < head:
+        assert time.monotonic() < deadline, svc.worker.worker.relay.last_error
+        time.sleep(0.05)
+
+
+async def _drain(eraser: Eraser) -> int:
+    await eraser._connect()
+    try:
+        return await eraser.erase_pending()
+    finally:
+        await eraser.close()
+
+
+def test_a_bulk_purge_holds_back_no_other_account_and_is_erased_by_its_own_job(fresh_database: str,
+                                                                               nats_url: str) -> None:
+    """The relay queues purges and moves on; the eraser deletes, then publishes each ``purged``."""
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    worker = ThreadedWorker(svc.container, nats_url)
+    worker.worker.eraser = None  # held back, as if erasing were slow: the queue fills
+    svc.worker = worker.start()
+    try:
+        purging, other = svc.client(), svc.client()
+        ids = [purging.create_contact(f"07450{i:05d}", firstName=f"Purgeable{i}", tags=[f"gone-{i}"])["id"]
+               for i in range(20)]
+        assert purging.post("/api/v1/contacts/bulk-delete", json={"ids": ids}).status_code == 200
+        assert purging.delete_json("/api/v1/contacts/trash", {"ids": ids}).json() == {"purged": 20}
+        newcomer = other.create_contact("0722000111", firstName="Unheld")
+        _relayed(svc)
+        prefix, stream = svc.settings.nats_subject_prefix, svc.settings.nats_stream
+        assert pending(svc.container.pool) == 20
+        # The other account's event went out at once, behind 20 purges nobody has erased yet.
+        mine = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{other.account_id}.>", expect=1))
+        assert [json.loads(m.data)["aggregateid"] for m in mine] == [newcomer["id"]]
+        theirs = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{purging.account_id}.>"))
+        kinds = Counter(m.subject.rsplit(".", 1)[1] for m in theirs)
+        assert kinds == {"created": 20, "trashed": 20}  # not erased yet, and so no "purged" either
+
+        eraser = Eraser(svc.container.pool, nats_url=nats_url, database_url=fresh_database, stream=stream)
+        assert asyncio.run(_drain(eraser)) == 20
+        assert pending(svc.container.pool) == 0
+        theirs = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{purging.account_id}.>"))
+        assert Counter(m.subject.rsplit(".", 1)[1] for m in theirs) == {"trashed": 20, "purged": 20}
+        assert b"Purgeable" not in b"".join(m.data for m in theirs)
+        for contact_id in ids:  # per contact, in order: trashed, then purged (done) once erased
+            versions = [json.loads(m.data)["aggregateversion"] for m in theirs if contact_id in m.subject]
+            assert versions == sorted(versions) and len(versions) == 2
+        # Done twice (a crash between the publish and the row's delete) stores nothing twice.
+        asyncio.run(_drain(eraser))
+        assert len(asyncio.run(read_stream(nats_url, stream, f"{prefix}.{purging.account_id}.>"))) == 40
+    finally:
+        svc.close()
