@@ -37,6 +37,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from service.api_docs import OPERATIONS
 from service.auth import mint_token
 from service.embedded import free_port
 from tests.support import SECRET, AccountClient, Service, new_database, start_service
@@ -174,7 +175,9 @@ def account(fuzz_service: Service) -> SeededAccount:
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 schema_for_bad_tokens = schemathesis.pytest.from_fixture("api_schema_for_bad_tokens")
-schema_examples = schemathesis.pytest.from_fixture("api_schema_examples")
+# Only operations with written request examples (service/api_docs.py): the others have none to send.
+schema_examples = schemathesis.pytest.from_fixture("api_schema_examples").include(
+    operation_id=[op_id for op_id, doc in OPERATIONS.items() if doc.request])
 if os.environ.get("CONTACTS_FUZZ_OPERATIONS"):
     schema = schema.include(operation_id_regex=os.environ["CONTACTS_FUZZ_OPERATIONS"])
     schema_examples = schema_examples.include(operation_id_regex=os.environ["CONTACTS_FUZZ_OPERATIONS"])
