@@ -17,7 +17,7 @@ from eventsourcing.persistence import IntegrityError
 
 from command.context import Actor
 from command.crypto import KeyStore, PiiMapper
-from command.domain import Contact, ContactList, check_version
+from command.domain import BulkAction, Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
@@ -264,6 +264,51 @@ class ContactsApplication(Application):
         self.get_list(actor, list_id)
         changed = [c for c in self._active_contacts(actor, contact_ids) if c.remove_from_lists(actor, [list_id])]
         return len(changed), self.save_all(*changed)
+
+    # -- bulk actions (select-all) -----------------------------------------------------------
+
+    @retry_on_conflict
+    def bulk(self, actor: Actor, action: str, params: dict[str, Any], contact_ids: list[UUID]) -> tuple[int, int]:
+        """Do ``action`` to the account's active contacts among ``contact_ids``; count those it changed."""
+        changed = self._act(actor, action, params, contact_ids)
+        return len(changed), self.save_all(*changed)
+
+    def start_bulk(self, actor: Actor, job_id: UUID, action: str, params: dict[str, Any],
+                   matched: int) -> tuple[UUID, int]:
+        """A bulk action queued as a job (its matches are already stored under ``job_id``)."""
+        if action in ("add_to_list", "remove_from_list"):
+            self.get_list(actor, UUID(params["list_id"]))
+        job = BulkAction.start(actor, action=action, params=params, matched=matched, job_id=job_id)
+        return job.id, self.save_all(job)
+
+    @retry_on_conflict
+    def bulk_step(self, actor: Actor, job_id: UUID, contact_ids: list[UUID]) -> tuple[int, int]:
+        """One step of a bulk job: the contacts' changes and the job's progress, saved together."""
+        job = self.repository.get(job_id)
+        changed = self._act(actor, job.action, job.params, contact_ids)
+        job.progress(actor, len(contact_ids), len(changed))
+        return len(changed), self.save_all(*changed, job)
+
+    def end_bulk(self, actor: Actor, job_id: UUID, failure: str | None = None) -> tuple[None, int]:
+        """Mark a bulk job completed, or failed with ``failure``."""
+        job = self.repository.get(job_id)
+        if failure is None:
+            job.complete(actor)
+        else:
+            job.fail(actor, failure)
+        return None, self.save_all(job)
+
+    def _act(self, actor: Actor, action: str, params: dict[str, Any], contact_ids: list[UUID]) -> list[Contact]:
+        """The contacts ``action`` changed (their events pending), of the account's active ones."""
+        if action in ("add_to_list", "remove_from_list"):
+            self.get_list(actor, UUID(str(params["list_id"])))
+        list_ids = [UUID(str(params["list_id"]))] if "list_id" in params else []
+        tags = list(params.get("tags", []))
+        do = {"delete": lambda c: c.trash(actor), "add_to_list": lambda c: c.add_to_lists(actor, list_ids),
+              "remove_from_list": lambda c: c.remove_from_lists(actor, list_ids),
+              "tag": lambda c: c.tag(actor, tags), "untag": lambda c: c.untag(actor, tags),
+              "opt_out": lambda c: c.opt_out(actor), "opt_in": lambda c: c.opt_in(actor)}[action]
+        return [c for c in self._active_contacts(actor, contact_ids) if do(c)]
 
     def _active_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
         for contact_id in dict.fromkeys(contact_ids):

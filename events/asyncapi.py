@@ -87,6 +87,29 @@ class ImportFailed(Data):
     reason: str
 
 
+class BulkStarted(Data):
+    """A select-all bulk action was queued as a job: its action, parameters and how many contacts matched."""
+
+    action: str
+    params: dict[str, Any]
+    matched: int
+
+
+class BulkProgress(Data):
+    """How many of the matched contacts the bulk job has processed, and how many of those it changed."""
+
+    processed: int
+    changed: int
+
+
+class BulkFailed(Data):
+    """The bulk job stopped: what it had done, and why."""
+
+    processed: int
+    changed: int
+    reason: str
+
+
 _SCHEMAS: dict[str, type[Data]] = {
     "contacts.contact_list.created.v1": ListCreated, "contacts.contact_list.updated.v1": Changes,
     "contacts.contact_list.deleted.v1": Empty, "contacts.contact.created.v1": ContactCreated,
@@ -96,6 +119,8 @@ _SCHEMAS: dict[str, type[Data]] = {
     "contacts.contact.restored.v1": Empty, "contacts.contact.purged.v1": Empty,
     "contacts.contact_import.started.v1": ImportStarted, "contacts.contact_import.progress.v1": ImportProgress,
     "contacts.contact_import.completed.v1": ImportCompleted, "contacts.contact_import.failed.v1": ImportFailed,
+    "contacts.bulk_action.started.v1": BulkStarted, "contacts.bulk_action.progress.v1": BulkProgress,
+    "contacts.bulk_action.completed.v1": BulkProgress, "contacts.bulk_action.failed.v1": BulkFailed,
 }
 
 _ACCOUNT, _LIST, _CONTACT = "7f0c2a5e-1b1d-4c8e-9a57-2b2f6f0d9a11", "0b6f2c1e-5a4d-4e3f-8c2b-1a9d8e7f6c5b", \
@@ -120,6 +145,11 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
                                                         "invalid": 20, "skipped": 30}},
     "contacts.contact_import.failed.v1": {"counts": {"read": 1000, "imported": 1000, "valid": 1000, "invalid": 0,
                                                      "skipped": 0}, "reason": "FileFormatError: line too long"},
+    "contacts.bulk_action.started.v1": {"action": "tag", "params": {"tags": ["vip"]}, "matched": 42000},
+    "contacts.bulk_action.progress.v1": {"processed": 4000, "changed": 3990},
+    "contacts.bulk_action.completed.v1": {"processed": 42000, "changed": 41870},
+    "contacts.bulk_action.failed.v1": {"processed": 4000, "changed": 3990,
+                                       "reason": "contact list 0b6f2c1e-5a4d-4e3f-8c2b-1a9d8e7f6c5b not found"},
 }
 
 
@@ -129,7 +159,7 @@ def data_schema(event_type: str) -> type[Data]:
 
 def example(spec: EventType) -> dict[str, Any]:
     """A complete example message (envelope and data) for one event type."""
-    aggregate_id = {"list": _LIST, "import": _IMPORT}.get(spec.aggregate, _CONTACT)
+    aggregate_id = {"list": _LIST, "import": _IMPORT, "bulk": _IMPORT}.get(spec.aggregate, _CONTACT)
     version = 1 if spec.name in ("created", "started") else 3  # a later event: version 3, say
     return {"specversion": "1.0", "id": event_id(UUID(aggregate_id), version), "source": SOURCE,
             "type": spec.type, "subject": f"{spec.aggregate}/{aggregate_id}", "time": "2026-11-26T10:00:00Z",

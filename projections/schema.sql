@@ -223,6 +223,22 @@ BEGIN
     END IF;
 END $$;
 
+-- Select-all bulk actions run as jobs (POST /contacts/bulk-*, list add / remove with a filter).
+CREATE TABLE IF NOT EXISTS bulk_actions (
+    id           uuid PRIMARY KEY,
+    account_id   uuid NOT NULL,
+    action       text NOT NULL,             -- delete | add_to_list | remove_from_list | tag | untag | opt_out | opt_in
+    params       jsonb NOT NULL,
+    status       text NOT NULL,             -- queued | running | completed | failed
+    matched      integer NOT NULL,
+    processed    integer NOT NULL DEFAULT 0,
+    changed      integer NOT NULL DEFAULT 0,
+    error        text,
+    created_at   timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL,
+    finished_at  timestamptz
+);
+
 -- Import jobs and their row-by-row report (row numbers and reasons, never values).
 CREATE TABLE IF NOT EXISTS imports (
     id            uuid PRIMARY KEY,

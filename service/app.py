@@ -28,6 +28,7 @@ from events.asyncapi import document as asyncapi_document
 from service.auth import JWTAuthMiddleware, TokenVerifier, echo_request_id
 from service.bootstrap import Container
 from service.etags import etag
+from service.bulk import BulkController
 from service.controllers import ContactController, ContactListController
 from service.exports import ExportController
 from service.imports import ImportController
@@ -265,7 +266,8 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
     )
     # The bearer requirement is documented on the API routes only: the operations routes are public.
     api = Router("/", security=[{"bearer": []}],
-                 route_handlers=[ContactListController, ContactController, ExportController, ImportController])
+                 route_handlers=[ContactListController, ContactController, ExportController, ImportController,
+                                 BulkController])
     return Litestar(
         route_handlers=[api, health, ready, metrics_endpoint, asyncapi],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},
