@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from psycopg.sql import SQL, Identifier
 
 from command.context import Actor
 from command.crypto import KeyStore, PiiMapper
@@ -311,10 +312,49 @@ class ContactsApplication(Application):
         return [c for c in self._active_contacts(actor, contact_ids) if do(c)]
 
     def _active_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
-        for contact_id in dict.fromkeys(contact_ids):
-            contact = self._get(Contact, contact_id)
-            if contact is not None and contact.account_id == actor.account_id and contact.is_active:
+        for contact in self._load_contacts(list(dict.fromkeys(contact_ids))).values():
+            if contact.account_id == actor.account_id and contact.is_active:
                 yield contact
+
+    def _load_contacts(self, contact_ids: list[UUID]) -> dict[UUID, Contact]:
+        """Many contacts at once: each import batch holding their creations is decoded once, not once per
+        contact (a bulk action over 5,000 imported contacts ran at 16 contacts/s loading them one by one),
+        and their keys are fetched in one query."""
+        with self.keys.pool.connection() as conn:
+            origins = dict(((r[0], (r[1], r[2])) for r in conn.execute(
+                "SELECT contact_id, import_id, import_version FROM contact_origins WHERE contact_id = ANY(%s)",
+                (contact_ids,))))
+        batches: dict[tuple[UUID, int], dict[UUID, Any]] = {}
+        found: dict[UUID, Contact] = {}
+        with self.keys.batch(contact_ids):
+            own = self._own_events(contact_ids)
+            for contact_id in contact_ids:
+                contact = None
+                if contact_id in origins:
+                    if origins[contact_id] not in batches:
+                        import_id, version = origins[contact_id]
+                        batch = next(iter(self.events.get(import_id, gt=version - 1, lte=version)))
+                        batches[origins[contact_id]] = {e.originator_id: e for e in batch.created_events()}
+                    contact = batches[origins[contact_id]][contact_id].mutate(None)
+                contact = _mutate_all(contact, own.get(contact_id, []))
+                if isinstance(contact, Contact):
+                    found[contact_id] = contact
+        return found
+
+    def _own_events(self, contact_ids: list[UUID]) -> dict[UUID, list[Any]]:
+        """Each aggregate's own stored events, in order, in one query (not one per aggregate)."""
+        table = SQL("{}.{}").format(Identifier(self.recorder.datastore.schema),
+                                    Identifier(self.recorder.events_table_name))
+        with self.keys.pool.connection() as conn:
+            rows = conn.execute(SQL("SELECT originator_id, originator_version, topic, state FROM {}"
+                                    " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+                                    ).format(table), (contact_ids,)).fetchall()
+        own: dict[UUID, list[Any]] = {}
+        for originator_id, version, topic, state in rows:
+            stored = StoredEvent(originator_id=originator_id, originator_version=version, topic=topic,
+                                 state=bytes(state))
+            own.setdefault(originator_id, []).append(self.mapper.to_domain_event(stored))
+        return own
 
     def _trashed_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
         for contact_id in dict.fromkeys(contact_ids):
