@@ -222,8 +222,17 @@ class LeanClient:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def get(self, path: str, params: dict[str, str] | None = None) -> tuple[int, bytes]:
-        self.conn.request("GET", path + ("?" + urlencode(params) if params else ""), headers=self.headers)
-        response = self.conn.getresponse()
+        target = path + ("?" + urlencode(params) if params else "")
+        try:
+            self.conn.request("GET", target, headers=self.headers)
+            response = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # The server closed the idle connection (uvicorn's 5 s keep-alive), as it does while a
+            # cursor case is set up by a slow deep offset page: connect again, once.
+            self.conn.close()
+            self.conn.connect()
+            self.conn.request("GET", target, headers=self.headers)
+            response = self.conn.getresponse()
         return response.status, response.read()
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from eventsourcing.persistence import IntegrityError
 
 from command.context import Actor
 from command.crypto import KeyStore, PiiMapper
-from command.domain import Contact, ContactList, check_version
+from command.domain import BulkAction, Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
@@ -276,19 +276,84 @@ class ContactsApplication(Application):
         self.save_all(*changed)
         return len(changed)
 
+    # -- bulk actions (select-all) -----------------------------------------------------------
+
+    @retry_on_conflict
+    def bulk(self, actor: Actor, action: str, params: dict[str, Any], contact_ids: list[UUID]) -> int:
+        """Do ``action`` to the account's active contacts among ``contact_ids``; count those it changed."""
+        changed = self._act(actor, action, params, contact_ids)
+        self.save_all(*changed)
+        return len(changed)
+
+    def start_bulk(self, actor: Actor, job_id: UUID, action: str, params: dict[str, Any], matched: int) -> UUID:
+        """A bulk action queued as a job (its matches are already stored under ``job_id``)."""
+        if action in ("add_to_list", "remove_from_list"):
+            self.get_list(actor, UUID(params["list_id"]))
+        job = BulkAction.start(actor, action=action, params=params, matched=matched, job_id=job_id)
+        self.save_all(job)
+        return job.id
+
+    @retry_on_conflict
+    def bulk_step(self, actor: Actor, job_id: UUID, contact_ids: list[UUID]) -> int:
+        """One step of a bulk job: the contacts' changes and the job's progress, saved together."""
+        job = self.repository.get(job_id)
+        changed = self._act(actor, job.action, job.params, contact_ids)
+        job.progress(actor, len(contact_ids), len(changed))
+        self.save_all(*changed, job)
+        return len(changed)
+
+    def end_bulk(self, actor: Actor, job_id: UUID, failure: str | None = None) -> None:
+        """Mark a bulk job completed, or failed with ``failure``."""
+        job = self.repository.get(job_id)
+        if failure is None:
+            job.complete(actor)
+        else:
+            job.fail(actor, failure)
+        self.save_all(job)
+
+    def _act(self, actor: Actor, action: str, params: dict[str, Any], contact_ids: list[UUID]) -> list[Contact]:
+        """The contacts ``action`` changed (their events pending), of the account's active ones."""
+        if action in ("add_to_list", "remove_from_list"):
+            self.get_list(actor, UUID(str(params["list_id"])))
+        list_ids = [UUID(str(params["list_id"]))] if "list_id" in params else []
+        tags = list(params.get("tags", []))
+        do = {"delete": lambda c: c.trash(actor), "add_to_list": lambda c: c.add_to_lists(actor, list_ids),
+              "remove_from_list": lambda c: c.remove_from_lists(actor, list_ids),
+              "tag": lambda c: c.tag(actor, tags), "untag": lambda c: c.untag(actor, tags),
+              "opt_out": lambda c: c.opt_out(actor), "opt_in": lambda c: c.opt_in(actor)}[action]
+        return [c for c in self._active_contacts(actor, contact_ids) if do(c)]
+
     def _active_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> list[Contact]:
-        return [c for c in self._contacts(contact_ids) if c.account_id == actor.account_id and c.is_active]
+        return [c for c in self._load_contacts(contact_ids) if c.account_id == actor.account_id and c.is_active]
 
     def _trashed_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> list[Contact]:
-        return [c for c in self._contacts(contact_ids) if c.account_id == actor.account_id
+        return [c for c in self._load_contacts(contact_ids) if c.account_id == actor.account_id
                 and c.deleted_at is not None and not c.is_purged]
 
-    def _contacts(self, contact_ids: Iterable[UUID]) -> Iterable[Contact]:
-        """The contacts that exist among ``contact_ids`` (their keys fetched in one query)."""
+    def _load_contacts(self, contact_ids: Iterable[UUID]) -> list[Contact]:
+        """The contacts that exist among ``contact_ids``, loaded together: each import batch holding their
+        creations is decoded once, not once per contact (a bulk action over 5,000 imported contacts ran at
+        16 contacts/s loading them one by one), and their keys and own events come in one query each."""
         ids = list(dict.fromkeys(contact_ids))
+        origins = self.recorder.origins(ids)
+        batches: dict[tuple[UUID, int], dict[UUID, Any]] = {}
+        found: list[Contact] = []
         with self.keys.batch(ids):
-            found = [self._get(Contact, contact_id) for contact_id in ids]
-        return [contact for contact in found if contact is not None]
+            own: dict[UUID, list[Any]] = {}
+            for stored in self.recorder.events_of(ids):
+                own.setdefault(stored.originator_id, []).append(self.mapper.to_domain_event(stored))
+            for contact_id in ids:
+                contact = None
+                if contact_id in origins:
+                    if origins[contact_id] not in batches:
+                        import_id, version = origins[contact_id]
+                        batch = next(iter(self.events.get(import_id, gt=version - 1, lte=version)))
+                        batches[origins[contact_id]] = {e.originator_id: e for e in batch.created_events()}
+                    contact = batches[origins[contact_id]][contact_id].mutate(None)
+                contact = _mutate_all(contact, own.get(contact_id, []))
+                if isinstance(contact, Contact):
+                    found.append(contact)
+        return found
 
     # -- trash -------------------------------------------------------------------------------
 

@@ -227,6 +227,33 @@ class Contact(Aggregate):
         elif not opted_out and self.is_opted_out:
             self.trigger_event(self.OptedIn, **_meta(actor))
 
+    def tag(self, actor: Actor, tags: list[str]) -> bool:
+        """Add ``tags`` the contact lacks (an ``Updated`` of its tags); False if it has them all."""
+        new = [*self.tags, *(t for t in dict.fromkeys(tags) if t not in self.tags)]
+        if new == self.tags:
+            return False
+        self.update(actor, {}, {"tags": new})
+        return True
+
+    def untag(self, actor: Actor, tags: list[str]) -> bool:
+        """Remove ``tags`` (an ``Updated`` of its tags); False if it has none of them."""
+        new = [t for t in self.tags if t not in tags]
+        if new == self.tags:
+            return False
+        self.update(actor, {}, {"tags": new})
+        return True
+
+    def opt_out(self, actor: Actor, reason: str = "api") -> bool:
+        """OptOut if not opted out already; whether it changed."""
+        changed = not self.is_opted_out
+        self.set_opted_out(actor, True, reason)
+        return changed
+
+    def opt_in(self, actor: Actor) -> bool:
+        changed = self.is_opted_out
+        self.set_opted_out(actor, False)
+        return changed
+
     def trash(self, actor: Actor) -> bool:
         if not self.is_active:
             return False
@@ -334,6 +361,82 @@ class ContactImport(Aggregate):
     def fail(self, actor: Actor, reason: str) -> None:
         self.trigger_event(self.Failed, reason=reason, counts=dict(self.counts), **_meta(actor))
 
+
+class BulkAction(Aggregate):
+    """A select-all bulk action run as a job: what it does, how many contacts it matched, how far it got.
+
+    The matched contacts' ids are fixed when it starts (a snapshot kept beside the job
+    queue, not in an event); each ``Progressed`` is saved with the contacts' own events
+    of its step, so ``changed`` is exact and a resumed job carries on after it.
+    """
+
+    class Event(Aggregate.Event):
+        account_id: UUID
+        actor: str
+        request_id: str
+
+    class Started(Event, Aggregate.Created):
+        action: str                # one of BULK_ACTIONS
+        params: dict[str, Any]     # list_id (text) for list actions, tags for tag / untag
+        matched: int
+
+        def apply(self, agg: "BulkAction") -> None:
+            agg.account_id = self.account_id
+            agg.action = self.action
+            agg.params = dict(self.params)
+            agg.matched = self.matched
+            agg.processed = agg.changed = 0
+            agg.status = "queued"
+
+    class Progressed(Event):
+        processed: int
+        changed: int
+
+        def apply(self, agg: "BulkAction") -> None:
+            agg.processed, agg.changed, agg.status = self.processed, self.changed, "running"
+
+    class Completed(Event):
+        processed: int
+        changed: int
+
+        def apply(self, agg: "BulkAction") -> None:
+            agg.status = "completed"
+
+    class Failed(Event):
+        reason: str
+        processed: int
+        changed: int
+
+        def apply(self, agg: "BulkAction") -> None:
+            agg.status = "failed"
+
+    def __init__(self) -> None:
+        pass
+
+    @classmethod
+    def start(cls, actor: Actor, *, action: str, params: dict[str, Any], matched: int,
+              job_id: UUID | None = None) -> "BulkAction":
+        return cls._create(cls.Started, id=job_id or uuid4(), action=action, params=params, matched=matched,
+                           **_meta(actor))
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed")
+
+    def progress(self, actor: Actor, processed: int, changed: int) -> None:
+        self.trigger_event(self.Progressed, processed=self.processed + processed, changed=self.changed + changed,
+                           **_meta(actor))
+
+    def complete(self, actor: Actor) -> None:
+        self.trigger_event(self.Completed, processed=self.processed, changed=self.changed, **_meta(actor))
+
+    def fail(self, actor: Actor, reason: str) -> None:
+        self.trigger_event(self.Failed, reason=reason, processed=self.processed, changed=self.changed,
+                           **_meta(actor))
+
+
+#: What a bulk action can do to each matched contact.
+BULK_ACTIONS = ("delete", "add_to_list", "remove_from_list", "tag", "untag", "opt_out", "opt_in")
 
 #: The seed's import result fields, plus rows read.
 IMPORT_COUNTS = ("read", "imported", "valid", "invalid", "skipped")

@@ -18,6 +18,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier
 
 from command.ids import uuid_array
 
@@ -57,6 +58,24 @@ class ContactsRecorder(PostgresApplicationRecorder):
         """(import id, version of its batch event) of a contact created by an import."""
         row = self._one("SELECT import_id, import_version FROM contact_origins WHERE contact_id = %s", (contact_id,))
         return (row["import_id"], row["import_version"]) if row else None
+
+    def origins(self, contact_ids: list[UUID]) -> dict[UUID, tuple[UUID, int]]:
+        """``origin`` of many contacts at once (those created by an import)."""
+        with self.datastore.get_connection() as conn:
+            rows = conn.execute("SELECT contact_id, import_id, import_version FROM contact_origins"
+                                " WHERE contact_id = ANY(%s::uuid[])", (uuid_array(contact_ids),)).fetchall()
+        return {r["contact_id"]: (r["import_id"], r["import_version"]) for r in rows}
+
+    def events_of(self, aggregate_ids: list[UUID]) -> list[StoredEvent]:
+        """The stored events of many aggregates, each one's in order, in one query (not one per aggregate)."""
+        with self.datastore.get_connection() as conn:
+            rows = conn.execute(SQL("SELECT originator_id, originator_version, topic, state FROM {}.{}"
+                                    " WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id,"
+                                    " originator_version").format(Identifier(self.datastore.schema),
+                                                                  Identifier(self.events_table_name)),
+                                (uuid_array(aggregate_ids),)).fetchall()
+        return [StoredEvent(originator_id=r["originator_id"], originator_version=r["originator_version"],
+                            topic=r["topic"], state=bytes(r["state"])) for r in rows]
 
     def idempotent_import(self, account_id: UUID, key: str) -> tuple[UUID, bytes | None] | None:
         """(import id, request hash) of the import first made with this Idempotency-Key."""

@@ -91,6 +91,29 @@ class ImportFailed(Data):
     reason: str
 
 
+class BulkStarted(Data):
+    """A select-all bulk action was queued as a job: its action, parameters and how many contacts matched."""
+
+    action: str
+    params: dict[str, Any]
+    matched: int
+
+
+class BulkProgress(Data):
+    """How many of the matched contacts the bulk job has processed, and how many of those it changed."""
+
+    processed: int
+    changed: int
+
+
+class BulkFailed(Data):
+    """The bulk job stopped: what it had done, and why."""
+
+    processed: int
+    changed: int
+    reason: str
+
+
 _SCHEMAS: dict[str, type[Data]] = {
     "contacts.contact_list.created.v1": ListCreated, "contacts.contact_list.updated.v1": Changes,
     "contacts.contact_list.deleted.v1": Empty, "contacts.contact.created.v1": ContactCreated,
@@ -100,6 +123,8 @@ _SCHEMAS: dict[str, type[Data]] = {
     "contacts.contact.restored.v1": Empty, "contacts.contact.purged.v1": Empty,
     "contacts.contact_import.started.v1": ImportStarted, "contacts.contact_import.progress.v1": ImportProgress,
     "contacts.contact_import.completed.v1": ImportCompleted, "contacts.contact_import.failed.v1": ImportFailed,
+    "contacts.bulk_action.started.v1": BulkStarted, "contacts.bulk_action.progress.v1": BulkProgress,
+    "contacts.bulk_action.completed.v1": BulkProgress, "contacts.bulk_action.failed.v1": BulkFailed,
 }
 
 # One real message per type, recorded by scripts/capture_event_examples.py (subject, Nats-Msg-Id, body).
@@ -157,6 +182,18 @@ WORDS: dict[str, tuple[str, str]] = {
     "contacts.contact_import.failed.v1": (
         "An import stopped part-way", "`reason` says why; contacts stored before the failure stay stored, and"
         " `counts` say how many."),
+    "contacts.bulk_action.started.v1": (
+        "A select-all bulk action was queued as a job", "More than 1,000 contacts matched a bulk action's"
+        " `filter`: `action` (delete, add_to_list, remove_from_list, tag, untag, opt_out, opt_in), its `params`"
+        " and how many contacts `matched` when it was asked. Each changed contact also has its own event."),
+    "contacts.bulk_action.progress.v1": (
+        "A bulk job processed a step", "Running totals: `processed` of the matched contacts, `changed` of"
+        " those (a contact already in the wanted state is processed, not changed)."),
+    "contacts.bulk_action.completed.v1": (
+        "A bulk job finished", "`processed` and `changed` are the job's totals, as its resource gives them."),
+    "contacts.bulk_action.failed.v1": (
+        "A bulk job stopped part-way", "`reason` says why (the list was deleted, say); contacts changed before"
+        " stay changed, and the totals say how many."),
 }
 
 

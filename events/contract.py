@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 import msgspec
 
-from command.domain import Contact, ContactImport, ContactList
+from command.domain import BulkAction, Contact, ContactImport, ContactList
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c4f56-3c2e-4d8e-9a53-2f6f3f5b7c11")
 SOURCE = "urn:contacts-service"
 
-_CAMEL = {"first_name": "firstName", "last_name": "lastName", "list_ids": "listIds",
+_CAMEL = {"first_name": "firstName", "last_name": "lastName", "list_ids": "listIds", "list_id": "listId",
           "is_opted_out": "isOptedOut", "invalid_reason": "invalidReason"}
 # Personal fields a campaign service needs to address and personalise an SMS.
 PUBLISHED_PII = ("phone", "first_name", "last_name")
@@ -76,7 +76,8 @@ class EventType:
 
     @property
     def type(self) -> str:
-        kind = {"list": "contact_list", "import": "contact_import"}.get(self.aggregate, self.aggregate)
+        kind = {"list": "contact_list", "import": "contact_import", "bulk": "bulk_action"}.get(self.aggregate,
+                                                                                             self.aggregate)
         return f"contacts.{kind}.{self.name}.v{self.version}"
 
 
@@ -106,6 +107,13 @@ EVENT_TYPES: dict[type, EventType] = {
     ContactImport.Completed: EventType("import", "completed", 1, lambda e: {"counts": counts(e.counts)}),
     ContactImport.Failed: EventType("import", "failed", 1, lambda e: {"counts": counts(e.counts),
                                                                         "reason": e.reason}),
+    BulkAction.Started: EventType("bulk", "started", 1, lambda e: {
+        "action": e.action, "params": _camel(dict(e.params)), "matched": e.matched}),
+    BulkAction.Progressed: EventType("bulk", "progress", 1, lambda e: {"processed": e.processed, "changed": e.changed}),
+    BulkAction.Completed: EventType("bulk", "completed", 1, lambda e: {"processed": e.processed,
+                                                                       "changed": e.changed}),
+    BulkAction.Failed: EventType("bulk", "failed", 1, lambda e: {"processed": e.processed, "changed": e.changed,
+                                                                 "reason": e.reason}),
 }
 
 

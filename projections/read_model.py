@@ -17,13 +17,14 @@ from uuid import UUID
 from collections import Counter, defaultdict
 from datetime import timedelta
 from psycopg import Connection, Cursor
+from psycopg.types.json import Jsonb
 
-from command.domain import PII_FIELDS, Contact, ContactImport, ContactList
+from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
 
 log = logging.getLogger(__name__)
 NAME = "read_model"
 READ_TABLES = ("contact_lists", "contacts", "contact_list_memberships", "contact_tags", "imports",
-               "import_report_rows", "account_contact_counts", "contact_time_counts")
+               "import_report_rows", "account_contact_counts", "contact_time_counts", "bulk_actions")
 
 
 def create_tables(conn: Connection[Any]) -> None:
@@ -342,6 +343,32 @@ class ReadModelProjector:
     @apply.register
     def _(self, e: ContactImport.Failed, cur: Cursor[Any]) -> None:
         self._import_counts(cur, e, e.counts, status="failed", error=e.reason)
+
+    # -- bulk actions ------------------------------------------------------------------------
+
+    @apply.register
+    def _(self, e: BulkAction.Started, cur: Cursor[Any]) -> None:
+        cur.execute("INSERT INTO bulk_actions (id, account_id, action, params, status, matched, created_at,"
+                    " updated_at) VALUES (%s, %s, %s, %s, 'queued', %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    (e.originator_id, e.account_id, e.action, Jsonb(e.params), e.matched, e.timestamp, e.timestamp))
+
+    @apply.register
+    def _(self, e: BulkAction.Progressed, cur: Cursor[Any]) -> None:
+        self._bulk_progress(cur, e, "running")
+
+    @apply.register
+    def _(self, e: BulkAction.Completed, cur: Cursor[Any]) -> None:
+        self._bulk_progress(cur, e, "completed")
+
+    @apply.register
+    def _(self, e: BulkAction.Failed, cur: Cursor[Any]) -> None:
+        self._bulk_progress(cur, e, "failed", e.reason)
+
+    @staticmethod
+    def _bulk_progress(cur: Cursor[Any], e: Any, status: str, error: str | None = None) -> None:
+        cur.execute("UPDATE bulk_actions SET status = %s, processed = %s, changed = %s, error = %s, updated_at = %s,"
+                    " finished_at = CASE WHEN %s IN ('completed', 'failed') THEN %s END WHERE id = %s",
+                    (status, e.processed, e.changed, error, e.timestamp, status, e.timestamp, e.originator_id))
 
     @staticmethod
     def _import_counts(cur: Cursor[Any], e: Any, counts: dict[str, int], status: str | None = None,

@@ -229,6 +229,22 @@ BEGIN
     END IF;
 END $$;
 
+-- Select-all bulk actions run as jobs (POST /contacts/bulk-*, list add / remove with a filter).
+CREATE TABLE IF NOT EXISTS bulk_actions (
+    id           uuid PRIMARY KEY,
+    account_id   uuid NOT NULL,
+    action       text NOT NULL,             -- delete | add_to_list | remove_from_list | tag | untag | opt_out | opt_in
+    params       jsonb NOT NULL,
+    status       text NOT NULL,             -- queued | running | completed | failed
+    matched      integer NOT NULL,
+    processed    integer NOT NULL DEFAULT 0,
+    changed      integer NOT NULL DEFAULT 0,
+    error        text,
+    created_at   timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL,
+    finished_at  timestamptz
+);
+
 -- Import jobs and their row-by-row report (row numbers and reasons, never values).
 CREATE TABLE IF NOT EXISTS imports (
     id            uuid PRIMARY KEY,
@@ -294,7 +310,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['contacts', 'contact_list_memberships', 'contact_lists', 'contact_tags',
-                             'account_contact_counts', 'contact_time_counts', 'imports'] LOOP
+                             'account_contact_counts', 'contact_time_counts', 'imports', 'bulk_actions'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('GRANT SELECT ON %I TO contacts_reader', t);
         IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = current_schema() AND tablename = t

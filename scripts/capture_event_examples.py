@@ -2,7 +2,8 @@
 
 Runs the service on embedded PostgreSQL and NATS in a temporary directory, makes the
 requests a user would (lists, Kenyan and Nigerian contacts, a CSV import, an import that
-fails part-way, an inbound STOP, trash, restore, purge), reads the stream and keeps the
+fails part-way, an inbound STOP, trash, restore, purge, a select-all
+bulk job that completes and one that fails), reads the stream and keeps the
 first message of each type as it was published, with its subject and ``Nats-Msg-Id``.
 Subjects are shown with the default prefix ``contacts``. Run it again after changing the
 event contract: ``.venv/bin/python scripts/capture_event_examples.py``.
@@ -42,8 +43,27 @@ def _wait(condition, timeout: float = 20) -> None:  # noqa: ANN001
         time.sleep(0.1)
 
 
+def _bulk_jobs(api) -> None:  # noqa: ANN001
+    """A select-all tag over 1,001 contacts (a job that completes), and one whose list goes mid-way (fails)."""
+    promo = [{"phone": f"+2547101{i:05d}", "tags": ["promo"]} for i in range(1001)]
+    api.post("/api/v1/contacts/bulk", json={"contacts": promo})
+    job = api.post("/api/v1/contacts/bulk-tag", json={"tags": ["may-sale"], "filter": {"tags": ["promo"]}})
+    assert job.status_code == 202, job.text
+    _wait(lambda: api.get(job.headers["location"]).json()["status"] == "completed", timeout=120)
+    for _ in range(5):  # the list is deleted while the job runs: it fails, saying why
+        doomed = api.create_list("Flash sale")
+        job = api.post(f"/api/v1/contact-lists/{doomed['id']}/contacts", json={"filter": {"tags": ["promo"]}})
+        assert job.status_code == 202, job.text
+        api.delete(f"/api/v1/contact-lists/{doomed['id']}")
+        _wait(lambda: api.get(job.headers["location"]).json()["status"] in ("completed", "failed"), timeout=120)
+        if api.get(job.headers["location"]).json()["status"] == "failed":
+            return
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="capture-events-") as tmp:
+        for name in ("pg", "nats"):
+            (Path(tmp) / name).mkdir()
         pg, server = EmbeddedPostgres(Path(tmp) / "pg"), EmbeddedNats(Path(tmp) / "nats")
         svc = start_service(pg.start(), nats_url := server.start(), import_max_record_chars=200)
         try:
@@ -72,6 +92,7 @@ def main() -> None:
             api.delete(f"/api/v1/contacts/{amina['id']}")
             api.delete_json("/api/v1/contacts/trash", {"ids": [amina["id"]]})
             api.delete(f"/api/v1/contact-lists/{vip['id']}")
+            _bulk_jobs(api)
             svc.wait_for_relay()
             prefix = svc.settings.nats_subject_prefix
             messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream, f"{prefix}.{api.account_id}.>"))

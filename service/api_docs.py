@@ -57,6 +57,11 @@ ERRORS: dict[str, tuple[str, ...]] = {
     "importContactsFile": (*WRITE, *BODY, *IMPORT, "unsupported_file", "invalid_file"),
     "importContactsJson": (*WRITE, *BODY, *IMPORT),
     "getImport": (*READ, "not_found"),
+    "bulkTagContacts": (*WRITE, *BODY, *COMMAND),
+    "bulkUntagContacts": (*WRITE, *BODY, *COMMAND),
+    "bulkOptOutContacts": (*WRITE, *BODY, *COMMAND),
+    "bulkOptInContacts": (*WRITE, *BODY, *COMMAND),
+    "getBulkAction": (*READ, "not_found"),
     "getImportReport": (*READ, "not_found"),
 }
 
@@ -170,6 +175,11 @@ SUCCESS_HEADERS: dict[tuple[str, int], dict[str, dict[str, Any]]] = {
     ("importContactsFile", 202): {
         "Location": {**LOCATION, "description": "The queued import job: poll it"},
         "Preference-Applied": {"description": "`respond-async`", "required": True, "schema": {"type": "string"}}},
+    **{(op, 202): {"Location": {**LOCATION, "description": "The bulk action's job: poll it", "schema": {
+        "type": "string", "format": "uri-reference",
+        "example": "/api/v1/contacts/bulk-actions/0b7f2c1e-8a43-4d2b-9f5e-2d8c1a7e9b30"}}}
+       for op in ("bulkDeleteContacts", "addContactsToList", "removeContactsFromList", "bulkTagContacts",
+                  "bulkUntagContacts", "bulkOptOutContacts", "bulkOptInContacts")},
     ("exportContactsCsv", 200): {"Content-Disposition": {**CONTENT_DISPOSITION, "schema": {
         "type": "string", "example": 'attachment; filename="contacts-20261127-071333.csv"'}}},
     ("getImportReport", 200): {"Content-Disposition": {**CONTENT_DISPOSITION, "schema": {
@@ -247,6 +257,10 @@ TAGS = [
                                       " file. The downloads take the filters of `GET /contacts`."},
     {"name": "import", "description": "Bulk imports from a .csv/.xlsx file or from JSON, the import job, and"
                                       " its row-by-row report."},
+    {"name": "bulk actions", "description": "Act on many contacts at once, by `ids` or on every contact"
+                                          " matching a `filter` (the filters of `GET /contacts`, or"
+                                          " `{\"all\": true}`): tag, untag, opt out, opt in. Past 1,000 matches"
+                                          " the action runs as a job (202) whose progress you poll."},
     {"name": "operations", "description": "Liveness, readiness, Prometheus metrics and the AsyncAPI document"
                                           " of the events. No token needed."},
 ]
@@ -301,6 +315,10 @@ class Doc:
         self.response, self.status = response, status
         self.parameters = parameters or {}
 
+
+BULK_RULE = ("Up to 1,000 matches it is done at once and answers 200 with the exact count; past that it runs"
+             " as a job: 202 with the job, `Location` naming it, and a `contacts.bulk_action.completed.v1` event"
+             " when it ends. A filter is read when the request arrives.")
 
 FILTERS = {
     "search": "Case-insensitive substring of the first name, last name or full name. A term that reads as a"
@@ -379,6 +397,33 @@ OPERATIONS: dict[str, Doc] = {
         " An opt-out outlives the purge: a new contact with the same number starts opted out. Only contacts"
         " already in the trash are purged; active ones are untouched and not counted.",
         request={"one": {"ids": [CONTACT_ID]}}, response={"purged": 1}),
+    "bulkTagContacts": Doc(
+        "Tag many contacts", "Adds `tags` to the active contacts named by `ids`, or to every active contact"
+        " matching `filter` (exactly one of the two; an empty filter is a 422, never \"everything\": send"
+        " `{\"all\": true}` for that). " + BULK_RULE + " Counts the contacts that gained at least one tag.",
+        request={"by filter": {"tags": ["vip"], "filter": {"listId": LIST_ID}},
+                 "by ids": {"tags": ["nairobi"], "ids": [CONTACT_ID, CONTACT_ID_2]}},
+        response={"tagged": 2}),
+    "bulkUntagContacts": Doc(
+        "Untag many contacts", "Removes `tags` from the contacts named by `ids` or matching `filter`. "
+        + BULK_RULE + " Counts the contacts that lost at least one tag.",
+        request={"by filter": {"tags": ["promo"], "filter": {"tags": ["promo"], "isOptedOut": True}}},
+        response={"untagged": 128}),
+    "bulkOptOutContacts": Doc(
+        "Opt many contacts out", "Opts out the contacts named by `ids` or matching `filter`: they are not to"
+        " be messaged. " + BULK_RULE + " Counts the contacts that were not opted out already.",
+        request={"by filter": {"filter": {"tags": ["unsubscribed-in-crm"]}}}, response={"optedOut": 37}),
+    "bulkOptInContacts": Doc(
+        "Opt many contacts back in", "Lifts the opt-out of the contacts named by `ids` or matching `filter`. "
+        + BULK_RULE + " Counts the contacts that were opted out.",
+        request={"by ids": {"ids": [CONTACT_ID]}}, response={"optedIn": 1}),
+    "getBulkAction": Doc(
+        "Read a bulk action's job", "A bulk action that matched more than 1,000 contacts runs as a job: its"
+        " `status` (queued, running, completed, failed), how many contacts `matched` when it was asked, how"
+        " many it has `processed` and how many of those it `changed`. Another account's job answers 404.",
+        response={"id": IMPORT_ID, "action": "tag", "status": "running", "matched": 42000, "processed": 4000,
+                  "changed": 3990, "error": None, "createdAt": WHEN, "updatedAt": LATER, "finishedAt": None},
+        parameters={"job_id": "The job's id (from `Location` of the 202 answer)"}),
     "bulkDeleteContacts": Doc(
         "Move contacts to the trash", "Moves active contacts to the trash. " + COUNTS_RULE,
         request={"three": {"ids": [CONTACT_ID, CONTACT_ID_2, "9e1f3a5c-7b2d-4e6f-a8c0-1d3e5f7a9b2c"]}},
@@ -498,6 +543,26 @@ FIELDS: dict[str, dict[str, str]] = {
                        "createdAt": "RFC 3339, UTC", "updatedAt": "RFC 3339, UTC"},
     "ContactIds": {"": "Contacts to add to or remove from a list.", "contactIds": "Up to 10,000 contact ids"},
     "IdList": {"": "The contacts to act on.", "ids": "Up to 10,000 contact ids"},
+    "BulkSelection": {"": "The contacts to act on: `ids` or `filter`, exactly one.",
+                      "ids": "Up to 10,000 contact ids", "filter": "Every active contact matching it"},
+    "BulkTagging": {"": "Tags to add or remove, and the contacts: `ids` or `filter`, exactly one.",
+                    "ids": "Up to 10,000 contact ids", "filter": "Every active contact matching it",
+                    "tags": "1 to 100 tags, cleaned like stored tags"},
+    "BulkFilter": {"": "The filters of `GET /contacts` (combined with AND), or `all`; at least one.",
+                   "listId": "Only contacts in this list", "tags": "Only contacts with all these tags",
+                   "isOptedOut": "Only opted-out (true) or messageable (false) contacts",
+                   "search": "As `search` of `GET /contacts`", "all": "true: every active contact of the account"},
+    "Tagged": {"": "How many contacts gained a tag.", "tagged": "Contacts that gained at least one tag"},
+    "Untagged": {"": "How many contacts lost a tag.", "untagged": "Contacts that lost at least one tag"},
+    "OptedOutCount": {"": "How many contacts were opted out.", "optedOut": "Contacts not opted out before"},
+    "OptedInCount": {"": "How many contacts were opted back in.", "optedIn": "Contacts that were opted out"},
+    "BulkActionJob": {"": "A bulk action running as a job.", "id": "The job's id", "action": "What it does:"
+                      " delete, add_to_list, remove_from_list, tag, untag, opt_out or opt_in",
+                      "status": "queued, running, completed or failed",
+                      "matched": "Contacts matching the filter when the action was asked",
+                      "processed": "Contacts processed so far", "changed": "Of those, contacts it changed",
+                      "error": "Why it failed (null unless failed)", "createdAt": "RFC 3339, UTC",
+                      "updatedAt": "RFC 3339, UTC", "finishedAt": "RFC 3339, UTC; null while it runs"},
     "Added": {"": "How many contacts joined the list.", "added": "Contacts newly added to the list"},
     "Removed": {"": "How many contacts left the list.", "removed": "Contacts that were in the list and are not"
                                                                   " any more"},

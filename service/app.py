@@ -30,6 +30,7 @@ from service.auth import JWTAuthMiddleware, TokenVerifier, echo_request_id
 from service.bootstrap import Container
 from service.etags import etag
 from service.api_docs import finish as finish_openapi
+from service.bulk import BulkController
 from service.controllers import ContactController, ContactListController
 from service.errors import status_of
 from service.exports import ExportController
@@ -286,7 +287,8 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
     )
     # The bearer requirement is documented on the API routes only: the operations routes are public.
     api = Router("/", security=[{"bearer": []}],
-                 route_handlers=[ContactListController, ContactController, ExportController, ImportController])
+                 route_handlers=[ContactListController, ContactController, ExportController, ImportController,
+                                 BulkController])
     return Litestar(
         route_handlers=[api, health, ready, metrics_endpoint, asyncapi, docs_files],
         dependencies={"container": Provide(lambda: container, sync_to_thread=False, use_cache=True)},

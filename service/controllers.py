@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 from uuid import UUID
@@ -23,13 +24,15 @@ from query import keyset
 from query.contacts import ContactFilter
 from query.keyset import DEFAULT_SORT, SORT_KEYS, Position, Sort
 from query.models import ContactListOut, ContactOut, ContactPage
-from service import cursors
+from service import bulk, cursors
+from service.bulk import BULK_RESPONSES
 from service.bootstrap import Container
 from service.commands import clean_email, clean_region, clean_tags, clean_text
 from service.etags import ETAG_HEADER, IfMatchHeader, etag, expected_version
 from service.openapi import located
 from service.schemas import (
     Added,
+    BulkSelection,
     ContactCreate,
     ContactIds,
     ContactListCreate,
@@ -166,19 +169,24 @@ class ContactListController(Controller):
         container.app.delete_list(request.user, list_id, expected_version=expected_version(if_match))
 
     @post("/{list_id:uuid}/contacts", operation_id="addContactsToList",
-          status_code=200, sync_to_thread=True)
+          responses=BULK_RESPONSES, status_code=200, sync_to_thread=True)
     def add_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
-                     data: ContactIds) -> Added:
-        """Add contacts to the list; counts only contacts newly added."""
-        return Added(added=container.app.add_to_list(request.user, list_id, data.contact_ids))
+                     data: ContactIds) -> Response[Added]:
+        """Add contacts to the list (``contactIds``, or every contact matching ``filter``); counts only
+        contacts newly added."""
+        return bulk.act(container, request.user, "add_to_list", {"list_id": str(list_id)},
+                        bulk.selected(data.contact_ids, data.filter, "contactIds"), lambda n: Added(added=n),
+                        by_ids=partial(container.app.add_to_list, request.user, list_id))
 
     @delete("/{list_id:uuid}/contacts", operation_id="removeContactsFromList",
-            status_code=200,
-            sync_to_thread=True)
+            responses=BULK_RESPONSES, status_code=200, sync_to_thread=True)
     def remove_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
-                        data: ContactIds) -> Removed:
-        """Remove contacts from the list; the contacts stay in the account."""
-        return Removed(removed=container.app.remove_from_list(request.user, list_id, data.contact_ids))
+                        data: ContactIds) -> Response[Removed]:
+        """Remove contacts from the list (``contactIds``, or every contact matching ``filter``); the
+        contacts stay in the account."""
+        return bulk.act(container, request.user, "remove_from_list", {"list_id": str(list_id)},
+                        bulk.selected(data.contact_ids, data.filter, "contactIds"), lambda n: Removed(removed=n),
+                        by_ids=partial(container.app.remove_from_list, request.user, list_id))
 
 
 def _required_name(name: str) -> str:
@@ -255,10 +263,12 @@ class ContactController(Controller):
         return Purged(purged=container.app.purge(request.user, data.ids))
 
     @post("/bulk-delete", operation_id="bulkDeleteContacts",
-          status_code=200, sync_to_thread=True)
-    def bulk_delete(self, request: ActorRequest, container: Container, data: IdList) -> Deleted:
-        """Move active contacts to the trash; counts only those that were active."""
-        return Deleted(deleted=container.app.trash(request.user, data.ids))
+          responses=bulk.BULK_RESPONSES, status_code=200, sync_to_thread=True)
+    def bulk_delete(self, request: ActorRequest, container: Container, data: BulkSelection) -> Response[Deleted]:
+        """Move active contacts to the trash (``ids``, or every contact matching ``filter``); counts only
+        those that were active."""
+        return bulk.act(container, request.user, "delete", {}, bulk.selected(data.ids, data.filter),
+                        lambda n: Deleted(deleted=n), by_ids=partial(container.app.trash, request.user))
 
     @delete("/{contact_id:uuid}", operation_id="deleteContact",
             sync_to_thread=True)

@@ -26,6 +26,7 @@ from command.domain import ContactImport
 from command.import_files import FileLimits, open_rows
 from command.importing import ImportFailedError, ImportService, failure_reason
 from service import logs
+from service import bulk_jobs
 from service.bootstrap import Container
 from service.settings import Settings
 
@@ -126,6 +127,9 @@ def run_job(container: Container, claimed: dict[str, Any]) -> None:
 
 
 def _run_job(container: Container, claimed: dict[str, Any]) -> None:
+    if claimed["format"] == bulk_jobs.BULK_FORMAT:  # a select-all bulk action queued as a job
+        bulk_jobs.run(container, claimed)
+        return
     import_id = claimed["import_id"]
     actor = Actor(account_id=claimed["account_id"], sub=claimed["actor"], request_id=claimed["request_id"])
     with tempfile.NamedTemporaryFile(suffix=f".{claimed['format']}") as tmp:

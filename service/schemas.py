@@ -52,12 +52,46 @@ class ContactListUpdate(In):
     description: Description | None | UnsetType = UNSET
 
 
-class ContactIds(In):
-    contact_ids: Ids
-
-
 class IdList(In):
     ids: Ids
+
+
+class BulkFilter(In):
+    """The contacts a select-all action applies to: the filters of GET /contacts, or ``all``."""
+
+    list_id: Annotated[UUID | None, Meta(description="Only contacts in this list",
+                                         examples=["0b6f2c1e-5a4d-4e3f-8c2b-1a9d8e7f6c5b"])] = None
+    tags: Annotated[Annotated[list[Tag], Meta(max_length=100)] | None, Meta(
+        description="Only contacts with all these tags", examples=[["vip"]])] = None
+    is_opted_out: Annotated[bool | None, Meta(description="Only opted-out (true) or messageable (false) contacts",
+                                              examples=[False])] = None
+    search: Annotated[ShortText | None, Meta(description=(
+        "As GET /contacts search: a substring of a name or of the phone's digits"), examples=["wanjiku"])] = None
+    all: Annotated[bool, Meta(description=(
+        "true: every active contact of the account. An empty filter is refused (422) rather than read as"
+        " 'everything'; a filter with other fields needs no `all`"), examples=[True])] = False
+
+
+_IDS_OR_FILTER = ("Exactly one of ids and filter: the contacts by id (up to 10,000), or every active contact"
+                  " matching the filter when the request arrives")
+FilterField = Annotated[BulkFilter | None, Meta(description=_IDS_OR_FILTER)]
+
+
+class BulkSelection(In):
+    ids: Annotated[Ids | None, Meta(description=_IDS_OR_FILTER,
+                                    examples=[["3c2b1a0d-9e8f-4a7b-b6c5-d4e3f2a1b0c9"]])] = None
+    filter: FilterField = None
+
+
+class ContactIds(In):
+    contact_ids: Annotated[Ids | None, Meta(description=_IDS_OR_FILTER,
+                                            examples=[["3c2b1a0d-9e8f-4a7b-b6c5-d4e3f2a1b0c9"]])] = None
+    filter: FilterField = None
+
+
+class BulkTagging(BulkSelection, kw_only=True):
+    tags: Annotated[list[Tag], Meta(min_length=1, max_length=100, description="Tags to add or remove",
+                                    examples=[["vip", "nairobi"]])]
 
 
 class ContactCreate(In):
@@ -94,6 +128,22 @@ class Removed(msgspec.Struct):
 
 class Deleted(msgspec.Struct):
     deleted: int
+
+
+class Tagged(msgspec.Struct):
+    tagged: int
+
+
+class Untagged(msgspec.Struct):
+    untagged: int
+
+
+class OptedOutCount(msgspec.Struct, rename="camel"):
+    opted_out: int
+
+
+class OptedInCount(msgspec.Struct, rename="camel"):
+    opted_in: int
 
 
 class Restored(msgspec.Struct):

@@ -6,8 +6,12 @@ this test until it is added to the table below (and so is checked too).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import pytest
+
+from service import bulk
 from tests.support import Service
 
 # (method, path template) → request body (None: no body). Ids are filled from the owner's data.
@@ -23,6 +27,7 @@ CALLS: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/contact-lists/{list_id:uuid}/contacts"): {"contactIds": []},
     ("DELETE", "/api/v1/contact-lists/{list_id:uuid}/contacts"): {"contactIds": []},
     ("GET", "/api/v1/contacts/imports/{import_id:uuid}"): None,
+    ("GET", "/api/v1/contacts/bulk-actions/{job_id:uuid}"): None,
     ("GET", "/api/v1/contacts/imports/{import_id:uuid}/report.csv"): None,
 }
 
@@ -47,12 +52,19 @@ def test_every_id_route_is_covered_by_the_sweep(service: Service) -> None:
     assert _routes(service) <= set(CALLS), sorted(_routes(service) - set(CALLS))
 
 
-def test_another_accounts_ids_answer_404_and_change_nothing(service: Service) -> None:
+def test_another_accounts_ids_answer_404_and_change_nothing(service: Service,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     owner, intruder = service.client(), service.client()
     lst = owner.create_list("owned")
     contact = owner.create_contact("0712345678", firstName="Owner", tags=["mine"], listIds=[lst["id"]])
     imported = owner.post("/api/v1/contacts/import", files={"file": ("c.csv", b"phone\n0712000001\n")}).json()
-    ids = {"contact_id": contact["id"], "list_id": lst["id"], "import_id": imported["importId"]}
+    monkeypatch.setattr(bulk, "BULK_SYNC_MAX", 0)  # any filter runs as a job
+    job = owner.post("/api/v1/contacts/bulk-tag", json={"tags": ["mine"], "filter": {"tags": ["mine"]}})
+    assert job.status_code == 202, job.text
+    while owner.get(job.headers["Location"]).json()["status"] != "completed":
+        time.sleep(0.05)
+    ids = {"contact_id": contact["id"], "list_id": lst["id"], "import_id": imported["importId"],
+           "job_id": job.json()["id"]}
     before = _owner_view(owner)
     for (method, template), body in CALLS.items():
         path = template

@@ -63,6 +63,9 @@ BEYOND_THE_SCHEMA = {
     "updateContact": ["422"],
     # a cursor must be one the service gave out for this sort and these filters, and not come with page
     "listContacts": ["422"],
+    # exactly one of ids (contactIds) and filter, and a filter that names some contacts (or all: true)
+    **dict.fromkeys(("bulkDeleteContacts", "addContactsToList", "removeContactsFromList", "bulkTagContacts",
+                     "bulkUntagContacts", "bulkOptOutContacts", "bulkOptInContacts"), ["422"]),
     # the name is trimmed (Python's whitespace, wider than JSON Schema's \\s) and must not be empty then
     "createContactList": ["422"],
     "updateContactList": ["422"],
@@ -73,7 +76,8 @@ BEYOND_THE_SCHEMA = {
     # fileBase64 must be base64, mimeType a supported type, filename a bare name, email an address
     "emailContactsExport": ["422"],
 }
-ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]  # schemathesis' default, less 5xx
+# schemathesis' default, less 5xx; plus 412: an If-Match naming a version the resource is not at
+ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "412", "429"]
 
 
 def _config(*, phases: dict[str, Any] | None = None) -> SchemathesisConfig:
