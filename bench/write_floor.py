@@ -39,33 +39,8 @@ DATA = ROOT / "bench" / ".data" / "suite" / "write-floor"
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
 FLOOR_DB = "floor"
 
-# Per wrk thread and per run, numbers no other request uses: +2547<prefix digit><7 digits>.
-CREATE_LUA = r"""
-local counter = 0
-local base = tonumber(os.getenv("BENCH_BASE") or "0")
-local threads = 0
-function setup(thread)
-  thread:set("tid", threads)
-  threads = threads + 1
-end
-function init(args)
-  tid = tonumber(tid or 0)
-end
-function request()
-  counter = counter + 1
-  local serial = base + tid * 100000 + counter
-  local body = string.format('{"firstName":"Amina","lastName":"Otieno","phone":"+2547%d%07d","tags":["vip","nairobi"]}',
-                             1 + math.floor(serial / 10000000) % 2, serial % 10000000)
-  return wrk.format("POST", "/api/v1/contacts", nil, body)
-end
-"""
-
-# Each request names one contact (ids from a file, one per line), in turn: PATCH it, or add it to a list.
-IDS_LUA = r"""
-local ids = {}
-for line in io.lines(os.getenv("BENCH_IDS")) do ids[#ids + 1] = line end
-local mode = os.getenv("BENCH_MODE")
-local list = os.getenv("BENCH_LIST")
+# Each wrk thread learns its number (tid), so that its requests differ from the other threads'.
+THREAD_ID_LUA = r"""
 local threads = 0
 local counter = 0
 function setup(thread)
@@ -76,6 +51,26 @@ function init(args)
   tid = tonumber(tid or 0)
   nthreads = tonumber(os.getenv("BENCH_THREADS"))
 end
+"""
+
+# Per wrk thread and per run, numbers no other request uses: +2547<prefix digit><7 digits>.
+CREATE_LUA = THREAD_ID_LUA + r"""
+local base = tonumber(os.getenv("BENCH_BASE") or "0")
+function request()
+  counter = counter + 1
+  local serial = base + tid * 100000 + counter
+  local body = string.format('{"firstName":"Amina","lastName":"Otieno","phone":"+2547%d%07d","tags":["vip","nairobi"]}',
+                             1 + math.floor(serial / 10000000) % 2, serial % 10000000)
+  return wrk.format("POST", "/api/v1/contacts", nil, body)
+end
+"""
+
+# Each request names one contact (ids from a file, one per line), in turn: PATCH it, or add it to a list.
+IDS_LUA = THREAD_ID_LUA + r"""
+local ids = {}
+for line in io.lines(os.getenv("BENCH_IDS")) do ids[#ids + 1] = line end
+local mode = os.getenv("BENCH_MODE")
+local list = os.getenv("BENCH_LIST")
 function request()
   counter = counter + 1
   local id = ids[((counter * nthreads + tid) % #ids) + 1]
