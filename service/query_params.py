@@ -33,7 +33,9 @@ class KnownQueryParameters:
 
     def check(self, request: Request[Any, Any, Any]) -> None:
         """Raise a 422 naming every query parameter the matched handler does not declare."""
-        if not request.scope.get("query_string"):
+        # The API only: a probe or scraper that adds a cache-busting parameter to /health,
+        # /ready or /metrics is not a client making a mistake worth a 422.
+        if not request.scope.get("query_string") or not request.url.path.startswith("/api/"):
             return
         if self._allowed is None:
             self._allowed = self._learn(request.app)

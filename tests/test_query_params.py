@@ -34,7 +34,7 @@ def test_unknown_query_parameter_is_422_on_other_endpoints(service: Service) -> 
     r = api.post("/api/v1/contacts?dryRun=true", json={"phone": "0712345678"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "dryRun"
     assert api.get("/api/v1/contacts", params={"search": "nobody"}).json()["total"] == 0
-    assert service.anonymous().get("/health", params={"x": 1}).status_code == 422
+    assert service.anonymous().get("/health", params={"x": 1}).status_code == 200  # probes: the API only
 
 
 def test_an_export_accepts_its_filters(service: Service) -> None:
