@@ -17,7 +17,9 @@ free of deadlocks:
    (from here to the commit writers are serialised, so notification ids are in commit
    order and the relay never passes a gap that fills later), the events, the
    projection's position and the relay's wake-up;
-3. the projector's statements, from the events in memory (no read-back, no decryption);
+3. the projector's statements, from the events in memory (no read-back, no decryption),
+   and from the contacts' rows it read before the lock (``prefetch``), so no statement
+   under the lock waits for an answer;
 4. ``COMMIT``, without waiting for the WAL flush; the flush is awaited after it,
    outside the lock (``wait_for_flush``), before the write is acknowledged.
 
@@ -50,7 +52,12 @@ class Projector(Protocol):
 
     name: str
 
+    def prefetch(self, events: list[Any], cur: Cursor[Any]) -> None:
+        """Before the lock: read what applying ``events`` will need (kept for this thread until ``forget``)."""
+
     def apply(self, event: Any, cur: Cursor[Any]) -> None: ...
+
+    def forget(self) -> None: ...
 
 
 class UnitOfWork:
@@ -86,6 +93,7 @@ class UnitOfWork:
                         conn.cursor(row_factory=tuple_row) as cur:
                     self._write_side(cur, events, account_id, sorted(claims), list(releases), list(origins),
                                      new_keys, idempotency)
+                    self.projector.prefetch(list(events), cur)
                     cur.execute("SELECT append_events(%s::uuid[], %s::integer[], %s::text[], %s::bytea[], %s, %s)", (
                         uuid_array(s.originator_id for s in stored), _literal(s.originator_version for s in stored),
                         [s.topic for s in stored], [s.state for s in stored], self.projector.name, self.channel))
@@ -94,6 +102,8 @@ class UnitOfWork:
                 wait_for_flush(conn)
         except psycopg.errors.DeadlockDetected as exc:  # two claims crossed: retried like a lost race
             raise IntegrityError(str(exc)) from exc
+        finally:
+            self.projector.forget()
 
     @staticmethod
     def _write_side(cur: Cursor[Any], events: Sequence[Any], account_id: UUID | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from functools import singledispatchmethod
 from importlib import resources
 from typing import Any
@@ -71,6 +72,24 @@ def _copy_text(value: str | None) -> str:
     return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m.group()], value)
 
 
+ADD_MEMBERSHIPS = """
+WITH added AS (
+    INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,
+                                          contact_active, contact_opted_out, contact_tags)
+    SELECT l.id, %(contact)s, %(account)s, %(ts)s, %(created)s, %(active)s, %(opted)s, %(tags)s
+    FROM contact_lists l WHERE l.id = ANY(%(lists)s) AND l.account_id = %(account)s
+    ON CONFLICT DO NOTHING RETURNING list_id
+), counted AS (
+    UPDATE contact_lists SET contact_count = contact_count + 1, opted_out_count = opted_out_count + %(opted)s::int
+    WHERE %(active)s AND id IN (SELECT list_id FROM added)
+)
+UPDATE contacts SET list_ids = list_ids || ARRAY(SELECT list_id FROM added)
+WHERE id = %(contact)s AND EXISTS (SELECT 1 FROM added)
+"""
+
+# The columns of a contact's row its later events' projections need.
+ROW_COLUMNS = ("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at")
+
 CONTACT_CREATED = """
 WITH c AS (
     INSERT INTO contacts (id, account_id, first_name, last_name, phone, email, notes, tags, is_opted_out, status,
@@ -98,9 +117,12 @@ ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_
 
 
 class ReadModelProjector:
-    """One method per event type; each runs inside the runner's batch transaction."""
+    """One method per event type; each runs inside the caller's transaction (a write's, or a replay batch's)."""
 
     name = NAME
+
+    def __init__(self) -> None:
+        self._prefetched = threading.local()  # one projector serves every request thread
 
     @singledispatchmethod
     def apply(self, event: Any, cur: Cursor[Any]) -> None:
@@ -382,15 +404,36 @@ class ReadModelProjector:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _contact(cur: Cursor[Any], contact_id: UUID) -> dict[str, Any] | None:
-        cur.execute("SELECT first_name, last_name, tags, list_ids, deleted_at, is_opted_out, created_at FROM contacts"
-                    " WHERE id = %s", (contact_id,))
+    def prefetch(self, events: list[Any], cur: Cursor[Any]) -> None:
+        """Read, before the events table's lock, the rows of the contacts these events change (one query).
+
+        A write's projection then sends its statements under the lock without waiting for a
+        read's answer (a round trip, and the API's wait for the GIL, while every writer
+        queues). Safe to read early: a contact's row changes only by its own events, which a
+        concurrent write could not store too (same version), except ``list_ids`` when a list
+        is deleted, and a deleted list's counts are gone with its row anyway. Each prefetched
+        row serves the first event of its contact; later events of the same write read the
+        row as the earlier ones left it.
+        """
+        ids = list(dict.fromkeys(e.originator_id for e in events
+                                 if isinstance(e, Contact.Event) and not isinstance(e, Contact.Created)))
+        rows: dict[UUID, dict[str, Any]] = {}
+        if ids:
+            cur.execute(f"SELECT id, {', '.join(ROW_COLUMNS)} FROM contacts WHERE id = ANY(%s)", (ids,))
+            rows = {r[0]: dict(zip(ROW_COLUMNS, r[1:])) for r in cur.fetchall()}
+        self._prefetched.rows = rows
+
+    def forget(self) -> None:
+        """Drop what ``prefetch`` read (the write is over)."""
+        self._prefetched.rows = {}
+
+    def _contact(self, cur: Cursor[Any], contact_id: UUID) -> dict[str, Any] | None:
+        prefetched = getattr(self._prefetched, "rows", None)
+        if prefetched and contact_id in prefetched:
+            return prefetched.pop(contact_id)
+        cur.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM contacts WHERE id = %s", (contact_id,))
         row = cur.fetchone()
-        if row is None:
-            return None
-        return dict(zip(("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at"),
-                        row))
+        return None if row is None else dict(zip(ROW_COLUMNS, row))
 
     @staticmethod
     def _account_delta(cur: Cursor[Any], account_id: UUID, active: int, opted_out: int, created_at: Any) -> None:
@@ -437,19 +480,11 @@ class ReadModelProjector:
         if not list_ids:
             return
         # Only lists that still exist in this account: a list deleted before the
-        # event was applied simply gains nothing, on every replay alike.
-        cur.execute(
-            "INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,"
-            " contact_active, contact_opted_out, contact_tags) SELECT l.id, %s, %s, %s, %s, %s, %s, %s"
-            " FROM contact_lists l WHERE l.id = ANY(%s) AND l.account_id = %s ON CONFLICT DO NOTHING"
-            " RETURNING list_id",
-            (contact_id, account_id, ts, created_at, active, opted_out, tags, list(list_ids), account_id))
-        added = [r[0] for r in cur.fetchall()]
-        if added:
-            if active:
-                ReadModelProjector._counts_delta(cur, added, +1, opted_out)
-            cur.execute("UPDATE contacts SET list_ids = list_ids || %s::uuid[] WHERE id = %s",
-                        (added, contact_id))
+        # event was applied simply gains nothing, on every replay alike. One statement
+        # (the memberships, the lists' counts, the contact's listIds): no answer to wait
+        # for under the events table's lock.
+        cur.execute(ADD_MEMBERSHIPS, {"contact": contact_id, "account": account_id, "ts": ts, "created": created_at,
+                                      "active": active, "opted": opted_out, "tags": tags, "lists": list(list_ids)})
 
     @staticmethod
     def _memberships_active(cur: Cursor[Any], contact_id: UUID, active: bool) -> None:
