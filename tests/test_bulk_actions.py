@@ -195,3 +195,20 @@ def test_a_list_job_adds_every_match_and_a_deleted_list_is_404(service: Service,
     assert api.delete(f"/api/v1/contact-lists/{gone['id']}").status_code == 204
     r = api.post(f"/api/v1/contact-lists/{gone['id']}/contacts", json={"filter": {"all": True}})
     assert r.status_code == 404, r.text  # refused before anything is queued
+
+
+def test_the_openapi_document_describes_the_selection_and_the_job(service: Service) -> None:
+    doc = service.anonymous().get("/schema/openapi.json").json()
+    schemas, paths = doc["components"]["schemas"], doc["paths"]
+    for name in ("BulkFilter", "BulkSelection", "BulkTagging", "ContactIds", "BulkActionJob", "Tagged"):
+        schema = schemas[name]
+        for field, prop in schema["properties"].items():
+            if field in ("createdAt", "updatedAt"):
+                continue
+            described = prop if "description" in prop else next(
+                (p for p in prop.get("oneOf", []) + prop.get("anyOf", []) if "description" in p), prop)
+            assert prop.get("description") or described.get("description"), (name, field, prop)
+    for path in ("/api/v1/contacts/bulk-delete", "/api/v1/contacts/bulk-tag", "/api/v1/contacts/bulk-opt-out",
+                 "/api/v1/contact-lists/{list_id}/contacts"):
+        operation = paths[path]["post"]
+        assert {"200", "202", "422"} <= set(operation["responses"]), path
