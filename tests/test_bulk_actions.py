@@ -212,3 +212,41 @@ def test_the_openapi_document_describes_the_selection_and_the_job(service: Servi
                  "/api/v1/contact-lists/{list_id}/contacts"):
         operation = paths[path]["post"]
         assert {"200", "202", "422"} <= set(operation["responses"]), path
+
+
+def test_an_interrupted_job_resumes_after_its_last_step(fresh_database: str, nats_url: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from command.context import Actor
+    from service import bulk_jobs, import_jobs
+    from tests.support import start_service
+
+    monkeypatch.setattr(bulk, "BULK_SYNC_MAX", 3)
+    monkeypatch.setattr(bulk_jobs, "STEP", 4)
+    svc = start_service(fresh_database, nats_url, with_worker=False)  # nobody runs the job but this test
+    try:
+        api = svc.client()
+        contacts = _contacts(api, 10)
+        r = api.post("/api/v1/contacts/bulk-opt-out", json={"filter": {"all": True}})
+        assert r.status_code == 202 and r.json()["status"] == "queued", r.text
+        job_id = r.json()["id"]
+        # A worker claims it, stores one step, and dies (its lease connection closes).
+        claimed = import_jobs.claim_next(svc.container)
+        assert claimed is not None and str(claimed["import_id"]) == job_id
+        actor = Actor(account_id=api.account_id, sub="tester", request_id="r")
+        first_step = next(bulk_jobs._steps(svc.container, claimed["import_id"], skip=0))
+        assert svc.container.app.bulk_step(actor, claimed["import_id"], first_step)[0] == 4
+        claimed["lease"].close()
+        svc.container.runner.catch_up()
+        assert api.get(r.headers["Location"]).json()["status"] == "running"
+        # The next worker resumes after that step and finishes it.
+        claimed = import_jobs.claim_next(svc.container)
+        assert claimed is not None
+        import_jobs.run_job(svc.container, claimed)
+        job = api.get(r.headers["Location"]).json()
+        assert (job["status"], job["matched"], job["processed"], job["changed"]) == ("completed", 10, 10, 10)
+        for c in contacts:
+            types = [e["type"] for e in api.get(f"/api/v1/contacts/{c['id']}/history").json()]
+            assert types == ["contacts.contact.created.v1", "contacts.contact.opted_out.v1"], types
+        assert import_jobs.claim_next(svc.container) is None  # its queue row and snapshot are gone
+    finally:
+        svc.close()
