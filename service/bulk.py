@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 import msgspec
+from msgspec import Meta
 from litestar import Controller, Request, Response, get, post
 from litestar.openapi import ResponseSpec
 
@@ -25,19 +26,23 @@ ActorRequest = Request[Actor, str, Any]
 BULK_SYNC_MAX = 1_000
 
 
+def _doc(description: str, example: Any) -> Meta:
+    return Meta(description=description, examples=[example])
+
+
 class BulkActionJob(msgspec.Struct, rename="camel"):
     """A bulk action running as a job: poll it until ``status`` is completed or failed."""
 
-    id: UUID
-    action: str
-    status: str  # queued | running | completed | failed
-    matched: int
-    processed: int
-    changed: int
-    error: str | None
+    id: Annotated[UUID, _doc("The job's id (its Location)", "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d")]
+    action: Annotated[str, _doc("delete, add_to_list, remove_from_list, tag, untag, opt_out or opt_in", "tag")]
+    status: Annotated[str, _doc("queued (no worker has taken it yet), running, completed or failed", "running")]
+    matched: Annotated[int, _doc("Contacts the filter matched when the request arrived", 42000)]
+    processed: Annotated[int, _doc("Of those, how many the job has gone through", 4000)]
+    changed: Annotated[int, _doc("Of those, how many it changed (the count a request would answer)", 3990)]
+    error: Annotated[str | None, _doc("Why a failed job stopped; null otherwise", None)]
     created_at: datetime
     updated_at: datetime
-    finished_at: datetime | None
+    finished_at: Annotated[datetime | None, _doc("When it completed or failed", None)]
 
 
 QUEUED = ResponseSpec(BulkActionJob, description=(

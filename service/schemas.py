@@ -74,7 +74,7 @@ class BulkFilter(In):
 
 _IDS_OR_FILTER = ("Exactly one of ids and filter: the contacts by id (up to 10,000), or every active contact"
                   " matching the filter when the request arrives")
-FilterField = Annotated[BulkFilter | None, Meta(description=_IDS_OR_FILTER)]
+FilterField = Annotated[BulkFilter | None, Meta(description=_IDS_OR_FILTER, examples=[{"tags": ["vip"]}])]
 
 
 class BulkSelection(In):
@@ -131,19 +131,20 @@ class Deleted(msgspec.Struct):
 
 
 class Tagged(msgspec.Struct):
-    tagged: int
+    tagged: Annotated[int, Meta(description="Contacts that gained at least one of the tags", examples=[42])]
 
 
 class Untagged(msgspec.Struct):
-    untagged: int
+    untagged: Annotated[int, Meta(description="Contacts that lost at least one of the tags", examples=[42])]
 
 
 class OptedOutCount(msgspec.Struct, rename="camel"):
-    opted_out: int
+    opted_out: Annotated[int, Meta(description="Contacts opted out by this request (not those already)",
+                                   examples=[42])]
 
 
 class OptedInCount(msgspec.Struct, rename="camel"):
-    opted_in: int
+    opted_in: Annotated[int, Meta(description="Contacts opted back in by this request", examples=[42])]
 
 
 class Restored(msgspec.Struct):

@@ -195,3 +195,58 @@ def test_a_list_job_adds_every_match_and_a_deleted_list_is_404(service: Service,
     assert api.delete(f"/api/v1/contact-lists/{gone['id']}").status_code == 204
     r = api.post(f"/api/v1/contact-lists/{gone['id']}/contacts", json={"filter": {"all": True}})
     assert r.status_code == 404, r.text  # refused before anything is queued
+
+
+def test_the_openapi_document_describes_the_selection_and_the_job(service: Service) -> None:
+    doc = service.anonymous().get("/schema/openapi.json").json()
+    schemas, paths = doc["components"]["schemas"], doc["paths"]
+    for name in ("BulkFilter", "BulkSelection", "BulkTagging", "ContactIds", "BulkActionJob", "Tagged"):
+        schema = schemas[name]
+        for field, prop in schema["properties"].items():
+            if field in ("createdAt", "updatedAt"):
+                continue
+            described = prop if "description" in prop else next(
+                (p for p in prop.get("oneOf", []) + prop.get("anyOf", []) if "description" in p), prop)
+            assert prop.get("description") or described.get("description"), (name, field, prop)
+    for path in ("/api/v1/contacts/bulk-delete", "/api/v1/contacts/bulk-tag", "/api/v1/contacts/bulk-opt-out",
+                 "/api/v1/contact-lists/{list_id}/contacts"):
+        operation = paths[path]["post"]
+        assert {"200", "202", "422"} <= set(operation["responses"]), path
+
+
+def test_an_interrupted_job_resumes_after_its_last_step(fresh_database: str, nats_url: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from command.context import Actor
+    from service import bulk_jobs, import_jobs
+    from tests.support import start_service
+
+    monkeypatch.setattr(bulk, "BULK_SYNC_MAX", 3)
+    monkeypatch.setattr(bulk_jobs, "STEP", 4)
+    svc = start_service(fresh_database, nats_url, with_worker=False)  # nobody runs the job but this test
+    try:
+        api = svc.client()
+        contacts = _contacts(api, 10)
+        r = api.post("/api/v1/contacts/bulk-opt-out", json={"filter": {"all": True}})
+        assert r.status_code == 202 and r.json()["status"] == "queued", r.text
+        job_id = r.json()["id"]
+        # A worker claims it, stores one step, and dies (its lease connection closes).
+        claimed = import_jobs.claim_next(svc.container)
+        assert claimed is not None and str(claimed["import_id"]) == job_id
+        actor = Actor(account_id=api.account_id, sub="tester", request_id="r")
+        first_step = next(bulk_jobs._steps(svc.container, claimed["import_id"], skip=0))
+        assert svc.container.app.bulk_step(actor, claimed["import_id"], first_step)[0] == 4
+        claimed["lease"].close()
+        svc.container.runner.catch_up()
+        assert api.get(r.headers["Location"]).json()["status"] == "running"
+        # The next worker resumes after that step and finishes it.
+        claimed = import_jobs.claim_next(svc.container)
+        assert claimed is not None
+        import_jobs.run_job(svc.container, claimed)
+        job = api.get(r.headers["Location"]).json()
+        assert (job["status"], job["matched"], job["processed"], job["changed"]) == ("completed", 10, 10, 10)
+        for c in contacts:
+            types = [e["type"] for e in api.get(f"/api/v1/contacts/{c['id']}/history").json()]
+            assert types == ["contacts.contact.created.v1", "contacts.contact.opted_out.v1"], types
+        assert import_jobs.claim_next(svc.container) is None  # its queue row and snapshot are gone
+    finally:
+        svc.close()
