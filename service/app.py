@@ -32,6 +32,7 @@ from service.etags import etag
 from service.api_docs import finish as finish_openapi
 from service.bulk import BulkController
 from service.controllers import ContactController, ContactListController
+from service.dbpool import check_after_outage
 from service.errors import status_of
 from service.exports import ExportController
 from service.imports import ImportController
@@ -145,6 +146,7 @@ def malformed_form(_: Request, exc: MultipartParseError) -> Response[ErrorBody]:
 
 def database_unavailable(_: Request, exc: Exception) -> Response[ErrorBody]:
     log.warning("database unavailable: %s", exc)
+    check_after_outage.mark()  # the read pool's stale connections are replaced at checkout, not met by reads
     return _error(503, "database_unavailable", "the database is unavailable; retry shortly",
                   headers={"Retry-After": "2"})
 

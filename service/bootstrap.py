@@ -18,7 +18,7 @@ from command.unit_of_work import EVENTS_TABLE
 from events.relay import Relay
 from projections.read_model import ReadModelProjector
 from projections.runner import ProjectionRunner
-from service.dbpool import retry_every_second
+from service.dbpool import check_after_outage, retry_every_second
 from service.schema import ensure_schema
 from service.settings import Settings
 
@@ -91,8 +91,8 @@ def _utc_session(conn: psycopg.Connection) -> None:
 
 def build(settings: Settings, database_url: str) -> Container:
     """Create the schema if needed (under an advisory lock) and wire the parts."""
-    # No check on every checkout (a round trip per request): a connection broken by a
-    # database restart fails once (503), and the pool then replaces it. No server-side
+    # No check on every checkout (a round trip per request), only in the minute after a
+    # request met a lost database (service/dbpool.py: CheckAfterOutage). No server-side
     # prepared statements either: the pool's connections are shared by requests, the
     # worker and imports, and a statement prepared inside a transaction that was rolled
     # back (a cancelled export, a failed batch) was seen to leave psycopg's cache stale
@@ -101,6 +101,7 @@ def build(settings: Settings, database_url: str) -> Container:
     # same in GET /contacts (msgspec) and in the exports (formatted by PostgreSQL).
     retry_every_second()  # both pools come back within a second of the database (service/dbpool.py)
     pool = ConnectionPool(database_url, min_size=2, max_size=settings.db_pool_size, open=True,
+                          check=check_after_outage,
                           timeout=settings.db_timeout_s, configure=_utc_session,
                           kwargs={"autocommit": True, "prepare_threshold": None})
     keys = KeyStore(pool)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import psycopg_pool
 import psycopg_pool.pool
 from psycopg_pool.base import AttemptWithBackoff
 
@@ -26,3 +30,31 @@ class SteadyRetry(AttemptWithBackoff):
 def retry_every_second() -> None:
     """Make every psycopg_pool pool of this process (ours and the event store's) use SteadyRetry."""
     psycopg_pool.pool.AttemptWithBackoff = SteadyRetry
+
+
+class CheckAfterOutage:
+    """A pool's checkout check that costs nothing until the database has gone away once.
+
+    A connection broken by a PostgreSQL restart fails the request that takes it. Reads
+    used to be healed by the writes' catch-up, which went through the same pool; since
+    writes project in their own transaction, nothing touched the read pool between an
+    outage and the next reads, and each of its stale connections answered one 503 (the
+    restart fault test's first read after the writes came back). After any request met a
+    lost database (``mark``), checkouts test the connection with an empty query for
+    ``window_s`` seconds and replace a dead one; the rest of the time there is no round trip.
+    """
+
+    def __init__(self, window_s: float = 60.0):
+        self.window_s = window_s
+        self.until = 0.0
+
+    def mark(self) -> None:
+        self.until = time.monotonic() + self.window_s
+
+    def __call__(self, conn: Any) -> None:
+        if time.monotonic() < self.until:
+            psycopg_pool.ConnectionPool.check_connection(conn)
+
+
+#: The read pool's check (service/bootstrap.py), marked by the 503 handler (service/app.py).
+check_after_outage = CheckAfterOutage()
