@@ -190,8 +190,7 @@ class ContactListController(Controller):
 
 
 def _required_name(name: str) -> str:
-    from command.errors import ValidationError
-
+    """A list's name, trimmed; an empty one is a 422 naming ``name``."""
     cleaned = clean_text(name)
     if not cleaned:
         raise ValidationError("name must not be empty", field="name")
