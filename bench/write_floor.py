@@ -137,7 +137,9 @@ class ActivitySampler:
 def statements_per_write(database_url: str, writes: int, since: dict[str, int]) -> dict[str, Any]:
     """Calls per write of every statement run since ``since`` (pg_stat_statements of the service's database)."""
     now = _statement_calls(database_url)
-    delta = {q: n - since.get(q, 0) for q, n in now.items() if n - since.get(q, 0) > 0}
+    # The benchmark's own sampling queries run on the same database: not the service's.
+    delta = {q: n - since.get(q, 0) for q, n in now.items()
+             if n - since.get(q, 0) > 0 and "pg_stat_activity" not in q and "pg_stat_statements" not in q}
     per_write = {q: round(n / writes, 2) for q, n in sorted(delta.items(), key=lambda kv: -kv[1])}
     return {"total": round(sum(delta.values()) / writes, 2), "by_statement": dict(list(per_write.items())[:20])}
 
