@@ -36,8 +36,12 @@ def role_of(cmdline: list[str]) -> str | None:
         if "relay" in cmdline:
             return "relay"  # the NATS relay, where the worker runs it as a process of its own
         return "api"  # `serve` is the API process; the worker is its child
+    if "floor-serve" in text:
+        return "floor"  # bench/floor.py: the plain CRUD service the writes are measured against
     if "-m bench serve" in text or "bench serve" in text:
         return "api"
+    if Path(cmdline[0]).name == "wrk":
+        return "load generator"
     if "locust" in text:
         return "load generator"
     if "bench.imports" in text:

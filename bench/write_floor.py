@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from bench.procs import PeakSampler
 from bench.server import ROOT, ServeProcess, wait_healthy
 from service.embedded import EmbeddedPostgres, free_port, stop_process
 
@@ -139,7 +140,7 @@ def statements_per_write(database_url: str, writes: int, since: dict[str, int]) 
     now = _statement_calls(database_url)
     # The benchmark's own sampling queries run on the same database: not the service's.
     delta = {q: n - since.get(q, 0) for q, n in now.items()
-             if n - since.get(q, 0) > 0 and "pg_stat_activity" not in q and "pg_stat_statements" not in q}
+             if n - since.get(q, 0) > 0 and "pg_stat_acti" not in q and "pg_stat_statements" not in q}
     per_write = {q: round(n / writes, 2) for q, n in sorted(delta.items(), key=lambda kv: -kv[1])}
     return {"total": round(sum(delta.values()) / writes, 2), "by_statement": dict(list(per_write.items())[:20])}
 
@@ -216,16 +217,16 @@ def run(connections: int, seconds: float, rounds: int, log: Any = print) -> dict
                 order = ["floor", "service"] if r % 2 == 0 else ["service", "floor"]
                 for name in order:
                     url, headers = targets[name]
+                    with ActivitySampler(svc.database_url) as sampler, PeakSampler([DATA], interval_s=0.5) as procs:
+                        run_ = wrk(url, scripts / "create.lua", connections, seconds, headers,
+                                   {"BENCH_BASE": str(base)})
+                    cpu = procs.cpu()["seconds"]
+                    run_["cpu_ms_per_write"] = {role: round(s_ * 1000 / max(run_["requests"], 1), 3)
+                                                for role, s_ in cpu.items() if s_ > 0}
                     if name == "service":
-                        with ActivitySampler(svc.database_url) as sampler:
-                            run_ = wrk(url, scripts / "create.lua", connections, seconds, headers,
-                                       {"BENCH_BASE": str(base)})
                         run_["lock_wait_share"] = sampler.lock_wait_share
                         sampler_shares.append(sampler.lock_wait_share)
                         service_writes += run_["requests"] - run_["non_2xx"]
-                    else:
-                        run_ = wrk(url, scripts / "create.lua", connections, seconds, headers,
-                                   {"BENCH_BASE": str(base)})
                     base += 1_000_000
                     run_.update(target=name, round=r + 1)
                     result["runs"].append(run_)
@@ -283,6 +284,9 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"  one client alone: floor p50 {one['floor']['p50_ms']} ms, service p50 {one['service']['p50_ms']} ms")
     print(f"  PATCH /contacts/{{id}} p99 {result['patch']['p99_ms']} ms; POST /contact-lists/{{id}}/contacts p99"
           f" {result['add']['p99_ms']} ms (create p99 {s['p99_ms']} ms)")
+    for name in ("floor", "service"):
+        last = [x for x in result["runs"] if x["target"] == name][-1]
+        print(f"  CPU ms per write ({name}, last run): {last['cpu_ms_per_write']}")
     spw = result["statements_per_create"]
     print(f"  SQL statements per create (pg_stat_statements calls / creates): {spw['total']}")
     for query, n in spw["by_statement"].items():
