@@ -36,7 +36,10 @@ def eventsourcing_env(database_url: str, pool_size: int, timeout_s: int = 2) -> 
         "POSTGRES_PASSWORD": info.get("password", ""),
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
-        "POSTGRES_PRE_PING": "y",
+        # No pre-ping: a round trip on every checkout, and a write checks out twice (the phone
+        # look-up, the unit of work). build() gives the pool the read pool's check instead,
+        # which pings only in the minute after a request met a lost database.
+        "POSTGRES_PRE_PING": "n",
         "POSTGRES_CONNECT_TIMEOUT": str(timeout_s),  # also how long a request waits for a connection
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
@@ -111,6 +114,9 @@ def build(settings: Settings, database_url: str) -> Container:
         try:
             app = ContactsApplication(env, keys=keys, projector=ReadModelProjector(),
                                       default_region=settings.default_region)
+            # eventsourcing offers only "always ping" or "never": its pool takes ours (psycopg_pool
+            # keeps the check in ``_check``, read at every checkout).
+            app.recorder.datastore.pool._check = check_after_outage
             ensure_schema(conn, app.recorder)
             app.directory = directory.load(conn)
             app.hash_key = phone_hash_key(conn, settings)
