@@ -21,6 +21,10 @@ class Empty(Data):
     """No data: the event's type says it all."""
 
 
+class ContactPurged(Data):
+    """No data; published only once the contact's personal messages are erased from the stream: erase your copies."""
+
+
 class ListCreated(Data):
     name: str
     description: str | None
@@ -93,7 +97,7 @@ _SCHEMAS: dict[str, type[Data]] = {
     "contacts.contact.updated.v1": ContactUpdated, "contacts.contact.added_to_lists.v1": ListIds,
     "contacts.contact.removed_from_lists.v1": ListIds, "contacts.contact.opted_out.v1": OptedOut,
     "contacts.contact.opted_in.v1": Empty, "contacts.contact.trashed.v1": Empty,
-    "contacts.contact.restored.v1": Empty, "contacts.contact.purged.v1": Empty,
+    "contacts.contact.restored.v1": Empty, "contacts.contact.purged.v1": ContactPurged,
     "contacts.contact_import.started.v1": ImportStarted, "contacts.contact_import.progress.v1": ImportProgress,
     "contacts.contact_import.completed.v1": ImportCompleted, "contacts.contact_import.failed.v1": ImportFailed,
 }
