@@ -271,11 +271,18 @@ BEGIN
         IF NOT has_table_privilege('contacts_reader', to_regclass(quote_ident(t)), 'SELECT') THEN
             EXECUTE format('GRANT SELECT ON %I TO contacts_reader', t);
         END IF;
+        -- Unset (or reset) means no account: NULL, which matches no row. The scalar subquery
+        -- is evaluated once per statement (an InitPlan); written bare, current_setting and
+        -- the cast ran for every row a scan walked: a list's middle page, walking 10,000
+        -- index entries, took 5.5 ms instead of 0.7.
         IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = current_schema() AND tablename = t
                        AND policyname = 'tenant_reads') THEN
-            -- Unset (or reset) means no account: NULL, which matches no row.
             EXECUTE format('CREATE POLICY tenant_reads ON %I FOR SELECT TO contacts_reader'
-                           ' USING (account_id = nullif(current_setting(''app.account_id'', true), '''')::uuid)', t);
+                           ' USING (account_id = (SELECT nullif(current_setting(''app.account_id'', true), '''')::uuid))', t);
+        ELSIF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = current_schema() AND tablename = t
+                          AND policyname = 'tenant_reads' AND qual LIKE '%SELECT%') THEN
+            EXECUTE format('ALTER POLICY tenant_reads ON %I'
+                           ' USING (account_id = (SELECT nullif(current_setting(''app.account_id'', true), '''')::uuid))', t);
         END IF;
     END LOOP;
     IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass('import_report_rows')) THEN
