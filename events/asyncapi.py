@@ -24,6 +24,10 @@ class Empty(Data):
     """An empty object: the event's type is the whole news."""
 
 
+class ContactPurged(Data):
+    """No data; published only once the contact's personal messages are erased from the stream: erase your copies."""
+
+
 class ListCreated(Data):
     name: str
     description: str | None
@@ -120,7 +124,7 @@ _SCHEMAS: dict[str, type[Data]] = {
     "contacts.contact.updated.v1": ContactUpdated, "contacts.contact.added_to_lists.v1": ListIds,
     "contacts.contact.removed_from_lists.v1": ListIds, "contacts.contact.opted_out.v1": OptedOut,
     "contacts.contact.opted_in.v1": Empty, "contacts.contact.trashed.v1": Empty,
-    "contacts.contact.restored.v1": Empty, "contacts.contact.purged.v1": Empty,
+    "contacts.contact.restored.v1": Empty, "contacts.contact.purged.v1": ContactPurged,
     "contacts.contact_import.started.v1": ImportStarted, "contacts.contact_import.progress.v1": ImportProgress,
     "contacts.contact_import.completed.v1": ImportCompleted, "contacts.contact_import.failed.v1": ImportFailed,
     "contacts.bulk_action.started.v1": BulkStarted, "contacts.bulk_action.progress.v1": BulkProgress,

@@ -92,14 +92,15 @@ def _leader(cluster: NatsCluster, stream: str, timeout: float = 30) -> int:
         time.sleep(0.2)
 
 
-def _process(command: str, database_url: str, nats_url: str, settings: Any, **env: str) -> subprocess.Popen:
+def _process(command: str, database_url: str, nats_url: str, settings: Any, logs: Path,
+             **env: str) -> subprocess.Popen:
+    """``contacts <command>`` as a real process; its log (appended) in ``logs``, read when the test fails."""
     full = {**os.environ, "CONTACTS_DATABASE_URL": database_url, "CONTACTS_NATS_URL": nats_url,
             "CONTACTS_JWT_SECRET": SECRET, "CONTACTS_NATS_STREAM": settings.nats_stream,
             "CONTACTS_NATS_SUBJECT_PREFIX": settings.nats_subject_prefix, "CONTACTS_NATS_REPLICAS": "3",
             "CONTACTS_INBOUND_SUBJECT": settings.inbound_subject, "CONTACTS_RATE_LIMIT_WRITES_PER_MINUTE": "0",
             "CONTACTS_LOG_FORMAT": "text", **env}
-    log = open(Path(os.environ.get("CONTACTS_TEST_LOG_DIR", os.devnull)) / f"{command}.log"
-               if os.environ.get("CONTACTS_TEST_LOG_DIR") else os.devnull, "ab")
+    log = open(logs / f"{command}-{env.get('CONTACTS_PORT', '')}.log", "ab")
     return subprocess.Popen([sys.executable, "-m", "service.cli", command], env=full,
                             stdout=subprocess.DEVNULL, stderr=log)
 
@@ -171,8 +172,9 @@ def test_losing_the_stream_leader_and_then_the_worker_too_loses_and_doubles_noth
             cluster.start(i)
         svc = start_service(fresh_database, cluster.url, with_worker=False, nats_replicas=3)  # schema, settings
         ports = [free_port(), free_port()]
-        procs = [_process("api", fresh_database, cluster.url, svc.settings, CONTACTS_PORT=str(p)) for p in ports]
-        worker = _process("worker", fresh_database, cluster.url, svc.settings)
+        procs = [_process("api", fresh_database, cluster.url, svc.settings, tmp_path, CONTACTS_PORT=str(p))
+                 for p in ports]
+        worker = _process("worker", fresh_database, cluster.url, svc.settings, tmp_path)
         bases = [f"http://127.0.0.1:{p}" for p in ports]
         for base in bases:
             _healthy(base)
@@ -195,7 +197,7 @@ def test_losing_the_stream_leader_and_then_the_worker_too_loses_and_doubles_noth
             worker.wait()
             time.sleep(DOWN_S)
             cluster.start(leader)
-            worker = _process("worker", fresh_database, cluster.url, svc.settings)
+            worker = _process("worker", fresh_database, cluster.url, svc.settings, tmp_path)
             started = time.monotonic()
             _leader(cluster, stream)
             time.sleep(1)

@@ -57,3 +57,20 @@ def test_a_read_without_its_account_filter_sees_only_the_tenants_rows(service: S
     assert mine.get("/api/v1/contacts/tags").json() == ["rls-mine"]
     assert mine.get(f"/api/v1/contacts/{their_contact['id']}").status_code == 404
     assert [x["name"] for x in mine.get("/api/v1/contact-lists").json()] == ["mine"]
+
+
+def test_starting_a_process_again_takes_no_exclusive_lock_on_the_read_tables(service: Service) -> None:
+    """The schema runs at every start: once RLS is set up it must not ALTER the tables again.
+
+    It did (ACCESS EXCLUSIVE on each read table), and a worker restarted under a write
+    load deadlocked with the writers and died at start (tests/test_nats_cluster.py).
+    """
+    from projections.read_model import READ_TABLES, create_tables
+
+    with psycopg.connect(service.container.database_url) as conn:  # one transaction: its locks stay to be seen
+        create_tables(conn)
+        exclusive = conn.execute(
+            "SELECT relation::regclass::text FROM pg_locks WHERE pid = pg_backend_pid()"
+            " AND mode = 'AccessExclusiveLock' AND relation::regclass::text = ANY(%s)", (list(READ_TABLES),)).fetchall()
+        conn.rollback()
+    assert exclusive == []
