@@ -62,8 +62,6 @@ def _bulk_jobs(api) -> None:  # noqa: ANN001
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="capture-events-") as tmp:
-        for name in ("pg", "nats"):
-            (Path(tmp) / name).mkdir()
         pg, server = EmbeddedPostgres(Path(tmp) / "pg"), EmbeddedNats(Path(tmp) / "nats")
         svc = start_service(pg.start(), nats_url := server.start(), import_max_record_chars=200)
         try:

@@ -42,6 +42,7 @@ def credentials(path: Path, names: tuple[str, ...]) -> dict[str, str]:
     if all(stored.get(name) for name in names):
         return stored
     stored = {**{name: secrets.token_urlsafe(24) for name in names}, **stored}
+    path.parent.mkdir(parents=True, exist_ok=True)  # a data dir not made yet (a benchmark's floor server)
     # Created with mode 0600 from the start: no moment where another user could read it.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
