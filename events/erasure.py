@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from command import locks
 from events.contract import PII_EVENT_NAMES
+from events.leader import Leader
 from events.nats_log import NatsErrorLog, server_list
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,15 @@ def pending(pool: ConnectionPool) -> int:
             return 0
 
 
-class Eraser:
-    """Drains ``pending_erasures``: deletes each purged contact's messages, then publishes its ``purged``."""
+class Eraser(Leader):
+    """Drains ``pending_erasures``: deletes each purged contact's messages, then publishes its ``purged``
+    (one eraser at a time, at least twice a second)."""
+
+    name, lock_key, idle_s = "eraser", locks.ERASER, 0.5
 
     def __init__(self, pool: ConnectionPool, *, nats_url: str, database_url: str, stream: str, batch: int = 100,
                  concurrency: int = 8):
+        super().__init__()
         self.pool = pool
         self.concurrency = concurrency
         self.nats_url = nats_url
@@ -66,8 +71,6 @@ class Eraser:
         self.nc: Any = None
         self.js: Any = None
         self.erased_total = 0
-        self.last_error: str | None = None
-        self.wakeup = asyncio.Event()
 
     def _next(self) -> list[tuple[str, str, str, bytes]]:
         with self.pool.connection() as conn:
@@ -136,48 +139,13 @@ class Eraser:
                 pass
         self.nc = self.js = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Erase while this process holds the eraser lock (one eraser at a time), at least once a second."""
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
-                    cur = await lock.execute("SELECT pg_try_advisory_lock(%s)", (locks.ERASER,))
-                    if (await cur.fetchone())[0]:
-                        await self._lead(stop, lock)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("eraser: lost the database (%s)", exc)
-            await _pause(stop, 2.0)
+    # -- leadership (events/leader.py) ------------------------------------------------------
 
-    async def _lead(self, stop: asyncio.Event, lock: Any) -> None:
-        backoff = 0.2
-        while not stop.is_set():
-            await lock.execute("SELECT 1")  # still holding the lock's connection?
-            try:
-                if self.js is None:
-                    await self._connect()
-                await self.erase_pending()
-                self.last_error = None
-                backoff = 0.2
-                self.wakeup.clear()
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=0.5)
-                except asyncio.TimeoutError:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except psycopg.OperationalError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep erasing whatever went wrong
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("eraser: %s; retrying in %.1fs", self.last_error, backoff)
-                await self.close()
-                await _pause(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
-        await self.close()
+    def ready(self) -> bool:
+        return self.js is not None
 
+    async def start(self) -> None:
+        await self._connect()
 
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass
+    async def round(self) -> None:
+        await self.erase_pending()

@@ -30,14 +30,18 @@ from command.notification_log import LogFollower
 from command.unit_of_work import wait_for_flush
 from events import erasure
 from events.contract import to_messages
+from events.leader import Leader
 from events.nats_log import NatsErrorLog, server_list
 
 log = logging.getLogger(__name__)
 RELAY_NAME = "nats_relay"
 
 
-class Relay:
-    """Follows the event store and publishes to one JetStream stream."""
+class Relay(Leader):
+    """Follows the event store and publishes to one JetStream stream (one relay at a time: two would
+    interleave messages out of order)."""
+
+    name, lock_key, idle_s = "relay", locks.RELAY, 1.0
 
     def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
                  decode: Callable[[list[Any]], list[Any]], *, nats_url: str, database_url: str, stream: str,
@@ -47,7 +51,7 @@ class Relay:
         self.decode = decode
         self.nats_url = nats_url
         self.database_url = database_url
-        self.is_leader = False
+        super().__init__()
         self.stream = stream
         self.prefix = subject_prefix
         self.duplicate_window_s = duplicate_window_s
@@ -56,8 +60,6 @@ class Relay:
         self.js: Any = None
         self.acks: AckWindow | None = None
         self.published_total = 0
-        self.last_error: str | None = None
-        self.wakeup = asyncio.Event()
 
     # -- checkpoint --------------------------------------------------------------------
 
@@ -152,53 +154,16 @@ class Relay:
             messages.extend((n.id, m) for m in to_messages(event, n.id, self.prefix))
         return messages
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Relay while this process holds the relay lock; stand by while another does.
+    # -- leadership (events/leader.py) ------------------------------------------------------
 
-        A PostgreSQL advisory lock, held by an open connection, makes one relay the
-        leader across all workers: two relays would interleave messages out of order.
-        If the leader dies its connection closes, the lock frees, and a standby takes over.
-        """
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as lock:
-                    cur = await lock.execute("SELECT pg_try_advisory_lock(%s)", (locks.RELAY,))
-                    if (await cur.fetchone())[0]:
-                        self.is_leader = True
-                        await self._lead(stop, lock)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("relay: lost the database (%s)", exc)
-            finally:
-                self.is_leader = False
-            await _pause(stop, 2.0)
+    def ready(self) -> bool:
+        return self.js is not None
 
-    async def _lead(self, stop: asyncio.Event, lock: Any) -> None:
-        """Publish until ``stop`` is set, reconnecting with back-off while NATS is away."""
-        backoff = 0.2
-        while not stop.is_set():
-            await lock.execute("SELECT 1")  # still holding the lock's connection?
-            try:
-                if self.js is None:
-                    await self.connect()
-                await self.publish_pending()
-                self.last_error = None
-                backoff = 0.2
-                self.wakeup.clear()
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except psycopg.OperationalError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep relaying whatever went wrong
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("relay: %s; retrying in %.1fs", self.last_error, backoff)
-                await self.close()
-                await _pause(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
-        await self.close()
+    async def start(self) -> None:
+        await self.connect()
+
+    async def round(self) -> None:
+        await self.publish_pending()
 
 
 class AckWindow:
@@ -277,13 +242,6 @@ def _ack_error(data: bytes) -> str | None:
         return f"unreadable JetStream answer {data[:100]!r}"
     error = answer.get("error") if isinstance(answer, dict) else None
     return str(error)[:300] if error else None
-
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass
 
 
 def _groups(notifications: list[Any]) -> list[list[Any]]:
