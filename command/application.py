@@ -108,29 +108,17 @@ class ContactsApplication(Application):
                     idempotency=idempotency if start == 0 else None)
 
     def _get(self, cls: type[T], aggregate_id: UUID) -> T | None:
-        if cls is Contact:
-            imported = self._imported_contact(aggregate_id)
-            if imported is not None:
-                return imported  # type: ignore[return-value]
+        if cls is Contact:  # an imported contact's creation lives in its import batch
+            return next(iter(self._load_contacts([aggregate_id])), None)  # type: ignore[return-value]
         try:
             agg = self.repository.get(aggregate_id, projector_func=_mutate_all)
         except AggregateNotFoundError:
             return None
         return agg if isinstance(agg, cls) else None
 
-    def _imported_contact(self, contact_id: UUID) -> Contact | None:
-        """A contact created inside an import batch: its Created lives in that batch event."""
-        events = self.aggregate_events(contact_id, imported_only=True)
-        contact = None
-        for event in events:
-            contact = event.mutate(contact)
-        return contact
-
-    def aggregate_events(self, aggregate_id: UUID, *, imported_only: bool = False) -> list[Any]:
+    def aggregate_events(self, aggregate_id: UUID) -> list[Any]:
         """An aggregate's events in order; an imported contact's creation comes from its batch."""
         origin = self.recorder.origin(aggregate_id)
-        if origin is None and imported_only:
-            return []
         created = []
         if origin is not None:
             batch = next(iter(self.events.get(origin[0], gt=origin[1] - 1, lte=origin[1])))

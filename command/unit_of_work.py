@@ -41,6 +41,7 @@ from eventsourcing.persistence import IntegrityError, Mapper
 from psycopg import Cursor
 from psycopg.rows import tuple_row
 
+from command.domain import Contact, ContactImport
 from command.ids import uuid_array
 
 EVENTS_TABLE = "contacts_events"
@@ -86,7 +87,7 @@ class UnitOfWork:
         # server runs them back to back, so the events lock is held for the server's own
         # work, never across a round trip or this process's wait for the GIL. An import
         # batch writes by COPY, which a pipeline cannot carry.
-        pipelined = len(new_keys) <= SMALL_KEY_SET and not any(hasattr(e, "contacts") for e in events)
+        pipelined = len(new_keys) <= SMALL_KEY_SET and _import_of(events) is None
         try:
             with self.datastore.get_connection() as conn:
                 with conn.pipeline() if pipelined else nullcontext(), conn.transaction(), \
@@ -130,7 +131,7 @@ class UnitOfWork:
                         " VALUES (%s, %s, %s, %s)", (account_id, key, import_id, request_hash))
         if releases:
             _release(cur, releases)
-        purged = [e.originator_id for e in events if type(e).__qualname__ == "Contact.Purged"]
+        purged = [e.originator_id for e in events if isinstance(e, Contact.Purged)]
         if purged:
             # Erasure: without its key, no stored event of the contact can be read again.
             cur.execute("DELETE FROM contact_keys WHERE contact_id = ANY(%s::uuid[])", (uuid_array(purged),))
@@ -177,10 +178,7 @@ def _release(cur: Cursor[Any], releases: list[tuple[UUID, UUID, bool]]) -> None:
 
 def _import_of(events: Sequence[Any]) -> UUID | None:
     """The import whose batch claims the numbers (None for a single write)."""
-    for event in events:
-        if hasattr(event, "contacts"):
-            return event.originator_id
-    return None
+    return next((e.originator_id for e in events if isinstance(e, ContactImport.RowsImported)), None)
 
 
 def _literal(values: Iterable[Any]) -> str:

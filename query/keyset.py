@@ -19,7 +19,7 @@ from uuid import UUID
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from query.contacts import COLUMNS, ContactFilter, _counted_total, to_contact, walk_search
+from query.contacts import COLUMNS, ContactFilter, _counted_total, counted_matches, to_contact, walk_search
 from query.models import ContactOut
 
 #: Sort field → (key expression over ``c``, key may be NULL).
@@ -110,17 +110,7 @@ def _total(conn: Any, account_id: UUID, flt: ContactFilter, where: sql.Composabl
            params: dict) -> tuple[int, int]:
     """(matching contacts, active contacts of the account), the first from counters when they answer."""
     total = _counted_total(conn, account_id, flt)
-    active = 0
-    if total is None and flt.list_walk:
-        total = conn.execute(sql.SQL(
-            "SELECT count(*) FROM contact_list_memberships m WHERE {} AND EXISTS (SELECT 1 FROM"
-            " contact_lists l WHERE l.id = %(list_id)s AND l.account_id = %(account)s)").format(
-                flt.member_conditions()), params).fetchone()[0]
-    elif total is None:
-        total, active = conn.execute(sql.SQL(
-            "SELECT count(*), (SELECT active FROM account_contact_counts WHERE account_id = %(account)s)"
-            " FROM contacts c WHERE {}").format(where), params).fetchone()
-    return total, active or 0
+    return (total, 0) if total is not None else counted_matches(conn, flt, where, params)
 
 
 def _rows(conn: Any, flt: ContactFilter, sort: Sort, where: sql.Composable, params: dict,
