@@ -31,7 +31,6 @@ from psycopg_pool import ConnectionPool
 from command import locks
 from events.contract import PII_EVENT_NAMES
 from events.leader import Leader
-from events.nats_log import NatsErrorLog, server_list
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +67,6 @@ class Eraser(Leader):
         self.database_url = database_url
         self.stream = stream
         self.batch = batch
-        self.nc: Any = None
-        self.js: Any = None
         self.erased_total = 0
 
     def _next(self) -> list[tuple[str, str, str, bytes]]:
@@ -125,27 +122,5 @@ class Eraser(Leader):
             await self.js.delete_msg(self.stream, msg.seq)  # nats-py sends no "no_erase": a secure erase
             seq = msg.seq + 1
 
-    async def _connect(self) -> None:
-        self.nc = await nats.connect(server_list(self.nats_url), connect_timeout=2, allow_reconnect=True,
-                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                     error_cb=NatsErrorLog("eraser").report)
-        self.js = self.nc.jetstream()
-
-    async def close(self) -> None:
-        if self.nc is not None:
-            try:
-                await self.nc.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-        self.nc = self.js = None
-
-    # -- leadership (events/leader.py) ------------------------------------------------------
-
-    def ready(self) -> bool:
-        return self.js is not None
-
-    async def start(self) -> None:
-        await self._connect()
-
-    async def round(self) -> None:
+    async def round(self) -> None:  # events/leader.py
         await self.erase_pending()

@@ -1,4 +1,4 @@
-"""A task one process at a time runs (the relay, the eraser): leadership by a PostgreSQL advisory lock.
+"""A NATS task one process at a time runs (the relay, the eraser): leadership by a PostgreSQL advisory lock.
 
 The lock is held by an open connection of the leader's own: if the leader dies, its
 connection closes, the lock frees, and a standby takes over within a couple of seconds.
@@ -13,7 +13,10 @@ import asyncio
 import logging
 from typing import Any
 
+import nats
 import psycopg
+
+from events.nats_log import NatsErrorLog, server_list
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +36,38 @@ class Leader:
     lock_key: int  # the advisory lock (command/locks.py)
     idle_s: float  # the longest wait between rounds when nothing wakes the task
     database_url: str
+    nats_url: str
 
     def __init__(self) -> None:
         self.is_leader = False
         self.last_error: str | None = None
         self.wakeup = asyncio.Event()
+        self.nc: Any = None
+        self.js: Any = None
 
     async def start(self) -> None:
-        """Connect what a round needs (NATS); called before the first round and after a failure."""
+        """Connect to NATS (JetStream); called before the first round and after a failed one."""
+        self.nc = await nats.connect(server_list(self.nats_url), connect_timeout=2, allow_reconnect=True,
+                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                     error_cb=NatsErrorLog(self.name).report)
+        self.js = self.nc.jetstream()
 
     async def round(self) -> None:
         """One round of work."""
         raise NotImplementedError
 
     async def close(self) -> None:
-        """Close what ``start`` opened."""
+        """Close the NATS connection (a broken one too)."""
+        if self.nc is not None:
+            try:
+                await self.nc.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+        self.nc = self.js = None
 
     def ready(self) -> bool:
         """Whether ``start`` needs calling before the next round."""
-        return True
+        return self.js is not None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Lead while this process holds the lock; stand by while another does."""

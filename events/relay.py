@@ -31,7 +31,6 @@ from command.unit_of_work import wait_for_flush
 from events import erasure
 from events.contract import to_messages
 from events.leader import Leader
-from events.nats_log import NatsErrorLog, server_list
 
 log = logging.getLogger(__name__)
 RELAY_NAME = "nats_relay"
@@ -56,8 +55,6 @@ class Relay(Leader):
         self.prefix = subject_prefix
         self.duplicate_window_s = duplicate_window_s
         self.replicas = replicas  # CONTACTS_NATS_REPLICAS: 3 on a 3-node cluster, so the stream survives a node
-        self.nc: Any = None
-        self.js: Any = None
         self.acks: AckWindow | None = None
         self.published_total = 0
 
@@ -91,11 +88,9 @@ class Relay(Leader):
 
     # -- NATS --------------------------------------------------------------------------
 
-    async def connect(self) -> None:
-        self.nc = await nats.connect(server_list(self.nats_url), connect_timeout=2, allow_reconnect=True,
-                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                     error_cb=NatsErrorLog("relay").report)
-        self.js = self.nc.jetstream()
+    async def start(self) -> None:
+        """Connect to NATS, start the ack window, and make the stream if it is missing."""
+        await super().start()
         self.acks = AckWindow(self.nc)
         await self.acks.start()
         config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"], storage=StorageType.FILE,
@@ -106,12 +101,8 @@ class Relay(Leader):
             await self.js.add_stream(config)
 
     async def close(self) -> None:
-        if self.nc is not None:
-            try:
-                await self.nc.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-        self.nc = self.js = self.acks = None
+        await super().close()
+        self.acks = None
 
     # -- main loop ---------------------------------------------------------------------
 
@@ -155,12 +146,6 @@ class Relay(Leader):
         return messages
 
     # -- leadership (events/leader.py) ------------------------------------------------------
-
-    def ready(self) -> bool:
-        return self.js is not None
-
-    async def start(self) -> None:
-        await self.connect()
 
     async def round(self) -> None:
         await self.publish_pending()

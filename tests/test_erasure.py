@@ -136,7 +136,7 @@ def _relayed(svc: Any) -> None:
 
 
 async def _drain(eraser: Eraser) -> int:
-    await eraser._connect()
+    await eraser.start()
     try:
         return await eraser.erase_pending()
     finally:
