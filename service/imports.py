@@ -24,7 +24,7 @@ from command.import_files import ImportRow, detect_format, open_rows, unneutrali
 from command.importing import ImportOutcome, ImportService
 from query.tenancy import as_tenant, tenant_transaction
 from service.bootstrap import Container
-from service.commands import clean_region, clean_tags, clean_text, split_tags
+from service.cleaning import clean_region, clean_tags, clean_text, split_tags
 from service.import_jobs import enqueue, file_limits
 from service.openapi import located, with_request_body
 from service.schemas import NO_NUL, Region
