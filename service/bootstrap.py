@@ -11,13 +11,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from command import directory, locks
+from command import directory
 from command.application import ContactsApplication
 from command.crypto import KeyStore
 from command.unit_of_work import EVENTS_TABLE
 from events.relay import Relay
 from projections.read_model import ReadModelProjector
 from projections.runner import ProjectionRunner
+from service import locks
 from service.dbpool import check_after_outage, retry_every_second
 from service.schema import ensure_schema
 from service.settings import Settings

@@ -20,12 +20,11 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from command import locks
 from command.context import Actor
 from command.domain import ContactImport
 from command.import_files import FileLimits, open_rows
 from command.importing import ImportFailedError, ImportService, failure_reason
-from service import logs
+from service import locks, logs
 from service import bulk_jobs
 from service.bootstrap import Container
 from service.settings import Settings
