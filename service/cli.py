@@ -223,14 +223,14 @@ def _actor(text: str) -> str:
 def cmd_mno_refresh(settings: Settings) -> None:
     import psycopg
 
-    from command import directory
+    from command import operator_prefixes
 
     with ExitStack() as stack:
         database_url, _ = _servers(settings, stack, need_nats=False)
         with psycopg.connect(database_url, autocommit=True) as conn:
-            directory.ensure(conn)
-            count = directory.refresh(conn)
-    print(f"mno_prefixes: {count} prefixes from {directory.source_label()}")
+            operator_prefixes.ensure(conn)
+            count = operator_prefixes.refresh(conn)
+    print(f"mno_prefixes: {count} prefixes from {operator_prefixes.source_label()}")
 
 
 def cmd_rebuild(settings: Settings) -> None:
