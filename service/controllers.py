@@ -156,8 +156,8 @@ class ContactListController(Controller):
 
     @delete("/{list_id:uuid}", operation_id="deleteContactList",
             sync_to_thread=True)
-    def remove(self, request: ActorRequest, container: Container, list_id: UUID,
-               if_match: IfMatchHeader = "*") -> None:
+    def delete_list(self, request: ActorRequest, container: Container, list_id: UUID,
+                    if_match: IfMatchHeader = "*") -> None:
         """Delete a list; its contacts stay in the account (204); with ``If-Match``, only at that version."""
         container.app.delete_list(request.user, list_id, expected_version=expected_version(if_match))
 
@@ -248,7 +248,7 @@ class ContactController(Controller):
 
     @post("/bulk-delete", operation_id="bulkDeleteContacts",
           responses=bulk.BULK_RESPONSES, status_code=200, sync_to_thread=True)
-    def bulk_delete(self, request: ActorRequest, container: Container, data: BulkSelection) -> Response[Deleted]:
+    def bulk_trash(self, request: ActorRequest, container: Container, data: BulkSelection) -> Response[Deleted]:
         """Move active contacts to the trash (``ids``, or every contact matching ``filter``); counts only
         those that were active."""
         return bulk.act(container, request.user, "delete", {}, bulk.selected(data.ids, data.filter),
@@ -256,8 +256,8 @@ class ContactController(Controller):
 
     @delete("/{contact_id:uuid}", operation_id="deleteContact",
             sync_to_thread=True)
-    def remove(self, request: ActorRequest, container: Container, contact_id: UUID,
-               if_match: IfMatchHeader = "*") -> None:
+    def trash(self, request: ActorRequest, container: Container, contact_id: UUID,
+              if_match: IfMatchHeader = "*") -> None:
         """Move one contact to the trash (204); 404 if it is not an active contact of the account;
         with ``If-Match``, only if it is still at that version (412 if not)."""
         if not container.app.trash_contact(request.user, contact_id, expected_version=expected_version(if_match)):
