@@ -19,16 +19,16 @@ from command.errors import NotFoundError, ValidationError
 from events.history import HistoryEntry, contact_as_of, history
 from query import contact_lists as list_queries
 from query import contacts as contact_queries
-from query import keyset
 from query.contacts import ContactFilter
-from query.keyset import DEFAULT_SORT, SORT_KEYS, Position, Sort
+from query.keyset import DEFAULT_SORT, SORT_KEYS, Sort
 from query.models import ContactListOut, ContactOut, ContactPage
-from service import bulk, cursors
+from service import bulk
 from service.bulk import BULK_RESPONSES
 from service.bootstrap import Container
 from service.cleaning import clean_tags
 from service.etags import ETAG_HEADER, IfMatchHeader, etag, expected_version
 from service.openapi import located
+from service.paging import contact_page
 from service.schemas import (
     Added,
     BulkSelection,
@@ -69,6 +69,18 @@ def _tagged(found: tuple[Any, int] | None, what: str, ident: UUID, status_code: 
     """The resource with its version as the ``ETag`` header; 404 if it is gone."""
     body, version = _found(found, what, ident)
     return Response(body, status_code=status_code, headers={"ETag": etag(version)})
+
+
+def _list_answer(container: Container, actor: Actor, list_id: UUID, status_code: int = 200) -> Response[Any]:
+    """The list as the read tables hold it now, tagged with its version."""
+    return _tagged(list_queries.get_contact_list_versioned(container.pool, actor.account_id, list_id),
+                   "contact list", list_id, status_code)
+
+
+def _contact_answer(container: Container, actor: Actor, contact_id: UUID) -> Response[Any]:
+    """The active contact as the read tables hold it now, tagged with its version."""
+    return _tagged(contact_queries.get_contact_versioned(container.pool, actor.account_id, contact_id),
+                   "contact", contact_id)
 
 
 # The filters of GET /contacts, declared once: the exports take the same ones, so users
@@ -112,6 +124,14 @@ def contact_filter(search: str | None, list_id: str | None, is_opted_out: bool |
                          tags=clean_tags((tags or "").split(",")))
 
 
+def _past_state(container: Container, actor: Actor, contact_id: UUID, as_of: datetime | None,
+                version: int | None) -> Any:
+    """The contact as it was at ``as_of`` or after event ``version``, rebuilt from its events."""
+    if as_of is not None and as_of.tzinfo is None:
+        raise ValidationError("asOf needs a time zone (RFC 3339), e.g. 2026-01-31T12:00:00Z", field="asOf")
+    return contact_as_of(container.app, actor, contact_id, at=as_of, version=version)
+
+
 class ContactListController(Controller):
     """Named groups of contacts, with exact active-member counts."""
 
@@ -129,15 +149,13 @@ class ContactListController(Controller):
     def create(self, request: ActorRequest, container: Container, data: ContactListCreate) -> Response[ContactListOut]:
         """Create a contact list (201)."""
         list_id = container.app.create_list(request.user, data.name, data.description)
-        return _tagged(list_queries.get_contact_list_versioned(container.pool, request.user.account_id, list_id),
-                       "contact list", list_id, status_code=201)
+        return _list_answer(container, request.user, list_id, status_code=201)
 
     @get("/{list_id:uuid}", operation_id="getContactList", sync_to_thread=True,
          response_headers=[ETAG_HEADER])
     def show(self, request: ActorRequest, container: Container, list_id: UUID) -> Response[ContactListOut]:
         """One contact list of the account, with its version as the ``ETag``."""
-        return _tagged(list_queries.get_contact_list_versioned(container.pool, request.user.account_id, list_id),
-                       "contact list", list_id)
+        return _list_answer(container, request.user, list_id)
 
     @patch("/{list_id:uuid}", operation_id="updateContactList",
            sync_to_thread=True, response_headers=[ETAG_HEADER])
@@ -145,8 +163,7 @@ class ContactListController(Controller):
                data: ContactListUpdate, if_match: IfMatchHeader = "*") -> Response[ContactListOut]:
         """Change a list's name and/or description; with ``If-Match``, only if it is still at that version."""
         container.app.update_list(request.user, list_id, data.changes(), expected_version=expected_version(if_match))
-        return _tagged(list_queries.get_contact_list_versioned(container.pool, request.user.account_id, list_id),
-                       "contact list", list_id)
+        return _list_answer(container, request.user, list_id)
 
     @get("/{list_id:uuid}/history", operation_id="getContactListHistory",
          sync_to_thread=True)
@@ -201,28 +218,9 @@ class ContactController(Controller):
     ) -> Response[ContactPage]:
         """A page of active contacts with the exact total, newest first unless ``sort`` says otherwise;
         ``nextCursor`` (and the ``Link: rel="next"`` header) lead to the next page."""
-        if cursor is not None and page is not None:
-            raise ValidationError("send either cursor or page, not both: a cursor already says where the page"
-                                  " starts", field="cursor")
-        flt, order = contact_filter(search, list_id, is_opted_out, tags), Sort.parse(sort)
-        secret = container.app.hash_key
-        if cursor is None and str(order) == DEFAULT_SORT:
-            # Newest first by page number: page_contacts' counted fast paths (docs/benchmarks.md).
-            found = contact_queries.page_contacts(container.pool, request.user.account_id, flt, page or 1, page_size)
-            offset = ((page or 1) - 1) * page_size
-            if found.contacts and offset + len(found.contacts) < found.total:
-                last = found.contacts[-1]
-                found.next_cursor = cursors.encode(secret, flt, order, Position(last.created_at, last.id))
-        else:
-            after = cursors.decode(secret, cursor, flt, order) if cursor is not None else None
-            sorted_found = keyset.sorted_page(container.pool, request.user.account_id, flt, order, page_size,
-                                              after=after, offset=((page or 1) - 1) * page_size)
-            found = ContactPage(contacts=sorted_found.contacts, total=sorted_found.total,
-                                page=None if cursor is not None else page or 1, page_size=page_size,
-                                next_cursor=cursors.encode(secret, flt, order, sorted_found.next)
-                                if sorted_found.next else None)
-        headers = {"Link": next_link(request, found.next_cursor)} if found.next_cursor else {}
-        return Response(found, headers=headers)
+        found = contact_page(container, request.user.account_id, contact_filter(search, list_id, is_opted_out, tags),
+                             Sort.parse(sort), page=page, page_size=page_size, cursor=cursor)
+        return Response(found, headers={"Link": next_link(request, found.next_cursor)} if found.next_cursor else {})
 
     @get("/tags", operation_id="listContactTags", sync_to_thread=True)
     def tags_index(self, request: ActorRequest, container: Container) -> list[str]:
@@ -274,11 +272,8 @@ class ContactController(Controller):
         """One active contact of the account, with its version as the ``ETag``; with ``asOf`` or ``version``,
         its state back then (no ETag: it is not the current version)."""
         if as_of is not None or version is not None:
-            if as_of is not None and as_of.tzinfo is None:
-                raise ValidationError("asOf needs a time zone (RFC 3339), e.g. 2026-01-31T12:00:00Z", field="asOf")
-            return contact_as_of(container.app, request.user, contact_id, at=as_of, version=version)
-        return _tagged(contact_queries.get_contact_versioned(container.pool, request.user.account_id, contact_id),
-                       "contact", contact_id)
+            return _past_state(container, request.user, contact_id, as_of, version)
+        return _contact_answer(container, request.user, contact_id)
 
     @get("/{contact_id:uuid}/history", operation_id="getContactHistory",
          sync_to_thread=True)
@@ -306,5 +301,4 @@ class ContactController(Controller):
                                      region=data.sent("region"), list_ids=data.sent("list_ids"),
                                      is_opted_out=data.sent("is_opted_out"),
                                      expected_version=expected_version(if_match))
-        return _tagged(contact_queries.get_contact_versioned(container.pool, request.user.account_id, contact_id),
-                       "contact", contact_id)
+        return _contact_answer(container, request.user, contact_id)
