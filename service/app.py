@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from python_multipart.exceptions import MultipartParseError
 
 from command.errors import DomainError, PreconditionFailedError
-from command.importing import ImportFailedError
+from command.imports.service import ImportFailedError
 from events.asyncapi import document as asyncapi_document
 from service import logs
 from service.auth import JWTAuthMiddleware, TokenVerifier, echo_request_id

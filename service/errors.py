@@ -21,8 +21,8 @@ from command.errors import (
     UnknownListsError,
     ValidationError,
 )
-from command.import_files import FileFormatError, UnsupportedFileError
-from command.importing import IdempotencyKeyReusedError, ImportInProgressError
+from command.imports.formats import FileFormatError, UnsupportedFileError
+from command.imports.service import IdempotencyKeyReusedError, ImportInProgressError
 from service.exports import AttachmentTooLargeError, MailDeliveryError, MailNotConfiguredError
 from service.uploads import MalformedUploadError
 

@@ -20,8 +20,10 @@ from msgspec import Meta
 
 from command.context import Actor
 from command.errors import NotFoundError, ValidationError
-from command.import_files import ImportRow, detect_format, open_rows, unneutralise
-from command.importing import ImportOutcome, ImportService
+from command.imports.cells import unneutralise
+from command.imports.formats import detect_format
+from command.imports.rows import ImportRow, open_rows
+from command.imports.service import ImportOutcome, ImportService
 from query.tenancy import as_tenant, tenant_transaction
 from service.bootstrap import Container
 from service.commands import clean_region, clean_tags, clean_text, split_tags
