@@ -2,7 +2,7 @@
 
 Domain errors (``command.errors.DomainError`` and its subclasses) say *what* went wrong
 (``code``, ``message``, ``field``); this module says which HTTP status each one is.
-``service.app`` answers with ``status_of`` and the OpenAPI document (``service.api_docs``)
+``service.error_handlers`` answers with ``status_of`` and the OpenAPI document (``service.api_docs``)
 lists, per operation, the codes of ``CODES`` with their status and when they happen, so the
 document and the answers come from the same table.
 """

@@ -27,7 +27,7 @@ from command.imports.rows import ImportRow, open_rows
 from command.imports.service import ImportOutcome, ImportService
 from query.tenancy import as_tenant, tenant_transaction
 from service.bootstrap import Container
-from service.commands import clean_region, clean_tags, clean_text, split_tags
+from service.cleaning import clean_region, clean_tags, clean_text, split_tags
 from service.import_jobs import enqueue, file_limits
 from service.openapi import located, with_request_body
 from service.schemas import NO_NUL, Region
