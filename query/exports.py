@@ -2,7 +2,7 @@
 
 The CSV lines are written by PostgreSQL (``csv_export``): the query formats each row,
 neutralised with ``command.imports.cells.neutralise``'s rule and quoted as ``csv.writer``
-quotes (tests/test_export_sql.py holds it to the csv module's bytes for any text), and
+quotes (tests/integration/test_export_sql.py holds it to the csv module's bytes for any text), and
 Python only joins the lines of each fetched batch. Building a ``ContactOut`` per row
 and writing it through the csv module, as this did before, cost about 25 µs a row.
 
@@ -194,7 +194,7 @@ def _json_item() -> sql.Composable:
 
 
 #: One contact as JSON, byte for byte what ``msgspec.json.encode(ContactOut)`` writes
-#: (the GET /contacts item), so the export equals the list (tests/test_export_sql.py).
+#: (the GET /contacts item), so the export equals the list (tests/integration/test_export_sql.py).
 JSON_ITEM = _json_item()
 
 

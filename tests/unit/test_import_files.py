@@ -268,6 +268,7 @@ def test_trailing_empty_cells_do_not_count_as_columns(tmp_path: Path) -> None:
     assert row.phone == "0712345678"
 
 
+@pytest.mark.slow  # about 10 s of CPU: `make test-unit` leaves it to `make test`
 def test_200000_rows_are_read_in_bounded_memory(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "big.csv", contact_rows(200_000))
     assert path.stat().st_size > 15_000_000
