@@ -6,7 +6,7 @@ both through the application's event store, both projected by ``ProjectionRunner
 exactly as the worker projects:
 
 ``imports`` (default)
-    The path a 1M-contact account really takes: ``ContactImport.RowsImported`` batch
+    The path a 1M-contact account really takes: ``ContactImport.Progressed`` batch
     events of 1,000 contacts (one event per save), each contact sealed with its own key
     and its phone claimed in the same transaction, as ``ImportService._import_batch``
     stores them. Built here rather than through ``ImportService.run`` because an import
@@ -183,7 +183,7 @@ def _progress(log: Log, done: int, total: int, events: int, started: float) -> N
 
 
 def _store_imports(app: ContactsApplication, state: SeedState, log: Log) -> int:
-    """One import job whose RowsImported events hold 1,000 contacts each; returns events stored."""
+    """One import job whose Progressed events hold 1,000 contacts each; returns events stored."""
     actor = _actor(state)
     list_ids = [uuid.UUID(i) for i in state.list_ids]
     job = ContactImport.start(actor, source="json", filename="bench-seed", list_id=None, idempotency_key=None)

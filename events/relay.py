@@ -26,6 +26,7 @@ from nats.js.api import StorageType, StreamConfig
 from psycopg_pool import ConnectionPool
 
 from command import locks
+from command.domain import IMPORT_BATCH_TOPICS
 from command.notification_log import LogFollower
 from command.unit_of_work import wait_for_flush
 from events import erasure
@@ -234,7 +235,7 @@ def _groups(notifications: list[Any]) -> list[list[Any]]:
     groups: list[list[Any]] = []
     run: list[Any] = []
     for n in notifications:
-        if "RowsImported" in n.topic:
+        if n.topic in IMPORT_BATCH_TOPICS:
             if run:
                 groups.append(run)
                 run = []

@@ -282,7 +282,7 @@ class ReadModelProjector:
                     (e.originator_id, e.account_id, e.source, e.filename, e.list_id, e.timestamp, e.timestamp))
 
     @apply.register
-    def _(self, e: ContactImport.RowsImported, cur: Cursor[Any]) -> None:
+    def _(self, e: ContactImport.Progressed, cur: Cursor[Any]) -> None:
         """A whole batch in a few set-based statements (COPY), not a statement per row."""
         list_ids = {lid for c in e.contacts for lid in c["list_ids"]}
         existing: set = set()

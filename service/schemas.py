@@ -17,6 +17,7 @@ from msgspec import UNSET, Meta, UnsetType
 from command.field_limits import (
     MAX_EMAIL_CHARS, MAX_NAME_CHARS, MAX_NOTES_CHARS, MAX_PHONE_CHARS, MAX_TAG_CHARS, MAX_TAGS,
 )
+from command.imports.cells import TAG_SEPARATOR_CHARS
 from events.contract import camel
 
 # PostgreSQL text cannot hold NUL: refuse it at the door (422), or the stored event could never
@@ -35,7 +36,7 @@ Email = Annotated[str, Meta(max_length=MAX_EMAIL_CHARS, pattern=NO_NUL)]
 PhoneText = Annotated[str, Meta(max_length=MAX_PHONE_CHARS, pattern=NO_NUL)]
 # A tag holds no "," or ";": the tags filter separates tags with commas, and the CSV export
 # joins them with ";" (which imports split again), so such a tag could never be found or round-trip.
-TAG_TEXT = r"^[^\x00,;]*$"
+TAG_TEXT = r"^[^\x00" + TAG_SEPARATOR_CHARS + "]*$"
 Tag = Annotated[str, Meta(max_length=MAX_TAG_CHARS, pattern=TAG_TEXT)]
 Region = Annotated[str, Meta(min_length=2, max_length=2, pattern=NO_NUL)]
 Ids = Annotated[list[UUID], Meta(max_length=10_000)]

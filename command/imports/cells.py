@@ -15,7 +15,8 @@ import re
 FORMULA_STARTS = "=+-@\t\r"
 _NEEDS_QUOTE = re.compile(r"'*[" + re.escape(FORMULA_STARTS) + "]")
 _QUOTED = re.compile(r"'+[" + re.escape(FORMULA_STARTS) + "]")
-TAG_SEPARATORS = re.compile(r"[;,]")  # what splits a tags cell or a tags item into tags
+TAG_SEPARATOR_CHARS = ",;"  # a tag never holds one (the API refuses it), so tags split and join safely
+TAG_SEPARATORS = re.compile(f"[{re.escape(TAG_SEPARATOR_CHARS)}]")  # what splits a tags cell or item into tags
 TAG_SEPARATOR = ";"  # what joins an exported contact's tags in one cell (read back by TAG_SEPARATORS)
 
 

@@ -1,6 +1,6 @@
 """The Import command: rows in, batch events out, with a reason for every row not imported cleanly.
 
-Rows are read lazily and handled in batches: each batch is one ``RowsImported``
+Rows are read lazily and handled in batches: each batch is one ``ContactImport.Progressed``
 event carrying up to ``batch_size`` new contacts (each one's personal data sealed
 with its own key), saved with the batch's phone claims in one transaction. A
 number already held in the account, or seen earlier in the same import, skips the
