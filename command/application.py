@@ -347,14 +347,14 @@ class ContactsApplication(Application):
 
     @retry_on_conflict
     def trash(self, actor: Actor, contact_ids: list[UUID]) -> int:
-        """SoftDelete: active contacts of the account move to the trash."""
+        """Trash: active contacts of the account move to the trash."""
         changed = [c for c in self._active_contacts(actor, contact_ids) if c.trash(actor)]
         self.save_all(*changed)
         return len(changed)
 
     @retry_on_conflict
     def trash_contact(self, actor: Actor, contact_id: UUID, expected_version: int | None = None) -> bool:
-        """SoftDelete of one contact, if it is still at ``expected_version`` (when given); False if not active."""
+        """Trash one contact, if it is still at ``expected_version`` (when given); False if it is not active."""
         contact = self.get_contact(actor, contact_id)
         check_version(contact, expected_version)
         changed = contact.trash(actor)

@@ -28,7 +28,7 @@ import nats
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from command import locks
+from events import locks
 from events.contract import PII_EVENT_NAMES
 from events.leader import Leader
 

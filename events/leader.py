@@ -33,7 +33,7 @@ class Leader:
     """Base of a task that runs in one process at a time; subclasses say what a round does."""
 
     name: str  # in the log lines
-    lock_key: int  # the advisory lock (command/locks.py)
+    lock_key: int  # the advisory lock (events/locks.py)
     idle_s: float  # the longest wait between rounds when nothing wakes the task
     database_url: str
     nats_url: str

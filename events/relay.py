@@ -25,11 +25,10 @@ import psycopg
 from nats.js.api import StorageType, StreamConfig
 from psycopg_pool import ConnectionPool
 
-from command import locks
 from command.domain import IMPORT_BATCH_TOPICS
 from command.notification_log import LogFollower
 from command.unit_of_work import wait_for_flush
-from events import erasure
+from events import erasure, locks
 from events.contract import to_messages
 from events.leader import Leader
 

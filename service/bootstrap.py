@@ -11,13 +11,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from command import directory, locks
+from command import operator_prefixes
 from command.application import ContactsApplication
 from command.crypto import KeyStore
 from command.unit_of_work import EVENTS_TABLE
 from events.relay import Relay
 from projections.read_model import ReadModelProjector
 from projections.runner import ProjectionRunner
+from service import locks
 from service.dbpool import check_after_outage, retry_every_second
 from service.schema import ensure_schema
 from service.settings import Settings
@@ -118,7 +119,7 @@ def build(settings: Settings, database_url: str) -> Container:
             # keeps the check in ``_check``, read at every checkout).
             app.recorder.datastore.pool._check = check_after_outage
             ensure_schema(conn, app.recorder)
-            app.directory = directory.load(conn)
+            app.directory = operator_prefixes.load(conn)
             app.hash_key = phone_hash_key(conn, settings)
             container = Container(settings=settings, database_url=database_url, app=app, pool=pool)
             project_stored_events(conn, container)

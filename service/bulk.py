@@ -18,7 +18,6 @@ from query.contacts import ContactFilter
 from query.tenancy import tenant_transaction
 from service import bulk_jobs
 from service.bootstrap import Container
-from service.cleaning import clean_tags
 from service.schemas import BulkFilter, BulkSelection, BulkTagging, OptedInCount, OptedOutCount, Tagged, Untagged
 
 ActorRequest = Request[Actor, str, Any]
@@ -53,8 +52,8 @@ BULK_RESPONSES = {202: QUEUED}  # the error answers are written from one table (
 
 def contact_filter_of(body: BulkFilter) -> ContactFilter:
     """The GET /contacts filter a body's ``filter`` means; an empty one is a 422, never 'everything'."""
-    flt = ContactFilter(search=(body.search or "").strip() or None, list_id=body.list_id,
-                        is_opted_out=body.is_opted_out, tags=clean_tags(body.tags or []))
+    flt = ContactFilter(search=body.search, list_id=body.list_id, is_opted_out=body.is_opted_out,
+                        tags=body.tags or [])
     if flt.search is None and flt.list_id is None and flt.is_opted_out is None and not flt.tags and not body.all:
         raise ValidationError("filter names no contacts: give listId, tags, isOptedOut or search, or"
                               " {\"all\": true} to act on every contact of the account", field="filter")
@@ -123,14 +122,14 @@ class BulkController(Controller):
           sync_to_thread=True)
     def tag(self, request: ActorRequest, container: Container, data: BulkTagging) -> Response[Tagged]:
         """Add tags to the contacts; counts those that gained at least one."""
-        return act(container, request.user, "tag", {"tags": clean_tags(data.tags)},
+        return act(container, request.user, "tag", {"tags": data.tags},
                    selected(data.ids, data.filter), lambda n: Tagged(tagged=n))
 
     @post("/bulk-untag", operation_id="bulkUntagContacts", responses=BULK_RESPONSES, status_code=200,
           sync_to_thread=True)
     def untag(self, request: ActorRequest, container: Container, data: BulkTagging) -> Response[Untagged]:
         """Remove tags from the contacts; counts those that lost at least one."""
-        return act(container, request.user, "untag", {"tags": clean_tags(data.tags)},
+        return act(container, request.user, "untag", {"tags": data.tags},
                    selected(data.ids, data.filter), lambda n: Untagged(untagged=n))
 
     @post("/bulk-opt-out", operation_id="bulkOptOutContacts", responses=BULK_RESPONSES, status_code=200,

@@ -1,4 +1,4 @@
-"""Cleaning of request values before they reach a command: trimmed text, emails, tags, regions."""
+"""Cleaning of request values before they reach a command: trimmed text, names, emails, tags, regions."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def clean_text(value: Any) -> Any:
         value = value.strip()
         return value or None
     return value
+
+
+def clean_name(value: str) -> str:
+    """A list's name, trimmed; an empty one is refused."""
+    cleaned = clean_text(value)
+    if not cleaned:
+        raise ValidationError("name must not be empty", field="name")
+    return cleaned
 
 
 def clean_email(value: str | None) -> str | None:

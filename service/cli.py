@@ -55,7 +55,7 @@ async def _run(settings: Settings, database_url: str, nats_url: str, *, api: boo
     from service.app import create_app
     from service.bootstrap import build
     from service.heap import settle_heap
-    from service.worker import Worker
+    from service.worker import RelayChild, WorkerWithRelayChild
 
     container = await asyncio.to_thread(build, settings, database_url)
     stop = asyncio.Event()
@@ -65,7 +65,7 @@ async def _run(settings: Settings, database_url: str, nats_url: str, *, api: boo
     tasks = []
     server = None
     if worker:
-        w = Worker(container, nats_url, relay_process=not relay_only, relay_only=relay_only)
+        w = RelayChild(container, nats_url) if relay_only else WorkerWithRelayChild(container, nats_url)
         tasks.append(asyncio.create_task(w.run()))
     if api:
         # The app has no startup/shutdown hooks: without lifespan, Ctrl-C ends quietly.
@@ -223,14 +223,14 @@ def _actor(text: str) -> str:
 def cmd_mno_refresh(settings: Settings) -> None:
     import psycopg
 
-    from command import directory
+    from command import operator_prefixes
 
     with ExitStack() as stack:
         database_url, _ = _servers(settings, stack, need_nats=False)
         with psycopg.connect(database_url, autocommit=True) as conn:
-            directory.ensure(conn)
-            count = directory.refresh(conn)
-    print(f"mno_prefixes: {count} prefixes from {directory.source_label()}")
+            operator_prefixes.ensure(conn)
+            count = operator_prefixes.refresh(conn)
+    print(f"mno_prefixes: {count} prefixes from {operator_prefixes.source_label()}")
 
 
 def cmd_rebuild(settings: Settings) -> None:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 from uuid import UUID
 
-import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
@@ -26,7 +25,7 @@ from query.models import ContactListOut, ContactOut, ContactPage
 from service import bulk, cursors
 from service.bulk import BULK_RESPONSES
 from service.bootstrap import Container
-from service.cleaning import clean_email, clean_region, clean_tags, clean_text
+from service.cleaning import clean_tags
 from service.etags import ETAG_HEADER, IfMatchHeader, etag, expected_version
 from service.openapi import located
 from service.parameters import (
@@ -48,7 +47,6 @@ from service.schemas import (
 )
 
 ActorRequest = Request[Actor, str, Any]
-PII_INPUT = {"first_name": "first_name", "last_name": "last_name", "email": "email", "notes": "notes"}
 
 
 def _found(value: Any, what: str, ident: UUID) -> Any:
@@ -106,7 +104,7 @@ class ContactListController(Controller):
           response_headers=[ETAG_HEADER])
     def create(self, request: ActorRequest, container: Container, data: ContactListCreate) -> Response[ContactListOut]:
         """Create a contact list (201)."""
-        list_id = container.app.create_list(request.user, _required_name(data.name), clean_text(data.description))
+        list_id = container.app.create_list(request.user, data.name, data.description)
         return _tagged(list_queries.get_contact_list_versioned(container.pool, request.user.account_id, list_id),
                        "contact list", list_id, status_code=201)
 
@@ -122,12 +120,7 @@ class ContactListController(Controller):
     def update(self, request: ActorRequest, container: Container, list_id: UUID,
                data: ContactListUpdate, if_match: IfMatchHeader = "*") -> Response[ContactListOut]:
         """Change a list's name and/or description; with ``If-Match``, only if it is still at that version."""
-        changes: dict[str, Any] = {}
-        if data.name is not msgspec.UNSET:
-            changes["name"] = _required_name(data.name)
-        if data.description is not msgspec.UNSET:
-            changes["description"] = clean_text(data.description)
-        container.app.update_list(request.user, list_id, changes, expected_version=expected_version(if_match))
+        container.app.update_list(request.user, list_id, data.changes(), expected_version=expected_version(if_match))
         return _tagged(list_queries.get_contact_list_versioned(container.pool, request.user.account_id, list_id),
                        "contact list", list_id)
 
@@ -139,8 +132,8 @@ class ContactListController(Controller):
 
     @delete("/{list_id:uuid}", operation_id="deleteContactList",
             sync_to_thread=True)
-    def remove(self, request: ActorRequest, container: Container, list_id: UUID,
-               if_match: IfMatchHeader = "*") -> None:
+    def delete_list(self, request: ActorRequest, container: Container, list_id: UUID,
+                    if_match: IfMatchHeader = "*") -> None:
         """Delete a list; its contacts stay in the account (204); with ``If-Match``, only at that version."""
         container.app.delete_list(request.user, list_id, expected_version=expected_version(if_match))
 
@@ -163,14 +156,6 @@ class ContactListController(Controller):
         return bulk.act(container, request.user, "remove_from_list", {"list_id": str(list_id)},
                         bulk.selected(data.contact_ids, data.filter, "contactIds"), lambda n: Removed(removed=n),
                         by_ids=partial(container.app.remove_from_list, request.user, list_id))
-
-
-def _required_name(name: str) -> str:
-    """A list's name, trimmed; an empty one is a 422 naming ``name``."""
-    cleaned = clean_text(name)
-    if not cleaned:
-        raise ValidationError("name must not be empty", field="name")
-    return cleaned
 
 
 class ContactController(Controller):
@@ -236,7 +221,7 @@ class ContactController(Controller):
 
     @post("/bulk-delete", operation_id="bulkDeleteContacts",
           responses=bulk.BULK_RESPONSES, status_code=200, sync_to_thread=True)
-    def bulk_delete(self, request: ActorRequest, container: Container, data: BulkSelection) -> Response[Deleted]:
+    def bulk_trash(self, request: ActorRequest, container: Container, data: BulkSelection) -> Response[Deleted]:
         """Move active contacts to the trash (``ids``, or every contact matching ``filter``); counts only
         those that were active."""
         return bulk.act(container, request.user, "delete", {}, bulk.selected(data.ids, data.filter),
@@ -244,8 +229,8 @@ class ContactController(Controller):
 
     @delete("/{contact_id:uuid}", operation_id="deleteContact",
             sync_to_thread=True)
-    def remove(self, request: ActorRequest, container: Container, contact_id: UUID,
-               if_match: IfMatchHeader = "*") -> None:
+    def trash(self, request: ActorRequest, container: Container, contact_id: UUID,
+              if_match: IfMatchHeader = "*") -> None:
         """Move one contact to the trash (204); 404 if it is not an active contact of the account;
         with ``If-Match``, only if it is still at that version (412 if not)."""
         if not container.app.trash_contact(request.user, contact_id, expected_version=expected_version(if_match)):
@@ -278,11 +263,8 @@ class ContactController(Controller):
           response_headers=[ETAG_HEADER])
     def create(self, request: ActorRequest, container: Container, data: ContactCreate) -> Response[ContactOut]:
         """Create a contact (201); 422 for an invalid phone, 409 if the number is taken."""
-        contact = container.app.create_contact(
-            request.user, phone=data.phone, region=clean_region(data.region),
-            pii={"first_name": clean_text(data.first_name), "last_name": clean_text(data.last_name),
-                 "email": clean_email(data.email), "notes": clean_text(data.notes)},
-            tags=clean_tags(data.tags), list_ids=data.list_ids, is_opted_out=data.is_opted_out)
+        contact = container.app.create_contact(request.user, phone=data.phone, region=data.region, pii=data.pii(),
+                                               tags=data.tags, list_ids=data.list_ids, is_opted_out=data.is_opted_out)
         # The answer is the state just stored, as the read row holds it (one transaction wrote both):
         # reading it back cost five statements and three round trips of every create.
         return Response(_created(contact), status_code=201, headers={"ETag": etag(contact.version)})
@@ -293,23 +275,9 @@ class ContactController(Controller):
                data: ContactUpdate, if_match: IfMatchHeader = "*") -> Response[ContactOut]:
         """Change the fields sent; ``listIds`` replaces the memberships; with ``If-Match``, only if the
         contact is still at that version (412 if not)."""
-        pii: dict[str, Any] = {}
-        for field in ("first_name", "last_name", "notes"):
-            value = getattr(data, field)
-            if value is not msgspec.UNSET:
-                pii[field] = clean_text(value)
-        if data.email is not msgspec.UNSET:
-            pii["email"] = clean_email(data.email)
-        if data.phone is not msgspec.UNSET:
-            pii["phone"] = data.phone
-        changes: dict[str, Any] = {}
-        if data.tags is not msgspec.UNSET:
-            changes["tags"] = clean_tags(data.tags)
-        container.app.update_contact(
-            request.user, contact_id, pii=pii, changes=changes,
-            region=None if data.region is msgspec.UNSET else clean_region(data.region),
-            list_ids=None if data.list_ids is msgspec.UNSET else data.list_ids,
-            is_opted_out=None if data.is_opted_out is msgspec.UNSET else data.is_opted_out,
-            expected_version=expected_version(if_match))
+        container.app.update_contact(request.user, contact_id, pii=data.pii(), changes=data.changes(),
+                                     region=data.sent("region"), list_ids=data.sent("list_ids"),
+                                     is_opted_out=data.sent("is_opted_out"),
+                                     expected_version=expected_version(if_match))
         return _tagged(contact_queries.get_contact_versioned(container.pool, request.user.account_id, contact_id),
                        "contact", contact_id)

@@ -32,9 +32,9 @@ from litestar.params import Parameter
 from litestar.response import Stream
 from psycopg_pool import ConnectionPool
 
-from command import locks
 from command.errors import DomainError, ValidationError
 from query.exports import EXTRA_COLUMNS, csv_export, json_export
+from service import locks
 from service.schemas import explain, field_of
 from service.bootstrap import Container
 from service.cleaning import clean_email, clean_tags

@@ -22,7 +22,6 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from command import locks
 from command.context import Actor
 from command.domain import ContactImport
 from command.errors import NotFoundError
@@ -31,7 +30,7 @@ from command.imports.rows import ImportRow, open_rows
 from command.imports.service import ImportFailedError, ImportOutcome, ImportService, failure_reason
 from query import imports as import_queries
 from query.imports import ImportJob
-from service import logs
+from service import locks, logs
 from service import bulk_jobs
 from service.bootstrap import Container
 from service.settings import Settings

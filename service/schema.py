@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from command import directory
+from command import operator_prefixes
 
 FILES = (("command", "schema.sql"), ("projections", "schema.sql"))
 
@@ -46,4 +46,4 @@ def ensure_schema(conn: psycopg.Connection[Any], recorder: Any) -> None:
                 conn.execute(text)
             conn.execute("INSERT INTO schema_version (name, fingerprint) VALUES ('contacts', %s) ON CONFLICT"
                          " (name) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, updated_at = now()", (current,))
-    directory.ensure(conn)
+    operator_prefixes.ensure(conn)

@@ -1,12 +1,15 @@
-"""Request bodies (msgspec Structs): camelCase, unknown fields rejected.
+"""Request bodies (msgspec Structs): camelCase, unknown fields rejected, values cleaned as they are decoded.
 
 ``ContactUpdate`` and ``ContactListUpdate`` use ``UNSET`` so a field that is not sent
-stays as it is, while an explicit ``null`` clears it.
+stays as it is, while an explicit ``null`` clears it. Each body cleans its values in
+``__post_init__`` (service/cleaning.py: trimmed text, lower-cased emails and tags, region
+codes), so a handler hands on what it decoded and a refused value is a 422 like any other.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 from uuid import UUID
 
 import re
@@ -19,6 +22,7 @@ from command.field_limits import (
 )
 from command.imports.cells import TAG_SEPARATOR_CHARS
 from events.contract import camel
+from service.cleaning import clean_email, clean_name, clean_region, clean_tags, clean_text
 
 # PostgreSQL text cannot hold NUL: refuse it at the door (422), or the stored event could never
 # be projected and every later write would wait on it.
@@ -46,14 +50,36 @@ class In(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=Tru
     """Base of every request body."""
 
 
+def _cleaned(clean: Callable[[Any], Any], value: Any) -> Any:
+    """``clean(value)``, or ``UNSET`` for a field that was not sent.
+
+    A refusal is the cleaner's ``command.errors.ValidationError``: msgspec lets it through
+    (it wraps only ValueError and TypeError), so the answer is the 422 naming the field that
+    a command's refusal gets (service/error_handlers.py), not msgspec's own wording.
+    """
+    return UNSET if value is UNSET else clean(value)
+
+
 class ContactListCreate(In):
     name: Name
     description: Description | None = None
+
+    def __post_init__(self) -> None:
+        self.name = clean_name(self.name)
+        self.description = clean_text(self.description)
 
 
 class ContactListUpdate(In):
     name: Name | UnsetType = UNSET
     description: Description | None | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        self.name = _cleaned(clean_name, self.name)
+        self.description = clean_text(self.description)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields sent, by their names in the list's events."""
+        return {field: getattr(self, field) for field in ("name", "description") if getattr(self, field) is not UNSET}
 
 
 class IdList(In):
@@ -74,6 +100,10 @@ class BulkFilter(In):
     all: Annotated[bool, Meta(description=(
         "true: every active contact of the account. An empty filter is refused (422) rather than read as"
         " 'everything'; a filter with other fields needs no `all`"), examples=[True])] = False
+
+    def __post_init__(self) -> None:
+        self.search = clean_text(self.search)
+        self.tags = clean_tags(self.tags) if self.tags is not None else None
 
 
 _IDS_OR_FILTER = ("Exactly one of ids and filter: the contacts by id (up to 10,000), or every active contact"
@@ -97,6 +127,9 @@ class BulkTagging(BulkSelection, kw_only=True):
     tags: Annotated[list[Tag], Meta(min_length=1, max_length=MAX_TAGS, description="Tags to add or remove",
                                     examples=[["vip", "nairobi"]])]
 
+    def __post_init__(self) -> None:
+        self.tags = clean_tags(self.tags)
+
 
 class ContactCreate(In):
     phone: PhoneText
@@ -109,6 +142,17 @@ class ContactCreate(In):
     is_opted_out: bool = False
     region: Region | None = None
 
+    def __post_init__(self) -> None:
+        self.region = clean_region(self.region)
+        self.first_name, self.last_name = clean_text(self.first_name), clean_text(self.last_name)
+        self.email = clean_email(self.email)
+        self.notes = clean_text(self.notes)
+        self.tags = clean_tags(self.tags)
+
+    def pii(self) -> dict[str, str | None]:
+        """The personal fields, which the command seals per contact."""
+        return {"first_name": self.first_name, "last_name": self.last_name, "email": self.email, "notes": self.notes}
+
 
 class ContactUpdate(In):
     phone: PhoneText | UnsetType = UNSET
@@ -120,6 +164,28 @@ class ContactUpdate(In):
     list_ids: Annotated[list[UUID], Meta(max_length=1000)] | UnsetType = UNSET
     is_opted_out: bool | UnsetType = UNSET
     region: Region | None | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        # clean_text passes non-strings through: None clears a field, UNSET leaves it as it is.
+        self.first_name, self.last_name = clean_text(self.first_name), clean_text(self.last_name)
+        self.notes = clean_text(self.notes)
+        self.email = _cleaned(clean_email, self.email)
+        self.tags = _cleaned(clean_tags, self.tags)
+        self.region = _cleaned(clean_region, self.region)
+
+    def pii(self) -> dict[str, Any]:
+        """The personal fields sent (and the phone, which the command parses), by their names in the events."""
+        return {field: getattr(self, field) for field in ("first_name", "last_name", "notes", "email", "phone")
+                if getattr(self, field) is not UNSET}
+
+    def changes(self) -> dict[str, Any]:
+        """The other fields the contact's update event carries: the tags, if sent."""
+        return {} if self.tags is UNSET else {"tags": self.tags}
+
+    def sent(self, field: str) -> Any:
+        """The value of ``field``, or None if it was not sent (the command's 'leave it as it is')."""
+        value = getattr(self, field)
+        return None if value is UNSET else value
 
 
 class Added(msgspec.Struct):

@@ -5,10 +5,12 @@ It does not project: every write builds its own read rows in its own transaction
 channel (every write notifies it) wakes the relay, the import queue's channel wakes
 the import slots, and a one-second safety tick wakes both.
 
-``contacts worker`` runs the relay in a child process (``contacts relay``) at a lower
-CPU priority: publishing an import's thousands of ``contact.created`` messages may
-lag behind the import, but never takes a core from the import, whose response waits
-for its batches (docs/imports.md, "Performance").
+Three roles, one class each: ``Worker`` runs everything in one process (the tests use
+it); ``WorkerWithRelayChild`` is ``contacts worker``, which runs the relay in a child
+process (``RelayChild``, ``contacts relay``) at a lower CPU priority: publishing an
+import's thousands of ``contact.created`` messages may lag behind the import, but never
+takes a core from the import, whose response waits for its batches (docs/imports.md,
+"Performance").
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from events import inbound
 from events.erasure import Eraser
+from events.relay import Relay
 from service import import_jobs
 from service.bootstrap import Container
 from service.retention import purge_expired
@@ -38,52 +42,30 @@ RELAY_NICENESS = 10
 
 
 class Worker:
-    """NATS relay, queued imports, retention purge and the inbound SMS consumer, as asyncio tasks."""
+    """``contacts worker`` in one process: queued imports, the retention purge, the eraser, the inbound SMS
+    consumer and the NATS relay, as asyncio tasks (the tests run it so, in a thread)."""
 
     def __init__(self, container: Container, nats_url: str, *,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 retention_interval_s: float = 6 * 3600, import_slots: int = 2,
-                 relay_process: bool = False, relay_only: bool = False):
+                 retention_interval_s: float = 6 * 3600, import_slots: int = 2):
         self.container = container
-        self.relay_process = relay_process  # relay in a lower-priority child process, not here
-        self.relay_only = relay_only  # this process is that child: LISTEN and relay, nothing else
+        self.nats_url = nats_url
         self.clock = clock
         self.retention_interval_s = retention_interval_s
         self.import_slots = import_slots
         self.imports_wakeup = asyncio.Event()
-        self.relay = container.relay(nats_url) if nats_url else None
+        self.relay = self._local_relay()
         # Purged contacts are erased from the stream here, off the relay's ordered path.
         self.eraser = Eraser(container.pool, nats_url=nats_url, database_url=container.database_url,
-                             stream=container.settings.nats_stream) if nats_url and not relay_only else None
+                             stream=container.settings.nats_stream) if nats_url else None
         self.stop = asyncio.Event()
 
-    async def _listen(self) -> None:
-        """Wake the relay on stored events, the import slots on queued jobs.
+    def _local_relay(self) -> Relay | None:
+        """The relay this process runs (none without NATS)."""
+        return self.container.relay(self.nats_url) if self.nats_url else None
 
-        A second without any notification wakes everything (the safety tick): a job
-        whose worker died is claimed again then, as nothing announces a lost lock.
-        """
-        events = self.container.app.recorder.channel_name
-        queued = import_jobs.queue_channel(self.container)
-        while not self.stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(self.container.database_url,
-                                                                 autocommit=True) as conn:
-                    for channel in (events, queued):
-                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-                    while not self.stop.is_set():
-                        channel = None
-                        async for notify in conn.notifies(timeout=1.0, stop_after=1):
-                            channel = notify.channel
-                        if channel == queued:
-                            self.imports_wakeup.set()
-                        elif channel == events:
-                            self._wake_for_events()
-                        else:
-                            self._wake()
-            except (psycopg.Error, OSError) as exc:
-                log.warning("worker: LISTEN connection lost (%s); reconnecting", exc)
-                await asyncio.sleep(1.0)
+    def _relay_task(self) -> Coroutine[Any, Any, None] | None:
+        return self.relay.run(self.stop) if self.relay is not None else None
 
     def _wake_for_events(self) -> None:
         if self.relay is not None:
@@ -129,9 +111,38 @@ class Worker:
             except asyncio.TimeoutError:
                 pass
 
+    async def run(self) -> None:
+        """Run every task until ``stop`` is set."""
+        wakers = {self.container.app.recorder.channel_name: self._wake_for_events,
+                  import_jobs.queue_channel(self.container): self.imports_wakeup.set}
+        jobs = [listen(self.container.database_url, wakers, self.stop), self._retention(), self._imports(),
+                self._relay_task()]
+        if self.eraser is not None:
+            jobs.append(self.eraser.run(self.stop))
+        if self.nats_url:
+            settings = self.container.settings
+            jobs.append(inbound.consume(self.container, self.nats_url, settings.inbound_subject,
+                                        f"{settings.nats_stream}_INBOUND", self.stop, settings.nats_replicas))
+        try:
+            await until_stopped(self.stop, [job for job in jobs if job is not None], then=self._wake)
+        finally:
+            if self.relay is not None:
+                await self.relay.close()
+
+
+class WorkerWithRelayChild(Worker):
+    """``contacts worker`` as deployed: the worker's tasks, with the relay in a ``contacts relay`` child process
+    at a lower CPU priority (``RelayChild``)."""
+
+    def _local_relay(self) -> Relay | None:
+        return None  # the child relays; this process only keeps it running
+
+    def _relay_task(self) -> Coroutine[Any, Any, None] | None:
+        return self._relay_child() if self.nats_url else None
+
     async def _relay_child(self) -> None:
         """Keep a ``contacts relay`` child process running, at a lower CPU priority."""
-        env = {**os.environ, **relay_env(self.container, self.relay.nats_url)}
+        env = {**os.environ, **relay_env(self.container, self.nats_url)}
         while not self.stop.is_set():
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", "relay", env=env,
                                                         preexec_fn=_relay_session)
@@ -151,32 +162,59 @@ class Worker:
             except asyncio.TimeoutError:
                 pass
 
+
+class RelayChild:
+    """``contacts relay``, the worker's child process: LISTEN for stored events and relay them, nothing else."""
+
+    def __init__(self, container: Container, nats_url: str):
+        self.container = container
+        self.relay = container.relay(nats_url)
+        self.stop = asyncio.Event()
+
     async def run(self) -> None:
-        if self.relay_only:
-            lower_priority()
-        tasks = [asyncio.create_task(self._listen())]
-        if not self.relay_only:
-            tasks += [asyncio.create_task(self._retention()), asyncio.create_task(self._imports())]
-        if self.relay is not None and self.relay_process:
-            tasks.append(asyncio.create_task(self._relay_child()))
-        elif self.relay is not None:
-            tasks.append(asyncio.create_task(self.relay.run(self.stop)))
-        if self.eraser is not None:
-            tasks.append(asyncio.create_task(self.eraser.run(self.stop)))
-        if self.relay is not None and not self.relay_only:
-            settings = self.container.settings
-            tasks.append(asyncio.create_task(inbound.consume(
-                self.container, self.relay.nats_url, settings.inbound_subject, f"{settings.nats_stream}_INBOUND",
-                self.stop, settings.nats_replicas)))
-        self._wake()
+        """Relay until ``stop`` is set, at a lower CPU priority."""
+        lower_priority()
+        wakers = {self.container.app.recorder.channel_name: self.relay.wakeup.set}
         try:
-            await self.stop.wait()
+            await until_stopped(self.stop, [listen(self.container.database_url, wakers, self.stop),
+                                            self.relay.run(self.stop)], then=self.relay.wakeup.set)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.relay is not None:
-                await self.relay.close()
+            await self.relay.close()
+
+
+async def listen(database_url: str, wakers: dict[str, Callable[[], None]], stop: asyncio.Event) -> None:
+    """Call a channel's waker on each of its notifications (the event store's, the import queue's).
+
+    A second without any notification calls every waker (the safety tick): a job whose
+    worker died is claimed again then, as nothing announces a lost lock.
+    """
+    while not stop.is_set():
+        try:
+            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+                for channel in wakers:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                while not stop.is_set():
+                    channel = None
+                    async for notify in conn.notifies(timeout=1.0, stop_after=1):
+                        channel = notify.channel
+                    for wake in [wakers[channel]] if channel in wakers else wakers.values():
+                        wake()
+        except (psycopg.Error, OSError) as exc:
+            log.warning("worker: LISTEN connection lost (%s); reconnecting", exc)
+            await asyncio.sleep(1.0)
+
+
+async def until_stopped(stop: asyncio.Event, jobs: list[Coroutine[Any, Any, None]],
+                        then: Callable[[], None]) -> None:
+    """Run ``jobs`` as tasks, call ``then`` (a first wake-up), and cancel them all once ``stop`` is set."""
+    tasks = [asyncio.create_task(job) for job in jobs]
+    then()
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _relay_session() -> None:

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from service.worker import RELAY_NICENESS, Worker
+from service.worker import RELAY_NICENESS, WorkerWithRelayChild
 from tests.support import ThreadedWorker, read_stream, start_service
 
 
@@ -32,7 +32,7 @@ def _niceness(pid: int) -> int:
 def test_worker_publishes_through_a_lower_priority_relay_process(fresh_database: str, nats_url: str) -> None:
     svc = start_service(fresh_database, nats_url, with_worker=False)
     worker = ThreadedWorker(svc.container, nats_url)
-    worker.worker = Worker(svc.container, nats_url, relay_process=True)
+    worker.worker = WorkerWithRelayChild(svc.container, nats_url)
     svc.worker = worker.start()
     try:
         api = svc.client()
@@ -43,7 +43,7 @@ def test_worker_publishes_through_a_lower_priority_relay_process(fresh_database:
         children = _relay_children()
         assert len(children) == 1
         assert _niceness(children[0]) == _niceness(os.getpid()) + RELAY_NICENESS
-        assert not worker.worker.relay.is_leader  # the child leads; this process does not relay
+        assert worker.worker.relay is None  # the child relays; this process has no relay of its own
     finally:
         svc.close()
     deadline = time.monotonic() + 20

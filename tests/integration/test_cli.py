@@ -196,3 +196,13 @@ def test_events_export_draws_no_bar_off_a_terminal_and_one_when_asked(service: S
     assert forced.returncode == 0 and BAR.search(forced.stderr) and "written" in forced.stderr
     assert [json.loads(line)["type"] for line in forced.stdout.splitlines()] == ["contacts.contact.created.v1"]
 
+
+
+def test_mno_refresh_reloads_the_operator_prefixes_from_phonenumbers(fresh_database: str, nats_url: str) -> None:
+    from command.phones import african_prefixes
+    from tests.support import start_service
+
+    start_service(fresh_database, nats_url, with_worker=False).close()  # the schema the command refreshes
+    done = contacts("mno", "refresh", env={"CONTACTS_DATABASE_URL": fresh_database})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"mno_prefixes: {len(african_prefixes())} prefixes from phonenumbers ")

@@ -1,0 +1,23 @@
+"""Advisory lock keys: each layer keeps its own, and no number is taken twice across them (no I/O)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from events import locks as events_locks
+from service import locks as service_locks
+
+
+def _keys(module: ModuleType) -> dict[str, int]:
+    return {f"{module.__name__}.{name}": value for name, value in vars(module).items()
+            if name.isupper() and isinstance(value, int)}
+
+
+def test_no_advisory_lock_key_is_used_twice_across_the_layers() -> None:
+    keys = {**_keys(service_locks), **_keys(events_locks)}
+    assert len(keys) == 5, keys  # a new key is added here too, so this check sees it
+    taken: dict[int, str] = {}
+    for name, value in keys.items():
+        assert value not in taken, f"{name} and {taken[value]} share the advisory lock key {value}"
+        taken[value] = name
+    assert 724_002 not in taken  # retired with the write schema: never reused, so an older process cannot collide
