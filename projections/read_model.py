@@ -21,6 +21,7 @@ from psycopg import Connection, Cursor
 from psycopg.types.json import Jsonb
 
 from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
+from query.models import CONTACT_FIELDS
 
 log = logging.getLogger(__name__)
 NAME = "read_model"
@@ -87,29 +88,33 @@ UPDATE contacts SET list_ids = list_ids || ARRAY(SELECT list_id FROM added)
 WHERE id = %(contact)s AND EXISTS (SELECT 1 FROM added)
 """
 
+#: The columns a new contact's row is written with: its fields (``ContactOut``'s, less
+#: ``deleted_at``: a new contact is not in the trash), then the read table's own.
+NEW_CONTACT_COLUMNS = (*(f.name for f in CONTACT_FIELDS if f.name != "deleted_at"),
+                       "account_id", "search_name", "search_phone")
+
 # The columns of a contact's row its later events' projections need.
 ROW_COLUMNS = ("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at")
 
+# Parameters named after the columns: the row's values are the ones every count below reads.
 CONTACT_CREATED = """
 WITH c AS (
-    INSERT INTO contacts (id, account_id, first_name, last_name, phone, email, notes, tags, is_opted_out, status,
-                          invalid_reason, operator, country, created_at, updated_at, search_name, search_phone,
-                          version)
-    VALUES (%(id)s, %(account)s, %(first)s, %(last)s, %(phone)s, %(email)s, %(notes)s, %(tags)s, %(opted)s,
-            %(status)s, %(reason)s, %(operator)s, %(country)s, %(ts)s, %(ts)s, %(sname)s, %(sphone)s, %(version)s)
+    INSERT INTO contacts (""" + ", ".join((*NEW_CONTACT_COLUMNS, "version")) + """)
+    VALUES (""" + ", ".join(f"%({column})s" for column in (*NEW_CONTACT_COLUMNS, "version")) + """)
     ON CONFLICT (id) DO NOTHING
 ), a AS (
-    INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%(account)s, 1, %(opted)s::int)
+    INSERT INTO account_contact_counts (account_id, active, opted_out)
+    VALUES (%(account_id)s, 1, %(is_opted_out)s::int)
     ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active + 1,
         opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out
 ), t AS (
     INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)
-    SELECT %(account)s, tag, 1, %(opted)s::int FROM unnest(%(tags)s::text[]) AS tag
+    SELECT %(account_id)s, tag, 1, %(is_opted_out)s::int FROM unnest(%(tags)s::text[]) AS tag
     ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count + 1,
         opted_out_count = contact_tags.opted_out_count + EXCLUDED.opted_out_count
 )
 INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
-SELECT %(account)s, tag, unit, date_trunc(unit, %(ts)s::timestamptz, 'UTC'), 1, %(opted)s::int
+SELECT %(account_id)s, tag, unit, date_trunc(unit, %(created_at)s::timestamptz, 'UTC'), 1, %(is_opted_out)s::int
 FROM unnest(array_append(%(tags)s::text[], '')) AS tag, unnest(ARRAY['hour', 'second']) AS unit
 ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + 1,
     opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out
@@ -165,13 +170,15 @@ class ReadModelProjector:
         tags = list(dict.fromkeys(e.tags))
         # The row, the account's totals, the tag index and the time counts in one statement:
         # this is every single create's projection, run under the events table's lock.
+        # (``list_ids`` starts empty: the memberships statement below fills it with the lists that exist.)
         cur.execute(CONTACT_CREATED, {
-            "id": e.originator_id, "account": e.account_id, "first": pii.get("first_name"),
-            "last": pii.get("last_name"), "phone": phone, "email": pii.get("email"), "notes": pii.get("notes"),
-            "tags": tags, "opted": e.is_opted_out, "status": e.status, "reason": e.invalid_reason,
-            "operator": e.operator, "country": e.country, "ts": e.timestamp,
-            "sname": search_name(pii.get("first_name"), pii.get("last_name")), "sphone": search_phone(phone),
-            "version": e.originator_version})
+            "id": e.originator_id, "first_name": pii.get("first_name"), "last_name": pii.get("last_name"),
+            "phone": phone, "email": pii.get("email"), "tags": tags, "notes": pii.get("notes"),
+            "is_opted_out": e.is_opted_out, "status": e.status, "invalid_reason": e.invalid_reason,
+            "operator": e.operator, "country": e.country, "list_ids": [], "created_at": e.timestamp,
+            "updated_at": e.timestamp, "account_id": e.account_id,
+            "search_name": search_name(pii.get("first_name"), pii.get("last_name")),
+            "search_phone": search_phone(phone), "version": e.originator_version})
         self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, e.timestamp, active=True,
                               opted_out=e.is_opted_out, tags=tags)
 
