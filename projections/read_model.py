@@ -12,6 +12,7 @@ import re
 import threading
 from functools import singledispatchmethod
 from importlib import resources
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
@@ -92,6 +93,8 @@ WHERE id = %(contact)s AND EXISTS (SELECT 1 FROM added)
 #: ``deleted_at``: a new contact is not in the trash), then the read table's own.
 NEW_CONTACT_COLUMNS = (*(f.name for f in CONTACT_FIELDS if f.name != "deleted_at"),
                        "account_id", "search_name", "search_phone")
+
+_NEW_ROW = itemgetter(*NEW_CONTACT_COLUMNS)  # a new row's values, by column, in that order
 
 # The columns of a contact's row its later events' projections need.
 ROW_COLUMNS = ("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at")
@@ -297,25 +300,26 @@ class ReadModelProjector:
             cur.execute("SELECT id FROM contact_lists WHERE id = ANY(%s) AND account_id = %s",
                         (list(list_ids), e.account_id))
             existing = {r[0] for r in cur.fetchall()}
-        columns = ("id, account_id, first_name, last_name, phone, email, notes, tags, is_opted_out, status,"
-                   " invalid_reason, operator, country, list_ids, created_at, updated_at, search_name, search_phone")
         created = self._import_created_at(cur, e)
         # Rows formatted here as COPY text, one write for the batch: psycopg's per-field
-        # dumpers cost several times more for a thousand rows.
-        account, ts, text = e.account_id.hex, e.timestamp.isoformat(), _copy_text
+        # dumpers cost several times more for a thousand rows. Each row is named by column
+        # and laid out in NEW_CONTACT_COLUMNS' order (about 0.6 µs a row more than a tuple).
+        account, ts, text, in_order = e.account_id.hex, e.timestamp.isoformat(), _copy_text, _NEW_ROW
         lines = []
         for c in e.contacts:
             pii = c["pii"]
             first, last, phone = pii.get("first_name"), pii.get("last_name"), pii.get("phone") or ""
             list_ids = ",".join(i.hex for i in c["list_ids"] if i in existing)
-            lines.append("\t".join((
-                c["id"].hex, account, text(first), text(last), text(phone), text(pii.get("email")),
-                text(pii.get("notes")), text(_array(c["tags"])), "t" if c["is_opted_out"] else "f",
-                text(c["status"]), text(c["invalid_reason"]), text(c["operator"]), text(c["country"]),
-                "{" + list_ids + "}", created[c["id"]].isoformat(), ts, text(search_name(first, last)),
-                text(search_phone(phone)))))
+            lines.append("\t".join(in_order({
+                "id": c["id"].hex, "first_name": text(first), "last_name": text(last), "phone": text(phone),
+                "email": text(pii.get("email")), "tags": text(_array(c["tags"])), "notes": text(pii.get("notes")),
+                "is_opted_out": "t" if c["is_opted_out"] else "f", "status": text(c["status"]),
+                "invalid_reason": text(c["invalid_reason"]), "operator": text(c["operator"]),
+                "country": text(c["country"]), "list_ids": "{" + list_ids + "}",
+                "created_at": created[c["id"]].isoformat(), "updated_at": ts, "account_id": account,
+                "search_name": text(search_name(first, last)), "search_phone": text(search_phone(phone))})))
         # ``version`` is left to its default, 1: the contact's Created is its entry in this batch.
-        with cur.copy(f"COPY contacts ({columns}) FROM STDIN") as copy:
+        with cur.copy(f"COPY contacts ({', '.join(NEW_CONTACT_COLUMNS)}) FROM STDIN") as copy:
             if lines:
                 copy.write("\n".join(lines) + "\n")
         members: Counter = Counter()  # (list, opted out) -> new active members
