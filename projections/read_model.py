@@ -22,6 +22,7 @@ from psycopg import Connection, Cursor
 from psycopg.types.json import Jsonb
 
 from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
+from projections.counters import account_delta, counts_delta, tag_counts, tags_delta
 from query.models import CONTACT_FIELDS
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,8 @@ class ReadModelProjector:
                         (list(values["tags"]), e.originator_id))
             if row["deleted_at"] is None:
                 old, new = set(row["tags"]), set(values["tags"])
-                self._tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"], row["is_opted_out"])
-                self._tags_delta(cur, e.account_id, sorted(new - old), +1, row["created_at"], row["is_opted_out"])
+                tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"], row["is_opted_out"])
+                tags_delta(cur, e.account_id, sorted(new - old), +1, row["created_at"], row["is_opted_out"])
         first = values.get("first_name", row["first_name"])
         last = values.get("last_name", row["last_name"])
         values["search_name"] = search_name(first, last)
@@ -225,7 +226,7 @@ class ReadModelProjector:
                     " RETURNING list_id", (e.originator_id, list(e.list_ids)))
         removed = [r[0] for r in cur.fetchall()]
         if removed and row["deleted_at"] is None:
-            self._counts_delta(cur, removed, -1, row["is_opted_out"])
+            counts_delta(cur, removed, -1, row["is_opted_out"])
         cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT unnest(list_ids) EXCEPT SELECT unnest(%s::uuid[])),"
                     " updated_at = %s, version = %s WHERE id = %s",
                     (removed, e.timestamp, e.originator_version, e.originator_id))
@@ -249,9 +250,9 @@ class ReadModelProjector:
         row = self._contact(cur, e.originator_id)
         if row is None or row["deleted_at"] is not None:
             return
-        self._counts_delta(cur, row["list_ids"], -1, row["is_opted_out"])
-        self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"], row["is_opted_out"])
-        self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
+        counts_delta(cur, row["list_ids"], -1, row["is_opted_out"])
+        tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"], row["is_opted_out"])
+        account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         self._memberships_active(cur, e.originator_id, False)
         self._update_contact(cur, e, {"deleted_at": e.timestamp})
 
@@ -260,9 +261,9 @@ class ReadModelProjector:
         row = self._contact(cur, e.originator_id)
         if row is None or row["deleted_at"] is None:
             return
-        self._counts_delta(cur, row["list_ids"], +1, row["is_opted_out"])
-        self._tags_delta(cur, e.account_id, row["tags"], +1, row["created_at"], row["is_opted_out"])
-        self._account_delta(cur, e.account_id, 1, int(row["is_opted_out"]), row["created_at"])
+        counts_delta(cur, row["list_ids"], +1, row["is_opted_out"])
+        tags_delta(cur, e.account_id, row["tags"], +1, row["created_at"], row["is_opted_out"])
+        account_delta(cur, e.account_id, 1, int(row["is_opted_out"]), row["created_at"])
         self._memberships_active(cur, e.originator_id, True)
         self._update_contact(cur, e, {"deleted_at": None})
 
@@ -271,9 +272,9 @@ class ReadModelProjector:
         if row is None:
             return
         if row["deleted_at"] is None:  # purging an active contact (not reachable via the API)
-            self._counts_delta(cur, row["list_ids"], -1, row["is_opted_out"])
-            self._tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"], row["is_opted_out"])
-            self._account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
+            counts_delta(cur, row["list_ids"], -1, row["is_opted_out"])
+            tags_delta(cur, e.account_id, row["tags"], -1, row["created_at"], row["is_opted_out"])
+            account_delta(cur, e.account_id, -1, -int(row["is_opted_out"]), row["created_at"])
         cur.execute("DELETE FROM contact_list_memberships WHERE contact_id = %s", (e.originator_id,))
         cur.execute("DELETE FROM contacts WHERE id = %s", (e.originator_id,))
 
@@ -332,20 +333,18 @@ class ReadModelProjector:
                         copy.write_row((list_id, c["id"], e.account_id, e.timestamp, created[c["id"]], True,
                                         c["is_opted_out"], c["tags"]))
         for (list_id, opted_out), n in members.items():
-            self._counts_delta(cur, [list_id], n, opted_out)
+            counts_delta(cur, [list_id], n, opted_out)
         # The time counts are kept per second: a batch's contacts may straddle one.
         by_second: defaultdict[Any, list[dict]] = defaultdict(list)
         for c in e.contacts:
             by_second[created[c["id"]].replace(microsecond=0)].append(c)
         for second, contacts in by_second.items():
-            self._account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]),
-                                second)
+            account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]), second)
             tags = Counter(t for c in contacts for t in c["tags"])
             if tags:
                 opted = Counter(t for c in contacts if c["is_opted_out"] for t in c["tags"])
                 names = list(tags)
-                self._tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names],
-                                 second)
+                tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names], second)
         # "line" (the spreadsheet's row number) is absent from events stored before it was recorded.
         with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id, line)"
                       " FROM STDIN") as copy:
@@ -447,17 +446,6 @@ class ReadModelProjector:
         return None if row is None else dict(zip(ROW_COLUMNS, row))
 
     @staticmethod
-    def _account_delta(cur: Cursor[Any], account_id: UUID, active: int, opted_out: int, created_at: Any) -> None:
-        """Keep the account's active / opted-out totals (GET /contacts reads them as totals), and
-        those of the hour and the second of ``created_at`` (where deep pages start)."""
-        if active or opted_out:
-            cur.execute("INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%s, %s, %s)"
-                        " ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active"
-                        " + EXCLUDED.active, opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out",
-                        (account_id, active, opted_out))
-            ReadModelProjector._time_counts(cur, account_id, [""], [active], [opted_out], created_at)
-
-    @staticmethod
     def _update_contact(cur: Cursor[Any], e: Any, values: dict[str, Any]) -> None:
         """Set ``values`` on the event's contact, with its time and the aggregate's version."""
         from psycopg import sql
@@ -477,10 +465,9 @@ class ReadModelProjector:
                     (opted_out, contact_id))
         if row["deleted_at"] is None:
             delta = 1 if opted_out else -1
-            ReadModelProjector._account_delta(cur, account_id, 0, delta, row["created_at"])
+            account_delta(cur, account_id, 0, delta, row["created_at"])
             tags = list(row["tags"])
-            ReadModelProjector._tag_counts(cur, account_id, tags, [0] * len(tags), [delta] * len(tags),
-                                           row["created_at"])
+            tag_counts(cur, account_id, tags, [0] * len(tags), [delta] * len(tags), row["created_at"])
             if row["list_ids"]:
                 cur.execute("UPDATE contact_lists SET opted_out_count = opted_out_count + %s WHERE id = ANY(%s)",
                             (delta, list(row["list_ids"])))
@@ -502,57 +489,3 @@ class ReadModelProjector:
         """A trashed contact keeps its memberships, out of its lists' pages until restored."""
         cur.execute("UPDATE contact_list_memberships SET contact_active = %s WHERE contact_id = %s",
                     (active, contact_id))
-
-    @staticmethod
-    def _counts_delta(cur: Cursor[Any], list_ids: list[UUID], delta: int, opted_out: bool) -> None:
-        """``delta`` active members for ``list_ids``, opted out or not."""
-        if list_ids:
-            cur.execute("UPDATE contact_lists SET contact_count = contact_count + %s,"
-                        " opted_out_count = opted_out_count + %s WHERE id = ANY(%s)",
-                        (delta, delta if opted_out else 0, list(list_ids)))
-
-    @staticmethod
-    def _time_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: list[int], opted_out: list[int],
-                     created_at: Any) -> None:
-        """Add ``active`` and ``opted_out`` to the counts of ``tags`` ('' is every contact) for
-        the hour and the second of ``created_at``."""
-        cur.execute("INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)"
-                    " SELECT %s, t, u, date_trunc(u, %s::timestamptz, 'UTC'), n, o"
-                    " FROM unnest(%s::text[], %s::int[], %s::int[]) AS x(t, n, o),"
-                    " unnest(ARRAY['hour', 'second']) AS u"
-                    " ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE"
-                    " SET active = contact_time_counts.active + EXCLUDED.active,"
-                    " opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out",
-                    (account_id, created_at, tags, active, opted_out))
-        if any(n < 0 for n in active):
-            # Rows that fell to zero go, as in contact_tags: a tag only a trashed or purged
-            # contact had must not stay readable here (tags are personal data, docs/privacy.md).
-            cur.execute("DELETE FROM contact_time_counts WHERE account_id = %s AND tag = ANY(%s)"
-                        " AND bucket IN (date_trunc('hour', %s::timestamptz, 'UTC'),"
-                        " date_trunc('second', %s::timestamptz, 'UTC')) AND active <= 0 AND opted_out <= 0",
-                        (account_id, tags, created_at, created_at))
-
-    @staticmethod
-    def _tag_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: list[int], opted_out: list[int],
-                    created_at: Any) -> None:
-        """Add to the tag index's counts of ``tags`` and to their time counts."""
-        if not tags:
-            return
-        ReadModelProjector._time_counts(cur, account_id, tags, active, opted_out, created_at)
-        cur.execute(
-            "INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)"
-            " SELECT %s, t, n, o FROM unnest(%s::text[], %s::int[], %s::int[]) AS x(t, n, o)"
-            " ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count"
-            " + EXCLUDED.contact_count, opted_out_count = contact_tags.opted_out_count + EXCLUDED.opted_out_count",
-            (account_id, tags, active, opted_out))
-        if any(n < 0 for n in active):
-            cur.execute("DELETE FROM contact_tags WHERE account_id = %s AND tag = ANY(%s) AND contact_count <= 0",
-                        (account_id, tags))
-
-    @staticmethod
-    def _tags_delta(cur: Cursor[Any], account_id: UUID, tags: list[str], delta: int, created_at: Any,
-                    opted_out: bool) -> None:
-        """One contact (opted out or not) gained (+1) or lost (-1) ``tags``."""
-        tags = list(tags)
-        ReadModelProjector._tag_counts(cur, account_id, tags, [delta] * len(tags),
-                                       [delta if opted_out else 0] * len(tags), created_at)
