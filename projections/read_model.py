@@ -8,7 +8,6 @@ counts of its lists and the tag index in the same transaction as the contact row
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from functools import singledispatchmethod
 from importlib import resources
@@ -22,6 +21,7 @@ from psycopg import Connection, Cursor
 from psycopg.types.json import Jsonb
 
 from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
+from projections.copy_text import copy_array, copy_text
 from projections.counters import account_delta, counts_delta, tag_counts, tags_delta
 from query.models import CONTACT_FIELDS
 
@@ -55,24 +55,6 @@ def search_name(first: str | None, last: str | None) -> str:
 def search_phone(e164: str) -> str:
     """The number's digits; a search term's national trunk zero is dropped at query time."""
     return e164.lstrip("+")
-
-
-def _array(items: Any) -> str:
-    """A PostgreSQL array literal (COPY parses it; much cheaper than psycopg's list dumper)."""
-    return "{" + ",".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in items) + "}"
-
-
-_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
-_COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def _copy_text(value: str | None) -> str:
-    """A value as COPY's text format writes it: NULL is \\N; backslash, tab, newline and CR escaped."""
-    if value is None:
-        return "\\N"
-    if _COPY_SPECIAL.search(value) is None:
-        return value
-    return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m.group()], value)
 
 
 ADD_MEMBERSHIPS = """
@@ -305,7 +287,7 @@ class ReadModelProjector:
         # Rows formatted here as COPY text, one write for the batch: psycopg's per-field
         # dumpers cost several times more for a thousand rows. Each row is named by column
         # and laid out in NEW_CONTACT_COLUMNS' order (about 0.6 µs a row more than a tuple).
-        account, ts, text, in_order = e.account_id.hex, e.timestamp.isoformat(), _copy_text, _NEW_ROW
+        account, ts, text, in_order = e.account_id.hex, e.timestamp.isoformat(), copy_text, _NEW_ROW
         lines = []
         for c in e.contacts:
             pii = c["pii"]
@@ -313,7 +295,7 @@ class ReadModelProjector:
             list_ids = ",".join(i.hex for i in c["list_ids"] if i in existing)
             lines.append("\t".join(in_order({
                 "id": c["id"].hex, "first_name": text(first), "last_name": text(last), "phone": text(phone),
-                "email": text(pii.get("email")), "tags": text(_array(c["tags"])), "notes": text(pii.get("notes")),
+                "email": text(pii.get("email")), "tags": text(copy_array(c["tags"])), "notes": text(pii.get("notes")),
                 "is_opted_out": "t" if c["is_opted_out"] else "f", "status": text(c["status"]),
                 "invalid_reason": text(c["invalid_reason"]), "operator": text(c["operator"]),
                 "country": text(c["country"]), "list_ids": "{" + list_ids + "}",
