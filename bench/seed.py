@@ -38,7 +38,7 @@ from bench import data
 from command.application import SAVE_CHUNK, ContactsApplication
 from command.context import Actor
 from command.domain import Contact, ContactImport
-from command.importing import BATCH_SIZE as IMPORT_BATCH
+from command.imports.service import BATCH_SIZE as IMPORT_BATCH
 from command.phones import reservation_id
 from projections import copy_text, counters, read_model
 from projections import runner as projection_runner

@@ -1,8 +1,8 @@
 """Exports: contacts streamed as CSV or as a JSON array, in chunks of many rows.
 
 The CSV lines are written by PostgreSQL (``csv_export``): the query formats each row,
-neutralised with ``command.import_files.neutralise``'s rule and quoted as ``csv.writer``
-quotes (tests/test_export_sql.py holds it to the csv module's bytes for any text), and
+neutralised with ``command.imports.cells.neutralise``'s rule and quoted as ``csv.writer``
+quotes (tests/integration/test_export_sql.py holds it to the csv module's bytes for any text), and
 Python only joins the lines of each fetched batch. Building a ``ContactOut`` per row
 and writing it through the csv module, as this did before, cost about 25 µs a row.
 
@@ -27,14 +27,13 @@ from msgspec.structs import FieldInfo
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-# One definition of the formula escaping, shared with the importer that undoes it.
-from command.import_files import FORMULA_STARTS
+# One definition of the formula escaping and the tag separator, shared with the importer that undoes them.
+from command.imports.cells import FORMULA_STARTS, TAG_SEPARATOR
 from query.contacts import ContactFilter
 from query.models import CONTACT_FIELDS
 from query.tenancy import as_tenant
 
 CSV_COLUMNS = ("first_name", "last_name", "phone", "email", "tags", "notes")
-TAG_SEPARATOR = ";"
 EXPORT_BATCH = 2000  # rows fetched from the server-side cursor at a time (about 150 kB of CSV)
 CSV_HEADER = ",".join(CSV_COLUMNS) + "\r\n"
 
@@ -195,7 +194,7 @@ def _json_item() -> sql.Composable:
 
 
 #: One contact as JSON, byte for byte what ``msgspec.json.encode(ContactOut)`` writes
-#: (the GET /contacts item), so the export equals the list (tests/test_export_sql.py).
+#: (the GET /contacts item), so the export equals the list (tests/integration/test_export_sql.py).
 JSON_ITEM = _json_item()
 
 

@@ -18,7 +18,7 @@ from query.contacts import ContactFilter
 from query.tenancy import tenant_transaction
 from service import bulk_jobs
 from service.bootstrap import Container
-from service.commands import clean_tags
+from service.cleaning import clean_tags
 from service.schemas import BulkFilter, BulkSelection, BulkTagging, OptedInCount, OptedOutCount, Tagged, Untagged
 
 ActorRequest = Request[Actor, str, Any]

@@ -27,7 +27,7 @@ from query.models import ContactListOut, ContactOut, ContactPage
 from service import bulk, cursors
 from service.bulk import BULK_RESPONSES
 from service.bootstrap import Container
-from service.commands import clean_email, clean_region, clean_tags, clean_text
+from service.cleaning import clean_email, clean_region, clean_tags, clean_text
 from service.etags import ETAG_HEADER, IfMatchHeader, etag, expected_version
 from service.openapi import located
 from service.schemas import (

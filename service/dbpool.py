@@ -56,5 +56,5 @@ class CheckAfterOutage:
             psycopg_pool.ConnectionPool.check_connection(conn)
 
 
-#: The read pool's check (service/bootstrap.py), marked by the 503 handler (service/app.py).
+#: The read pool's check (service/bootstrap.py), marked by the 503 handler (service/error_handlers.py).
 check_after_outage = CheckAfterOutage()

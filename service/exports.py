@@ -37,7 +37,7 @@ from command.errors import DomainError, ValidationError
 from query.exports import EXTRA_COLUMNS, csv_export, json_export
 from service.schemas import explain, field_of
 from service.bootstrap import Container
-from service.commands import clean_email, clean_tags
+from service.cleaning import clean_email, clean_tags
 from service.controllers import ActorRequest, ListIdParam, OptedOutParam, SearchParam, TagsParam, contact_filter
 from service.openapi import struct_schema, with_request_body
 from service.schemas import Email, In

@@ -23,8 +23,9 @@ from psycopg import sql
 from command import locks
 from command.context import Actor
 from command.domain import ContactImport
-from command.import_files import FileLimits, open_rows
-from command.importing import ImportFailedError, ImportService, failure_reason
+from command.imports.limits import FileLimits
+from command.imports.rows import open_rows
+from command.imports.service import ImportFailedError, ImportService, failure_reason
 from service import logs
 from service import bulk_jobs
 from service.bootstrap import Container

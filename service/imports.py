@@ -20,11 +20,14 @@ from msgspec import Meta
 
 from command.context import Actor
 from command.errors import NotFoundError, ValidationError
-from command.import_files import ImportRow, detect_format, open_rows, unneutralise
-from command.importing import ImportOutcome, ImportService
+from command.field_limits import MAX_PHONE_CHARS, MAX_TAGS
+from command.imports.cells import unneutralise
+from command.imports.formats import detect_format
+from command.imports.rows import ImportRow, open_rows
+from command.imports.service import ImportOutcome, ImportService
 from query.tenancy import as_tenant, tenant_transaction
 from service.bootstrap import Container
-from service.commands import clean_region, clean_tags, clean_text, split_tags
+from service.cleaning import clean_region, clean_tags, clean_text, split_tags
 from service.import_jobs import enqueue, file_limits
 from service.openapi import located, with_request_body
 from service.schemas import NO_NUL, Region
@@ -93,11 +96,11 @@ IMPORT_FORM = Schema(type=OpenAPIType.OBJECT, required=["file"], properties={
 
 class BulkContact(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     # A number too: a browser's spreadsheet parser gives numeric cells as numbers (254712345678).
-    phone: Annotated[str, Meta(max_length=64, pattern=NO_NUL)] | Annotated[int, Meta(ge=0)] | None = None
+    phone: Annotated[str, Meta(max_length=MAX_PHONE_CHARS, pattern=NO_NUL)] | Annotated[int, Meta(ge=0)] | None = None
     first_name: Text | None = None
     last_name: Text | None = None
     email: Text | None = None
-    tags: Annotated[list[Text], Meta(max_length=100)] = []
+    tags: Annotated[list[Text], Meta(max_length=MAX_TAGS)] = []
     notes: Text | None = None
     is_opted_out: bool = False  # moving contacts between accounts keeps their opt-outs (the JSON export has it)
 

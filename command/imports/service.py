@@ -22,12 +22,11 @@ from command.application import ContactsApplication
 from command.context import Actor
 from command.domain import ContactImport, is_email
 from command.errors import DomainError, InvalidPhoneError, ValidationError
+from command.field_limits import MAX_TAG_CHARS, MAX_TAGS, MAX_TEXT
 from command.ids import uuid4_many
 from command.phones import reservation_ids
 
 BATCH_SIZE = 1000
-MAX_TEXT = {"first_name": 200, "last_name": 200, "email": 320, "notes": 5000}
-MAX_TAGS, MAX_TAG_CHARS = 100, 64  # as POST /contacts allows
 # Lines remembered to name a duplicate's earlier line: about 100 bytes each, so a file
 # of a million rows keeps at most ~25 MB. Past it (or after a resumed job's restart)
 # the report names the earlier contact only.

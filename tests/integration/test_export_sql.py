@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg_pool import ConnectionPool
 
-from command.import_files import FORMULA_STARTS, neutralise, unneutralise
+from command.imports.cells import FORMULA_STARTS, TAG_SEPARATOR, neutralise, unneutralise
 from projections.read_model import create_tables
 from query.contacts import ContactFilter
-from query.exports import CSV_COLUMNS, TAG_SEPARATOR, csv_export, json_export
+from query.exports import CSV_COLUMNS, csv_export, json_export
 from query.models import CONTACT_FIELDS, ContactOut
 
 ACCOUNT = uuid.UUID("00000000-0000-4000-8000-0000000000e1")

@@ -66,7 +66,7 @@ def test_api_logs_json_lines_with_the_request_id_account_and_actor(postgres_serv
     assert logged, lines
     line = logged[0]
     assert line["accountId"] == str(account) and line["actor"] == "logger-test"
-    assert line["level"] == "WARNING" and line["logger"] == "service.app"
+    assert line["level"] == "WARNING" and line["logger"] == "service.error_handlers"
     assert line["message"].startswith("database unavailable")
     assert line["time"].endswith("Z") and line["time"][:4].isdigit()
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in lines)
