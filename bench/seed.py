@@ -40,7 +40,7 @@ from command.context import Actor
 from command.domain import Contact, ContactImport
 from command.imports.service import BATCH_SIZE as IMPORT_BATCH
 from command.phones import reservation_id
-from projections import read_model
+from projections import copy_text, counters, read_model
 from projections import runner as projection_runner
 from service.bootstrap import Container, build
 from service.embedded import EmbeddedPostgres
@@ -150,7 +150,7 @@ def ensure_seeded(url: str, contacts: int, via: str, log: Log = print) -> SeedSt
 def read_model_fingerprint() -> str:
     """A hash of the projector and its schema: when either changes, the read tables are rebuilt."""
     digest = hashlib.sha256()
-    for module in (read_model, projection_runner):
+    for module in (read_model, counters, copy_text, projection_runner):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(resources.files("projections").joinpath("schema.sql").read_bytes())
     return digest.hexdigest()[:16]

@@ -62,12 +62,18 @@ def _cell(column: str) -> str:
     return _quoted(column, _NEUTRALISED.format(v=column))
 
 
-def _utc_time(column: str) -> str:
-    """A timestamptz as RFC 3339 UTC text, as the JSON items write it (fraction only when not zero)."""
+def _rfc3339(column: str, quote: str = "") -> str:
+    """A timestamptz as msgspec writes a UTC datetime (seconds, then .ffffff unless zero, then Z),
+    between ``quote`` marks."""
     utc = f"({column} AT TIME ZONE 'UTC')"
-    return (f"CASE WHEN {column} IS NULL THEN '' ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+    return ((f"'{quote}' || " if quote else "") + f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
             f" || CASE WHEN mod(extract(microseconds FROM {utc})::bigint, 1000000) = 0 THEN ''"
-            f" ELSE to_char({utc}, '.US') END || 'Z' END")
+            f" ELSE to_char({utc}, '.US') END || 'Z{quote}'")
+
+
+def _utc_time(column: str) -> str:
+    """A timestamptz as RFC 3339 UTC text, as the JSON items write it; NULL is an empty cell."""
+    return f"CASE WHEN {column} IS NULL THEN '' ELSE {_rfc3339(column)} END"
 
 
 def _is_time(field: FieldInfo) -> bool:
@@ -164,12 +170,9 @@ def _json_text(column: str) -> str:
 
 
 def _json_time(column: str) -> str:
-    """A timestamptz as msgspec writes a UTC datetime: seconds, then .ffffff unless zero, then Z."""
-    utc = f"({column} AT TIME ZONE 'UTC')"
-    return (f"CASE WHEN {column} IS NULL THEN 'null' ELSE"
-            f" '\"' || to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
-            f" || CASE WHEN mod(extract(microseconds FROM {utc})::bigint, 1000000) = 0 THEN ''"
-            f" ELSE to_char({utc}, '.US') END || 'Z\"' END")
+    """A timestamptz as a JSON string, as msgspec writes it; NULL is null."""
+    quoted = _rfc3339(column, quote='"')
+    return f"CASE WHEN {column} IS NULL THEN 'null' ELSE {quoted} END"
 
 
 def _json_value(field: FieldInfo) -> str:
