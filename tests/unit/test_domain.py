@@ -357,7 +357,7 @@ def test_each_batch_records_the_running_counts_and_the_last_row_read() -> None:
     job.record_rows(ALICE, [_entry(1, "+254712000001"), _entry(3, "+254712000003")],
                     [{"row": 2, "reason": "duplicate", "contact_id": None}], last_row=3, counts=counts)
     [batch] = pending(job)
-    assert isinstance(batch, ContactImport.RowsImported)
+    assert isinstance(batch, ContactImport.Progressed)
     assert batch.skipped == [{"row": 2, "reason": "duplicate", "contact_id": None}]
     assert (job.counts, job.last_row, job.status) == (counts, 3, "running")
 
@@ -386,7 +386,7 @@ def test_a_completed_import_records_its_final_counts() -> None:
     job.record_rows(ALICE, [_entry(1, "+254712000001")], [], last_row=1, counts=counts)
     job.complete(ALICE)
     events = pending(job)
-    assert names(events) == ["RowsImported", "Completed"]
+    assert names(events) == ["Progressed", "Completed"]
     assert events[1].counts == counts and job.status == "completed"
 
 
