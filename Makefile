@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 SIZE ?= small
 
-.PHONY: run test fuzz install bench clean docs-check asyncapi-tools asyncapi-check
+.PHONY: run test test-unit test-integration test-e2e fuzz install bench clean docs-check asyncapi-tools asyncapi-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,26 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/contacts serve
 
+# Every level: tests/unit, tests/integration and tests/e2e (what CI runs, via .ci/run).
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The schemathesis fuzz test of the whole API (tests/test_fuzz.py) with many more examples.
+# The fast loop: domain, parsing and encoding tests with no server, minus the few marked slow (seconds).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -m 'not slow' $(PYTEST_ARGS)
+
+# The real app over HTTP against embedded (or CONTACTS_TEST_*) PostgreSQL and NATS.
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+# Real processes killed and restarted (worker, PostgreSQL, NATS, a NATS cluster).
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+# The schemathesis fuzz test of the whole API (tests/integration/test_fuzz.py) with many more examples.
 FUZZ_EXAMPLES ?= 500
 fuzz: $(STAMP)
-	CONTACTS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
+	CONTACTS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/integration/test_fuzz.py $(PYTEST_ARGS)
 
 # The API docs page in headless Chromium with no network: fails on a blank page (skips without Chromium).
 docs-check: $(STAMP)

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -114,10 +114,31 @@ def _postmasters(roots: list[Path]) -> list[int]:
     return pids
 
 
-class PeakSampler:
+class Sampler:
+    """A daemon thread running ``_run`` from the start of a ``with`` block until its end sets ``_stop``."""
+
+    def __init__(self, name: str, join_s: float = 10) -> None:
+        self._stop = threading.Event()
+        self._join_s = join_s
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self._join_s)
+
+
+class PeakSampler(Sampler):
     """``with PeakSampler(roots) as s: …`` then ``s.peaks_mb()`` and ``s.load()``."""
 
     def __init__(self, pg_roots: list[Path] | None = None, interval_s: float = INTERVAL_S):
+        super().__init__("peak-sampler")
         self.pg_roots = [Path(p) for p in pg_roots or []]
         self.interval_s = interval_s
         self.peak_kb: dict[str, int] = {}
@@ -136,16 +157,9 @@ class PeakSampler:
         me = psutil.Process().cpu_times()
         self._self_start = me.user + me.system
         self._self_end: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="peak-sampler", daemon=True)
-
-    def __enter__(self) -> "PeakSampler":
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        super().__exit__(*exc)
         self._ended = time.monotonic()
         self._machine_end = _machine_busy_s()
         me = psutil.Process().cpu_times()

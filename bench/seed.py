@@ -6,7 +6,7 @@ both through the application's event store, both projected by ``ProjectionRunner
 exactly as the worker projects:
 
 ``imports`` (default)
-    The path a 1M-contact account really takes: ``ContactImport.RowsImported`` batch
+    The path a 1M-contact account really takes: ``ContactImport.Progressed`` batch
     events of 1,000 contacts (one event per save), each contact sealed with its own key
     and its phone claimed in the same transaction, as ``ImportService._import_batch``
     stores them. Built here rather than through ``ImportService.run`` because an import
@@ -38,9 +38,9 @@ from bench import data
 from command.application import SAVE_CHUNK, ContactsApplication
 from command.context import Actor
 from command.domain import Contact, ContactImport
-from command.importing import BATCH_SIZE as IMPORT_BATCH
+from command.imports.service import BATCH_SIZE as IMPORT_BATCH
 from command.phones import reservation_id
-from projections import read_model
+from projections import copy_text, counters, read_model
 from projections import runner as projection_runner
 from service.bootstrap import Container, build
 from service.embedded import EmbeddedPostgres
@@ -150,7 +150,7 @@ def ensure_seeded(url: str, contacts: int, via: str, log: Log = print) -> SeedSt
 def read_model_fingerprint() -> str:
     """A hash of the projector and its schema: when either changes, the read tables are rebuilt."""
     digest = hashlib.sha256()
-    for module in (read_model, projection_runner):
+    for module in (read_model, counters, copy_text, projection_runner):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(resources.files("projections").joinpath("schema.sql").read_bytes())
     return digest.hexdigest()[:16]
@@ -183,7 +183,7 @@ def _progress(log: Log, done: int, total: int, events: int, started: float) -> N
 
 
 def _store_imports(app: ContactsApplication, state: SeedState, log: Log) -> int:
-    """One import job whose RowsImported events hold 1,000 contacts each; returns events stored."""
+    """One import job whose Progressed events hold 1,000 contacts each; returns events stored."""
     actor = _actor(state)
     list_ids = [uuid.UUID(i) for i in state.list_ids]
     job = ContactImport.start(actor, source="json", filename="bench-seed", list_id=None, idempotency_key=None)

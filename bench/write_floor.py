@@ -23,7 +23,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.procs import PeakSampler
+from bench.procs import PeakSampler, Sampler
 from bench.server import ROOT, ServeProcess, wait_healthy
 from service.embedded import EmbeddedPostgres, free_port, stop_process
 
@@ -102,14 +101,13 @@ def wrk(url: str, script: Path, connections: int, seconds: float, headers: dict[
     return result
 
 
-class ActivitySampler:
+class ActivitySampler(Sampler):
     """Every 20 ms: backends of the database running a statement, and those among them waiting for a lock."""
 
     def __init__(self, database_url: str):
+        super().__init__("activity-sampler", join_s=5)
         self.database_url = database_url
         self.active = self.waiting = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
@@ -121,14 +119,6 @@ class ActivitySampler:
                 self.active += active
                 self.waiting += waiting
                 self._stop.wait(0.02)
-
-    def __enter__(self) -> "ActivitySampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
     @property
     def lock_wait_share(self) -> float:

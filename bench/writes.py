@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from bisect import bisect_left
@@ -36,7 +35,7 @@ from typing import Any, Callable
 import httpx
 import psycopg
 
-from bench.procs import PeakSampler
+from bench.procs import PeakSampler, Sampler
 from bench.queries import percentile
 from bench.server import ROOT, ServeProcess
 
@@ -58,10 +57,11 @@ def stats(values: list[float]) -> dict[str, float]:
             "p99_ms": round(percentile(values, 99), 1), "max_ms": round(max(values), 1)}
 
 
-class LagSampler:
+class LagSampler(Sampler):
     """Samples (time, head, projection position, relay position) every ``interval_s`` seconds."""
 
     def __init__(self, database_url: str, interval_s: float = LAG_INTERVAL_S):
+        super().__init__("lag-sampler")
         from events.relay import RELAY_NAME
         from projections.read_model import ReadModelProjector
         from command.unit_of_work import EVENTS_TABLE
@@ -78,8 +78,6 @@ class LagSampler:
                          " 'active') - 1 FROM pg_stat_activity WHERE datname = current_database()")
         self.samples: list[tuple[float, int, int, int]] = []
         self.backends: list[tuple[float, int, int]] = []  # (time, waiting for a lock, running)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lag-sampler", daemon=True)
 
     def read(self, conn: psycopg.Connection) -> tuple[float, int, int, int]:
         head, projected, relayed = conn.execute(self.query, self.params).fetchone()
@@ -91,14 +89,6 @@ class LagSampler:
                 self.samples.append(self.read(conn))
                 self.backends.append((time.time(), *conn.execute(self.activity).fetchone()))
                 self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> "LagSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def _spread(values: list[int]) -> dict[str, float]:

@@ -208,7 +208,7 @@ class PiiMapper(Mapper):
 
 
 class _Entry(msgspec.Struct):
-    """One contact inside a stored import batch (see ContactImport.RowsImported)."""
+    """One contact inside a stored import batch (see ContactImport.Progressed)."""
 
     id: UUID
     row: int

@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import get_topic, register_topic
 
 from command.context import Actor
 from command.errors import NotFoundError, PreconditionFailedError
@@ -274,7 +274,7 @@ class Contact(Aggregate):
 
 
 class ContactImport(Aggregate):
-    """One import job. Its ``RowsImported`` events each create up to a batch of contacts.
+    """One import job. Its ``Progressed`` events each create up to a batch of contacts.
 
     A contact created this way has no ``Created`` event of its own: its creation is
     its entry in the batch (``created_event`` rebuilds it), and its own stream starts
@@ -299,7 +299,7 @@ class ContactImport(Aggregate):
             agg.last_row = 0
             agg.status = "running"
 
-    class RowsImported(Event):
+    class Progressed(Event):
         """``contacts``: entries with id, row, pii, tags, list_ids, is_opted_out, status,
         invalid_reason, operator, country, reservation_id. ``skipped``: row, reason, contact_id."""
 
@@ -352,7 +352,7 @@ class ContactImport(Aggregate):
 
     def record_rows(self, actor: Actor, contacts: list[dict[str, Any]], skipped: list[dict[str, Any]],
                     last_row: int, counts: dict[str, int]) -> None:
-        self.trigger_event(self.RowsImported, contacts=contacts, skipped=skipped, last_row=last_row,
+        self.trigger_event(self.Progressed, contacts=contacts, skipped=skipped, last_row=last_row,
                            counts=counts, **_meta(actor))
 
     def complete(self, actor: Actor) -> None:
@@ -360,6 +360,15 @@ class ContactImport(Aggregate):
 
     def fail(self, actor: Actor, reason: str) -> None:
         self.trigger_event(self.Failed, reason=reason, counts=dict(self.counts), **_meta(actor))
+
+
+# The batch event was called RowsImported until 2026-12; it is published as import.progress,
+# so it is named Progressed, as BulkAction's is. Events stored under the old topic load as
+# the renamed class (the topic is a stored string, the class a name in code).
+ROWS_IMPORTED_TOPIC = "command.domain:ContactImport.RowsImported"
+register_topic(ROWS_IMPORTED_TOPIC, ContactImport.Progressed)
+#: The stored topics of an import batch event, old and new (the relay publishes each batch alone).
+IMPORT_BATCH_TOPICS = frozenset({get_topic(ContactImport.Progressed), ROWS_IMPORTED_TOPIC})
 
 
 class BulkAction(Aggregate):

@@ -91,7 +91,7 @@ CREATE TABLE IF NOT EXISTS contact_keys (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- The operator directory (command/directory.py), seeded from phonenumbers on first start.
+-- The operator directory (command/operator_prefixes.py), seeded from phonenumbers on first start.
 CREATE TABLE IF NOT EXISTS mno_prefixes (
     country   text NOT NULL,
     prefix    text PRIMARY KEY,   -- digits after '+', country code included

@@ -178,7 +178,7 @@ def _release(cur: Cursor[Any], releases: list[tuple[UUID, UUID, bool]]) -> None:
 
 def _import_of(events: Sequence[Any]) -> UUID | None:
     """The import whose batch claims the numbers (None for a single write)."""
-    return next((e.originator_id for e in events if isinstance(e, ContactImport.RowsImported)), None)
+    return next((e.originator_id for e in events if isinstance(e, ContactImport.Progressed)), None)
 
 
 def _literal(values: Iterable[Any]) -> str:

@@ -334,5 +334,5 @@ def document(prefix: str = "contacts", stream: str = "CONTACTS", inbound_subject
 
 
 if __name__ == "__main__":
-    # docs/asyncapi.json: the document with the default settings (tests/test_event_contract.py keeps it equal).
+    # docs/asyncapi.json: the document with the default settings (tests/integration/test_event_contract.py keeps it equal).
     Path("docs/asyncapi.json").write_text(json.dumps(document(), indent=2, ensure_ascii=False) + "\n")

@@ -102,7 +102,7 @@ EVENT_TYPES: dict[type, EventType] = {
     Contact.Purged: EventType("contact", "purged", 1, lambda e: {}),
     ContactImport.Started: EventType("import", "started", 1, lambda e: {
         "source": e.source, "filename": e.filename, "listId": e.list_id}),
-    ContactImport.RowsImported: EventType("import", "progress", 1, lambda e: {
+    ContactImport.Progressed: EventType("import", "progress", 1, lambda e: {
         "counts": counts(e.counts), "lastRow": e.last_row, "contactIds": [c["id"] for c in e.contacts]}),
     ContactImport.Completed: EventType("import", "completed", 1, lambda e: {"counts": counts(e.counts)}),
     ContactImport.Failed: EventType("import", "failed", 1, lambda e: {"counts": counts(e.counts),
@@ -136,7 +136,7 @@ def to_messages(event: Any, position: int, prefix: str = "contacts") -> list[Mes
     one ``import.progress`` message.
     """
     messages = []
-    if isinstance(event, ContactImport.RowsImported):
+    if isinstance(event, ContactImport.Progressed):
         messages.extend(_created_messages(event, position, prefix))
     spec = EVENT_TYPES.get(type(event))
     if spec is not None:

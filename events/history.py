@@ -14,9 +14,10 @@ import msgspec
 
 from command.application import ContactsApplication
 from command.context import Actor
-from command.domain import Contact, ContactImport, ContactList
+from command.domain import PII_FIELDS, Contact, ContactImport, ContactList
 from command.errors import NotFoundError
 from events.contract import EVENT_TYPES, camel
+from query.models import CONTACT_FIELDS, Out
 
 _SKIP = {"originator_id", "originator_version", "timestamp", "originator_topic", "account_id", "actor",
          "request_id", "reservation_id"}
@@ -29,6 +30,15 @@ class HistoryEntry(msgspec.Struct, rename="camel"):
     actor: str
     request_id: str
     data: dict[str, Any]
+
+
+#: A contact as it was at a time or version: the fields of ``ContactOut``, in its order (the
+#: phone may be null: a purged contact's is erased), then the audit's own three.
+ContactAsOf = msgspec.defstruct(
+    "ContactAsOf",
+    [(f.name, str | None if f.name == "phone" else f.type) if f.required else (f.name, f.type, f.default)
+     for f in CONTACT_FIELDS] + [("version", int), ("erased", bool), ("purged", bool)],
+    bases=(Out,), kw_only=True, module=__name__)
 
 
 def _data(event: Any) -> dict[str, Any]:
@@ -67,7 +77,7 @@ def history(app: ContactsApplication, actor: Actor, kind: type, aggregate_id: UU
 
 
 def contact_as_of(app: ContactsApplication, actor: Actor, contact_id: UUID, *, at: datetime | None = None,
-                  version: int | None = None) -> dict[str, Any]:
+                  version: int | None = None) -> msgspec.Struct:
     """The contact as it was at a time (or after a version), rebuilt from its events."""
     events = _events(app, actor, Contact, contact_id)
     if version is not None and events and version > events[-1].originator_version:
@@ -81,24 +91,31 @@ def contact_as_of(app: ContactsApplication, actor: Actor, contact_id: UUID, *, a
     contact = None
     for event in chosen:
         contact = event.mutate(contact)
-    pii = contact.pii
     # Deleting a list stores no event on its members (the read side drops its id from their
     # listIds), so lists deleted by then are left out here the same way. A version's state
     # lasts until the contact's next change: for the latest version, until now.
     later = events[len(chosen):]
     then = at or (later[0].timestamp if later else datetime.now(timezone.utc))
     list_ids = [list_id for list_id in contact.list_ids if not _deleted_by(app, list_id, then)]
-    return {
-        "id": contact.id, "firstName": pii.get("first_name"), "lastName": pii.get("last_name"),
-        "phone": pii.get("phone"), "email": pii.get("email"), "tags": contact.tags, "notes": pii.get("notes"),
-        "isOptedOut": contact.is_opted_out, "status": contact.status, "invalidReason": contact.invalid_reason,
-        "operator": contact.operator, "country": contact.country, "listIds": list_ids,
-        "createdAt": chosen[0].timestamp, "updatedAt": chosen[-1].timestamp, "deletedAt": contact.deleted_at,
+    return ContactAsOf(
+        **_fields(contact, list_ids=list_ids, created_at=chosen[0].timestamp, updated_at=chosen[-1].timestamp),
         # erased: personal fields gone for good, both in versions sealed with the deleted key
         # and in the purge's own version (which holds none).
-        "version": contact.version, "erased": bool(pii.get("erased")) or contact.is_purged,
-        "purged": contact.is_purged,
-    }
+        version=contact.version, erased=bool(contact.pii.get("erased")) or contact.is_purged,
+        purged=contact.is_purged)
+
+
+def _fields(contact: Contact, **given: Any) -> dict[str, Any]:
+    """``ContactOut``'s fields from the aggregate: the ``given`` ones, personal ones from its ``pii``, the rest its own."""
+    values: dict[str, Any] = {}
+    for name in (f.name for f in CONTACT_FIELDS):
+        if name in given:
+            values[name] = given[name]
+        elif name in PII_FIELDS:
+            values[name] = contact.pii.get(name)
+        else:
+            values[name] = getattr(contact, name)
+    return values
 
 
 def _deleted_by(app: ContactsApplication, list_id: UUID, then: datetime) -> bool:
@@ -107,4 +124,4 @@ def _deleted_by(app: ContactsApplication, list_id: UUID, then: datetime) -> bool
     return any(isinstance(e, ContactList.Deleted) and e.timestamp <= then for e in app.events.get(list_id))
 
 
-__all__ = ["ContactImport", "ContactList", "HistoryEntry", "contact_as_of", "history"]
+__all__ = ["ContactAsOf", "ContactImport", "ContactList", "HistoryEntry", "contact_as_of", "history"]

@@ -1,6 +1,6 @@
 """The events layer's PostgreSQL advisory lock keys: one leader at a time for each NATS task (events/leader.py).
 
-Keys share one number space with service/locks.py; tests/test_lock_keys.py checks that no
+Keys share one number space with service/locks.py; tests/unit/test_lock_keys.py checks that no
 key is taken twice across the layers.
 """
 

@@ -25,6 +25,7 @@ import psycopg
 from nats.js.api import StorageType, StreamConfig
 from psycopg_pool import ConnectionPool
 
+from command.domain import IMPORT_BATCH_TOPICS
 from command.notification_log import LogFollower
 from command.unit_of_work import wait_for_flush
 from events import erasure, locks
@@ -233,7 +234,7 @@ def _groups(notifications: list[Any]) -> list[list[Any]]:
     groups: list[list[Any]] = []
     run: list[Any] = []
     for n in notifications:
-        if "RowsImported" in n.topic:
+        if n.topic in IMPORT_BATCH_TOPICS:
             if run:
                 groups.append(run)
                 run = []

@@ -10,19 +10,17 @@ from uuid import UUID
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from query.models import ContactOut, ContactPage
+from query.models import CONTACT_FIELDS, ContactOut, ContactPage
 from query.tenancy import SNAPSHOT, tenant_transaction
 
-COLUMNS = sql.SQL(
-    "c.id, c.first_name, c.last_name, c.phone, c.email, c.tags, c.notes, c.is_opted_out, c.status,"
-    " c.invalid_reason, c.operator, c.country, c.list_ids, c.created_at, c.updated_at, c.deleted_at")
+_NAMES = tuple(f.name for f in CONTACT_FIELDS)
+#: A contact's columns (each field of ``ContactOut`` is the column of its name), read by ``to_contact``.
+COLUMNS = sql.SQL(", ").join(sql.Identifier("c", name) for name in _NAMES)
 
 
 def to_contact(row: tuple) -> ContactOut:
-    return ContactOut(id=row[0], first_name=row[1], last_name=row[2], phone=row[3], email=row[4],
-                      tags=row[5], notes=row[6], is_opted_out=row[7], status=row[8], invalid_reason=row[9],
-                      operator=row[10], country=row[11], list_ids=row[12], created_at=row[13],
-                      updated_at=row[14], deleted_at=row[15])
+    """The contact of a row that starts with ``COLUMNS``."""
+    return ContactOut(**dict(zip(_NAMES, row)))
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Exports: contacts streamed as CSV or as a JSON array, in chunks of many rows.
 
 The CSV lines are written by PostgreSQL (``csv_export``): the query formats each row,
-neutralised with ``command.import_files.neutralise``'s rule and quoted as ``csv.writer``
-quotes (tests/test_export_sql.py holds it to the csv module's bytes for any text), and
+neutralised with ``command.imports.cells.neutralise``'s rule and quoted as ``csv.writer``
+quotes (tests/integration/test_export_sql.py holds it to the csv module's bytes for any text), and
 Python only joins the lines of each fetched batch. Building a ``ContactOut`` per row
 and writing it through the csv module, as this did before, cost about 25 µs a row.
 
@@ -10,23 +10,30 @@ The JSON export is written the same way (``json_export``), each item byte for by
 msgspec writes for the GET /contacts item (tested), instead of loading every column into
 a ``ContactOut`` to encode it again (about 20 µs a row). Both stream from a server-side
 cursor, one chunk per fetched batch, so memory stays bounded whatever the size.
+
+Both are built from the one list of the contact's fields (``query.models.CONTACT_FIELDS``,
+the fields of ``ContactOut``): each field's cell and JSON value are chosen by its type,
+so a field added to the contact is exported with no other list to edit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
+from typing import get_args, get_origin
 from uuid import UUID
 
+from msgspec.structs import FieldInfo
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-# One definition of the formula escaping, shared with the importer that undoes it.
-from command.import_files import FORMULA_STARTS
+# One definition of the formula escaping and the tag separator, shared with the importer that undoes them.
+from command.imports.cells import FORMULA_STARTS, TAG_SEPARATOR
 from query.contacts import ContactFilter
+from query.models import CONTACT_FIELDS
 from query.tenancy import as_tenant
 
 CSV_COLUMNS = ("first_name", "last_name", "phone", "email", "tags", "notes")
-TAG_SEPARATOR = ";"
 EXPORT_BATCH = 2000  # rows fetched from the server-side cursor at a time (about 150 kB of CSV)
 CSV_HEADER = ",".join(CSV_COLUMNS) + "\r\n"
 
@@ -55,38 +62,59 @@ def _cell(column: str) -> str:
     return _quoted(column, _NEUTRALISED.format(v=column))
 
 
-def _utc_time(column: str) -> str:
-    """A timestamptz as RFC 3339 UTC text, as the JSON items write it (fraction only when not zero)."""
+def _rfc3339(column: str, quote: str = "") -> str:
+    """A timestamptz as msgspec writes a UTC datetime (seconds, then .ffffff unless zero, then Z),
+    between ``quote`` marks."""
     utc = f"({column} AT TIME ZONE 'UTC')"
-    return (f"CASE WHEN {column} IS NULL THEN '' ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+    return ((f"'{quote}' || " if quote else "") + f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
             f" || CASE WHEN mod(extract(microseconds FROM {utc})::bigint, 1000000) = 0 THEN ''"
-            f" ELSE to_char({utc}, '.US') END || 'Z' END")
+            f" ELSE to_char({utc}, '.US') END || 'Z{quote}'")
 
 
-#: The columns ``columns=`` may add after the default six: API name -> (CSV header, cell).
-#: The headers are the snake_case names the importer reads; it reads ``is_opted_out`` back
-#: (an opted-out person stays opted out in the account the file is imported into) and
-#: ignores the others, which it derives itself (status, operator, country from the number)
-#: or which mean nothing in another account (list ids, times).
-EXTRA_COLUMNS = {
-    "isOptedOut": ("is_opted_out", "CASE WHEN c.is_opted_out THEN 'true' ELSE 'false' END"),
-    "status": ("status", _cell("c.status")),
-    "invalidReason": ("invalid_reason", "coalesce(" + _cell("c.invalid_reason") + ", '')"),
-    "operator": ("operator", "coalesce(" + _cell("c.operator") + ", '')"),
-    "country": ("country", "coalesce(" + _cell("c.country") + ", '')"),
-    "listIds": ("list_ids", "array_to_string(c.list_ids, " + repr(TAG_SEPARATOR) + ")"),
-    "createdAt": ("created_at", _utc_time("c.created_at")),
-    "updatedAt": ("updated_at", _utc_time("c.updated_at")),
-}
+def _utc_time(column: str) -> str:
+    """A timestamptz as RFC 3339 UTC text, as the JSON items write it; NULL is an empty cell."""
+    return f"CASE WHEN {column} IS NULL THEN '' ELSE {_rfc3339(column)} END"
+
+
+def _is_time(field: FieldInfo) -> bool:
+    """Whether the field holds a time (``datetime``, or ``datetime | None``)."""
+    return datetime in (field.type, *get_args(field.type))
+
+
+def _csv_cell(field: FieldInfo) -> str:
+    """The CSV cell of a contact field, chosen by its type (NULL is an empty cell: ``concat`` skips it).
+
+    The phone (validated E.164) is the one text cell not neutralised; the tags come from ``CSV_TAGS``.
+    """
+    column = "c." + field.name
+    if field.name == "phone":
+        return column
+    if field.name == "tags":
+        return _quoted("t.tags", "t.tags")
+    if field.type is bool:
+        return f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
+    if _is_time(field):
+        return _utc_time(column)
+    if get_origin(field.type) is list:
+        return f"array_to_string({column}, {TAG_SEPARATOR!r})"
+    return _cell(column)
+
+
+_FIELDS = {field.name: field for field in CONTACT_FIELDS}
+
+#: The columns ``columns=`` may add after the default six: API name -> (CSV header, cell),
+#: every other field of the contact but its id and ``deletedAt`` (exports hold active
+#: contacts), in the documented order. The headers are the snake_case names the importer
+#: reads; it reads ``is_opted_out`` back (an opted-out person stays opted out in the account
+#: the file is imported into) and ignores the others, which it derives itself (status,
+#: operator, country from the number) or which mean nothing in another account (list ids, times).
+EXTRA_COLUMNS = {field.encode_name: (field.name, _csv_cell(field)) for field in CONTACT_FIELDS
+                 if field.name not in (*CSV_COLUMNS, "id", "deleted_at")}
 
 
 def csv_line(extra: tuple[str, ...] = ()) -> sql.Composable:
-    """One CSV line (CRLF) per contact: the six default cells, then the ``extra`` columns.
-
-    The phone (validated E.164) is the one default cell not neutralised.
-    """
-    cells = [_cell("c.first_name"), _cell("c.last_name"), "c.phone", _cell("c.email"),
-             _quoted("t.tags", "t.tags"), _cell("c.notes")] + [EXTRA_COLUMNS[name][1] for name in extra]
+    """One CSV line (CRLF) per contact: the six default cells, then the ``extra`` columns."""
+    cells = [_csv_cell(_FIELDS[name]) for name in CSV_COLUMNS] + [EXTRA_COLUMNS[name][1] for name in extra]
     return sql.SQL("concat(" + ", ',', ".join(cells) + r", E'\r\n')")
 
 
@@ -142,33 +170,35 @@ def _json_text(column: str) -> str:
 
 
 def _json_time(column: str) -> str:
-    """A timestamptz as msgspec writes a UTC datetime: seconds, then .ffffff unless zero, then Z."""
-    utc = f"({column} AT TIME ZONE 'UTC')"
-    return (f"CASE WHEN {column} IS NULL THEN 'null' ELSE"
-            f" '\"' || to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
-            f" || CASE WHEN mod(extract(microseconds FROM {utc})::bigint, 1000000) = 0 THEN ''"
-            f" ELSE to_char({utc}, '.US') END || 'Z\"' END")
+    """A timestamptz as a JSON string, as msgspec writes it; NULL is null."""
+    quoted = _rfc3339(column, quote='"')
+    return f"CASE WHEN {column} IS NULL THEN 'null' ELSE {quoted} END"
+
+
+def _json_value(field: FieldInfo) -> str:
+    """A contact field's JSON value, written as msgspec writes its type."""
+    column = "c." + field.name
+    if field.type is bool:
+        return f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
+    if _is_time(field):
+        return _json_time(column)
+    if type(None) in get_args(field.type):
+        return _json_text(column)
+    return f"to_json({column})::text"
+
+
+def _json_item() -> sql.Composable:
+    """``concat`` of each field's key and value, in ``ContactOut``'s order."""
+    parts = []
+    for number, field in enumerate(CONTACT_FIELDS):
+        key = ("{" if number == 0 else ",") + f'"{field.encode_name}":'
+        parts += [f"'{key}'", _json_value(field)]
+    return sql.SQL("concat(" + ", ".join([*parts, "'}'"]) + ")")
 
 
 #: One contact as JSON, byte for byte what ``msgspec.json.encode(ContactOut)`` writes
-#: (the GET /contacts item), so the export equals the list (tests/test_export_sql.py).
-JSON_ITEM = sql.SQL("concat(" + ", ".join([
-    "'{\"id\":\"', c.id, '\",\"firstName\":'", _json_text("c.first_name"),
-    "',\"lastName\":'", _json_text("c.last_name"),
-    "',\"phone\":'", "to_json(c.phone)::text",
-    "',\"email\":'", _json_text("c.email"),
-    "',\"tags\":'", "to_json(c.tags)::text",
-    "',\"notes\":'", _json_text("c.notes"),
-    "',\"isOptedOut\":'", "CASE WHEN c.is_opted_out THEN 'true' ELSE 'false' END",
-    "',\"status\":'", "to_json(c.status)::text",
-    "',\"invalidReason\":'", _json_text("c.invalid_reason"),
-    "',\"operator\":'", _json_text("c.operator"),
-    "',\"country\":'", _json_text("c.country"),
-    "',\"listIds\":'", "to_json(c.list_ids)::text",
-    "',\"createdAt\":'", _json_time("c.created_at"),
-    "',\"updatedAt\":'", _json_time("c.updated_at"),
-    "',\"deletedAt\":'", _json_time("c.deleted_at"),
-    "'}'"]) + ")")
+#: (the GET /contacts item), so the export equals the list (tests/integration/test_export_sql.py).
+JSON_ITEM = _json_item()
 
 
 def json_export(pool: ConnectionPool, account_id: UUID, flt: ContactFilter,

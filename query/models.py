@@ -41,6 +41,13 @@ class ContactOut(Out):
     deleted_at: datetime | None = None
 
 
+#: The contact's shape, written once (``ContactOut``): each field is the ``contacts`` read
+#: table's column of the same name (``name``), sent as ``encode_name`` (camelCase), of type
+#: ``type``, in the documented order. The list queries, the export SQL (JSON and CSV), the
+#: projector's column lists and the audit's past states are built from it.
+CONTACT_FIELDS: tuple[msgspec.structs.FieldInfo, ...] = msgspec.structs.fields(ContactOut)
+
+
 class ContactPage(Out):
     contacts: list[ContactOut]
     total: int

@@ -28,7 +28,7 @@ BODY = ("malformed_body", "payload_too_large", "validation_failed")
 COMMAND = ("concurrent_modification",)
 IMPORT = ("import_in_progress", "idempotency_key_reused", "unknown_lists", "import_failed")
 
-# The error codes each operation can answer (tests/test_fuzz.py holds the service to them:
+# The error codes each operation can answer (tests/integration/test_fuzz.py holds the service to them:
 # each status's schema allows these codes only).
 ERRORS: dict[str, tuple[str, ...]] = {
     "listContactLists": READ,

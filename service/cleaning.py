@@ -8,7 +8,7 @@ import phonenumbers
 
 from command.domain import is_email
 from command.errors import ValidationError
-from command.import_files import TAG_SEPARATORS
+from command.imports.cells import TAG_SEPARATORS
 
 
 def clean_text(value: Any) -> Any:

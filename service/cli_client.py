@@ -208,7 +208,8 @@ def _follow(http: httpx.Client, job: dict[str, Any], bar: Any, task: Any, total:
 
 def _count_rows(path: Path, mapping: str | None, total: dict[str, int | None]) -> None:
     """The file's data rows, read as the service reads them (so the bar ends at 100 %); None if unreadable."""
-    from command.import_files import detect_format, open_rows
+    from command.imports.formats import detect_format
+    from command.imports.rows import open_rows
 
     try:
         with path.open("rb") as source:

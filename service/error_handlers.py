@@ -16,7 +16,7 @@ from litestar.types import ExceptionHandlersMap
 from python_multipart.exceptions import MultipartParseError
 
 from command.errors import DomainError, PreconditionFailedError
-from command.importing import ImportFailedError
+from command.imports.service import ImportFailedError
 from service.dbpool import check_after_outage
 from service.errors import status_of
 from service.etags import etag

@@ -21,12 +21,12 @@ from command.errors import (
     UnknownListsError,
     ValidationError,
 )
-from command.import_files import FileFormatError, UnsupportedFileError
-from command.importing import IdempotencyKeyReusedError, ImportInProgressError
+from command.imports.formats import FileFormatError, UnsupportedFileError
+from command.imports.service import IdempotencyKeyReusedError, ImportInProgressError
 from service.exports import AttachmentTooLargeError, MailDeliveryError, MailNotConfiguredError
 from service.uploads import MalformedUploadError
 
-# Every DomainError class the service defines, with its HTTP status (tests/test_api_docs.py
+# Every DomainError class the service defines, with its HTTP status (tests/integration/test_api_docs.py
 # checks none is missing: an unmapped one would answer 500).
 STATUS: dict[type[DomainError], int] = {
     DomainError: 400,

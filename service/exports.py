@@ -38,7 +38,8 @@ from service import locks
 from service.schemas import explain, field_of
 from service.bootstrap import Container
 from service.cleaning import clean_email, clean_tags
-from service.controllers import ActorRequest, ListIdParam, OptedOutParam, SearchParam, TagsParam, contact_filter
+from service.controllers import ActorRequest, contact_filter
+from service.parameters import ListIdParam, OptedOutParam, SearchParam, TagsParam
 from service.openapi import struct_schema, with_request_body
 from service.schemas import Email, In
 

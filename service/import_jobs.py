@@ -1,7 +1,8 @@
-"""Asynchronous imports (``Prefer: respond-async``): a queue in PostgreSQL, run by the worker.
+"""Import jobs: run one at once (the API's synchronous imports), or queue it in PostgreSQL for the worker.
 
-The upload is stored in PostgreSQL (chunks of ``import_upload_chunks``) so any
-worker can run it; it is deleted when the job ends. A worker runs a job while it holds
+A queued job (``Prefer: respond-async``) has its header checked at once; then its upload
+is stored in PostgreSQL (chunks of ``import_upload_chunks``) so any worker can run it;
+it is deleted when the job ends. A worker runs a job while it holds
 the job's session advisory lock on a connection of its own. A killed worker's
 connection closes, PostgreSQL releases the lock at once, and the next worker to look
 claims the job and resumes it after the last row it stored. No timing is involved, so a
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -22,8 +24,12 @@ from psycopg import sql
 
 from command.context import Actor
 from command.domain import ContactImport
-from command.import_files import FileLimits, open_rows
-from command.importing import ImportFailedError, ImportService, failure_reason
+from command.errors import NotFoundError
+from command.imports.limits import FileLimits
+from command.imports.rows import ImportRow, open_rows
+from command.imports.service import ImportFailedError, ImportOutcome, ImportService, failure_reason
+from query import imports as import_queries
+from query.imports import ImportJob
 from service import locks, logs
 from service import bulk_jobs
 from service.bootstrap import Container
@@ -38,6 +44,40 @@ def file_limits(settings: Settings) -> FileLimits:
     return FileLimits(max_record_chars=settings.import_max_record_chars, max_columns=settings.import_max_columns,
                       max_uncompressed_bytes=settings.import_xlsx_max_uncompressed_bytes,
                       xlsx_fast_max_cells=settings.import_xlsx_fast_max_cells)
+
+
+def run_import(container: Container, actor: Actor, rows: Iterator[ImportRow], *, source: str,
+               filename: str | None, list_id: UUID | None, idempotency_key: str | None,
+               region: str | None, request_hash: bytes | None = None) -> ImportOutcome:
+    """Start (or replay) an import and run it; each batch commits with its read-table rows."""
+    service = ImportService(container.app)
+    job, replay = service.start(actor, source=source, filename=filename, list_id=list_id,
+                                idempotency_key=idempotency_key, request_hash=request_hash)
+    if replay is not None:
+        return replay
+    return service.run(actor, job, rows, region=region)
+
+
+def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
+    """The job resource (404 for an unknown id or another account's)."""
+    job = import_queries.get_import(container.pool, actor.account_id, import_id)
+    if job is None:
+        raise NotFoundError(f"import {import_id} not found", field="id")
+    return job
+
+
+def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list_id: UUID | None,
+                 mapping: dict[str, str | None] | None, region: str | None, idempotency_key: str | None,
+                 request_hash: bytes | None = None) -> ImportJob:
+    """Check the header now (a bad file is a 422 at once), then queue the job for the worker."""
+    _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))
+    rows.close()
+    service = ImportService(container.app)
+    job, replay = service.start(actor, source=fmt, filename=upload.filename, list_id=list_id,
+                                idempotency_key=idempotency_key, request_hash=request_hash)
+    if replay is None:
+        enqueue(container, actor, job, upload.path, fmt, mapping, region)
+    return get_job(container, actor, job.id)
 
 
 def enqueue(container: Container, actor: Actor, job: ContactImport, path: Path, fmt: str,

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
-import io
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -20,12 +17,16 @@ from msgspec import Meta
 
 from command.context import Actor
 from command.errors import NotFoundError, ValidationError
-from command.import_files import ImportRow, detect_format, open_rows, unneutralise
-from command.importing import ImportOutcome, ImportService
-from query.tenancy import as_tenant, tenant_transaction
+from command.field_limits import MAX_PHONE_CHARS, MAX_TAGS
+from command.imports.cells import unneutralise
+from command.imports.formats import detect_format
+from command.imports.rows import ImportRow, open_rows
+from command.imports.service import ImportOutcome
+from query import imports as import_queries
+from query.imports import REPORT_URL, ImportJob
 from service.bootstrap import Container
 from service.cleaning import clean_region, clean_tags, clean_text, split_tags
-from service.import_jobs import enqueue, file_limits
+from service.import_jobs import file_limits, get_job, queue_import, run_import
 from service.openapi import located, with_request_body
 from service.schemas import NO_NUL, Region
 from service.uploads import receive_upload
@@ -46,29 +47,6 @@ class ImportResult(msgspec.Struct, rename="camel"):
     rows: int
     import_id: UUID
     status: str
-    report_url: str
-
-
-class ImportCounts(msgspec.Struct, rename="camel"):
-    rows: int
-    imported: int
-    valid: int
-    invalid: int
-    skipped: int
-
-
-class ImportJob(msgspec.Struct, rename="camel"):
-    id: UUID
-    status: Annotated[str, Meta(description="queued (an async import no worker has claimed yet), running,"
-                                            " completed or failed", examples=["queued"])]
-    source: str
-    filename: str | None
-    list_id: UUID | None
-    counts: ImportCounts
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
     report_url: str
 
 
@@ -93,11 +71,11 @@ IMPORT_FORM = Schema(type=OpenAPIType.OBJECT, required=["file"], properties={
 
 class BulkContact(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     # A number too: a browser's spreadsheet parser gives numeric cells as numbers (254712345678).
-    phone: Annotated[str, Meta(max_length=64, pattern=NO_NUL)] | Annotated[int, Meta(ge=0)] | None = None
+    phone: Annotated[str, Meta(max_length=MAX_PHONE_CHARS, pattern=NO_NUL)] | Annotated[int, Meta(ge=0)] | None = None
     first_name: Text | None = None
     last_name: Text | None = None
     email: Text | None = None
-    tags: Annotated[list[Text], Meta(max_length=100)] = []
+    tags: Annotated[list[Text], Meta(max_length=MAX_TAGS)] = []
     notes: Text | None = None
     is_opted_out: bool = False  # moving contacts between accounts keeps their opt-outs (the JSON export has it)
 
@@ -112,7 +90,7 @@ def _result(outcome: ImportOutcome) -> ImportResult:
     c = outcome.counts
     return ImportResult(imported=c["imported"], valid=c["valid"], invalid=c["invalid"], skipped=c["skipped"],
                         rows=c["read"], import_id=outcome.import_id, status=outcome.status,
-                        report_url=f"/api/v1/contacts/imports/{outcome.import_id}/report.csv")
+                        report_url=REPORT_URL.format(outcome.import_id))
 
 
 def _text(value: str | None) -> str | None:
@@ -148,18 +126,6 @@ def _parse_mapping(value: str | None) -> dict[str, str | None] | None:
         raise ValidationError(f"mapping must be a JSON object of header → field (or null to ignore the column):"
                               f" {exc}", field="mapping") from None
     return mapping
-
-
-def run_import(container: Container, actor: Actor, rows: Iterator[ImportRow], *, source: str,
-               filename: str | None, list_id: UUID | None, idempotency_key: str | None,
-               region: str | None, request_hash: bytes | None = None) -> ImportOutcome:
-    """Start (or replay) an import and run it; each batch commits with its read-table rows."""
-    service = ImportService(container.app)
-    job, replay = service.start(actor, source=source, filename=filename, list_id=list_id,
-                                idempotency_key=idempotency_key, request_hash=request_hash)
-    if replay is not None:
-        return replay
-    return service.run(actor, job, rows, region=region)
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -251,64 +217,8 @@ class ImportController(Controller):
         ``line`` is the row number a spreadsheet shows (the header is line 1); ``row`` counts
         the file's data rows (for a JSON import, the item's place in the array).
         """
-        with tenant_transaction(container.pool, request.user.account_id) as conn:
-            found = conn.execute("SELECT 1 FROM imports WHERE id = %s AND account_id = %s",
-                                 (import_id, request.user.account_id)).fetchone()
-        if found is None:
+        if not import_queries.import_exists(container.pool, request.user.account_id, import_id):
             raise NotFoundError(f"import {import_id} not found", field="id")
-        return Stream(_report_lines(container, request.user.account_id, import_id), media_type="text/csv",
+        return Stream(import_queries.report_lines(container.pool, request.user.account_id, import_id),
+                      media_type="text/csv",
                       headers={"Content-Disposition": f'attachment; filename="import-{import_id}-report.csv"'})
-
-
-def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
-    """The job resource from the ``imports`` read table (404 for another account's)."""
-    with tenant_transaction(container.pool, actor.account_id) as conn:
-        row = conn.execute(
-            "SELECT id, status, source, filename, list_id, rows_read, imported, valid, invalid, skipped,"
-            " error, created_at, updated_at, finished_at FROM imports WHERE id = %s AND account_id = %s",
-            (import_id, actor.account_id)).fetchone()
-    if row is None:
-        raise NotFoundError(f"import {import_id} not found", field="id")
-    if row[1] == "running":
-        # A job waiting in the queue for a worker is "queued", not "running": the read model
-        # records the job's start, the queue (a write-side table, outside the tenant's
-        # role) whether a worker has claimed it yet.
-        with container.pool.connection() as conn:
-            queued = conn.execute("SELECT status FROM import_queue WHERE import_id = %s", (import_id,)).fetchone()
-        if queued is not None and queued[0] == "queued":
-            row = (row[0], "queued", *row[2:])
-    return ImportJob(id=row[0], status=row[1], source=row[2], filename=row[3], list_id=row[4],
-                     counts=ImportCounts(*row[5:10]), error=row[10], created_at=row[11], updated_at=row[12],
-                     finished_at=row[13], report_url=f"/api/v1/contacts/imports/{row[0]}/report.csv")
-
-
-def _report_lines(container: Container, account_id: UUID, import_id: UUID) -> Iterator[bytes]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["line", "row", "outcome", "reason", "detail", "contact_id"])
-    with container.pool.connection() as conn, conn.transaction():
-        as_tenant(conn, account_id)
-        with conn.cursor(name="import_report") as cur:
-            cur.execute("SELECT line, row, outcome, reason, detail, contact_id FROM import_report_rows"
-                        " WHERE import_id = %s ORDER BY row, reason", (import_id,))
-            for record in cur:
-                writer.writerow(["" if v is None else v for v in record])
-                if buffer.tell() > 64 * 1024:
-                    yield buffer.getvalue().encode()
-                    buffer.seek(0)
-                    buffer.truncate()
-    yield buffer.getvalue().encode()
-
-
-def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list_id: UUID | None,
-                 mapping: dict[str, str | None] | None, region: str | None, idempotency_key: str | None,
-                 request_hash: bytes | None = None) -> ImportJob:
-    """Check the header now (a bad file is a 422 at once), then queue the job for the worker."""
-    _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))
-    rows.close()
-    service = ImportService(container.app)
-    job, replay = service.start(actor, source=fmt, filename=upload.filename, list_id=list_id,
-                                idempotency_key=idempotency_key, request_hash=request_hash)
-    if replay is None:
-        enqueue(container, actor, job, upload.path, fmt, mapping, region)
-    return get_job(container, actor, job.id)

@@ -1,7 +1,7 @@
 """The service layer's PostgreSQL advisory lock keys (events/ keeps its own in events/locks.py).
 
 Keys share one number space with events/locks.py: 724_001-724_006, each used once
-(724_002 was the write schema's, retired with it). tests/test_lock_keys.py checks that
+(724_002 was the write schema's, retired with it). tests/unit/test_lock_keys.py checks that
 no key is taken twice across the layers.
 """
 

@@ -17,6 +17,10 @@ import re
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from command.field_limits import (
+    MAX_EMAIL_CHARS, MAX_NAME_CHARS, MAX_NOTES_CHARS, MAX_PHONE_CHARS, MAX_TAG_CHARS, MAX_TAGS,
+)
+from command.imports.cells import TAG_SEPARATOR_CHARS
 from events.contract import camel
 from service.cleaning import clean_email, clean_name, clean_region, clean_tags, clean_text
 
@@ -30,14 +34,14 @@ UUID_TEXT = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 IF_MATCH_PATTERN = r'^ *(\*|(W/)?"[0-9]{1,9}") *$'
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Description = Annotated[str, Meta(max_length=2000, pattern=NO_NUL)]
-ShortText = Annotated[str, Meta(max_length=200, pattern=NO_NUL)]
-Notes = Annotated[str, Meta(max_length=5000, pattern=NO_NUL)]
-Email = Annotated[str, Meta(max_length=320, pattern=NO_NUL)]
-PhoneText = Annotated[str, Meta(max_length=64, pattern=NO_NUL)]
+ShortText = Annotated[str, Meta(max_length=MAX_NAME_CHARS, pattern=NO_NUL)]
+Notes = Annotated[str, Meta(max_length=MAX_NOTES_CHARS, pattern=NO_NUL)]
+Email = Annotated[str, Meta(max_length=MAX_EMAIL_CHARS, pattern=NO_NUL)]
+PhoneText = Annotated[str, Meta(max_length=MAX_PHONE_CHARS, pattern=NO_NUL)]
 # A tag holds no "," or ";": the tags filter separates tags with commas, and the CSV export
 # joins them with ";" (which imports split again), so such a tag could never be found or round-trip.
-TAG_TEXT = r"^[^\x00,;]*$"
-Tag = Annotated[str, Meta(max_length=64, pattern=TAG_TEXT)]
+TAG_TEXT = r"^[^\x00" + TAG_SEPARATOR_CHARS + "]*$"
+Tag = Annotated[str, Meta(max_length=MAX_TAG_CHARS, pattern=TAG_TEXT)]
 Region = Annotated[str, Meta(min_length=2, max_length=2, pattern=NO_NUL)]
 Ids = Annotated[list[UUID], Meta(max_length=10_000)]
 
@@ -87,7 +91,7 @@ class BulkFilter(In):
 
     list_id: Annotated[UUID | None, Meta(description="Only contacts in this list",
                                          examples=["0b6f2c1e-5a4d-4e3f-8c2b-1a9d8e7f6c5b"])] = None
-    tags: Annotated[Annotated[list[Tag], Meta(max_length=100)] | None, Meta(
+    tags: Annotated[Annotated[list[Tag], Meta(max_length=MAX_TAGS)] | None, Meta(
         description="Only contacts with all these tags", examples=[["vip"]])] = None
     is_opted_out: Annotated[bool | None, Meta(description="Only opted-out (true) or messageable (false) contacts",
                                               examples=[False])] = None
@@ -120,7 +124,7 @@ class ContactIds(In):
 
 
 class BulkTagging(BulkSelection, kw_only=True):
-    tags: Annotated[list[Tag], Meta(min_length=1, max_length=100, description="Tags to add or remove",
+    tags: Annotated[list[Tag], Meta(min_length=1, max_length=MAX_TAGS, description="Tags to add or remove",
                                     examples=[["vip", "nairobi"]])]
 
     def __post_init__(self) -> None:
@@ -132,7 +136,7 @@ class ContactCreate(In):
     first_name: ShortText | None = None
     last_name: ShortText | None = None
     email: Email | None = None
-    tags: Annotated[list[Tag], Meta(max_length=100)] = []
+    tags: Annotated[list[Tag], Meta(max_length=MAX_TAGS)] = []
     notes: Notes | None = None
     list_ids: Annotated[list[UUID], Meta(max_length=1000)] = []
     is_opted_out: bool = False
@@ -155,7 +159,7 @@ class ContactUpdate(In):
     first_name: ShortText | None | UnsetType = UNSET
     last_name: ShortText | None | UnsetType = UNSET
     email: Email | None | UnsetType = UNSET
-    tags: Annotated[list[Tag], Meta(max_length=100)] | UnsetType = UNSET
+    tags: Annotated[list[Tag], Meta(max_length=MAX_TAGS)] | UnsetType = UNSET
     notes: Notes | None | UnsetType = UNSET
     list_ids: Annotated[list[UUID], Meta(max_length=1000)] | UnsetType = UNSET
     is_opted_out: bool | UnsetType = UNSET

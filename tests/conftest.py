@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from service.embedded import EmbeddedNats, EmbeddedPostgres
-from tests.support import Service, new_database, start_service
+
+if TYPE_CHECKING:
+    from tests.support import Service
+
+# tests.support (the app, uvicorn, httpx) is imported by the fixtures that use it, so a
+# `make test-unit` run that starts no server does not pay for loading the service either.
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +47,8 @@ def service(postgres_server: str, nats_url: str) -> Iterator[Service]:
 
     Tests isolate themselves by account: each client gets a new account id.
     """
+    from tests.support import new_database, start_service
+
     svc = start_service(new_database(postgres_server), nats_url)
     yield svc
     svc.close()
@@ -48,4 +56,6 @@ def service(postgres_server: str, nats_url: str) -> Iterator[Service]:
 
 @pytest.fixture
 def fresh_database(postgres_server: str) -> str:
+    from tests.support import new_database
+
     return new_database(postgres_server)

@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape
 
 import openpyxl
 
-from command.import_files import open_rows
+from command.imports.rows import open_rows
 
 HEADERS = ("first_name", "last_name", "phone", "email", "tags", "notes")
 

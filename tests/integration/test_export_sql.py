@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg_pool import ConnectionPool
 
-from command.import_files import FORMULA_STARTS, neutralise, unneutralise
+from command.imports.cells import FORMULA_STARTS, TAG_SEPARATOR, neutralise, unneutralise
 from projections.read_model import create_tables
 from query.contacts import ContactFilter
-from query.exports import CSV_COLUMNS, TAG_SEPARATOR, csv_export, json_export
-from query.models import ContactOut
+from query.exports import CSV_COLUMNS, csv_export, json_export
+from query.models import CONTACT_FIELDS, ContactOut
 
 ACCOUNT = uuid.UUID("00000000-0000-4000-8000-0000000000e1")
 # Text that exercises every rule: formula starts, quotes (both kinds), the delimiters,
@@ -106,6 +106,14 @@ def test_sql_csv_comes_in_batches_and_ends_after_the_last_row(pool: ConnectionPo
         chunks = list(csv_export(pool, ACCOUNT, ContactFilter(), batch=batch))
         assert len(chunks) == expected_chunks, batch
         assert b"".join(chunks) == _reference(contacts)
+
+
+def test_every_field_of_a_contact_is_a_column_of_the_read_table(pool: ConnectionPool) -> None:
+    """The list queries, the exports and the projector read and write each field by its column's name."""
+    with pool.connection() as conn:
+        columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns"
+                                              " WHERE table_schema = current_schema() AND table_name = 'contacts'")}
+    assert [f.name for f in CONTACT_FIELDS if f.name not in columns] == []
 
 
 def test_sql_csv_of_no_contacts_is_the_header(pool: ConnectionPool) -> None:

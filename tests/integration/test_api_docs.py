@@ -1,6 +1,6 @@
 """The OpenAPI document as a client team reads it: error contract, headers, words, examples, docs pages.
 
-What the service really answers is held to the document by tests/test_fuzz.py (each error
+What the service really answers is held to the document by tests/integration/test_fuzz.py (each error
 status's schema allows only the codes listed for that operation); these tests check the
 document against the HTTP layer's error table and the docs pages against the network.
 """
@@ -209,7 +209,7 @@ def test_the_api_reference_in_docs_is_the_served_document(document: dict[str, An
 
     from service.api_docs import markdown
 
-    assert (Path(__file__).parents[1] / "docs" / "api.md").read_text() == markdown(document)
+    assert (Path(__file__).parents[2] / "docs" / "api.md").read_text() == markdown(document)
 
 
 def test_the_docs_page_renders_offline_in_headless_chromium() -> None:
@@ -221,7 +221,7 @@ def test_the_docs_page_renders_offline_in_headless_chromium() -> None:
 
     if not any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium): the docs page was not rendered")
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     done = subprocess.run([sys.executable, "scripts/docs_check.py"], cwd=root, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

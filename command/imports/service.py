@@ -1,6 +1,6 @@
 """The Import command: rows in, batch events out, with a reason for every row not imported cleanly.
 
-Rows are read lazily and handled in batches: each batch is one ``RowsImported``
+Rows are read lazily and handled in batches: each batch is one ``ContactImport.Progressed``
 event carrying up to ``batch_size`` new contacts (each one's personal data sealed
 with its own key), saved with the batch's phone claims in one transaction. A
 number already held in the account, or seen earlier in the same import, skips the
@@ -22,12 +22,11 @@ from command.application import ContactsApplication
 from command.context import Actor
 from command.domain import ContactImport, is_email
 from command.errors import DomainError, InvalidPhoneError, ValidationError
+from command.field_limits import MAX_TAG_CHARS, MAX_TAGS, MAX_TEXT
 from command.ids import uuid4_many
 from command.phones import reservation_ids
 
 BATCH_SIZE = 1000
-MAX_TEXT = {"first_name": 200, "last_name": 200, "email": 320, "notes": 5000}
-MAX_TAGS, MAX_TAG_CHARS = 100, 64  # as POST /contacts allows
 # Lines remembered to name a duplicate's earlier line: about 100 bytes each, so a file
 # of a million rows keeps at most ~25 MB. Past it (or after a resumed job's restart)
 # the report names the earlier contact only.

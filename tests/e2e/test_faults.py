@@ -371,7 +371,7 @@ def _wait_healthy(base: str, timeout: float = 60) -> None:
 def test_an_import_job_is_claimed_by_one_worker_until_its_connection_dies(fresh_database: str,
                                                                           nats_url: str, tmp_path: Path) -> None:
     from command.context import Actor
-    from command.importing import ImportService
+    from command.imports.service import ImportService
     from service import import_jobs
 
     svc = start_service(fresh_database, nats_url, with_worker=False)

@@ -1,13 +1,24 @@
-"""Old event shapes still load after their class changed (upcasting)."""
+"""Old event shapes still load after their class changed (upcasting) or was renamed (an old topic)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from typing import Any
 
 import psycopg
+from eventsourcing.utils import get_topic
 
-from tests.support import Service
+from command.domain import ROWS_IMPORTED_TOPIC, ContactImport
+from projections.read_model import READ_TABLES
+from projections.rebuild import rebuild
+from tests.support import Service, ThreadedWorker, read_stream, start_service
+
+
+def _snapshot(database_url: str) -> dict[str, list[Any]]:
+    with psycopg.connect(database_url) as conn:
+        return {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in READ_TABLES}
 
 
 def test_a_list_created_before_descriptions_existed_still_loads_and_projects(service: Service) -> None:
@@ -67,3 +78,50 @@ def test_a_contact_stored_before_tags_were_sealed_still_loads_projects_and_chang
     r = api.patch(f"/api/v1/contacts/{old_id}", json={"tags": ["legacy-tag", "added-later"]})
     assert r.status_code == 200 and r.json()["tags"] == ["legacy-tag", "added-later"]
     assert service.container.app.repository.get(old_id).tags == ["legacy-tag", "added-later"]
+
+
+def test_an_import_batch_stored_as_rows_imported_still_loads_replays_and_publishes(fresh_database: str,
+                                                                                    nats_url: str) -> None:
+    """The batch event was renamed RowsImported -> Progressed; events stored under the old topic still work."""
+    svc = start_service(fresh_database, nats_url, with_worker=False)  # no relay yet: it publishes after the rename
+    try:
+        api = svc.client()
+        r = api.post("/api/v1/contacts/bulk", json={"contacts": [
+            {"phone": "+254711000301", "firstName": "Old", "tags": ["legacy"]}, {"phone": "+254711000302"},
+            {"phone": "12"}]})
+        assert r.status_code == 201, r.text
+        import_id = uuid.UUID(r.json()["importId"])
+        with psycopg.connect(fresh_database) as conn:
+            renamed = conn.execute("UPDATE contacts_events SET topic = %s WHERE topic = %s",
+                                   (ROWS_IMPORTED_TOPIC, get_topic(ContactImport.Progressed))).rowcount
+        assert renamed == 1  # the one batch, now as an earlier version stored it
+        tables = _snapshot(fresh_database)
+
+        # It loads: the job, and the contacts whose creation is their entry in the batch.
+        job = svc.container.app.repository.get(import_id)
+        assert (job.status, job.last_row, job.counts) == \
+            ("completed", 3, {"read": 3, "imported": 2, "valid": 2, "invalid": 0, "skipped": 1})
+        old = next(c for c in api.get("/api/v1/contacts").json()["contacts"] if c["firstName"] == "Old")
+        created = api.get(f"/api/v1/contacts/{old['id']}/history").json()[0]
+        assert (created["type"], created["data"]["firstName"], created["data"]["tags"]) == \
+            ("contacts.contact.created.v1", "Old", ["legacy"])
+
+        # It replays: rebuilding every read table from the events gives the same tables.
+        rebuild(svc.container.pool, fresh_database, svc.container.app.recorder.select_notifications,
+                svc.container.app.decode)
+        assert _snapshot(fresh_database) == tables
+
+        # A contact it created can be changed (loading it reads the batch event).
+        r = api.patch(f"/api/v1/contacts/{old['id']}", json={"notes": "changed later"})
+        assert r.status_code == 200 and (r.json()["phone"], r.json()["notes"]) == ("+254711000301", "changed later")
+
+        # It is published as before: a contact.created per contact, then import.progress.
+        svc.worker = ThreadedWorker(svc.container, nats_url).start()
+        svc.wait_for_relay()
+        messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream, expect=6))
+        assert [json.loads(m.data)["type"] for m in messages] == [
+            "contacts.contact_import.started.v1", "contacts.contact.created.v1", "contacts.contact.created.v1",
+            "contacts.contact_import.progress.v1", "contacts.contact_import.completed.v1",
+            "contacts.contact.updated.v1"]
+    finally:
+        svc.close()

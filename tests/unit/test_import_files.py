@@ -12,10 +12,10 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from command.import_files import (
-    FORMULA_STARTS, FileFormatError, FileLimits, ImportRow, UnsupportedFileError, detect_format, neutralise,
-    open_rows, unneutralise,
-)
+from command.imports.cells import FORMULA_STARTS, neutralise, unneutralise
+from command.imports.formats import FileFormatError, UnsupportedFileError, detect_format
+from command.imports.limits import FileLimits
+from command.imports.rows import ImportRow, open_rows
 from service.errors import status_of
 from tests.import_samples import (
     HEADERS, contact_rows, write_csv, write_xlsx, write_xlsx_shared_strings, write_zip_bomb,
@@ -268,6 +268,7 @@ def test_trailing_empty_cells_do_not_count_as_columns(tmp_path: Path) -> None:
     assert row.phone == "0712345678"
 
 
+@pytest.mark.slow  # about 10 s of CPU: `make test-unit` leaves it to `make test`
 def test_200000_rows_are_read_in_bounded_memory(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "big.csv", contact_rows(200_000))
     assert path.stat().st_size > 15_000_000

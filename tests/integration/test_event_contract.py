@@ -52,13 +52,13 @@ def test_asyncapi_says_what_the_service_sends_and_receives() -> None:
 
 def test_the_shipped_asyncapi_file_is_the_generated_document() -> None:
     """docs/asyncapi.json is for readers without a running service; regenerate: python -m events.asyncapi."""
-    shipped = json.loads((Path(__file__).parents[1] / "docs" / "asyncapi.json").read_text())
+    shipped = json.loads((Path(__file__).parents[2] / "docs" / "asyncapi.json").read_text())
     assert shipped == json.loads(json.dumps(document()))
 
 
 def test_a_real_asyncapi_parser_finds_no_error() -> None:
     """@asyncapi/parser 3 (node) validates docs/asyncapi.json: `make asyncapi-check` installs it into .tools."""
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     if shutil.which("node") is None:
         pytest.skip("node is not installed: the AsyncAPI parser check needs Node.js 18+ (apt-get install nodejs)")
     if not (root / ".tools" / "node_modules" / "@asyncapi" / "parser").is_dir():

@@ -120,3 +120,17 @@ def test_a_deleted_list_leaves_the_rebuilt_states_as_it_left_the_contact(service
     api.patch(f"/api/v1/contacts/{c['id']}", json={"firstName": "Later"})
     first = api.get(f"/api/v1/contacts/{c['id']}", params={"version": 1}).json()
     assert first["listIds"] == [kept["id"]]  # version 1 lasted until version 2, after the delete
+
+
+def test_a_contacts_latest_state_reads_as_the_contact_itself(service: Service) -> None:
+    """The state rebuilt from the events has every field of GET /contacts/{id}, in its order, with its values."""
+    api = service.client()
+    lst = api.create_list("Shape")
+    c = api.create_contact("0712345002", firstName="Ann", lastName="Lee", email="ann@example.com", tags=["a", "b"],
+                           notes="n", listIds=[lst["id"]])
+    api.patch(f"/api/v1/contacts/{c['id']}", json={"lastName": "Leigh", "isOptedOut": True})
+    current = api.get(f"/api/v1/contacts/{c['id']}").json()
+    rebuilt = api.get(f"/api/v1/contacts/{c['id']}", params={"asOf": "2100-01-01T00:00:00Z"}).json()
+    assert list(rebuilt) == [*current, "version", "erased", "purged"]
+    assert {k: rebuilt[k] for k in current} == current
+    assert (rebuilt["erased"], rebuilt["purged"]) == (False, False)

@@ -63,7 +63,7 @@ def test_starting_a_process_again_takes_no_exclusive_lock_on_the_read_tables(ser
     """The schema runs at every start: once RLS is set up it must not ALTER the tables again.
 
     It did (ACCESS EXCLUSIVE on each read table), and a worker restarted under a write
-    load deadlocked with the writers and died at start (tests/test_nats_cluster.py).
+    load deadlocked with the writers and died at start (tests/e2e/test_nats_cluster.py).
     """
     from projections.read_model import READ_TABLES, create_tables
 

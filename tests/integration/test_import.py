@@ -357,8 +357,8 @@ def test_async_import_with_a_bad_header_is_422_at_once(service: Service) -> None
 
 def test_a_resumed_import_continues_after_its_last_stored_row(service: Service, tmp_path) -> None:
     from command.context import Actor
-    from command.import_files import open_rows
-    from command.importing import ImportService
+    from command.imports.rows import open_rows
+    from command.imports.service import ImportService
     from service import import_jobs
 
     api = service.client()

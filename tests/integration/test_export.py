@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from command.import_files import FORMULA_STARTS, neutralise, open_rows, unneutralise
+from command.imports.cells import FORMULA_STARTS, neutralise, unneutralise
+from command.imports.rows import open_rows
 from service.embedded import free_port
 from tests.support import Service, new_database, start_service
 
