@@ -1,7 +1,7 @@
 """Exports: contacts streamed as CSV or as a JSON array, in chunks of many rows.
 
 The CSV lines are written by PostgreSQL (``csv_export``): the query formats each row,
-neutralised with ``command.imports.cells.neutralise``'s rule and quoted as ``csv.writer``
+neutralised with ``command.imports.cells``' formula rule and quoted as ``csv.writer``
 quotes (tests/integration/test_export_sql.py holds it to the csv module's bytes for any text), and
 Python only joins the lines of each fetched batch. Building a ``ContactOut`` per row
 and writing it through the csv module, as this did before, cost about 25 µs a row.
@@ -47,7 +47,7 @@ def _sql_char_class(chars: str) -> str:
     return "[" + inner + ("-" if "-" in chars else "") + "]"
 
 
-#: ``neutralise`` in SQL: one ' before a cell matching ^'*[formula start].
+#: The formula escape: one ' before a cell matching ^'*[formula start] (tests: import_samples.neutralise).
 _NEUTRALISED = r"regexp_replace({v}, E'^(''*" + _sql_char_class(FORMULA_STARTS) + r")', E'''\\1')"
 
 

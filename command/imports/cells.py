@@ -1,8 +1,10 @@
 """Cell rules shared by import and export: the spreadsheet-formula escape and the tag separators.
 
 A spreadsheet runs a cell starting with ``=``, ``+``, ``-``, ``@``, tab or CR as a
-formula (OWASP "CSV injection"): exports prefix such a cell with ``'`` and imports take
-exactly one ``'`` away again. Tags share one cell, joined with ``TAG_SEPARATOR`` on
+formula (OWASP "CSV injection"): exports prefix such a cell, and one already so escaped,
+with ``'`` (in SQL: query/exports.py; tests/import_samples.py ``neutralise`` is the same
+rule in Python, which the tests hold the SQL to) and imports take exactly one ``'`` away
+again. Tags share one cell, joined with ``TAG_SEPARATOR`` on
 export; an import splits a cell at any of ``TAG_SEPARATORS``. The readers, the JSON
 import, the export queries and the API's tag cleaning all use these rules from here.
 """
@@ -13,19 +15,12 @@ import re
 
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_STARTS = "=+-@\t\r"
-_NEEDS_QUOTE = re.compile(r"'*[" + re.escape(FORMULA_STARTS) + "]")
 _QUOTED = re.compile(r"'+[" + re.escape(FORMULA_STARTS) + "]")
 TAG_SEPARATOR_CHARS = ",;"  # a tag never holds one (the API refuses it), so tags split and join safely
 TAG_SEPARATORS = re.compile(f"[{re.escape(TAG_SEPARATOR_CHARS)}]")  # what splits a tags cell or item into tags
 TAG_SEPARATOR = ";"  # what joins an exported contact's tags in one cell (read back by TAG_SEPARATORS)
 
 
-def neutralise(value: str) -> str:
-    """Prefix ``'`` to a cell a spreadsheet would run as a formula, and to one already so escaped."""
-    # "=1" -> "'=1" and "'=1" -> "''=1", so unneutralise can always take exactly one quote away.
-    return "'" + value if _NEEDS_QUOTE.match(value) else value
-
-
 def unneutralise(value: str) -> str:
-    """Undo ``neutralise``: drop one leading ``'`` from quotes followed by a formula start."""
+    """Undo the export's escape: drop one leading ``'`` from quotes followed by a formula start."""
     return value[1:] if value[:1] == "'" and _QUOTED.match(value) else value

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from command.imports.cells import FORMULA_STARTS, neutralise, unneutralise
+from command.imports.cells import FORMULA_STARTS, unneutralise
 from command.imports.rows import open_rows
 from service.embedded import free_port
+from tests.import_samples import neutralise
 from tests.support import Service, new_database, start_service
 
 HEADER = ["first_name", "last_name", "phone", "email", "tags", "notes"]

@@ -20,11 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg_pool import ConnectionPool
 
-from command.imports.cells import FORMULA_STARTS, TAG_SEPARATOR, neutralise, unneutralise
+from command.imports.cells import FORMULA_STARTS, TAG_SEPARATOR, unneutralise
 from projections.read_model import create_tables
 from query.contacts import ContactFilter
 from query.exports import CSV_COLUMNS, csv_export, json_export
 from query.models import CONTACT_FIELDS, ContactOut
+from tests.import_samples import neutralise
 
 ACCOUNT = uuid.UUID("00000000-0000-4000-8000-0000000000e1")
 # Text that exercises every rule: formula starts, quotes (both kinds), the delimiters,

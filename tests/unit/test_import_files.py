@@ -12,13 +12,13 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from command.imports.cells import FORMULA_STARTS, neutralise, unneutralise
+from command.imports.cells import FORMULA_STARTS, unneutralise
 from command.imports.formats import FileFormatError, UnsupportedFileError, detect_format
 from command.imports.limits import FileLimits
 from command.imports.rows import ImportRow, open_rows
 from service.errors import status_of
 from tests.import_samples import (
-    HEADERS, contact_rows, write_csv, write_xlsx, write_xlsx_shared_strings, write_zip_bomb,
+    HEADERS, contact_rows, neutralise, write_csv, write_xlsx, write_xlsx_shared_strings, write_zip_bomb,
 )
 
 
