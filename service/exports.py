@@ -37,7 +37,7 @@ from query.exports import EXTRA_COLUMNS, csv_export, json_export
 from service import locks
 from service.schemas import explain, field_of
 from service.bootstrap import Container
-from service.cleaning import clean_email, clean_tags
+from service.cleaning import clean_email
 from service.controllers import ActorRequest, contact_filter
 from service.parameters import ListIdParam, OptedOutParam, SearchParam, TagsParam
 from service.openapi import struct_schema, with_request_body
@@ -138,20 +138,25 @@ class ExportController(Controller):
         if not settings.smtp_url:
             raise MailNotConfiguredError("no mail provider is configured (CONTACTS_SMTP_URL)")
         data = _decode(await _read_body(request, settings.export_email_max_bytes))
-        message = build_message(data, settings.mail_from, settings.export_email_max_bytes)
-        account_id = request.user.account_id
-        slot = await asyncio.to_thread(reserve_email_send, container.pool, account_id, settings.export_email_per_hour)
-        if isinstance(slot, int):
-            raise HTTPException(status_code=429, headers={"Retry-After": str(slot)},
-                                detail=f"at most {settings.export_email_per_hour} export emails per hour;"
-                                       f" retry in {slot} s")
-        try:
-            await asyncio.to_thread(send_mail, settings.smtp_url, message)
-        except (MailDeliveryError, MailNotConfiguredError):
-            # Nothing was handed over, and the limit is there against spam: only accepted sends count.
-            await asyncio.to_thread(release_email_send, container.pool, account_id, slot)
-            raise
+        await asyncio.to_thread(mail_export, container, request.user.account_id, data)
         return Response(b"", status_code=200, media_type=MediaType.TEXT)
+
+
+def mail_export(container: Container, account_id: UUID, data: ExportEmail) -> None:
+    """Mail the file, within the account's hourly limit (429 when it is used up)."""
+    settings = container.settings
+    message = build_message(data, settings.mail_from, settings.export_email_max_bytes)
+    slot = reserve_email_send(container.pool, account_id, settings.export_email_per_hour)
+    if isinstance(slot, int):
+        raise HTTPException(status_code=429, headers={"Retry-After": str(slot)},
+                            detail=f"at most {settings.export_email_per_hour} export emails per hour;"
+                                   f" retry in {slot} s")
+    try:
+        send_mail(settings.smtp_url, message)
+    except (MailDeliveryError, MailNotConfiguredError):
+        # Nothing was handed over, and the limit is there against spam: only accepted sends count.
+        release_email_send(container.pool, account_id, slot)
+        raise
 
 
 def _started(chunks: Iterator[bytes]) -> Iterator[bytes]:
