@@ -245,16 +245,13 @@ def wait_healthy(base_url: str, timeout: float = 60, process: subprocess.Popen |
 
 def wait_relayed(database_url: str, timeout: float) -> None:
     """Until the relay's checkpoint (whichever process runs it) reaches the event store's head."""
-    def positions() -> tuple[int, int]:
-        with psycopg.connect(database_url) as conn:
-            return conn.execute("SELECT (SELECT coalesce(max(notification_id), 0) FROM contacts_events),"
-                                " (SELECT coalesce(max(position), 0) FROM relay_tracking)").fetchone()
-
-    last = (0, 0)
+    last = (0, 0)  # (head, relayed), for the message
 
     def caught_up() -> bool:
         nonlocal last
-        last = positions()
+        with psycopg.connect(database_url) as conn:
+            last = conn.execute("SELECT (SELECT coalesce(max(notification_id), 0) FROM contacts_events),"
+                                " (SELECT coalesce(max(position), 0) FROM relay_tracking)").fetchone()
         return last[1] >= last[0]
 
     wait_until(caught_up, lambda: f"the relay reached the head (at {last[1]} of {last[0]})", timeout, 0.2)
@@ -278,16 +275,17 @@ async def read_stream(nats_url: str, stream: str, subject: str = ">", expect: in
     nc = await nats.connect(nats_url.split(","))  # one server, or a cluster's
     try:
         js = nc.jetstream()
+        wanted = 1 if expect is None else expect
 
         async def enough() -> bool:
             try:
                 count = (await js.stream_info(stream)).state.messages
             except nats.js.errors.NotFoundError:
                 return False  # the relay has not created the stream yet
-            return count >= (1 if expect is None else expect)
+            return count >= wanted
 
         with contextlib.suppress(WaitTimeout):  # read what is there: the caller's comparison names what is missing
-            await wait_until_async(enough, f"stream {stream} holds {1 if expect is None else expect} message(s)", timeout, 0.1)
+            await wait_until_async(enough, f"stream {stream} holds {wanted} message(s)", timeout, 0.1)
         sub = await js.subscribe(subject, stream=stream, ordered_consumer=True)
         messages = []
         try:
