@@ -325,14 +325,7 @@ def test_empty_files_import_nothing(service: Service, content: bytes) -> None:
 
 
 def _wait_for_job(api, import_id: str, timeout: float = 60) -> dict:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        job = api.get(f"/api/v1/contacts/imports/{import_id}").json()
-        if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.1)  # a client polling the job resource, as the API documents
+    return api.wait_for_job(f"/api/v1/contacts/imports/{import_id}", timeout)
 
 
 def test_async_import_answers_202_and_the_worker_completes_it(service: Service) -> None:
