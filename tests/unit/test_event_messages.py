@@ -95,7 +95,7 @@ def test_a_contact_message_carries_the_phone_and_names_but_never_email_or_notes(
 
 
 def test_an_import_batch_becomes_one_created_message_per_contact_then_its_progress() -> None:
-    batch = next(e for e in every_event() if isinstance(e, ContactImport.RowsImported))
+    batch = next(e for e in every_event() if isinstance(e, ContactImport.Progressed))
     messages = to_messages(batch, 5, "acme")
     assert [m.subject.rsplit(".", 1)[1] for m in messages] == ["created", "progress"]
     created = envelope_of(messages[0].payload)
