@@ -95,7 +95,10 @@ class UnitOfWork:
                     self._write_side(cur, events, account_id, sorted(claims), list(releases), list(origins),
                                      new_keys, idempotency)
                     self.projector.prefetch(list(events), cur)
-                    cur.execute("SELECT append_events(%s::uuid[], %s::integer[], %s::text[], %s::bytea[], %s, %s)", (
+                    # The states go in binary (%b): as text, psycopg's list dumper escapes every
+                    # byte of an import batch's half a megabyte in Python (py-spy: 13 % of the
+                    # API's CPU during an import); binary is a copy.
+                    cur.execute("SELECT append_events(%s::uuid[], %s::integer[], %s::text[], %b::bytea[], %s, %s)", (
                         uuid_array(s.originator_id for s in stored), _literal(s.originator_version for s in stored),
                         [s.topic for s in stored], [s.state for s in stored], self.projector.name, self.channel))
                     for event in events:
