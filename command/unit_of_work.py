@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
 from psycopg import Cursor
 from psycopg.rows import tuple_row
 
@@ -73,15 +73,19 @@ class UnitOfWork:
     def commit(self, events: Sequence[Any], *, account_id: UUID | None = None,
                claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
                origins: Iterable[tuple[UUID, UUID, int]] = (), new_keys: dict[UUID, bytes] | None = None,
-               idempotency: tuple[str, UUID, bytes | None] | None = None) -> None:
+               idempotency: tuple[str, UUID, bytes | None] | None = None,
+               stored: Sequence[StoredEvent] | None = None) -> None:
         """Store ``events`` and everything that goes with them, or nothing.
 
-        A phone number claimed concurrently, or a concurrent write to the same aggregate,
-        raises eventsourcing's ``IntegrityError`` and stores nothing.
+        ``stored`` is ``events`` already mapped (sealed) by the caller, as an import does
+        for its next batch while this one commits. A phone number claimed concurrently,
+        or a concurrent write to the same aggregate, raises eventsourcing's
+        ``IntegrityError`` and stores nothing.
         """
         if not events:
             return
-        stored = [self.mapper.to_stored_event(event) for event in events]  # sealed before any lock
+        if stored is None:
+            stored = [self.mapper.to_stored_event(event) for event in events]  # sealed before any lock
         new_keys = new_keys or {}
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
