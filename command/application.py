@@ -21,7 +21,7 @@ from command.domain import BulkAction, Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
-from command.unit_of_work import Projector, UnitOfWork
+from command.unit_of_work import Outbox, Projector, UnitOfWork
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall
@@ -51,12 +51,14 @@ class ContactsApplication(Application):
     directory: OperatorDirectory
     hash_key: bytes
 
-    def __init__(self, env: dict[str, str], *, keys: KeyStore, default_region: str, projector: Projector):
+    def __init__(self, env: dict[str, str], *, keys: KeyStore, default_region: str, projector: Projector,
+                 outbox: Outbox | None = None):
         self.keys = keys
         env = {**env, "APPLICATION_RECORDER_TOPIC": "command.recorder:ContactsRecorder"}
         super().__init__(env)
         self.default_region = default_region
-        self.unit_of_work = UnitOfWork(self.recorder.datastore, self.mapper, projector, self.recorder.channel_name)
+        self.unit_of_work = UnitOfWork(self.recorder.datastore, self.mapper, projector, self.recorder.channel_name,
+                                       outbox)
 
     def construct_transcoder(self) -> MsgspecJSONTranscoder:
         transcoder = MsgspecJSONTranscoder()

@@ -46,11 +46,17 @@ CREATE TABLE IF NOT EXISTS export_email_log (   -- export-email sends, for the h
     sent_at     timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS export_email_log_account_sent ON export_email_log (account_id, sent_at);
+-- Each event's NATS messages, encoded (and sealed) once by the unit of work: the relay
+-- completes and sends them (events/outbox.py). NULL for events stored before the column,
+-- which the relay decodes as it always did.
+ALTER TABLE contacts_events ADD COLUMN IF NOT EXISTS messages bytea;
 -- The unit of work's append (command/unit_of_work.py): the events table's lock, the
--- events, the read model's position and the relay's wake-up in one statement, so the
--- lock is taken and used without a round trip to the client in between.
+-- events with their messages, the read model's position and the relay's wake-up in one
+-- statement, so the lock is taken and used without a round trip to the client in between.
+DROP FUNCTION IF EXISTS append_events(uuid[], integer[], text[], bytea[], text, text);  -- before messages
 CREATE OR REPLACE FUNCTION append_events(
-    p_ids uuid[], p_versions integer[], p_topics text[], p_states bytea[], p_projection text, p_channel text)
+    p_ids uuid[], p_versions integer[], p_topics text[], p_states bytea[], p_messages bytea[], p_projection text,
+    p_channel text)
     RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     last_id bigint;
@@ -60,8 +66,8 @@ BEGIN
     -- the lock, where concurrent writers share one flush (group commit).
     PERFORM set_config('synchronous_commit', 'off', true);
     LOCK TABLE contacts_events IN EXCLUSIVE MODE;
-    WITH e AS (INSERT INTO contacts_events (originator_id, originator_version, topic, state)
-               SELECT * FROM unnest(p_ids, p_versions, p_topics, p_states) RETURNING notification_id)
+    WITH e AS (INSERT INTO contacts_events (originator_id, originator_version, topic, state, messages)
+               SELECT * FROM unnest(p_ids, p_versions, p_topics, p_states, p_messages) RETURNING notification_id)
     SELECT max(notification_id) INTO last_id FROM e;
     UPDATE projection_tracking SET position = last_id, updated_at = now() WHERE name = p_projection;
     PERFORM pg_notify(p_channel, '');

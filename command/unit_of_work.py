@@ -13,10 +13,11 @@ free of deadlocks:
    tables only: nothing done after the lock touches them, so a writer waiting for the
    lock never holds what the lock's holder needs; claims in one order, so two imports
    never deadlock on each other's numbers);
-2. ``append_events`` (``command/recorder.py``), one statement: ``LOCK`` the events table
+2. ``append_events`` (``command/schema.sql``), one statement: ``LOCK`` the events table
    (from here to the commit writers are serialised, so notification ids are in commit
-   order and the relay never passes a gap that fills later), the events, the
-   projection's position and the relay's wake-up;
+   order and the relay never passes a gap that fills later), the events with their NATS
+   messages (encoded and sealed before the lock: ``events/outbox.py``), the projection's
+   position and the relay's wake-up;
 3. the projector's statements, from the events in memory (no read-back, no decryption),
    and from the contacts' rows it read before the lock (``prefetch``), so no statement
    under the lock waits for an answer;
@@ -61,14 +62,23 @@ class Projector(Protocol):
     def forget(self) -> None: ...
 
 
+class Outbox(Protocol):
+    """Encodes an event's published messages before it is stored (``events/outbox.py``), sealing personal
+    data with the contact's key from ``key_of``."""
+
+    def __call__(self, event: Any, key_of: Any) -> bytes: ...
+
+
 class UnitOfWork:
     """Commits a command: events, write-side rows and read-table rows in one transaction."""
 
-    def __init__(self, datastore: Any, mapper: Mapper, projector: Projector, channel: str):
+    def __init__(self, datastore: Any, mapper: Mapper, projector: Projector, channel: str,
+                 outbox: Outbox | None = None):
         self.datastore = datastore
         self.mapper = mapper
         self.projector = projector
         self.channel = channel
+        self.outbox = outbox
 
     def commit(self, events: Sequence[Any], *, account_id: UUID | None = None,
                claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
@@ -82,6 +92,9 @@ class UnitOfWork:
         if not events:
             return
         stored = [self.mapper.to_stored_event(event) for event in events]  # sealed before any lock
+        # The events' NATS messages, encoded (and sealed) here from the events in memory, so
+        # the relay sends bytes instead of decoding and decrypting each event again.
+        messages = [self.outbox(e, self.mapper._key) for e in events] if self.outbox is not None else None
         new_keys = new_keys or {}
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
@@ -95,9 +108,11 @@ class UnitOfWork:
                     self._write_side(cur, events, account_id, sorted(claims), list(releases), list(origins),
                                      new_keys, idempotency)
                     self.projector.prefetch(list(events), cur)
-                    cur.execute("SELECT append_events(%s::uuid[], %s::integer[], %s::text[], %s::bytea[], %s, %s)", (
-                        uuid_array(s.originator_id for s in stored), _literal(s.originator_version for s in stored),
-                        [s.topic for s in stored], [s.state for s in stored], self.projector.name, self.channel))
+                    cur.execute("SELECT append_events(%s::uuid[], %s::integer[], %s::text[], %s::bytea[],"
+                                " %s::bytea[], %s, %s)", (
+                                    uuid_array(s.originator_id for s in stored),
+                                    _literal(s.originator_version for s in stored), [s.topic for s in stored],
+                                    [s.state for s in stored], messages, self.projector.name, self.channel))
                     for event in events:
                         self.projector.apply(event, cur)
                 wait_for_flush(conn)
