@@ -73,6 +73,25 @@ BEGIN
     PERFORM pg_notify(p_channel, '');
     RETURN last_id;
 END $$;
+-- A single create's claim (UnitOfWork.commit_claimed): the number is taken if it is free
+-- (or already this contact's), and the answer says who holds it and whether it carries an
+-- opt-out, so the contact's event is built after it and no look-up goes before it. A
+-- concurrent claim of the same number waits here for the other transaction, then sees its
+-- holder.
+CREATE OR REPLACE FUNCTION claim_phone(p_id uuid, p_account uuid, p_contact uuid, OUT holder uuid,
+                                       OUT suppressed boolean)
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO phone_reservations AS r (reservation_id, account_id, contact_id)
+    VALUES (p_id, p_account, p_contact)
+    ON CONFLICT (reservation_id) DO UPDATE SET contact_id = EXCLUDED.contact_id, import_id = NULL, updated_at = now()
+        WHERE r.contact_id IS NULL OR r.contact_id = EXCLUDED.contact_id
+    RETURNING r.contact_id, r.suppressed INTO holder, suppressed;
+    IF NOT FOUND THEN
+        SELECT r.contact_id, r.suppressed INTO holder, suppressed FROM phone_reservations r
+        WHERE r.reservation_id = p_id;
+    END IF;
+END $$;
 CREATE OR REPLACE FUNCTION claim_phone_reservations(
     p_ids uuid[], p_account uuid, p_contacts uuid[], p_import uuid) RETURNS void
 LANGUAGE plpgsql AS $$

@@ -12,7 +12,8 @@ free of deadlocks:
 1. keys, claims, idempotency key, releases and import origins (row locks on write-side
    tables only: nothing done after the lock touches them, so a writer waiting for the
    lock never holds what the lock's holder needs; claims in one order, so two imports
-   never deadlock on each other's numbers);
+   never deadlock on each other's numbers); a new contact's claim answers the
+   number's holder and opt-out, and its events are built after it (``commit_claimed``);
 2. ``append_events`` (``command/schema.sql``), one statement: ``LOCK`` the events table
    (from here to the commit writers are serialised, so notification ids are in commit
    order and the relay never passes a gap that fills later), the events with their NATS
@@ -32,8 +33,8 @@ the write answers an error and nothing is stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -91,35 +92,67 @@ class UnitOfWork:
         """
         if not events:
             return
-        stored = [self.mapper.to_stored_event(event) for event in events]  # sealed before any lock
-        # The events' NATS messages, encoded (and sealed) here from the events in memory, so
-        # the relay sends bytes instead of decoding and decrypting each event again.
-        messages = [self.outbox(e, self.mapper._key) for e in events] if self.outbox is not None else None
+        encoded = self._encode(events)  # sealed before any lock
         new_keys = new_keys or {}
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
         # work, never across a round trip or this process's wait for the GIL. An import
         # batch writes by COPY, which a pipeline cannot carry.
         pipelined = len(new_keys) <= SMALL_KEY_SET and _import_of(events) is None
+        with self._transaction(pipelined) as cur:
+            self._write_side(cur, events, account_id, sorted(claims), list(releases), list(origins),
+                             new_keys, idempotency)
+            self._append(cur, events, *encoded)
+
+    def commit_claimed(self, claim: tuple[UUID, UUID], build: Callable[[UUID | None, bool], Sequence[Any]], *,
+                       account_id: UUID, new_keys: dict[UUID, bytes]) -> None:
+        """A new contact: claim its number first, then store the events ``build(holder, suppressed)`` makes.
+
+        The claim answers who holds the number (the new contact, if it was free) and whether
+        it carries an opt-out, so no look-up precedes it: one statement and one pool checkout
+        less per create than looking first. ``build`` raises to refuse (the number is held),
+        which stores nothing.
+        """
+        with self._transaction(pipelined=True) as cur:
+            cur.execute("WITH k AS (INSERT INTO contact_keys (contact_id, key)"
+                        " SELECT * FROM unnest(%s::uuid[], %s::bytea[]))"
+                        " SELECT holder, suppressed FROM claim_phone(%s, %s, %s)",
+                        (list(new_keys), list(new_keys.values()), claim[0], account_id, claim[1]))
+            holder, suppressed = cur.fetchone()
+            events = build(holder, suppressed)
+            self._append(cur, events, *self._encode(events))
+
+    def _encode(self, events: Sequence[Any]) -> tuple[list[Any], list[bytes] | None]:
+        """The events as stored (personal fields sealed) and their NATS messages (events/outbox.py)."""
+        stored = [self.mapper.to_stored_event(event) for event in events]
+        # Encoded (and sealed) here from the events in memory, so the relay sends bytes
+        # instead of decoding and decrypting each event again.
+        messages = [self.outbox(e, self.mapper._key) for e in events] if self.outbox is not None else None
+        return stored, messages
+
+    @contextmanager
+    def _transaction(self, pipelined: bool) -> Iterator[Cursor[Any]]:
+        """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``)."""
         try:
             with self.datastore.get_connection() as conn:
                 with conn.pipeline() if pipelined else nullcontext(), conn.transaction(), \
                         conn.cursor(row_factory=tuple_row) as cur:
-                    self._write_side(cur, events, account_id, sorted(claims), list(releases), list(origins),
-                                     new_keys, idempotency)
-                    self.projector.prefetch(list(events), cur)
-                    cur.execute("SELECT append_events(%s::uuid[], %s::integer[], %s::text[], %s::bytea[],"
-                                " %s::bytea[], %s, %s)", (
-                                    uuid_array(s.originator_id for s in stored),
-                                    _literal(s.originator_version for s in stored), [s.topic for s in stored],
-                                    [s.state for s in stored], messages, self.projector.name, self.channel))
-                    for event in events:
-                        self.projector.apply(event, cur)
+                    yield cur
                 wait_for_flush(conn)
         except psycopg.errors.DeadlockDetected as exc:  # two claims crossed: retried like a lost race
             raise IntegrityError(str(exc)) from exc
         finally:
             self.projector.forget()
+
+    def _append(self, cur: Cursor[Any], events: Sequence[Any], stored: list[Any], messages: list[bytes] | None) -> None:
+        """The events under the events table's lock, then the projector's statements (steps 2 and 3)."""
+        self.projector.prefetch(list(events), cur)
+        cur.execute("SELECT append_events(%s::uuid[], %s::integer[], %s::text[], %s::bytea[], %s::bytea[], %s, %s)",
+                    (uuid_array(s.originator_id for s in stored), _literal(s.originator_version for s in stored),
+                     [s.topic for s in stored], [s.state for s in stored], messages, self.projector.name,
+                     self.channel))
+        for event in events:
+            self.projector.apply(event, cur)
 
     @staticmethod
     def _write_side(cur: Cursor[Any], events: Sequence[Any], account_id: UUID | None,
