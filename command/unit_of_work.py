@@ -135,10 +135,12 @@ class UnitOfWork:
         """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``)."""
         try:
             with self.datastore.get_connection() as conn:
-                with conn.pipeline() if pipelined else nullcontext(), conn.transaction(), \
-                        conn.cursor(row_factory=tuple_row) as cur:
-                    yield cur
-                wait_for_flush(conn)
+                with conn.pipeline() if pipelined else nullcontext():
+                    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+                        yield cur
+                    # In a pipeline the flush wait travels with the transaction: one round trip
+                    # for both, and the pipeline's exit raises if either failed.
+                    wait_for_flush(conn)
         except psycopg.errors.DeadlockDetected as exc:  # two claims crossed: retried like a lost race
             raise IntegrityError(str(exc)) from exc
         finally:

@@ -65,11 +65,16 @@ class Worker:
         """
         events = self.container.app.recorder.channel_name
         queued = import_jobs.queue_channel(self.container)
+        # Every write notifies the events channel: only the process that relays listens to it
+        # (a wake-up per write cost the worker 0.14 ms of CPU per write while its relay ran in
+        # the child process), and only the process that runs imports to the queue's.
+        relays_here = self.relay is not None and not self.relay_process
+        channels = [c for c, wanted in ((events, relays_here), (queued, not self.relay_only)) if wanted]
         while not self.stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(self.container.database_url,
                                                                  autocommit=True) as conn:
-                    for channel in (events, queued):
+                    for channel in channels:
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     while not self.stop.is_set():
                         channel = None
