@@ -67,7 +67,7 @@ class Outbox(Protocol):
     """Encodes an event's published messages before it is stored (``events/outbox.py``), sealing personal
     data with the contact's key from ``key_of``."""
 
-    def __call__(self, event: Any, key_of: Any) -> bytes: ...
+    def __call__(self, event: Any, key_of: Any) -> bytes | None: ...
 
 
 class UnitOfWork:
@@ -122,7 +122,7 @@ class UnitOfWork:
             events = build(holder, suppressed)
             self._append(cur, events, *self._encode(events))
 
-    def _encode(self, events: Sequence[Any]) -> tuple[list[Any], list[bytes] | None]:
+    def _encode(self, events: Sequence[Any]) -> tuple[list[Any], list[bytes | None] | None]:
         """The events as stored (personal fields sealed) and their NATS messages (events/outbox.py)."""
         stored = [self.mapper.to_stored_event(event) for event in events]
         # Encoded (and sealed) here from the events in memory, so the relay sends bytes
@@ -146,7 +146,8 @@ class UnitOfWork:
         finally:
             self.projector.forget()
 
-    def _append(self, cur: Cursor[Any], events: Sequence[Any], stored: list[Any], messages: list[bytes] | None) -> None:
+    def _append(self, cur: Cursor[Any], events: Sequence[Any], stored: list[Any],
+                messages: list[bytes | None] | None) -> None:
         """The events under the events table's lock, then the projector's statements (steps 2 and 3)."""
         self.projector.prefetch(list(events), cur)
         cur.execute("SELECT append_events(%s::uuid[], %s::integer[], %s::text[], %s::bytea[], %s::bytea[], %s, %s)",

@@ -199,8 +199,10 @@ def _attributes(event: Any) -> dict[str, Any]:
 
 def _completed(part: Part, position: int, prefix: str) -> Message:
     subject = f"{prefix}.{part.subject}"
+    # One encode of the whole envelope: the same bytes as ``payload(head(…), …)`` in less time
+    # (an import batch's thousand messages are built this way when the relay decodes it).
     return Message(subject=subject, msg_id=part.msg_id,
-                   payload=payload(head(part.attributes), position, msgspec.json.encode(part.data)),
+                   payload=msgspec.json.encode({**part.attributes, "sequence": position, "data": part.data}),
                    erases=subject.rsplit(".", 1)[0] if part.erases else None)
 
 

@@ -24,6 +24,7 @@ from uuid import UUID
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from command.domain import ContactImport
 from events.contract import Message, parts, payload
 from events.contract import head as envelope_head
 
@@ -47,8 +48,17 @@ _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(list[Outgoing])
 
 
-def encode(event: Any, key_of: Callable[[UUID], bytes]) -> bytes:
-    """The messages of ``event`` as stored beside it; ``key_of`` gives a contact's key (its data is sealed)."""
+def encode(event: Any, key_of: Callable[[UUID], bytes]) -> bytes | None:
+    """The messages of ``event`` as stored beside it; ``key_of`` gives a contact's key (its data is sealed).
+
+    None for an import batch: the relay decodes it as before. Its thousand messages cost
+    11–13 µs a contact to encode and seal here, on the import's own path, and would save
+    the relay about as much (decoding the batch and building them: 11–15 µs a contact),
+    while doubling what the batch stores (850 bytes a contact); measured in-process on a
+    batch of 1,000.
+    """
+    if isinstance(event, ContactImport.RowsImported):
+        return None
     frames = []
     for part in parts(event):
         data = msgspec.json.encode(part.data)

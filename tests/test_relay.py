@@ -169,8 +169,10 @@ def test_the_relay_sends_the_messages_stored_with_each_event_sealed_where_person
     assert imported.status_code == 201 and imported.json()["imported"] == 1, imported.text
     service.wait_for_relay()
     rows = relay._select(head, 1000)
-    assert len(rows) == 7 and all(n.messages is not None and n.state is None for n in rows)
-    stored = b"".join(n.messages for n in rows)
+    batches = [n for n in rows if "RowsImported" in n.topic]  # decoded by the relay, as before
+    assert len(rows) == 7 and len(batches) == 1 and batches[0].messages is None and batches[0].state is not None
+    assert all(n.messages is not None and n.state is None for n in rows if n not in batches)
+    stored = b"".join(n.messages or b"" for n in rows)
     for secret in (b"Sealedfirst", b"sealedtag", b"Sealedlast", b"712345671", b"Sealedrow", b"712000071"):
         assert secret not in stored
     sent = relay._messages(rows)
