@@ -157,6 +157,7 @@ def test_order_per_aggregate_holds_under_concurrent_writes(service: Service) -> 
 def test_the_relay_sends_the_messages_stored_with_each_event_sealed_where_personal(service: Service) -> None:
     """Each event is stored with its messages (personal data sealed with the contact's key): the relay sends
     byte for byte what decoding the event builds, and no personal value lies in clear beside the event."""
+    from command.domain import IMPORT_BATCH_TOPICS
     from events.contract import to_messages
 
     api = service.client()
@@ -169,7 +170,7 @@ def test_the_relay_sends_the_messages_stored_with_each_event_sealed_where_person
     assert imported.status_code == 201 and imported.json()["imported"] == 1, imported.text
     service.wait_for_relay()
     rows = relay._select(head, 1000)
-    batches = [n for n in rows if "RowsImported" in n.topic]  # decoded by the relay, as before
+    batches = [n for n in rows if n.topic in IMPORT_BATCH_TOPICS]  # decoded by the relay, as before
     assert len(rows) == 7 and len(batches) == 1 and batches[0].messages is None and batches[0].state is not None
     assert all(n.messages is not None and n.state is None for n in rows if n not in batches)
     stored = b"".join(n.messages or b"" for n in rows)
