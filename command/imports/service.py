@@ -28,7 +28,7 @@ from command.context import Actor
 from command.domain import ContactImport, is_email
 from command.errors import DomainError, InvalidPhoneError, ValidationError
 from command.field_limits import MAX_TAG_CHARS, MAX_TAGS, MAX_TEXT
-from command.ids import uuid4_many
+from command.ids import uuid7_many
 from command.phones import reservation_ids
 
 BATCH_SIZE = 1000
@@ -272,7 +272,7 @@ class ImportService:
         skipped = list(parsed.skipped)
         contacts, claims = [], []
         seen: dict[UUID, UUID] = {}  # reservation -> the contact this batch makes for it
-        fresh_ids = iter(uuid4_many(len(parsed.phones)))
+        fresh_ids = iter(uuid7_many(len(parsed.phones)))  # time-ordered: cheaper b-tree inserts
         for row, phone, rid in parsed.phones:
             holder = held.get(rid)
             if rid in seen or (holder and holder[0] is not None and holder[1] == job.id):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import os
+import time
 import uuid
 
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
 
-from command.ids import uuid4_many, uuid_array, uuids_v4
+from command.ids import uuid4_many, uuid7_many, uuid_array, uuids_v4
 from command.phones import reservation_id, reservation_ids
 from command.transcoder import MsgspecJSONTranscoder
 
@@ -25,6 +26,17 @@ def _transcoders() -> tuple[JSONTranscoder, MsgspecJSONTranscoder]:
 def test_uuids_v4_equal_uuid_with_version_4_of_the_same_bytes() -> None:
     blob = os.urandom(16 * 300)
     assert uuids_v4(blob) == [uuid.UUID(bytes=blob[i:i + 16], version=4) for i in range(0, len(blob), 16)]
+
+
+def test_uuid7_many_makes_distinct_version_7_uuids_that_sort_after_earlier_ones() -> None:
+    earlier = uuid7_many(3)
+    time.sleep(0.002)
+    ids = uuid7_many(500)
+    assert len(set(ids)) == 500
+    assert {(u.version, u.variant) for u in ids} == {(7, uuid.RFC_4122)}
+    assert min(ids) > max(earlier)  # a later batch's ids come after an earlier one's in every b-tree
+    assert abs((ids[0].int >> 80) - time.time() * 1000) < 60_000  # the first 48 bits are the Unix time in ms
+    assert uuid7_many(0) == []
 
 
 def test_uuid4_many_makes_distinct_version_4_uuids() -> None:
