@@ -39,8 +39,25 @@ SELECT count(*) FROM (
     FROM contacts CROSS JOIN LATERAL unnest(array_append(tags, '')) AS t(tag)
          CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
     WHERE deleted_at IS NULL GROUP BY 1, 2, 3, 4
-) expected FULL JOIN (SELECT * FROM contact_time_counts WHERE active <> 0 OR opted_out <> 0) kept
+) expected FULL JOIN (SELECT * FROM contact_time_counts WHERE unit <> 'millisecond' AND (active <> 0 OR opted_out <> 0)) kept
     USING (account_id, tag, unit, bucket)
+WHERE (expected.active, expected.opted_out) IS DISTINCT FROM (kept.active, kept.opted_out)"""
+#: Millisecond counts that differ from the active contacts of each millisecond (and tag), in
+#: the seconds that have them (an import's); none anywhere else.
+MILLISECOND_COUNTS_MATCH = """
+WITH split AS (
+    SELECT DISTINCT account_id, date_trunc('second', bucket, 'UTC') AS second FROM contact_time_counts
+    WHERE unit = 'millisecond' AND tag = ''
+)
+SELECT count(*) FROM (
+    SELECT c.account_id, t.tag, date_trunc('millisecond', c.created_at, 'UTC') AS bucket, count(*)::int AS active,
+           count(*) FILTER (WHERE c.is_opted_out)::int AS opted_out
+    FROM contacts c JOIN split s ON s.account_id = c.account_id AND s.second = date_trunc('second', c.created_at, 'UTC')
+         CROSS JOIN LATERAL unnest(array_append(c.tags, '')) AS t(tag)
+    WHERE c.deleted_at IS NULL GROUP BY 1, 2, 3
+) expected FULL JOIN (SELECT account_id, tag, bucket, active, opted_out FROM contact_time_counts
+                      WHERE unit = 'millisecond' AND (active <> 0 OR opted_out <> 0)) kept
+    USING (account_id, tag, bucket)
 WHERE (expected.active, expected.opted_out) IS DISTINCT FROM (kept.active, kept.opted_out)"""
 #: The tag index's counts that differ from the active contacts with each tag (and opted out).
 TAG_COUNTS_MATCH = """
@@ -91,7 +108,11 @@ def test_time_counts_follow_creates_imports_trash_restore_opt_out_and_purge(serv
     assert api.delete_json("/api/v1/contacts/trash", {"ids": made[2:4]}).status_code == 200
     with psycopg.connect(service.container.database_url) as conn:
         assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute(MILLISECOND_COUNTS_MATCH).fetchone()[0] == 0
         assert conn.execute(TAG_COUNTS_MATCH).fetchone()[0] == 0
+        # The imports' seconds have millisecond counts (the check above compared them).
+        assert conn.execute("SELECT count(*) FROM contact_time_counts WHERE account_id = %s"
+                            " AND unit = 'millisecond' AND tag = 'vip'", (api.account_id,)).fetchone()[0] > 0
         kept = conn.execute("SELECT sum(active) FROM contact_time_counts WHERE account_id = %s AND tag = ''"
                             " AND unit = 'hour'",
                             (api.account_id,)).fetchone()[0]
