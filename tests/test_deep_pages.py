@@ -139,6 +139,54 @@ def test_deep_pages_through_the_counts_equal_plain_offset_on_the_service(service
                 _pages(service.container.pool, api.account_id, size, PLAIN, flt), (flt, size)
 
 
+def test_deep_pages_inside_one_big_import_start_at_its_millisecond_and_keep_file_order(service: Service) -> None:
+    """An import's rows are a microsecond apart, so one import fills one second or two. Its
+    deep pages start at the millisecond of their first contact (the counts imports keep per
+    millisecond), and show the file's rows in order, whatever the filter; the counts stay exact
+    through contacts created one by one around the import and changes to the imported ones."""
+    from query.contacts import _time_anchor
+    from query.tenancy import SNAPSHOT, tenant_transaction
+
+    api = service.client()
+    singles = [api.create_contact(f"07230000{i:02d}", tags=["vip"])["id"] for i in range(3)]
+    rows = 2_500  # three batches of the import
+    csv = "phone,tags,opted_out\n" + "".join(
+        f"0722{i:06d},{'vip' if i % 3 else 'b'},{'yes' if i % 7 == 0 else 'no'}\n" for i in range(rows))
+    r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", io.BytesIO(csv.encode()), "text/csv")})
+    assert r.status_code == 201 and r.json()["imported"] == rows
+    # Made now, in the second the import's last rows fill (their times are the import's start
+    # less a microsecond per row), as contacts are while a long import runs.
+    singles += [api.create_contact(f"07230001{i:02d}", tags=["vip"])["id"] for i in range(3)]
+    imported = [c["id"] for c in api.get("/api/v1/contacts", params={"pageSize": 100, "page": 2}).json()["contacts"]]
+    assert api.post("/api/v1/contacts/bulk-delete", json={"ids": imported[::9] + singles[:2]}).status_code == 200
+    assert api.post("/api/v1/contacts/trash/restore", json={"ids": imported[::18]}).status_code == 200
+    for contact_id in imported[1:40:5]:
+        assert api.patch(f"/api/v1/contacts/{contact_id}", json={"isOptedOut": True}).status_code == 200
+    for contact_id in imported[2:40:6] + singles[3:]:
+        assert api.patch(f"/api/v1/contacts/{contact_id}", json={"tags": ["b", "c"]}).status_code == 200
+    with psycopg.connect(service.container.database_url) as conn:
+        assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute(MILLISECOND_COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM contact_time_counts WHERE account_id = %s AND tag = ''"
+                            " AND unit = 'millisecond'", (api.account_id,)).fetchone()[0] >= 3
+    pool = service.container.pool
+    for flt in FILTERS:
+        pages = _pages(pool, api.account_id, 25, 0, flt)
+        assert pages == _pages(pool, api.account_id, 25, PLAIN, flt), flt
+        # The imported rows among them (phones 0722…), in the file's order.
+        phones = {c.id: c.phone for p in range(1, len(pages) + 1)
+                  for c in page_contacts(pool, api.account_id, flt, p, 25, anchor_min_skip=0).contacts}
+        shown = [int(phones[i][-6:]) for _, ids in pages for i in ids if phones[i].startswith("+254722")]
+        assert shown == sorted(shown) and len(shown) > 100, flt
+        # Every deep page skipped at most a millisecond's contacts in the index: a thousand
+        # rows of the import (a second's would be up to all 2,500) and the few made one by one.
+        total = pages[0][0]
+        for offset in range(1_000, total - 25, 250):
+            with tenant_transaction(pool, api.account_id, SNAPSHOT) as conn:
+                anchor = _time_anchor(conn, api.account_id, flt, offset, total)
+            assert anchor is not None and offset - anchor[1] <= 1_000 + len(singles), (flt, offset)
+
+
 # --- any spread of creation times, straight into the read tables -------------------------
 
 @pytest.fixture(scope="module")
