@@ -234,32 +234,36 @@ def _page(conn: Any, account_id: UUID, flt: ContactFilter, where: sql.Composable
 #: millisecond's end, matching contacts newer than the millisecond).
 #: ``{n}`` (``{s_n}``, ``{m_n}``) is the count matching the filter: all active,
 #: the opted-out ones, or the others; ``tag`` is '' (every contact) or the one tag.
+#: Each level's end (``until``) is a column, not ``bucket + interval`` in the next level's
+#: join: under row-level security a condition calling a function that is not LEAKPROOF
+#: (``timestamptz + interval``) is not an index bound, and the scan read every later
+#: bucket of the account's tag (all the later imports' milliseconds) to filter them.
 _ANCHOR = """
 WITH hours AS (
     SELECT bucket, {n} AS n, sum({n}) OVER (ORDER BY bucket DESC) AS upto
     FROM contact_time_counts WHERE account_id = %(account)s AND tag = %(tag)s AND unit = 'hour' AND {n} <> 0
 ), hour AS (
-    SELECT bucket, n, upto - n AS newer FROM hours WHERE upto > %(offset)s ORDER BY bucket DESC LIMIT 1
+    SELECT bucket, bucket + interval '1 hour' AS until, n, upto - n AS newer FROM hours WHERE upto > %(offset)s
+    ORDER BY bucket DESC LIMIT 1
 ), seconds AS (
     SELECT s.bucket, {s_n} AS n, hour.newer + sum({s_n}) OVER (ORDER BY s.bucket DESC) AS upto,
            sum({s_n}) OVER () AS hour_sum, hour.n AS hour_n
     FROM hour JOIN contact_time_counts s ON s.account_id = %(account)s AND s.tag = %(tag)s AND s.unit = 'second'
         AND {s_n} <> 0
-        AND s.bucket >= hour.bucket AND s.bucket < hour.bucket + interval '1 hour'
+        AND s.bucket >= hour.bucket AND s.bucket < hour.until
 ), second AS (
-    SELECT bucket, n, upto - n AS newer, hour_sum, hour_n FROM seconds WHERE upto > %(offset)s
-    ORDER BY bucket DESC LIMIT 1
+    SELECT bucket, bucket + interval '1 second' AS until, n, upto - n AS newer, hour_sum, hour_n FROM seconds
+    WHERE upto > %(offset)s ORDER BY bucket DESC LIMIT 1
 ), millis AS (
     SELECT m.bucket, {m_n} AS n, second.newer + sum({m_n}) OVER (ORDER BY m.bucket DESC) AS upto,
            sum({m_n}) OVER () AS second_sum
     FROM second JOIN contact_time_counts m ON m.account_id = %(account)s AND m.tag = %(tag)s
         AND m.unit = 'millisecond' AND {m_n} <> 0
-        AND m.bucket >= second.bucket AND m.bucket < second.bucket + interval '1 second'
+        AND m.bucket >= second.bucket AND m.bucket < second.until
 ), milli AS (
     SELECT bucket, upto - n AS newer, second_sum FROM millis WHERE upto > %(offset)s ORDER BY bucket DESC LIMIT 1
 )
-SELECT (SELECT coalesce(sum(n), 0) FROM hours), hour_sum, hour_n, second.bucket + interval '1 second',
-       second.newer, second.n, milli.second_sum, milli.bucket + interval '1 millisecond', milli.newer
+SELECT (SELECT coalesce(sum(n), 0) FROM hours), hour_sum, hour_n, second.until, second.newer, second.n, milli.second_sum, milli.bucket + interval '1 millisecond', milli.newer
 FROM second LEFT JOIN milli ON true"""
 _ANCHORS = {opted_out: sql.SQL(_ANCHOR.format(n=n.format(""), s_n=n.format("s."), m_n=n.format("m.")))
             for opted_out, n in ((None, "{0}active"), (True, "{0}opted_out"), (False, "({0}active - {0}opted_out)"))}
