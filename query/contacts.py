@@ -101,6 +101,12 @@ def phone_digits(term: str) -> str:
 
 #: From this many index entries to skip, a page starts from the time counts (if they answer its filter).
 ANCHOR_MIN_SKIP = 10_000
+#: A filtered page (a tag, ``isOptedOut``) starts from the counts from a tenth of that many
+#: matches skipped: its walk reads each contact's row to test the filter, not the index
+#: alone, and a rare filter walks many contacts per match. At 200,000 contacts (in-process,
+#: p50, busy machine): ``tags=vip`` page 301 took 93 ms walking, 18 ms from the counts;
+#: ``isOptedOut=true`` 110 → 17 ms; unfiltered pages there walk the index faster (6 vs 9 ms).
+FILTERED_SKIP_FACTOR = 10
 #: From this offset, a search's page is sorted from its matches. Below it, walking the
 #: contacts in order stops after the page (a common term's first pages: 5 ms); above it,
 #: that walk grows with the offset and the rarity of the term (a term matching 0.15 % of
@@ -199,6 +205,8 @@ def _page(conn: Any, account_id: UUID, flt: ContactFilter, where: sql.Composable
     """The rows of the page at ``offset`` (< ``total``), by the cheapest walk the filter allows."""
     from_end = offset + page_size / 2 > total / 2
     skip = max(total - offset - page_size, 0) if from_end else offset
+    if flt.tags or flt.is_opted_out is not None:
+        anchor_min_skip //= FILTERED_SKIP_FACTOR
     anchor = _time_anchor(conn, account_id, flt, offset, total) \
         if skip >= anchor_min_skip and flt.time_counted else None
     if anchor is not None:
