@@ -210,16 +210,25 @@ def _copy_contacts(conn: psycopg.Connection, account: uuid.UUID, rows: list[tupl
                             at if trashed else None))
 # Offsets in microseconds: bunched into a few seconds around an hour boundary, plus hours
 # and days later, with exact ties (same microsecond).
-MOMENTS = st.sampled_from([0, 1, 999_999, 1_000_000, 1_500_000, 2_000_000, 2_000_001, 3_600_000_000,
-                           3_601_000_000, 86_400_000_000]) | st.integers(0, 4_000_000)
+MOMENTS = st.sampled_from([0, 1, 999, 1_000, 1_001, 999_999, 1_000_000, 1_500_000, 2_000_000, 2_000_001,
+                           3_600_000_000, 3_601_000_000, 86_400_000_000]) | st.integers(0, 4_000_000)
+#: Millisecond counts for the even seconds of an account's contacts, as an import would have
+#: made them there (the odd seconds keep per-second counts only: both kinds side by side).
+SPLIT_EVEN_SECONDS = """
+INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
+SELECT account_id, t.tag, 'millisecond', date_trunc('millisecond', created_at, 'UTC'), count(*),
+       count(*) FILTER (WHERE is_opted_out)
+FROM contacts CROSS JOIN LATERAL unnest(array_append(tags, '')) AS t(tag)
+WHERE account_id = %s AND deleted_at IS NULL AND extract(epoch FROM date_trunc('second', created_at))::bigint %% 2 = 0
+GROUP BY 1, 2, 3, 4"""
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(MOMENTS, st.booleans(), st.booleans(), st.sampled_from([[], ["vip"], ["b", "vip"], ["b"]])),
-                min_size=1, max_size=40), st.integers(1, 7), st.sampled_from(FILTERS))
+                min_size=1, max_size=40), st.integers(1, 7), st.sampled_from(FILTERS), st.booleans())
 def test_pages_from_the_counts_equal_plain_offset_for_any_times(tables: tuple[str, ConnectionPool],
                                                                  contacts: list, size: int,
-                                                                 flt: ContactFilter) -> None:
+                                                                 flt: ContactFilter, split: bool) -> None:
     url, pool = tables
     account = uuid.uuid4()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -237,7 +246,10 @@ def test_pages_from_the_counts_equal_plain_offset_for_any_times(tables: tuple[st
         # The counts as the schema fills them for contacts that predate them.
         conn.execute("DROP TABLE contact_time_counts")
         create_tables(conn)
+        if split:
+            conn.execute(SPLIT_EVEN_SECONDS, (account,))
         assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute(MILLISECOND_COUNTS_MATCH).fetchone()[0] == 0
     assert _pages(pool, account, size, 0, flt) == _pages(pool, account, size, PLAIN, flt)
 
 
