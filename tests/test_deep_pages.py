@@ -39,7 +39,8 @@ SELECT count(*) FROM (
     FROM contacts CROSS JOIN LATERAL unnest(array_append(tags, '')) AS t(tag)
          CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
     WHERE deleted_at IS NULL GROUP BY 1, 2, 3, 4
-) expected FULL JOIN (SELECT * FROM contact_time_counts WHERE unit <> 'millisecond' AND (active <> 0 OR opted_out <> 0)) kept
+) expected FULL JOIN (SELECT * FROM contact_time_counts
+                      WHERE unit <> 'millisecond' AND (active <> 0 OR opted_out <> 0)) kept
     USING (account_id, tag, unit, bucket)
 WHERE (expected.active, expected.opted_out) IS DISTINCT FROM (kept.active, kept.opted_out)"""
 #: Millisecond counts that differ from the active contacts of each millisecond (and tag), in
