@@ -152,7 +152,8 @@ def test_deep_pages_inside_one_big_import_start_at_its_millisecond_and_keep_file
     singles = [api.create_contact(f"07230000{i:02d}", tags=["vip"])["id"] for i in range(3)]
     rows = 2_500  # three batches of the import
     csv = "phone,tags,opted_out\n" + "".join(
-        f"0722{i:06d},{'vip' if i % 3 else 'b'},{'yes' if i % 7 == 0 else 'no'}\n" for i in range(rows))
+        f"0722{i:06d},{'vip' if i % 3 else 'b'}{';only-qzx' if i == 1200 else ''},{'yes' if i % 7 == 0 else 'no'}\n"
+        for i in range(rows))
     r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", io.BytesIO(csv.encode()), "text/csv")})
     assert r.status_code == 201 and r.json()["imported"] == rows
     # Made now, in the second the import's last rows fill (their times are the import's start
@@ -165,11 +166,16 @@ def test_deep_pages_inside_one_big_import_start_at_its_millisecond_and_keep_file
         assert api.patch(f"/api/v1/contacts/{contact_id}", json={"isOptedOut": True}).status_code == 200
     for contact_id in imported[2:40:6] + singles[3:]:
         assert api.patch(f"/api/v1/contacts/{contact_id}", json={"tags": ["b", "c"]}).status_code == 200
+    # A tag only a purged contact had is gone from the millisecond counts too (docs/privacy.md).
+    only = [c["id"] for c in api.get("/api/v1/contacts", params={"tags": "only-qzx"}).json()["contacts"]]
+    assert len(only) == 1 and api.post("/api/v1/contacts/bulk-delete", json={"ids": only}).status_code == 200
+    assert api.delete_json("/api/v1/contacts/trash", {"ids": only}).status_code == 200
     with psycopg.connect(service.container.database_url) as conn:
         assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
         assert conn.execute(MILLISECOND_COUNTS_MATCH).fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM contact_time_counts WHERE account_id = %s AND tag = ''"
                             " AND unit = 'millisecond'", (api.account_id,)).fetchone()[0] >= 3
+        assert conn.execute("SELECT count(*) FROM contact_time_counts WHERE tag = 'only-qzx'").fetchone()[0] == 0
     pool = service.container.pool
     for flt in FILTERS:
         pages = _pages(pool, api.account_id, 25, 0, flt)
