@@ -124,9 +124,10 @@ def millisecond_counts(cur: Cursor[Any], account_id: UUID, contacts: list[dict],
 
     An import's rows are a microsecond apart, so one import of a million rows fills one
     second: per-second counts left a deep page to skip up to a million index entries
-    within it; per millisecond, at most a thousand. Only imports write them: contacts
-    created one by one fill a second far more thinly, and adding rows to every single
-    create would cost the write path what it does not need.
+    within it; per millisecond, at most a thousand. Only imports start them (later single
+    writes in such a second keep them, ``TIME_UNITS``): contacts created one by one fill a
+    second far more thinly, and a row per tag more for every single create would cost the
+    write path what its pages do not need.
     """
     counts: Counter = Counter()  # (tag, millisecond) -> contacts
     opted: Counter = Counter()  # (tag, millisecond) -> opted-out contacts

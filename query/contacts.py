@@ -269,7 +269,8 @@ WITH hours AS (
 ), milli AS (
     SELECT bucket, upto - n AS newer, second_sum FROM millis WHERE upto > %(offset)s ORDER BY bucket DESC LIMIT 1
 )
-SELECT (SELECT coalesce(sum(n), 0) FROM hours), hour_sum, hour_n, second.until, second.newer, second.n, milli.second_sum, milli.bucket + interval '1 millisecond', milli.newer
+SELECT (SELECT coalesce(sum(n), 0) FROM hours), hour_sum, hour_n, second.until, second.newer, second.n,
+       milli.second_sum, milli.bucket + interval '1 millisecond', milli.newer
 FROM second LEFT JOIN milli ON true"""
 _ANCHORS = {opted_out: sql.SQL(_ANCHOR.format(n=n.format(""), s_n=n.format("s."), m_n=n.format("m.")))
             for opted_out, n in ((None, "{0}active"), (True, "{0}opted_out"), (False, "({0}active - {0}opted_out)"))}
