@@ -6,10 +6,52 @@ inside the projector's transaction, so concurrent writers' counts add up exactly
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 from uuid import UUID
 
 from psycopg import Cursor
+
+#: Whether the second of ``{ts}`` has millisecond counts: an import counted it (``millisecond_counts``).
+#: Such a second then has them complete, so every later change to a contact of that second
+#: changes its millisecond's count too, in the same statement as its hour's and second's.
+SPLIT_SECOND = ("EXISTS (SELECT FROM contact_time_counts m WHERE m.account_id = {account} AND m.tag = ''"
+                " AND m.unit = 'millisecond' AND m.bucket >= date_trunc('second', {ts}, 'UTC')"
+                " AND m.bucket < date_trunc('second', {ts}, 'UTC') + interval '1 second')")
+#: The units whose counts a change to a contact created at ``{ts}`` changes.
+TIME_UNITS = ("CASE WHEN " + SPLIT_SECOND + " THEN ARRAY['hour', 'second', 'millisecond']"
+              " ELSE ARRAY['hour', 'second'] END")
+
+#: Add to the time counts of some tags ('' is every contact) for one contact's time (or a second's).
+TIME_COUNTS = """
+INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
+SELECT %(account)s, t, u, date_trunc(u, %(ts)s::timestamptz, 'UTC'), n, o
+FROM unnest(%(tags)s::text[], %(active)s::int[], %(opted)s::int[]) AS x(t, n, o), unnest({units}) AS u
+ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + EXCLUDED.active,
+    opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out"""
+#: An import batch's millisecond counts, in one statement. A second the batch is the first
+#: import to reach is counted whole from the contacts table (the batch's rows are in it
+#: already, and any contact created there one by one before), so its milliseconds add up to
+#: it from then on; a second counted before gets the batch's own counts (``batch``).
+MILLISECOND_COUNTS = """
+WITH batch AS (
+    SELECT * FROM unnest(%(tags)s::text[], %(buckets)s::timestamptz[], %(active)s::int[], %(opted)s::int[])
+        AS b(tag, bucket, n, o)
+), fresh AS (
+    SELECT DISTINCT date_trunc('second', bucket, 'UTC') AS second FROM batch
+    WHERE NOT """ + SPLIT_SECOND.format(account="%(account)s", ts="batch.bucket") + """
+)
+INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
+SELECT %(account)s, tag, 'millisecond', bucket, sum(n), sum(o) FROM (
+    SELECT tag, bucket, n, o FROM batch WHERE date_trunc('second', bucket, 'UTC') NOT IN (SELECT second FROM fresh)
+    UNION ALL
+    SELECT t.tag, date_trunc('millisecond', c.created_at, 'UTC'), 1, c.is_opted_out::int
+    FROM fresh JOIN contacts c ON c.account_id = %(account)s AND c.deleted_at IS NULL
+        AND c.created_at >= fresh.second AND c.created_at < fresh.second + interval '1 second'
+        CROSS JOIN LATERAL unnest(array_append(c.tags, '')) AS t(tag)
+) counted GROUP BY tag, bucket
+ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + EXCLUDED.active,
+    opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out"""
 
 
 def counts_delta(cur: Cursor[Any], list_ids: list[UUID], delta: int, opted_out: bool) -> None:
@@ -20,23 +62,25 @@ def counts_delta(cur: Cursor[Any], list_ids: list[UUID], delta: int, opted_out: 
                     (delta, delta if opted_out else 0, list(list_ids)))
 
 
-def account_delta(cur: Cursor[Any], account_id: UUID, active: int, opted_out: int, created_at: Any) -> None:
+def account_delta(cur: Cursor[Any], account_id: UUID, active: int, opted_out: int, created_at: Any,
+                  millisecond: bool = True) -> None:
     """Keep the account's active / opted-out totals (GET /contacts reads them as totals), and
-    those of the hour and the second of ``created_at`` (where deep pages start)."""
+    those of the hour and the second of ``created_at`` (where deep pages start), and of its
+    millisecond where its second has those (``millisecond`` false: ``created_at`` is a second's start)."""
     if active or opted_out:
         cur.execute("INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (%s, %s, %s)"
                     " ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active"
                     " + EXCLUDED.active, opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out",
                     (account_id, active, opted_out))
-        time_counts(cur, account_id, [""], [active], [opted_out], created_at)
+        time_counts(cur, account_id, [""], [active], [opted_out], created_at, millisecond)
 
 
 def tag_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: list[int], opted_out: list[int],
-               created_at: Any) -> None:
+               created_at: Any, millisecond: bool = True) -> None:
     """Add to the tag index's counts of ``tags`` and to their time counts."""
     if not tags:
         return
-    time_counts(cur, account_id, tags, active, opted_out, created_at)
+    time_counts(cur, account_id, tags, active, opted_out, created_at, millisecond)
     cur.execute(
         "INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)"
         " SELECT %s, t, n, o FROM unnest(%s::text[], %s::int[], %s::int[]) AS x(t, n, o)"
@@ -56,21 +100,45 @@ def tags_delta(cur: Cursor[Any], account_id: UUID, tags: list[str], delta: int, 
 
 
 def time_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: list[int], opted_out: list[int],
-                created_at: Any) -> None:
+                created_at: Any, millisecond: bool = True) -> None:
     """Add ``active`` and ``opted_out`` to the counts of ``tags`` ('' is every contact) for
-    the hour and the second of ``created_at``."""
-    cur.execute("INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)"
-                " SELECT %s, t, u, date_trunc(u, %s::timestamptz, 'UTC'), n, o"
-                " FROM unnest(%s::text[], %s::int[], %s::int[]) AS x(t, n, o),"
-                " unnest(ARRAY['hour', 'second']) AS u"
-                " ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE"
-                " SET active = contact_time_counts.active + EXCLUDED.active,"
-                " opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out",
-                (account_id, created_at, tags, active, opted_out))
+    the hour and the second of ``created_at``, and for its millisecond if its second has
+    millisecond counts and ``millisecond`` (false: ``created_at`` is a second an import batch counts)."""
+    units = TIME_UNITS if millisecond else "ARRAY['hour', 'second']"
+    params = {"account": account_id, "ts": created_at, "tags": tags, "active": active, "opted": opted_out}
+    cur.execute(TIME_COUNTS.replace("{units}", units.format(account="%(account)s", ts="%(ts)s::timestamptz")),
+                params)
     if any(n < 0 for n in active):
         # Rows that fell to zero go, as in contact_tags: a tag only a trashed or purged
         # contact had must not stay readable here (tags are personal data, docs/privacy.md).
-        cur.execute("DELETE FROM contact_time_counts WHERE account_id = %s AND tag = ANY(%s)"
-                    " AND bucket IN (date_trunc('hour', %s::timestamptz, 'UTC'),"
-                    " date_trunc('second', %s::timestamptz, 'UTC')) AND active <= 0 AND opted_out <= 0",
-                    (account_id, tags, created_at, created_at))
+        # (A millisecond's row gone with its last contact: its second keeps its others'.)
+        cur.execute("DELETE FROM contact_time_counts WHERE account_id = %(account)s AND tag = ANY(%(tags)s)"
+                    " AND bucket IN (date_trunc('hour', %(ts)s::timestamptz, 'UTC'),"
+                    " date_trunc('second', %(ts)s::timestamptz, 'UTC'),"
+                    " date_trunc('millisecond', %(ts)s::timestamptz, 'UTC')) AND active <= 0 AND opted_out <= 0",
+                    params)
+
+
+def millisecond_counts(cur: Cursor[Any], account_id: UUID, contacts: list[dict], created: dict[UUID, Any]) -> None:
+    """Count an import batch per millisecond of ``created_at`` too (``MILLISECOND_COUNTS``).
+
+    An import's rows are a microsecond apart, so one import of a million rows fills one
+    second: per-second counts left a deep page to skip up to a million index entries
+    within it; per millisecond, at most a thousand. Only imports start them (later single
+    writes in such a second keep them, ``TIME_UNITS``): contacts created one by one fill a
+    second far more thinly, and a row per tag more for every single create would cost the
+    write path what its pages do not need.
+    """
+    counts: Counter = Counter()  # (tag, millisecond) -> contacts
+    opted: Counter = Counter()  # (tag, millisecond) -> opted-out contacts
+    for c in contacts:
+        at = created[c["id"]]
+        bucket = at.replace(microsecond=at.microsecond // 1000 * 1000)
+        for tag in ("", *c["tags"]):
+            counts[tag, bucket] += 1
+            opted[tag, bucket] += c["is_opted_out"]
+    if counts:
+        keys = list(counts)
+        cur.execute(MILLISECOND_COUNTS, {"account": account_id, "tags": [k[0] for k in keys],
+                                         "buckets": [k[1] for k in keys], "active": [counts[k] for k in keys],
+                                         "opted": [opted[k] for k in keys]})

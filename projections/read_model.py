@@ -22,7 +22,8 @@ from psycopg.types.json import Jsonb
 
 from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
 from projections.copy_text import copy_array, copy_text
-from projections.counters import account_delta, counts_delta, tag_counts, tags_delta
+from projections.counters import (TIME_UNITS, account_delta, counts_delta, millisecond_counts, tag_counts,
+                                  tags_delta)
 from query.models import CONTACT_FIELDS
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,10 @@ WITH c AS (
 )
 INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
 SELECT %(account_id)s, tag, unit, date_trunc(unit, %(created_at)s::timestamptz, 'UTC'), 1, %(is_opted_out)s::int
-FROM unnest(array_append(%(tags)s::text[], '')) AS tag, unnest(ARRAY['hour', 'second']) AS unit
+FROM unnest(array_append(%(tags)s::text[], '')) AS tag, unnest({units}) AS unit
 ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + 1,
     opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out
-"""
+""".replace("{units}", TIME_UNITS.format(account="%(account_id)s", ts="%(created_at)s::timestamptz"))
 
 
 class ReadModelProjector:
@@ -321,12 +322,15 @@ class ReadModelProjector:
         for c in e.contacts:
             by_second[created[c["id"]].replace(microsecond=0)].append(c)
         for second, contacts in by_second.items():
-            account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]), second)
+            account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]), second,
+                          millisecond=False)
             tags = Counter(t for c in contacts for t in c["tags"])
             if tags:
                 opted = Counter(t for c in contacts if c["is_opted_out"] for t in c["tags"])
                 names = list(tags)
-                tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names], second)
+                tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names], second,
+                           millisecond=False)
+        millisecond_counts(cur, e.account_id, e.contacts, created)
         # "line" (the spreadsheet's row number) is absent from events stored before it was recorded.
         with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id, line)"
                       " FROM STDIN") as copy:

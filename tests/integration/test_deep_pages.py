@@ -39,8 +39,26 @@ SELECT count(*) FROM (
     FROM contacts CROSS JOIN LATERAL unnest(array_append(tags, '')) AS t(tag)
          CROSS JOIN (VALUES ('hour'), ('second')) AS u(unit)
     WHERE deleted_at IS NULL GROUP BY 1, 2, 3, 4
-) expected FULL JOIN (SELECT * FROM contact_time_counts WHERE active <> 0 OR opted_out <> 0) kept
+) expected FULL JOIN (SELECT * FROM contact_time_counts
+                      WHERE unit <> 'millisecond' AND (active <> 0 OR opted_out <> 0)) kept
     USING (account_id, tag, unit, bucket)
+WHERE (expected.active, expected.opted_out) IS DISTINCT FROM (kept.active, kept.opted_out)"""
+#: Millisecond counts that differ from the active contacts of each millisecond (and tag), in
+#: the seconds that have them (an import's); none anywhere else.
+MILLISECOND_COUNTS_MATCH = """
+WITH split AS (
+    SELECT DISTINCT account_id, date_trunc('second', bucket, 'UTC') AS second FROM contact_time_counts
+    WHERE unit = 'millisecond' AND tag = ''
+)
+SELECT count(*) FROM (
+    SELECT c.account_id, t.tag, date_trunc('millisecond', c.created_at, 'UTC') AS bucket, count(*)::int AS active,
+           count(*) FILTER (WHERE c.is_opted_out)::int AS opted_out
+    FROM contacts c JOIN split s ON s.account_id = c.account_id AND s.second = date_trunc('second', c.created_at, 'UTC')
+         CROSS JOIN LATERAL unnest(array_append(c.tags, '')) AS t(tag)
+    WHERE c.deleted_at IS NULL GROUP BY 1, 2, 3
+) expected FULL JOIN (SELECT account_id, tag, bucket, active, opted_out FROM contact_time_counts
+                      WHERE unit = 'millisecond' AND (active <> 0 OR opted_out <> 0)) kept
+    USING (account_id, tag, bucket)
 WHERE (expected.active, expected.opted_out) IS DISTINCT FROM (kept.active, kept.opted_out)"""
 #: The tag index's counts that differ from the active contacts with each tag (and opted out).
 TAG_COUNTS_MATCH = """
@@ -91,7 +109,11 @@ def test_time_counts_follow_creates_imports_trash_restore_opt_out_and_purge(serv
     assert api.delete_json("/api/v1/contacts/trash", {"ids": made[2:4]}).status_code == 200
     with psycopg.connect(service.container.database_url) as conn:
         assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute(MILLISECOND_COUNTS_MATCH).fetchone()[0] == 0
         assert conn.execute(TAG_COUNTS_MATCH).fetchone()[0] == 0
+        # The imports' seconds have millisecond counts (the check above compared them).
+        assert conn.execute("SELECT count(*) FROM contact_time_counts WHERE account_id = %s"
+                            " AND unit = 'millisecond' AND tag = 'vip'", (api.account_id,)).fetchone()[0] > 0
         kept = conn.execute("SELECT sum(active) FROM contact_time_counts WHERE account_id = %s AND tag = ''"
                             " AND unit = 'hour'",
                             (api.account_id,)).fetchone()[0]
@@ -118,6 +140,60 @@ def test_deep_pages_through_the_counts_equal_plain_offset_on_the_service(service
                 _pages(service.container.pool, api.account_id, size, PLAIN, flt), (flt, size)
 
 
+def test_deep_pages_inside_one_big_import_start_at_its_millisecond_and_keep_file_order(service: Service) -> None:
+    """An import's rows are a microsecond apart, so one import fills one second or two. Its
+    deep pages start at the millisecond of their first contact (the counts imports keep per
+    millisecond), and show the file's rows in order, whatever the filter; the counts stay exact
+    through contacts created one by one around the import and changes to the imported ones."""
+    from query.contacts import _time_anchor
+    from query.tenancy import SNAPSHOT, tenant_transaction
+
+    api = service.client()
+    singles = [api.create_contact(f"07230000{i:02d}", tags=["vip"])["id"] for i in range(3)]
+    rows = 2_500  # three batches of the import
+    csv = "phone,tags,opted_out\n" + "".join(
+        f"0722{i:06d},{'vip' if i % 3 else 'b'}{';only-qzx' if i == 1200 else ''},{'yes' if i % 7 == 0 else 'no'}\n"
+        for i in range(rows))
+    r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", io.BytesIO(csv.encode()), "text/csv")})
+    assert r.status_code == 201 and r.json()["imported"] == rows
+    # Made now, in the second the import's last rows fill (their times are the import's start
+    # less a microsecond per row), as contacts are while a long import runs.
+    singles += [api.create_contact(f"07230001{i:02d}", tags=["vip"])["id"] for i in range(3)]
+    imported = [c["id"] for c in api.get("/api/v1/contacts", params={"pageSize": 100, "page": 2}).json()["contacts"]]
+    assert api.post("/api/v1/contacts/bulk-delete", json={"ids": imported[::9] + singles[:2]}).status_code == 200
+    assert api.post("/api/v1/contacts/trash/restore", json={"ids": imported[::18]}).status_code == 200
+    for contact_id in imported[1:40:5]:
+        assert api.patch(f"/api/v1/contacts/{contact_id}", json={"isOptedOut": True}).status_code == 200
+    for contact_id in imported[2:40:6] + singles[3:]:
+        assert api.patch(f"/api/v1/contacts/{contact_id}", json={"tags": ["b", "c"]}).status_code == 200
+    # A tag only a purged contact had is gone from the millisecond counts too (docs/privacy.md).
+    only = [c["id"] for c in api.get("/api/v1/contacts", params={"tags": "only-qzx"}).json()["contacts"]]
+    assert len(only) == 1 and api.post("/api/v1/contacts/bulk-delete", json={"ids": only}).status_code == 200
+    assert api.delete_json("/api/v1/contacts/trash", {"ids": only}).status_code == 200
+    with psycopg.connect(service.container.database_url) as conn:
+        assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute(MILLISECOND_COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM contact_time_counts WHERE account_id = %s AND tag = ''"
+                            " AND unit = 'millisecond'", (api.account_id,)).fetchone()[0] >= 3
+        assert conn.execute("SELECT count(*) FROM contact_time_counts WHERE tag = 'only-qzx'").fetchone()[0] == 0
+    pool = service.container.pool
+    for flt in FILTERS:
+        pages = _pages(pool, api.account_id, 25, 0, flt)
+        assert pages == _pages(pool, api.account_id, 25, PLAIN, flt), flt
+        # The imported rows among them (phones 0722…), in the file's order.
+        phones = {c.id: c.phone for p in range(1, len(pages) + 1)
+                  for c in page_contacts(pool, api.account_id, flt, p, 25, anchor_min_skip=0).contacts}
+        shown = [int(phones[i][-6:]) for _, ids in pages for i in ids if phones[i].startswith("+254722")]
+        assert shown == sorted(shown) and len(shown) > 100, flt
+        # Every deep page skipped at most a millisecond's contacts in the index: a thousand
+        # rows of the import (a second's would be up to all 2,500) and the few made one by one.
+        total = pages[0][0]
+        for offset in range(1_000, total - 25, 250):
+            with tenant_transaction(pool, api.account_id, SNAPSHOT) as conn:
+                anchor = _time_anchor(conn, api.account_id, flt, offset, total)
+            assert anchor is not None and offset - anchor[1] <= 1_000 + len(singles), (flt, offset)
+
+
 # --- any spread of creation times, straight into the read tables -------------------------
 
 @pytest.fixture(scope="module")
@@ -141,16 +217,25 @@ def _copy_contacts(conn: psycopg.Connection, account: uuid.UUID, rows: list[tupl
                             at if trashed else None))
 # Offsets in microseconds: bunched into a few seconds around an hour boundary, plus hours
 # and days later, with exact ties (same microsecond).
-MOMENTS = st.sampled_from([0, 1, 999_999, 1_000_000, 1_500_000, 2_000_000, 2_000_001, 3_600_000_000,
-                           3_601_000_000, 86_400_000_000]) | st.integers(0, 4_000_000)
+MOMENTS = st.sampled_from([0, 1, 999, 1_000, 1_001, 999_999, 1_000_000, 1_500_000, 2_000_000, 2_000_001,
+                           3_600_000_000, 3_601_000_000, 86_400_000_000]) | st.integers(0, 4_000_000)
+#: Millisecond counts for the even seconds of an account's contacts, as an import would have
+#: made them there (the odd seconds keep per-second counts only: both kinds side by side).
+SPLIT_EVEN_SECONDS = """
+INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
+SELECT account_id, t.tag, 'millisecond', date_trunc('millisecond', created_at, 'UTC'), count(*),
+       count(*) FILTER (WHERE is_opted_out)
+FROM contacts CROSS JOIN LATERAL unnest(array_append(tags, '')) AS t(tag)
+WHERE account_id = %s AND deleted_at IS NULL AND extract(epoch FROM date_trunc('second', created_at))::bigint %% 2 = 0
+GROUP BY 1, 2, 3, 4"""
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(MOMENTS, st.booleans(), st.booleans(), st.sampled_from([[], ["vip"], ["b", "vip"], ["b"]])),
-                min_size=1, max_size=40), st.integers(1, 7), st.sampled_from(FILTERS))
+                min_size=1, max_size=40), st.integers(1, 7), st.sampled_from(FILTERS), st.booleans())
 def test_pages_from_the_counts_equal_plain_offset_for_any_times(tables: tuple[str, ConnectionPool],
                                                                  contacts: list, size: int,
-                                                                 flt: ContactFilter) -> None:
+                                                                 flt: ContactFilter, split: bool) -> None:
     url, pool = tables
     account = uuid.uuid4()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -168,7 +253,10 @@ def test_pages_from_the_counts_equal_plain_offset_for_any_times(tables: tuple[st
         # The counts as the schema fills them for contacts that predate them.
         conn.execute("DROP TABLE contact_time_counts")
         create_tables(conn)
+        if split:
+            conn.execute(SPLIT_EVEN_SECONDS, (account,))
         assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute(MILLISECOND_COUNTS_MATCH).fetchone()[0] == 0
     assert _pages(pool, account, size, 0, flt) == _pages(pool, account, size, PLAIN, flt)
 
 
