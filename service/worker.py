@@ -67,12 +67,10 @@ class Worker:
     def _relay_task(self) -> Coroutine[Any, Any, None] | None:
         return self.relay.run(self.stop) if self.relay is not None else None
 
-    def _wake_for_events(self) -> None:
+    def _wake(self) -> None:
+        """Wake the relay (if this process runs it) and the import slots: the first round at start."""
         if self.relay is not None:
             self.relay.wakeup.set()
-
-    def _wake(self) -> None:
-        self._wake_for_events()
         self.imports_wakeup.set()
 
     async def _imports(self) -> None:
@@ -113,8 +111,10 @@ class Worker:
 
     async def run(self) -> None:
         """Run every task until ``stop`` is set."""
-        wakers = {self.container.app.recorder.channel_name: self._wake_for_events,
-                  import_jobs.queue_channel(self.container): self.imports_wakeup.set}
+        wakers = {import_jobs.queue_channel(self.container): self.imports_wakeup.set}
+        if self.relay is not None:
+            # Every write notifies the event store's channel: only a process that relays listens to it.
+            wakers[self.container.app.recorder.channel_name] = self.relay.wakeup.set
         jobs = [listen(self.container.database_url, wakers, self.stop), self._retention(), self._imports(),
                 self._relay_task()]
         if self.eraser is not None:
