@@ -65,6 +65,7 @@ class Worker:
         return self.container.relay(self.nats_url) if self.nats_url else None
 
     def _relay_task(self) -> Coroutine[Any, Any, None] | None:
+        """What publishes to NATS: here, this process's relay (none without NATS)."""
         return self.relay.run(self.stop) if self.relay is not None else None
 
     def _wake(self) -> None:
@@ -138,6 +139,7 @@ class WorkerWithRelayChild(Worker):
         return None  # the child relays; this process only keeps it running
 
     def _relay_task(self) -> Coroutine[Any, Any, None] | None:
+        """What publishes to NATS: here, the supervisor of the relay child (none without NATS)."""
         return self._relay_child() if self.nats_url else None
 
     async def _relay_child(self) -> None:
