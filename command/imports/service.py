@@ -5,12 +5,17 @@ event carrying up to ``batch_size`` new contacts (each one's personal data seale
 with its own key), saved with the batch's phone claims in one transaction. A
 number already held in the account, or seen earlier in the same import, skips the
 row; a concurrent writer that claims a number first makes the batch retry.
+
+Batches flow through three stages at once (``ImportService.run``): parse, resolve and
+seal, store. A batch is resolved while the one before it is being stored, so the
+numbers that one claims count as this import's; if its store loses a race, it is
+redone from the database and the batch behind it is resolved again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
@@ -52,6 +57,21 @@ class Parsed:
     rows: list[Any]
     phones: list[tuple[Any, Any, UUID]]
     skipped: list[dict[str, Any]]
+
+
+@dataclass
+class Prepared:
+    """A batch after stage two: the job's batch event, sealed, with its claims, keys and origins."""
+
+    job_id: UUID
+    parsed: Parsed
+    events: list[Any]
+    stored: list[Any]
+    new_keys: dict[UUID, bytes]
+    claimed: dict[UUID, UUID]  # reservation -> the new contact that claims it
+    origins: list[tuple[UUID, UUID, int]]
+    counts: dict[str, int]
+    redone: bool = False  # its store lost a race and it was imported again from the database
 
 
 @dataclass(frozen=True)
@@ -130,8 +150,9 @@ class ImportService:
             on_batch: Callable[[dict[str, int]], None] | None = None) -> ImportOutcome:
         """Import every row after ``job.last_row`` (so a restarted job resumes), then complete.
 
-        Reading and parsing the next batch runs in a second thread while this one
-        waits on the database for the current batch (the wait releases the GIL).
+        Three stages overlap, one batch each: a thread reads and parses batch N+2, this
+        thread resolves and seals batch N+1, and a third stores batch N (its transaction
+        is mostly PostgreSQL's work, and waiting on it releases the GIL).
         """
         iterator: Iterator[Row] = (r for r in rows if r.row > job.last_row)
 
@@ -140,13 +161,23 @@ class ImportService:
             return self._parse(actor, batch, region) if batch else None
 
         try:
-            with ThreadPoolExecutor(1, thread_name_prefix="import-parse") as ahead:
+            with ThreadPoolExecutor(1, thread_name_prefix="import-parse") as ahead, \
+                    ThreadPoolExecutor(1, thread_name_prefix="import-store") as storing:
                 pending = ahead.submit(next_parsed)
+                in_flight: tuple[Future[None], Prepared] | None = None
                 while (parsed := pending.result()) is not None:
                     pending = ahead.submit(next_parsed)
-                    job = self._import_batch(actor, job, parsed)
-                    if on_batch is not None:
-                        on_batch(dict(job.counts))
+                    prepared = self._prepare(actor, job, parsed, in_flight[1].claimed if in_flight else {})
+                    if in_flight is not None and not self._stored(actor, in_flight, on_batch):
+                        # The batch ahead lost a number to a concurrent writer and was redone
+                        # from the database: this one was resolved against what it would have
+                        # claimed, so it is resolved again.
+                        job = self.app.repository.get(job.id)
+                        prepared = self._prepare(actor, job, parsed, {})
+                    in_flight = (storing.submit(self._store, actor, prepared), prepared)
+                if in_flight is not None:
+                    self._stored(actor, in_flight, on_batch)
+                    job = self.app.repository.get(job.id) if in_flight[1].redone else job
         except Exception as exc:
             job = self.app.repository.get(job.id)
             job.fail(actor, failure_reason(exc))
@@ -155,6 +186,21 @@ class ImportService:
         job.complete(actor)
         self.app.save_all(job)
         return ImportOutcome(import_id=job.id, counts=dict(job.counts))
+
+    def _stored(self, actor: Actor, in_flight: tuple[Future[None], Prepared],
+                on_batch: Callable[[dict[str, int]], None] | None) -> bool:
+        """Wait for a batch's store; redo it here if it lost a race. True if it stored as prepared."""
+        future, prepared = in_flight
+        try:
+            future.result()
+            stored_as_prepared = True
+        except IntegrityError:
+            prepared.redone = True
+            counts = self._import_batch(actor, self.app.repository.get(prepared.job_id), prepared.parsed).counts
+            stored_as_prepared = False
+        if on_batch is not None:
+            on_batch(dict(prepared.counts) if stored_as_prepared else dict(counts))
+        return stored_as_prepared
 
     def _parse(self, actor: Actor, batch: list[Row], region: str | None) -> Parsed:
         """Stage one, pure CPU: phones parsed, over-long fields and bad numbers set aside."""
@@ -185,30 +231,44 @@ class ImportService:
                       skipped=skipped)
 
     def _import_batch(self, actor: Actor, job: ContactImport, parsed: "Parsed") -> ContactImport:
-        """Stage two: check numbers against the account, store the batch with its claims (one unit of work)."""
+        """Stages two and three in turn: resolve and store one batch, redone if a concurrent writer took a number."""
         for _ in range(10):
-            contacts, skipped, claims = self._resolve(job, parsed)
-            counts = dict(job.counts)
-            counts["read"] += len(parsed.rows)
-            counts["imported"] += len(contacts)
-            counts["valid"] += sum(1 for c in contacts if c["status"] == "valid")
-            counts["invalid"] += sum(1 for c in contacts if c["status"] != "valid")
-            counts["skipped"] += sum(1 for s in skipped if s["outcome"] == "skipped")
-            job.record_rows(actor, contacts, skipped, parsed.rows[-1].row, counts)
-            version = job.version
-            ids = [c["id"] for c in contacts]
-            with self.app.keys.batch([]):
-                new_keys = self.app.keys.generate(ids)
-                try:
-                    self.app.unit_of_work.commit(job.collect_events(), account_id=actor.account_id, claims=claims,
-                                                 origins=[(cid, job.id, version) for cid in ids], new_keys=new_keys)
-                    return job
-                except IntegrityError:
-                    job = self.app.repository.get(job.id)  # a concurrent writer took a number: redo
+            try:
+                self._store(actor, self._prepare(actor, job, parsed, {}))
+                return job
+            except IntegrityError:
+                job = self.app.repository.get(job.id)  # a concurrent writer took a number: redo
         raise ValidationError("too many concurrent changes to the same phone numbers; retry the import")
 
-    def _resolve(self, job: ContactImport, parsed: "Parsed") -> tuple[list[dict], list[dict], list[tuple[UUID, UUID]]]:
+    def _prepare(self, actor: Actor, job: ContactImport, parsed: "Parsed",
+                 in_flight: dict[UUID, UUID]) -> "Prepared":
+        """Stage two: check numbers against the account (and the batch being stored), record and seal the batch."""
+        contacts, skipped, claims = self._resolve(job, parsed, in_flight)
+        counts = dict(job.counts)
+        counts["read"] += len(parsed.rows)
+        counts["imported"] += len(contacts)
+        counts["valid"] += sum(1 for c in contacts if c["status"] == "valid")
+        counts["invalid"] += sum(1 for c in contacts if c["status"] != "valid")
+        counts["skipped"] += sum(1 for s in skipped if s["outcome"] == "skipped")
+        job.record_rows(actor, contacts, skipped, parsed.rows[-1].row, counts)
+        events = job.collect_events()
+        ids = [c["id"] for c in contacts]
+        with self.app.keys.batch([]):
+            new_keys = self.app.keys.generate(ids)
+            stored = [self.app.mapper.to_stored_event(e) for e in events]  # sealed outside the store's transaction
+        return Prepared(job_id=job.id, parsed=parsed, events=events, stored=stored, new_keys=new_keys,
+                        claimed=dict(claims), origins=[(cid, job.id, job.version) for cid in ids], counts=counts)
+
+    def _store(self, actor: Actor, prepared: "Prepared") -> None:
+        """Stage three: one unit of work (the batch event, its claims, keys, origins and read rows)."""
+        self.app.unit_of_work.commit(prepared.events, account_id=actor.account_id, claims=prepared.claimed.items(),
+                                     origins=prepared.origins, new_keys=prepared.new_keys, stored=prepared.stored)
+
+    def _resolve(self, job: ContactImport, parsed: "Parsed",
+                 in_flight: dict[UUID, UUID]) -> tuple[list[dict], list[dict], list[tuple[UUID, UUID]]]:
         held = self._reservations([rid for _, _, rid in parsed.phones])
+        # Numbers the batch being stored claims: this import's, whether or not its commit is visible yet.
+        held.update({rid: (contact_id, job.id, False) for rid, contact_id in in_flight.items()})
         skipped = list(parsed.skipped)
         contacts, claims = [], []
         seen: dict[UUID, UUID] = {}  # reservation -> the contact this batch makes for it

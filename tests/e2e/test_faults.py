@@ -28,7 +28,10 @@ import psycopg
 
 from service.auth import mint_token
 from service.embedded import EmbeddedNats, EmbeddedPostgres, free_port, stop_process
-from tests.support import SECRET, Service, new_database, read_stream, start_service
+from tests.support import (
+    SECRET, Service, new_database, read_stream, start_service, wait_healthy, wait_relayed,
+)
+from tests.waits import wait_until
 
 NATS_OUTAGE_S = float(os.environ.get("CONTACTS_TEST_NATS_OUTAGE_S", "60"))
 
@@ -46,18 +49,6 @@ def _cli(command: str, database_url: str, nats_url: str, svc: Service, **env: st
 def _scalar(database_url: str, query: str, *params: Any) -> Any:
     with psycopg.connect(database_url) as conn:
         return conn.execute(query, params).fetchone()[0]
-
-
-def _wait_relayed(database_url: str, timeout: float) -> None:
-    """Wait until the relay's checkpoint (whichever process runs it) reaches the event store's head."""
-    deadline = time.monotonic() + timeout
-    while True:
-        head = _scalar(database_url, "SELECT coalesce(max(notification_id), 0) FROM contacts_events")
-        done = _scalar(database_url, "SELECT coalesce(max(position), 0) FROM relay_tracking")
-        if done >= head:
-            return
-        assert time.monotonic() < deadline, f"relay at {done} of {head} after {timeout}s"
-        time.sleep(0.2)
 
 
 def _contact_ids(database_url: str, account_id: uuid.UUID) -> set[str]:
@@ -87,24 +78,25 @@ def test_worker_killed_during_a_100k_async_import_resumes_and_loses_nothing(
                      headers={"Prefer": "respond-async"})
         assert r.status_code == 202, r.text
         job_url = r.headers["location"]
-        deadline = time.monotonic() + 300
-        while (job := api.get(job_url).json())["counts"]["rows"] < 30_000:
-            assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
-            time.sleep(0.2)
+
+        def read_30_000_rows() -> dict | None:
+            job = api.get(job_url).json()
+            assert job["status"] in ("queued", "running"), job  # still running when the worker is killed
+            return job if job["counts"]["rows"] >= 30_000 else None
+
+        job = wait_until(read_30_000_rows, "the import read 30,000 rows", 300, 0.2)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         at_kill = job["counts"]["rows"]
         worker = _cli("worker", fresh_database, nats_url, svc)
-        while (job := api.get(job_url).json())["status"] in ("queued", "running"):
-            assert time.monotonic() < deadline, job
-            time.sleep(0.5)
+        job = api.wait_for_job(job_url, 300)
         assert job["status"] == "completed", job
         assert job["counts"] == {"rows": 100_000, "imported": unique, "valid": unique, "invalid": 0,
                                  "skipped": 100_000 - unique}, (at_kill, job)
         contact_ids = _contact_ids(fresh_database, api.account_id)
         assert len(contact_ids) == unique == api.get("/api/v1/contacts").json()["total"]
         # The stream holds one contact.created per stored contact, no more, no fewer.
-        _wait_relayed(fresh_database, timeout=180)
+        wait_relayed(fresh_database, timeout=180)
         prefix, stream = svc.settings.nats_subject_prefix, svc.settings.nats_stream
         created = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{api.account_id}.contact.*.created",
                                           expect=unique, timeout=60))
@@ -147,16 +139,13 @@ class Writer:
     def acknowledged(self) -> dict[str, str]:
         return {phone: body["id"] for phone, status, body in self.answers if status == 201}
 
-    def wait_for_acknowledged(self, count: int) -> None:
-        while len(self.acknowledged()) < count:
-            time.sleep(0.05)
+    def wait_for_acknowledged(self, count: int, timeout: float = 120) -> None:
+        wait_until(lambda: len(self.acknowledged()) >= count, f"{count} writes were acknowledged", timeout)
 
     def wait_for_a_201_after(self, answer: int, timeout: float = 60) -> None:
         """Until some answer after the ``answer``-th one is a 201 (the service has recovered)."""
-        deadline = time.monotonic() + timeout
-        while not [a for a in self.answers[answer:] if a[1] == 201]:
-            assert time.monotonic() < deadline, self.answers[-3:]
-            time.sleep(0.1)
+        wait_until(lambda: any(a[1] == 201 for a in self.answers[answer:]),
+                   lambda: f"a write after answer {answer} got 201 (last answers: {self.answers[-3:]})", timeout, 0.1)
 
     def stop(self) -> None:
         self.halt.set()
@@ -231,13 +220,17 @@ def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowled
 def _first_success(read: Any, ready: Any, since: float, timeout: float = 60) -> tuple[float, float]:
     """When a read first answered 200 and when /ready first said ready, polling both every 0.1 s."""
     read_ok = ready_ok = None
-    while read_ok is None or ready_ok is None:
-        assert time.monotonic() - since < timeout, (read_ok, ready_ok)
+
+    def both_ok() -> bool:
+        nonlocal read_ok, ready_ok
         if read_ok is None and read().status_code == 200:
             read_ok = time.monotonic()
         if ready_ok is None and ready().status_code == 200:
             ready_ok = time.monotonic()
-        time.sleep(0.1)
+        return read_ok is not None and ready_ok is not None
+
+    wait_until(both_ok, lambda: f"a read and /ready answered 200 (read at {read_ok}, ready at {ready_ok})",
+               max(since + timeout - time.monotonic(), 0), 0.1)
     return read_ok, ready_ok
 
 
@@ -281,8 +274,7 @@ def test_nats_away_for_a_minute_under_load_fails_no_write_and_the_backlog_drains
         api = svc.client()
         writer = Writer(api, "0712")
         writer.start()
-        while len(writer.answers) < 20:
-            time.sleep(0.05)
+        wait_until(lambda: len(writer.answers) >= 20, "the writers got 20 answers", 60)
         nats_server.stop()
         time.sleep(NATS_OUTAGE_S)
         written_while_down = len(writer.answers) - 20
@@ -311,10 +303,10 @@ def test_two_api_processes_and_one_worker_keep_read_your_writes_and_tenancy(
     procs = [_cli("api", fresh_database, nats_url, svc, CONTACTS_PORT=str(ports[0]))]
     try:
         bases = [f"http://127.0.0.1:{p}" for p in ports]
-        _wait_healthy(bases[0])
+        wait_healthy(bases[0])
         procs += [_cli("api", fresh_database, nats_url, svc, CONTACTS_PORT=str(ports[1])),
                   _cli("worker", fresh_database, nats_url, svc)]
-        _wait_healthy(bases[1])
+        wait_healthy(bases[1])
         owner, intruder = uuid.uuid4(), uuid.uuid4()
         a, b = (_client(base, owner) for base in bases)
         other = _client(bases[1], intruder)
@@ -341,7 +333,7 @@ def test_two_api_processes_and_one_worker_keep_read_your_writes_and_tenancy(
                 holder = next(r for r in answers if r.status_code == 201).json()["id"]
                 assert next(r for r in answers if r.status_code == 409).json()["contactId"] == holder
         assert b.get("/api/v1/contacts").json()["total"] == 70
-        _wait_relayed(fresh_database, timeout=60)
+        wait_relayed(fresh_database, timeout=60)
         stored = _scalar(fresh_database, "SELECT count(*) FROM contacts_events")
         messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream, expect=stored))
         assert len({m.headers["Nats-Msg-Id"] for m in messages}) == len(messages) == stored
@@ -354,18 +346,6 @@ def test_two_api_processes_and_one_worker_keep_read_your_writes_and_tenancy(
 def _client(base: str, account_id: uuid.UUID) -> httpx.Client:
     return httpx.Client(base_url=base, timeout=30,
                         headers={"Authorization": f"Bearer {mint_token(SECRET, account_id, 'fault-test')}"})
-
-
-def _wait_healthy(base: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{base} did not start")
 
 
 def test_an_import_job_is_claimed_by_one_worker_until_its_connection_dies(fresh_database: str,
@@ -386,10 +366,9 @@ def test_an_import_job_is_claimed_by_one_worker_until_its_connection_dies(fresh_
         assert first is not None and first["import_id"] == job.id
         assert import_jobs.claim_next(svc.container) is None  # however long the first one takes
         first["lease"].close()  # what a killed worker's connection does
-        deadline = time.monotonic() + 10  # the server releases the lock once its backend has exited
-        while (again := import_jobs.claim_next(svc.container)) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert again is not None and again["import_id"] == job.id
+        # The server releases the lock once its backend has exited.
+        again = wait_until(lambda: import_jobs.claim_next(svc.container), "the job could be claimed again", 10)
+        assert again["import_id"] == job.id
         import_jobs.run_job(svc.container, again)
         assert svc.client(actor.account_id).get(f"/api/v1/contacts/imports/{job.id}").json()["status"] == "completed"
         assert import_jobs.claim_next(svc.container) is None

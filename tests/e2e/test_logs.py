@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import psycopg
 
 from service.auth import mint_token
 from service.embedded import free_port, stop_process
-from tests.support import SECRET, new_database, start_service
+from tests.support import SECRET, new_database, start_service, wait_healthy
+from tests.waits import wait_until
 
 
 def _contacts(command: str, database_url: str, nats_url: str, log: Path, **env: str) -> subprocess.Popen:
@@ -23,18 +23,6 @@ def _contacts(command: str, database_url: str, nats_url: str, log: Path, **env: 
             "CONTACTS_JWT_SECRET": SECRET, **env}
     return subprocess.Popen([sys.executable, "-m", "service.cli", command], env=full,
                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None and time.monotonic() < deadline, "the api process did not start"
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
 
 
 def _json_lines(log: Path) -> list[dict]:
@@ -51,7 +39,7 @@ def test_api_logs_json_lines_with_the_request_id_account_and_actor(postgres_serv
     api = _contacts("api", database, nats_url, log, CONTACTS_PORT=str(port), CONTACTS_LOG_FORMAT="json")
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, api)
+        wait_healthy(base, process=api)
         headers = {"Authorization": f"Bearer {mint_token(SECRET, account, 'logger-test')}"}
         assert httpx.post(f"{base}/api/v1/contact-lists", json={"name": "x"}, headers=headers).status_code == 201
         with psycopg.connect(postgres_server, autocommit=True) as conn:  # an outage the API logs
@@ -80,9 +68,7 @@ def test_worker_and_its_relay_log_in_the_chosen_format(fresh_database: str, nats
         worker = _contacts("worker", fresh_database, refused, log, CONTACTS_LOG_FORMAT=fmt,
                            CONTACTS_NATS_STREAM=f"LOGS_{uuid.uuid4().hex[:8]}")
         try:
-            deadline = time.monotonic() + 30
-            while "relay: " not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.2)
+            wait_until(lambda: "relay: " in log.read_text(), "the worker logged a relay line", 30, 0.2)
         finally:
             stop_process(worker)
         if fmt == "json":

@@ -30,7 +30,8 @@ import pytest
 
 from service.auth import mint_token
 from service.embedded import EmbeddedNats, _wait_port, free_port, stop_process
-from tests.support import SECRET, read_stream, start_service
+from tests.support import SECRET, read_stream, start_service, wait_healthy, wait_relayed
+from tests.waits import wait_until
 
 pytestmark = pytest.mark.e2e
 DOWN_S = 4.0  # how long a killed node stays down
@@ -78,18 +79,17 @@ async def _stream_info(url: str, stream: str) -> Any:
 
 def _leader(cluster: NatsCluster, stream: str, timeout: float = 30) -> int:
     """The index of the node leading the stream, once the stream has a leader and all its replicas."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def whole() -> Any:
         try:
             info = asyncio.run(_stream_info(cluster.url, stream))
-            current = [r for r in (info.cluster.replicas or []) if r.current]
-            if info.cluster.leader and len(current) == 2:
-                assert info.config.num_replicas == 3
-                return int(info.cluster.leader[1:])
         except Exception:  # noqa: BLE001 - no stream yet, or an election in progress
-            pass
-        assert time.monotonic() < deadline, "the stream has no leader with two current replicas"
-        time.sleep(0.2)
+            return None
+        current = [r for r in (info.cluster.replicas or []) if r.current]
+        return info if info.cluster.leader and len(current) == 2 else None
+
+    info = wait_until(whole, "the stream has a leader with two current replicas", timeout, 0.2)
+    assert info.config.num_replicas == 3
+    return int(info.cluster.leader[1:])  # the node's index (0 is one: the wait returns the info instead)
 
 
 def _process(command: str, database_url: str, nats_url: str, settings: Any, logs: Path,
@@ -103,18 +103,6 @@ def _process(command: str, database_url: str, nats_url: str, settings: Any, logs
     log = open(logs / f"{command}-{env.get('CONTACTS_PORT', '')}.log", "ab")
     return subprocess.Popen([sys.executable, "-m", "service.cli", command], env=full,
                             stdout=subprocess.DEVNULL, stderr=log)
-
-
-def _healthy(base: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"{base} did not start"
-        time.sleep(0.1)
 
 
 class Load:
@@ -149,19 +137,6 @@ class Load:
             thread.join(30)
 
 
-def _caught_up(database_url: str, timeout: float) -> None:
-    """Until the relay's checkpoint is at the head and no erasure is pending: the relay's lag is zero."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with psycopg.connect(database_url) as conn:
-            head = conn.execute("SELECT coalesce(max(notification_id), 0) FROM contacts_events").fetchone()[0]
-            done = conn.execute("SELECT coalesce(max(position), 0) FROM relay_tracking").fetchone()[0]
-        if done >= head:
-            return
-        assert time.monotonic() < deadline, f"relay at {done} of {head} after {timeout} s"
-        time.sleep(0.2)
-
-
 def test_losing_the_stream_leader_and_then_the_worker_too_loses_and_doubles_nothing(
         fresh_database: str, tmp_path: Path) -> None:
     cluster = NatsCluster(tmp_path)
@@ -177,7 +152,7 @@ def test_losing_the_stream_leader_and_then_the_worker_too_loses_and_doubles_noth
         worker = _process("worker", fresh_database, cluster.url, svc.settings, tmp_path)
         bases = [f"http://127.0.0.1:{p}" for p in ports]
         for base in bases:
-            _healthy(base)
+            wait_healthy(base)
         stream = svc.settings.nats_stream
         timings = {}
         with Load(bases) as load:
@@ -189,7 +164,7 @@ def test_losing_the_stream_leader_and_then_the_worker_too_loses_and_doubles_noth
             started = time.monotonic()
             leader = _leader(cluster, stream)
             timings["stream whole again after node restart"] = time.monotonic() - started
-            _caught_up(fresh_database, 90)
+            wait_relayed(fresh_database, 90)
             timings["relay lag zero after node restart"] = time.monotonic() - started
             # Again, with the worker (and so the relay) killed at the same moment.
             worker.send_signal(signal.SIGKILL)
@@ -202,7 +177,7 @@ def test_losing_the_stream_leader_and_then_the_worker_too_loses_and_doubles_noth
             _leader(cluster, stream)
             time.sleep(1)
         procs.append(worker)
-        _caught_up(fresh_database, 90)
+        wait_relayed(fresh_database, 90)
         timings["relay lag zero after node and worker restart"] = time.monotonic() - started
         assert load.answers and set(load.answers) <= {200, 201}, sorted(set(load.answers))
         with psycopg.connect(fresh_database) as conn:

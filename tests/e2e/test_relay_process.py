@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 from service.worker import RELAY_NICENESS, WorkerWithRelayChild
 from tests.support import ThreadedWorker, read_stream, start_service
+from tests.waits import wait_until
 
 
 def _relay_children() -> list[int]:
@@ -46,7 +46,5 @@ def test_worker_publishes_through_a_lower_priority_relay_process(fresh_database:
         assert worker.worker.relay is None  # the child relays; this process has no relay of its own
     finally:
         svc.close()
-    deadline = time.monotonic() + 20
-    while _relay_children() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _relay_children() == []
+    wait_until(lambda: _relay_children() == [], lambda: f"the relay children exited (left: {_relay_children()})",
+               20, 0.1)

@@ -6,7 +6,6 @@ this test until it is added to the table below (and so is checked too).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -61,8 +60,7 @@ def test_another_accounts_ids_answer_404_and_change_nothing(service: Service,
     monkeypatch.setattr(bulk, "BULK_SYNC_MAX", 0)  # any filter runs as a job
     job = owner.post("/api/v1/contacts/bulk-tag", json={"tags": ["mine"], "filter": {"tags": ["mine"]}})
     assert job.status_code == 202, job.text
-    while owner.get(job.headers["Location"]).json()["status"] != "completed":
-        time.sleep(0.05)
+    assert owner.wait_for_job(job.headers["Location"], 30)["status"] == "completed"
     ids = {"contact_id": contact["id"], "list_id": lst["id"], "import_id": imported["importId"],
            "job_id": job.json()["id"]}
     before = _owner_view(owner)

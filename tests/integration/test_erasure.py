@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,7 @@ from events.contract import changed_fields
 from events.erasure import Eraser, pending
 from service.embedded import EmbeddedNats
 from tests.support import ThreadedWorker, pg_dump, read_stream, start_service
+from tests.waits import wait_until
 
 SECRETS = {
     "firstName": "Zebulonius", "lastName": "Quixotabyte", "email": "zq.erasure@example.org",
@@ -109,10 +109,9 @@ def test_purged_contact_leaves_no_personal_data_in_the_nats_store_files(fresh_da
         svc.wait_for_relay()
         needles = [b"Ozymandrel", b"Vexillographa", b"Quillifrond", b"254745777123", b"diagnosis-wrist-qzx",
                    b"arrears-qzx"]
-        deadline = time.monotonic() + 10  # the server writes its block files a moment after the ack
-        while not all(files_holding(server.store, n) for n in needles):
-            assert time.monotonic() < deadline, "the values never reached the store files"
-            time.sleep(0.1)
+        # The server writes its block files a moment after the ack.
+        wait_until(lambda: all(files_holding(server.store, n) for n in needles),
+                   "the values reached the store files", 10, 0.1)
 
         assert api.delete(f"/api/v1/contacts/{victim['id']}").status_code == 204
         assert api.delete_json("/api/v1/contacts/trash", {"ids": [victim["id"]]}).json() == {"purged": 1}
@@ -128,11 +127,9 @@ def test_purged_contact_leaves_no_personal_data_in_the_nats_store_files(fresh_da
 
 def _relayed(svc: Any) -> None:
     """Until the relay's checkpoint reaches the head (erasures may still be pending)."""
-    head = svc.container.head()
-    deadline = time.monotonic() + 30
-    while svc.worker.worker.relay.position() < head:
-        assert time.monotonic() < deadline, svc.worker.worker.relay.last_error
-        time.sleep(0.05)
+    head, relay = svc.container.head(), svc.worker.worker.relay
+    wait_until(lambda: relay.position() >= head,
+               lambda: f"the relay reached event {head} (last error: {relay.last_error})", 30)
 
 
 async def _drain(eraser: Eraser) -> int:

@@ -24,6 +24,7 @@ import pytest
 
 from tests.import_samples import _MAIN, _PARTS, contact_rows
 from tests.support import AccountClient, Service
+from tests.waits import wait_until
 
 MiB = 1024 * 1024
 
@@ -54,14 +55,11 @@ def jobs(service: Service, api: AccountClient) -> list[dict]:
     A queued job's end is stored (and may be projected by the worker's own loop) a moment
     before its upload is deleted, so the queue is given a few seconds to drain.
     """
-    deadline = time.monotonic() + 10
     with service.container.pool.connection() as conn:
-        while (queued := conn.execute("SELECT count(*) FROM import_queue WHERE account_id = %s",
-                                      (api.account_id,)).fetchone()[0]) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: conn.execute("SELECT count(*) FROM import_queue WHERE account_id = %s",
+                                        (api.account_id,)).fetchone()[0] == 0, "no upload is left in the queue", 10)
         rows = conn.execute("SELECT id, status, rows_read, imported, valid, invalid, skipped, error FROM imports"
                             " WHERE account_id = %s", (api.account_id,)).fetchall()
-    assert queued == 0, "an upload was left in the queue"
     keys = ("id", "status", "rows", "imported", "valid", "invalid", "skipped", "error")
     return [dict(zip(keys, row)) for row in rows]
 
@@ -118,13 +116,7 @@ def failed_import(api: AccountClient, response, asynchronous: bool) -> tuple[dic
 
 
 def wait_for_job(api: AccountClient, import_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = api.get(f"/api/v1/contacts/imports/{import_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        assert time.monotonic() < deadline, job
-        time.sleep(0.1)  # a client polling the job resource, as the API documents
+    return api.wait_for_job(f"/api/v1/contacts/imports/{import_id}", timeout)
 
 
 def assert_reported(service: Service, api: AccountClient, spool: Path, response, *,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from nats.js.api import RetentionPolicy
 from command.optout import is_stop
 from service.embedded import EmbeddedNats
 from tests.support import Service, start_service
+from tests.waits import wait_until, wait_until_async
 
 
 @pytest.mark.parametrize("body, stop", [("STOP", True), (" stop ", True), ("StopAll", True), ("unsubscribe", True),
@@ -28,26 +28,27 @@ def test_stop_words(body: str, stop: bool) -> None:
 async def _publish(url: str, subject: str, payloads: list[dict]) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
-    deadline = time.monotonic() + 20
-    while True:  # the worker creates the inbound stream when it starts
+
+    async def captured() -> bool:
         try:
-            await js.find_stream_name_by_subject(subject)
-            break
+            return bool(await js.find_stream_name_by_subject(subject))
         except nats.js.errors.NotFoundError:
-            assert time.monotonic() < deadline, "no stream captures the inbound subject"
-            await asyncio.sleep(0.1)
+            return False
+
+    # The worker creates the inbound stream when it starts.
+    await wait_until_async(captured, f"a stream captures the inbound subject {subject}", 20, 0.1)
     for payload in payloads:
         await js.publish(subject, json.dumps(payload).encode())
     await nc.close()
 
 
 def _wait_opted_out(api, contact_id: str, expected: bool, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    def seen() -> dict | None:
         contact = api.get(f"/api/v1/contacts/{contact_id}").json()
-        if contact["isOptedOut"] is expected or time.monotonic() > deadline:
-            return contact
-        time.sleep(0.1)  # the consumer runs in the worker; poll as a client would
+        return contact if contact["isOptedOut"] is expected else None
+
+    # The consumer runs in the worker; poll as a client would.
+    return wait_until(seen, f"contact {contact_id} has isOptedOut {expected}", timeout, 0.1)
 
 
 def test_inbound_stop_from_a_known_number_opts_the_contact_out(service: Service) -> None:
@@ -80,10 +81,12 @@ async def _inbound_stream_info(url: str, stream: str, messages: int, timeout: fl
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        deadline = time.monotonic() + timeout
-        while (info := await js.stream_info(stream)).state.messages != messages and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        return info
+
+        async def holding() -> object | None:
+            info = await js.stream_info(stream)
+            return info if info.state.messages == messages else None
+
+        return await wait_until_async(holding, f"stream {stream} holds {messages} message(s)", timeout, 0.1)
     finally:
         await nc.close()
 
@@ -122,10 +125,9 @@ def test_a_handled_inbound_sms_leaves_no_number_in_the_stream_or_its_files(fresh
         assert (info.state.messages, info.state.first_seq) == (1, 3)  # only the message being handled
 
         files = [p for p in (server.store / "jetstream" / "$G" / "streams" / stream).rglob("*") if p.is_file()]
-        deadline = time.monotonic() + 10  # the server writes the block a moment after the publish
-        while not any(b"254700333444" in p.read_bytes() for p in files):
-            assert time.monotonic() < deadline, "the pending message never reached the store files"
-            time.sleep(0.1)
+        # The server writes the block a moment after the publish.
+        wait_until(lambda: any(b"254700333444" in p.read_bytes() for p in files),
+                   "the pending message reached the store files", 10, 0.1)
         for number in (b"254799111222", b"254745666321"):
             assert [str(p) for p in files if number in p.read_bytes()] == [], f"{number!r} still on disk"
 

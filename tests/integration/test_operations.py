@@ -7,6 +7,7 @@ import time
 from command.context import Actor
 from service.embedded import free_port
 from tests.support import Service, start_service
+from tests.waits import wait_until, wait_until_async
 
 
 def test_ready_when_database_and_nats_answer(service: Service) -> None:
@@ -48,10 +49,8 @@ def test_the_worker_projects_events_no_request_waited_for(service: Service) -> N
     actor = Actor(account_id=api.account_id, sub="tester", request_id="stored-only")
     for i in range(3):
         service.container.app.create_list(actor, f"stored only {i}", None)  # no catch-up after it
-    deadline = time.monotonic() + 10
-    while len(api.get("/api/v1/contact-lists").json()) < 3:
-        assert time.monotonic() < deadline, "the worker did not project events stored without a catch-up"
-        time.sleep(0.05)
+    wait_until(lambda: len(api.get("/api/v1/contact-lists").json()) >= 3,
+               "the worker projected the events stored without a catch-up", 10)
 
 
 def test_the_import_queue_survives_a_database_outage(service: Service, monkeypatch) -> None:
@@ -76,9 +75,11 @@ def test_the_import_queue_survives_a_database_outage(service: Service, monkeypat
     async def run() -> None:
         worker = Worker(service.container, "")
         loop = asyncio.create_task(worker._imports())
-        while len(calls) < 2 and not loop.done():
-            worker.imports_wakeup.set()
-            await asyncio.sleep(0.05)
+        async def tried_twice() -> bool:
+            worker.imports_wakeup.set()  # each wake-up is one claim
+            return len(calls) >= 2 or loop.done()
+
+        await wait_until_async(tried_twice, "the import loop asked for a job twice", 10)
         worker.stop.set()
         worker.imports_wakeup.set()
         await asyncio.wait_for(loop, 10)  # raises if the loop died of the outage
@@ -98,14 +99,12 @@ def test_serve_starts_its_worker_again_when_it_dies() -> None:
     try:
         first = child.proc
         first.kill()
-        deadline = time.monotonic() + 10
-        while (child.proc is first or child.proc.poll() is not None) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: child.proc is not first and child.proc.poll() is None, "a new child runs", 10)
         assert child.proc is not first and child.proc.poll() is None and child.restarts == 1
     finally:
         child.stop(5)
     assert child.proc.poll() is not None  # stopped with serve, not restarted
-    time.sleep(1.5)
+    time.sleep(1.5)  # no wait on a condition: the behaviour is that nothing happens in this time
     assert child.restarts == 1
 
 

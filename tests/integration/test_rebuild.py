@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from projections.read_model import READ_TABLES
 from projections.rebuild import RebuildSwapError, rebuild
 from tests.support import Service, start_service
+from tests.waits import wait_until
 
 
 def _snapshot(database_url: str) -> dict[str, list[Any]]:
@@ -44,13 +44,6 @@ def _in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str, A
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, outcome
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def test_rebuild_gives_identical_tables_and_the_api_keeps_working(fresh_database: str, nats_url: str) -> None:
@@ -103,10 +96,11 @@ def test_the_swap_backs_off_from_a_reader_that_holds_a_table_it_needs(
         with caplog.at_level("INFO", logger="projections.rebuild"):
             thread, outcome = _in_thread(lambda: _rebuild(svc, fresh_database))
             # The swap holds ``contacts`` and waits for the reader's ``contact_tags``.
-            _wait_for(lambda: watch.execute(
+            wait_until(lambda: watch.execute(
                 "SELECT coalesce(bool_or(relation = %s AND mode = 'AccessExclusiveLock' AND granted)"
                 " AND bool_or(relation = %s AND NOT granted), false) FROM pg_locks WHERE pid <> %s",
-                (contacts, tags, reader.info.backend_pid)).fetchone()[0])
+                (contacts, tags, reader.info.backend_pid)).fetchone()[0],
+                "the swap holds contacts and waits for the reader's contact_tags", 30, 0.005)
             assert reader.execute("SELECT count(*) FROM contacts").fetchone()[0] == 5
             reader.execute("COMMIT")
             thread.join(60)
