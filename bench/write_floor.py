@@ -19,6 +19,7 @@ Needs ``wrk`` (Debian: ``apt-get install wrk``).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -179,7 +180,8 @@ def run(connections: int, seconds: float, rounds: int, log: Any = print) -> dict
     scripts.mkdir()
     (scripts / "create.lua").write_text(CREATE_LUA)
     (scripts / "ids.lua").write_text(IDS_LUA)
-    result: dict[str, Any] = {"connections": connections, "seconds": seconds, "rounds": rounds, "runs": []}
+    result: dict[str, Any] = {"connections": connections, "seconds": seconds, "rounds": rounds, "runs": [],
+                              **_context()}
     floor_port = free_port()
     from bench import floor
 
@@ -246,7 +248,15 @@ def run(connections: int, seconds: float, rounds: int, log: Any = print) -> dict
     finally:
         stop_process(floor_proc)
         pg.stop()
+    result["load_average_end"] = list(os.getloadavg())  # the machine is shared: compare within a run
     return result
+
+
+def _context() -> dict[str, Any]:
+    """When, on which code, and how busy the machine was at the start."""
+    code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    return {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code": code.stdout.strip() or None,
+            "load_average_start": list(os.getloadavg())}
 
 
 def wait_healthy_floor(proc: subprocess.Popen, url: str, timeout: float = 30) -> None:
@@ -266,7 +276,9 @@ def wait_healthy_floor(proc: subprocess.Popen, url: str, timeout: float = 30) ->
 def print_summary(result: dict[str, Any]) -> None:
     f, s = result["floor"], result["service"]
     print(f"POST /api/v1/contacts, {result['connections']} connections, {result['rounds']} alternating rounds of"
-          f" {result['seconds']:g} s each:")
+          f" {result['seconds']:g} s each (code {result.get('code')}, {result.get('utc')}, load average"
+          f" {result.get('load_average_start', ['?'])[0]} at the start, {result.get('load_average_end', ['?'])[0]}"
+          " at the end):")
     print(f"  floor   {f['requests_per_s']:>8,.0f} writes/s  p50 {f['p50_ms']:>7} ms  p99 {f['p99_ms']:>7} ms")
     print(f"  service {s['requests_per_s']:>8,.0f} writes/s  p50 {s['p50_ms']:>7} ms  p99 {s['p99_ms']:>7} ms")
     print(f"  ratio service/floor: {result['ratio']}x; busy backends waiting for a lock: {s['lock_wait_share']:.1%}")

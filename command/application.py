@@ -21,7 +21,7 @@ from command.domain import BulkAction, Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
-from command.unit_of_work import Projector, UnitOfWork
+from command.unit_of_work import Outbox, Projector, UnitOfWork
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall
@@ -51,12 +51,14 @@ class ContactsApplication(Application):
     directory: OperatorDirectory
     hash_key: bytes
 
-    def __init__(self, env: dict[str, str], *, keys: KeyStore, default_region: str, projector: Projector):
+    def __init__(self, env: dict[str, str], *, keys: KeyStore, default_region: str, projector: Projector,
+                 outbox: Outbox | None = None):
         self.keys = keys
         env = {**env, "APPLICATION_RECORDER_TOPIC": "command.recorder:ContactsRecorder"}
         super().__init__(env)
         self.default_region = default_region
-        self.unit_of_work = UnitOfWork(self.recorder.datastore, self.mapper, projector, self.recorder.channel_name)
+        self.unit_of_work = UnitOfWork(self.recorder.datastore, self.mapper, projector, self.recorder.channel_name,
+                                       outbox)
 
     def construct_transcoder(self) -> MsgspecJSONTranscoder:
         transcoder = MsgspecJSONTranscoder()
@@ -194,26 +196,37 @@ class ContactsApplication(Application):
 
     # -- contacts ------------------------------------------------------------------------
 
+    @retry_on_conflict
     def create_contact(self, actor: Actor, *, phone: str, region: str | None = None,
                        pii: dict[str, Any], tags: list[str], list_ids: list[UUID],
                        is_opted_out: bool = False) -> Contact:
-        """A new contact (its state as stored: the caller can answer with it, no read needed)."""
+        """A new contact (its state as stored: the caller can answer with it, no read needed).
+
+        The number's claim comes first and answers its holder and opt-out; the contact is
+        built after it (``UnitOfWork.commit_claimed``), so no look-up precedes the write.
+        """
         parsed = self.parse(phone, region)
         list_ids = self.check_lists(actor, list_ids)
-        for _ in range(3):
-            contact_id = uuid4()
-            rid, suppressed = self.check_phone_free(actor, parsed, contact_id)
-            contact = Contact.create(
+        contact_id = uuid4()
+        rid = reservation_id(self.hash_key, actor.account_id, parsed.e164)
+        made: list[Contact] = []
+
+        def build(holder: UUID | None, suppressed: bool) -> list[Any]:
+            if holder != contact_id:
+                raise PhoneTakenError(f"phone {parsed.e164} already belongs to contact {holder}",
+                                      field="phone", extra={"contactId": str(holder)})
+            made.append(Contact.create(
                 actor, contact_id=contact_id, pii={**pii, "phone": parsed.e164}, tags=tags, list_ids=list_ids,
                 is_opted_out=is_opted_out or suppressed,
                 directory_match=self.directory.classify(parsed), reservation_id=rid,
-            )
-            try:
-                self.save_all(contact, account_id=actor.account_id, claims=[(rid, contact_id)])
-                return contact
-            except IntegrityError:
-                continue  # a concurrent claim won: check again and report who holds it
-        raise ConcurrencyError("the phone number changed hands concurrently; retry the request")
+            ))
+            return made[0].collect_events()
+
+        with self.keys.batch([]):  # the new key, for sealing the events and their messages
+            new_keys = self.keys.generate([contact_id])
+            self.unit_of_work.commit_claimed((rid, contact_id), build, account_id=actor.account_id,
+                                             new_keys=new_keys)
+        return made[0]
 
     @retry_on_conflict
     def update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any],

@@ -57,11 +57,17 @@ DO $$ BEGIN
         ALTER TABLE contacts_events ALTER COLUMN state SET STORAGE EXTERNAL;
     END IF;
 END $$;
+-- Each event's NATS messages, encoded (and sealed) once by the unit of work: the relay
+-- completes and sends them (events/outbox.py). NULL for events stored before the column,
+-- which the relay decodes as it always did.
+ALTER TABLE contacts_events ADD COLUMN IF NOT EXISTS messages bytea;
 -- The unit of work's append (command/unit_of_work.py): the events table's lock, the
--- events, the read model's position and the relay's wake-up in one statement, so the
--- lock is taken and used without a round trip to the client in between.
+-- events with their messages, the read model's position and the relay's wake-up in one
+-- statement, so the lock is taken and used without a round trip to the client in between.
+DROP FUNCTION IF EXISTS append_events(uuid[], integer[], text[], bytea[], text, text);  -- before messages
 CREATE OR REPLACE FUNCTION append_events(
-    p_ids uuid[], p_versions integer[], p_topics text[], p_states bytea[], p_projection text, p_channel text)
+    p_ids uuid[], p_versions integer[], p_topics text[], p_states bytea[], p_messages bytea[], p_projection text,
+    p_channel text)
     RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     last_id bigint;
@@ -71,12 +77,31 @@ BEGIN
     -- the lock, where concurrent writers share one flush (group commit).
     PERFORM set_config('synchronous_commit', 'off', true);
     LOCK TABLE contacts_events IN EXCLUSIVE MODE;
-    WITH e AS (INSERT INTO contacts_events (originator_id, originator_version, topic, state)
-               SELECT * FROM unnest(p_ids, p_versions, p_topics, p_states) RETURNING notification_id)
+    WITH e AS (INSERT INTO contacts_events (originator_id, originator_version, topic, state, messages)
+               SELECT * FROM unnest(p_ids, p_versions, p_topics, p_states, p_messages) RETURNING notification_id)
     SELECT max(notification_id) INTO last_id FROM e;
     UPDATE projection_tracking SET position = last_id, updated_at = now() WHERE name = p_projection;
     PERFORM pg_notify(p_channel, '');
     RETURN last_id;
+END $$;
+-- A single create's claim (UnitOfWork.commit_claimed): the number is taken if it is free
+-- (or already this contact's), and the answer says who holds it and whether it carries an
+-- opt-out, so the contact's event is built after it and no look-up goes before it. A
+-- concurrent claim of the same number waits here for the other transaction, then sees its
+-- holder.
+CREATE OR REPLACE FUNCTION claim_phone(p_id uuid, p_account uuid, p_contact uuid, OUT holder uuid,
+                                       OUT suppressed boolean)
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO phone_reservations AS r (reservation_id, account_id, contact_id)
+    VALUES (p_id, p_account, p_contact)
+    ON CONFLICT (reservation_id) DO UPDATE SET contact_id = EXCLUDED.contact_id, import_id = NULL, updated_at = now()
+        WHERE r.contact_id IS NULL OR r.contact_id = EXCLUDED.contact_id
+    RETURNING r.contact_id, r.suppressed INTO holder, suppressed;
+    IF NOT FOUND THEN
+        SELECT r.contact_id, r.suppressed INTO holder, suppressed FROM phone_reservations r
+        WHERE r.reservation_id = p_id;
+    END IF;
 END $$;
 CREATE OR REPLACE FUNCTION claim_phone_reservations(
     p_ids uuid[], p_account uuid, p_contacts uuid[], p_import uuid) RETURNS void

@@ -12,11 +12,13 @@ free of deadlocks:
 1. keys, claims, idempotency key, releases and import origins (row locks on write-side
    tables only: nothing done after the lock touches them, so a writer waiting for the
    lock never holds what the lock's holder needs; claims in one order, so two imports
-   never deadlock on each other's numbers);
-2. ``append_events`` (``command/recorder.py``), one statement: ``LOCK`` the events table
+   never deadlock on each other's numbers); a new contact's claim answers the
+   number's holder and opt-out, and its events are built after it (``commit_claimed``);
+2. ``append_events`` (``command/schema.sql``), one statement: ``LOCK`` the events table
    (from here to the commit writers are serialised, so notification ids are in commit
-   order and the relay never passes a gap that fills later), the events, the
-   projection's position and the relay's wake-up;
+   order and the relay never passes a gap that fills later), the events with their NATS
+   messages (encoded and sealed before the lock: ``events/outbox.py``), the projection's
+   position and the relay's wake-up;
 3. the projector's statements, from the events in memory (no read-back, no decryption),
    and from the contacts' rows it read before the lock (``prefetch``), so no statement
    under the lock waits for an answer;
@@ -31,8 +33,8 @@ the write answers an error and nothing is stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -61,14 +63,23 @@ class Projector(Protocol):
     def forget(self) -> None: ...
 
 
+class Outbox(Protocol):
+    """Encodes an event's published messages before it is stored (``events/outbox.py``), sealing personal
+    data with the contact's key from ``key_of``."""
+
+    def __call__(self, event: Any, key_of: Any) -> bytes | None: ...
+
+
 class UnitOfWork:
     """Commits a command: events, write-side rows and read-table rows in one transaction."""
 
-    def __init__(self, datastore: Any, mapper: Mapper, projector: Projector, channel: str):
+    def __init__(self, datastore: Any, mapper: Mapper, projector: Projector, channel: str,
+                 outbox: Outbox | None = None):
         self.datastore = datastore
         self.mapper = mapper
         self.projector = projector
         self.channel = channel
+        self.outbox = outbox
 
     def commit(self, events: Sequence[Any], *, account_id: UUID | None = None,
                claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
@@ -84,34 +95,75 @@ class UnitOfWork:
         """
         if not events:
             return
-        if stored is None:
-            stored = [self.mapper.to_stored_event(event) for event in events]  # sealed before any lock
+        encoded = self._encode(events, stored)  # sealed before any lock
         new_keys = new_keys or {}
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
         # work, never across a round trip or this process's wait for the GIL. An import
         # batch writes by COPY, which a pipeline cannot carry.
         pipelined = len(new_keys) <= SMALL_KEY_SET and _import_of(events) is None
+        with self._transaction(pipelined) as cur:
+            self._write_side(cur, events, account_id, sorted(claims), list(releases), list(origins),
+                             new_keys, idempotency)
+            self._append(cur, events, *encoded)
+
+    def commit_claimed(self, claim: tuple[UUID, UUID], build: Callable[[UUID | None, bool], Sequence[Any]], *,
+                       account_id: UUID, new_keys: dict[UUID, bytes]) -> None:
+        """A new contact: claim its number first, then store the events ``build(holder, suppressed)`` makes.
+
+        The claim answers who holds the number (the new contact, if it was free) and whether
+        it carries an opt-out, so no look-up precedes it: one statement and one pool checkout
+        less per create than looking first. ``build`` raises to refuse (the number is held),
+        which stores nothing.
+        """
+        with self._transaction(pipelined=True) as cur:
+            cur.execute("WITH k AS (INSERT INTO contact_keys (contact_id, key)"
+                        " SELECT * FROM unnest(%s::uuid[], %s::bytea[]))"
+                        " SELECT holder, suppressed FROM claim_phone(%s, %s, %s)",
+                        (list(new_keys), list(new_keys.values()), claim[0], account_id, claim[1]))
+            holder, suppressed = cur.fetchone()
+            events = build(holder, suppressed)
+            self._append(cur, events, *self._encode(events))
+
+    def _encode(self, events: Sequence[Any], stored: Sequence[StoredEvent] | None = None
+                ) -> tuple[Sequence[Any], list[bytes | None] | None]:
+        """The events as stored (personal fields sealed) and their NATS messages (events/outbox.py)."""
+        if stored is None:
+            stored = [self.mapper.to_stored_event(event) for event in events]
+        # Encoded (and sealed) here from the events in memory, so the relay sends bytes
+        # instead of decoding and decrypting each event again.
+        messages = [self.outbox(e, self.mapper._key) for e in events] if self.outbox is not None else None
+        return stored, messages
+
+    @contextmanager
+    def _transaction(self, pipelined: bool) -> Iterator[Cursor[Any]]:
+        """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``)."""
         try:
             with self.datastore.get_connection() as conn:
-                with conn.pipeline() if pipelined else nullcontext(), conn.transaction(), \
-                        conn.cursor(row_factory=tuple_row) as cur:
-                    self._write_side(cur, events, account_id, sorted(claims), list(releases), list(origins),
-                                     new_keys, idempotency)
-                    self.projector.prefetch(list(events), cur)
-                    # The states go in binary (%b): as text, psycopg's list dumper escapes every
-                    # byte of an import batch's half a megabyte in Python (py-spy: 13 % of the
-                    # API's CPU during an import); binary is a copy.
-                    cur.execute("SELECT append_events(%s::uuid[], %s::integer[], %s::text[], %b::bytea[], %s, %s)", (
-                        uuid_array(s.originator_id for s in stored), _literal(s.originator_version for s in stored),
-                        [s.topic for s in stored], [s.state for s in stored], self.projector.name, self.channel))
-                    for event in events:
-                        self.projector.apply(event, cur)
-                wait_for_flush(conn)
+                with conn.pipeline() if pipelined else nullcontext():
+                    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+                        yield cur
+                    # In a pipeline the flush wait travels with the transaction: one round trip
+                    # for both, and the pipeline's exit raises if either failed.
+                    wait_for_flush(conn)
         except psycopg.errors.DeadlockDetected as exc:  # two claims crossed: retried like a lost race
             raise IntegrityError(str(exc)) from exc
         finally:
             self.projector.forget()
+
+    def _append(self, cur: Cursor[Any], events: Sequence[Any], stored: Sequence[Any],
+                messages: list[bytes | None] | None) -> None:
+        """The events under the events table's lock, then the projector's statements (steps 2 and 3)."""
+        self.projector.prefetch(list(events), cur)
+        # The states go in binary (%b): as text, psycopg's list dumper escapes every byte of
+        # an import batch's half a megabyte in Python (py-spy: 13 % of the API's CPU during
+        # an import); binary is a copy.
+        cur.execute("SELECT append_events(%s::uuid[], %s::integer[], %s::text[], %b::bytea[], %s::bytea[], %s, %s)",
+                    (uuid_array(s.originator_id for s in stored), _literal(s.originator_version for s in stored),
+                     [s.topic for s in stored], [s.state for s in stored], messages, self.projector.name,
+                     self.channel))
+        for event in events:
+            self.projector.apply(event, cur)
 
     @staticmethod
     def _write_side(cur: Cursor[Any], events: Sequence[Any], account_id: UUID | None,

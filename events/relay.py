@@ -5,6 +5,8 @@ The relay reads the notification log after its checkpoint, publishes a batch wit
 duplicate window), waits for every ack, and only then moves its checkpoint in
 PostgreSQL. A crash between publish and checkpoint republishes the batch, which the
 stream deduplicates. NATS being down only delays the relay: API writes never touch NATS.
+The messages themselves were encoded when the event was stored (events/outbox.py): the
+relay adds the subject prefix and the sequence, opening sealed ones with one decryption.
 
 A ``contact.purged`` message is the one exception: the relay queues it in
 ``pending_erasures`` with its checkpoint, and the worker's eraser publishes it once it
@@ -17,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+from uuid import UUID
 
 import msgspec
 import nats
@@ -25,10 +28,11 @@ import psycopg
 from nats.js.api import StorageType, StreamConfig
 from psycopg_pool import ConnectionPool
 
+from command.crypto import KeyStore
 from command.domain import IMPORT_BATCH_TOPICS
 from command.notification_log import LogFollower
-from command.unit_of_work import wait_for_flush
-from events import erasure, locks
+from command.unit_of_work import EVENTS_TABLE, wait_for_flush
+from events import erasure, locks, outbox
 from events.contract import to_messages
 from events.leader import Leader
 
@@ -42,12 +46,13 @@ class Relay(Leader):
 
     name, lock_key, idle_s = "relay", locks.RELAY, 1.0
 
-    def __init__(self, pool: ConnectionPool, select_notifications: Callable[..., Any],
-                 decode: Callable[[list[Any]], list[Any]], *, nats_url: str, database_url: str, stream: str,
-                 subject_prefix: str, duplicate_window_s: int, batch_size: int = 500, replicas: int = 1):
+    def __init__(self, pool: ConnectionPool, decode: Callable[[list[Any]], list[Any]], keys: KeyStore, *,
+                 nats_url: str, database_url: str, stream: str, subject_prefix: str, duplicate_window_s: int,
+                 batch_size: int = 500, replicas: int = 1):
         self.pool = pool
-        self.follower = LogFollower(pool, select_notifications, batch_size)
-        self.decode = decode
+        self.follower = LogFollower(pool, self._select, batch_size)
+        self.decode = decode  # stored events to domain events: only for those stored without their messages
+        self.keys = keys
         self.nats_url = nats_url
         self.database_url = database_url
         super().__init__()
@@ -139,11 +144,36 @@ class Relay(Leader):
             await asyncio.to_thread(self._checkpoint, notifications[-1].id, erasures)
             self.published_total = total
 
-    def _messages(self, notifications: list[Any]) -> list[tuple[int, Any]]:
-        messages = []
-        for n, event in zip(notifications, self.decode(notifications)):
-            messages.extend((n.id, m) for m in to_messages(event, n.id, self.prefix))
-        return messages
+    def _select(self, start: int, limit: int, inclusive_of_start: bool = False) -> list[Stored]:
+        """The notifications after ``start`` with their stored messages (the state only where there are none)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(f"SELECT notification_id, originator_id, originator_version, topic, CASE WHEN"
+                                f" messages IS NULL THEN state END, messages FROM {EVENTS_TABLE}"
+                                f" WHERE notification_id {'>=' if inclusive_of_start else '>'} %s"
+                                " ORDER BY notification_id LIMIT %s", (start, limit)).fetchall()
+        return [Stored(*row) for row in rows]
+
+    def _messages(self, notifications: list[Stored]) -> list[tuple[int, Any]]:
+        """The messages of each notification: the stored ones completed (one query for the keys they need),
+        else decoded from the event (stored before its messages were, or its contact's key is gone)."""
+        frames = {n.id: outbox.decode(n.messages) for n in notifications if n.messages is not None}
+        keys = self.keys.get_many(outbox.sealed_by(frames.values()))
+        done = {position: outbox.complete(f, position, self.prefix, keys) for position, f in frames.items()}
+        stale = [n for n in notifications if done.get(n.id) is None]
+        if stale:
+            # A purged contact's key is gone: decoding its event yields the ``erased`` message.
+            for n, event in zip(stale, self.decode(self._with_state(stale))):
+                done[n.id] = to_messages(event, n.id, self.prefix)
+        return [(n.id, m) for n in notifications for m in done[n.id]]
+
+    def _with_state(self, notifications: list[Stored]) -> list[Stored]:
+        missing = [n.id for n in notifications if n.state is None]
+        if not missing:
+            return notifications
+        with self.pool.connection() as conn:
+            states = dict(conn.execute(f"SELECT notification_id, state FROM {EVENTS_TABLE}"
+                                       " WHERE notification_id = ANY(%s)", (missing,)).fetchall())
+        return [n if n.state is not None else n._replace(state=bytes(states[n.id])) for n in notifications]
 
     # -- leadership (events/leader.py) ------------------------------------------------------
 
@@ -217,6 +247,17 @@ class AckWindow:
         if self.refused is not None:
             refused, self.refused = self.refused, None
             raise RuntimeError(f"JetStream refused a message: {refused}")
+
+
+class Stored(NamedTuple):
+    """One row of the notification log as the relay reads it."""
+
+    id: int
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    state: bytes | None      # read only for an event stored without its messages
+    messages: bytes | None   # events/outbox.py
 
 
 def _ack_error(data: bytes) -> str | None:

@@ -15,6 +15,7 @@ from command import operator_prefixes
 from command.application import ContactsApplication
 from command.crypto import KeyStore
 from command.unit_of_work import EVENTS_TABLE
+from events import outbox
 from events.relay import Relay
 from projections.read_model import ReadModelProjector
 from projections.runner import ProjectionRunner
@@ -58,7 +59,7 @@ class Container:
     pool: ConnectionPool
 
     def relay(self, nats_url: str) -> Relay:
-        return Relay(self.pool, self.app.recorder.select_notifications, self.app.decode,
+        return Relay(self.pool, self.app.decode, self.app.keys,
                      nats_url=nats_url, database_url=self.database_url, stream=self.settings.nats_stream,
                      subject_prefix=self.settings.nats_subject_prefix,
                      duplicate_window_s=self.settings.nats_duplicate_window_s, replicas=self.settings.nats_replicas)
@@ -113,7 +114,7 @@ def build(settings: Settings, database_url: str) -> Container:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (locks.SCHEMA,))
         try:
-            app = ContactsApplication(env, keys=keys, projector=ReadModelProjector(),
+            app = ContactsApplication(env, keys=keys, projector=ReadModelProjector(), outbox=outbox.encode,
                                       default_region=settings.default_region)
             # eventsourcing offers only "always ping" or "never": its pool takes ours (psycopg_pool
             # keeps the check in ``_check``, read at every checkout).

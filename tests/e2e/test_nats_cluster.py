@@ -150,6 +150,7 @@ def test_losing_the_stream_leader_and_then_the_worker_too_loses_and_doubles_noth
         procs = [_process("api", fresh_database, cluster.url, svc.settings, tmp_path, CONTACTS_PORT=str(p))
                  for p in ports]
         worker = _process("worker", fresh_database, cluster.url, svc.settings, tmp_path)
+        procs.append(worker)  # stopped by the finally even when a wait fails (it was left running)
         bases = [f"http://127.0.0.1:{p}" for p in ports]
         for base in bases:
             wait_healthy(base)
@@ -173,10 +174,10 @@ def test_losing_the_stream_leader_and_then_the_worker_too_loses_and_doubles_noth
             time.sleep(DOWN_S)
             cluster.start(leader)
             worker = _process("worker", fresh_database, cluster.url, svc.settings, tmp_path)
+            procs.append(worker)
             started = time.monotonic()
             _leader(cluster, stream)
             time.sleep(1)
-        procs.append(worker)
         wait_relayed(fresh_database, 90)
         timings["relay lag zero after node and worker restart"] = time.monotonic() - started
         assert load.answers and set(load.answers) <= {200, 201}, sorted(set(load.answers))

@@ -152,3 +152,48 @@ def test_order_per_aggregate_holds_under_concurrent_writes(service: Service) -> 
     for seq in versions.values():
         assert seq == list(range(1, len(seq) + 1))
     assert sum(len(seq) for seq in versions.values()) == 44
+
+
+def test_the_relay_sends_the_messages_stored_with_each_event_sealed_where_personal(service: Service) -> None:
+    """Each event is stored with its messages (personal data sealed with the contact's key): the relay sends
+    byte for byte what decoding the event builds, and no personal value lies in clear beside the event."""
+    from events.contract import to_messages
+
+    api = service.client()
+    relay = service.worker.worker.relay
+    head = service.container.head()
+    lst = api.create_list("outbox")
+    c = api.create_contact("+254712345671", firstName="Sealedfirst", tags=["sealedtag"], listIds=[lst["id"]])
+    api.patch(f"/api/v1/contacts/{c['id']}", json={"lastName": "Sealedlast", "isOptedOut": True})
+    imported = api.post("/api/v1/contacts/import", files={"file": ("c.csv", b"phone,firstName\n0712000071,Sealedrow\n")})
+    assert imported.status_code == 201 and imported.json()["imported"] == 1, imported.text
+    service.wait_for_relay()
+    rows = relay._select(head, 1000)
+    batches = [n for n in rows if "RowsImported" in n.topic]  # decoded by the relay, as before
+    assert len(rows) == 7 and len(batches) == 1 and batches[0].messages is None and batches[0].state is not None
+    assert all(n.messages is not None and n.state is None for n in rows if n not in batches)
+    stored = b"".join(n.messages or b"" for n in rows)
+    for secret in (b"Sealedfirst", b"sealedtag", b"Sealedlast", b"712345671", b"Sealedrow", b"712000071"):
+        assert secret not in stored
+    sent = relay._messages(rows)
+    decoded = [(n.id, m) for n, event in zip(rows, service.container.app.decode(relay._with_state(rows)))
+               for m in to_messages(event, n.id, relay.prefix)]
+    assert sent == decoded
+    payloads = [m.payload for _, m in sent]
+    assert any(b"Sealedfirst" in p for p in payloads) and any(b"Sealedrow" in p for p in payloads)
+    subject = f"{service.settings.nats_subject_prefix}.{api.account_id}.>"
+    stream = asyncio.run(read_stream(service.nats_url, service.settings.nats_stream, subject))
+    assert [m.data for m in stream] == payloads
+
+
+def test_a_message_whose_contact_was_purged_before_the_relay_read_it_goes_out_erased(service: Service) -> None:
+    api = service.client()
+    relay = service.worker.worker.relay
+    c = api.create_contact("+254712345672", firstName="Gonebefore", tags=["gonetag"])
+    [created] = [n for n in relay._select(service.container.head() - 1, 10)]
+    api.delete(f"/api/v1/contacts/{c['id']}")
+    assert api.delete_json("/api/v1/contacts/trash", {"ids": [c["id"]]}).json() == {"purged": 1}
+    [(_, message)] = relay._messages([created])  # the key is gone: decoded from the event, erased
+    data = json.loads(message.payload)["data"]
+    assert data["erased"] is True and "firstName" not in data and data["tags"] == []
+    assert b"Gonebefore" not in message.payload and b"gonetag" not in message.payload

@@ -101,6 +101,23 @@ def test_same_phone_twice_in_an_account_is_409(service: Service) -> None:
     assert r.json()["contactId"] == first["id"]
 
 
+def test_a_refused_create_stores_nothing_not_even_its_key(service: Service) -> None:
+    """The claim answers before the contact is built: a 409 leaves no event, key or reservation change behind."""
+    api = service.client()
+    first = api.create_contact("0712345699", firstName="Holder")
+
+    def counts() -> tuple[int, int]:
+        with service.container.pool.connection() as conn:
+            return conn.execute("SELECT (SELECT count(*) FROM contacts_events), (SELECT count(*) FROM contact_keys)"
+                                ).fetchone()
+
+    before = counts()
+    r = api.post("/api/v1/contacts", json={"phone": "+254712345699", "firstName": "Intruder"})
+    assert r.status_code == 409 and r.json()["contactId"] == first["id"]
+    assert counts() == before
+    assert api.get(f"/api/v1/contacts/{first['id']}").json()["firstName"] == "Holder"
+
+
 def test_another_account_may_hold_the_same_number(service: Service) -> None:
     a, b = service.client(), service.client()
     assert a.create_contact("0712345678")["phone"] == b.create_contact("0712345678")["phone"]

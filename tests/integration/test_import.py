@@ -374,8 +374,8 @@ def test_a_resumed_import_continues_after_its_last_stored_row(service: Service, 
 def test_a_batch_that_loses_a_number_while_stored_is_redone_and_so_is_the_batch_resolved_behind_it(
         service: Service) -> None:
     from command.context import Actor
-    from command.import_files import ImportRow
-    from command.importing import ImportService
+    from command.imports.rows import ImportRow
+    from command.imports.service import ImportService
 
     api = service.client()
     actor = Actor(api.account_id, "tester", "race-test")
