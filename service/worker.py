@@ -66,14 +66,13 @@ class Worker:
         return self.container.relay(self.nats_url) if self.nats_url else None
 
     def _relay_task(self) -> Coroutine[Any, Any, None] | None:
+        """What publishes to NATS: here, this process's relay (none without NATS)."""
         return self.relay.run(self.stop) if self.relay is not None else None
 
-    def _wake_for_events(self) -> None:
+    def _wake(self) -> None:
+        """Wake the relay (if this process runs it) and the import slots: the first round at start."""
         if self.relay is not None:
             self.relay.wakeup.set()
-
-    def _wake(self) -> None:
-        self._wake_for_events()
         self.imports_wakeup.set()
 
     async def _imports(self) -> None:
@@ -119,7 +118,7 @@ class Worker:
             # Every write notifies the events channel: only a process that relays listens to it
             # (a wake-up per write cost the worker 0.14 ms of CPU per write while its relay ran
             # in the child process).
-            wakers[self.container.app.recorder.channel_name] = self._wake_for_events
+            wakers[self.container.app.recorder.channel_name] = self.relay.wakeup.set
         jobs = [listen(self.container.database_url, wakers, self.stop), self._retention(), self._imports(),
                 self._relay_task()]
         if self.eraser is not None:
@@ -143,6 +142,7 @@ class WorkerWithRelayChild(Worker):
         return None  # the child relays; this process only keeps it running
 
     def _relay_task(self) -> Coroutine[Any, Any, None] | None:
+        """What publishes to NATS: here, the supervisor of the relay child (none without NATS)."""
         return self._relay_child() if self.nats_url else None
 
     async def _relay_child(self) -> None:
