@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import msgspec
+from msgspec import UNSET
 
 from command.domain import BulkAction, Contact, ContactImport, ContactList
+from events import payloads
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c4f56-3c2e-4d8e-9a53-2f6f3f5b7c11")
 SOURCE = "urn:contacts-service"
@@ -43,11 +45,6 @@ def _pii(values: dict[str, Any]) -> dict[str, Any]:
     return _camel({k: v for k, v in values.items() if k in PUBLISHED_PII})
 
 
-def _erased(values: dict[str, Any]) -> dict[str, Any]:
-    """``{"erased": true}`` when the contact was purged before this message went out: its personal fields are gone."""
-    return {"erased": True} if values.get("erased") else {}
-
-
 def changed_fields(event: Any) -> list[str]:
     """The names of the fields a ``Contact.Updated`` changed, even once its values were erased (purge)."""
     names = [k for k in event.pii if k not in ("erased", "erased_fields")]
@@ -55,16 +52,15 @@ def changed_fields(event: Any) -> list[str]:
     return sorted({camel(k) for k in [*names, *event.changes] if k != "reservation_id"})
 
 
-def counts(stored: dict[str, int]) -> dict[str, int]:
+def counts(stored: dict[str, int]) -> payloads.Counts:
     """An import's counts as published: ``rows`` (rows read), as the HTTP API says it.
 
     The events store the count of rows read as ``read``; v1 messages carried that name, so
     they keep ``read`` beside ``rows`` (same value) until a ``.v2`` type drops it (docs/events.md).
     """
-    published = {"rows": stored.get("read", 0)}
-    published.update((k, v) for k, v in stored.items() if k != "read")
-    published["read"] = published["rows"]
-    return published
+    rows = stored.get("read", 0)
+    return payloads.Counts(rows=rows, imported=stored.get("imported", 0), valid=stored.get("valid", 0),
+                           invalid=stored.get("invalid", 0), skipped=stored.get("skipped", 0), read=rows)
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,7 @@ class EventType:
     aggregate: str  # subject token: "list" or "contact"
     name: str       # subject token and type suffix
     version: int
-    data: Callable[[Any], dict[str, Any]]
+    data: Callable[[Any], payloads.Data]  # the event's ``data``, as documented (events/payloads.py)
 
     @property
     def type(self) -> str:
@@ -83,38 +79,57 @@ class EventType:
 
 EVENT_TYPES: dict[type, EventType] = {
     ContactList.Created: EventType("list", "created", 1,
-                                   lambda e: {"name": e.name, "description": e.description}),
-    ContactList.Updated: EventType("list", "updated", 1, lambda e: {"changes": dict(e.changes)}),
-    ContactList.Deleted: EventType("list", "deleted", 1, lambda e: {}),
-    Contact.Created: EventType("contact", "created", 1, lambda e: {
-        **_pii(e.pii), **_erased(e.pii), "tags": e.tags, "listIds": e.list_ids, "isOptedOut": e.is_opted_out,
-        "status": e.status, "invalidReason": e.invalid_reason, "operator": e.operator, "country": e.country}),
-    Contact.Updated: EventType("contact", "updated", 1, lambda e: {
-        "changes": {**_pii(e.pii), **_camel(e.changes)},
-        "changedFields": changed_fields(e),
-        **_erased(e.pii)}),
-    Contact.AddedToLists: EventType("contact", "added_to_lists", 1, lambda e: {"listIds": e.list_ids}),
-    Contact.RemovedFromLists: EventType("contact", "removed_from_lists", 1, lambda e: {"listIds": e.list_ids}),
-    Contact.OptedOut: EventType("contact", "opted_out", 1, lambda e: {"reason": e.reason}),
-    Contact.OptedIn: EventType("contact", "opted_in", 1, lambda e: {}),
-    Contact.Trashed: EventType("contact", "trashed", 1, lambda e: {}),
-    Contact.Restored: EventType("contact", "restored", 1, lambda e: {}),
-    Contact.Purged: EventType("contact", "purged", 1, lambda e: {}),
-    ContactImport.Started: EventType("import", "started", 1, lambda e: {
-        "source": e.source, "filename": e.filename, "listId": e.list_id}),
-    ContactImport.Progressed: EventType("import", "progress", 1, lambda e: {
-        "counts": counts(e.counts), "lastRow": e.last_row, "contactIds": [c["id"] for c in e.contacts]}),
-    ContactImport.Completed: EventType("import", "completed", 1, lambda e: {"counts": counts(e.counts)}),
-    ContactImport.Failed: EventType("import", "failed", 1, lambda e: {"counts": counts(e.counts),
-                                                                        "reason": e.reason}),
-    BulkAction.Started: EventType("bulk", "started", 1, lambda e: {
-        "action": e.action, "params": _camel(dict(e.params)), "matched": e.matched}),
-    BulkAction.Progressed: EventType("bulk", "progress", 1, lambda e: {"processed": e.processed, "changed": e.changed}),
-    BulkAction.Completed: EventType("bulk", "completed", 1, lambda e: {"processed": e.processed,
-                                                                       "changed": e.changed}),
-    BulkAction.Failed: EventType("bulk", "failed", 1, lambda e: {"processed": e.processed, "changed": e.changed,
-                                                                 "reason": e.reason}),
+                                   lambda e: payloads.ListCreated(name=e.name, description=e.description)),
+    ContactList.Updated: EventType("list", "updated", 1, lambda e: payloads.Changes(changes=dict(e.changes))),
+    ContactList.Deleted: EventType("list", "deleted", 1, lambda e: payloads.Empty()),
+    Contact.Created: EventType("contact", "created", 1, lambda e: contact_created(
+        e.pii, e.tags, e.list_ids, e.is_opted_out, e.status, e.invalid_reason, e.operator, e.country)),
+    Contact.Updated: EventType("contact", "updated", 1, lambda e: payloads.ContactUpdated(
+        changes={**_pii(e.pii), **_camel(e.changes)}, changed_fields=changed_fields(e), erased=_erased(e.pii))),
+    Contact.AddedToLists: EventType("contact", "added_to_lists", 1, lambda e: payloads.ListIds(list_ids=e.list_ids)),
+    Contact.RemovedFromLists: EventType("contact", "removed_from_lists", 1,
+                                        lambda e: payloads.ListIds(list_ids=e.list_ids)),
+    Contact.OptedOut: EventType("contact", "opted_out", 1, lambda e: payloads.OptedOut(reason=e.reason)),
+    Contact.OptedIn: EventType("contact", "opted_in", 1, lambda e: payloads.Empty()),
+    Contact.Trashed: EventType("contact", "trashed", 1, lambda e: payloads.Empty()),
+    Contact.Restored: EventType("contact", "restored", 1, lambda e: payloads.Empty()),
+    Contact.Purged: EventType("contact", "purged", 1, lambda e: payloads.ContactPurged()),
+    ContactImport.Started: EventType("import", "started", 1, lambda e: payloads.ImportStarted(
+        source=e.source, filename=e.filename, list_id=e.list_id)),
+    ContactImport.Progressed: EventType("import", "progress", 1, lambda e: payloads.ImportProgress(
+        counts=counts(e.counts), last_row=e.last_row, contact_ids=[c["id"] for c in e.contacts])),
+    ContactImport.Completed: EventType("import", "completed", 1,
+                                       lambda e: payloads.ImportCompleted(counts=counts(e.counts))),
+    ContactImport.Failed: EventType("import", "failed", 1, lambda e: payloads.ImportFailed(
+        counts=counts(e.counts), reason=e.reason)),
+    BulkAction.Started: EventType("bulk", "started", 1, lambda e: payloads.BulkStarted(
+        action=e.action, params=_camel(dict(e.params)), matched=e.matched)),
+    BulkAction.Progressed: EventType("bulk", "progress", 1, lambda e: payloads.BulkProgress(
+        processed=e.processed, changed=e.changed)),
+    BulkAction.Completed: EventType("bulk", "completed", 1, lambda e: payloads.BulkProgress(
+        processed=e.processed, changed=e.changed)),
+    BulkAction.Failed: EventType("bulk", "failed", 1, lambda e: payloads.BulkFailed(
+        processed=e.processed, changed=e.changed, reason=e.reason)),
 }
+
+
+def contact_created(pii: dict[str, Any], tags: list[str], list_ids: list[Any], is_opted_out: bool, status: str,
+                    invalid_reason: str | None, operator: str | None, country: str | None) -> payloads.ContactCreated:
+    """A new contact's ``data`` (a single create's and each contact of an import batch alike)."""
+    return payloads.ContactCreated(
+        tags=tags, list_ids=list_ids, is_opted_out=is_opted_out, status=status, invalid_reason=invalid_reason,
+        operator=operator, country=country, phone=pii.get("phone", UNSET), first_name=pii.get("first_name", UNSET),
+        last_name=pii.get("last_name", UNSET), erased=_erased(pii))
+
+
+def _erased(pii: dict[str, Any]) -> Any:
+    """``erased`` is sent only as true, when the contact was purged before this message went out.
+
+    A field set to ``UNSET`` is left out of the JSON (msgspec), as a personal field the
+    event does not hold is: absent, not null, as every message before the Structs were the
+    encoders.
+    """
+    return True if pii.get("erased") else UNSET
 
 
 def event_id(originator_id: uuid.UUID, version: int) -> str:
@@ -138,7 +153,7 @@ class Part(NamedTuple):
     subject: str                  # after the prefix: <account>.<aggregate>.<id>.<event>
     msg_id: str
     attributes: dict[str, Any]    # the CloudEvents attributes but ``sequence``
-    data: dict[str, Any]
+    data: payloads.Data
     sealed_by: uuid.UUID | None   # the contact whose personal fields (and tags) ``data`` carries
     erases: bool = False          # contact.purged: the contact's messages are erased before it goes out
 
@@ -238,9 +253,8 @@ def _created_parts(batch: Any) -> list[Part]:
             "accountid": account, "actor": batch.actor, "requestid": batch.request_id,
             "aggregateid": contact_id, "aggregateversion": 1,
         }
-        data = {**_pii(entry["pii"]), **_erased(entry["pii"]), "tags": entry["tags"], "listIds": entry["list_ids"],
-                "isOptedOut": entry["is_opted_out"], "status": entry["status"],
-                "invalidReason": entry["invalid_reason"], "operator": entry["operator"], "country": entry["country"]}
+        data = contact_created(entry["pii"], entry["tags"], entry["list_ids"], entry["is_opted_out"], entry["status"],
+                               entry["invalid_reason"], entry["operator"], entry["country"])
         found.append(Part(subject=f"{account}.contact.{contact_id}.created", msg_id=eid, attributes=attrs,
                           data=data, sealed_by=entry["id"]))
     return found

@@ -111,3 +111,19 @@ def test_only_a_purge_message_asks_the_relay_to_erase_the_contacts_earlier_messa
             assert message.erases == f"acme.{ACCOUNT}.contact.{event.originator_id}"
         else:
             assert message.erases is None
+
+
+def test_each_message_data_is_built_as_the_documented_struct_of_its_type() -> None:
+    """The AsyncAPI Structs are the encoders: what is sent cannot hold a field the document does not name."""
+    for event in every_event():
+        spec = EVENT_TYPES[type(event)]
+        assert type(spec.data(event)) is data_schema(spec.type), spec.type
+
+
+def test_a_personal_field_the_event_does_not_hold_is_absent_and_one_left_empty_is_null() -> None:
+    """As before the Structs encoded: an import row without names sends no name keys; a create without one, null."""
+    created = Contact.create(ACTOR, pii={"phone": "+254712345679", "first_name": None}, tags=[], list_ids=[],
+                             is_opted_out=False, directory_match=SAFARICOM, reservation_id=uuid4())
+    [message] = to_messages(created.collect_events()[0], 1, "acme")
+    data = envelope_of(message.payload).data
+    assert data["firstName"] is None and "lastName" not in data and "erased" not in data
