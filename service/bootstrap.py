@@ -114,7 +114,11 @@ def build(settings: Settings, database_url: str) -> Container:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (locks.SCHEMA,))
         try:
-            app = ContactsApplication(env, keys=keys, projector=ReadModelProjector(), outbox=outbox.encode,
+            # The NATS messages stored beside each event (events/outbox.py) are off unless asked
+            # for: on a quiet machine they cost PATCH and list-add 12-30 % of their throughput
+            # and did not speed creates up (docs/benchmarks.md); the relay decodes each event.
+            app = ContactsApplication(env, keys=keys, projector=ReadModelProjector(),
+                                      outbox=outbox.encode if settings.store_messages else None,
                                       default_region=settings.default_region)
             # eventsourcing offers only "always ping" or "never": its pool takes ours (psycopg_pool
             # keeps the check in ``_check``, read at every checkout).

@@ -37,6 +37,7 @@ class Settings:
     nats_subject_prefix: str = "contacts"
     nats_duplicate_window_s: int = 24 * 3600
     nats_replicas: int = 1
+    store_messages: bool = False  # events/outbox.py: measured slower for updates (docs/benchmarks.md)
     db_pool_size: int = 10
     db_timeout_s: int = 2
     import_max_bytes: int = 200 * 1024 * 1024
@@ -76,6 +77,7 @@ class Settings:
             nats_subject_prefix=_env("NATS_SUBJECT_PREFIX", "contacts"),
             nats_duplicate_window_s=int(_env("NATS_DUPLICATE_WINDOW_S", str(24 * 3600))),
             nats_replicas=int(_env("NATS_REPLICAS", "1")),
+            store_messages=_env("STORE_MESSAGES", "0").lower() in ("1", "true", "yes"),
             db_pool_size=int(_env("DB_POOL_SIZE", "10")),
             db_timeout_s=int(_env("DB_TIMEOUT_S", "2")),
             import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(200 * 1024 * 1024))),

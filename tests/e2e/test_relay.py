@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from events.contract import event_id
 from service.embedded import EmbeddedNats, stop_process
@@ -154,12 +155,16 @@ def test_order_per_aggregate_holds_under_concurrent_writes(service: Service) -> 
     assert sum(len(seq) for seq in versions.values()) == 44
 
 
-def test_the_relay_sends_the_messages_stored_with_each_event_sealed_where_personal(service: Service) -> None:
+def test_the_relay_sends_the_messages_stored_with_each_event_sealed_where_personal(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each event is stored with its messages (personal data sealed with the contact's key): the relay sends
     byte for byte what decoding the event builds, and no personal value lies in clear beside the event."""
     from command.domain import IMPORT_BATCH_TOPICS
+    from events import outbox
     from events.contract import to_messages
 
+    # CONTACTS_STORE_MESSAGES=1, for this test only (off by default: docs/benchmarks.md).
+    monkeypatch.setattr(service.container.app.unit_of_work, "outbox", outbox.encode)
     api = service.client()
     relay = service.worker.worker.relay
     head = service.container.head()
@@ -185,6 +190,19 @@ def test_the_relay_sends_the_messages_stored_with_each_event_sealed_where_person
     subject = f"{service.settings.nats_subject_prefix}.{api.account_id}.>"
     stream = asyncio.run(read_stream(service.nats_url, service.settings.nats_stream, subject))
     assert [m.data for m in stream] == payloads
+
+
+def test_by_default_an_event_is_stored_without_its_messages_and_the_relay_builds_them(service: Service) -> None:
+    """CONTACTS_STORE_MESSAGES is off unless set: nothing but the event is stored, and the message still goes out."""
+    api = service.client()
+    relay = service.worker.worker.relay
+    c = api.create_contact("+254712345673", firstName="Plainpath")
+    [created] = relay._select(service.container.head() - 1, 10)
+    assert created.messages is None and created.state is not None
+    service.wait_for_relay()
+    subject = f"{service.settings.nats_subject_prefix}.{api.account_id}.contact.{c['id']}.>"
+    [message] = asyncio.run(read_stream(service.nats_url, service.settings.nats_stream, subject))
+    assert json.loads(message.data)["data"]["firstName"] == "Plainpath"
 
 
 def test_a_message_whose_contact_was_purged_before_the_relay_read_it_goes_out_erased(service: Service) -> None:
