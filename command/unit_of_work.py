@@ -70,6 +70,10 @@ class Outbox(Protocol):
     def __call__(self, event: Any, key_of: Any) -> bytes | None: ...
 
 
+#: New contacts' keys, ids and keys as two arrays: alone, or ahead of a claim in one statement.
+INSERT_KEYS = "INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
+
+
 class UnitOfWork:
     """Commits a command: events, write-side rows and read-table rows in one transaction."""
 
@@ -117,9 +121,7 @@ class UnitOfWork:
         which stores nothing.
         """
         with self._transaction(pipelined=True) as cur:
-            cur.execute("WITH k AS (INSERT INTO contact_keys (contact_id, key)"
-                        " SELECT * FROM unnest(%s::uuid[], %s::bytea[]))"
-                        " SELECT holder, suppressed FROM claim_phone(%s, %s, %s)",
+            cur.execute(f"WITH k AS ({INSERT_KEYS}) SELECT holder, suppressed FROM claim_phone(%s, %s, %s)",
                         (list(new_keys), list(new_keys.values()), claim[0], account_id, claim[1]))
             holder, suppressed = cur.fetchone()
             events = build(holder, suppressed)
@@ -175,15 +177,13 @@ class UnitOfWork:
             _copy_keys(cur, new_keys)
             new_keys = {}
         if claims:
-            # A single create's key and claim in one statement (a data-modifying CTE always runs).
-            cur.execute("WITH k AS (INSERT INTO contact_keys (contact_id, key)"
-                        " SELECT * FROM unnest(%s::uuid[], %s::bytea[]))"
-                        " SELECT claim_phone_reservations(%s::uuid[], %s, %s::uuid[], %s)",
+            # A phone change's claim, or an import batch's claims, with the new contacts' keys in
+            # one statement (a data-modifying CTE always runs).
+            cur.execute(f"WITH k AS ({INSERT_KEYS}) SELECT claim_phone_reservations(%s::uuid[], %s, %s::uuid[], %s)",
                         (list(new_keys), list(new_keys.values()), uuid_array(c[0] for c in claims), account_id,
                          uuid_array(c[1] for c in claims), _import_of(events)))
         elif new_keys:
-            cur.execute("INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])",
-                        (list(new_keys), list(new_keys.values())))
+            cur.execute(INSERT_KEYS, (list(new_keys), list(new_keys.values())))
         if idempotency is not None:
             key, import_id, request_hash = idempotency
             cur.execute("INSERT INTO import_idempotency (account_id, idempotency_key, import_id, request_hash)"
