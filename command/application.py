@@ -202,8 +202,10 @@ class ContactsApplication(Application):
                        is_opted_out: bool = False) -> Contact:
         """A new contact (its state as stored: the caller can answer with it, no read needed).
 
-        The number's claim comes first and answers its holder and opt-out; the contact is
-        built after it (``UnitOfWork.commit_claimed``), so no look-up precedes the write.
+        Built for a free number without an opt-out and stored in one statement with its
+        number's claim (``UnitOfWork.create``), so no look-up precedes the write. Should the
+        number carry an opt-out the new contact does not already have, nothing is stored and
+        the contact is built again after the claim (``UnitOfWork.commit_claimed``).
         """
         parsed = self.parse(phone, region)
         list_ids = self.check_lists(actor, list_ids)
@@ -215,17 +217,23 @@ class ContactsApplication(Application):
             if holder != contact_id:
                 raise PhoneTakenError(f"phone {parsed.e164} already belongs to contact {holder}",
                                       field="phone", extra={"contactId": str(holder)})
-            made.append(Contact.create(
+            made[:] = [Contact.create(
                 actor, contact_id=contact_id, pii={**pii, "phone": parsed.e164}, tags=tags, list_ids=list_ids,
                 is_opted_out=is_opted_out or suppressed,
                 directory_match=self.directory.classify(parsed), reservation_id=rid,
-            ))
+            )]
             return made[0].collect_events()
 
         with self.keys.batch([]):  # the new key, for sealing the events and their messages
             new_keys = self.keys.generate([contact_id])
-            self.unit_of_work.commit_claimed((rid, contact_id), build, account_id=actor.account_id,
-                                             new_keys=new_keys)
+            holder = self.unit_of_work.create((rid, contact_id), build(contact_id, False),
+                                              account_id=actor.account_id, key=new_keys[contact_id],
+                                              opted_out=is_opted_out)
+            if holder is None:  # the number's opt-out: built again with it
+                self.unit_of_work.commit_claimed((rid, contact_id), build, account_id=actor.account_id,
+                                                 new_keys=new_keys)
+            elif holder != contact_id:
+                build(holder, False)  # raises PhoneTakenError naming the holder
         return made[0]
 
     @retry_on_conflict

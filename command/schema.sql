@@ -103,6 +103,33 @@ BEGIN
         WHERE r.reservation_id = p_id;
     END IF;
 END $$;
+-- A new contact in one statement (UnitOfWork.create): its number's claim, its key, its
+-- events (append_events: the lock, the position, the relay's wake-up) and its projection
+-- (project_contact_created, projections/schema.sql), so a create costs one round trip and
+-- two statements with the flush wait. The events were built for a free number without an
+-- opt-out: if another contact holds it, nothing is written and the holder is the answer; if
+-- the number carries an opt-out the contact must honour, the claim is undone by raising
+-- 'suppressed' (SQLSTATE CT001) and the caller builds the contact again (commit_claimed).
+CREATE OR REPLACE FUNCTION create_contact(
+    p_id uuid, p_account uuid, p_contact uuid, p_key bytea, p_opted boolean,
+    p_ids uuid[], p_versions integer[], p_topics text[], p_states bytea[], p_messages bytea[], p_projection text,
+    p_channel text, p_row jsonb, p_lists uuid[]) RETURNS uuid
+LANGUAGE plpgsql AS $$
+DECLARE
+    claimed record;
+BEGIN
+    SELECT * INTO claimed FROM claim_phone(p_id, p_account, p_contact);
+    IF claimed.holder IS DISTINCT FROM p_contact THEN
+        RETURN claimed.holder;
+    END IF;
+    IF claimed.suppressed AND NOT p_opted THEN
+        RAISE SQLSTATE 'CT001' USING MESSAGE = 'suppressed';
+    END IF;
+    INSERT INTO contact_keys (contact_id, key) VALUES (p_contact, p_key);
+    PERFORM append_events(p_ids, p_versions, p_topics, p_states, p_messages, p_projection, p_channel);
+    PERFORM project_contact_created(p_row, p_lists);
+    RETURN p_contact;
+END $$;
 CREATE OR REPLACE FUNCTION claim_phone_reservations(
     p_ids uuid[], p_account uuid, p_contacts uuid[], p_import uuid) RETURNS void
 LANGUAGE plpgsql AS $$

@@ -62,6 +62,9 @@ class Projector(Protocol):
 
     def forget(self) -> None: ...
 
+    def created_row(self, event: Any) -> str:
+        """A new contact's read row as JSON, for the create's single statement (``UnitOfWork.create``)."""
+
 
 class Outbox(Protocol):
     """Encodes an event's published messages before it is stored (``events/outbox.py``), sealing personal
@@ -69,6 +72,9 @@ class Outbox(Protocol):
 
     def __call__(self, event: Any, key_of: Any) -> bytes | None: ...
 
+
+SUPPRESSED = "CT001"  # create_contact: the number carries an opt-out the new contact must honour
+DEADLOCK = psycopg.errors.DeadlockDetected.sqlstate
 
 #: New contacts' keys, ids and keys as two arrays: alone, or ahead of a claim in one statement.
 INSERT_KEYS = "INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
@@ -127,6 +133,41 @@ class UnitOfWork:
             events = build(holder, suppressed)
             self._append(cur, events, *self._encode(events))
 
+    def create(self, claim: tuple[UUID, UUID], events: Sequence[Any], *, account_id: UUID, key: bytes,
+               opted_out: bool) -> UUID | None:
+        """A new contact in one statement (``create_contact``, command/schema.sql), plus the flush wait.
+
+        ``events`` were built for a free number that carries no opt-out: the answer is the
+        number's holder (the new contact itself when it was stored; another contact's id
+        and nothing stored when it was taken), or None when the number's opt-out must be
+        honoured and nothing was stored: the caller builds the contact again with it
+        (``commit_claimed``). One round trip and four statements (BEGIN, ``create_contact``,
+        COMMIT, the flush wait) instead of two and six: the claim, the key, the append and
+        the projection run server-side, in that order.
+        """
+        stored, messages = self._encode(events)
+        created = events[0]
+        try:
+            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+                with conn.pipeline():  # sent at once; the results come back together at its exit
+                    with conn.transaction():
+                        cur.execute(
+                            "SELECT create_contact(%s, %s, %s, %b, %s, %s::uuid[], %s::integer[], %s::text[],"
+                            " %b::bytea[], %s::bytea[], %s, %s, %s::jsonb, %s::uuid[])",
+                            (claim[0], account_id, claim[1], key, opted_out,
+                             uuid_array(s.originator_id for s in stored),
+                             _literal(s.originator_version for s in stored), [s.topic for s in stored],
+                             [s.state for s in stored], messages, self.projector.name, self.channel,
+                             self.projector.created_row(created), list(created.list_ids)))
+                    wait_for_flush(conn)
+                return cur.fetchone()[0]
+        except Exception as exc:  # psycopg's, as the datastore translates it (the original is its cause)
+            if _sqlstate(exc) == SUPPRESSED:
+                return None
+            if _sqlstate(exc) == DEADLOCK:  # two claims crossed: retried like a lost race
+                raise IntegrityError(str(exc)) from exc
+            raise
+
     def _encode(self, events: Sequence[Any], stored: Sequence[StoredEvent] | None = None
                 ) -> tuple[Sequence[Any], list[bytes | None] | None]:
         """The events as stored (personal fields sealed) and their NATS messages (events/outbox.py)."""
@@ -148,8 +189,10 @@ class UnitOfWork:
                     # In a pipeline the flush wait travels with the transaction: one round trip
                     # for both, and the pipeline's exit raises if either failed.
                     wait_for_flush(conn)
-        except psycopg.errors.DeadlockDetected as exc:  # two claims crossed: retried like a lost race
-            raise IntegrityError(str(exc)) from exc
+        except Exception as exc:  # psycopg's, as the datastore translates it (the original is its cause)
+            if _sqlstate(exc) == DEADLOCK:  # two claims crossed: retried like a lost race
+                raise IntegrityError(str(exc)) from exc
+            raise
         finally:
             self.projector.forget()
 
@@ -233,6 +276,14 @@ def _release(cur: Cursor[Any], releases: list[tuple[UUID, UUID, bool]]) -> None:
         " WHERE r.reservation_id = t.rid AND r.contact_id = t.cid",
         (uuid_array(r[0] for r in releases), uuid_array(r[1] for r in releases),
          _literal("t" if r[2] else "f" for r in releases)))
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a psycopg error, or of the one an eventsourcing error was raised from."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, psycopg.Error):
+            return error.sqlstate
+    return None
 
 
 def _import_of(events: Sequence[Any]) -> UUID | None:

@@ -15,12 +15,10 @@ from psycopg import Cursor
 #: Whether the second of ``{ts}`` has millisecond counts: an import counted it (``millisecond_counts``).
 #: Such a second then has them complete, so every later change to a contact of that second
 #: changes its millisecond's count too, in the same statement as its hour's and second's.
-SPLIT_SECOND = ("EXISTS (SELECT FROM contact_time_counts m WHERE m.account_id = {account} AND m.tag = ''"
-                " AND m.unit = 'millisecond' AND m.bucket >= date_trunc('second', {ts}, 'UTC')"
-                " AND m.bucket < date_trunc('second', {ts}, 'UTC') + interval '1 second')")
+#: (Both are SQL functions in projections/schema.sql: contact.created's projection uses them too.)
+SPLIT_SECOND = "split_second({account}, {ts})"
 #: The units whose counts a change to a contact created at ``{ts}`` changes.
-TIME_UNITS = ("CASE WHEN " + SPLIT_SECOND + " THEN ARRAY['hour', 'second', 'millisecond']"
-              " ELSE ARRAY['hour', 'second'] END")
+TIME_UNITS = "time_units({account}, {ts})"
 
 #: Add to the time counts of some tags ('' is every contact) for one contact's time (or a second's).
 TIME_COUNTS = """

@@ -17,12 +17,14 @@ from uuid import UUID
 
 from collections import Counter, defaultdict
 from datetime import timedelta
+
+import msgspec
 from psycopg import Connection, Cursor
 from psycopg.types.json import Jsonb
 
 from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
 from projections.copy_text import copy_array, copy_text
-from projections.counters import (TIME_UNITS, account_delta, counts_delta, millisecond_counts, tag_counts,
+from projections.counters import (account_delta, counts_delta, millisecond_counts, tag_counts,
                                   tags_delta)
 from query.models import CONTACT_FIELDS
 
@@ -58,55 +60,16 @@ def search_phone(e164: str) -> str:
     return e164.lstrip("+")
 
 
-ADD_MEMBERSHIPS = """
-WITH added AS (
-    INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,
-                                          contact_active, contact_opted_out, contact_tags)
-    SELECT l.id, %(contact)s, %(account)s, %(ts)s, %(created)s, %(active)s, %(opted)s, %(tags)s
-    FROM contact_lists l WHERE l.id = ANY(%(lists)s) AND l.account_id = %(account)s
-    ON CONFLICT DO NOTHING RETURNING list_id
-), counted AS (
-    UPDATE contact_lists SET contact_count = contact_count + 1, opted_out_count = opted_out_count + %(opted)s::int
-    WHERE %(active)s AND id IN (SELECT list_id FROM added)
-)
-UPDATE contacts SET list_ids = list_ids || ARRAY(SELECT list_id FROM added)
-WHERE id = %(contact)s AND EXISTS (SELECT 1 FROM added)
-"""
-
 #: The columns a new contact's row is written with: its fields (``ContactOut``'s, less
 #: ``deleted_at``: a new contact is not in the trash), then the read table's own.
 NEW_CONTACT_COLUMNS = (*(f.name for f in CONTACT_FIELDS if f.name != "deleted_at"),
                        "account_id", "search_name", "search_phone")
 
 _NEW_ROW = itemgetter(*NEW_CONTACT_COLUMNS)  # a new row's values, by column, in that order
+_ROW_JSON = msgspec.json.Encoder().encode
 
 # The columns of a contact's row its later events' projections need.
 ROW_COLUMNS = ("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at")
-
-# Parameters named after the columns: the row's values are the ones every count below reads.
-CONTACT_CREATED = """
-WITH c AS (
-    INSERT INTO contacts (""" + ", ".join((*NEW_CONTACT_COLUMNS, "version")) + """)
-    VALUES (""" + ", ".join(f"%({column})s" for column in (*NEW_CONTACT_COLUMNS, "version")) + """)
-    ON CONFLICT (id) DO NOTHING
-), a AS (
-    INSERT INTO account_contact_counts (account_id, active, opted_out)
-    VALUES (%(account_id)s, 1, %(is_opted_out)s::int)
-    ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active + 1,
-        opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out
-), t AS (
-    INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)
-    SELECT %(account_id)s, tag, 1, %(is_opted_out)s::int FROM unnest(%(tags)s::text[]) AS tag
-    ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count + 1,
-        opted_out_count = contact_tags.opted_out_count + EXCLUDED.opted_out_count
-)
-INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
-SELECT %(account_id)s, tag, unit, date_trunc(unit, %(created_at)s::timestamptz, 'UTC'), 1, %(is_opted_out)s::int
-FROM unnest(array_append(%(tags)s::text[], '')) AS tag, unnest({units}) AS unit
-ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + 1,
-    opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out
-""".replace("{units}", TIME_UNITS.format(account="%(account_id)s", ts="%(created_at)s::timestamptz"))
-
 
 class ReadModelProjector:
     """One method per event type; each runs inside the caller's transaction (a write's, or a replay batch's)."""
@@ -152,22 +115,23 @@ class ReadModelProjector:
 
     @apply.register
     def _(self, e: Contact.Created, cur: Cursor[Any]) -> None:
+        # The row, the account's totals, the tag index, the time counts and the memberships in
+        # one call (projections/schema.sql), the same a single create runs in its own statement.
+        cur.execute("SELECT project_contact_created(%s::jsonb, %s::uuid[])", (self.created_row(e), list(e.list_ids)))
+
+    @staticmethod
+    def created_row(e: Contact.Created) -> str:
+        """The new contact's row as JSON named after the columns (``project_contact_created``'s argument)."""
         pii = e.pii
         phone = pii.get("phone") or ""
-        tags = list(dict.fromkeys(e.tags))
-        # The row, the account's totals, the tag index and the time counts in one statement:
-        # this is every single create's projection, run under the events table's lock.
-        # (``list_ids`` starts empty: the memberships statement below fills it with the lists that exist.)
-        cur.execute(CONTACT_CREATED, {
-            "id": e.originator_id, "first_name": pii.get("first_name"), "last_name": pii.get("last_name"),
-            "phone": phone, "email": pii.get("email"), "tags": tags, "notes": pii.get("notes"),
-            "is_opted_out": e.is_opted_out, "status": e.status, "invalid_reason": e.invalid_reason,
-            "operator": e.operator, "country": e.country, "list_ids": [], "created_at": e.timestamp,
-            "updated_at": e.timestamp, "account_id": e.account_id,
-            "search_name": search_name(pii.get("first_name"), pii.get("last_name")),
-            "search_phone": search_phone(phone), "version": e.originator_version})
-        self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, e.timestamp, active=True,
-                              opted_out=e.is_opted_out, tags=tags)
+        # ``list_ids`` starts empty: the memberships fill it with the lists that exist.
+        return _ROW_JSON(dict(
+            id=e.originator_id, first_name=pii.get("first_name"), last_name=pii.get("last_name"), phone=phone,
+            email=pii.get("email"), tags=list(dict.fromkeys(e.tags)), notes=pii.get("notes"),
+            is_opted_out=e.is_opted_out, status=e.status, invalid_reason=e.invalid_reason, operator=e.operator,
+            country=e.country, list_ids=[], created_at=e.timestamp, updated_at=e.timestamp,
+            account_id=e.account_id, search_name=search_name(pii.get("first_name"), pii.get("last_name")),
+            search_phone=search_phone(phone), version=e.originator_version)).decode()
 
     @apply.register
     def _(self, e: Contact.Updated, cur: Cursor[Any]) -> None:
@@ -463,12 +427,9 @@ class ReadModelProjector:
                          ts: Any, created_at: Any, *, active: bool, opted_out: bool, tags: list[str]) -> None:
         if not list_ids:
             return
-        # Only lists that still exist in this account: a list deleted before the
-        # event was applied simply gains nothing, on every replay alike. One statement
-        # (the memberships, the lists' counts, the contact's listIds): no answer to wait
-        # for under the events table's lock.
-        cur.execute(ADD_MEMBERSHIPS, {"contact": contact_id, "account": account_id, "ts": ts, "created": created_at,
-                                      "active": active, "opted": opted_out, "tags": tags, "lists": list(list_ids)})
+        # One call (projections/schema.sql): nothing to wait for under the events table's lock.
+        cur.execute("SELECT add_memberships(%s, %s, %s, %s, %s, %s, %s::text[], %s::uuid[])",
+                    (contact_id, account_id, ts, created_at, active, opted_out, tags, list(list_ids)))
 
     @staticmethod
     def _memberships_active(cur: Cursor[Any], contact_id: UUID, active: bool) -> None:

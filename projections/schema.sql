@@ -367,3 +367,73 @@ BEGIN
         ALTER FUNCTION pg_catalog.arraycontains(anyarray, anyarray) LEAKPROOF;
     END IF;
 END $$;
+
+-- The functions live in public, once, like the events table: a rebuild's schema holds
+-- only tables, and a function finds the tables of its caller's search_path.
+-- The time counts' units for a contact created at p_ts (projections/counters.py): its hour
+-- and its second, and its millisecond if an import counted that second per millisecond
+-- (such a second has them complete, so every later change counts its millisecond too).
+CREATE OR REPLACE FUNCTION public.split_second(p_account uuid, p_ts timestamptz) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT FROM contact_time_counts m WHERE m.account_id = p_account AND m.tag = ''
+                   AND m.unit = 'millisecond' AND m.bucket >= date_trunc('second', p_ts, 'UTC')
+                   AND m.bucket < date_trunc('second', p_ts, 'UTC') + interval '1 second')
+$$;
+CREATE OR REPLACE FUNCTION public.time_units(p_account uuid, p_ts timestamptz) RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN split_second(p_account, p_ts) THEN ARRAY['hour', 'second', 'millisecond']
+                ELSE ARRAY['hour', 'second'] END
+$$;
+
+-- A contact's new memberships (contact.created and contact.added-to-lists): only lists that
+-- still exist in its account (a list deleted before the event was applied gains nothing,
+-- on every replay alike), the lists' counts, and the contact's listIds, in one call.
+CREATE OR REPLACE FUNCTION public.add_memberships(
+    p_contact uuid, p_account uuid, p_ts timestamptz, p_created timestamptz, p_active boolean, p_opted boolean,
+    p_tags text[], p_lists uuid[]) RETURNS void
+LANGUAGE sql AS $$
+    WITH added AS (
+        INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,
+                                              contact_active, contact_opted_out, contact_tags)
+        SELECT l.id, p_contact, p_account, p_ts, p_created, p_active, p_opted, p_tags
+        FROM contact_lists l WHERE l.id = ANY(p_lists) AND l.account_id = p_account
+        ON CONFLICT DO NOTHING RETURNING list_id
+    ), counted AS (
+        UPDATE contact_lists SET contact_count = contact_count + 1, opted_out_count = opted_out_count + p_opted::int
+        WHERE p_active AND id IN (SELECT list_id FROM added)
+    )
+    UPDATE contacts SET list_ids = list_ids || ARRAY(SELECT list_id FROM added)
+    WHERE id = p_contact AND EXISTS (SELECT 1 FROM added)
+$$;
+
+-- The projection of contact.created (ReadModelProjector): the new contact's row (JSON named
+-- after the columns, ReadModelProjector.created_row), its account's totals, its tags'
+-- counts, its time counts and its memberships. One definition, run by the projector and by
+-- create_contact (command/schema.sql) inside a create's single statement.
+CREATE OR REPLACE FUNCTION public.project_contact_created(p_row jsonb, p_lists uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- Read from the JSON, not held as a contacts row: a function compiled once must not keep
+    -- the row type of a table a rebuild swaps out (projections/rebuild.py).
+    account uuid := (p_row->>'account_id')::uuid;
+    tags text[] := ARRAY(SELECT jsonb_array_elements_text(p_row->'tags'));
+    opted integer := (p_row->>'is_opted_out')::boolean::int;
+    created timestamptz := (p_row->>'created_at')::timestamptz;
+BEGIN
+    INSERT INTO contacts SELECT * FROM jsonb_populate_record(NULL::contacts, p_row) ON CONFLICT (id) DO NOTHING;
+    INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (account, 1, opted)
+    ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active + 1,
+        opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out;
+    INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)
+    SELECT account, tag, 1, opted FROM unnest(tags) AS tag
+    ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count + 1,
+        opted_out_count = contact_tags.opted_out_count + EXCLUDED.opted_out_count;
+    INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
+    SELECT account, tag, unit, date_trunc(unit, created, 'UTC'), 1, opted
+    FROM unnest(array_append(tags, '')) AS tag, unnest(time_units(account, created)) AS unit
+    ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + 1,
+        opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out;
+    IF cardinality(p_lists) > 0 THEN
+        PERFORM add_memberships((p_row->>'id')::uuid, account, created, created, true, opted = 1, tags, p_lists);
+    END IF;
+END $$;
