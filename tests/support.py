@@ -34,6 +34,27 @@ def new_database(server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + name
 
 
+def drop_database(server_url: str, database_url: str, timeout: float = 60) -> None:
+    """Drop the database under a running service (``WITH (FORCE)`` ends its sessions): an outage it must answer.
+
+    FORCE may end only the sessions of roles the caller has the privileges of: an autovacuum
+    worker visiting the new database has none, and the drop fails with "permission denied to
+    terminate process" (on a loaded CI machine autovacuum runs longer, and it did). The drop
+    goes through once the worker has finished, so it is tried again until then.
+    """
+    name = database_url.rsplit("/", 1)[1]
+
+    def dropped() -> bool:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            try:
+                conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            except psycopg.errors.InsufficientPrivilege:
+                return False  # a session not ours to end (autovacuum's) is on it
+        return True
+
+    wait_until(dropped, f"database {name} could be dropped (no autovacuum worker on it)", timeout, 0.2)
+
+
 class ThreadedWorker:
     """The worker's asyncio tasks on their own loop in a thread."""
 
