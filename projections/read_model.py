@@ -58,6 +58,9 @@ def search_phone(e164: str) -> str:
     return e164.lstrip("+")
 
 
+# ``listIds`` in the order the contact joined its lists (the aggregate's), as the event named
+# them: ``added`` comes in whatever order the chosen scan of contact_lists gives (by id
+# once the table has statistics), so the contact's create answer and its reads disagreed.
 ADD_MEMBERSHIPS = """
 WITH added AS (
     INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,
@@ -69,7 +72,9 @@ WITH added AS (
     UPDATE contact_lists SET contact_count = contact_count + 1, opted_out_count = opted_out_count + %(opted)s::int
     WHERE %(active)s AND id IN (SELECT list_id FROM added)
 )
-UPDATE contacts SET list_ids = list_ids || ARRAY(SELECT list_id FROM added)
+UPDATE contacts SET list_ids = list_ids || ARRAY(
+    SELECT id FROM unnest(%(lists)s::uuid[]) WITH ORDINALITY AS asked (id, n)
+    WHERE id IN (SELECT list_id FROM added) ORDER BY n)
 WHERE id = %(contact)s AND EXISTS (SELECT 1 FROM added)
 """
 
@@ -210,8 +215,9 @@ class ReadModelProjector:
         removed = [r[0] for r in cur.fetchall()]
         if removed and row["deleted_at"] is None:
             counts_delta(cur, removed, -1, row["is_opted_out"])
-        cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT unnest(list_ids) EXCEPT SELECT unnest(%s::uuid[])),"
-                    " updated_at = %s, version = %s WHERE id = %s",
+        # The remaining lists keep their order (EXCEPT, a set operation, gave them in any order).
+        cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT id FROM unnest(list_ids) WITH ORDINALITY AS kept (id, n)"
+                    " WHERE id <> ALL(%s::uuid[]) ORDER BY n), updated_at = %s, version = %s WHERE id = %s",
                     (removed, e.timestamp, e.originator_version, e.originator_id))
 
     @apply.register
