@@ -174,8 +174,9 @@ class ReadModelProjector:
         removed = [r[0] for r in cur.fetchall()]
         if removed and row["deleted_at"] is None:
             counts_delta(cur, removed, -1, row["is_opted_out"])
-        cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT unnest(list_ids) EXCEPT SELECT unnest(%s::uuid[])),"
-                    " updated_at = %s, version = %s WHERE id = %s",
+        # The remaining lists keep their order (EXCEPT, a set operation, gave them in any order).
+        cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT id FROM unnest(list_ids) WITH ORDINALITY AS kept (id, n)"
+                    " WHERE id <> ALL(%s::uuid[]) ORDER BY n), updated_at = %s, version = %s WHERE id = %s",
                     (removed, e.timestamp, e.originator_version, e.originator_id))
 
     @apply.register

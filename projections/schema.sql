@@ -402,7 +402,11 @@ LANGUAGE sql AS $$
         UPDATE contact_lists SET contact_count = contact_count + 1, opted_out_count = opted_out_count + p_opted::int
         WHERE p_active AND id IN (SELECT list_id FROM added)
     )
-    UPDATE contacts SET list_ids = list_ids || ARRAY(SELECT list_id FROM added)
+    -- listIds in the order the contact joined its lists (the aggregate's), as the event named
+    -- them: ``added`` comes in whatever order the chosen scan of contact_lists gives.
+    UPDATE contacts SET list_ids = list_ids || ARRAY(
+        SELECT id FROM unnest(p_lists) WITH ORDINALITY AS asked (id, n)
+        WHERE id IN (SELECT list_id FROM added) ORDER BY n)
     WHERE id = p_contact AND EXISTS (SELECT 1 FROM added)
 $$;
 

@@ -34,6 +34,27 @@ def new_database(server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + name
 
 
+def drop_database(server_url: str, database_url: str, timeout: float = 60) -> None:
+    """Drop the database under a running service (``WITH (FORCE)`` ends its sessions): an outage it must answer.
+
+    FORCE may end only the sessions of roles the caller has the privileges of: an autovacuum
+    worker visiting the new database has none, and the drop fails with "permission denied to
+    terminate process" (on a loaded CI machine autovacuum runs longer, and it did). The drop
+    goes through once the worker has finished, so it is tried again until then.
+    """
+    name = database_url.rsplit("/", 1)[1]
+
+    def dropped() -> bool:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            try:
+                conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            except psycopg.errors.InsufficientPrivilege:
+                return False  # a session not ours to end (autovacuum's) is on it
+        return True
+
+    wait_until(dropped, f"database {name} could be dropped (no autovacuum worker on it)", timeout, 0.2)
+
+
 class ThreadedWorker:
     """The worker's asyncio tasks on their own loop in a thread."""
 
@@ -277,7 +298,7 @@ def start_service(database_url: str, nats_url: str, *, with_worker: bool = True,
 
 async def read_stream(nats_url: str, stream: str, subject: str = ">", expect: int | None = None,
                       timeout: float = 15.0) -> list[Any]:
-    """Every message of the stream matching ``subject`` (waits for ``expect`` of them)."""
+    """Every message of the stream matching ``subject`` (waits until the stream holds ``expect`` messages)."""
     import nats
 
     nc = await nats.connect(nats_url.split(","))  # one server, or a cluster's
@@ -295,14 +316,20 @@ async def read_stream(nats_url: str, stream: str, subject: str = ">", expect: in
         with contextlib.suppress(WaitTimeout):  # read what is there: the caller's comparison names what is missing
             await wait_until_async(enough, f"stream {stream} holds {wanted} message(s)", timeout, 0.1)
         sub = await js.subscribe(subject, stream=stream, ordered_consumer=True)
-        messages = []
+        messages: list[Any] = []
         try:
-            while True:
-                msg = await sub.next_msg(timeout=1.0)
-                messages.append(msg)
+            info = await sub.consumer_info()
+            if not (info.num_pending or 0) + (info.delivered.consumer_seq if info.delivered else 0):
+                return messages  # nothing stored matches the subject
+            # Until the message the server says is the last one stored (num_pending 0). A pause of
+            # a second between two deliveries used to end the read, short, on a loaded machine.
+            deadline = time.monotonic() + timeout
+            while not messages or messages[-1].metadata.num_pending:
+                messages.append(await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.1)))
         except nats.errors.TimeoutError:
-            pass
-        await sub.unsubscribe()
+            pass  # what was read: the caller's comparison names what is missing
+        finally:
+            await sub.unsubscribe()
         return messages
     finally:
         await nc.close()

@@ -27,6 +27,7 @@ import httpx
 import psycopg
 
 from service.auth import mint_token
+from service.dbpool import RETRY_EVERY_S
 from service.embedded import EmbeddedNats, EmbeddedPostgres, free_port, stop_process
 from tests.support import (
     SECRET, Service, new_database, read_stream, start_service, wait_healthy, wait_relayed,
@@ -194,7 +195,11 @@ def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowled
         assert after_ready.status_code == 201, (round(ready_ok - back, 1), after_ready.text)
         writer.wait_for_a_201_after(len(writer.answers))
         write_ok = time.monotonic()
-        assert write_ok - read_ok < 1.5, (round(read_ok - back, 1), round(write_ok - back, 1))
+        # Each pool retries every RETRY_EVERY_S, so the event store's comes back up to about a
+        # retry after the read pool (1.3 s under two busy loops, which a bound of 1.5 s nearly
+        # failed); psycopg_pool's doubling back-off, which this guards against, held writes
+        # back up to 15 s longer than reads (service/dbpool.py).
+        assert write_ok - read_ok < 4 * RETRY_EVERY_S, (round(read_ok - back, 1), round(write_ok - back, 1))
         time.sleep(1)
         writer.stop()
         statuses = Counter(status for _, status, _ in writer.answers)

@@ -10,11 +10,10 @@ import uuid
 from pathlib import Path
 
 import httpx
-import psycopg
 
 from service.auth import mint_token
 from service.embedded import free_port, stop_process
-from tests.support import SECRET, new_database, start_service, wait_healthy
+from tests.support import SECRET, drop_database, new_database, start_service, wait_healthy
 from tests.waits import wait_until
 
 
@@ -42,8 +41,7 @@ def test_api_logs_json_lines_with_the_request_id_account_and_actor(postgres_serv
         wait_healthy(base, process=api)
         headers = {"Authorization": f"Bearer {mint_token(SECRET, account, 'logger-test')}"}
         assert httpx.post(f"{base}/api/v1/contact-lists", json={"name": "x"}, headers=headers).status_code == 201
-        with psycopg.connect(postgres_server, autocommit=True) as conn:  # an outage the API logs
-            conn.execute(f'DROP DATABASE "{database.rsplit("/", 1)[1]}" WITH (FORCE)')
+        drop_database(postgres_server, database)  # an outage the API logs
         r = httpx.post(f"{base}/api/v1/contact-lists", json={"name": "y"},
                        headers={**headers, "X-Request-Id": "req-logged-1"}, timeout=30)
         assert r.status_code == 503, r.text

@@ -110,17 +110,14 @@ def test_serve_starts_its_worker_again_when_it_dies() -> None:
 
 def test_metrics_still_answer_while_the_database_is_gone(postgres_server: str, nats_url: str) -> None:
     """An outage is when request metrics matter most: the scrape says the database is down, lags NaN."""
-    import psycopg
-
-    from tests.support import new_database
+    from tests.support import drop_database, new_database
 
     database = new_database(postgres_server)
     svc = start_service(database, nats_url, with_worker=False)
     try:
         svc.client().create_list("before")
         assert "contacts_database_up 1.0" in svc.anonymous().get("/metrics").text
-        with psycopg.connect(postgres_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{database.rsplit("/", 1)[1]}" WITH (FORCE)')
+        drop_database(postgres_server, database)
         r = svc.anonymous().get("/metrics")
         assert r.status_code == 200, r.text[:300]
         assert "contacts_database_up 0.0" in r.text and "contacts_projection_lag_events NaN" in r.text
