@@ -51,6 +51,9 @@ def test_batch_reservation_ids_equal_single_ones() -> None:
     key, account = os.urandom(32), uuid.uuid4()
     numbers = ["+254712345678", "+2348031234567", "+27821234567", "+254712345678"]
     assert reservation_ids(key, account, numbers) == [reservation_id(key, account, n) for n in numbers]
+    for key in (b"", os.urandom(64), os.urandom(100)):  # HMAC's key rules: padded, or hashed when longer
+        assert reservation_ids(key, account, numbers) == [reservation_id(key, account, n) for n in numbers]
+    assert reservation_ids(key, account, []) == []
 
 
 def test_seal_batch_seals_each_contact_as_seal_does() -> None:
