@@ -10,6 +10,7 @@ import uuid
 
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
 
+from command.crypto import SEALED, SEALED_FIELDS, seal, seal_batch, unseal
 from command.ids import uuid4_many, uuid7_many, uuid_array, uuids_v4
 from command.phones import reservation_id, reservation_ids
 from command.transcoder import MsgspecJSONTranscoder
@@ -50,6 +51,23 @@ def test_batch_reservation_ids_equal_single_ones() -> None:
     key, account = os.urandom(32), uuid.uuid4()
     numbers = ["+254712345678", "+2348031234567", "+27821234567", "+254712345678"]
     assert reservation_ids(key, account, numbers) == [reservation_id(key, account, n) for n in numbers]
+    for key in (b"", os.urandom(64), os.urandom(100)):  # HMAC's key rules: padded, or hashed when longer
+        assert reservation_ids(key, account, numbers) == [reservation_id(key, account, n) for n in numbers]
+    assert reservation_ids(key, account, []) == []
+
+
+def test_seal_batch_seals_each_contact_as_seal_does() -> None:
+    ids = uuid4_many(3)
+    keys = [os.urandom(32) for _ in ids]
+    secrets = [{"phone": "+254712345678", "first_name": "Amina", "tags": ["vip"]},
+               {"phone": "+254712345679", "first_name": None, "tags": []},
+               {"phone": "+254712345670", "email": "a@example.com"}]  # other fields: named as they are
+    sealed = seal_batch(keys, ids, secrets)
+    for key, cid, secret, one in zip(keys, ids, secrets, sealed):
+        assert unseal(key, cid, one) == secret
+        assert one[SEALED_FIELDS] == seal(key, cid, secret)[SEALED_FIELDS] == sorted(secret)
+    assert len({one[SEALED][:16] for one in sealed}) == 3  # each with a nonce of its own
+    assert unseal(keys[0], ids[0], sealed[0]) != unseal(keys[1], ids[1], sealed[1])
 
 
 def test_uuid_array_is_a_postgresql_literal() -> None:
