@@ -161,8 +161,8 @@ class ReadModelProjector:
                         (list(values["tags"]), e.originator_id))
             if row["deleted_at"] is None:
                 old, new = set(row["tags"]), set(values["tags"])
-                tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"], row["is_opted_out"])
-                tags_delta(cur, e.account_id, sorted(new - old), +1, row["created_at"], row["is_opted_out"])
+                tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"], row["is_opted_out"],
+                           plus=sorted(new - old))
         first = values.get("first_name", row["first_name"])
         last = values.get("last_name", row["last_name"])
         values["search_name"] = search_name(first, last)
