@@ -21,7 +21,7 @@ from command.domain import BulkAction, Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
-from command.unit_of_work import Outbox, Projector, UnitOfWork
+from command.unit_of_work import Outbox, Projector, ReadBack, UnitOfWork
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall
@@ -85,15 +85,16 @@ class ContactsApplication(Application):
     def save_all(self, *objs: Any, account_id: UUID | None = None,
                  claims: Iterable[tuple[UUID, UUID]] = (),
                  releases: Iterable[tuple[UUID, UUID, bool]] = (),
-                 idempotency: tuple[str, UUID, bytes | None] | None = None) -> None:
+                 idempotency: tuple[str, UUID, bytes | None] | None = None, read: ReadBack | None = None) -> Any:
         """Save aggregates' pending events (chunked), each chunk one unit of work with its phone claims and releases.
 
         A claim or release travels in the chunk holding its contact's events, so it
         commits or fails with them. A new contact's key is made here, sealed into its
         events and stored in the same transaction; the keys of existing contacts come
-        in one query per chunk.
+        in one query per chunk. ``read`` goes with the last chunk; its row is the answer.
         """
         events = [e for obj in objs for e in obj.collect_events()]
+        answer = None
         claims_by_contact = {c[1]: c for c in claims}
         releases_by_contact = {r[1]: r for r in releases}
         for start in range(0, len(events), SAVE_CHUNK):
@@ -103,11 +104,13 @@ class ContactsApplication(Application):
             new = {e.originator_id for e in sealed if isinstance(e, Contact.Created)}
             with self.keys.batch([e.originator_id for e in sealed if e.originator_id not in new]):
                 new_keys = self.keys.generate(sorted(new))
-                self.unit_of_work.commit(
+                answer = self.unit_of_work.commit(
                     chunk, account_id=account_id, new_keys=new_keys,
                     claims=[c for cid, c in claims_by_contact.items() if cid in ids],
                     releases=[r for cid, r in releases_by_contact.items() if cid in ids],
-                    idempotency=idempotency if start == 0 else None)
+                    idempotency=idempotency if start == 0 else None,
+                    read=read if start + SAVE_CHUNK >= len(events) else None)
+        return answer
 
     def _get(self, cls: type[T], aggregate_id: UUID) -> T | None:
         if cls is Contact:  # an imported contact's creation lives in its import batch
@@ -240,15 +243,17 @@ class ContactsApplication(Application):
     def update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any],
                        changes: dict[str, Any], region: str | None = None,
                        list_ids: list[UUID] | None = None, is_opted_out: bool | None = None,
-                       expected_version: int | None = None) -> UUID:
+                       expected_version: int | None = None, read: ReadBack | None = None) -> Any:
+        """Change a contact; the answer is ``read``'s row, read right after the write's commit
+        (None if nothing changed or without ``read``)."""
         with self.keys.batch([contact_id]):  # one query for the key, used to load and to save
-            self._update_contact(actor, contact_id, pii=pii, changes=changes, region=region, list_ids=list_ids,
-                                 is_opted_out=is_opted_out, expected_version=expected_version)
-        return contact_id
+            return self._update_contact(actor, contact_id, pii=pii, changes=changes, region=region,
+                                        list_ids=list_ids, is_opted_out=is_opted_out,
+                                        expected_version=expected_version, read=read)
 
     def _update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any], changes: dict[str, Any],
                         region: str | None, list_ids: list[UUID] | None, is_opted_out: bool | None,
-                        expected_version: int | None) -> None:
+                        expected_version: int | None, read: ReadBack | None) -> Any:
         contact = self.get_contact(actor, contact_id)
         check_version(contact, expected_version)
         claims, releases = [], []
@@ -269,7 +274,7 @@ class ContactsApplication(Application):
             contact.sync_lists(actor, list_ids)
         if is_opted_out is not None:
             contact.set_opted_out(actor, is_opted_out)
-        self.save_all(contact, account_id=actor.account_id, claims=claims, releases=releases)
+        return self.save_all(contact, account_id=actor.account_id, claims=claims, releases=releases, read=read)
 
     @retry_on_conflict
     def add_to_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> int:

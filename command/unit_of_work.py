@@ -76,6 +76,9 @@ class Outbox(Protocol):
 SUPPRESSED = "CT001"  # create_contact: the number carries an opt-out the new contact must honour
 DEADLOCK = psycopg.errors.DeadlockDetected.sqlstate
 
+#: A query and its parameters, whose first row a write answers with (``UnitOfWork.commit``'s ``read``).
+ReadBack = tuple[Any, Sequence[Any]]
+
 #: New contacts' keys, ids and keys as two arrays: alone, or ahead of a claim in one statement.
 INSERT_KEYS = "INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
 
@@ -95,16 +98,19 @@ class UnitOfWork:
                claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
                origins: Iterable[tuple[UUID, UUID, int]] = (), new_keys: dict[UUID, bytes] | None = None,
                idempotency: tuple[str, UUID, bytes | None] | None = None,
-               stored: Sequence[StoredEvent] | None = None) -> None:
+               stored: Sequence[StoredEvent] | None = None, read: ReadBack | None = None) -> Any:
         """Store ``events`` and everything that goes with them, or nothing.
 
         ``stored`` is ``events`` already mapped (sealed) by the caller, as an import does
         for its next batch while this one commits. A phone number claimed concurrently,
         or a concurrent write to the same aggregate, raises eventsourcing's
-        ``IntegrityError`` and stores nothing.
+        ``IntegrityError`` and stores nothing. ``read`` (a query and its parameters) runs
+        right after the commit on the same connection, in the same round trip, and its
+        first row is the answer (None without events or without ``read``): a write that
+        answers with what it wrote needs no second transaction.
         """
         if not events:
-            return
+            return None
         encoded = self._encode(events, stored)  # sealed before any lock
         new_keys = new_keys or {}
         # A single write goes in pipeline mode: every statement is sent at once and the
@@ -112,10 +118,12 @@ class UnitOfWork:
         # work, never across a round trip or this process's wait for the GIL. An import
         # batch writes by COPY, which a pipeline cannot carry.
         pipelined = len(new_keys) <= SMALL_KEY_SET and _import_of(events) is None
-        with self._transaction(pipelined) as cur:
+        answer: list[Any] = []
+        with self._transaction(pipelined, read, answer) as cur:
             self._write_side(cur, events, account_id, sorted(claims), list(releases), list(origins),
                              new_keys, idempotency)
             self._append(cur, events, *encoded)
+        return answer[0] if answer else None
 
     def commit_claimed(self, claim: tuple[UUID, UUID], build: Callable[[UUID | None, bool], Sequence[Any]], *,
                        account_id: UUID, new_keys: dict[UUID, bytes]) -> None:
@@ -179,16 +187,22 @@ class UnitOfWork:
         return stored, messages
 
     @contextmanager
-    def _transaction(self, pipelined: bool) -> Iterator[Cursor[Any]]:
-        """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``)."""
+    def _transaction(self, pipelined: bool, read: ReadBack | None = None,
+                     answer: list[Any] | None = None) -> Iterator[Cursor[Any]]:
+        """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``);
+        ``read``'s first row, read after the commit, appended to ``answer``."""
         try:
-            with self.datastore.get_connection() as conn:
+            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as reader:
                 with conn.pipeline() if pipelined else nullcontext():
                     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
                         yield cur
+                    if read is not None:  # after the commit: outside the events table's lock
+                        reader.execute(*read)
                     # In a pipeline the flush wait travels with the transaction: one round trip
                     # for both, and the pipeline's exit raises if either failed.
                     wait_for_flush(conn)
+                if read is not None and answer is not None:
+                    answer.append(reader.fetchone())
         except Exception as exc:  # psycopg's, as the datastore translates it (the original is its cause)
             if _sqlstate(exc) == DEADLOCK:  # two claims crossed: retried like a lost race
                 raise IntegrityError(str(exc)) from exc

@@ -321,12 +321,23 @@ def get_contact(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> Con
     return to_contact(row) if row else None
 
 
+VERSIONED = sql.SQL("SELECT {}, c.version FROM contacts c WHERE c.account_id = %s AND c.id = %s"
+                    " AND c.deleted_at IS NULL").format(COLUMNS)
+
+
 def get_contact_versioned(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> tuple[ContactOut, int] | None:
     """An active contact and its aggregate version (its ETag), read together."""
     with tenant_transaction(pool, account_id) as conn:
-        row = conn.execute(sql.SQL("SELECT {}, c.version FROM contacts c WHERE c.account_id = %s AND c.id = %s"
-                                   " AND c.deleted_at IS NULL").format(COLUMNS),
-                           (account_id, contact_id)).fetchone()
+        return versioned(conn.execute(VERSIONED, (account_id, contact_id)).fetchone())
+
+
+def contact_read(account_id: UUID, contact_id: UUID) -> tuple[sql.Composed, tuple[UUID, UUID]]:
+    """``get_contact_versioned``'s query, for a write to run right after its commit (its answer)."""
+    return VERSIONED, (account_id, contact_id)
+
+
+def versioned(row: tuple | None) -> tuple[ContactOut, int] | None:
+    """The contact and its version from a ``VERSIONED`` row."""
     return (to_contact(row[:-1]), row[-1]) if row else None
 
 

@@ -48,6 +48,28 @@ def test_the_create_answer_is_the_contact_as_every_later_read_shows_it(service: 
         assert created.headers["etag"] == shown.headers["etag"] == '"1"'
 
 
+def test_the_patch_answer_is_the_contact_as_every_later_read_shows_it(service: Service) -> None:
+    """A PATCH answers with the row its write just committed, read on the same connection:
+    it must equal what GET shows, ETag included, whatever the PATCH changed, and a PATCH
+    that changes nothing answers the contact as it is."""
+    api = service.client()
+    a, b = api.create_list("A")["id"], api.create_list("B")["id"]
+    contact = api.create_contact("+254 712 300 400", firstName="Wanjiru", tags=["vip"], listIds=[a])
+    for version, body in enumerate(({"firstName": "Wanjiku", "tags": ["vip", "b2b"]},
+                                    {"listIds": [b, a], "phone": "0712 300 401"},
+                                    {"isOptedOut": True, "notes": "asked by SMS"}), start=2):
+        patched = api.patch(f"/api/v1/contacts/{contact['id']}", json=body)
+        assert patched.status_code == 200, patched.text
+        shown = api.get(f"/api/v1/contacts/{contact['id']}")
+        assert patched.json() == shown.json()
+        assert patched.headers["etag"] == shown.headers["etag"]
+    assert shown.json()["listIds"] == [a, b] and shown.json()["phone"] == "+254712300401"  # in joining order
+    assert shown.json()["isOptedOut"] is True and shown.json()["tags"] == ["vip", "b2b"]
+    unchanged = api.patch(f"/api/v1/contacts/{contact['id']}", json={"notes": "asked by SMS"})
+    assert unchanged.status_code == 200 and unchanged.json() == shown.json()
+    assert unchanged.headers["etag"] == shown.headers["etag"]
+
+
 def test_phone_formats_people_write_are_accepted(service: Service) -> None:
     api = service.client()
     for raw in ("+254 712-000-001", "00254712000002", "(0712) 000 003", "254712000004"):
