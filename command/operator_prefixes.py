@@ -27,6 +27,11 @@ def refresh(conn: Connection[Any]) -> int:
     return len(rows)
 
 
+def installed(conn: Connection[Any]) -> bool:
+    """Whether the directory's tables exist (the schema is created by the service's first start)."""
+    return conn.execute("SELECT to_regclass('mno_prefixes_source') IS NOT NULL").fetchone()[0]
+
+
 def ensure(conn: Connection[Any]) -> None:
     """Seed the directory on first start (its tables are in command/schema.sql)."""
     if conn.execute("SELECT 1 FROM mno_prefixes_source").fetchone() is None:

@@ -228,7 +228,9 @@ def cmd_mno_refresh(settings: Settings) -> None:
     with ExitStack() as stack:
         database_url, _ = _servers(settings, stack, need_nats=False)
         with psycopg.connect(database_url, autocommit=True) as conn:
-            operator_prefixes.ensure(conn)
+            if not operator_prefixes.installed(conn):
+                sys.exit("contacts mno refresh: this database has no contacts schema (no mno_prefixes table):"
+                         " start the service on it once (contacts serve, api or worker), which creates the schema")
             count = operator_prefixes.refresh(conn)
     print(f"mno_prefixes: {count} prefixes from {operator_prefixes.source_label()}")
 
@@ -368,6 +370,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _maintenance(args: argparse.Namespace, settings: Settings) -> None:
+    """The commands that work on the database directly: a database they cannot reach is one line, exit 1."""
+    import eventsourcing.persistence
+    import psycopg
+
+    # A one-shot command fails with the reason below; the pools' retry warnings would only repeat it.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+    try:
+        if args.command == "mno":
+            cmd_mno_refresh(settings)
+        elif args.command == "projections":
+            cmd_rebuild(settings)
+        else:
+            cmd_events_export(args, settings)
+    except (psycopg.OperationalError, eventsourcing.persistence.OperationalError) as exc:
+        reason = " ".join(str(exc).split())  # psycopg's message runs over several lines
+        sys.exit(f"contacts {args.command} {args.action}: cannot use the database (CONTACTS_DATABASE_URL): {reason}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from service.logs import configure
 
@@ -386,7 +407,9 @@ def main(argv: list[str] | None = None) -> None:
         except KeyboardInterrupt:
             sys.exit(130)
     settings = Settings.from_env()
-    if args.command == "serve":
+    if args.command in ("mno", "projections", "events"):
+        _maintenance(args, settings)
+    elif args.command == "serve":
         cmd_serve(args, settings, api=True, worker=True)
     elif args.command == "api":
         cmd_serve(args, settings, api=True, worker=False)
@@ -396,12 +419,6 @@ def main(argv: list[str] | None = None) -> None:
         cmd_serve(args, settings, api=False, worker=True, relay_only=True)
     elif args.command == "token":
         cmd_token(args, settings)
-    elif args.command == "mno":
-        cmd_mno_refresh(settings)
-    elif args.command == "projections":
-        cmd_rebuild(settings)
-    elif args.command == "events":
-        cmd_events_export(args, settings)
     elif args.command == "tail":
         cmd_tail(args, settings)
 

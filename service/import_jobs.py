@@ -11,6 +11,7 @@ slow batch can never make two workers run one job.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -19,12 +20,14 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import psycopg
 from psycopg import sql
 
 from command.context import Actor
 from command.domain import ContactImport
 from command.errors import NotFoundError
+from command.imports.formats import detect_format
 from command.imports.limits import FileLimits
 from command.imports.rows import ImportRow, open_rows
 from command.imports.service import ImportFailedError, ImportOutcome, ImportService, failure_reason
@@ -58,6 +61,49 @@ def run_import(container: Container, actor: Actor, rows: Iterator[ImportRow], *,
     return service.run(actor, job, rows, region=region)
 
 
+def request_hash(kind: bytes, *parts: bytes | str | None) -> bytes:
+    """What an Idempotency-Key stands for: the endpoint and everything imported (SHA-256)."""
+    digest = hashlib.sha256(kind)
+    for part in parts:
+        value = (part or "").encode() if not isinstance(part, bytes) else part
+        digest.update(len(value).to_bytes(8, "big") + value)  # length-prefixed: no two splits collide
+    return digest.digest()
+
+
+def upload_format(upload: Any) -> str:
+    """The uploaded file's format (csv or xlsx), read from its first bytes and name; the file takes its suffix."""
+    fmt = detect_format(upload.head, upload.filename)
+    upload.path = upload.path.rename(upload.path.with_suffix(f".{fmt}"))  # openpyxl reads the suffix
+    return fmt
+
+
+def _file_hash(upload: Any, list_id: UUID | None, mapping: dict[str, str | None] | None,
+               region: str | None) -> bytes:
+    return request_hash(b"file", upload.digest.digest(), str(list_id or ""),
+                        msgspec.json.encode(mapping, order="sorted"), region)
+
+
+def import_file(container: Container, actor: Actor, upload: Any, fmt: str, list_id: UUID | None,
+                mapping: dict[str, str | None] | None, region: str | None,
+                idempotency_key: str | None) -> ImportOutcome:
+    """Import an uploaded file now: the answer waits for the end (or replays the first one for its key)."""
+    _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))
+    try:
+        return run_import(container, actor, rows, source=fmt, filename=upload.filename, list_id=list_id,
+                          idempotency_key=idempotency_key, region=region,
+                          request_hash=_file_hash(upload, list_id, mapping, region) if idempotency_key else None)
+    finally:
+        rows.close()
+
+
+def import_json(container: Container, actor: Actor, rows: Iterator[ImportRow], content: Any, *,
+                list_id: UUID | None, region: str | None, idempotency_key: str | None) -> ImportOutcome:
+    """Import contacts sent as JSON (``content``, the decoded body, is what an Idempotency-Key stands for)."""
+    return run_import(container, actor, rows, source="json", filename=None, list_id=list_id,
+                      idempotency_key=idempotency_key, region=region,
+                      request_hash=request_hash(b"json", msgspec.json.encode(content)) if idempotency_key else None)
+
+
 def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
     """The job resource (404 for an unknown id or another account's)."""
     job = import_queries.get_import(container.pool, actor.account_id, import_id)
@@ -67,17 +113,24 @@ def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
 
 
 def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list_id: UUID | None,
-                 mapping: dict[str, str | None] | None, region: str | None, idempotency_key: str | None,
-                 request_hash: bytes | None = None) -> ImportJob:
+                 mapping: dict[str, str | None] | None, region: str | None, idempotency_key: str | None) -> ImportJob:
     """Check the header now (a bad file is a 422 at once), then queue the job for the worker."""
     _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))
     rows.close()
     service = ImportService(container.app)
     job, replay = service.start(actor, source=fmt, filename=upload.filename, list_id=list_id,
-                                idempotency_key=idempotency_key, request_hash=request_hash)
+                                idempotency_key=idempotency_key,
+                                request_hash=_file_hash(upload, list_id, mapping, region) if idempotency_key else None)
     if replay is None:
         enqueue(container, actor, job, upload.path, fmt, mapping, region)
     return get_job(container, actor, job.id)
+
+
+def import_report(container: Container, actor: Actor, import_id: UUID) -> Iterator[bytes]:
+    """The import's row-by-row report as CSV lines (404 at once for an unknown id or another account's)."""
+    if not import_queries.import_exists(container.pool, actor.account_id, import_id):
+        raise NotFoundError(f"import {import_id} not found", field="id")
+    return import_queries.report_lines(container.pool, actor.account_id, import_id)
 
 
 def enqueue(container: Container, actor: Actor, job: ContactImport, path: Path, fmt: str,

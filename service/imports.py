@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Iterator
 from typing import Annotated, Any
 from uuid import UUID
@@ -16,17 +15,15 @@ from litestar.response import Stream
 from msgspec import Meta
 
 from command.context import Actor
-from command.errors import NotFoundError, ValidationError
+from command.errors import ValidationError
 from command.field_limits import MAX_PHONE_CHARS, MAX_TAGS
 from command.imports.cells import unneutralise
-from command.imports.formats import detect_format
-from command.imports.rows import ImportRow, open_rows
+from command.imports.rows import ImportRow
 from command.imports.service import ImportOutcome
-from query import imports as import_queries
 from query.imports import REPORT_URL, ImportJob
 from service.bootstrap import Container
 from service.cleaning import clean_region, clean_tags, clean_text, split_tags
-from service.import_jobs import file_limits, get_job, queue_import, run_import
+from service import import_jobs
 from service.openapi import located, with_request_body
 from service.schemas import NO_NUL, Region
 from service.uploads import receive_upload
@@ -135,15 +132,6 @@ def _idempotency_key(request: Request) -> str | None:
     return key or None
 
 
-def _request_hash(kind: bytes, *parts: bytes | str | None) -> bytes:
-    """What an Idempotency-Key stands for: the endpoint and everything imported (SHA-256)."""
-    digest = hashlib.sha256(kind)
-    for part in parts:
-        value = (part or "").encode() if not isinstance(part, bytes) else part
-        digest.update(len(value).to_bytes(8, "big") + value)  # length-prefixed: no two splits collide
-    return digest.digest()
-
-
 class ImportController(Controller):
     """Bulk imports from files or JSON, and the reports users fix their files with."""
 
@@ -162,31 +150,14 @@ class ImportController(Controller):
         idempotency_key = _idempotency_key(request)
         upload = await receive_upload(request, container.settings.import_max_bytes, digest=bool(idempotency_key))
         try:
-            fmt = detect_format(upload.head, upload.filename)
-            upload.path = upload.path.rename(upload.path.with_suffix(f".{fmt}"))  # openpyxl reads the suffix
-            list_id = _parse_uuid(upload.fields.get("listId"), "listId")
-            mapping = _parse_mapping(upload.fields.get("mapping"))
-            region = clean_region(upload.fields.get("region"))
-            request_hash = _request_hash(b"file", upload.digest.digest(), str(list_id or ""),
-                                         msgspec.json.encode(mapping, order="sorted"), region
-                                         ) if idempotency_key else None
-
+            fmt = import_jobs.upload_format(upload)
+            chosen = (_parse_uuid(upload.fields.get("listId"), "listId"), _parse_mapping(upload.fields.get("mapping")),
+                      clean_region(upload.fields.get("region")), idempotency_key)
             if "respond-async" in request.headers.get("prefer", "").lower():
-                job = await asyncio.to_thread(queue_import, container, request.user, upload, fmt, list_id,
-                                              mapping, region, idempotency_key, request_hash)
+                job = await asyncio.to_thread(import_jobs.queue_import, container, request.user, upload, fmt, *chosen)
                 return Response(job, status_code=202, headers={"Location": job.report_url.rsplit("/", 1)[0],
                                                                "Preference-Applied": "respond-async"})
-
-            def work() -> ImportOutcome:
-                _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))
-                try:
-                    return run_import(container, request.user, rows, source=fmt, filename=upload.filename,
-                                      list_id=list_id, idempotency_key=idempotency_key, region=region,
-                                      request_hash=request_hash)
-                finally:
-                    rows.close()
-
-            outcome = await asyncio.to_thread(work)
+            outcome = await asyncio.to_thread(import_jobs.import_file, container, request.user, upload, fmt, *chosen)
         finally:
             upload.discard()
         return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
@@ -196,17 +167,15 @@ class ImportController(Controller):
           request_max_body_size=BULK_MAX_BYTES)
     def import_json(self, request: ActorRequest, container: Container, data: BulkImport) -> Response[ImportResult]:
         """Import contacts sent as JSON (the web wizard's path after client-side mapping)."""
-        idempotency_key = _idempotency_key(request)
-        request_hash = _request_hash(b"json", msgspec.json.encode(data)) if idempotency_key else None
-        outcome = run_import(container, request.user, _bulk_rows(data.contacts), source="json", filename=None,
-                             list_id=data.list_id, idempotency_key=idempotency_key,
-                             region=clean_region(data.region), request_hash=request_hash)
+        outcome = import_jobs.import_json(container, request.user, _bulk_rows(data.contacts), data,
+                                          list_id=data.list_id, region=clean_region(data.region),
+                                          idempotency_key=_idempotency_key(request))
         return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
 
     @get("/imports/{import_id:uuid}", operation_id="getImport", sync_to_thread=True)
     def show(self, request: ActorRequest, container: Container, import_id: UUID) -> ImportJob:
         """An import job: status, progress counts, and where its report is."""
-        return get_job(container, request.user, import_id)
+        return import_jobs.get_job(container, request.user, import_id)
 
 
     @get("/imports/{import_id:uuid}/report.csv", operation_id="getImportReport",
@@ -217,8 +186,5 @@ class ImportController(Controller):
         ``line`` is the row number a spreadsheet shows (the header is line 1); ``row`` counts
         the file's data rows (for a JSON import, the item's place in the array).
         """
-        if not import_queries.import_exists(container.pool, request.user.account_id, import_id):
-            raise NotFoundError(f"import {import_id} not found", field="id")
-        return Stream(import_queries.report_lines(container.pool, request.user.account_id, import_id),
-                      media_type="text/csv",
+        return Stream(import_jobs.import_report(container, request.user, import_id), media_type="text/csv",
                       headers={"Content-Disposition": f'attachment; filename="import-{import_id}-report.csv"'})

@@ -91,7 +91,8 @@ class ThreadedWorker:
     def start(self) -> "ThreadedWorker":
         self.ready = threading.Event()
         self.thread.start()
-        self.ready.wait(10)
+        # Its events (wake-ups, stop) exist once it is ready: going on without them failed later, elsewhere.
+        wait_until(self.ready.is_set, "the worker's event loop started", 30, 0.01)
         return self
 
     def stop(self) -> None:

@@ -45,12 +45,15 @@ def test_api_logs_json_lines_with_the_request_id_account_and_actor(postgres_serv
         r = httpx.post(f"{base}/api/v1/contact-lists", json={"name": "y"},
                        headers={**headers, "X-Request-Id": "req-logged-1"}, timeout=30)
         assert r.status_code == 503, r.text
+        read = httpx.get(f"{base}/api/v1/contacts", headers={**headers, "X-Request-Id": "req-logged-2"}, timeout=30)
+        assert read.status_code == 503, read.text
     finally:
         stop_process(api)
     lines = _json_lines(log)
-    logged = [line for line in lines if line.get("requestId") == "req-logged-1"]
-    assert logged, lines
-    line = logged[0]
+    for request_id in ("req-logged-1", "req-logged-2"):  # one line per failed request, a write's or a read's
+        said = [line["message"].split(":")[0] for line in lines if line.get("requestId") == request_id]
+        assert said == ["database unavailable"], (request_id, lines)
+    line = next(line for line in lines if line.get("requestId") == "req-logged-1")
     assert line["accountId"] == str(account) and line["actor"] == "logger-test"
     assert line["level"] == "WARNING" and line["logger"] == "service.error_handlers"
     assert line["message"].startswith("database unavailable")

@@ -206,3 +206,28 @@ def test_mno_refresh_reloads_the_operator_prefixes_from_phonenumbers(fresh_datab
     done = contacts("mno", "refresh", env={"CONTACTS_DATABASE_URL": fresh_database})
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"mno_prefixes: {len(african_prefixes())} prefixes from phonenumbers ")
+
+
+def test_mno_refresh_on_a_database_without_the_schema_says_to_start_the_service_once(fresh_database: str) -> None:
+    """It printed a traceback (relation "mno_prefixes_source" does not exist)."""
+    done = contacts("mno", "refresh", env={"CONTACTS_DATABASE_URL": fresh_database})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "contacts mno refresh: this database has no contacts schema (no mno_prefixes table): start the service"
+        " on it once (contacts serve, api or worker), which creates the schema"]
+    # The commands that build the service's parts create the schema as a start does, and work.
+    rebuilt = contacts("projections", "rebuild", env={"CONTACTS_DATABASE_URL": fresh_database})
+    assert rebuilt.returncode == 0 and rebuilt.stdout.startswith("read tables rebuilt from 0 events"), rebuilt.stderr
+    assert contacts("mno", "refresh", env={"CONTACTS_DATABASE_URL": fresh_database}).returncode == 0
+
+
+@pytest.mark.parametrize("command", [["mno", "refresh"], ["projections", "rebuild"],
+                                     ["events", "export", "--account", "00000000-0000-0000-0000-000000000001"]])
+def test_a_database_command_names_a_database_it_cannot_use_in_one_line(postgres_server: str,
+                                                                      command: list[str]) -> None:
+    missing = postgres_server.rsplit("/", 1)[0] + "/no_such_database"
+    done = contacts(*command, env={"CONTACTS_DATABASE_URL": missing, "CONTACTS_LOG_FORMAT": "text"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"contacts {' '.join(command[:2])}: cannot use the database (CONTACTS_DATABASE_URL):")
+    assert 'database "no_such_database" does not exist' in line
