@@ -14,6 +14,7 @@ from command.crypto import SEALED, SEALED_FIELDS, seal, seal_batch, unseal
 from command.ids import uuid4_many, uuid7_many, uuid_array, uuids_v4
 from command.phones import reservation_id, reservation_ids
 from command.transcoder import MsgspecJSONTranscoder
+from projections.counters import ONE_MILLISECOND, ONE_SECOND, truncated
 
 
 def _transcoders() -> tuple[JSONTranscoder, MsgspecJSONTranscoder]:
@@ -68,6 +69,15 @@ def test_seal_batch_seals_each_contact_as_seal_does() -> None:
         assert one[SEALED_FIELDS] == seal(key, cid, secret)[SEALED_FIELDS] == sorted(secret)
     assert len({one[SEALED][:16] for one in sealed}) == 3  # each with a nonce of its own
     assert unseal(keys[0], ids[0], sealed[0]) != unseal(keys[1], ids[1], sealed[1])
+
+
+def test_truncated_times_equal_each_time_truncated() -> None:
+    start = dt.datetime(2026, 12, 31, 23, 59, 59, 1_500, tzinfo=dt.timezone.utc)
+    times = [start - dt.timedelta(microseconds=row) for row in range(3_000)]  # an import's, across a year
+    times += [start + dt.timedelta(seconds=1), start, start - dt.timedelta(hours=1)]  # and out of order
+    assert list(truncated(times, ONE_SECOND)) == [t.replace(microsecond=0) for t in times]
+    assert list(truncated(times, ONE_MILLISECOND)) == [t.replace(microsecond=t.microsecond // 1000 * 1000)
+                                                       for t in times]
 
 
 def test_uuid_array_is_a_postgresql_literal() -> None:
