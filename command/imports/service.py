@@ -273,6 +273,9 @@ class ImportService:
         contacts, claims = [], []
         seen: dict[UUID, UUID] = {}  # reservation -> the contact this batch makes for it
         fresh_ids = iter(uuid7_many(len(parsed.phones)))  # time-ordered: cheaper b-tree inserts
+        # One list for the batch's entries (read, never changed: the projector and the sealing
+        # only read an entry), as each row's tags are its own list already (ImportRow).
+        list_ids = [job.list_id] if job.list_id else []
         for row, phone, rid in parsed.phones:
             holder = held.get(rid)
             if rid in seen or (holder and holder[0] is not None and holder[1] == job.id):
@@ -297,7 +300,7 @@ class ImportService:
                 "id": contact_id, "row": row.row, "line": row.line,
                 "pii": {"first_name": row.first_name, "last_name": row.last_name, "phone": phone.e164,
                         "email": email.lower() if email else None, "notes": row.notes},
-                "tags": list(row.tags), "list_ids": [job.list_id] if job.list_id else [],
+                "tags": row.tags, "list_ids": list_ids,
                 "is_opted_out": bool(holder and holder[2]) or row.is_opted_out, "reservation_id": rid, **match,
             })
             claims.append((rid, contact_id))
