@@ -20,7 +20,7 @@ from psycopg import Connection, Cursor
 from psycopg.types.json import Jsonb
 
 from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
-from projections.copy_text import copy_array, copy_text
+from projections.copy_text import copy_array, copy_row
 from projections.counters import (ONE_SECOND, TIME_UNITS, account_delta, counts_delta, millisecond_counts,
                                   tag_counts, tags_delta, truncated)
 from query.models import CONTACT_FIELDS
@@ -115,12 +115,12 @@ ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_
 
 def _import_line(c: dict[str, Any], account: str, created_at: str, updated_at: str) -> str:
     """An imported contact's row as COPY text, in ``IMPORT_COLUMNS`` order less ``list_ids``."""
-    text, pii = copy_text, c["pii"]
+    pii = c["pii"]
     first, last, phone = pii.get("first_name"), pii.get("last_name"), pii.get("phone") or ""
-    return (f"{c['id'].hex}\t{account}\t{text(first)}\t{text(last)}\t{text(phone)}\t{text(pii.get('email'))}"
-            f"\t{text(copy_array(c['tags']))}\t{text(pii.get('notes'))}\t{'t' if c['is_opted_out'] else 'f'}"
-            f"\t{text(c['status'])}\t{text(c['invalid_reason'])}\t{text(c['operator'])}\t{text(c['country'])}"
-            f"\t{created_at}\t{updated_at}\t{text(search_name(first, last))}\t{text(search_phone(phone))}")
+    return copy_row((c["id"].hex, account, first, last, phone, pii.get("email"), copy_array(c["tags"]),
+                     pii.get("notes"), "t" if c["is_opted_out"] else "f", c["status"], c["invalid_reason"],
+                     c["operator"], c["country"], created_at, updated_at, search_name(first, last),
+                     search_phone(phone)))
 
 
 class ReadModelProjector:
