@@ -101,7 +101,8 @@ def test_copy_rows_and_arrays_equal_the_value_by_value_escapes() -> None:
 
 def test_uuid_array_is_a_postgresql_literal() -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
-    assert uuid_array([a, b]) == "{" + a.hex + "," + b.hex + "}"
+    assert uuid_array([a, b]) == "{" + str(a) + "," + str(b) + "}"
+    assert uuid_array(u for u in (b, a)) == "{" + str(b) + "," + str(a) + "}"  # any iterable
     assert uuid_array([]) == "{}"
 
 
