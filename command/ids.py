@@ -91,3 +91,8 @@ def uuid_array(ids: Iterable[UUID]) -> str:
     Python property, one at a time.
     """
     return "{" + _JSON.encode(ids if isinstance(ids, list) else list(ids))[1:-1].decode().replace('"', "") + "}"
+
+
+def uuid_texts(ids: list[UUID]) -> list[str]:
+    """The UUIDs' canonical text (``str(uuid)``), all written by msgspec in C at once."""
+    return _JSON.encode(ids)[2:-2].decode().split('","') if ids else []

@@ -20,6 +20,7 @@ from psycopg import Connection, Cursor
 from psycopg.types.json import Jsonb
 
 from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
+from command.ids import uuid_texts
 from projections.copy_text import copy_array, copy_row
 from projections.counters import (ONE_SECOND, TIME_UNITS, account_delta, counts_delta, millisecond_counts,
                                   tag_counts, tags_delta, truncated)
@@ -113,11 +114,11 @@ ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_
 """.replace("{units}", TIME_UNITS.format(account="%(account_id)s", ts="%(created_at)s::timestamptz"))
 
 
-def _import_line(c: dict[str, Any], account: str, created_at: str, updated_at: str) -> str:
+def _import_line(c: dict[str, Any], contact_id: str, account: str, created_at: str, updated_at: str) -> str:
     """An imported contact's row as COPY text, in ``IMPORT_COLUMNS`` order less ``list_ids``."""
     pii = c["pii"]
     first, last, phone = pii.get("first_name"), pii.get("last_name"), pii.get("phone") or ""
-    return copy_row((c["id"].hex, account, first, last, phone, pii.get("email"), copy_array(c["tags"]),
+    return copy_row((contact_id, account, first, last, phone, pii.get("email"), copy_array(c["tags"]),
                      pii.get("notes"), "t" if c["is_opted_out"] else "f", c["status"], c["invalid_reason"],
                      c["operator"], c["country"], created_at, updated_at, search_name(first, last),
                      search_phone(phone)))
@@ -304,7 +305,8 @@ class ReadModelProjector:
         # dumpers cost several times more for a thousand rows. Without a list in the batch,
         # list_ids is left to its default ('{}'): no array for PostgreSQL to parse per row.
         account, ts = e.account_id.hex, e.timestamp.isoformat()
-        lines = [_import_line(c, account, at.isoformat(), ts) for c, at in zip(e.contacts, created)]
+        ids = uuid_texts([c["id"] for c in e.contacts])
+        lines = [_import_line(c, cid, account, at.isoformat(), ts) for c, cid, at in zip(e.contacts, ids, created)]
         columns = IMPORT_COLUMNS
         if existing:
             lines = [line + "\t{" + ",".join(i.hex for i in c["list_ids"] if i in existing) + "}"

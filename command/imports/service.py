@@ -284,6 +284,7 @@ class ImportService:
         # One list for the batch's entries (read, never changed: the projector and the sealing
         # only read an entry), as each row's tags are its own list already (ImportRow).
         list_ids = [job.list_id] if job.list_id else []
+        classify, remember, add, claim = self.app.directory.classify, self._remember_line, contacts.append, claims.append
         for row, phone, rid in parsed.phones:
             holder = held.get(rid)
             if rid in seen or (holder and holder[0] is not None and holder[1] == job.id):
@@ -296,22 +297,22 @@ class ImportService:
                 continue
             contact_id = next(fresh_ids)
             seen[rid] = contact_id
-            self._remember_line(rid, row.line)
+            remember(rid, row.line)
             email = row.email
             if email and not is_email(email):
                 skipped.append({"row": row.row, "line": row.line, "outcome": "imported",
                                 "reason": "invalid_email_dropped",
                                 "detail": "the email address was not valid and was left out", "contact_id": contact_id})
                 email = None
-            match = self.app.directory.classify(phone)
-            contacts.append({
+            match = classify(phone)
+            add({
                 "id": contact_id, "row": row.row, "line": row.line,
                 "pii": {"first_name": row.first_name, "last_name": row.last_name, "phone": phone.e164,
                         "email": email.lower() if email else None, "notes": row.notes},
                 "tags": row.tags, "list_ids": list_ids,
                 "is_opted_out": bool(holder and holder[2]) or row.is_opted_out, "reservation_id": rid, **match,
             })
-            claims.append((rid, contact_id))
+            claim((rid, contact_id))
         return contacts, skipped, claims
 
     def _remember_line(self, rid: UUID, line: int) -> None:
