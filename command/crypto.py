@@ -18,6 +18,7 @@ blob) load as they always did: nothing to upcast, the event classes did not chan
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import os
 import threading
@@ -123,14 +124,14 @@ def seal_batch(keys: list[bytes], contact_ids: list[UUID], secrets: list[dict[st
     """``seal`` of many contacts' fields (an import batch): the nonces drawn in one call, the
     field names sorted once for entries that share them. Same output as ``seal`` each."""
     nonces = os.urandom(12 * len(secrets))
-    encode, b64, sealed = msgspec.json.encode, base64.b64encode, []
+    encode, b64, sealed = msgspec.json.encode, binascii.b2a_base64, []
     names_of, names = None, []
     for i, (key, contact_id, secret) in enumerate(zip(keys, contact_ids, secrets)):
         if secret.keys() != names_of:  # one set of names for every entry of a batch
             names_of, names = secret.keys(), sorted(secret)
         nonce = nonces[12 * i:12 * i + 12]
         ciphertext = AESGCM(key).encrypt(nonce, encode(secret), contact_id.bytes)
-        sealed.append({SEALED: b64(nonce + ciphertext).decode(), SEALED_FIELDS: names})
+        sealed.append({SEALED: b64(nonce + ciphertext, newline=False).decode(), SEALED_FIELDS: names})
     return sealed
 
 

@@ -7,6 +7,8 @@ inside the projector's transaction, so concurrent writers' counts add up exactly
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -127,7 +129,7 @@ def time_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: lis
                     params)
 
 
-def millisecond_counts(cur: Cursor[Any], account_id: UUID, contacts: list[dict], created: dict[UUID, Any]) -> None:
+def millisecond_counts(cur: Cursor[Any], account_id: UUID, contacts: list[dict], created: list[Any]) -> None:
     """Count an import batch per millisecond of ``created_at`` too (``MILLISECOND_COUNTS``).
 
     An import's rows are a microsecond apart, so one import of a million rows fills one
@@ -135,18 +137,38 @@ def millisecond_counts(cur: Cursor[Any], account_id: UUID, contacts: list[dict],
     within it; per millisecond, at most a thousand. Only imports start them (later single
     writes in such a second keep them, ``TIME_UNITS``): contacts created one by one fill a
     second far more thinly, and a row per tag more for every single create would cost the
-    write path what its pages do not need.
+    write path what its pages do not need. ``created`` is each contact's ``created_at``.
     """
     counts: Counter = Counter()  # (tag, millisecond) -> contacts
     opted: Counter = Counter()  # (tag, millisecond) -> opted-out contacts
-    for c in contacts:
-        at = created[c["id"]]
-        bucket = at.replace(microsecond=at.microsecond // 1000 * 1000)
-        for tag in ("", *c["tags"]):
+    for c, bucket in zip(contacts, truncated(created, ONE_MILLISECOND)):
+        out = c["is_opted_out"]
+        counts["", bucket] += 1
+        opted["", bucket] += out
+        for tag in c["tags"]:
             counts[tag, bucket] += 1
-            opted[tag, bucket] += c["is_opted_out"]
+            opted[tag, bucket] += out
     if counts:
         keys = list(counts)
         cur.execute(MILLISECOND_COUNTS, {"account": account_id, "tags": [k[0] for k in keys],
                                          "buckets": [k[1] for k in keys], "active": [counts[k] for k in keys],
                                          "opted": [opted[k] for k in keys]})
+
+
+ONE_SECOND = timedelta(seconds=1)
+ONE_MILLISECOND = timedelta(milliseconds=1)
+
+
+def truncated(times: Iterable[datetime], unit: timedelta) -> Iterator[datetime]:
+    """Each time truncated to its second or millisecond (``unit``), as date_trunc does in UTC.
+
+    An import's times are a microsecond apart, so most share the bucket of the one before:
+    it is reused while they fall in it (a comparison, not a new datetime a row).
+    """
+    start = end = None
+    for at in times:
+        if start is None or not start <= at < end:
+            micro = at.microsecond - at.microsecond % (unit.microseconds or 1_000_000)
+            start = at.replace(microsecond=micro)
+            end = start + unit
+        yield start

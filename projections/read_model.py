@@ -22,9 +22,10 @@ from psycopg import Connection, Cursor
 from psycopg.types.json import Jsonb
 
 from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
-from projections.copy_text import copy_array, copy_text
-from projections.counters import (account_delta, counts_delta, millisecond_counts, tag_counts,
-                                  tags_delta)
+from command.ids import uuid_texts
+from projections.copy_text import copy_array, copy_row
+from projections.counters import (ONE_SECOND, account_delta, counts_delta, millisecond_counts,
+                                  tag_counts, tags_delta, truncated)
 from query.models import CONTACT_FIELDS
 
 log = logging.getLogger(__name__)
@@ -76,14 +77,14 @@ assert sorted(IMPORT_COLUMNS) == sorted(NEW_CONTACT_COLUMNS), "IMPORT_COLUMNS mu
 # The columns of a contact's row its later events' projections need.
 ROW_COLUMNS = ("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at")
 
-def _import_line(c: dict[str, Any], account: str, created_at: str, updated_at: str) -> str:
+def _import_line(c: dict[str, Any], contact_id: str, account: str, created_at: str, updated_at: str) -> str:
     """An imported contact's row as COPY text, in ``IMPORT_COLUMNS`` order less ``list_ids``."""
-    text, pii = copy_text, c["pii"]
+    pii = c["pii"]
     first, last, phone = pii.get("first_name"), pii.get("last_name"), pii.get("phone") or ""
-    return (f"{c['id'].hex}\t{account}\t{text(first)}\t{text(last)}\t{text(phone)}\t{text(pii.get('email'))}"
-            f"\t{text(copy_array(c['tags']))}\t{text(pii.get('notes'))}\t{'t' if c['is_opted_out'] else 'f'}"
-            f"\t{text(c['status'])}\t{text(c['invalid_reason'])}\t{text(c['operator'])}\t{text(c['country'])}"
-            f"\t{created_at}\t{updated_at}\t{text(search_name(first, last))}\t{text(search_phone(phone))}")
+    return copy_row((contact_id, account, first, last, phone, pii.get("email"), copy_array(c["tags"]),
+                     pii.get("notes"), "t" if c["is_opted_out"] else "f", c["status"], c["invalid_reason"],
+                     c["operator"], c["country"], created_at, updated_at, search_name(first, last),
+                     search_phone(phone)))
 
 
 class ReadModelProjector:
@@ -269,7 +270,8 @@ class ReadModelProjector:
         # dumpers cost several times more for a thousand rows. Without a list in the batch,
         # list_ids is left to its default ('{}'): no array for PostgreSQL to parse per row.
         account, ts = e.account_id.hex, e.timestamp.isoformat()
-        lines = [_import_line(c, account, created[c["id"]].isoformat(), ts) for c in e.contacts]
+        ids = uuid_texts([c["id"] for c in e.contacts])
+        lines = [_import_line(c, cid, account, at.isoformat(), ts) for c, cid, at in zip(e.contacts, ids, created)]
         columns = IMPORT_COLUMNS
         if existing:
             lines = [line + "\t{" + ",".join(i.hex for i in c["list_ids"] if i in existing) + "}"
@@ -284,18 +286,18 @@ class ReadModelProjector:
         if existing:  # a batch without a list sends no statement for memberships
             with cur.copy("COPY contact_list_memberships (list_id, contact_id, account_id, added_at,"
                           " contact_created_at, contact_active, contact_opted_out, contact_tags) FROM STDIN") as copy:
-                for c in e.contacts:
+                for c, at in zip(e.contacts, created):
                     for list_id in c["list_ids"]:
                         if list_id in existing:
                             members[list_id, c["is_opted_out"]] += 1
-                            copy.write_row((list_id, c["id"], e.account_id, e.timestamp, created[c["id"]], True,
+                            copy.write_row((list_id, c["id"], e.account_id, e.timestamp, at, True,
                                             c["is_opted_out"], c["tags"]))
         for (list_id, opted_out), n in members.items():
             counts_delta(cur, [list_id], n, opted_out)
         # The time counts are kept per second: a batch's contacts may straddle one.
         by_second: defaultdict[Any, list[dict]] = defaultdict(list)
-        for c in e.contacts:
-            by_second[created[c["id"]].replace(microsecond=0)].append(c)
+        for c, second in zip(e.contacts, truncated(created, ONE_SECOND)):
+            by_second[second].append(c)
         for second, contacts in by_second.items():
             account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]), second,
                           millisecond=False)
@@ -320,14 +322,14 @@ class ReadModelProjector:
         self._import_counts(cur, e, e.counts)
 
     @staticmethod
-    def _import_created_at(cur: Cursor[Any], e: Any) -> dict[UUID, Any]:
-        """Each imported contact's ``created_at``: the import's start, less one microsecond per
+    def _import_created_at(cur: Cursor[Any], e: Any) -> list[Any]:
+        """Each imported contact's ``created_at`` (in ``e.contacts``' order): the import's start, less one microsecond per
         data row, so newest-first lists and exports show an import in its file's order (row 1
         first), across all its batches. From the events alone, so a rebuild gives the same."""
         cur.execute("SELECT created_at FROM imports WHERE id = %s", (e.originator_id,))
         found = cur.fetchone()
         started = found[0] if found else e.timestamp
-        return {c["id"]: started - timedelta(microseconds=c["row"]) for c in e.contacts}
+        return [started - timedelta(microseconds=c["row"]) for c in e.contacts]
 
     @apply.register
     def _(self, e: ContactImport.Completed, cur: Cursor[Any]) -> None:

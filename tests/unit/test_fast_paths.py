@@ -11,9 +11,11 @@ import uuid
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
 
 from command.crypto import SEALED, SEALED_FIELDS, seal, seal_batch, unseal
-from command.ids import uuid4_many, uuid7_many, uuid_array, uuids_v4
+from command.ids import uuid4_many, uuid7_many, uuid_array, uuid_texts, uuids_v4
 from command.phones import reservation_id, reservation_ids
 from command.transcoder import MsgspecJSONTranscoder
+from projections.copy_text import copy_array, copy_row, copy_text
+from projections.counters import ONE_MILLISECOND, ONE_SECOND, truncated
 
 
 def _transcoders() -> tuple[JSONTranscoder, MsgspecJSONTranscoder]:
@@ -70,10 +72,40 @@ def test_seal_batch_seals_each_contact_as_seal_does() -> None:
     assert unseal(keys[0], ids[0], sealed[0]) != unseal(keys[1], ids[1], sealed[1])
 
 
+def test_truncated_times_equal_each_time_truncated() -> None:
+    start = dt.datetime(2026, 12, 31, 23, 59, 59, 1_500, tzinfo=dt.timezone.utc)
+    times = [start - dt.timedelta(microseconds=row) for row in range(3_000)]  # an import's, across a year
+    times += [start + dt.timedelta(seconds=1), start, start - dt.timedelta(hours=1)]  # and out of order
+    assert list(truncated(times, ONE_SECOND)) == [t.replace(microsecond=0) for t in times]
+    assert list(truncated(times, ONE_MILLISECOND)) == [t.replace(microsecond=t.microsecond // 1000 * 1000)
+                                                       for t in times]
+
+
+def test_copy_rows_and_arrays_equal_the_value_by_value_escapes() -> None:
+    """The one-look fast paths give what escaping each value and tag gives, whatever the text holds."""
+    import random
+
+    def each_tag(items: list[str]) -> str:
+        return "{" + ",".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in items) + "}"
+
+    alphabet, rnd = ["a", '"', "\\", ",", "\t", "\n", "\r", "N", "{", " "], random.Random(7)
+    for _ in range(5_000):
+        tags = ["".join(rnd.choices(alphabet, k=rnd.randint(0, 4))) for _ in range(rnd.randint(0, 4))]
+        assert copy_array(tags) == each_tag(tags)
+        values = [None if rnd.random() < 0.2 else "".join(rnd.choices(alphabet, k=rnd.randint(0, 5)))
+                  for _ in range(rnd.randint(1, 6))]
+        assert copy_row(values) == "\t".join(copy_text(v) for v in values)
+    assert copy_array([]) == "{}" and copy_array(["vip", "b2b"]) == '{"vip","b2b"}'
+    assert copy_row(["a", None, ""]) == "a\t\\N\t"
+
+
 def test_uuid_array_is_a_postgresql_literal() -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
-    assert uuid_array([a, b]) == "{" + a.hex + "," + b.hex + "}"
+    assert uuid_array([a, b]) == "{" + str(a) + "," + str(b) + "}"
+    assert uuid_array(u for u in (b, a)) == "{" + str(b) + "," + str(a) + "}"  # any iterable
     assert uuid_array([]) == "{}"
+    ids = uuid4_many(300) + uuid7_many(300)
+    assert uuid_texts(ids) == [str(u) for u in ids] and uuid_texts([]) == []
 
 
 def test_msgspec_transcoder_writes_the_stock_bytes_and_reads_both() -> None:
