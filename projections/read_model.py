@@ -175,10 +175,10 @@ class ReadModelProjector:
     def _(self, e: Contact.AddedToLists, cur: Cursor[Any]) -> None:
         row = self._contact(cur, e.originator_id)
         if row is not None:
+            # The memberships, the lists' counts and the contact's listIds, time and version: one call.
             self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, row["created_at"],
                                   active=row["deleted_at"] is None, opted_out=row["is_opted_out"],
-                                  tags=list(row["tags"]))
-            self._update_contact(cur, e, {})
+                                  tags=list(row["tags"]), version=e.originator_version)
 
     @apply.register
     def _(self, e: Contact.RemovedFromLists, cur: Cursor[Any]) -> None:
@@ -437,12 +437,13 @@ class ReadModelProjector:
 
     @staticmethod
     def _add_memberships(cur: Cursor[Any], account_id: UUID, contact_id: UUID, list_ids: list[UUID],
-                         ts: Any, created_at: Any, *, active: bool, opted_out: bool, tags: list[str]) -> None:
-        if not list_ids:
+                         ts: Any, created_at: Any, *, active: bool, opted_out: bool, tags: list[str],
+                         version: int | None = None) -> None:
+        if not list_ids and version is None:
             return
         # One call (projections/schema.sql): nothing to wait for under the events table's lock.
-        cur.execute("SELECT add_memberships(%s, %s, %s, %s, %s, %s, %s::text[], %s::uuid[])",
-                    (contact_id, account_id, ts, created_at, active, opted_out, tags, list(list_ids)))
+        cur.execute("SELECT add_memberships(%s, %s, %s, %s, %s, %s, %s::text[], %s::uuid[], %s)",
+                    (contact_id, account_id, ts, created_at, active, opted_out, tags, list(list_ids), version))
 
     @staticmethod
     def _memberships_active(cur: Cursor[Any], contact_id: UUID, active: bool) -> None:

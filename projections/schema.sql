@@ -387,10 +387,13 @@ $$;
 
 -- A contact's new memberships (contact.created and contact.added-to-lists): only lists that
 -- still exist in its account (a list deleted before the event was applied gains nothing,
--- on every replay alike), the lists' counts, and the contact's listIds, in one call.
+-- on every replay alike), the lists' counts, and the contact's listIds, in one call; with
+-- p_version, the contact's version and time too (contact.added-to-lists: one UPDATE of
+-- its row, not two).
+DROP FUNCTION IF EXISTS public.add_memberships(uuid, uuid, timestamptz, timestamptz, boolean, boolean, text[], uuid[]);
 CREATE OR REPLACE FUNCTION public.add_memberships(
     p_contact uuid, p_account uuid, p_ts timestamptz, p_created timestamptz, p_active boolean, p_opted boolean,
-    p_tags text[], p_lists uuid[]) RETURNS void
+    p_tags text[], p_lists uuid[], p_version integer) RETURNS void
 LANGUAGE sql AS $$
     WITH added AS (
         INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,
@@ -406,8 +409,10 @@ LANGUAGE sql AS $$
     -- them: ``added`` comes in whatever order the chosen scan of contact_lists gives.
     UPDATE contacts SET list_ids = list_ids || ARRAY(
         SELECT id FROM unnest(p_lists) WITH ORDINALITY AS asked (id, n)
-        WHERE id IN (SELECT list_id FROM added) ORDER BY n)
-    WHERE id = p_contact AND EXISTS (SELECT 1 FROM added)
+        WHERE id IN (SELECT list_id FROM added) ORDER BY n),
+        updated_at = CASE WHEN p_version IS NULL THEN updated_at ELSE p_ts END,
+        version = coalesce(p_version, version)
+    WHERE id = p_contact AND (p_version IS NOT NULL OR EXISTS (SELECT 1 FROM added))
 $$;
 
 -- The projection of contact.created (ReadModelProjector): the new contact's row (JSON named
@@ -438,6 +443,7 @@ BEGIN
     ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + 1,
         opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out;
     IF cardinality(p_lists) > 0 THEN
-        PERFORM add_memberships((p_row->>'id')::uuid, account, created, created, true, opted = 1, tags, p_lists);
+        PERFORM add_memberships((p_row->>'id')::uuid, account, created, created, true, opted = 1, tags, p_lists,
+                                NULL);
     END IF;
 END $$;

@@ -16,13 +16,17 @@ def test_bulk_add_counts_only_contacts_newly_added(service: Service) -> None:
     api, other = service.client(), service.client()
     lst = api.create_list("news")
     a = api.create_contact("0711000001", listIds=[lst["id"]])["id"]
-    b = api.create_contact("0711000002")["id"]
+    b = api.create_contact("0711000002")
     foreign = other.create_contact("0711000003")["id"]
     r = api.post(f"/api/v1/contact-lists/{lst['id']}/contacts",
-                 json={"contactIds": [a, b, b, foreign, str(uuid.uuid4())]})
+                 json={"contactIds": [a, b["id"], b["id"], foreign, str(uuid.uuid4())]})
     assert r.status_code == 200 and r.json() == {"added": 1}
     assert _count(api, lst["id"]) == 2
-    assert api.get(f"/api/v1/contacts/{b}").json()["listIds"] == [lst["id"]]
+    joined = api.get(f"/api/v1/contacts/{b['id']}")
+    assert joined.json()["listIds"] == [lst["id"]]
+    # Joining a list is a change of the contact: its version (ETag) and time move on.
+    assert joined.headers["etag"] == '"2"' and joined.json()["updatedAt"] > b["updatedAt"]
+    b = b["id"]
     assert other.get(f"/api/v1/contacts/{foreign}").json()["listIds"] == []
     assert api.post(f"/api/v1/contact-lists/{lst['id']}/contacts", json={"contactIds": [a, b]}).json() == {"added": 0}
 
