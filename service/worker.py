@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # machine while an import keeps api, worker and PostgreSQL busy, yet keeps publishing
 # under sustained load (at 19 it starved: 58 s behind a 20k-row import at load 8).
 RELAY_NICENESS = 10
-NOTIFY_COALESCE_S = 0.005  # the longest a wake-up waits behind the one before it
+NOTIFY_COALESCE_S = 0.005  # the longest a wake-up waits behind the one before it (the relay's grows with its rate)
 
 
 class Worker:
@@ -119,8 +119,9 @@ class Worker:
             # (a wake-up per write cost the worker 0.14 ms of CPU per write while its relay ran
             # in the child process).
             wakers[self.container.app.recorder.channel_name] = self.relay.wakeup.set
-        jobs = [listen(self.container.database_url, wakers, self.stop), self._retention(), self._imports(),
-                self._relay_task()]
+        coalesce_s = self.relay.coalesce_s if self.relay is not None else _fixed_coalesce
+        jobs = [listen(self.container.database_url, wakers, self.stop, coalesce_s), self._retention(),
+                self._imports(), self._relay_task()]
         if self.eraser is not None:
             jobs.append(self.eraser.run(self.stop))
         if self.nats_url:
@@ -181,17 +182,24 @@ class RelayChild:
         lower_priority()
         wakers = {self.container.app.recorder.channel_name: self.relay.wakeup.set}
         try:
-            await until_stopped(self.stop, [listen(self.container.database_url, wakers, self.stop),
+            await until_stopped(self.stop, [listen(self.container.database_url, wakers, self.stop,
+                                                   self.relay.coalesce_s),
                                             self.relay.run(self.stop)], then=self.relay.wakeup.set)
         finally:
             await self.relay.close()
 
 
-async def listen(database_url: str, wakers: dict[str, Callable[[], None]], stop: asyncio.Event) -> None:
+def _fixed_coalesce() -> float:
+    return NOTIFY_COALESCE_S
+
+
+async def listen(database_url: str, wakers: dict[str, Callable[[], None]], stop: asyncio.Event,
+                 coalesce_s: Callable[[], float] = _fixed_coalesce) -> None:
     """Call a channel's waker on each of its notifications (the event store's, the import queue's).
 
     A second without any notification calls every waker (the safety tick): a job whose
-    worker died is claimed again then, as nothing announces a lost lock.
+    worker died is claimed again then, as nothing announces a lost lock. After a wake-up
+    the next notifications are read ``coalesce_s()`` later, all at once.
     """
     while not stop.is_set():
         try:
@@ -206,8 +214,9 @@ async def listen(database_url: str, wakers: dict[str, Callable[[], None]], stop:
                         # Under load every write notifies: reading them a few ms apart wakes this
                         # process once for many (a wake per write cost the relay process 70 µs of
                         # CPU per write, a third of its share), and the relay, once woken,
-                        # publishes everything stored up to then anyway.
-                        await asyncio.sleep(NOTIFY_COALESCE_S)
+                        # publishes everything stored up to then anyway. The relay's pause grows
+                        # with its rate (events/relay.py, coalesce_s): each read then drains more.
+                        await asyncio.sleep(coalesce_s())
         except (psycopg.Error, OSError) as exc:
             log.warning("worker: LISTEN connection lost (%s); reconnecting", exc)
             await asyncio.sleep(1.0)
