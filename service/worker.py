@@ -114,14 +114,13 @@ class Worker:
     async def run(self) -> None:
         """Run every task until ``stop`` is set."""
         wakers = {import_jobs.queue_channel(self.container): self.imports_wakeup.set}
+        jobs = [listen(self.container.database_url, wakers, self.stop), self._retention(), self._imports(),
+                self._relay_task()]
         if self.relay is not None:
             # Every write notifies the events channel: only a process that relays listens to it
             # (a wake-up per write cost the worker 0.14 ms of CPU per write while its relay ran
-            # in the child process).
-            wakers[self.container.app.recorder.channel_name] = self.relay.wakeup.set
-        coalesce_s = self.relay.coalesce_s if self.relay is not None else _fixed_coalesce
-        jobs = [listen(self.container.database_url, wakers, self.stop, coalesce_s), self._retention(),
-                self._imports(), self._relay_task()]
+            # in the child process), on a connection of its own that the relay's gate closes.
+            jobs.append(listen_for_relay(self.container, self.relay, self.stop))
         if self.eraser is not None:
             jobs.append(self.eraser.run(self.stop))
         if self.nats_url:
@@ -180,13 +179,17 @@ class RelayChild:
     async def run(self) -> None:
         """Relay until ``stop`` is set, at a lower CPU priority."""
         lower_priority()
-        wakers = {self.container.app.recorder.channel_name: self.relay.wakeup.set}
         try:
-            await until_stopped(self.stop, [listen(self.container.database_url, wakers, self.stop,
-                                                   self.relay.coalesce_s),
+            await until_stopped(self.stop, [listen_for_relay(self.container, self.relay, self.stop),
                                             self.relay.run(self.stop)], then=self.relay.wakeup.set)
         finally:
             await self.relay.close()
+
+
+def listen_for_relay(container: Container, relay: Relay, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+    """Wake ``relay`` when events are stored: the event store's channel, paced and gated by the relay."""
+    return listen(container.database_url, {container.app.recorder.channel_name: relay.wakeup.set}, stop,
+                  relay.coalesce_s, relay.wakeups_wanted)
 
 
 def _fixed_coalesce() -> float:
@@ -194,19 +197,31 @@ def _fixed_coalesce() -> float:
 
 
 async def listen(database_url: str, wakers: dict[str, Callable[[], None]], stop: asyncio.Event,
-                 coalesce_s: Callable[[], float] = _fixed_coalesce) -> None:
+                 coalesce_s: Callable[[], float] = _fixed_coalesce, gate: asyncio.Event | None = None) -> None:
     """Call a channel's waker on each of its notifications (the event store's, the import queue's).
 
     A second without any notification calls every waker (the safety tick): a job whose
     worker died is claimed again then, as nothing announces a lost lock. After a wake-up
     the next notifications are read ``coalesce_s()`` later, all at once.
+
+    While ``gate`` is closed (the relay publishing without a pause: events/relay.py) the
+    connection does not listen: each notification cost the listening PostgreSQL backend
+    about 50 µs of CPU and this process as much again, for a wake-up nobody needed. Once
+    it opens, the connection listens again and calls the wakers once, for a write stored
+    before the ``LISTEN`` that no notification announces.
     """
     while not stop.is_set():
         try:
             async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-                for channel in wakers:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                await _listening(conn, wakers, True)
                 while not stop.is_set():
+                    if gate is not None and not gate.is_set():
+                        await _listening(conn, wakers, False)
+                        await _first(gate.wait(), stop.wait())
+                        await _listening(conn, wakers, True)
+                        for wake in wakers.values():
+                            wake()
+                        continue
                     heard = {notify.channel async for notify in conn.notifies(timeout=1.0, stop_after=1)}
                     for wake in [wakers[c] for c in heard if c in wakers] if heard else wakers.values():
                         wake()
@@ -220,6 +235,19 @@ async def listen(database_url: str, wakers: dict[str, Callable[[], None]], stop:
         except (psycopg.Error, OSError) as exc:
             log.warning("worker: LISTEN connection lost (%s); reconnecting", exc)
             await asyncio.sleep(1.0)
+
+
+async def _listening(conn: psycopg.AsyncConnection[Any], channels: dict[str, Any], on: bool) -> None:
+    for channel in channels:
+        await conn.execute(sql.SQL("LISTEN {}" if on else "UNLISTEN {}").format(sql.Identifier(channel)))
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Return when the first of ``waits`` does; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
 
 
 async def until_stopped(stop: asyncio.Event, jobs: list[Coroutine[Any, Any, None]],
