@@ -3,6 +3,9 @@
 Two processes follow the log: the NATS relay (``events/relay.py``) and the projection
 replay of ``contacts projections rebuild`` (``projections/runner.py``). Live writes
 need no follower: their read rows commit with them (``command/unit_of_work.py``).
+The replay looks the sizes up first (``bounded_limit``), then reads; the relay, which
+looks many times a second, reads a batch bounded the same way in one statement
+(``bounded_batch``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from psycopg import Cursor
+from psycopg import Cursor, sql
 from psycopg_pool import ConnectionPool
 
 from command.unit_of_work import EVENTS_TABLE
@@ -34,6 +37,21 @@ def bounded_limit(cur: Cursor[Any], position: int, max_events: int, max_bytes: i
             break
         count += 1
     return max(count, 1)
+
+
+def bounded_batch(columns: sql.Composable, size: sql.Composable) -> sql.Composed:
+    """A query for the events after ``%(after)s``: ``columns`` and ``upto`` (the running total of ``size``), at most
+    ``%(limit)s`` of them and ``%(max_bytes)s`` of ``size`` (at least one), the same bound as ``bounded_limit``.
+
+    The running total comes from ``pg_column_size`` in a window over the index order,
+    so the look-ahead costs no de-toasting and no statement of its own; a row past the
+    bound is scanned (at most ``%(limit)s`` rows) but its value never read.
+    """
+    return sql.SQL("SELECT * FROM (SELECT {columns}, sum(pg_column_size({size})) OVER w AS upto,"
+                   " row_number() OVER w AS n FROM {table} WHERE notification_id > %(after)s"
+                   " WINDOW w AS (ORDER BY notification_id) ORDER BY notification_id LIMIT %(limit)s) bounded"
+                   " WHERE n = 1 OR upto <= %(max_bytes)s").format(columns=columns, size=size,
+                                                                  table=sql.Identifier(EVENTS_TABLE))
 
 
 class LogFollower:

@@ -133,7 +133,8 @@ def _erased(pii: dict[str, Any]) -> Any:
 
 
 def event_id(originator_id: uuid.UUID, version: int) -> str:
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{originator_id}:{version}"))
+    """``str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{originator_id}:{version}"))``: the relay computes one per message."""
+    return _name_uuid(f"{originator_id}:{version}")
 
 
 class Message(msgspec.Struct):

@@ -56,6 +56,9 @@ class Leader:
         """One round of work."""
         raise NotImplementedError
 
+    def lead_taken(self) -> None:
+        """Called each time this process takes the lead (state kept from an earlier leadership may be stale)."""
+
     async def close(self) -> None:
         """Close the NATS connection (a broken one too)."""
         if self.nc is not None:
@@ -77,6 +80,7 @@ class Leader:
                     cur = await lock.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,))
                     if (await cur.fetchone())[0]:
                         self.is_leader = True
+                        self.lead_taken()
                         await self._lead(stop, lock)
             except (psycopg.Error, OSError) as exc:
                 log.warning("%s: lost the database (%s)", self.name, exc)
@@ -91,10 +95,12 @@ class Leader:
             try:
                 if not self.ready():
                     await self.start()
+                # Cleared before the round, not after: a wake-up during the round brings
+                # the next one at once instead of waiting for the idle tick.
+                self.wakeup.clear()
                 await self.round()
                 self.last_error = None
                 backoff = 0.2
-                self.wakeup.clear()
                 try:
                     await asyncio.wait_for(self.wakeup.wait(), timeout=self.idle_s)
                 except asyncio.TimeoutError:

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # machine while an import keeps api, worker and PostgreSQL busy, yet keeps publishing
 # under sustained load (at 19 it starved: 58 s behind a 20k-row import at load 8).
 RELAY_NICENESS = 10
-NOTIFY_COALESCE_S = 0.005  # the longest a wake-up waits behind the one before it
+NOTIFY_COALESCE_S = 0.005  # the longest a wake-up waits behind the one before it (the relay's grows with its rate)
 
 
 class Worker:
@@ -114,13 +114,13 @@ class Worker:
     async def run(self) -> None:
         """Run every task until ``stop`` is set."""
         wakers = {import_jobs.queue_channel(self.container): self.imports_wakeup.set}
+        jobs = [listen(self.container.database_url, wakers, self.stop), self._retention(), self._imports(),
+                self._relay_task()]
         if self.relay is not None:
             # Every write notifies the events channel: only a process that relays listens to it
             # (a wake-up per write cost the worker 0.14 ms of CPU per write while its relay ran
-            # in the child process).
-            wakers[self.container.app.recorder.channel_name] = self.relay.wakeup.set
-        jobs = [listen(self.container.database_url, wakers, self.stop), self._retention(), self._imports(),
-                self._relay_task()]
+            # in the child process), on a connection of its own that the relay's gate closes.
+            jobs.append(listen_for_relay(self.container, self.relay, self.stop))
         if self.eraser is not None:
             jobs.append(self.eraser.run(self.stop))
         if self.nats_url:
@@ -179,26 +179,49 @@ class RelayChild:
     async def run(self) -> None:
         """Relay until ``stop`` is set, at a lower CPU priority."""
         lower_priority()
-        wakers = {self.container.app.recorder.channel_name: self.relay.wakeup.set}
         try:
-            await until_stopped(self.stop, [listen(self.container.database_url, wakers, self.stop),
+            await until_stopped(self.stop, [listen_for_relay(self.container, self.relay, self.stop),
                                             self.relay.run(self.stop)], then=self.relay.wakeup.set)
         finally:
             await self.relay.close()
 
 
-async def listen(database_url: str, wakers: dict[str, Callable[[], None]], stop: asyncio.Event) -> None:
+def listen_for_relay(container: Container, relay: Relay, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+    """Wake ``relay`` when events are stored: the event store's channel, paced and gated by the relay."""
+    return listen(container.database_url, {container.app.recorder.channel_name: relay.wakeup.set}, stop,
+                  relay.coalesce_s, relay.wakeups_wanted)
+
+
+def _fixed_coalesce() -> float:
+    return NOTIFY_COALESCE_S
+
+
+async def listen(database_url: str, wakers: dict[str, Callable[[], None]], stop: asyncio.Event,
+                 coalesce_s: Callable[[], float] = _fixed_coalesce, gate: asyncio.Event | None = None) -> None:
     """Call a channel's waker on each of its notifications (the event store's, the import queue's).
 
     A second without any notification calls every waker (the safety tick): a job whose
-    worker died is claimed again then, as nothing announces a lost lock.
+    worker died is claimed again then, as nothing announces a lost lock. After a wake-up
+    the next notifications are read ``coalesce_s()`` later, all at once.
+
+    While ``gate`` is closed (the relay publishing without a pause: events/relay.py) the
+    connection does not listen: each notification cost the listening PostgreSQL backend
+    about 50 µs of CPU and this process as much again, for a wake-up nobody needed. Once
+    it opens, the connection listens again and calls the wakers once, for a write stored
+    before the ``LISTEN`` that no notification announces.
     """
     while not stop.is_set():
         try:
             async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-                for channel in wakers:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                await _listening(conn, wakers, True)
                 while not stop.is_set():
+                    if gate is not None and not gate.is_set():
+                        await _listening(conn, wakers, False)
+                        await _first(gate.wait(), stop.wait())
+                        await _listening(conn, wakers, True)
+                        for wake in wakers.values():
+                            wake()
+                        continue
                     heard = {notify.channel async for notify in conn.notifies(timeout=1.0, stop_after=1)}
                     for wake in [wakers[c] for c in heard if c in wakers] if heard else wakers.values():
                         wake()
@@ -206,11 +229,25 @@ async def listen(database_url: str, wakers: dict[str, Callable[[], None]], stop:
                         # Under load every write notifies: reading them a few ms apart wakes this
                         # process once for many (a wake per write cost the relay process 70 µs of
                         # CPU per write, a third of its share), and the relay, once woken,
-                        # publishes everything stored up to then anyway.
-                        await asyncio.sleep(NOTIFY_COALESCE_S)
+                        # publishes everything stored up to then anyway. The relay's pause grows
+                        # with its rate (events/relay.py, coalesce_s): each read then drains more.
+                        await asyncio.sleep(coalesce_s())
         except (psycopg.Error, OSError) as exc:
             log.warning("worker: LISTEN connection lost (%s); reconnecting", exc)
             await asyncio.sleep(1.0)
+
+
+async def _listening(conn: psycopg.AsyncConnection[Any], channels: dict[str, Any], on: bool) -> None:
+    for channel in channels:
+        await conn.execute(sql.SQL("LISTEN {}" if on else "UNLISTEN {}").format(sql.Identifier(channel)))
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Return when the first of ``waits`` does; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
 
 
 async def until_stopped(stop: asyncio.Event, jobs: list[Coroutine[Any, Any, None]],

@@ -18,6 +18,7 @@ import pytest
 from events.contract import event_id
 from service.embedded import EmbeddedNats, stop_process
 from tests.support import SECRET, Service, read_stream, start_service
+from tests.waits import wait_until
 
 
 def _stored_events(database_url: str) -> list[tuple]:
@@ -81,14 +82,47 @@ def test_relay_replaying_an_unacknowledged_batch_duplicates_nothing(postgres_ser
         for i in range(10):
             api.create_list(f"L{i}")
         svc.wait_for_relay()
-        # A crash after publishing but before the checkpoint: the relay starts over.
+        # A crash after publishing but before the checkpoint: the next leader starts over from the
+        # checkpoint in the table, not from the one the relay kept in memory.
         with psycopg.connect(fresh_database, autocommit=True) as conn:
             conn.execute("UPDATE relay_tracking SET position = 0")
-        svc.worker.worker.relay.wakeup.set()
+            _end_relay_leadership(conn)
         svc.wait_for_relay()
         messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream))
         assert len(messages) == 10
         assert len({m.headers["Nats-Msg-Id"] for m in messages}) == 10
+    finally:
+        svc.close()
+
+
+def _end_relay_leadership(conn: psycopg.Connection) -> None:
+    """Close the connection that holds the relay's advisory lock: the relay loses the lead and takes it again."""
+    from events.locks import RELAY
+
+    pids = [pid for (pid,) in conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                                           " AND classid = %s AND objid = %s", (RELAY >> 32, RELAY & 0xFFFFFFFF))]
+    assert pids, "no process holds the relay's lock"
+    for pid in pids:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_relay_keeps_its_checkpoint_in_memory_while_it_leads(postgres_server: str, fresh_database: str,
+                                                              nats_url: str) -> None:
+    svc = start_service(fresh_database, nats_url)
+    try:
+        api = svc.client()
+        api.create_list("first")
+        svc.wait_for_relay()
+        relay = svc.worker.worker.relay
+        # Moved behind the leader's back: the leader neither reads it again nor republishes...
+        with psycopg.connect(fresh_database, autocommit=True) as conn:
+            conn.execute("UPDATE relay_tracking SET position = 0")
+        api.create_list("second")
+        head = svc.container.head()
+        wait_until(lambda: relay.position() >= head, "the relay checkpointed the second list's event")
+        messages = asyncio.run(read_stream(nats_url, svc.settings.nats_stream, expect=2))
+        assert [json.loads(m.data)["data"]["name"] for m in messages] == ["first", "second"]
+        assert relay.published_total == 1  # only the new event went out in that round
     finally:
         svc.close()
 
@@ -174,14 +208,16 @@ def test_the_relay_sends_the_messages_stored_with_each_event_sealed_where_person
     imported = api.post("/api/v1/contacts/import", files={"file": ("c.csv", b"phone,firstName\n0712000071,Sealedrow\n")})
     assert imported.status_code == 201 and imported.json()["imported"] == 1, imported.text
     service.wait_for_relay()
-    rows = relay._select(head, 1000)
+    batch = relay._next(head, None)  # a look at the log as the relay takes it, writing no checkpoint
+    rows = batch.notifications
     batches = [n for n in rows if n.topic in IMPORT_BATCH_TOPICS]  # decoded by the relay, as before
     assert len(rows) == 7 and len(batches) == 1 and batches[0].messages is None and batches[0].state is not None
     assert all(n.messages is not None and n.state is None for n in rows if n not in batches)
     stored = b"".join(n.messages or b"" for n in rows)
     for secret in (b"Sealedfirst", b"sealedtag", b"Sealedlast", b"712345671", b"Sealedrow", b"712000071"):
         assert secret not in stored
-    sent = relay._messages(rows)
+    sent = relay._messages(rows, batch.keys)
+    assert [(n.id, m) for n in rows for m in batch.ready.get(n.id, [])] == [x for x in sent if x[0] != batches[0].id]
     decoded = [(n.id, m) for n, event in zip(rows, service.container.app.decode(relay._with_state(rows)))
                for m in to_messages(event, n.id, relay.prefix)]
     assert sent == decoded
@@ -197,7 +233,7 @@ def test_by_default_an_event_is_stored_without_its_messages_and_the_relay_builds
     api = service.client()
     relay = service.worker.worker.relay
     c = api.create_contact("+254712345673", firstName="Plainpath")
-    [created] = relay._select(service.container.head() - 1, 10)
+    [created] = relay._next(service.container.head() - 1, None).notifications
     assert created.messages is None and created.state is not None
     service.wait_for_relay()
     subject = f"{service.settings.nats_subject_prefix}.{api.account_id}.contact.{c['id']}.>"
@@ -208,11 +244,44 @@ def test_by_default_an_event_is_stored_without_its_messages_and_the_relay_builds
 def test_a_message_whose_contact_was_purged_before_the_relay_read_it_goes_out_erased(service: Service) -> None:
     api = service.client()
     relay = service.worker.worker.relay
+    before = service.container.head()
     c = api.create_contact("+254712345672", firstName="Gonebefore", tags=["gonetag"])
-    [created] = [n for n in relay._select(service.container.head() - 1, 10)]
     api.delete(f"/api/v1/contacts/{c['id']}")
     assert api.delete_json("/api/v1/contacts/trash", {"ids": [c["id"]]}).json() == {"purged": 1}
-    [(_, message)] = relay._messages([created])  # the key is gone: decoded from the event, erased
+    batch = relay._next(before, None)  # the events read with their keys: this one's is gone
+    created = batch.notifications[0]
+    assert created.originator_id == uuid.UUID(c["id"]) and batch.keys[created.originator_id] is None
+    [message] = batch.ready[created.id]  # decoded from the event, erased
     data = json.loads(message.payload)["data"]
     assert data["erased"] is True and "firstName" not in data and data["tags"] == []
     assert b"Gonebefore" not in message.payload and b"gonetag" not in message.payload
+
+
+def test_the_relays_batches_are_bounded_by_count_and_stored_size(service: Service) -> None:
+    """An import batch holds a thousand contacts: each look of the relay reads no more events than fit its byte
+    bound (always at least one) nor more than its count bound, in the one statement that reads them."""
+    api = service.client()
+    rows = "".join(f"07180{i:05d}\n" for i in range(3000))
+    r = api.post("/api/v1/contacts/import", files={"file": ("c.csv", f"phone\n{rows}".encode())})
+    assert r.status_code == 201 and r.json()["imported"] == 3000, r.text
+    service.wait_for_relay()
+    relay = service.worker.worker.relay
+    start = service.container.head() - 5  # this import's five events: started, three batches, completed
+    with service.container.pool.connection() as conn:
+        sizes = [s for (s,) in conn.execute("SELECT pg_column_size(state) FROM contacts_events"
+                                            " WHERE notification_id > %s ORDER BY notification_id", (start + 1,))]
+    assert sizes[0] > 100_000  # an import batch
+
+    def count(after: int, limit: int, max_bytes: int) -> int:
+        relay.batch_size, relay.max_bytes = limit, max_bytes
+        return len(relay._next(after, None).notifications)
+
+    bounds = relay.batch_size, relay.max_bytes
+    try:
+        assert count(start, 1000, 10 ** 9) == 5  # everything fits
+        assert count(start, 1000, 1) == 1  # always at least one event
+        assert count(start, 3, 10 ** 9) == 3  # and never more than asked
+        assert count(start + 1, 1000, sizes[0] + sizes[1]) == 2
+        assert count(start + 1, 1000, sizes[0] + sizes[1] - 1) == 1
+    finally:
+        relay.batch_size, relay.max_bytes = bounds

@@ -127,3 +127,14 @@ def test_a_personal_field_the_event_does_not_hold_is_absent_and_one_left_empty_i
     [message] = to_messages(created.collect_events()[0], 1, "acme")
     data = envelope_of(message.payload).data
     assert data["firstName"] is None and "lastName" not in data and "erased" not in data
+
+
+def test_an_event_id_is_the_uuid5_of_the_aggregate_and_version() -> None:
+    """The published id subscribers deduplicate on: uuid5(namespace, "<aggregate id>:<version>"), as documented."""
+    from uuid import uuid5
+
+    from events.contract import EVENT_ID_NAMESPACE
+
+    for version in (1, 2, 99, 123456):
+        aggregate = uuid4()
+        assert event_id(aggregate, version) == str(uuid5(EVENT_ID_NAMESPACE, f"{aggregate}:{version}"))
