@@ -115,6 +115,7 @@ class EmbeddedPostgres:
         self.pgdata = (data_dir / "pg").resolve()
         self.port_file = data_dir / "pg.port"
         self.port = port or _port_file_value(self.port_file) or free_port()
+        self.fixed_port = port is not None  # a port asked for is kept; one found free is replaced if taken
         self.secrets = credentials(data_dir / "pg.credentials.json", (PG_USER, PG_APP_USER))
         self.run_as: str | None = None
         self.started_here = False
@@ -166,16 +167,36 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
         if not self._running():
-            log = self.pgdata / "server.log"
-            opts = (f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200 "
-                    "-c shared_buffers=256MB -c fsync=on -c synchronous_commit=on")
-            self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-l", str(log),
-                       "-o", opts, "-w", "-t", "60", "start"])
+            self._start_server()
             self.started_here = True
         self.port_file.write_text(str(self.port))
         _wait_port(self.port, 30)
         self._ensure_database()
         return self.url
+
+    def _start_server(self, attempts: int = 3) -> None:
+        """``pg_ctl start``; if another process took the port meanwhile, again on a free one.
+
+        ``free_port`` only finds a port free at that moment (and a port file names the one of
+        the last run): a server started later may find it taken, by a process of its own or
+        another's. A failed start raises with what the server's log said, not just pg_ctl's status.
+        """
+        log = self.pgdata / "server.log"
+        for attempt in range(1, attempts + 1):
+            seen = log.stat().st_size if log.exists() else 0
+            opts = (f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200 "
+                    "-c shared_buffers=256MB -c fsync=on -c synchronous_commit=on")
+            try:
+                self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-l", str(log),
+                           "-o", opts, "-w", "-t", "60", "start"])
+                return
+            except subprocess.CalledProcessError as exc:
+                said = log.read_bytes()[seen:].decode("utf-8", "replace") if log.exists() else ""
+                if "could not bind" in said and not self.fixed_port and attempt < attempts:
+                    self.port = free_port()
+                    continue
+                raise RuntimeError(f"PostgreSQL did not start on port {self.port}: {(exc.stderr or '').strip()}"
+                                   f"\n{log}: {said.strip()[-2000:]}") from exc
 
     def _initdb(self) -> None:
         """A new cluster whose every connection needs a password (scram-sha-256), the superuser's included."""
