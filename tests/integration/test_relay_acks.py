@@ -79,22 +79,3 @@ def test_missing_acks_time_out(nats_url: str) -> None:
             await acks.settle()
 
     asyncio.run(_with_stream(nats_url, body))
-
-
-def test_the_frame_written_carries_subject_id_and_bytes_and_refuses_whitespace(nats_url: str) -> None:
-    async def body(nc, js, name) -> None:  # noqa: ANN001
-        acks = AckWindow(nc)
-        await acks.start()
-        assert acks.framed  # this nats-py: the relay writes the HPUB frame itself
-        payload = b'{"n":1,"crlf":"\\r\\n"}' + bytes(range(256))
-        await acks.publish(f"{name.lower()}.c.1", payload, "id-1")
-        await acks.settle()
-        msg = await js.get_msg(name, 1)
-        assert (msg.subject, msg.data, msg.headers["Nats-Msg-Id"]) == (f"{name.lower()}.c.1", payload, "id-1")
-        for subject, msg_id in ((f"{name.lower()}.c 2", "id-2"), (f"{name.lower()}.c.2", "id\r\n2")):
-            with pytest.raises(ValueError, match="whitespace"):
-                await acks.publish(subject, b"{}", msg_id)
-        await acks.settle()  # nothing was booked for the refused ones
-        assert (await js.stream_info(name)).state.messages == 1
-
-    asyncio.run(_with_stream(nats_url, body))
