@@ -173,6 +173,9 @@ def _validity_checks(code: int) -> tuple[Callable[[str], bool], list[Callable[[s
     descs = [getattr(metadata, name) for name in _TYPE_DESCS]
     if not metadata.same_mobile_and_fixed_line_pattern:
         descs.append(metadata.mobile)
+    # Any one type makes a number valid, so the order is free: mobiles first, then fixed
+    # lines (an SMS platform's numbers), and the check stops at the first that matches.
+    descs.sort(key=lambda d: 0 if d is metadata.mobile else 1 if d is metadata.fixed_line else 2)
     return _desc_check(metadata.general_desc), [_desc_check(d) for d in descs], regions[0]
 
 

@@ -53,7 +53,8 @@ def csv_records(path: Path, limits: FileLimits = DEFAULT_LIMITS) -> Iterator[lis
                     raise FileFormatError(f"the file is neither UTF-8 nor Windows-1252 text (byte 0x{byte} after "
                                           f"line {lines.number})", field="file") from exc
                 lines.record_chars = 0
-                check_width(cells, f"line {reader.line_num}", limits.max_columns)
+                if len(cells) > limits.max_columns:  # the message is made only for a row that may be refused
+                    check_width(cells, f"line {reader.line_num}", limits.max_columns)
                 yield cells
 
 

@@ -216,7 +216,10 @@ def _cell(cells: list[str], index: int | None) -> str | None:
 def _tags(cells: list[str], index: int | None) -> list[str]:
     if index is None or index >= len(cells):
         return []
+    cell = cells[index].lower()
+    if "'" not in cell:  # nothing escaped (most cells): no tag to unneutralise
+        return list(dict.fromkeys(tag for tag in map(str.strip, TAG_SEPARATORS.split(cell)) if tag))
     # Each tag is unneutralised on its own: the exporter should escape each tag before joining them.
-    tags = [unneutralise(tag.strip()) for tag in TAG_SEPARATORS.split(cells[index].lower())]
+    tags = [unneutralise(tag.strip()) for tag in TAG_SEPARATORS.split(cell)]
     return list(dict.fromkeys(tag for tag in tags if tag))
 

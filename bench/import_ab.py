@@ -1,0 +1,115 @@
+"""A/B of the CSV import's CPU per row between checkouts of this repository, imports alternating.
+
+    git worktree add /tmp/base <commit>
+    python -m bench.import_ab --rows 100000 --rounds 3 A=/tmp/base B=.      # add --stats for statements
+
+Each checkout runs its own ``contacts serve`` (embedded PostgreSQL, with
+``pg_stat_statements`` preloaded, and NATS, under bench/.data/import-ab/<name>); the
+same generated file (bench/imports.py ``generate``) is imported into a new account of
+each in turn, A B A B ..., so both see the same machine load. Round 0 is each
+service's first import, into a new database (no statistics yet). Printed per import:
+rows/s to the response and CPU microseconds per row of each process (the API, its
+worker, the relay, PostgreSQL and NATS, from /proc) between the request and the
+response; then the median of each. With several people on a small machine, decide on
+the CPU figures (alternated), not on the rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import psycopg
+
+import bench.server
+from bench.imports import Service, _cpu_per_row, generate
+from service.embedded import EmbeddedPostgres
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / ".data" / "import-ab"
+
+
+def _preload_statements(data_dir: Path) -> None:
+    """Create the embedded server's data dir with pg_stat_statements preloaded."""
+    pg = EmbeddedPostgres(data_dir)
+    pg.start()
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    pg.stop()
+
+
+def _statements(svc: Service, reset: bool = False) -> list[tuple]:
+    """The statements' total time, calls and text since the last reset (or reset them)."""
+    admin = EmbeddedPostgres(svc.data_dir).admin_url.rsplit("/", 1)[0] + "/" + svc.database_url.rsplit("/", 1)[1]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if reset:
+            conn.execute("SELECT pg_stat_statements_reset()")
+            return []
+        return conn.execute("SELECT total_exec_time, calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 140)"
+                            " FROM pg_stat_statements ORDER BY 1 DESC LIMIT 15").fetchall()
+
+
+def _start(name: str, checkout: Path) -> Service:
+    """``contacts serve`` from ``checkout`` (its modules first on the path), in a new data dir."""
+    data = DATA / name
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    _preload_statements(data)
+    svc = Service(data)
+    svc.env["PYTHONPATH"] = str(checkout)
+    bench.server.ROOT = checkout  # the serve process's working directory
+    return svc.__enter__()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.import_ab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="+", help="NAME=CHECKOUT, two or more")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pause", type=float, default=20, help="seconds after each import (the relay drains)")
+    parser.add_argument("--stats", action="store_true", help="print each import's statements (wall time a row)")
+    args = parser.parse_args(argv)
+    DATA.mkdir(parents=True, exist_ok=True)
+    csv_path = DATA / f"contacts-{args.rows}.csv"
+    if not csv_path.exists():
+        generate(csv_path, args.rows)
+    content = csv_path.read_bytes()
+    services: dict[str, Service] = {}
+    results: dict[str, list[dict]] = {}
+    try:
+        for variant in args.variants:
+            name, checkout = variant.split("=", 1)
+            services[name] = _start(name, Path(checkout).resolve())
+            results[name] = []
+        for round_ in range(args.rounds):
+            for name, svc in services.items():
+                api = svc.client()  # a new account each time
+                if args.stats:
+                    _statements(svc, reset=True)
+                before, load, started = svc.cpu_seconds(), os.getloadavg()[0], time.perf_counter()
+                r = api.post("/api/v1/contacts/import", files={"file": ("contacts.csv", content)})
+                elapsed, after = time.perf_counter() - started, svc.cpu_seconds()
+                assert r.status_code == 201, r.text[:300]
+                result = {"rows_per_s": round(args.rows / elapsed), "cpu_us_per_row": _cpu_per_row(before, after, args.rows),
+                          "imported": r.json()["imported"], "load": round(load, 2)}
+                results[name].append(result)
+                print(round_, name, json.dumps(result), flush=True)
+                for total_ms, calls, query in _statements(svc) if args.stats else ():
+                    print(f"    {total_ms * 1000 / args.rows:7.1f} us/row {calls:6d} calls  {query}")
+                time.sleep(args.pause)
+        for name, runs in results.items():
+            median = {k: sorted(r["cpu_us_per_row"][k] for r in runs)[len(runs) // 2] for k in runs[0]["cpu_us_per_row"]}
+            print(name, "median CPU us/row", json.dumps(median), "rows/s", sorted(r["rows_per_s"] for r in runs))
+    finally:
+        for svc in services.values():
+            svc.__exit__()
+
+
+if __name__ == "__main__":
+    main()
