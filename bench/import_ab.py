@@ -33,15 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / ".data" / "import-ab"
 
 
-def _preload_statements(data_dir: Path) -> None:
-    """Create the embedded server's data dir with pg_stat_statements preloaded."""
-    pg = EmbeddedPostgres(data_dir)
-    pg.start()
-    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
-        conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
-    pg.stop()
-
-
 def _statements(svc: Service, reset: bool = False) -> list[tuple]:
     """The statements' total time, calls and text since the last reset (or reset them)."""
     admin = EmbeddedPostgres(svc.data_dir).admin_url.rsplit("/", 1)[0] + "/" + svc.database_url.rsplit("/", 1)[1]
@@ -59,7 +50,7 @@ def _start(name: str, checkout: Path) -> Service:
     data = DATA / name
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
-    _preload_statements(data)
+    bench.server.preload_pg_stat_statements(data)
     svc = Service(data)
     svc.env["PYTHONPATH"] = str(checkout)
     bench.server.ROOT = checkout  # the serve process's working directory

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 
-from service.embedded import free_port, stop_process
+import psycopg
+
+from service.embedded import EmbeddedPostgres, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,3 +124,14 @@ class ServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         stop_process(self.proc, 90)  # serve stops its worker, NATS and PostgreSQL
+
+
+def preload_pg_stat_statements(data_dir: Path) -> EmbeddedPostgres:
+    """The embedded server of ``data_dir`` set to preload pg_stat_statements, left stopped
+    (the setting takes effect at its next start)."""
+    pg = EmbeddedPostgres(data_dir)
+    pg.start()
+    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    pg.stop()
+    return pg

@@ -33,7 +33,7 @@ import httpx
 import psycopg
 
 from bench.procs import PeakSampler, Sampler
-from bench.server import ROOT, ServeProcess, wait_healthy
+from bench.server import ROOT, ServeProcess, preload_pg_stat_statements, wait_healthy
 from service.embedded import EmbeddedPostgres, free_port, stop_process
 
 DATA = ROOT / "bench" / ".data" / "suite" / "write-floor"
@@ -148,11 +148,7 @@ def _statement_calls(database_url: str) -> dict[str, int]:
 
 def _postgres(data_dir: Path) -> EmbeddedPostgres:
     """The embedded server, restarted once with pg_stat_statements preloaded."""
-    pg = EmbeddedPostgres(data_dir)
-    pg.start()
-    with psycopg.connect(pg.admin_url, autocommit=True) as conn:
-        conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
-    pg.stop()
+    pg = preload_pg_stat_statements(data_dir)
     pg.start()
     with psycopg.connect(pg.admin_url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (FLOOR_DB,)).fetchone():
