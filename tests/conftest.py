@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,16 +21,24 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server() -> Iterator[str]:
     """URL of a PostgreSQL server (its default database); embedded unless given."""
     external = os.environ.get("CONTACTS_TEST_DATABASE_URL", "").strip()
     if external:
         yield external
         return
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
-    pg.start()
-    yield pg.server_url  # the service's own role (not the superuser), which may create databases
-    pg.stop("immediate")
+    # Not under pytest's own temporary root: another pytest run starting on the machine makes
+    # that root private to its user (mode 0700), and the embedded server runs as a user of its
+    # own when the tests run as root, so it lost its data directory mid-run (PANIC: could not
+    # open pg_control) and every later test failed to connect.
+    data = Path(tempfile.mkdtemp(prefix="contacts-test-pg-"))
+    pg = EmbeddedPostgres(data)
+    try:
+        pg.start()
+        yield pg.server_url  # the service's own role (not the superuser), which may create databases
+        pg.stop("immediate")
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
