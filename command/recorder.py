@@ -59,23 +59,29 @@ class ContactsRecorder(PostgresApplicationRecorder):
         row = self._one("SELECT import_id, import_version FROM contact_origins WHERE contact_id = %s", (contact_id,))
         return (row["import_id"], row["import_version"]) if row else None
 
-    def origins(self, contact_ids: list[UUID]) -> dict[UUID, tuple[UUID, int]]:
-        """``origin`` of many contacts at once (those created by an import)."""
+    def contacts_stored(self, contact_ids: list[UUID]) -> tuple[list[StoredEvent], dict[UUID, tuple[UUID, int]],
+                                                                dict[UUID, bytes]]:
+        """Everything loading contacts needs, in one query: their own stored events (each one's in
+        order), the import batches that created those an import made (``origins``), and their keys."""
         with self.datastore.get_connection() as conn:
-            rows = conn.execute("SELECT contact_id, import_id, import_version FROM contact_origins"
-                                " WHERE contact_id = ANY(%s::uuid[])", (uuid_array(contact_ids),)).fetchall()
-        return {r["contact_id"]: (r["import_id"], r["import_version"]) for r in rows}
-
-    def events_of(self, aggregate_ids: list[UUID]) -> list[StoredEvent]:
-        """The stored events of many aggregates, each one's in order, in one query (not one per aggregate)."""
-        with self.datastore.get_connection() as conn:
-            rows = conn.execute(SQL("SELECT originator_id, originator_version, topic, state FROM {}.{}"
-                                    " WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id,"
-                                    " originator_version").format(Identifier(self.datastore.schema),
-                                                                  Identifier(self.events_table_name)),
-                                (uuid_array(aggregate_ids),)).fetchall()
-        return [StoredEvent(originator_id=r["originator_id"], originator_version=r["originator_version"],
-                            topic=r["topic"], state=bytes(r["state"])) for r in rows]
+            rows = conn.execute(SQL(
+                "SELECT i.id, k.key, o.import_id, o.import_version, e.originator_version, e.topic, e.state"
+                " FROM unnest(%s::uuid[]) AS i(id) LEFT JOIN contact_keys k ON k.contact_id = i.id"
+                " LEFT JOIN contact_origins o ON o.contact_id = i.id"
+                " LEFT JOIN {}.{} e ON e.originator_id = i.id ORDER BY i.id, e.originator_version").format(
+                    Identifier(self.datastore.schema), Identifier(self.events_table_name)),
+                (uuid_array(contact_ids),)).fetchall()
+        events, origins, keys = [], {}, {}
+        for r in rows:
+            cid = r["id"]
+            if r["key"] is not None:
+                keys[cid] = bytes(r["key"])
+            if r["import_id"] is not None:
+                origins[cid] = (r["import_id"], r["import_version"])
+            if r["topic"] is not None:
+                events.append(StoredEvent(originator_id=cid, originator_version=r["originator_version"],
+                                          topic=r["topic"], state=bytes(r["state"])))
+        return events, origins, keys
 
     def idempotent_import(self, account_id: UUID, key: str) -> tuple[UUID, bytes | None] | None:
         """(import id, request hash) of the import first made with this Idempotency-Key."""
