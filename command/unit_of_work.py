@@ -77,7 +77,7 @@ SUPPRESSED = "CT001"  # create_contact: the number carries an opt-out the new co
 DEADLOCK = psycopg.errors.DeadlockDetected.sqlstate
 
 #: A query and its parameters, whose first row a write answers with (``UnitOfWork.commit``'s ``read``).
-ReadBack = tuple[Any, Sequence[Any]]
+ReadBack = tuple[Any, Any]  # the query, its parameters (a sequence or a mapping)
 
 #: New contacts' keys, ids and keys as two arrays: alone, or ahead of a claim in one statement.
 INSERT_KEYS = "INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"

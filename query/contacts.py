@@ -313,27 +313,32 @@ def _counted_total(conn: Any, account_id: UUID, flt: ContactFilter) -> int | Non
     return opted_out if flt.is_opted_out else active - opted_out
 
 
+#: One contact by its primary key, then its account (and active). Written plainly, a planner
+#: without statistics (a new table: a deployment's first minute, a benchmark) took the
+#: (account, phone, id) index for both conditions and walked the account's entries: 0.33 ms
+#: at 8,000 contacts against 0.01 by the key (EXPLAIN, generic plan, under RLS too).
+#: OFFSET 0 keeps the lookup by key whole.
+_BY_ID = ("FROM (SELECT * FROM contacts WHERE id = %(id)s OFFSET 0) c"
+          " WHERE c.account_id = %(account)s AND c.deleted_at IS NULL")
+VERSIONED = sql.SQL("SELECT {}, c.version " + _BY_ID).format(COLUMNS)
+
+
 def get_contact(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> ContactOut | None:
     with tenant_transaction(pool, account_id) as conn:
-        row = conn.execute(sql.SQL("SELECT {} FROM contacts c WHERE c.account_id = %s AND c.id = %s"
-                                   " AND c.deleted_at IS NULL").format(COLUMNS),
-                           (account_id, contact_id)).fetchone()
+        row = conn.execute(sql.SQL("SELECT {} " + _BY_ID).format(COLUMNS),
+                           {"account": account_id, "id": contact_id}).fetchone()
     return to_contact(row) if row else None
-
-
-VERSIONED = sql.SQL("SELECT {}, c.version FROM contacts c WHERE c.account_id = %s AND c.id = %s"
-                    " AND c.deleted_at IS NULL").format(COLUMNS)
 
 
 def get_contact_versioned(pool: ConnectionPool, account_id: UUID, contact_id: UUID) -> tuple[ContactOut, int] | None:
     """An active contact and its aggregate version (its ETag), read together."""
     with tenant_transaction(pool, account_id) as conn:
-        return versioned(conn.execute(VERSIONED, (account_id, contact_id)).fetchone())
+        return versioned(conn.execute(VERSIONED, {"account": account_id, "id": contact_id}).fetchone())
 
 
-def contact_read(account_id: UUID, contact_id: UUID) -> tuple[sql.Composed, tuple[UUID, UUID]]:
+def contact_read(account_id: UUID, contact_id: UUID) -> tuple[sql.Composed, dict[str, UUID]]:
     """``get_contact_versioned``'s query, for a write to run right after its commit (its answer)."""
-    return VERSIONED, (account_id, contact_id)
+    return VERSIONED, {"account": account_id, "id": contact_id}
 
 
 def versioned(row: tuple | None) -> tuple[ContactOut, int] | None:
