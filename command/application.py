@@ -205,39 +205,34 @@ class ContactsApplication(Application):
                        is_opted_out: bool = False) -> Contact:
         """A new contact (its state as stored: the caller can answer with it, no read needed).
 
-        Built for a free number without an opt-out and stored in one statement with its
-        number's claim (``UnitOfWork.create``), so no look-up precedes the write. Should the
-        number carry an opt-out the new contact does not already have, nothing is stored and
-        the contact is built again after the claim (``UnitOfWork.commit_claimed``).
+        Built for a free number and stored in one statement with its number's claim
+        (``UnitOfWork.create``), so no look-up precedes the write. Should the number carry
+        an opt-out the new contact does not already have, nothing is stored and the contact
+        is built again, opted out, and stored the same way.
         """
         parsed = self.parse(phone, region)
         list_ids = self.check_lists(actor, list_ids)
         contact_id = uuid4()
         rid = reservation_id(self.hash_key, actor.account_id, parsed.e164)
-        made: list[Contact] = []
 
-        def build(holder: UUID | None, suppressed: bool) -> list[Any]:
-            if holder != contact_id:
-                raise PhoneTakenError(f"phone {parsed.e164} already belongs to contact {holder}",
-                                      field="phone", extra={"contactId": str(holder)})
-            made[:] = [Contact.create(
+        def build(opted_out: bool) -> Contact:
+            return Contact.create(
                 actor, contact_id=contact_id, pii={**pii, "phone": parsed.e164}, tags=tags, list_ids=list_ids,
-                is_opted_out=is_opted_out or suppressed,
-                directory_match=self.directory.classify(parsed), reservation_id=rid,
-            )]
-            return made[0].collect_events()
+                is_opted_out=opted_out, directory_match=self.directory.classify(parsed), reservation_id=rid)
 
         with self.keys.batch([]):  # the new key, for sealing the events and their messages
-            new_keys = self.keys.generate([contact_id])
-            holder = self.unit_of_work.create((rid, contact_id), build(contact_id, False),
-                                              account_id=actor.account_id, key=new_keys[contact_id],
-                                              opted_out=is_opted_out)
+            key = self.keys.generate([contact_id])[contact_id]
+            contact = build(is_opted_out)
+            holder = self.unit_of_work.create((rid, contact_id), contact.collect_events(),
+                                              account_id=actor.account_id, key=key, opted_out=is_opted_out)
             if holder is None:  # the number's opt-out: built again with it
-                self.unit_of_work.commit_claimed((rid, contact_id), build, account_id=actor.account_id,
-                                                 new_keys=new_keys)
-            elif holder != contact_id:
-                build(holder, False)  # raises PhoneTakenError naming the holder
-        return made[0]
+                contact = build(True)
+                holder = self.unit_of_work.create((rid, contact_id), contact.collect_events(),
+                                                  account_id=actor.account_id, key=key, opted_out=True)
+        if holder != contact_id:
+            raise PhoneTakenError(f"phone {parsed.e164} already belongs to contact {holder}",
+                                  field="phone", extra={"contactId": str(holder)})
+        return contact
 
     @retry_on_conflict
     def update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any],

@@ -84,11 +84,10 @@ BEGIN
     PERFORM pg_notify(p_channel, '');
     RETURN last_id;
 END $$;
--- A single create's claim (UnitOfWork.commit_claimed): the number is taken if it is free
+-- A single create's claim (create_contact, below): the number is taken if it is free
 -- (or already this contact's), and the answer says who holds it and whether it carries an
--- opt-out, so the contact's event is built after it and no look-up goes before it. A
--- concurrent claim of the same number waits here for the other transaction, then sees its
--- holder.
+-- opt-out, so no look-up goes before it. A concurrent claim of the same number waits here
+-- for the other transaction, then sees its holder.
 CREATE OR REPLACE FUNCTION claim_phone(p_id uuid, p_account uuid, p_contact uuid, OUT holder uuid,
                                        OUT suppressed boolean)
 LANGUAGE plpgsql AS $$
@@ -109,7 +108,7 @@ END $$;
 -- two statements with the flush wait. The events were built for a free number without an
 -- opt-out: if another contact holds it, nothing is written and the holder is the answer; if
 -- the number carries an opt-out the contact must honour, the claim is undone by raising
--- 'suppressed' (SQLSTATE CT001) and the caller builds the contact again (commit_claimed).
+-- 'suppressed' (SQLSTATE CT001) and the caller builds the contact again, opted out.
 CREATE OR REPLACE FUNCTION create_contact(
     p_id uuid, p_account uuid, p_contact uuid, p_key bytea, p_opted boolean,
     p_ids uuid[], p_versions integer[], p_topics text[], p_states bytea[], p_messages bytea[], p_projection text,

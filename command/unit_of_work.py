@@ -12,8 +12,8 @@ free of deadlocks:
 1. keys, claims, idempotency key, releases and import origins (row locks on write-side
    tables only: nothing done after the lock touches them, so a writer waiting for the
    lock never holds what the lock's holder needs; claims in one order, so two imports
-   never deadlock on each other's numbers); a new contact's claim answers the
-   number's holder and opt-out, and its events are built after it (``commit_claimed``);
+   never deadlock on each other's numbers); a new contact's claim, key, append and
+   projection are one statement (``create``, ``create_contact`` in command/schema.sql);
 2. ``append_events`` (``command/schema.sql``), one statement: ``LOCK`` the events table
    (from here to the commit writers are serialised, so notification ids are in commit
    order and the relay never passes a gap that fills later), the events with their NATS
@@ -33,7 +33,7 @@ the write answers an error and nothing is stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol
 from uuid import UUID
@@ -79,7 +79,7 @@ DEADLOCK = psycopg.errors.DeadlockDetected.sqlstate
 #: A query and its parameters, whose first row a write answers with (``UnitOfWork.commit``'s ``read``).
 ReadBack = tuple[Any, Any]  # the query, its parameters (a sequence or a mapping)
 
-#: New contacts' keys, ids and keys as two arrays: alone, or ahead of a claim in one statement.
+#: New contacts' keys, ids and keys as two arrays: alone, or ahead of a write's claims in one statement.
 INSERT_KEYS = "INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
 
 
@@ -125,38 +125,23 @@ class UnitOfWork:
             self._append(cur, events, *encoded)
         return answer[0] if answer else None
 
-    def commit_claimed(self, claim: tuple[UUID, UUID], build: Callable[[UUID | None, bool], Sequence[Any]], *,
-                       account_id: UUID, new_keys: dict[UUID, bytes]) -> None:
-        """A new contact: claim its number first, then store the events ``build(holder, suppressed)`` makes.
-
-        The claim answers who holds the number (the new contact, if it was free) and whether
-        it carries an opt-out, so no look-up precedes it: one statement and one pool checkout
-        less per create than looking first. ``build`` raises to refuse (the number is held),
-        which stores nothing.
-        """
-        with self._transaction(pipelined=True) as cur:
-            cur.execute(f"WITH k AS ({INSERT_KEYS}) SELECT holder, suppressed FROM claim_phone(%s, %s, %s)",
-                        (list(new_keys), list(new_keys.values()), claim[0], account_id, claim[1]))
-            holder, suppressed = cur.fetchone()
-            events = build(holder, suppressed)
-            self._append(cur, events, *self._encode(events))
-
     def create(self, claim: tuple[UUID, UUID], events: Sequence[Any], *, account_id: UUID, key: bytes,
                opted_out: bool) -> UUID | None:
         """A new contact in one statement (``create_contact``, command/schema.sql), plus the flush wait.
 
-        ``events`` were built for a free number that carries no opt-out: the answer is the
-        number's holder (the new contact itself when it was stored; another contact's id
-        and nothing stored when it was taken), or None when the number's opt-out must be
-        honoured and nothing was stored: the caller builds the contact again with it
-        (``commit_claimed``). Two statements (``create_contact``, the flush wait) instead of
-        six: the claim, the key, the append and the projection run server-side, in that
-        order, in the statement's own transaction.
+        ``events`` say whether the contact is opted out (``opted_out``). The answer is the
+        number's holder: the new contact itself when it was stored; another contact's id,
+        nothing stored, when the number was taken; None, nothing stored, when the number
+        carries an opt-out and ``opted_out`` is false (the caller builds the contact again,
+        opted out). Two statements (``create_contact``, the flush wait): the claim, the key,
+        the append and the projection run server-side, in that order, in the statement's
+        own transaction.
         """
         stored, messages = self._encode(events)
         created = events[0]
         try:
-            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            with _deadlock_as_conflict(), self.datastore.get_connection() as conn, \
+                    conn.cursor(row_factory=tuple_row) as cur:
                 # One statement, its own transaction (autocommit; append_events commits it
                 # without waiting for the WAL flush), then the flush wait: two round trips,
                 # cheaper for this process than a pipeline with BEGIN and COMMIT around it.
@@ -173,8 +158,6 @@ class UnitOfWork:
         except Exception as exc:  # psycopg's, as the datastore translates it (the original is its cause)
             if _sqlstate(exc) == SUPPRESSED:
                 return None
-            if _sqlstate(exc) == DEADLOCK:  # two claims crossed: retried like a lost race
-                raise IntegrityError(str(exc)) from exc
             raise
 
     def _encode(self, events: Sequence[Any], stored: Sequence[StoredEvent] | None = None
@@ -193,7 +176,8 @@ class UnitOfWork:
         """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``);
         ``read``'s first row, read after the commit, appended to ``answer``."""
         try:
-            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as reader:
+            with _deadlock_as_conflict(), self.datastore.get_connection() as conn, \
+                    conn.cursor(row_factory=tuple_row) as reader:
                 with conn.pipeline() if pipelined else nullcontext():
                     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
                         yield cur
@@ -204,10 +188,6 @@ class UnitOfWork:
                     wait_for_flush(conn)
                 if read is not None and answer is not None:
                     answer.append(reader.fetchone())
-        except Exception as exc:  # psycopg's, as the datastore translates it (the original is its cause)
-            if _sqlstate(exc) == DEADLOCK:  # two claims crossed: retried like a lost race
-                raise IntegrityError(str(exc)) from exc
-            raise
         finally:
             self.projector.forget()
 
@@ -291,6 +271,17 @@ def _release(cur: Cursor[Any], releases: list[tuple[UUID, UUID, bool]]) -> None:
         " WHERE r.reservation_id = t.rid AND r.contact_id = t.cid",
         (uuid_array(r[0] for r in releases), uuid_array(r[1] for r in releases),
          _literal("t" if r[2] else "f" for r in releases)))
+
+
+@contextmanager
+def _deadlock_as_conflict() -> Iterator[None]:
+    """Two claims that crossed (a deadlock) raise ``IntegrityError``, retried like a lost race."""
+    try:
+        yield
+    except Exception as exc:  # psycopg's, as the datastore translates it (the original is its cause)
+        if _sqlstate(exc) == DEADLOCK:
+            raise IntegrityError(str(exc)) from exc
+        raise
 
 
 def _sqlstate(exc: BaseException) -> str | None:
