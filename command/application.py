@@ -7,6 +7,7 @@ commit together, so a caller that gets the result can read it at once.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -21,10 +22,11 @@ from command.domain import BulkAction, Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
-from command.unit_of_work import Outbox, Projector, ReadBack, UnitOfWork
+from command.unit_of_work import NewContact, Outbox, Projector, ReadBack, UnitOfWork
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall
+RETRIES = 8  # a use case re-run from a fresh load after a lost race, at most
 
 
 def retry_on_conflict(func: Callable[..., T]) -> Callable[..., T]:
@@ -32,7 +34,7 @@ def retry_on_conflict(func: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        for _ in range(8):
+        for _ in range(RETRIES):
             try:
                 return func(*args, **kwargs)
             except IntegrityError:
@@ -199,36 +201,47 @@ class ContactsApplication(Application):
 
     # -- contacts ------------------------------------------------------------------------
 
-    @retry_on_conflict
-    def create_contact(self, actor: Actor, *, phone: str, region: str | None = None,
-                       pii: dict[str, Any], tags: list[str], list_ids: list[UUID],
-                       is_opted_out: bool = False) -> Contact:
+    async def create_contact(self, actor: Actor, *, phone: str, region: str | None = None,
+                             pii: dict[str, Any], tags: list[str], list_ids: list[UUID],
+                             is_opted_out: bool = False) -> Contact:
         """A new contact (its state as stored: the caller can answer with it, no read needed).
 
-        Built for a free number and stored in one statement with its number's claim
-        (``UnitOfWork.create``), so no look-up precedes the write. Should the number carry
-        an opt-out the new contact does not already have, nothing is stored and the contact
-        is built again, opted out, and stored the same way.
+        Runs on the event loop: building and sealing the contact is this process's own
+        work, and the store waits for a group commit (``UnitOfWork.create``), which takes
+        one thread for the whole group rather than one per create. Built for a free number
+        and stored in one statement with its number's claim, so no look-up precedes the
+        write. Should the number carry an opt-out the new contact does not already have,
+        nothing is stored and the contact is built again, opted out, and stored the same way.
         """
         parsed = self.parse(phone, region)
-        list_ids = self.check_lists(actor, list_ids)
+        if list_ids:  # the lists' aggregates are loaded from the event store: a thread's work
+            list_ids = await asyncio.to_thread(self.check_lists, actor, list_ids)
         contact_id = uuid4()
         rid = reservation_id(self.hash_key, actor.account_id, parsed.e164)
+        key = self.keys.generate([contact_id])[contact_id]
 
-        def build(opted_out: bool) -> Contact:
-            return Contact.create(
-                actor, contact_id=contact_id, pii={**pii, "phone": parsed.e164}, tags=tags, list_ids=list_ids,
-                is_opted_out=opted_out, directory_match=self.directory.classify(parsed), reservation_id=rid)
+        def build(opted_out: bool) -> tuple[Contact, NewContact]:
+            with self.keys.batch([]):  # the key seals its events (and nothing awaits in here: the batch is
+                self.keys.seed_cache({contact_id: key})  # this thread's, the loop's, until it ends)
+                contact = Contact.create(
+                    actor, contact_id=contact_id, pii={**pii, "phone": parsed.e164}, tags=tags, list_ids=list_ids,
+                    is_opted_out=opted_out, directory_match=self.directory.classify(parsed), reservation_id=rid)
+                return contact, self.unit_of_work.new_contact((rid, contact_id), contact.collect_events(),
+                                                              account_id=actor.account_id, key=key,
+                                                              opted_out=opted_out)
 
-        with self.keys.batch([]):  # the new key, for sealing the events and their messages
-            key = self.keys.generate([contact_id])[contact_id]
-            contact = build(is_opted_out)
-            holder = self.unit_of_work.create((rid, contact_id), contact.collect_events(),
-                                              account_id=actor.account_id, key=key, opted_out=is_opted_out)
-            if holder is None:  # the number's opt-out: built again with it
-                contact = build(True)
-                holder = self.unit_of_work.create((rid, contact_id), contact.collect_events(),
-                                                  account_id=actor.account_id, key=key, opted_out=True)
+        for _ in range(RETRIES):
+            try:
+                contact, new = build(is_opted_out)
+                holder = await self.unit_of_work.create(new)
+                if holder is None:  # the number's opt-out: built again with it
+                    contact, new = build(True)
+                    holder = await self.unit_of_work.create(new)
+                break
+            except IntegrityError:  # two groups' claims crossed (a deadlock): nothing stored, again
+                continue
+        else:
+            raise ConcurrencyError("the resource changed concurrently too many times; retry the request")
         if holder != contact_id:
             raise PhoneTakenError(f"phone {parsed.e164} already belongs to contact {holder}",
                                   field="phone", extra={"contactId": str(holder)})

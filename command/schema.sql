@@ -84,50 +84,79 @@ BEGIN
     PERFORM pg_notify(p_channel, '');
     RETURN last_id;
 END $$;
--- A single create's claim (create_contact, below): the number is taken if it is free
--- (or already this contact's), and the answer says who holds it and whether it carries an
--- opt-out, so no look-up goes before it. A concurrent claim of the same number waits here
--- for the other transaction, then sees its holder.
-CREATE OR REPLACE FUNCTION claim_phone(p_id uuid, p_account uuid, p_contact uuid, OUT holder uuid,
-                                       OUT suppressed boolean)
+-- A create's claim (create_contacts, below): the number is taken if it is free (or already
+-- this contact's), and the answer says who holds it and whether it carries an opt-out, so
+-- no look-up goes before it. A number that carries an opt-out (``suppressed``: opted out
+-- before it was freed) is taken only by a contact that is opted out too (p_opted); for any
+-- other nothing is written and the answer is no holder and ``suppressed``. A concurrent
+-- claim of the same number waits here for the other transaction, then sees its holder.
+DROP FUNCTION IF EXISTS create_contact(uuid, uuid, uuid, bytea, boolean, uuid[], integer[], text[], bytea[],
+                                       bytea[], text, text, jsonb, uuid[]);
+DROP FUNCTION IF EXISTS claim_phone(uuid, uuid, uuid);
+CREATE OR REPLACE FUNCTION claim_phone(p_id uuid, p_account uuid, p_contact uuid, p_opted boolean,
+                                       OUT holder uuid, OUT suppressed boolean)
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO phone_reservations AS r (reservation_id, account_id, contact_id)
     VALUES (p_id, p_account, p_contact)
     ON CONFLICT (reservation_id) DO UPDATE SET contact_id = EXCLUDED.contact_id, import_id = NULL, updated_at = now()
-        WHERE r.contact_id IS NULL OR r.contact_id = EXCLUDED.contact_id
+        WHERE (r.contact_id IS NULL AND (p_opted OR NOT r.suppressed)) OR r.contact_id = EXCLUDED.contact_id
     RETURNING r.contact_id, r.suppressed INTO holder, suppressed;
     IF NOT FOUND THEN
         SELECT r.contact_id, r.suppressed INTO holder, suppressed FROM phone_reservations r
         WHERE r.reservation_id = p_id;
     END IF;
 END $$;
--- A new contact in one statement (UnitOfWork.create): its number's claim, its key, its
--- events (append_events: the lock, the position, the relay's wake-up) and its projection
--- (project_contact_created, projections/schema.sql), so a create costs one round trip and
--- two statements with the flush wait. The events were built for a free number without an
--- opt-out: if another contact holds it, nothing is written and the holder is the answer; if
--- the number carries an opt-out the contact must honour, the claim is undone by raising
--- 'suppressed' (SQLSTATE CT001) and the caller builds the contact again, opted out.
-CREATE OR REPLACE FUNCTION create_contact(
-    p_id uuid, p_account uuid, p_contact uuid, p_key bytea, p_opted boolean,
-    p_ids uuid[], p_versions integer[], p_topics text[], p_states bytea[], p_messages bytea[], p_projection text,
-    p_channel text, p_row jsonb, p_lists uuid[]) RETURNS uuid
+-- New contacts in one statement (UnitOfWork.create, a group commit of the creates that
+-- arrived together): each one's claim, key and read row, then one append_events for them
+-- all (the lock, the position, the relay's wake-up), then the rows every writer of an
+-- account shares (project_contact_created_counts, under the lock). The items come in the
+-- order of their claims (reservation ids), so two such statements never deadlock on
+-- each other's numbers. Each item's answer is its number's holder: the item's own contact
+-- (stored), another contact (nothing of the item stored: the number is taken), or NULL
+-- (nothing stored: the number carries an opt-out the contact does not have; the caller
+-- builds it again, opted out). Each contact has exactly one event (contact.created).
+CREATE OR REPLACE FUNCTION create_contacts(
+    p_rids uuid[], p_accounts uuid[], p_contacts uuid[], p_keys bytea[], p_opted boolean[],
+    p_versions integer[], p_topics text[], p_states bytea[], p_messages bytea[], p_projection text,
+    p_channel text, p_rows jsonb, p_lists jsonb) RETURNS uuid[]
 LANGUAGE plpgsql AS $$
 DECLARE
+    holders uuid[] := '{}';
+    stored boolean[] := '{}';
     claimed record;
+    ids uuid[];
+    versions integer[];
+    topics text[];
+    states bytea[];
+    messages bytea[];
 BEGIN
-    SELECT * INTO claimed FROM claim_phone(p_id, p_account, p_contact);
-    IF claimed.holder IS DISTINCT FROM p_contact THEN
-        RETURN claimed.holder;
+    FOR i IN 1 .. cardinality(p_contacts) LOOP
+        SELECT * INTO claimed FROM claim_phone(p_rids[i], p_accounts[i], p_contacts[i], p_opted[i]);
+        holders[i] := claimed.holder;
+        stored[i] := claimed.holder IS NOT DISTINCT FROM p_contacts[i];
+        IF stored[i] THEN
+            INSERT INTO contact_keys (contact_id, key) VALUES (p_contacts[i], p_keys[i]);
+            -- The new row before the lock (its ten index entries are the projection's dearest
+            -- part): no other writer can touch a row that is not committed yet.
+            PERFORM project_contact_created_row(p_rows->(i - 1));
+        END IF;
+    END LOOP;
+    SELECT array_agg(c ORDER BY n), array_agg(v ORDER BY n), array_agg(t ORDER BY n), array_agg(s ORDER BY n),
+           array_agg(m ORDER BY n)
+    INTO ids, versions, topics, states, messages
+    FROM unnest(p_contacts, p_versions, p_topics, p_states, p_messages) WITH ORDINALITY AS e(c, v, t, s, m, n)
+    WHERE stored[n];
+    IF ids IS NOT NULL THEN
+        PERFORM append_events(ids, versions, topics, states, messages, p_projection, p_channel);
+        FOR i IN 1 .. cardinality(p_contacts) LOOP
+            IF stored[i] THEN
+                PERFORM project_contact_created_counts(
+                    p_rows->(i - 1), ARRAY(SELECT jsonb_array_elements_text(p_lists->(i - 1)))::uuid[]);
+            END IF;
+        END LOOP;
     END IF;
-    IF claimed.suppressed AND NOT p_opted THEN
-        RAISE SQLSTATE 'CT001' USING MESSAGE = 'suppressed';
-    END IF;
-    INSERT INTO contact_keys (contact_id, key) VALUES (p_contact, p_key);
-    PERFORM append_events(p_ids, p_versions, p_topics, p_states, p_messages, p_projection, p_channel);
-    PERFORM project_contact_created(p_row, p_lists);
-    RETURN p_contact;
+    RETURN holders;
 END $$;
 CREATE OR REPLACE FUNCTION claim_phone_reservations(
     p_ids uuid[], p_account uuid, p_contacts uuid[], p_import uuid) RETURNS void

@@ -418,8 +418,20 @@ $$;
 -- The projection of contact.created (ReadModelProjector): the new contact's row (JSON named
 -- after the columns, ReadModelProjector.created_row), its account's totals, its tags'
 -- counts, its time counts and its memberships. One definition, run by the projector and by
--- create_contact (command/schema.sql) inside a create's single statement.
+-- create_contacts (command/schema.sql) inside a group of creates' single statement, in two parts:
+-- the row, which no other writer can touch yet, goes before the events table's lock; the
+-- counts and memberships, rows every writer of the account shares, go under it.
 CREATE OR REPLACE FUNCTION public.project_contact_created(p_row jsonb, p_lists uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM project_contact_created_row(p_row);
+    PERFORM project_contact_created_counts(p_row, p_lists);
+END $$;
+CREATE OR REPLACE FUNCTION public.project_contact_created_row(p_row jsonb) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO contacts SELECT * FROM jsonb_populate_record(NULL::contacts, p_row) ON CONFLICT (id) DO NOTHING
+$$;
+CREATE OR REPLACE FUNCTION public.project_contact_created_counts(p_row jsonb, p_lists uuid[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     -- Read from the JSON, not held as a contacts row: a function compiled once must not keep
@@ -429,7 +441,6 @@ DECLARE
     opted integer := (p_row->>'is_opted_out')::boolean::int;
     created timestamptz := (p_row->>'created_at')::timestamptz;
 BEGIN
-    INSERT INTO contacts SELECT * FROM jsonb_populate_record(NULL::contacts, p_row) ON CONFLICT (id) DO NOTHING;
     INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (account, 1, opted)
     ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active + 1,
         opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out;

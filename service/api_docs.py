@@ -525,8 +525,10 @@ OPERATIONS: dict[str, Doc] = {
                                                       " with `checks` naming which is not.",
                       response={"status": "ready", "checks": {"database": "ok", "nats": "ok"}}),
     "getMetrics": Doc(
-        "Prometheus metrics", "Request latency, projection lag, relay lag, the event store head and"
-        " `contacts_database_up`. While the database is away it still answers, with the lags as NaN."),
+        "Prometheus metrics", "Request latency, projection lag, relay lag, the event store head,"
+        " `contacts_database_up`, and `contacts_create_groups_total` / `contacts_grouped_creates_total`"
+        " (statements that stored a group of creates, and the creates they stored: their ratio is the mean"
+        " group's size). While the database is away it still answers, with the lags as NaN."),
     "getAsyncApi": Doc(
         "AsyncAPI document of the events", "The AsyncAPI 3.0 document of what the service publishes to NATS"
         " (and the inbound SMS it consumes): channels, CloudEvents headers, payload schemas and examples."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import eventsourcing.persistence
@@ -12,11 +13,27 @@ import psycopg_pool
 from litestar import get
 from litestar.handlers import HTTPRouteHandler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from events.relay import RELAY_NAME
 from service.bootstrap import Container
 
 log = logging.getLogger(__name__)
+
+
+class _GroupCommitCollector(Collector):
+    """The group commit's totals (command/unit_of_work.py: GroupCommit), read at scrape time."""
+
+    def __init__(self, container: Container):
+        self.container = container
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        creates = self.container.app.unit_of_work.creates
+        yield CounterMetricFamily("contacts_create_groups", "Statements that stored a group of creates",
+                                  value=creates.groups)
+        yield CounterMetricFamily("contacts_grouped_creates", "Creates stored by those statements (their sum of sizes)",
+                                  value=creates.grouped)
 
 
 class Metrics:
@@ -39,6 +56,7 @@ class Metrics:
         self.pending_erasures = Gauge("contacts_pending_erasures",
                                       "Purged contacts whose messages are not yet erased from NATS"
                                       " (their contact.purged is published when they are)", registry=self.registry)
+        self.registry.register(_GroupCommitCollector(container))
         self.database_up = Gauge("contacts_database_up", "1 if the last scrape could read the database, else 0",
                                  registry=self.registry)
 

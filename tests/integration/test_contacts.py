@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from eventsourcing.persistence import DataError
+
+from command.context import Actor
+from command.domain import Contact
+from command.errors import PhoneTakenError
 from tests.support import Service
 
 
@@ -288,3 +295,50 @@ def test_a_region_phonenumbers_does_not_know_is_422_on_every_endpoint(service: S
     assert ng.status_code == 201 and ng.json()["phone"] == "+2348031234567"
     up = api.post("/api/v1/contacts/import", files={"file": ("a.csv", b"phone\n0803 123 4568\n")}, data={"region": "ng"})
     assert up.status_code == 201 and up.json()["valid"] == 1
+
+
+def test_creates_stored_together_keep_every_promise_and_a_bad_one_fails_alone(service: Service) -> None:
+    """Creates that arrive together share one statement (the group commit): each still gets its own answer."""
+    api, other = service.client(), service.client()
+    vip = api.create_list("VIP")
+    gone = api.create_contact("0733000009", isOptedOut=True)  # its number keeps the opt-out once purged
+    api.delete(f"/api/v1/contacts/{gone['id']}")
+    api.delete_json("/api/v1/contacts/trash", {"ids": [gone["id"]]})
+    app = service.container.app
+    me, them = Actor(api.account_id, "tester", "burst"), Actor(other.account_id, "tester", "burst")
+    creates = [(me, f"07330000{i:02d}", {"first_name": f"G{i}"}, []) for i in range(1, 9)]
+    creates += [(me, "0733000001", {"first_name": "Twin"}, []),        # a number taken inside the group
+                (me, "0733000009", {"first_name": "Again"}, []),       # a number that carries an opt-out
+                (them, "0733000001", {"first_name": "Theirs"}, []),    # another account's same number
+                (me, "0733000020", {"first_name": "Member"}, [uuid.UUID(vip["id"])]),
+                (me, "0733000021", {"first_name": "bad\x00name"}, [])]  # past the door anyway: cannot be stored
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(*(app.create_contact(actor, phone=phone, pii=pii, tags=["burst"], list_ids=lists)
+                                      for actor, phone, pii, lists in creates), return_exceptions=True)
+
+    before = service.anonymous().get("/metrics").text
+    outcomes = asyncio.run(together())
+    after = service.anonymous().get("/metrics").text
+    stored = {c.pii["first_name"]: c for c in outcomes if isinstance(c, Contact)}
+    # One of the two creates of one number is stored, the other names it (which one is the order
+    # they reached the number in: they came together).
+    twin = "G1" if "G1" in stored else "Twin"
+    lost = outcomes[8] if twin == "G1" else outcomes[0]
+    assert sorted(stored) == sorted([f"G{i}" for i in range(2, 9)] + [twin, "Again", "Theirs", "Member"])
+    assert isinstance(lost, PhoneTakenError) and str(stored[twin].id) in str(lost)
+    assert isinstance(outcomes[12], DataError)  # it alone failed: the others of its group were stored
+    assert api.get(f"/api/v1/contacts/{stored['Again'].id}").json()["isOptedOut"] is True
+    assert api.get(f"/api/v1/contacts/{stored['Member'].id}").json()["listIds"] == [vip["id"]]
+    listed = api.get("/api/v1/contacts", params={"tags": "burst"}).json()
+    assert listed["total"] == 10 and other.get("/api/v1/contacts").json()["total"] == 1
+    assert api.get(f"/api/v1/contact-lists/{vip['id']}").json()["contactCount"] == 1
+    assert api.get("/api/v1/contacts/tags").json() == ["burst"]
+    # They went together: fewer groups than creates (the first alone, the rest queued behind it).
+    groups = _metric(after, "contacts_create_groups_total") - _metric(before, "contacts_create_groups_total")
+    grouped = _metric(after, "contacts_grouped_creates_total") - _metric(before, "contacts_grouped_creates_total")
+    assert grouped >= len(creates) and groups < grouped / 2
+
+
+def _metric(text: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))

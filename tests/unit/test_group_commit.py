@@ -1,0 +1,131 @@
+"""The group commit of creates: who goes together, when the next group starts, and what a failure costs whom.
+
+The store here stands in for ``create_contacts`` (one statement, then the flush wait) so
+that the test decides when each group's statement commits; the threads and the event
+loop are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+from command.unit_of_work import GroupCommit, NewContact
+
+
+def new(name: str) -> NewContact:
+    contact = uuid.uuid4()
+    return NewContact(uuid.uuid4(), uuid.uuid4(), contact, b"k" * 32, False, None, None, name, [])  # type: ignore[arg-type]
+
+
+class Store:
+    """Records each group's names; holds a group's statement until released; fails groups holding ``bad``."""
+
+    def __init__(self, hold: bool = False, bad: str = "", flush_fails: bool = False):
+        self.groups: list[list[str]] = []
+        self.hold, self.bad, self.flush_fails = hold, bad, flush_fails
+        self.release = threading.Semaphore(0)
+        self.started = threading.Semaphore(0)
+        self.flushed = threading.Event()
+
+    def __call__(self, group: list[NewContact], committed: Any) -> None:
+        self.groups.append([n.row for n in group])
+        self.started.release()
+        if self.hold:
+            self.release.acquire()
+        if any(n.row == self.bad for n in group):
+            raise ValueError(f"cannot store {self.bad}")
+        for n in group:
+            n.holder = n.contact_id
+        committed()
+        if self.flush_fails:
+            raise ConnectionError("lost during the flush wait")
+        self.flushed.wait(5)
+
+
+async def started(store: Store) -> None:
+    assert await asyncio.to_thread(store.started.acquire, True, 5)
+
+
+def test_a_create_alone_is_stored_at_once_as_a_group_of_one() -> None:
+    store = Store()
+    store.flushed.set()
+    commit = GroupCommit(store)
+    one = new("a")
+    assert asyncio.run(commit.submit(one)) == one.contact_id
+    assert store.groups == [["a"]] and (commit.groups, commit.grouped) == (1, 1)
+
+
+def test_creates_that_arrive_while_a_group_is_written_go_together_and_start_when_it_commits() -> None:
+    store = Store(hold=True)
+    commit = GroupCommit(store)
+
+    async def scenario() -> list[Any]:
+        first = asyncio.ensure_future(commit.submit(new("a")))
+        await started(store)  # "a" is being written: the next ones queue
+        rest = [asyncio.ensure_future(commit.submit(new(n))) for n in ("b", "c", "d")]
+        await asyncio.sleep(0.05)
+        assert store.groups == [["a"]]  # nothing starts while "a"'s statement runs
+        store.release.release()  # "a" commits; its flush wait has not ended (flushed is unset)
+        await started(store)
+        assert store.groups == [["a"], ["b", "c", "d"]]  # the next group started before "a" was flushed
+        assert not first.done()
+        store.release.release()
+        store.flushed.set()
+        return await asyncio.gather(first, *rest)
+
+    holders = asyncio.run(scenario())
+    assert all(isinstance(h, uuid.UUID) for h in holders) and len(set(holders)) == 4
+
+
+def test_a_group_whose_statement_fails_stores_each_create_alone_so_only_the_bad_one_fails() -> None:
+    store = Store(hold=True, bad="c")
+    store.flushed.set()
+    commit = GroupCommit(store)
+
+    async def scenario() -> list[Any]:
+        first = asyncio.ensure_future(commit.submit(new("a")))
+        await started(store)
+        rest = [asyncio.ensure_future(commit.submit(new(n))) for n in ("b", "c", "d")]
+        await asyncio.sleep(0.01)
+        store.hold = False
+        store.release.release()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    a, b, c, d = asyncio.run(scenario())
+    assert isinstance(c, ValueError) and "cannot store c" in str(c)
+    assert all(isinstance(h, uuid.UUID) for h in (a, b, d))
+    assert store.groups[:2] == [["a"], ["b", "c", "d"]]
+    assert sorted(map(tuple, store.groups[2:])) == [("b",), ("c",), ("d",)]  # each alone, once
+
+
+def test_a_group_that_committed_but_lost_its_flush_wait_fails_every_create_and_stores_none_again() -> None:
+    store = Store(flush_fails=True)
+    commit = GroupCommit(store)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(*(commit.submit(new(n)) for n in ("a", "b", "c")), return_exceptions=True)
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, ConnectionError) for o in outcomes)
+    assert sum(len(g) for g in store.groups) == 3  # written once each: a committed write is never redone
+
+
+def test_a_group_holds_at_most_its_limit() -> None:
+    store = Store(hold=True)
+    commit = GroupCommit(store, limit=2)
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(commit.submit(new("a")))
+        await started(store)
+        rest = [asyncio.ensure_future(commit.submit(new(n))) for n in ("b", "c", "d", "e", "f")]
+        store.hold = False
+        store.flushed.set()
+        store.release.release()
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(scenario())
+    assert store.groups == [["a"], ["b", "c"], ["d", "e"], ["f"]]
+    assert (commit.groups, commit.grouped) == (4, 6)
