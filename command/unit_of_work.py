@@ -45,7 +45,7 @@ from uuid import UUID
 
 import msgspec
 import psycopg
-from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
 from psycopg import Cursor
 from psycopg.rows import tuple_row
 
@@ -54,6 +54,7 @@ from command.ids import uuid_array
 
 EVENTS_TABLE = "contacts_events"
 SMALL_KEY_SET = 20  # up to this many new keys: one INSERT rather than a COPY
+GROUPED_EVENTS = 50  # a write of more events than this (a bulk action's chunk) commits alone
 
 
 class Projector(Protocol):
@@ -99,6 +100,7 @@ class UnitOfWork:
         self.channel = channel
         self.outbox = outbox
         self.creates = GroupCommit(self._store_creates)
+        self.writes = WriteGroups(self._commit_writes)
 
     def commit(self, events: Sequence[Any], *, account_id: UUID | None = None,
                claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
@@ -117,19 +119,32 @@ class UnitOfWork:
         """
         if not events:
             return None
-        encoded = self._encode(events, stored)  # sealed before any lock
-        new_keys = new_keys or {}
+        write = _Write(events, self._encode(events, stored), account_id, sorted(claims), list(releases),
+                       list(origins), new_keys or {}, idempotency, read)  # sealed before any lock
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
-        # work, never across a round trip or this process's wait for the GIL. An import
-        # batch writes by COPY, which a pipeline cannot carry.
-        pipelined = len(new_keys) <= SMALL_KEY_SET and _import_of(events) is None
-        answer: list[Any] = []
-        with self._transaction(pipelined, read, answer) as cur:
-            self._write_side(cur, events, account_id, sorted(claims), list(releases), list(origins),
-                             new_keys, idempotency)
-            self._append(cur, events, *encoded)
-        return answer[0] if answer else None
+        # work, never across a round trip or this process's wait for the GIL; and with the
+        # writes that arrive while others are committed (``WriteGroups``). An import batch
+        # writes by COPY, which a pipeline cannot carry; it and a large write go alone.
+        if len(write.new_keys) > SMALL_KEY_SET or _import_of(events) is not None:
+            self._commit_writes([write], pipelined=False)
+        elif len(events) > GROUPED_EVENTS:
+            self._commit_writes([write])
+        else:
+            self.writes.submit(write)
+        return write.answer
+
+    def _commit_writes(self, group: list[_Write], pipelined: bool = True) -> None:
+        """One transaction for ``group``'s writes, in their order; each one's ``answer`` read after the commit."""
+        answers: list[Any] = []
+        with self._transaction(pipelined, [w.read for w in group], answers) as cur:
+            for w in group:
+                self._write_side(cur, w.events, w.account_id, w.claims, w.releases, w.origins, w.new_keys,
+                                 w.idempotency)
+            messages = [m for w in group for m in w.messages] if self.outbox is not None else None
+            self._append(cur, [e for w in group for e in w.events], [s for w in group for s in w.stored], messages)
+        for w, answer in zip(group, answers):
+            w.answer = answer
 
     def new_contact(self, claim: tuple[UUID, UUID], events: Sequence[Any], *, account_id: UUID, key: bytes,
                     opted_out: bool) -> NewContact:
@@ -191,23 +206,26 @@ class UnitOfWork:
         return stored, messages
 
     @contextmanager
-    def _transaction(self, pipelined: bool, read: ReadBack | None = None,
-                     answer: list[Any] | None = None) -> Iterator[Cursor[Any]]:
+    def _transaction(self, pipelined: bool, reads: Sequence[ReadBack | None], answers: list[Any]
+                     ) -> Iterator[Cursor[Any]]:
         """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``);
-        ``read``'s first row, read after the commit, appended to ``answer``."""
+        each of ``reads``' first row (None for no read), read after the commit, appended to ``answers``."""
         try:
-            with _deadlock_as_conflict(), self.datastore.get_connection() as conn, \
-                    conn.cursor(row_factory=tuple_row) as reader:
+            with _deadlock_as_conflict(), self.datastore.get_connection() as conn:
+                readers = [None if read is None else conn.cursor(row_factory=tuple_row) for read in reads]
                 with conn.pipeline() if pipelined else nullcontext():
                     with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
                         yield cur
-                    if read is not None:  # after the commit: outside the events table's lock
-                        reader.execute(*read)
+                    for reader, read in zip(readers, reads):  # after the commit: outside the events lock
+                        if reader is not None:
+                            reader.execute(*read)
                     # In a pipeline the flush wait travels with the transaction: one round trip
                     # for both, and the pipeline's exit raises if either failed.
                     wait_for_flush(conn)
-                if read is not None and answer is not None:
-                    answer.append(reader.fetchone())
+                for reader in readers:
+                    answers.append(None if reader is None else reader.fetchone())
+                    if reader is not None:
+                        reader.close()
         finally:
             self.projector.forget()
 
@@ -257,6 +275,91 @@ class UnitOfWork:
                         " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::integer[])",
                         (uuid_array(o[0] for o in origins), uuid_array(o[1] for o in origins),
                          _literal(o[2] for o in origins)))
+
+
+class _Write:
+    """A single write on its way to a transaction (``UnitOfWork.commit``), then its answer or error."""
+
+    __slots__ = ("events", "stored", "messages", "account_id", "claims", "releases", "origins", "new_keys",
+                 "idempotency", "read", "answer", "error", "alone", "done")
+
+    def __init__(self, events: Sequence[Any], encoded: tuple[Sequence[Any], list[bytes | None] | None],
+                 account_id: UUID | None, claims: list[tuple[UUID, UUID]], releases: list[tuple[UUID, UUID, bool]],
+                 origins: list[tuple[UUID, UUID, int]], new_keys: dict[UUID, bytes],
+                 idempotency: tuple[str, UUID, bytes | None] | None, read: ReadBack | None):
+        self.events, (self.stored, self.messages) = events, encoded
+        self.account_id, self.claims, self.releases, self.origins = account_id, claims, releases, origins
+        self.new_keys, self.idempotency, self.read = new_keys, idempotency, read
+        self.answer: Any = None
+        self.error: BaseException | None = None
+        self.alone = False  # its group stored nothing: it commits again on its own
+        self.done = threading.Event()
+
+
+class WriteGroups:
+    """Single writes that arrive while others are being committed go together in one transaction.
+
+    ``writers`` threads take the queued writes, ``limit`` at most at a time, and commit each
+    group as one transaction (``commit``): one BEGIN, one lock, one COMMIT and one flush
+    wait for the group, the writes' statements in between in their order of arrival, and
+    each write's answer read after the commit. A write alone goes at once. A group that
+    stored nothing because the server refused a statement (a lost race on a version or a
+    number, bad data) commits again one write at a time, so the write at fault fails alone
+    (and a lost race is retried by its use case, as before). A group whose fate is unknown
+    (the connection was lost) answers every write with the error, as a single write would.
+    The threads leave after a second without work and come back with the next write.
+    """
+
+    def __init__(self, commit: Callable[[list[_Write]], None], writers: int = 2, limit: int = 32):
+        self._commit = commit
+        self._writers = writers
+        self._limit = limit
+        self._ready = threading.Condition()
+        self._queue: deque[_Write] = deque()
+        self._threads = 0
+        self._idle = 0
+        self.groups = 0
+        self.grouped = 0
+
+    def submit(self, write: _Write) -> None:
+        """Commit ``write`` in whichever group it joins; its ``answer`` is set, or its error raised."""
+        with self._ready:
+            self._queue.append(write)
+            if self._idle:
+                self._ready.notify()
+            elif self._threads < self._writers:
+                self._threads += 1
+                threading.Thread(target=self._work, name="write-group", daemon=True).start()
+        write.done.wait()
+        if write.alone:
+            self._commit([write])
+        elif write.error is not None:
+            raise write.error
+
+    def _work(self) -> None:
+        """A writer thread: commit groups until the queue has stayed empty for a second."""
+        while True:
+            with self._ready:
+                if not self._queue:
+                    self._idle += 1
+                    self._ready.wait(1.0)
+                    self._idle -= 1
+                    if not self._queue:
+                        self._threads -= 1
+                        return
+                group = [self._queue.popleft() for _ in range(min(self._limit, len(self._queue)))]
+                self.groups += 1
+                self.grouped += len(group)
+            try:
+                self._commit(group)
+            except BaseException as exc:
+                for write in group:
+                    if len(group) > 1 and _stored_nothing(exc):
+                        write.alone = True
+                    else:
+                        write.error = exc
+            for write in group:
+                write.done.set()
 
 
 class NewContact:
@@ -415,6 +518,15 @@ def _sqlstate(exc: BaseException) -> str | None:
         if isinstance(error, psycopg.Error):
             return error.sqlstate
     return None
+
+
+def _stored_nothing(exc: BaseException) -> bool:
+    """Whether a transaction that raised ``exc`` surely stored nothing: the server refused a statement
+    (its SQLSTATE is not a lost connection's or a crashed server's), or it never reached the server."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, psycopg.Error):
+            return error.sqlstate is not None and error.sqlstate[:2] not in ("08", "57", "58", "XX")
+    return not isinstance(exc, PersistenceError)
 
 
 def _import_of(events: Sequence[Any]) -> UUID | None:

@@ -526,9 +526,10 @@ OPERATIONS: dict[str, Doc] = {
                       response={"status": "ready", "checks": {"database": "ok", "nats": "ok"}}),
     "getMetrics": Doc(
         "Prometheus metrics", "Request latency, projection lag, relay lag, the event store head,"
-        " `contacts_database_up`, and `contacts_create_groups_total` / `contacts_grouped_creates_total`"
+        " `contacts_database_up`, `contacts_create_groups_total` / `contacts_grouped_creates_total`"
         " (statements that stored a group of creates, and the creates they stored: their ratio is the mean"
-        " group's size). While the database is away it still answers, with the lags as NaN."),
+        " group's size) and `contacts_write_groups_total` / `contacts_grouped_writes_total` (the same for"
+        " the other single writes). While the database is away it still answers, with the lags as NaN."),
     "getAsyncApi": Doc(
         "AsyncAPI document of the events", "The AsyncAPI 3.0 document of what the service publishes to NATS"
         " (and the inbound SMS it consumes): channels, CloudEvents headers, payload schemas and examples."),

@@ -23,17 +23,21 @@ log = logging.getLogger(__name__)
 
 
 class _GroupCommitCollector(Collector):
-    """The group commit's totals (command/unit_of_work.py: GroupCommit), read at scrape time."""
+    """The group commits' totals (command/unit_of_work.py: GroupCommit, WriteGroups), read at scrape time."""
 
     def __init__(self, container: Container):
         self.container = container
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        creates = self.container.app.unit_of_work.creates
+        unit_of_work = self.container.app.unit_of_work
         yield CounterMetricFamily("contacts_create_groups", "Statements that stored a group of creates",
-                                  value=creates.groups)
+                                  value=unit_of_work.creates.groups)
         yield CounterMetricFamily("contacts_grouped_creates", "Creates stored by those statements (their sum of sizes)",
-                                  value=creates.grouped)
+                                  value=unit_of_work.creates.grouped)
+        yield CounterMetricFamily("contacts_write_groups", "Transactions that committed a group of other single writes",
+                                  value=unit_of_work.writes.groups)
+        yield CounterMetricFamily("contacts_grouped_writes", "Writes committed by those transactions",
+                                  value=unit_of_work.writes.grouped)
 
 
 class Metrics:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import psycopg
 
@@ -172,3 +174,46 @@ def test_the_openapi_document_describes_etags_and_if_match(service: Service) -> 
                                  ("/api/v1/contacts", "post", "201")):
         etag_header = paths[path][method]["responses"][status]["headers"]["ETag"]
         assert etag_header["description"] and etag_header["example"], (path, method)
+
+
+def test_edits_committed_together_each_keep_their_answer_and_a_lost_race_is_redone(service: Service) -> None:
+    """Writes that arrive while others commit share a transaction (WriteGroups): answers, ETags and
+    counts stay each write's own, and two edits of one contact in one group both land (the second is
+    redone from a fresh load, as after any lost race)."""
+    api = service.client()
+    vip = api.create_list("VIP")
+    contacts = [api.create_contact(f"0744{i:06d}") for i in range(12)]
+    metrics = service.anonymous()
+
+    def edit(job: tuple[int, str]) -> tuple[int, dict[str, Any]]:
+        i, field = job
+        c = contacts[i]
+        if field == "list":
+            r = api.post(f"/api/v1/contact-lists/{vip['id']}/contacts", json={"contactIds": [c["id"]]})
+            return r.status_code, {}
+        r = api.patch(f"/api/v1/contacts/{c['id']}", json={field: f"{field}-{i}", "tags": [f"t{i % 3}"]})
+        return r.status_code, r.json() | {"etag": r.headers.get("etag")}
+
+    def grouped() -> tuple[float, float]:
+        text = metrics.get("/metrics").text
+        return (_metric(text, "contacts_write_groups_total"), _metric(text, "contacts_grouped_writes_total"))
+
+    before = grouped()
+    jobs = [(i, f) for i in range(12) for f in ("firstName", "lastName", "list")]
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(edit, jobs))
+    after = grouped()
+    assert [code for code, _ in outcomes] == [200] * len(jobs)
+    for i, c in enumerate(contacts):
+        body = api.get(f"/api/v1/contacts/{c['id']}").json()
+        assert (body["firstName"], body["lastName"], body["listIds"]) == (f"firstName-{i}", f"lastName-{i}", [vip["id"]])
+    for (i, field), (_, answer) in zip(jobs, outcomes):
+        if field != "list":  # each PATCH answered with its own contact, its own change in it, and an ETag
+            assert (answer["id"], answer[field], bool(answer["etag"])) == (contacts[i]["id"], f"{field}-{i}", True)
+    assert api.get(f"/api/v1/contact-lists/{vip['id']}").json()["contactCount"] == 12
+    assert sorted(api.get("/api/v1/contacts/tags").json()) == ["t0", "t1", "t2"]
+    assert after[1] - before[1] >= len(jobs) and after[0] - before[0] < after[1] - before[1]  # some went together
+
+
+def _metric(text: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))

@@ -1,18 +1,21 @@
-"""The group commit of creates: who goes together, when the next group starts, and what a failure costs whom.
+"""Group commits (creates, and other single writes): who goes together, when the next group starts, and
+what a failure costs whom.
 
-The store here stands in for ``create_contacts`` (one statement, then the flush wait) so
-that the test decides when each group's statement commits; the threads and the event
-loop are real.
+The stores here stand in for ``create_contacts`` and for a unit of work's transaction, so
+that the test decides when each group commits; the threads and the event loop are real.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from typing import Any
 
-from command.unit_of_work import GroupCommit, NewContact
+import psycopg
+
+from command.unit_of_work import GroupCommit, NewContact, WriteGroups, _Write
 
 
 def new(name: str) -> NewContact:
@@ -129,3 +132,99 @@ def test_a_group_holds_at_most_its_limit() -> None:
     asyncio.run(scenario())
     assert store.groups == [["a"], ["b", "c"], ["d", "e"], ["f"]]
     assert (commit.groups, commit.grouped) == (4, 6)
+
+
+# -- single writes (WriteGroups): threads, not the event loop ------------------------------------
+
+
+def write(name: str) -> _Write:
+    return _Write([name], ([name], None), None, [], [], [], {}, None, None)
+
+
+class Commit:
+    """Stands in for UnitOfWork._commit_writes: records groups, holds the first until released, fails on ``bad``."""
+
+    def __init__(self, bad: str = "", error: BaseException | None = None):
+        self.groups: list[list[str]] = []
+        self.bad, self.error = bad, error
+        self.first = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, group: list[_Write]) -> None:
+        self.groups.append([w.events[0] for w in group])
+        if not self.first.is_set():
+            self.first.set()
+            assert self.release.wait(5)
+        if any(w.events[0] == self.bad for w in group):
+            raise self.error or ValueError(f"cannot store {self.bad}")
+        for w in group:
+            w.answer = w.events[0].upper()
+
+
+def submit_all(groups: WriteGroups, commit: Commit, names: list[str]) -> list[Any]:
+    """``names[0]`` first (held in its transaction), the rest while it is held; each one's answer or error."""
+    outcomes: dict[str, Any] = {}
+
+    def one(w: _Write) -> None:
+        try:
+            groups.submit(w)
+            outcomes[w.events[0]] = w.answer
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes[w.events[0]] = exc
+
+    threads = [threading.Thread(target=one, args=(write(names[0]),))]
+    threads[0].start()
+    assert commit.first.wait(5)
+    threads += [threading.Thread(target=one, args=(write(n),)) for n in names[1:]]
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(groups._queue) < len(names) - 1 - (groups._writers - 1) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    commit.release.set()
+    for t in threads:
+        t.join(5)
+    return [outcomes[n] for n in names]
+
+
+def test_writes_that_arrive_while_one_commits_go_together_and_each_gets_its_own_answer() -> None:
+    commit = Commit()
+    groups = WriteGroups(commit, writers=1)
+    assert submit_all(groups, commit, ["a", "b", "c", "d"]) == ["A", "B", "C", "D"]
+    assert commit.groups == [["a"], ["b", "c", "d"]]
+    assert (groups.groups, groups.grouped) == (2, 4)
+
+
+def test_a_group_the_server_refused_commits_each_write_alone_so_only_the_bad_one_fails() -> None:
+    refused = psycopg.errors.UniqueViolation("duplicate key value violates unique constraint")
+    commit = Commit(bad="c", error=refused)
+    groups = WriteGroups(commit, writers=1)
+    a, b, c, d = submit_all(groups, commit, ["a", "b", "c", "d"])
+    assert (a, b, d) == ("A", "B", "D") and c is refused
+    assert commit.groups[:2] == [["a"], ["b", "c", "d"]]
+    assert sorted(map(tuple, commit.groups[2:])) == [("b",), ("c",), ("d",)]
+
+
+def test_a_group_whose_fate_is_unknown_answers_every_write_with_the_error_and_commits_none_again() -> None:
+    lost = psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+    commit = Commit(bad="c", error=lost)
+    groups = WriteGroups(commit, writers=1)
+    outcomes = submit_all(groups, commit, ["a", "b", "c", "d"])
+    assert outcomes[0] == "A" and all(o is lost for o in outcomes[1:])
+    assert commit.groups == [["a"], ["b", "c", "d"]]
+
+
+def test_writer_threads_leave_when_idle_and_come_back_with_the_next_write() -> None:
+    commit = Commit()
+    commit.first.set()
+    groups = WriteGroups(commit, writers=2)
+    w = write("a")
+    groups.submit(w)
+    assert w.answer == "A"
+    deadline = time.monotonic() + 5
+    while groups._threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert groups._threads == 0
+    w = write("b")
+    groups.submit(w)
+    assert w.answer == "B"
