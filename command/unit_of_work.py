@@ -25,6 +25,11 @@ free of deadlocks:
 4. ``COMMIT``, without waiting for the WAL flush; the flush is awaited after it,
    outside the lock (``wait_for_flush``), before the write is acknowledged.
 
+A write with no write-side rows whose every event the projector applies with one
+server-side call (a PATCH of a contact's fields or lists, a list-add) skips 1 and sends 2
+and 3 as one statement, its own transaction (``commit_contact_events``), then the flush
+wait with the answer's read (``read_and_flush``).
+
 The projector runs under the lock so that the read tables are built in exactly the
 order of the notification log, which is the order a rebuild replays: live and rebuilt
 tables cannot differ by an interleaving. A projector that fails rolls everything back:
@@ -40,7 +45,7 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
-from psycopg import Cursor
+from psycopg import Cursor, sql
 from psycopg.rows import tuple_row
 
 from command.domain import Contact, ContactImport
@@ -64,6 +69,9 @@ class Projector(Protocol):
 
     def created_row(self, event: Any) -> str:
         """A new contact's read row as JSON, for the create's single statement (``UnitOfWork.create``)."""
+
+    def server_call(self, event: Any) -> tuple[str, str] | None:
+        """The event's projection as one server-side call (kind, JSON argument), or None if it is not one."""
 
 
 class Outbox(Protocol):
@@ -113,6 +121,10 @@ class UnitOfWork:
             return None
         encoded = self._encode(events, stored)  # sealed before any lock
         new_keys = new_keys or {}
+        claims, releases, origins = list(claims), list(releases), list(origins)
+        calls = [self.projector.server_call(e) for e in events]
+        if not (claims or releases or origins or new_keys or idempotency) and None not in calls:
+            return self._commit_calls(events, *encoded, calls, read)
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
         # work, never across a round trip or this process's wait for the GIL. An import
@@ -159,6 +171,24 @@ class UnitOfWork:
             if _sqlstate(exc) == SUPPRESSED:
                 return None
             raise
+
+    def _commit_calls(self, events: Sequence[Any], stored: Sequence[Any], messages: list[bytes | None] | None,
+                      calls: list[tuple[str, str]], read: ReadBack | None) -> Any:
+        """A write with no write-side rows whose projections are all server-side calls: one
+        statement (``commit_contact_events``, command/schema.sql), its own transaction, then the
+        flush wait with ``read`` (``read_and_flush``). A PATCH of a contact's fields or lists and a
+        list-add go this way: two round trips, no BEGIN, COMMIT or pipeline, which cost this
+        process more than the statements themselves (py-spy: a third of a PATCH's CPU in the API
+        was psycopg's pipeline and transaction around seven statements)."""
+        with _deadlock_as_conflict(), self.datastore.get_connection() as conn, \
+                conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute("SELECT commit_contact_events(%s::uuid[], %s::integer[], %s::text[], %b::bytea[], %s::bytea[],"
+                        " %s, %s, %s::uuid[], %s::timestamptz[], %s::text[], %s::jsonb[])",
+                        (uuid_array(s.originator_id for s in stored), _literal(s.originator_version for s in stored),
+                         [s.topic for s in stored], [s.state for s in stored], messages, self.projector.name,
+                         self.channel, uuid_array(e.account_id for e in events), [e.timestamp for e in events],
+                         [c[0] for c in calls], [c[1] for c in calls]))
+            return read_and_flush(cur, read)
 
     def _encode(self, events: Sequence[Any], stored: Sequence[StoredEvent] | None = None
                 ) -> tuple[Sequence[Any], list[bytes | None] | None]:
@@ -254,6 +284,20 @@ def wait_for_flush(conn: Any) -> None:
     a write up to one flush before it is durable.
     """
     conn.execute("SELECT pg_logical_emit_message(true, 'contacts.flush', '')")
+
+
+def read_and_flush(cur: Cursor[Any], read: ReadBack | None) -> Any:
+    """``read``'s first row (None without ``read`` or without a row), read in the flush wait's own
+    statement: after the write's commit, and one round trip for both (``wait_for_flush``)."""
+    if read is not None:
+        query, params = read
+        query = sql.SQL(query) if isinstance(query, str) else query
+        row = cur.execute(sql.SQL("SELECT r.*, pg_logical_emit_message(true, 'contacts.flush', '') FROM ({}) r")
+                          .format(query), params).fetchone()
+        if row is not None:  # one row, one message: the read is by id
+            return row[:-1]
+    wait_for_flush(cur.connection)
+    return None
 
 
 def _copy_keys(cur: Cursor[Any], keys: dict[UUID, bytes]) -> None:

@@ -93,6 +93,15 @@ def _import_line(c: dict[str, Any], contact_id: str, account: str, created_at: s
                      search_phone(phone)))
 
 
+def _updated_values(e: Contact.Updated) -> str:
+    """The columns contact.updated changes, as JSON named after them (``project_contact_updated``'s argument)."""
+    values: dict[str, Any] = {k: v for k, v in e.pii.items() if k in PII_FIELDS}
+    values.update({k: v for k, v in e.changes.items() if k in UPDATED_COLUMNS})
+    if "tags" in values:
+        values["tags"] = list(values["tags"])
+    return _ROW_JSON(values).decode()
+
+
 class ReadModelProjector:
     """One method per event type; each runs inside the caller's transaction (a write's, or a replay batch's)."""
 
@@ -159,12 +168,8 @@ class ReadModelProjector:
     def _(self, e: Contact.Updated, cur: Cursor[Any]) -> None:
         # The changed columns, search columns, memberships' tags, tag index and time counts in
         # one call (projections/schema.sql), which reads the contact's row itself.
-        values: dict[str, Any] = {k: v for k, v in e.pii.items() if k in PII_FIELDS}
-        values.update({k: v for k, v in e.changes.items() if k in UPDATED_COLUMNS})
-        if "tags" in values:
-            values["tags"] = list(values["tags"])
         cur.execute("SELECT project_contact_updated(%s, %s, %s::jsonb, %s, %s)",
-                    (e.originator_id, e.account_id, _ROW_JSON(values).decode(), e.timestamp, e.originator_version))
+                    (e.originator_id, e.account_id, _updated_values(e), e.timestamp, e.originator_version))
 
     @apply.register
     def _(self, e: Contact.AddedToLists, cur: Cursor[Any]) -> None:
@@ -172,6 +177,17 @@ class ReadModelProjector:
         # call, which reads the contact's row itself (projections/schema.sql).
         cur.execute("SELECT project_contact_added_to_lists(%s, %s, %s::uuid[], %s, %s)",
                     (e.originator_id, e.account_id, list(e.list_ids), e.timestamp, e.originator_version))
+
+    @staticmethod
+    def server_call(e: Any) -> tuple[str, str] | None:
+        """The event's projection as one server-side call, for a write's single statement
+        (``commit_contact_events``, command/schema.sql): its kind and its JSON argument; None
+        for an event whose projection is not one call. The functions are the ones ``apply`` calls."""
+        if isinstance(e, Contact.Updated):
+            return "contact.updated", _updated_values(e)
+        if isinstance(e, Contact.AddedToLists):
+            return "contact.added-to-lists", _ROW_JSON(list(e.list_ids)).decode()
+        return None
 
     @apply.register
     def _(self, e: Contact.RemovedFromLists, cur: Cursor[Any]) -> None:
