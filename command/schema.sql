@@ -215,3 +215,29 @@ CREATE TABLE IF NOT EXISTS pending_erasures (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS pending_erasures_position ON pending_erasures (position);
+-- A write whose events' projections are all server-side calls and which has no write-side
+-- rows (a PATCH of a contact's fields or lists, adding contacts to a list) in one statement,
+-- its own transaction, like a create: the append (the lock, the position, the relay's
+-- wake-up), then each event's projection in order (projections/schema.sql, the projector's
+-- own definitions, ReadModelProjector.server_call names them). No BEGIN, no COMMIT, no
+-- pipeline: one round trip, then the flush wait.
+CREATE OR REPLACE FUNCTION commit_contact_events(
+    p_ids uuid[], p_versions integer[], p_topics text[], p_states bytea[], p_messages bytea[], p_projection text,
+    p_channel text, p_accounts uuid[], p_times timestamptz[], p_kinds text[], p_args jsonb[]) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    last_id bigint;
+BEGIN
+    last_id := append_events(p_ids, p_versions, p_topics, p_states, p_messages, p_projection, p_channel);
+    FOR i IN 1 .. cardinality(p_ids) LOOP
+        CASE p_kinds[i]
+            WHEN 'contact.updated' THEN
+                PERFORM project_contact_updated(p_ids[i], p_accounts[i], p_args[i], p_times[i], p_versions[i]);
+            WHEN 'contact.added-to-lists' THEN
+                PERFORM project_contact_added_to_lists(p_ids[i], p_accounts[i],
+                    ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(p_args[i]) WITH ORDINALITY AS t(x, n) ORDER BY n),
+                    p_times[i], p_versions[i]);
+        END CASE;  -- an unknown kind raises CASE_NOT_FOUND: nothing is stored
+    END LOOP;
+    RETURN last_id;
+END $$;

@@ -74,6 +74,12 @@ IMPORT_COLUMNS = ("id", "account_id", "first_name", "last_name", "phone", "email
 # A column added to a new contact's row must be written by imports too: fail at start, not in a batch.
 assert sorted(IMPORT_COLUMNS) == sorted(NEW_CONTACT_COLUMNS), "IMPORT_COLUMNS must name NEW_CONTACT_COLUMNS"
 
+#: The columns besides personal ones that contact.updated may change (``project_contact_updated``).
+UPDATED_COLUMNS = ("tags", "status", "invalid_reason", "operator", "country")
+#: Events whose projection is one server-side call that reads the contact's row itself:
+#: nothing to read for them before the lock (``prefetch``).
+SELF_READING = (Contact.Created, Contact.Updated, Contact.AddedToLists)
+
 # The columns of a contact's row its later events' projections need.
 ROW_COLUMNS = ("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at")
 
@@ -85,6 +91,15 @@ def _import_line(c: dict[str, Any], contact_id: str, account: str, created_at: s
                      pii.get("notes"), "t" if c["is_opted_out"] else "f", c["status"], c["invalid_reason"],
                      c["operator"], c["country"], created_at, updated_at, search_name(first, last),
                      search_phone(phone)))
+
+
+def _updated_values(e: Contact.Updated) -> str:
+    """The columns contact.updated changes, as JSON named after them (``project_contact_updated``'s argument)."""
+    values: dict[str, Any] = {k: v for k, v in e.pii.items() if k in PII_FIELDS}
+    values.update({k: v for k, v in e.changes.items() if k in UPDATED_COLUMNS})
+    if "tags" in values:
+        values["tags"] = list(values["tags"])
+    return _ROW_JSON(values).decode()
 
 
 class ReadModelProjector:
@@ -151,34 +166,28 @@ class ReadModelProjector:
 
     @apply.register
     def _(self, e: Contact.Updated, cur: Cursor[Any]) -> None:
-        row = self._contact(cur, e.originator_id)
-        if row is None:
-            return
-        values: dict[str, Any] = {k: v for k, v in e.pii.items() if k in PII_FIELDS}
-        values.update({k: v for k, v in e.changes.items()
-                       if k in ("tags", "status", "invalid_reason", "operator", "country")})
-        if "tags" in values:
-            cur.execute("UPDATE contact_list_memberships SET contact_tags = %s WHERE contact_id = %s",
-                        (list(values["tags"]), e.originator_id))
-            if row["deleted_at"] is None:
-                old, new = set(row["tags"]), set(values["tags"])
-                tags_delta(cur, e.account_id, sorted(old - new), -1, row["created_at"], row["is_opted_out"],
-                           plus=sorted(new - old))
-        first = values.get("first_name", row["first_name"])
-        last = values.get("last_name", row["last_name"])
-        values["search_name"] = search_name(first, last)
-        if "phone" in values:
-            values["search_phone"] = search_phone(values["phone"])
-        self._update_contact(cur, e, values)
+        # The changed columns, search columns, memberships' tags, tag index and time counts in
+        # one call (projections/schema.sql), which reads the contact's row itself.
+        cur.execute("SELECT project_contact_updated(%s, %s, %s::jsonb, %s, %s)",
+                    (e.originator_id, e.account_id, _updated_values(e), e.timestamp, e.originator_version))
 
     @apply.register
     def _(self, e: Contact.AddedToLists, cur: Cursor[Any]) -> None:
-        row = self._contact(cur, e.originator_id)
-        if row is not None:
-            # The memberships, the lists' counts and the contact's listIds, time and version: one call.
-            self._add_memberships(cur, e.account_id, e.originator_id, e.list_ids, e.timestamp, row["created_at"],
-                                  active=row["deleted_at"] is None, opted_out=row["is_opted_out"],
-                                  tags=list(row["tags"]), version=e.originator_version)
+        # The memberships, the lists' counts and the contact's listIds, time and version: one
+        # call, which reads the contact's row itself (projections/schema.sql).
+        cur.execute("SELECT project_contact_added_to_lists(%s, %s, %s::uuid[], %s, %s)",
+                    (e.originator_id, e.account_id, list(e.list_ids), e.timestamp, e.originator_version))
+
+    @staticmethod
+    def server_call(e: Any) -> tuple[str, str] | None:
+        """The event's projection as one server-side call, for a write's single statement
+        (``commit_contact_events``, command/schema.sql): its kind and its JSON argument; None
+        for an event whose projection is not one call. The functions are the ones ``apply`` calls."""
+        if isinstance(e, Contact.Updated):
+            return "contact.updated", _updated_values(e)
+        if isinstance(e, Contact.AddedToLists):
+            return "contact.added-to-lists", _ROW_JSON(list(e.list_ids)).decode()
+        return None
 
     @apply.register
     def _(self, e: Contact.RemovedFromLists, cur: Cursor[Any]) -> None:
@@ -386,10 +395,16 @@ class ReadModelProjector:
         concurrent write could not store too (same version), except ``list_ids`` when a list
         is deleted, and a deleted list's counts are gone with its row anyway. Each prefetched
         row serves the first event of its contact; later events of the same write read the
-        row as the earlier ones left it.
+        row as the earlier ones left it. Events whose projection reads the row itself
+        (``SELF_READING``) need none.
         """
-        ids = list(dict.fromkeys(e.originator_id for e in events
-                                 if isinstance(e, Contact.Event) and not isinstance(e, Contact.Created)))
+        first: dict[UUID, Any] = {}
+        for e in events:
+            if isinstance(e, Contact.Event):
+                first.setdefault(e.originator_id, e)
+        # Only where the contact's first event reads the row here: after a server-side call
+        # changed it, a prefetched row would be stale, so later events read it afresh.
+        ids = [cid for cid, e in first.items() if not isinstance(e, SELF_READING)]
         rows: dict[UUID, dict[str, Any]] = {}
         if ids:
             cur.execute(f"SELECT id, {', '.join(ROW_COLUMNS)} FROM contacts WHERE id = ANY(%s)", (ids,))
@@ -434,16 +449,6 @@ class ReadModelProjector:
             if row["list_ids"]:
                 cur.execute("UPDATE contact_lists SET opted_out_count = opted_out_count + %s WHERE id = ANY(%s)",
                             (delta, list(row["list_ids"])))
-
-    @staticmethod
-    def _add_memberships(cur: Cursor[Any], account_id: UUID, contact_id: UUID, list_ids: list[UUID],
-                         ts: Any, created_at: Any, *, active: bool, opted_out: bool, tags: list[str],
-                         version: int | None = None) -> None:
-        if not list_ids and version is None:
-            return
-        # One call (projections/schema.sql): nothing to wait for under the events table's lock.
-        cur.execute("SELECT add_memberships(%s, %s, %s, %s, %s, %s, %s::text[], %s::uuid[], %s)",
-                    (contact_id, account_id, ts, created_at, active, opted_out, tags, list(list_ids), version))
 
     @staticmethod
     def _memberships_active(cur: Cursor[Any], contact_id: UUID, active: bool) -> None:
