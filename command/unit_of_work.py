@@ -9,7 +9,7 @@ there is nothing to wait for and nothing to catch up.
 The order inside the transaction keeps the events table's EXCLUSIVE lock short and
 free of deadlocks:
 
-1. keys, claims, idempotency key, releases and import origins (row locks on write-side
+1. keys (with an import batch's origin), claims, idempotency key and releases (row locks on write-side
    tables only: nothing done after the lock touches them, so a writer waiting for the
    lock never holds what the lock's holder needs; claims in one order, so two imports
    never deadlock on each other's numbers); a new contact's claim, key, append and
@@ -79,8 +79,10 @@ DEADLOCK = psycopg.errors.DeadlockDetected.sqlstate
 #: A query and its parameters, whose first row a write answers with (``UnitOfWork.commit``'s ``read``).
 ReadBack = tuple[Any, Any]  # the query, its parameters (a sequence or a mapping)
 
-#: New contacts' keys, ids and keys as two arrays: alone, or ahead of a write's claims in one statement.
-INSERT_KEYS = "INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
+#: New contacts' keys, ids and keys as two arrays, then the import batch that created them (or two NULLs):
+#: alone, or ahead of a write's claims in one statement.
+INSERT_KEYS = ("INSERT INTO contact_keys (contact_id, key, import_id, import_version)"
+               " SELECT k.*, %s::uuid, %s::integer FROM unnest(%s::uuid[], %s::bytea[]) AS k")
 
 
 class UnitOfWork:
@@ -96,13 +98,15 @@ class UnitOfWork:
 
     def commit(self, events: Sequence[Any], *, account_id: UUID | None = None,
                claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
-               origins: Iterable[tuple[UUID, UUID, int]] = (), new_keys: dict[UUID, bytes] | None = None,
+               origin: tuple[UUID, int] | None = None, new_keys: dict[UUID, bytes] | None = None,
                idempotency: tuple[str, UUID, bytes | None] | None = None,
                stored: Sequence[StoredEvent] | None = None, read: ReadBack | None = None) -> Any:
         """Store ``events`` and everything that goes with them, or nothing.
 
         ``stored`` is ``events`` already mapped (sealed) by the caller, as an import does
-        for its next batch while this one commits. A phone number claimed concurrently,
+        for its next batch while this one commits. ``origin`` (import id, version of its
+        batch event) is the event that creates the contacts of ``new_keys``, stored beside
+        their keys. A phone number claimed concurrently,
         or a concurrent write to the same aggregate, raises eventsourcing's
         ``IntegrityError`` and stores nothing. ``read`` (a query and its parameters) runs
         right after the commit on the same connection, in the same round trip, and its
@@ -120,7 +124,7 @@ class UnitOfWork:
         pipelined = len(new_keys) <= SMALL_KEY_SET and _import_of(events) is None
         answer: list[Any] = []
         with self._transaction(pipelined, read, answer) as cur:
-            self._write_side(cur, events, account_id, sorted(claims), list(releases), list(origins),
+            self._write_side(cur, events, account_id, sorted(claims), list(releases), origin,
                              new_keys, idempotency)
             self._append(cur, events, *encoded)
         return answer[0] if answer else None
@@ -208,20 +212,22 @@ class UnitOfWork:
     @staticmethod
     def _write_side(cur: Cursor[Any], events: Sequence[Any], account_id: UUID | None,
                     claims: list[tuple[UUID, UUID]], releases: list[tuple[UUID, UUID, bool]],
-                    origins: list[tuple[UUID, UUID, int]], new_keys: dict[UUID, bytes],
+                    origin: tuple[UUID, int] | None, new_keys: dict[UUID, bytes],
                     idempotency: tuple[str, UUID, bytes | None] | None) -> None:
         """The write-side rows, before the events table's lock (nothing after the lock touches them)."""
         if len(new_keys) > SMALL_KEY_SET:
-            _copy_keys(cur, new_keys)
+            _copy_keys(cur, new_keys, origin)
             new_keys = {}
+        import_id, version = origin or (None, None)
         if claims:
             # A phone change's claim, or an import batch's claims, with the new contacts' keys in
             # one statement (a data-modifying CTE always runs).
             cur.execute(f"WITH k AS ({INSERT_KEYS}) SELECT claim_phone_reservations(%s::uuid[], %s, %s::uuid[], %s)",
-                        (list(new_keys), list(new_keys.values()), uuid_array(c[0] for c in claims), account_id,
-                         uuid_array(c[1] for c in claims), _import_of(events)))
+                        (import_id, version, list(new_keys), list(new_keys.values()),
+                         uuid_array(c[0] for c in claims), account_id, uuid_array(c[1] for c in claims),
+                         _import_of(events)))
         elif new_keys:
-            cur.execute(INSERT_KEYS, (list(new_keys), list(new_keys.values())))
+            cur.execute(INSERT_KEYS, (import_id, version, list(new_keys), list(new_keys.values())))
         if idempotency is not None:
             key, import_id, request_hash = idempotency
             cur.execute("INSERT INTO import_idempotency (account_id, idempotency_key, import_id, request_hash)"
@@ -230,13 +236,12 @@ class UnitOfWork:
             _release(cur, releases)
         purged = [e.originator_id for e in events if isinstance(e, Contact.Purged)]
         if purged:
-            # Erasure: without its key, no stored event of the contact can be read again.
-            cur.execute("DELETE FROM contact_keys WHERE contact_id = ANY(%s::uuid[])", (uuid_array(purged),))
-        if origins:
-            cur.execute("INSERT INTO contact_origins (contact_id, import_id, import_version)"
-                        " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::integer[])",
-                        (uuid_array(o[0] for o in origins), uuid_array(o[1] for o in origins),
-                         _literal(o[2] for o in origins)))
+            # Erasure: without its key, no stored event of the contact can be read again. An
+            # imported contact's row stays, its key erased, for the origin it holds (history).
+            cur.execute("WITH erased AS (UPDATE contact_keys SET key = NULL WHERE contact_id = ANY(%(ids)s::uuid[])"
+                        " AND import_id IS NOT NULL)"
+                        " DELETE FROM contact_keys WHERE contact_id = ANY(%(ids)s::uuid[]) AND import_id IS NULL",
+                        {"ids": uuid_array(purged)})
 
 
 def wait_for_flush(conn: Any) -> None:
@@ -256,11 +261,12 @@ def wait_for_flush(conn: Any) -> None:
     conn.execute("SELECT pg_logical_emit_message(true, 'contacts.flush', '')")
 
 
-def _copy_keys(cur: Cursor[Any], keys: dict[UUID, bytes]) -> None:
-    """An import batch's thousand keys by COPY, its text formatted here (uuid hex, bytea hex):
-    per key, a fraction of the cost of a row dumped by psycopg."""
-    with cur.copy("COPY contact_keys (contact_id, key) FROM STDIN") as copy:
-        copy.write("".join(f"{cid.hex}\t\\\\x{key.hex()}\n" for cid, key in keys.items()))
+def _copy_keys(cur: Cursor[Any], keys: dict[UUID, bytes], origin: tuple[UUID, int] | None) -> None:
+    """An import batch's thousand keys (and their batch event, ``origin``) by COPY, its text formatted
+    here (uuid hex, bytea hex): per key, a fraction of the cost of a row dumped by psycopg."""
+    tail = f"\t{origin[0].hex}\t{origin[1]}\n" if origin else "\t\\N\t\\N\n"
+    with cur.copy("COPY contact_keys (contact_id, key, import_id, import_version) FROM STDIN") as copy:
+        copy.write("".join(f"{cid.hex}\t\\\\x{key.hex()}{tail}" for cid, key in keys.items()))
 
 
 def _release(cur: Cursor[Any], releases: list[tuple[UUID, UUID, bool]]) -> None:
