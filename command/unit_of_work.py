@@ -65,6 +65,10 @@ class Projector(Protocol):
     def created_row(self, event: Any) -> str:
         """A new contact's read row as JSON, for the create's single statement (``UnitOfWork.create``)."""
 
+    def prepare_import(self, event: Any, started: Any) -> None:
+        """Before the unit of work, in the importing thread: format an import batch's read rows ahead
+        (``started``: the import's start); applying the batch then only sends them."""
+
 
 class Outbox(Protocol):
     """Encodes an event's published messages before it is stored (``events/outbox.py``), sealing personal

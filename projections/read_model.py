@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from collections import Counter, defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 from psycopg import Connection, Cursor
@@ -77,6 +77,24 @@ assert sorted(IMPORT_COLUMNS) == sorted(NEW_CONTACT_COLUMNS), "IMPORT_COLUMNS mu
 # The columns of a contact's row its later events' projections need.
 ROW_COLUMNS = ("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at")
 
+#: Import batches formatted ahead of their unit of work (``prepare_import``) kept at most: an
+#: import has one in flight at a time; ones whose store failed are dropped oldest first.
+MAX_PREPARED_BATCHES = 8
+
+
+def _import_rows(e: Any, started: datetime) -> tuple[list[datetime], list[str]]:
+    """An import batch's contacts' ``created_at`` and their rows as COPY text (``_import_line``), in ``e.contacts``' order.
+
+    ``created_at`` is the import's start less one microsecond per data row, so newest-first
+    lists and exports show an import in its file's order (row 1 first), across all its
+    batches; from the events alone, so a rebuild gives the same.
+    """
+    created = [started - timedelta(microseconds=c["row"]) for c in e.contacts]
+    account, ts = e.account_id.hex, e.timestamp.isoformat()
+    ids = uuid_texts([c["id"] for c in e.contacts])
+    return created, [_import_line(c, cid, account, at.isoformat(), ts) for c, cid, at in zip(e.contacts, ids, created)]
+
+
 def _import_line(c: dict[str, Any], contact_id: str, account: str, created_at: str, updated_at: str) -> str:
     """An imported contact's row as COPY text, in ``IMPORT_COLUMNS`` order less ``list_ids``."""
     pii = c["pii"]
@@ -94,6 +112,22 @@ class ReadModelProjector:
 
     def __init__(self) -> None:
         self._prefetched = threading.local()  # one projector serves every request thread
+        # (import id, batch version) -> (the import's start, its rows' created_at, COPY text): prepare_import's
+        self._prepared_batches: dict[tuple[UUID, int], tuple[datetime, list[datetime], list[str]]] = {}
+
+    def prepare_import(self, e: ContactImport.Progressed, started: datetime) -> None:
+        """Format an import batch's contacts rows before its unit of work, ``started`` being the import's start.
+
+        An import calls this in its stage two (command/imports/service.py), in its own thread,
+        while the batch before is being stored: the batch's transaction, and its time under
+        the events table's lock, then only send the text. Applying the batch uses it when the
+        import's start read in the transaction is ``started`` (always, unless the caller
+        erred), and formats the rows itself otherwise, so live and rebuilt rows cannot differ.
+        """
+        created, lines = _import_rows(e, started)
+        self._prepared_batches[e.originator_id, e.originator_version] = (started, created, lines)
+        while len(self._prepared_batches) > MAX_PREPARED_BATCHES:  # batches whose store failed
+            self._prepared_batches.pop(next(iter(self._prepared_batches)), None)
 
     @singledispatchmethod
     def apply(self, event: Any, cur: Cursor[Any]) -> None:
@@ -265,13 +299,13 @@ class ReadModelProjector:
             cur.execute("SELECT id FROM contact_lists WHERE id = ANY(%s) AND account_id = %s",
                         (list(list_ids), e.account_id))
             existing = {r[0] for r in cur.fetchall()}
-        created = self._import_created_at(cur, e)
-        # Rows formatted here as COPY text, one write for the batch: psycopg's per-field
-        # dumpers cost several times more for a thousand rows. Without a list in the batch,
-        # list_ids is left to its default ('{}'): no array for PostgreSQL to parse per row.
-        account, ts = e.account_id.hex, e.timestamp.isoformat()
-        ids = uuid_texts([c["id"] for c in e.contacts])
-        lines = [_import_line(c, cid, account, at.isoformat(), ts) for c, cid, at in zip(e.contacts, ids, created)]
+        started = self._import_started(cur, e)
+        # Rows formatted as COPY text, one write for the batch: psycopg's per-field dumpers
+        # cost several times more for a thousand rows. Formatted already by prepare_import
+        # when the import is live. Without a list in the batch, list_ids is left to its
+        # default ('{}'): no array for PostgreSQL to parse per row.
+        prepared = self._prepared_batches.pop((e.originator_id, e.originator_version), None)
+        created, lines = prepared[1:] if prepared is not None and prepared[0] == started else _import_rows(e, started)
         columns = IMPORT_COLUMNS
         if existing:
             lines = [line + "\t{" + ",".join(i.hex for i in c["list_ids"] if i in existing) + "}"
@@ -322,14 +356,11 @@ class ReadModelProjector:
         self._import_counts(cur, e, e.counts)
 
     @staticmethod
-    def _import_created_at(cur: Cursor[Any], e: Any) -> list[Any]:
-        """Each imported contact's ``created_at`` (in ``e.contacts``' order): the import's start, less one microsecond per
-        data row, so newest-first lists and exports show an import in its file's order (row 1
-        first), across all its batches. From the events alone, so a rebuild gives the same."""
+    def _import_started(cur: Cursor[Any], e: Any) -> datetime:
+        """The start of the batch's import, as its ``Started`` event was projected (else the batch's time)."""
         cur.execute("SELECT created_at FROM imports WHERE id = %s", (e.originator_id,))
         found = cur.fetchone()
-        started = found[0] if found else e.timestamp
-        return [started - timedelta(microseconds=c["row"]) for c in e.contacts]
+        return found[0] if found else e.timestamp
 
     @apply.register
     def _(self, e: ContactImport.Completed, cur: Cursor[Any]) -> None:

@@ -260,6 +260,11 @@ class ImportService:
         counts["skipped"] += sum(1 for s in skipped if s["outcome"] == "skipped")
         job.record_rows(actor, contacts, skipped, parsed.rows[-1].row, counts)
         events = job.collect_events()
+        # The batch's read rows are formatted here, while the batch before is being stored,
+        # rather than in its own transaction, under the events table's lock.
+        for event in events:
+            if isinstance(event, ContactImport.Progressed):
+                self.app.unit_of_work.projector.prepare_import(event, job.created_on)
         ids = [c["id"] for c in contacts]
         with self.app.keys.batch([]):
             new_keys = self.app.keys.generate(ids)
