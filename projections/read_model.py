@@ -112,20 +112,20 @@ class ReadModelProjector:
 
     def __init__(self) -> None:
         self._prefetched = threading.local()  # one projector serves every request thread
-        # (import id, batch version) -> (the import's start, its rows' created_at, COPY text): prepare_import's
-        self._prepared_batches: dict[tuple[UUID, int], tuple[datetime, list[datetime], list[str]]] = {}
+        # (import id, batch version) -> (its rows' created_at, their COPY text): prepare_import's
+        self._prepared_batches: dict[tuple[UUID, int], tuple[list[datetime], list[str]]] = {}
 
     def prepare_import(self, e: ContactImport.Progressed, started: datetime) -> None:
-        """Format an import batch's contacts rows before its unit of work, ``started`` being the import's start.
+        """Format an import batch's contacts rows before its unit of work.
 
+        ``started`` is the import's start: its ``Started`` event's time (the aggregate's
+        ``created_on``), which is what the ``imports`` row holds and what applying the batch
+        reads when nothing was prepared (a rebuild), so live and rebuilt rows are the same.
         An import calls this in its stage two (command/imports/service.py), in its own thread,
         while the batch before is being stored: the batch's transaction, and its time under
-        the events table's lock, then only send the text. Applying the batch uses it when the
-        import's start read in the transaction is ``started`` (always, unless the caller
-        erred), and formats the rows itself otherwise, so live and rebuilt rows cannot differ.
+        the events table's lock, then only send the text.
         """
-        created, lines = _import_rows(e, started)
-        self._prepared_batches[e.originator_id, e.originator_version] = (started, created, lines)
+        self._prepared_batches[e.originator_id, e.originator_version] = _import_rows(e, started)
         while len(self._prepared_batches) > MAX_PREPARED_BATCHES:  # batches whose store failed
             self._prepared_batches.pop(next(iter(self._prepared_batches)), None)
 
@@ -299,13 +299,13 @@ class ReadModelProjector:
             cur.execute("SELECT id FROM contact_lists WHERE id = ANY(%s) AND account_id = %s",
                         (list(list_ids), e.account_id))
             existing = {r[0] for r in cur.fetchall()}
-        started = self._import_started(cur, e)
         # Rows formatted as COPY text, one write for the batch: psycopg's per-field dumpers
         # cost several times more for a thousand rows. Formatted already by prepare_import
-        # when the import is live. Without a list in the batch, list_ids is left to its
+        # when the import is live (then the import's start is known: no statement to read it,
+        # under the events table's lock). Without a list in the batch, list_ids is left to its
         # default ('{}'): no array for PostgreSQL to parse per row.
         prepared = self._prepared_batches.pop((e.originator_id, e.originator_version), None)
-        created, lines = prepared[1:] if prepared is not None and prepared[0] == started else _import_rows(e, started)
+        created, lines = prepared if prepared is not None else _import_rows(e, self._import_started(cur, e))
         columns = IMPORT_COLUMNS
         if existing:
             lines = [line + "\t{" + ",".join(i.hex for i in c["list_ids"] if i in existing) + "}"
