@@ -47,7 +47,7 @@ from command.domain import Contact, ContactImport
 from command.ids import uuid_array
 
 EVENTS_TABLE = "contacts_events"
-SMALL_KEY_SET = 20  # up to this many new keys: one INSERT rather than a COPY
+SMALL_KEY_SET = 20  # up to this many new keys (and no import batch) a write goes in pipeline mode
 
 
 class Projector(Protocol):
@@ -83,10 +83,15 @@ DEADLOCK = psycopg.errors.DeadlockDetected.sqlstate
 #: A query and its parameters, whose first row a write answers with (``UnitOfWork.commit``'s ``read``).
 ReadBack = tuple[Any, Any]  # the query, its parameters (a sequence or a mapping)
 
-#: New contacts' keys, ids and keys as two arrays, then the import batch that created them (or two NULLs):
-#: alone, or ahead of a write's claims in one statement.
+#: New contacts' keys (``_keys``: the keys as one bytea the server cuts into KEY_BYTES each, the
+#: import batch that created them or two NULLs, the ids): alone, or ahead of a write's claims in one
+#: statement. One statement whatever their number: an import batch's thousand keys went by COPY, two
+#: round trips more in its transaction (each one a wait for the GIL in a busy API), and took longer
+#: to format than to send as one blob.
+KEY_BYTES = 32  # AES-256 (command/crypto.py)
 INSERT_KEYS = ("INSERT INTO contact_keys (contact_id, key, import_id, import_version)"
-               " SELECT k.*, %s::uuid, %s::integer FROM unnest(%s::uuid[], %s::bytea[]) AS k")
+               f" SELECT k.id, substring(%b::bytea FROM (k.n::integer - 1) * {KEY_BYTES} + 1 FOR {KEY_BYTES}),"
+               " %s::uuid, %s::integer FROM unnest(%s::uuid[]) WITH ORDINALITY AS k(id, n)")
 
 
 class UnitOfWork:
@@ -219,19 +224,14 @@ class UnitOfWork:
                     origin: tuple[UUID, int] | None, new_keys: dict[UUID, bytes],
                     idempotency: tuple[str, UUID, bytes | None] | None) -> None:
         """The write-side rows, before the events table's lock (nothing after the lock touches them)."""
-        if len(new_keys) > SMALL_KEY_SET:
-            _copy_keys(cur, new_keys, origin)
-            new_keys = {}
-        import_id, version = origin or (None, None)
         if claims:
             # A phone change's claim, or an import batch's claims, with the new contacts' keys in
             # one statement (a data-modifying CTE always runs).
             cur.execute(f"WITH k AS ({INSERT_KEYS}) SELECT claim_phone_reservations(%s::uuid[], %s, %s::uuid[], %s)",
-                        (import_id, version, list(new_keys), list(new_keys.values()),
-                         uuid_array(c[0] for c in claims), account_id, uuid_array(c[1] for c in claims),
-                         _import_of(events)))
+                        (*_keys(new_keys, origin), uuid_array(c[0] for c in claims), account_id,
+                         uuid_array(c[1] for c in claims), _import_of(events)))
         elif new_keys:
-            cur.execute(INSERT_KEYS, (import_id, version, list(new_keys), list(new_keys.values())))
+            cur.execute(INSERT_KEYS, _keys(new_keys, origin))
         if idempotency is not None:
             key, import_id, request_hash = idempotency
             cur.execute("INSERT INTO import_idempotency (account_id, idempotency_key, import_id, request_hash)"
@@ -265,12 +265,13 @@ def wait_for_flush(conn: Any) -> None:
     conn.execute("SELECT pg_logical_emit_message(true, 'contacts.flush', '')")
 
 
-def _copy_keys(cur: Cursor[Any], keys: dict[UUID, bytes], origin: tuple[UUID, int] | None) -> None:
-    """An import batch's thousand keys (and their batch event, ``origin``) by COPY, its text formatted
-    here (uuid hex, bytea hex): per key, a fraction of the cost of a row dumped by psycopg."""
-    tail = f"\t{origin[0].hex}\t{origin[1]}\n" if origin else "\t\\N\t\\N\n"
-    with cur.copy("COPY contact_keys (contact_id, key, import_id, import_version) FROM STDIN") as copy:
-        copy.write("".join(f"{cid.hex}\t\\\\x{key.hex()}{tail}" for cid, key in keys.items()))
+def _keys(keys: dict[UUID, bytes], origin: tuple[UUID, int] | None) -> tuple[bytes, UUID | None, int | None, str]:
+    """``INSERT_KEYS``' parameters: the keys as one blob, the batch event that created them (``origin``), the ids."""
+    blob = b"".join(keys.values())
+    if len(blob) != KEY_BYTES * len(keys):  # cut at the wrong places, every key after would be wrong
+        raise ValueError(f"contact keys must be {KEY_BYTES} bytes each")
+    import_id, version = origin or (None, None)
+    return blob, import_id, version, uuid_array(list(keys))
 
 
 def _release(cur: Cursor[Any], releases: list[tuple[UUID, UUID, bool]]) -> None:
