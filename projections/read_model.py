@@ -83,7 +83,7 @@ MAX_PREPARED_BATCHES = 8
 
 
 def _import_rows(e: Any, started: datetime) -> tuple[list[datetime], list[str]]:
-    """An import batch's contacts' ``created_at`` and their rows as COPY text (``_import_line``), in ``e.contacts``' order.
+    """An import batch's contacts' ``created_at`` and their rows as COPY text, in ``e.contacts``' order.
 
     ``created_at`` is the import's start less one microsecond per data row, so newest-first
     lists and exports show an import in its file's order (row 1 first), across all its
@@ -326,22 +326,6 @@ class ReadModelProjector:
                             members[list_id, c["is_opted_out"]] += 1
                             copy.write_row((list_id, c["id"], e.account_id, e.timestamp, at, True,
                                             c["is_opted_out"], c["tags"]))
-        for (list_id, opted_out), n in members.items():
-            counts_delta(cur, [list_id], n, opted_out)
-        # The time counts are kept per second: a batch's contacts may straddle one.
-        by_second: defaultdict[Any, list[dict]] = defaultdict(list)
-        for c, second in zip(e.contacts, truncated(created, ONE_SECOND)):
-            by_second[second].append(c)
-        for second, contacts in by_second.items():
-            account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]), second,
-                          millisecond=False)
-            tags = Counter(t for c in contacts for t in c["tags"])
-            if tags:
-                opted = Counter(t for c in contacts if c["is_opted_out"] for t in c["tags"])
-                names = list(tags)
-                tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names], second,
-                           millisecond=False)
-        millisecond_counts(cur, e.account_id, e.contacts, created)
         # "line" (the spreadsheet's row number) is absent from events stored before it was recorded.
         with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id, line)"
                       " FROM STDIN") as copy:
@@ -353,7 +337,27 @@ class ReadModelProjector:
                     copy.write_row((e.originator_id, c["row"], "imported", c["invalid_reason"] or c["status"],
                                     "stored with status invalid: no known operator has this prefix", c["id"],
                                     c.get("line") or None))
-        self._import_counts(cur, e, e.counts)
+        # The counters' statements, in pipeline mode: sent together and answered together, one
+        # round trip for all of them instead of one each (a dozen in a batch whose contacts
+        # straddle a second), each a wait for this thread to get the GIL back in a busy API.
+        with cur.connection.pipeline():
+            for (list_id, opted_out), n in members.items():
+                counts_delta(cur, [list_id], n, opted_out)
+            # The time counts are kept per second: a batch's contacts may straddle one.
+            by_second: defaultdict[Any, list[dict]] = defaultdict(list)
+            for c, second in zip(e.contacts, truncated(created, ONE_SECOND)):
+                by_second[second].append(c)
+            for second, contacts in by_second.items():
+                account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]), second,
+                              millisecond=False)
+                tags = Counter(t for c in contacts for t in c["tags"])
+                if tags:
+                    opted = Counter(t for c in contacts if c["is_opted_out"] for t in c["tags"])
+                    names = list(tags)
+                    tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names], second,
+                               millisecond=False)
+            millisecond_counts(cur, e.account_id, e.contacts, created)
+            self._import_counts(cur, e, e.counts)
 
     @staticmethod
     def _import_started(cur: Cursor[Any], e: Any) -> datetime:
