@@ -326,21 +326,12 @@ class ReadModelProjector:
                             members[list_id, c["is_opted_out"]] += 1
                             copy.write_row((list_id, c["id"], e.account_id, e.timestamp, at, True,
                                             c["is_opted_out"], c["tags"]))
-        # "line" (the spreadsheet's row number) is absent from events stored before it was recorded.
-        with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id, line)"
-                      " FROM STDIN") as copy:
-            for s in e.skipped:
-                copy.write_row((e.originator_id, s["row"], s["outcome"], s["reason"], s["detail"], s["contact_id"],
-                                s.get("line") or None))
-            for c in e.contacts:
-                if c["status"] != "valid":
-                    copy.write_row((e.originator_id, c["row"], "imported", c["invalid_reason"] or c["status"],
-                                    "stored with status invalid: no known operator has this prefix", c["id"],
-                                    c.get("line") or None))
-        # The counters' statements, in pipeline mode: sent together and answered together, one
-        # round trip for all of them instead of one each (a dozen in a batch whose contacts
-        # straddle a second), each a wait for this thread to get the GIL back in a busy API.
+        # The report's rows, the counters and the job's row in pipeline mode: sent together and
+        # answered together, one round trip for all of them instead of one each (a dozen in a
+        # batch whose contacts straddle a second; a COPY took two), each a wait for this
+        # thread to get the GIL back in a busy API.
         with cur.connection.pipeline():
+            self._report_rows(cur, e)
             for (list_id, opted_out), n in members.items():
                 counts_delta(cur, [list_id], n, opted_out)
             # The time counts are kept per second: a batch's contacts may straddle one.
@@ -358,6 +349,20 @@ class ReadModelProjector:
                                millisecond=False)
             millisecond_counts(cur, e.account_id, e.contacts, created)
             self._import_counts(cur, e, e.counts)
+
+    @staticmethod
+    def _report_rows(cur: Cursor[Any], e: ContactImport.Progressed) -> None:
+        """The batch's rows of the import's report: those skipped, and those stored with status invalid."""
+        rows = [(s["row"], s["outcome"], s["reason"], s["detail"], s["contact_id"], s.get("line") or None)
+                for s in e.skipped]
+        rows += [(c["row"], "imported", c["invalid_reason"] or c["status"],
+                  "stored with status invalid: no known operator has this prefix", c["id"], c.get("line") or None)
+                 for c in e.contacts if c["status"] != "valid"]
+        if rows:
+            # "line" (the spreadsheet's row number) is absent from events stored before it was recorded.
+            cur.execute("INSERT INTO import_report_rows (import_id, row, outcome, reason, detail, contact_id, line)"
+                        " SELECT %s, * FROM unnest(%s::integer[], %s::text[], %s::text[], %s::text[], %s::uuid[],"
+                        " %s::integer[])", (e.originator_id, *map(list, zip(*rows))))
 
     @staticmethod
     def _import_started(cur: Cursor[Any], e: Any) -> datetime:
