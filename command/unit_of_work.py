@@ -130,9 +130,14 @@ class UnitOfWork:
         # server runs them back to back, so the events lock is held for the server's own
         # work, never across a round trip or this process's wait for the GIL. An import
         # batch writes by COPY, which a pipeline cannot carry.
-        pipelined = len(new_keys) <= SMALL_KEY_SET and _import_of(events) is None
+        batch = _import_of(events) is not None
+        pipelined = len(new_keys) <= SMALL_KEY_SET and not batch
         answer: list[Any] = []
-        with self._transaction(pipelined, read, answer) as cur:
+        # An import batch does not wait for the WAL flush: nothing is acknowledged until the
+        # import's last save (Completed or Failed), whose flush covers every batch before it
+        # (the WAL is written in order, so a crash loses the newest batches only, and a job
+        # resumes after its last stored row); the relay publishes only what is flushed.
+        with self._transaction(pipelined, read, answer, durable=not batch) as cur:
             self._write_side(cur, events, account_id, sorted(claims, key=_claim_order), list(releases), origin,
                              new_keys, idempotency)
             self._append(cur, events, *encoded)
@@ -185,9 +190,9 @@ class UnitOfWork:
 
     @contextmanager
     def _transaction(self, pipelined: bool, read: ReadBack | None = None,
-                     answer: list[Any] | None = None) -> Iterator[Cursor[Any]]:
-        """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``);
-        ``read``'s first row, read after the commit, appended to ``answer``."""
+                     answer: list[Any] | None = None, durable: bool = True) -> Iterator[Cursor[Any]]:
+        """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``)
+        when ``durable``; ``read``'s first row, read after the commit, appended to ``answer``."""
         try:
             with _deadlock_as_conflict(), self.datastore.get_connection() as conn, \
                     conn.cursor(row_factory=tuple_row) as reader:
@@ -198,7 +203,8 @@ class UnitOfWork:
                         reader.execute(*read)
                     # In a pipeline the flush wait travels with the transaction: one round trip
                     # for both, and the pipeline's exit raises if either failed.
-                    wait_for_flush(conn)
+                    if durable:
+                        wait_for_flush(conn)
                 if read is not None and answer is not None:
                     answer.append(reader.fetchone())
         finally:
