@@ -23,7 +23,8 @@ free of deadlocks:
    and from the contacts' rows it read before the lock (``prefetch``), so no statement
    under the lock waits for an answer;
 4. ``COMMIT``, without waiting for the WAL flush; the flush is awaited after it,
-   outside the lock (``wait_for_flush``), before the write is acknowledged.
+   outside the lock (``wait_for_flush``), before the write is acknowledged (an import
+   batch's by the import's last save, which is acknowledged, not by each batch).
 
 The projector runs under the lock so that the read tables are built in exactly the
 order of the notification log, which is the order a rebuild replays: live and rebuilt
