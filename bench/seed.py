@@ -203,12 +203,12 @@ def _store_imports(app: ContactsApplication, state: SeedState, log: Log) -> int:
                       valid=counts["valid"] + valid, invalid=counts["invalid"] + len(entries) - valid)
         job.record_rows(actor, entries, [], batch[-1].index + 1, counts)
         ids = [e["id"] for e in entries]
-        # As ImportService._import_batch: one unit of work with the keys, claims and origins.
+        # As ImportService._import_batch: one unit of work with the keys (and their origin) and claims.
         with app.keys.batch([]):
             new_keys = app.keys.generate(ids)
             app.unit_of_work.commit(job.collect_events(), account_id=actor.account_id, new_keys=new_keys,
                                     claims=[(e["reservation_id"], e["id"]) for e in entries],
-                                    origins=[(cid, job.id, job.version) for cid in ids])
+                                    origin=(job.id, job.version))
         events += 1
         _progress(log, start + len(batch), state.contacts, events, started)
     job.complete(actor)

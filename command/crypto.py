@@ -1,7 +1,7 @@
 """Crypto-shredding: each contact's personal fields are sealed with the contact's own key.
 
 The ``pii`` field of every Contact event is encrypted with AES-256-GCM under a key
-kept in ``contact_keys``. Purging a contact deletes its key, after which those
+kept in ``contact_keys``. Purging a contact erases its key (NULL), after which those
 fields can no longer be read from any stored event; the mapper then yields
 ``{"erased": True}`` so projections, replays and history keep working.
 
@@ -66,7 +66,7 @@ class KeyStore:
             return cache[contact_id]
         with self.pool.connection() as conn:
             row = conn.execute("SELECT key FROM contact_keys WHERE contact_id = %s", (contact_id,)).fetchone()
-        return bytes(row[0]) if row else None
+        return bytes(row[0]) if row and row[0] is not None else None  # NULL: erased (purged)
 
     def get_many(self, contact_ids: Iterable[UUID]) -> dict[UUID, bytes | None]:
         ids = list(dict.fromkeys(contact_ids))
@@ -74,7 +74,8 @@ class KeyStore:
         if ids:
             with self.pool.connection() as conn:
                 for cid, key in conn.execute("SELECT contact_id, key FROM contact_keys"
-                                             " WHERE contact_id = ANY(%s::uuid[])", (uuid_array(ids),)).fetchall():
+                                             " WHERE contact_id = ANY(%s::uuid[]) AND key IS NOT NULL",
+                                             (uuid_array(ids),)).fetchall():
                     found[cid] = bytes(key)
         return found
 

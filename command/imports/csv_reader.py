@@ -84,6 +84,11 @@ def _csv_encoding(path: Path) -> str:
                 where = line + chunk.count(b"\n", 0, nul)
                 raise FileFormatError(f"line {where} holds a NUL byte: this is not a text file; {ACCEPTED}",
                                       field="file")
+            if chunk and chunk.isascii() and not decoder.getstate()[0]:
+                # Most files are ASCII throughout: none of the searches below can find anything in
+                # such a chunk (none split a character either), and this pass runs before any row.
+                line += chunk.count(b"\n")
+                continue
             text = decoder.decode(chunk, final=not chunk)
             multibyte_weight += len(chunk) - len(text)  # pending bytes of a split character even out
             if bad := _ESCAPED_BYTE.search(text):

@@ -64,7 +64,7 @@ class Parsed:
 
 @dataclass
 class Prepared:
-    """A batch after stage two: the job's batch event, sealed, with its claims, keys and origins."""
+    """A batch after stage two: the job's batch event, sealed, with its claims, keys and origin."""
 
     job_id: UUID
     parsed: Parsed
@@ -72,7 +72,7 @@ class Prepared:
     stored: list[Any]
     new_keys: dict[UUID, bytes]
     claimed: dict[UUID, UUID]  # reservation -> the new contact that claims it
-    origins: list[tuple[UUID, UUID, int]]
+    origin: tuple[UUID, int]  # the batch event (import id, version) that creates the new contacts
     counts: dict[str, int]
     redone: bool = False  # its store lost a race and it was imported again from the database
 
@@ -260,17 +260,22 @@ class ImportService:
         counts["skipped"] += sum(1 for s in skipped if s["outcome"] == "skipped")
         job.record_rows(actor, contacts, skipped, parsed.rows[-1].row, counts)
         events = job.collect_events()
+        # The batch's read rows are formatted here, while the batch before is being stored,
+        # rather than in its own transaction, under the events table's lock.
+        for event in events:
+            if isinstance(event, ContactImport.Progressed):
+                self.app.unit_of_work.projector.prepare_import(event, job.created_on)
         ids = [c["id"] for c in contacts]
         with self.app.keys.batch([]):
             new_keys = self.app.keys.generate(ids)
             stored = [self.app.mapper.to_stored_event(e) for e in events]  # sealed outside the store's transaction
         return Prepared(job_id=job.id, parsed=parsed, events=events, stored=stored, new_keys=new_keys,
-                        claimed=dict(claims), origins=[(cid, job.id, job.version) for cid in ids], counts=counts)
+                        claimed=dict(claims), origin=(job.id, job.version), counts=counts)
 
     def _store(self, actor: Actor, prepared: "Prepared") -> None:
-        """Stage three: one unit of work (the batch event, its claims, keys, origins and read rows)."""
+        """Stage three: one unit of work (the batch event, its claims, keys with their origin, and read rows)."""
         self.app.unit_of_work.commit(prepared.events, account_id=actor.account_id, claims=prepared.claimed.items(),
-                                     origins=prepared.origins, new_keys=prepared.new_keys, stored=prepared.stored)
+                                     origin=prepared.origin, new_keys=prepared.new_keys, stored=prepared.stored)
 
     def _resolve(self, job: ContactImport, parsed: "Parsed",
                  in_flight: dict[UUID, UUID]) -> tuple[list[dict], list[dict], list[tuple[UUID, UUID]]]:

@@ -66,6 +66,26 @@ def test_imported_contact_history_starts_with_its_batch(service: Service) -> Non
     assert events[0]["data"]["firstName"] == "Imported"
 
 
+def test_purged_imported_contact_history_still_starts_with_its_batch(service: Service) -> None:
+    """The key row keeps the batch that created an imported contact when the purge erases its key."""
+    api = service.client()
+    api.post("/api/v1/contacts/import", files={"file": ("c.csv", b"phone,first_name\n0712000002,Imported\n")})
+    imported = api.get("/api/v1/contacts").json()["contacts"][0]
+    single = api.create_contact("0712000003", firstName="Single")
+    ids = [imported["id"], single["id"]]
+    for cid in ids:
+        api.delete(f"/api/v1/contacts/{cid}")
+    assert api.delete_json("/api/v1/contacts/trash", {"ids": ids}).json() == {"purged": 2}
+    events = api.get(f"/api/v1/contacts/{imported['id']}/history").json()
+    assert [e["type"].split(".")[2] for e in events] == ["created", "trashed", "purged"]
+    assert events[0]["data"]["erased"] is True and "firstName" not in events[0]["data"]
+    with service.container.pool.connection() as conn:
+        rows = dict(conn.execute("SELECT contact_id, key FROM contact_keys WHERE contact_id = ANY(%s)",
+                                 ([uuid.UUID(cid) for cid in ids],)).fetchall())
+    # The imported contact's key is erased, its row kept for the origin; the other's row is gone.
+    assert rows == {uuid.UUID(imported["id"]): None}
+
+
 def test_list_history_includes_deleted_lists(service: Service) -> None:
     api = service.client()
     lst = api.create_list("Old", description="d")

@@ -125,3 +125,44 @@ def test_an_import_batch_stored_as_rows_imported_still_loads_replays_and_publish
             "contacts.contact.updated.v1"]
     finally:
         svc.close()
+
+
+def test_import_origins_kept_in_their_own_table_move_beside_the_keys(fresh_database: str, nats_url: str) -> None:
+    """A database made when ``contact_origins`` was a table of its own: its rows move into ``contact_keys``
+    at start, a purged contact's too, and imported contacts still load, change and show their history."""
+    account = uuid.uuid4()
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client(account)
+        r = api.post("/api/v1/contacts/bulk", json={"contacts": [
+            {"phone": "+254711000401", "firstName": "Kept"}, {"phone": "+254711000402", "firstName": "Purged"}]})
+        assert r.status_code == 201, r.text
+        by_name = {c["firstName"]: c["id"] for c in api.get("/api/v1/contacts").json()["contacts"]}
+        api.delete(f"/api/v1/contacts/{by_name['Purged']}")
+        assert api.delete_json("/api/v1/contacts/trash", {"ids": [by_name["Purged"]]}).json() == {"purged": 1}
+    finally:
+        svc.close()
+    with psycopg.connect(fresh_database) as conn:  # back to the earlier shape, as that version left it
+        conn.execute("CREATE TABLE contact_origins (contact_id uuid PRIMARY KEY, import_id uuid NOT NULL,"
+                     " import_version integer NOT NULL)")
+        moved = conn.execute("INSERT INTO contact_origins SELECT contact_id, import_id, import_version"
+                             " FROM contact_keys WHERE import_id IS NOT NULL").rowcount
+        assert moved == 2
+        conn.execute("DELETE FROM contact_keys WHERE key IS NULL")  # a purge deleted the key row
+        conn.execute("ALTER TABLE contact_keys DROP COLUMN import_id, DROP COLUMN import_version,"
+                     " ALTER COLUMN key SET NOT NULL")
+        conn.execute("UPDATE schema_version SET fingerprint = 'earlier' WHERE name = 'contacts'")
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client(account)
+        with psycopg.connect(fresh_database) as conn:
+            assert conn.execute("SELECT to_regclass('contact_origins')").fetchone()[0] is None
+            assert conn.execute("SELECT count(*) FROM contact_keys WHERE import_id IS NOT NULL").fetchone()[0] == 2
+        history = api.get(f"/api/v1/contacts/{by_name['Purged']}/history").json()
+        assert [e["type"].split(".")[2] for e in history] == ["created", "trashed", "purged"]
+        r = api.patch(f"/api/v1/contacts/{by_name['Kept']}", json={"notes": "changed later"})
+        assert r.status_code == 200 and (r.json()["firstName"], r.json()["notes"]) == ("Kept", "changed later")
+        created = api.get(f"/api/v1/contacts/{by_name['Kept']}/history").json()[0]
+        assert (created["type"], created["data"]["firstName"]) == ("contacts.contact.created.v1", "Kept")
+    finally:
+        svc.close()

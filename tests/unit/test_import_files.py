@@ -133,6 +133,27 @@ def test_windows_1252_is_detected_from_a_byte_far_beyond_the_first_chunk(tmp_pat
     assert rows[-1].first_name == "Zoë" and len(rows) == 50_001
 
 
+def test_a_bad_byte_after_ascii_chunks_is_named_on_its_own_line(tmp_path: Path) -> None:
+    """ASCII chunks are skipped by the encoding check (most files), and still count their lines."""
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"phone,first_name\n" + b"".join(b"07%08d,Jane\n" % n for n in range(50_000)) + b"0799999999,\x81\n")
+    with pytest.raises(FileFormatError, match="neither UTF-8 nor Windows-1252 text \\(byte 0x81 on line 50002\\)"):
+        read(path)
+
+
+def test_a_character_cut_at_a_chunk_boundary_before_ascii_is_found_on_its_line(tmp_path: Path) -> None:
+    """A UTF-8 lead byte ending the first 256 KiB chunk, then only ASCII: a byte that is not UTF-8, on its line."""
+    body = "first_name,phone\nZoë,0711111111\n".encode() + b"".join(b"Jane%06d,07%08d\n" % (n, n)
+                                                                     for n in range(20_000))
+    cut = 256 * 1024 - 1  # the lead byte is the chunk's last byte
+    line_start = body.rindex(b"\n", 0, cut) + 1
+    line = body.count(b"\n", 0, line_start) + 1
+    path = tmp_path / "c.csv"
+    path.write_bytes(body[:line_start] + b"A" * (cut - line_start) + b"\xc3,0799999999\n" + b"Jane,0799999998\n")
+    with pytest.raises(FileFormatError, match=f"mixes UTF-8 text with bytes that are not UTF-8 \\(byte 0xc3 on line {line}\\)"):
+        read(path)
+
+
 @pytest.mark.parametrize("utf8_names, cp1252_names", [
     (["Zoë"], ["André"]), (["Zoë", "José", "Chloé"], ["André", "Hélène", "Françoise Noël"])])
 def test_a_file_mixing_utf8_and_windows_1252_is_refused_whichever_has_more(tmp_path: Path, utf8_names: list[str],
