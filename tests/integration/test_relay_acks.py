@@ -1,4 +1,4 @@
-"""The relay's JetStream acks (events.relay.AckWindow) against a real nats-server."""
+"""The relay's JetStream acks (events.acks.AckWindow) against a real nats-server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 import nats
 import pytest
 
-from events.relay import AckWindow
+from events.acks import AckWindow
 
 
 async def _with_stream(nats_url: str, body) -> None:  # noqa: ANN001
