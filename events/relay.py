@@ -35,7 +35,7 @@ from command.domain import IMPORT_BATCH_TOPICS
 from command.notification_log import MAX_BATCH_BYTES, bounded_batch
 from command.unit_of_work import EVENTS_TABLE
 from events import erasure, locks, outbox
-from events.acks import AckWindow
+from events.acks import AckWindow, BatchingRefused, FastBatch
 from events.contract import to_messages
 from events.leader import Leader
 
@@ -51,6 +51,10 @@ ROUND_S = 1.0  # a round under sustained load returns this often, for the leader
 # the LISTEN connection stops listening (about 100 µs of CPU a notification, PostgreSQL's
 # and this process's), for an UNLISTEN, a LISTEN and one more look when the run ends.
 BUSY_BATCHES = 3
+# A batch of at least this many messages (or holding an import batch) goes out as a JetStream
+# fast-ingest batch where the stream takes them (events/acks.py FastBatch): an ack per
+# hundreds of messages instead of one each, for a round trip at its start and at its end.
+FAST_BATCH_MIN = 64
 
 # One look at the log (``Relay._next``): the checkpoint of the batch before, the next batch
 # with each contact's key, and the flush wait (a transactional logical message: its commit
@@ -94,6 +98,8 @@ class Relay(Leader):
         self.duplicate_window_s = duplicate_window_s
         self.replicas = replicas  # CONTACTS_NATS_REPLICAS: 3 on a 3-node cluster, so the stream survives a node
         self.acks: AckWindow | None = None
+        self.fast: FastBatch | None = None  # where the server and the stream take fast-ingest batches
+        self.batching = True  # False once a server refused a fast batch: one by one from then on
         self.published_total = 0
         # The checkpoint as this leader last read or wrote it (None: read it first), and a
         # position published and acknowledged but not yet written: the next read writes it.
@@ -133,16 +139,22 @@ class Relay(Leader):
         await super().start()
         self.acks = AckWindow(self.nc)
         await self.acks.start()
+        batching = self.batching and _knows_fast_batches(self.nc)
         config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"], storage=StorageType.FILE,
-                              duplicate_window=float(self.duplicate_window_s), num_replicas=self.replicas)
+                              duplicate_window=float(self.duplicate_window_s), num_replicas=self.replicas,
+                              allow_batched=True if batching else None)
         try:
-            await self.js.stream_info(self.stream)  # exists: keep the operator's limits
+            info = await self.js.stream_info(self.stream)  # exists: keep the operator's settings
         except nats.js.errors.NotFoundError:
-            await self.js.add_stream(config)
+            info = await self.js.add_stream(config)
+        self.fast = None
+        if batching and info.config.allow_batched:
+            self.fast = FastBatch(self.nc)
+            await self.fast.start()
 
     async def close(self) -> None:
         await super().close()
-        self.acks = None
+        self.acks = self.fast = None
         self.lead_taken()  # after a failure the round starts over from the checkpoint in the table
 
     def lead_taken(self) -> None:
@@ -179,7 +191,7 @@ class Relay(Leader):
             streak += 1
             if streak == BUSY_BATCHES:
                 self.wakeups_wanted.clear()  # it looks again after each pause anyway
-            acks = self.acks
+            acks = self._sender(batch)
             erasures: list[tuple[int, Any]] = []  # (position, contact.purged message) for the eraser
             for n in batch.notifications:
                 messages = batch.ready.get(n.id)
@@ -210,6 +222,13 @@ class Relay(Leader):
                 return total
             if not batch.full:
                 await asyncio.sleep(self.coalesce_s())
+
+    def _sender(self, batch: Batch) -> AckWindow | FastBatch:
+        """Fast-ingest batches for a batch of many messages where the stream takes them, else an ack each."""
+        if self.fast is not None and (len(batch.ready) < len(batch.notifications)  # an import batch
+                                      or sum(map(len, batch.ready.values())) >= FAST_BATCH_MIN):
+            return self.fast
+        return self.acks
 
     def coalesce_s(self) -> float:
         """How long notifications gather before the relay looks again: longer as the rate grows, bounded.
@@ -276,7 +295,13 @@ class Relay(Leader):
     # -- leadership (events/leader.py) ------------------------------------------------------
 
     async def round(self) -> None:
-        await self.publish_pending()
+        try:
+            await self.publish_pending()
+        except BatchingRefused:
+            # A server or stream that takes no fast batches (an older server in a cluster, the
+            # setting turned off): the round starts again from the checkpoint, an ack each.
+            self.batching = False
+            raise
 
 
 class Batch(NamedTuple):
@@ -312,6 +337,15 @@ class Stored(NamedTuple):
     topic: str
     state: bytes | None      # read only for an event stored without its messages
     messages: bytes | None   # events/outbox.py
+
+
+def _knows_fast_batches(nc: Any) -> bool:
+    """Whether the connected server takes JetStream fast-ingest batches (nats-server 2.14 or later)."""
+    version = nc.connected_server_version
+    try:
+        return (version.major, version.minor) >= (2, 14)
+    except (TypeError, ValueError, AttributeError):  # an unreadable version: the safe way
+        return False
 
 
 def _cut_by_size(rows: list[Any], max_bytes: int) -> bool:
