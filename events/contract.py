@@ -166,6 +166,8 @@ def to_messages(event: Any, position: int, prefix: str = "contacts") -> list[Mes
     (identical to a single create's, so subscribers need no special case) followed by
     one ``import.progress`` message.
     """
+    if isinstance(event, ContactImport.Progressed):
+        return [*_created_messages(event, position, prefix), _message(event, position, prefix)]
     return [_completed(part, position, prefix) for part in parts(event)]
 
 
@@ -258,6 +260,37 @@ def _created_parts(batch: Any) -> list[Part]:
                                entry["invalid_reason"], entry["operator"], entry["country"])
         found.append(Part(subject=f"{account}.contact.{contact_id}.created", msg_id=eid, attributes=attrs,
                           data=data, sealed_by=entry["id"]))
+    return found
+
+
+def _created_messages(batch: Any, position: int, prefix: str) -> list[Message]:
+    """``_completed`` of each of ``_created_parts(batch)``, its envelope spliced from bytes encoded once per batch.
+
+    The envelopes of a batch's contacts differ only in the event id and the contact id:
+    the rest is encoded once and joined around them, in ``_attributes``' key order, the
+    bytes ``msgspec.json.encode`` gives the whole dict (``tests/unit/test_fast_paths.py``
+    holds them equal). Building and encoding a dict of twelve attributes per contact was
+    about a third of the relay's cost of building a batch's messages, measured in-process.
+    """
+    encode = msgspec.json.encode
+    spec = EVENT_TYPES[Contact.Created]
+    account = str(batch.account_id)
+    to_id = b'{"specversion":"1.0","id":'
+    to_subject = b',"source":' + encode(SOURCE) + b',"type":' + encode(spec.type) + b',"subject":"contact/'
+    to_aggregate = (b'","time":' + encode(batch.timestamp) + b',"datacontenttype":"application/json","accountid":'
+                    + encode(account) + b',"actor":' + encode(batch.actor) + b',"requestid":'
+                    + encode(batch.request_id) + b',"aggregateid":"')
+    to_data = b'","aggregateversion":1,"sequence":' + str(position).encode() + b',"data":'
+    subject_head = f"{prefix}.{account}.contact."
+    found = []
+    for entry in batch.contacts:
+        contact_id = str(entry["id"])
+        eid = _name_uuid(f"{contact_id}:1")
+        cid = contact_id.encode()
+        data = contact_created(entry["pii"], entry["tags"], entry["list_ids"], entry["is_opted_out"], entry["status"],
+                               entry["invalid_reason"], entry["operator"], entry["country"])
+        found.append(Message(subject=f"{subject_head}{contact_id}.created", msg_id=eid, payload=b"".join(
+            (to_id, encode(eid), to_subject, cid, to_aggregate, cid, to_data, encode(data), b"}"))))
     return found
 
 
