@@ -297,10 +297,16 @@ def _created_messages(batch: Any, position: int, prefix: str) -> list[Message]:
 _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 
 
+# uuid5's variant bits (10xx) over the first hex digit of the clock sequence, as a look-up.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}
+
+
 def _name_uuid(name: str) -> str:
-    """``str(uuid.uuid5(EVENT_ID_NAMESPACE, name))``, without building a UUID object."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
-    digest[6] = digest[6] & 0x0F | 0x50
-    digest[8] = digest[8] & 0x3F | 0x80
-    x = digest.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    """``str(uuid.uuid5(EVENT_ID_NAMESPACE, name))``, without building a UUID object.
+
+    The version (5) and variant are set on the SHA-1's hex digits, not its bytes: one
+    import batch computes a thousand of these (timeit, alternated on a loaded machine:
+    about 4 µs a call with a bytearray, 1.6-2 µs this way).
+    """
+    x = hashlib.sha1(_NAMESPACE_BYTES + name.encode()).hexdigest()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
