@@ -284,9 +284,9 @@ def _created_messages(batch: Any, position: int, prefix: str) -> list[Message]:
     subject_head = f"{prefix}.{account}.contact."
     found = []
     for entry in batch.contacts:
-        contact_id = str(entry["id"])
+        cid = encode(entry["id"])[1:-1]  # msgspec writes a UUID in C: str() is Python code, 3x the time
+        contact_id = cid.decode()
         eid = _name_uuid(f"{contact_id}:1")
-        cid = contact_id.encode()
         data = contact_created(entry["pii"], entry["tags"], entry["list_ids"], entry["is_opted_out"], entry["status"],
                                entry["invalid_reason"], entry["operator"], entry["country"])
         found.append(Message(subject=f"{subject_head}{contact_id}.created", msg_id=eid, payload=b"".join(
