@@ -35,6 +35,7 @@ class Leader:
     name: str  # in the log lines
     lock_key: int  # the advisory lock (events/locks.py)
     idle_s: float  # the longest wait between rounds when nothing wakes the task
+    connect_options: dict[str, Any] = {}  # more options of ``nats.connect`` for this task's connection
     database_url: str
     nats_url: str
 
@@ -49,7 +50,7 @@ class Leader:
         """Connect to NATS (JetStream); called before the first round and after a failed one."""
         self.nc = await nats.connect(server_list(self.nats_url), connect_timeout=2, allow_reconnect=True,
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                     error_cb=NatsErrorLog(self.name).report)
+                                     error_cb=NatsErrorLog(self.name).report, **self.connect_options)
         self.js = self.nc.jetstream()
 
     async def round(self) -> None:

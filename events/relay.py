@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 from uuid import UUID
 
-import msgspec
 import nats
 import psycopg
 from nats.js.api import StorageType, StreamConfig
@@ -36,6 +36,7 @@ from command.domain import IMPORT_BATCH_TOPICS
 from command.notification_log import MAX_BATCH_BYTES, bounded_batch
 from command.unit_of_work import EVENTS_TABLE
 from events import erasure, locks, outbox
+from events.acks import AckWindow, BatchingRefused, FastBatch
 from events.contract import to_messages
 from events.leader import Leader
 
@@ -51,6 +52,10 @@ ROUND_S = 1.0  # a round under sustained load returns this often, for the leader
 # the LISTEN connection stops listening (about 100 µs of CPU a notification, PostgreSQL's
 # and this process's), for an UNLISTEN, a LISTEN and one more look when the run ends.
 BUSY_BATCHES = 3
+# A batch of at least this many messages (or holding an import batch) goes out as a JetStream
+# fast-ingest batch where the stream takes them (events/acks.py FastBatch): an ack per
+# hundreds of messages instead of one each, for a round trip at its start and at its end.
+FAST_BATCH_MIN = 64
 
 # One look at the log (``Relay._next``): the checkpoint of the batch before, the next batch
 # with each contact's key, and the flush wait (a transactional logical message: its commit
@@ -68,6 +73,8 @@ SELECT b.notification_id, b.originator_id, b.originator_version, b.topic, b.stat
     sql.SQL("notification_id, originator_id, originator_version, topic, CASE WHEN messages IS NULL THEN state END"
             " AS state, messages, strpos(topic, '.domain:Contact.') > 0 AS is_contact"),
     sql.SQL("coalesce(messages, state)")))
+# A subject without wildcards: tokens of printable characters but blanks, '*' and '>', dot-separated.
+_SUBJECT_PREFIX = re.compile(r"[^\s.*>]+(\.[^\s.*>]+)*")
 _SAVE = ("INSERT INTO relay_tracking (name, position) VALUES (%s, %s) ON CONFLICT (name)"
          " DO UPDATE SET position = EXCLUDED.position, updated_at = now()")
 
@@ -77,6 +84,10 @@ class Relay(Leader):
     interleave messages out of order)."""
 
     name, lock_key, idle_s = "relay", locks.RELAY, 1.0
+    # nats-py checks each subject and reply subject with a regular expression (no blank, no
+    # line break) before it publishes: about 1 µs of the 4–5 a publish costs, measured. The
+    # relay builds its subjects from the prefix, checked once here, and from ids and fixed names.
+    connect_options = {"skip_subject_validation": True}
 
     def __init__(self, pool: ConnectionPool, decode: Callable[[list[Any]], list[Any]], keys: KeyStore, *,
                  nats_url: str, database_url: str, stream: str, subject_prefix: str, duplicate_window_s: int,
@@ -90,10 +101,15 @@ class Relay(Leader):
         self.database_url = database_url
         super().__init__()
         self.stream = stream
+        if not _SUBJECT_PREFIX.fullmatch(subject_prefix):
+            raise ValueError(f"the NATS subject prefix {subject_prefix!r} is not a subject: tokens of printable"
+                             " characters but '*' and '>', separated by dots")
         self.prefix = subject_prefix
         self.duplicate_window_s = duplicate_window_s
         self.replicas = replicas  # CONTACTS_NATS_REPLICAS: 3 on a 3-node cluster, so the stream survives a node
         self.acks: AckWindow | None = None
+        self.fast: FastBatch | None = None  # where the server and the stream take fast-ingest batches
+        self.batching = True  # False once a server refused a fast batch: one by one from then on
         self.published_total = 0
         # The checkpoint as this leader last read or wrote it (None: read it first), and a
         # position published and acknowledged but not yet written: the next read writes it.
@@ -133,16 +149,22 @@ class Relay(Leader):
         await super().start()
         self.acks = AckWindow(self.nc)
         await self.acks.start()
+        batching = self.batching and _knows_fast_batches(self.nc)
         config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"], storage=StorageType.FILE,
-                              duplicate_window=float(self.duplicate_window_s), num_replicas=self.replicas)
+                              duplicate_window=float(self.duplicate_window_s), num_replicas=self.replicas,
+                              allow_batched=True if batching else None)
         try:
-            await self.js.stream_info(self.stream)  # exists: keep the operator's limits
+            info = await self.js.stream_info(self.stream)  # exists: keep the operator's settings
         except nats.js.errors.NotFoundError:
-            await self.js.add_stream(config)
+            info = await self.js.add_stream(config)
+        self.fast = None
+        if batching and info.config.allow_batched:
+            self.fast = FastBatch(self.nc)
+            await self.fast.start()
 
     async def close(self) -> None:
         await super().close()
-        self.acks = None
+        self.acks = self.fast = None
         self.lead_taken()  # after a failure the round starts over from the checkpoint in the table
 
     def lead_taken(self) -> None:
@@ -179,7 +201,7 @@ class Relay(Leader):
             streak += 1
             if streak == BUSY_BATCHES:
                 self.wakeups_wanted.clear()  # it looks again after each pause anyway
-            acks = self.acks
+            acks = self._sender(batch)
             erasures: list[tuple[int, Any]] = []  # (position, contact.purged message) for the eraser
             for n in batch.notifications:
                 messages = batch.ready.get(n.id)
@@ -211,6 +233,13 @@ class Relay(Leader):
             if not batch.full:
                 await asyncio.sleep(self.coalesce_s())
 
+    def _sender(self, batch: Batch) -> AckWindow | FastBatch:
+        """Fast-ingest batches for a batch of many messages where the stream takes them, else an ack each."""
+        if self.fast is not None and (len(batch.ready) < len(batch.notifications)  # an import batch
+                                      or sum(map(len, batch.ready.values())) >= FAST_BATCH_MIN):
+            return self.fast
+        return self.acks
+
     def coalesce_s(self) -> float:
         """How long notifications gather before the relay looks again: longer as the rate grows, bounded.
 
@@ -232,8 +261,11 @@ class Relay(Leader):
         with self.pool.connection() as conn:
             if self.next_query is None:  # composed once: composing it again cost 22 µs a batch
                 self.next_query = _NEXT.as_string(conn)
+            # Binary results: a batch's state and messages come as bytes, not as hex text twice
+            # their size that PostgreSQL encodes and psycopg decodes (an import batch: ~0.5 MB).
             rows = conn.execute(self.next_query, {"name": RELAY_NAME, "checkpoint": checkpoint, "after": after,
-                                                  "limit": self.batch_size, "max_bytes": self.max_bytes}).fetchall()
+                                                  "limit": self.batch_size, "max_bytes": self.max_bytes},
+                                binary=True).fetchall()
         notifications = [Stored(*row[:6]) for row in rows]
         keys = {row[1]: (bytes(row[6]) if row[6] is not None else None) for row in rows if row[7]}
         ordinary = [n for n in notifications if n.topic not in IMPORT_BATCH_TOPICS]
@@ -276,75 +308,13 @@ class Relay(Leader):
     # -- leadership (events/leader.py) ------------------------------------------------------
 
     async def round(self) -> None:
-        await self.publish_pending()
-
-
-class AckWindow:
-    """JetStream publishes whose acks all come back on one inbox subscription.
-
-    A JetStream publish is a NATS publish with a reply subject; the stream answers on
-    it with its ack (or an error). nats-py's ``publish_async`` makes a future, a random
-    token, a done-callback and a semaphore turn per message and builds a ``PubAck``
-    from each answer: about 50 µs of this process's CPU a message, measured against a
-    local nats-server. Here each message gets ``<inbox>.<n>`` as its reply subject and
-    one subscription ticks them off: about 22 µs. ``settle`` waits until every message
-    published since the last one is acknowledged, and raises if any was refused (no
-    stream, a stream error) or if the acks stop coming; the relay then reconnects and
-    publishes again from its checkpoint, deduplicated by ``Nats-Msg-Id``.
-    """
-
-    def __init__(self, nc: Any, timeout_s: float = 15.0):
-        self.nc = nc
-        self.timeout_s = timeout_s
-        self.inbox = nc.new_inbox()
-        self.sent = 0
-        self.waiting: set[int] = set()
-        self.refused: str | None = None
-        self.clear = asyncio.Event()
-        self.clear.set()
-
-    async def start(self) -> None:
-        await self.nc.subscribe(self.inbox + ".*", cb=self._ack)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.waiting)
-
-    async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
-        await self.nc.publish(subject, payload, reply=self.expect(), headers={"Nats-Msg-Id": msg_id})
-
-    def expect(self) -> str:
-        """Book the next answer: the reply subject for the message about to be published."""
-        self.sent += 1
-        self.waiting.add(self.sent)
-        self.clear.clear()
-        return f"{self.inbox}.{self.sent}"
-
-    async def _ack(self, msg: Any) -> None:
         try:
-            number = int(msg.subject.rsplit(".", 1)[1])
-        except ValueError:
-            return
-        if number not in self.waiting:
-            return  # a duplicate answer
-        if msg.headers and msg.headers.get("Status") == "503":
-            self.refused = f"no stream answered for {msg.subject}"
-        elif b'"error"' in msg.data and (error := _ack_error(msg.data)):
-            self.refused = error
-        self.waiting.discard(number)
-        if not self.waiting:
-            self.clear.set()
-
-    async def settle(self) -> None:
-        """Wait for every ack; raise if one was a refusal or they stopped coming."""
-        if self.waiting:
-            try:
-                await asyncio.wait_for(self.clear.wait(), timeout=self.timeout_s)
-            except asyncio.TimeoutError:
-                raise TimeoutError(f"{len(self.waiting)} JetStream acks missing after {self.timeout_s:.0f} s") from None
-        if self.refused is not None:
-            refused, self.refused = self.refused, None
-            raise RuntimeError(f"JetStream refused a message: {refused}")
+            await self.publish_pending()
+        except BatchingRefused:
+            # A server or stream that takes no fast batches (an older server in a cluster, the
+            # setting turned off): the round starts again from the checkpoint, an ack each.
+            self.batching = False
+            raise
 
 
 class Batch(NamedTuple):
@@ -382,16 +352,15 @@ class Stored(NamedTuple):
     messages: bytes | None   # events/outbox.py
 
 
+def _knows_fast_batches(nc: Any) -> bool:
+    """Whether the connected server takes JetStream fast-ingest batches (nats-server 2.14 or later)."""
+    version = nc.connected_server_version
+    try:
+        return (version.major, version.minor) >= (2, 14)
+    except (TypeError, ValueError, AttributeError):  # an unreadable version: the safe way
+        return False
+
+
 def _cut_by_size(rows: list[Any], max_bytes: int) -> bool:
     """Whether a batch's stored size came near its bound (the last column: the running size)."""
     return bool(rows) and rows[-1][-1] * 2 >= max_bytes
-
-
-def _ack_error(data: bytes) -> str | None:
-    """The error of a JetStream answer (``{"error": {...}}``), else None."""
-    try:
-        answer = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return f"unreadable JetStream answer {data[:100]!r}"
-    error = answer.get("error") if isinstance(answer, dict) else None
-    return str(error)[:300] if error else None

@@ -164,6 +164,68 @@ def test_killing_the_worker_mid_burst_loses_and_duplicates_nothing(postgres_serv
         svc.close()
 
 
+def test_killing_the_worker_while_it_publishes_an_import_loses_and_duplicates_nothing(
+        postgres_server: str, fresh_database: str, nats_url: str) -> None:
+    """An import's messages go out in fast-ingest batches (events/acks.py): a relay killed in the middle of one
+    leaves a stream that the next relay completes from its checkpoint, each message once, in log order."""
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    env = {"CONTACTS_JWT_SECRET": SECRET, "CONTACTS_NATS_STREAM": svc.settings.nats_stream,
+           "CONTACTS_NATS_SUBJECT_PREFIX": svc.settings.nats_subject_prefix}
+    stream = svc.settings.nats_stream
+    worker = None
+    try:
+        rows = "".join(f"07180{i:05d}\n" for i in range(20_000))
+        r = svc.client().post("/api/v1/contacts/import", files={"file": ("c.csv", f"phone\n{rows}".encode())})
+        assert r.status_code == 201 and r.json()["imported"] == 20_000, r.text
+        expected = 20_000 + 20 + 2  # a contact.created per contact, import.progress per batch, started, completed
+        worker = _worker_process(fresh_database, nats_url, env)
+        wait_until(lambda: _stream_count(nats_url, stream) > 0, "the relay published part of the import")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        at_kill = _stream_count(nats_url, stream)
+        assert at_kill < expected, "the import was published before the kill: nothing was interrupted"
+        config = asyncio.run(_stream_config(nats_url, stream))
+        assert config.allow_batched  # the relay made the stream to take fast-ingest batches
+        worker = _worker_process(fresh_database, nats_url, env)
+        messages = asyncio.run(read_stream(nats_url, stream, expect=expected, timeout=60))
+        msg_ids = [m.headers["Nats-Msg-Id"] for m in messages]
+        assert len(msg_ids) == expected == len(set(msg_ids))
+        with psycopg.connect(fresh_database) as conn:
+            contact_ids = {str(i) for (i,) in conn.execute("SELECT id FROM contacts")}
+        created = [json.loads(m.data) for m in messages if m.subject.endswith(".created")]
+        assert {c["aggregateid"] for c in created} == contact_ids and len(created) == 20_000
+        positions = [json.loads(m.data)["sequence"] for m in messages]
+        assert positions == sorted(positions)  # the order of the event log, across the kill
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        svc.close()
+
+
+def _stream_count(nats_url: str, stream: str) -> int:
+    async def count() -> int:
+        import nats
+
+        nc = await nats.connect(nats_url)
+        try:
+            return (await nc.jetstream().stream_info(stream)).state.messages
+        except nats.js.errors.NotFoundError:
+            return 0
+        finally:
+            await nc.close()
+    return asyncio.run(count())
+
+
+async def _stream_config(nats_url: str, stream: str):  # noqa: ANN202
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        return (await nc.jetstream().stream_info(stream)).config
+    finally:
+        await nc.close()
+
+
 def test_order_per_aggregate_holds_under_concurrent_writes(service: Service) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -177,10 +177,16 @@ def test_inlined_validity_checks_agree_with_libphonenumber_for_every_single_regi
 
 def test_an_import_batch_fans_out_into_exactly_the_single_create_messages() -> None:
     from command.context import Actor
+
+    for actor in (Actor(account_id=uuid.uuid4(), sub="importer", request_id="req-1"),
+                  Actor(account_id=uuid.uuid4(), sub='o"dd\\ \u00e9 </script>\n', request_id='r"q\\')):
+        _the_batch_fans_out_into_the_single_create_messages(actor)
+
+
+def _the_batch_fans_out_into_the_single_create_messages(actor) -> None:  # noqa: ANN001
     from command.domain import ContactImport
     from events.contract import _message, event_id, to_messages
 
-    actor = Actor(account_id=uuid.uuid4(), sub="importer", request_id="req-1")
     job = ContactImport.start(actor, source="csv", filename="f.csv", list_id=None, idempotency_key=None)
     entries = [{"id": uuid.uuid4(), "row": i, "line": i + 2, "pii": pii, "tags": ["vip"][:i % 2], "list_ids": [uuid.uuid4()][:i % 2],
                 "is_opted_out": i == 2, "reservation_id": uuid.uuid4(), "status": "valid" if i else "invalid",
