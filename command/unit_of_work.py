@@ -45,6 +45,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol
 from uuid import UUID
@@ -438,7 +439,8 @@ class GroupCommit:
 
     The first create to arrive while no group is being written starts one at once, with
     every create queued by then (``limit`` at most): ``store`` writes the group in one
-    statement, in a thread of the loop's executor. As soon as that statement has committed
+    statement, in a thread of its own (a few, so that no other work of the process's
+    executor delays a group). As soon as that statement has committed
     (``store`` calls back), the creates queued meanwhile start the next group, while this
     one waits for the WAL flush. Under load one statement, one lock, one commit, one flush
     and one thread serve many creates (PostgreSQL's group commit, one level up); a create
@@ -455,6 +457,9 @@ class GroupCommit:
         self._limit = limit
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
         self._new_loop = threading.Lock()
+        # One group's statement and the one before's flush wait at once; the rest is for the
+        # creates stored alone after a failed group.
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="create-group")
         self.groups = 0
         self.grouped = 0
 
@@ -470,7 +475,7 @@ class GroupCommit:
         if not queue.writing:
             self._start(loop, queue)
         if await answer is _ALONE:
-            await loop.run_in_executor(None, self._store, [new], _nothing)
+            await loop.run_in_executor(self._threads, self._store, [new], _nothing)
         return new.holder
 
     def _start(self, loop: asyncio.AbstractEventLoop, queue: _Queue) -> None:
@@ -505,7 +510,7 @@ class GroupCommit:
                 else:  # the statement failed alone, or committed but its flush wait failed
                     waiting.set_exception(error)
 
-        loop.run_in_executor(None, self._store, [new for new, _ in group], on_commit).add_done_callback(answer)
+        loop.run_in_executor(self._threads, self._store, [new for new, _ in group], on_commit).add_done_callback(answer)
 
 
 class _Queue:

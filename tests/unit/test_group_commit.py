@@ -138,7 +138,7 @@ def test_a_group_holds_at_most_its_limit() -> None:
 
 
 def write(name: str) -> _Write:
-    return _Write([name], ([name], None), None, [], [], [], {}, None, None)
+    return _Write([name], ([name], None), None, [], [], None, {}, None, None)
 
 
 class Commit:
