@@ -108,10 +108,13 @@ def test_a_fast_batch_stores_every_message_once_in_order(nats_url: str) -> None:
         batch = FastBatch(nc)
         await batch.start()
         sent = [(f"{name.lower()}.c.{i % 7}", b'{"n":%d}' % i, f"id-{i}") for i in range(2500)]
+        peak = 0
         for message in sent:
             await batch.publish(*message)
-        # Publishing waits while 2,000 are unacknowledged; the last ones are not even sent yet.
-        assert 0 < batch.in_flight <= FastBatch.FLOW * FastBatch.OUTSTANDING
+            peak = max(peak, batch.in_flight)
+        # Publishing waits while 2,000 are unacknowledged: never more are in flight (how many
+        # are at the end depends on how fast the server acknowledged).
+        assert 0 < peak <= FastBatch.FLOW * FastBatch.OUTSTANDING
         await batch.settle()
         assert batch.in_flight == 0
         # Republished (a relay restarted before its checkpoint), duplicates and all, then new ones.
