@@ -26,7 +26,7 @@ free of deadlocks:
    outside the lock (``wait_for_flush``), before the write is acknowledged.
 
 A write with no write-side rows whose every event the projector applies with one
-server-side call (a PATCH of a contact's fields or lists, a list-add) skips 1 and sends 2
+server-side call (a PATCH that keeps the number, a list-add or -remove, an opt-out) skips 1 and sends 2
 and 3 as one statement, its own transaction (``commit_contact_events``), then the flush
 wait with the answer's read (``read_and_flush``).
 
