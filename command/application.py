@@ -332,15 +332,17 @@ class ContactsApplication(Application):
 
     def _act(self, actor: Actor, action: str, params: dict[str, Any], contact_ids: list[UUID]) -> list[Contact]:
         """The contacts ``action`` changed (their events pending), of the account's active ones."""
-        if action in ("add_to_list", "remove_from_list"):
-            self.get_list(actor, UUID(str(params["list_id"])))
+        if action in ("add_to_list", "remove_from_list"):  # the list (404 unless visible) loads with them
+            contacts = self._list_members(actor, UUID(str(params["list_id"])), contact_ids)
+        else:
+            contacts = self._active_contacts(actor, contact_ids)
         list_ids = [UUID(str(params["list_id"]))] if "list_id" in params else []
         tags = list(params.get("tags", []))
         do = {"delete": lambda c: c.trash(actor), "add_to_list": lambda c: c.add_to_lists(actor, list_ids),
               "remove_from_list": lambda c: c.remove_from_lists(actor, list_ids),
               "tag": lambda c: c.tag(actor, tags), "untag": lambda c: c.untag(actor, tags),
               "opt_out": lambda c: c.opt_out(actor), "opt_in": lambda c: c.opt_in(actor)}[action]
-        return [c for c in self._active_contacts(actor, contact_ids) if do(c)]
+        return [c for c in contacts if do(c)]
 
     def _active_contacts(self, actor: Actor, contact_ids: Iterable[UUID]) -> list[Contact]:
         return [c for c in self._load_contacts(contact_ids) if c.account_id == actor.account_id and c.is_active]
