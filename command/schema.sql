@@ -255,6 +255,14 @@ BEGIN
                 PERFORM project_contact_added_to_lists(p_ids[i], p_accounts[i],
                     ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(p_args[i]) WITH ORDINALITY AS t(x, n) ORDER BY n),
                     p_times[i], p_versions[i]);
+            WHEN 'contact.removed-from-lists' THEN
+                PERFORM project_contact_removed_from_lists(p_ids[i], p_accounts[i],
+                    ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(p_args[i]) WITH ORDINALITY AS t(x, n) ORDER BY n),
+                    p_times[i], p_versions[i]);
+            WHEN 'contact.opted-out' THEN
+                PERFORM project_contact_opted(p_ids[i], p_accounts[i], true, p_times[i], p_versions[i]);
+            WHEN 'contact.opted-in' THEN
+                PERFORM project_contact_opted(p_ids[i], p_accounts[i], false, p_times[i], p_versions[i]);
         END CASE;  -- an unknown kind raises CASE_NOT_FOUND: nothing is stored
     END LOOP;
     RETURN last_id;

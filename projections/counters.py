@@ -101,12 +101,11 @@ def tag_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: list
 
 
 def tags_delta(cur: Cursor[Any], account_id: UUID, tags: list[str], delta: int, created_at: Any,
-               opted_out: bool, *, plus: list[str] = ()) -> None:
-    """One contact (opted out or not) gained (+1) or lost (-1) ``tags`` (and gained ``plus``: a
-    change of tags is one call, so one set of statements for the tags it lost and those it gained)."""
-    tags, plus = list(tags), list(plus)
-    deltas = [delta] * len(tags) + [1] * len(plus)
-    tag_counts(cur, account_id, tags + plus, deltas, [d if opted_out else 0 for d in deltas], created_at)
+               opted_out: bool) -> None:
+    """One contact (opted out or not) gained (+1) or lost (-1) ``tags``. (A change of tags is
+    projected by ``project_contact_updated``, projections/schema.sql.)"""
+    tags = list(tags)
+    tag_counts(cur, account_id, tags, [delta] * len(tags), [delta if opted_out else 0] * len(tags), created_at)
 
 
 def time_counts(cur: Cursor[Any], account_id: UUID, tags: list[str], active: list[int], opted_out: list[int],

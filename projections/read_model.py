@@ -78,7 +78,8 @@ assert sorted(IMPORT_COLUMNS) == sorted(NEW_CONTACT_COLUMNS), "IMPORT_COLUMNS mu
 UPDATED_COLUMNS = ("tags", "status", "invalid_reason", "operator", "country")
 #: Events whose projection is one server-side call that reads the contact's row itself:
 #: nothing to read for them before the lock (``prefetch``).
-SELF_READING = (Contact.Created, Contact.Updated, Contact.AddedToLists)
+SELF_READING = (Contact.Created, Contact.Updated, Contact.AddedToLists, Contact.RemovedFromLists, Contact.OptedOut,
+                Contact.OptedIn)
 
 # The columns of a contact's row its later events' projections need.
 ROW_COLUMNS = ("first_name", "last_name", "tags", "list_ids", "deleted_at", "is_opted_out", "created_at")
@@ -221,36 +222,33 @@ class ReadModelProjector:
             return "contact.updated", _updated_values(e)
         if isinstance(e, Contact.AddedToLists):
             return "contact.added-to-lists", _ROW_JSON(list(e.list_ids)).decode()
+        if isinstance(e, Contact.RemovedFromLists):
+            return "contact.removed-from-lists", _ROW_JSON(list(e.list_ids)).decode()
+        if isinstance(e, Contact.OptedOut):
+            return "contact.opted-out", "null"
+        if isinstance(e, Contact.OptedIn):
+            return "contact.opted-in", "null"
         return None
 
     @apply.register
     def _(self, e: Contact.RemovedFromLists, cur: Cursor[Any]) -> None:
-        row = self._contact(cur, e.originator_id)
-        if row is None:
-            return
-        cur.execute("DELETE FROM contact_list_memberships WHERE contact_id = %s AND list_id = ANY(%s)"
-                    " RETURNING list_id", (e.originator_id, list(e.list_ids)))
-        removed = [r[0] for r in cur.fetchall()]
-        if removed and row["deleted_at"] is None:
-            counts_delta(cur, removed, -1, row["is_opted_out"])
-        # The remaining lists keep their order (EXCEPT, a set operation, gave them in any order).
-        cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT id FROM unnest(list_ids) WITH ORDINALITY AS kept (id, n)"
-                    " WHERE id <> ALL(%s::uuid[]) ORDER BY n), updated_at = %s, version = %s WHERE id = %s",
-                    (removed, e.timestamp, e.originator_version, e.originator_id))
+        # The memberships, the lists' counts and the contact's listIds: one call (projections/schema.sql).
+        cur.execute("SELECT project_contact_removed_from_lists(%s, %s, %s::uuid[], %s, %s)",
+                    (e.originator_id, e.account_id, list(e.list_ids), e.timestamp, e.originator_version))
 
     @apply.register
     def _(self, e: Contact.OptedOut, cur: Cursor[Any]) -> None:
-        row = self._contact(cur, e.originator_id)
-        if row is not None and not row["is_opted_out"]:
-            self._opted_out_changed(cur, e.account_id, e.originator_id, row, True)
-        self._update_contact(cur, e, {"is_opted_out": True})
+        self._opted(cur, e, True)
 
     @apply.register
     def _(self, e: Contact.OptedIn, cur: Cursor[Any]) -> None:
-        row = self._contact(cur, e.originator_id)
-        if row is not None and row["is_opted_out"]:
-            self._opted_out_changed(cur, e.account_id, e.originator_id, row, False)
-        self._update_contact(cur, e, {"is_opted_out": False})
+        self._opted(cur, e, False)
+
+    @staticmethod
+    def _opted(cur: Cursor[Any], e: Any, opted_out: bool) -> None:
+        # The memberships' flag, the opted-out counts and the row: one call (projections/schema.sql).
+        cur.execute("SELECT project_contact_opted(%s, %s, %s, %s, %s)",
+                    (e.originator_id, e.account_id, opted_out, e.timestamp, e.originator_version))
 
     @apply.register
     def _(self, e: Contact.Trashed, cur: Cursor[Any]) -> None:
@@ -474,21 +472,6 @@ class ReadModelProjector:
             sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in values)
         cur.execute(sql.SQL("UPDATE contacts SET {} WHERE id = {}").format(
             assignments, sql.Placeholder("__id")), {**values, "__id": contact_id})
-
-    @staticmethod
-    def _opted_out_changed(cur: Cursor[Any], account_id: UUID, contact_id: UUID, row: dict[str, Any],
-                           opted_out: bool) -> None:
-        """The counts and memberships of a contact that opted out (or back in)."""
-        cur.execute("UPDATE contact_list_memberships SET contact_opted_out = %s WHERE contact_id = %s",
-                    (opted_out, contact_id))
-        if row["deleted_at"] is None:
-            delta = 1 if opted_out else -1
-            account_delta(cur, account_id, 0, delta, row["created_at"])
-            tags = list(row["tags"])
-            tag_counts(cur, account_id, tags, [0] * len(tags), [delta] * len(tags), row["created_at"])
-            if row["list_ids"]:
-                cur.execute("UPDATE contact_lists SET opted_out_count = opted_out_count + %s WHERE id = ANY(%s)",
-                            (delta, list(row["list_ids"])))
 
     @staticmethod
     def _memberships_active(cur: Cursor[Any], contact_id: UUID, active: bool) -> None:

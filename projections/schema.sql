@@ -561,3 +561,73 @@ BEGIN
                                 p_version);
     END IF;
 END $$;
+
+-- The projection of contact.removed-from-lists: the memberships it had among p_lists go,
+-- with their lists' counts if the contact is active, and its listIds keep their order;
+-- one statement, from the contact's row read here.
+CREATE OR REPLACE FUNCTION public.project_contact_removed_from_lists(p_id uuid, p_account uuid, p_lists uuid[],
+                                                                    p_ts timestamptz, p_version integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    deleted timestamptz;
+    opted boolean;
+    removed uuid[];
+BEGIN
+    SELECT c.deleted_at, c.is_opted_out INTO deleted, opted FROM contacts c WHERE c.id = p_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    WITH gone AS (DELETE FROM contact_list_memberships WHERE contact_id = p_id AND list_id = ANY(p_lists)
+                  RETURNING list_id)
+    SELECT coalesce(array_agg(list_id), '{}') INTO removed FROM gone;
+    IF cardinality(removed) > 0 AND deleted IS NULL THEN
+        UPDATE contact_lists SET contact_count = contact_count - 1, opted_out_count = opted_out_count - opted::int
+        WHERE id = ANY(removed);
+    END IF;
+    -- The remaining lists keep their order (EXCEPT, a set operation, gave them in any order).
+    UPDATE contacts SET list_ids = ARRAY(SELECT id FROM unnest(list_ids) WITH ORDINALITY AS kept (id, n)
+                                         WHERE id <> ALL(removed) ORDER BY n),
+        updated_at = p_ts, version = p_version
+    WHERE id = p_id;
+END $$;
+
+-- The projection of contact.opted-out (p_opted) and contact.opted-in: if that changes the
+-- contact, its memberships' flag, and if it is active, the opted-out counts of its account,
+-- its tags, their time counts and its lists; then its row. One statement, from its row.
+CREATE OR REPLACE FUNCTION public.project_contact_opted(p_id uuid, p_account uuid, p_opted boolean,
+                                                        p_ts timestamptz, p_version integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    was boolean;
+    deleted timestamptz;
+    created timestamptz;
+    tags text[];
+    lists uuid[];
+    delta integer := CASE WHEN p_opted THEN 1 ELSE -1 END;
+BEGIN
+    SELECT c.is_opted_out, c.deleted_at, c.created_at, c.tags, c.list_ids INTO was, deleted, created, tags, lists
+    FROM contacts c WHERE c.id = p_id;
+    IF FOUND AND was <> p_opted THEN
+        UPDATE contact_list_memberships SET contact_opted_out = p_opted WHERE contact_id = p_id;
+        IF deleted IS NULL THEN
+            INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (p_account, 0, delta)
+            ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active + EXCLUDED.active,
+                opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out;
+            -- Every contact ('') and each of its tags, in its hour, second (and millisecond).
+            INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
+            SELECT p_account, t, u, date_trunc(u, created, 'UTC'), 0, delta
+            FROM unnest(array_prepend('', tags)) AS t, unnest(time_units(p_account, created)) AS u
+            ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE
+                SET active = contact_time_counts.active + EXCLUDED.active,
+                    opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out;
+            INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)
+            SELECT p_account, t, 0, delta FROM unnest(tags) AS t
+            ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count
+                + EXCLUDED.contact_count, opted_out_count = contact_tags.opted_out_count + EXCLUDED.opted_out_count;
+            IF cardinality(lists) > 0 THEN
+                UPDATE contact_lists SET opted_out_count = opted_out_count + delta WHERE id = ANY(lists);
+            END IF;
+        END IF;
+    END IF;
+    UPDATE contacts SET is_opted_out = p_opted, updated_at = p_ts, version = p_version WHERE id = p_id;
+END $$;

@@ -123,6 +123,22 @@ def test_unknown_list_id_is_404(service: Service) -> None:
     assert r.json()["error"] == "not_found"
 
 
+def test_adding_to_a_deleted_list_or_to_a_contact_id_is_404_and_a_list_id_is_no_contact(service: Service) -> None:
+    """The list and the contacts of a list-add are loaded by id in one query: only a list of
+    the account that is not deleted takes members, and only contacts are counted as added."""
+    api = service.client()
+    contact = api.create_contact("+254 712 300 800")
+    gone, kept = api.create_list("Gone"), api.create_list("Kept")
+    api.delete(f"/api/v1/contact-lists/{gone['id']}")
+    for target in (gone["id"], contact["id"]):
+        r = api.post(f"/api/v1/contact-lists/{target}/contacts", json={"contactIds": [contact["id"]]})
+        assert r.status_code == 404 and r.json()["error"] == "not_found", target
+    r = api.post(f"/api/v1/contact-lists/{kept['id']}/contacts", json={"contactIds": [kept["id"], contact["id"]]})
+    assert r.json() == {"added": 1}
+    assert api.get(f"/api/v1/contacts/{contact['id']}").json()["listIds"] == [kept["id"]]
+    assert api.get(f"/api/v1/contact-lists/{kept['id']}").json()["contactCount"] == 1
+
+
 def test_another_accounts_list_is_404_and_unchanged(service: Service) -> None:
     owner, intruder = service.client(), service.client()
     theirs = owner.create_list("Theirs")

@@ -12,7 +12,7 @@ from eventsourcing.persistence import DataError
 from command.context import Actor
 from command.errors import ConcurrencyError
 from projections.rebuild import rebuild
-from tests.support import start_service
+from tests.support import Service, start_service
 
 
 def test_a_write_the_projector_cannot_apply_answers_an_error_and_stores_nothing(
@@ -38,7 +38,7 @@ def test_a_write_the_projector_cannot_apply_answers_an_error_and_stores_nothing(
         svc.close()
 
 
-def test_a_contact_change_whose_projection_fails_stores_nothing(service) -> None:  # type: ignore[no-untyped-def]
+def test_a_contact_change_whose_projection_fails_stores_nothing(service: Service) -> None:
     """A PATCH or a list-add is one server-side statement (append, then the projection): a
     projection that fails there must take the append with it, as a transaction would."""
     api = service.client()
