@@ -202,6 +202,50 @@ def test_killing_the_worker_while_it_publishes_an_import_loses_and_duplicates_no
         svc.close()
 
 
+def test_a_stream_that_stops_taking_fast_batches_gets_an_ack_per_message(postgres_server: str,
+                                                                         fresh_database: str, nats_url: str) -> None:
+    """An operator turns ``allow_batched`` off (or the stream moves to an older server): the relay's next fast
+    batch is refused, and it publishes from its checkpoint with an ack per message, nothing lost or doubled."""
+    svc = start_service(fresh_database, nats_url)
+    stream = svc.settings.nats_stream
+    relay = svc.worker.worker.relay
+    try:
+        api = svc.client()
+
+        def import_rows(first: int) -> None:
+            rows = "".join(f"07190{i:05d}\n" for i in range(first, first + 300))
+            r = api.post("/api/v1/contacts/import", files={"file": ("c.csv", f"phone\n{rows}".encode())})
+            assert r.status_code == 201 and r.json()["imported"] == 300, r.text
+
+        import_rows(0)
+        svc.wait_for_relay()
+        assert relay.fast is not None and relay.batching  # the stream it made takes fast batches
+        asyncio.run(_set_allow_batched(nats_url, stream, False))
+        import_rows(300)
+        svc.wait_for_relay(timeout=60)
+        assert not relay.batching and relay.fast is None  # refused once: an ack per message from then on
+        messages = asyncio.run(read_stream(nats_url, stream, expect=2 * (300 + 3), timeout=30))
+        msg_ids = [m.headers["Nats-Msg-Id"] for m in messages]
+        assert len(msg_ids) == len(set(msg_ids)) == 2 * (300 + 3)  # created each, progress, started, completed
+        positions = [json.loads(m.data)["sequence"] for m in messages]
+        assert positions == sorted(positions)
+    finally:
+        svc.close()
+
+
+async def _set_allow_batched(nats_url: str, stream: str, allowed: bool) -> None:
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        config = (await js.stream_info(stream)).config
+        config.allow_batched = allowed
+        await js.update_stream(config)
+    finally:
+        await nc.close()
+
+
 def _stream_count(nats_url: str, stream: str) -> int:
     async def count() -> int:
         import nats

@@ -1,0 +1,140 @@
+"""A/B of the relay's and NATS's CPU per imported row between checkouts, imports alternating.
+
+    git worktree add /tmp/base <commit>
+    python -m bench.relay_ab --rows 100000 --rounds 2 A=/tmp/base B=.            # relay beside the import
+    python -m bench.relay_ab --rows 100000 --rounds 2 --drain A=/tmp/base B=.    # relay alone, draining
+
+Like ``bench.import_ab`` (each checkout its own ``contacts serve`` with embedded
+PostgreSQL and NATS, the same generated CSV imported into a new account of each in
+turn), but timed until the last message of the import is in the stream, and printing
+the CPU per row of each process from the request to that message. With ``--drain`` the
+relay process is stopped (SIGSTOP) for the import and let go when it answers, so the
+relay's and NATS's figures are theirs alone and the drain rate is printed. With several
+people on a small machine, decide on the CPU figures (alternated), not on the rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import bench.server
+from bench.imports import Service, _cpu_per_row, _processes, generate, nats_messages
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / ".data" / "relay-ab"
+
+
+def _start(name: str, checkout: Path) -> Service:
+    """``contacts serve`` from ``checkout`` (its modules first on the path), in a new data dir."""
+    data = DATA / name
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    svc = Service(data)
+    svc.env["PYTHONPATH"] = str(checkout)
+    bench.server.ROOT = checkout  # the serve process's working directory
+    return svc.__enter__()
+
+
+def relay_pid(svc: Service, timeout: float = 30) -> int:
+    """The relay process (the worker's child), once it runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = _processes()
+        workers = {pid for pid, (ppid, comm, _) in procs.items() if ppid == svc.proc.pid and comm.startswith("python")}
+        relays = [pid for pid, (ppid, comm, _) in procs.items() if ppid in workers and comm.startswith("python")]
+        if relays:
+            return relays[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError("no relay process started")
+        time.sleep(0.2)
+
+
+def settle(svc: Service, timeout: float = 60) -> None:
+    """Wait until the relay has started up (its CPU time stops growing), so its start is not counted."""
+    pid, deadline = relay_pid(svc), time.monotonic() + timeout
+    last = _processes()[pid][2]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _processes()[pid][2]
+        if now - last < 0.05:
+            return
+        last = now
+
+
+def timed_import(svc: Service, content: bytes, rows: int, drain: bool) -> dict:
+    """Import ``content`` into a new account; CPU per row and rates until its last message is in the stream."""
+    api = svc.client()
+    before = nats_messages(svc.data_dir)
+    relay = relay_pid(svc)
+    if drain:
+        os.kill(relay, signal.SIGSTOP)
+    cpu_start, load, started = svc.cpu_seconds(), os.getloadavg()[0], time.perf_counter()
+    try:
+        r = api.post("/api/v1/contacts/import", files={"file": ("contacts.csv", content)})
+    finally:
+        responded = time.perf_counter()
+        if drain:
+            os.kill(relay, signal.SIGCONT)
+    cpu_response = svc.cpu_seconds()
+    assert r.status_code == 201, r.text[:300]
+    imported = r.json()["imported"]
+    while nats_messages(svc.data_dir) < before + imported + 2:  # a message per contact, then the import's own
+        time.sleep(0.05)
+    done = time.perf_counter()
+    result = {"rows_per_s_to_response": round(rows / (responded - started)),
+              "rows_per_s_to_nats": round(rows / (done - started)),
+              "cpu_us_per_row": _cpu_per_row(cpu_start, svc.cpu_seconds(), rows),
+              "cpu_us_per_row_after_response": _cpu_per_row(cpu_response, svc.cpu_seconds(), rows),
+              "load": round(load, 2)}
+    if drain:
+        result["drained_contacts_per_s"] = round(imported / (done - responded))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.relay_ab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="+", help="NAME=CHECKOUT, two or more")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--pause", type=float, default=5, help="seconds between imports")
+    parser.add_argument("--drain", action="store_true", help="stop the relay during each import, then time it alone")
+    args = parser.parse_args(argv)
+    DATA.mkdir(parents=True, exist_ok=True)
+    csv_path = DATA / f"contacts-{args.rows}.csv"
+    if not csv_path.exists():
+        generate(csv_path, args.rows)
+    content = csv_path.read_bytes()
+    services: dict[str, Service] = {}
+    results: dict[str, list[dict]] = {}
+    try:
+        for variant in args.variants:
+            name, checkout = variant.split("=", 1)
+            services[name] = _start(name, Path(checkout).resolve())
+            results[name] = []
+        for svc in services.values():
+            settle(svc)
+        for round_ in range(args.rounds):
+            for name, svc in services.items():
+                result = timed_import(svc, content, args.rows, args.drain)
+                results[name].append(result)
+                print(round_, name, json.dumps(result), flush=True)
+                time.sleep(args.pause)
+        for name, runs in results.items():
+            cpu = [r["cpu_us_per_row"] for r in runs]
+            median = {k: sorted(c[k] for c in cpu)[len(cpu) // 2] for k in cpu[0]}
+            print(name, "median CPU us/row to the last message", json.dumps(median),
+                  "rows/s to the last message", sorted(r["rows_per_s_to_nats"] for r in runs))
+    finally:
+        for svc in services.values():
+            svc.__exit__()
+
+
+if __name__ == "__main__":
+    main()
