@@ -139,9 +139,13 @@ class UnitOfWork:
         # (the WAL is written in order, so a crash loses the newest batches only, and a job
         # resumes after its last stored row); the relay publishes only what is flushed.
         with self._transaction(pipelined, read, answer, durable=not batch) as cur:
-            self._write_side(cur, events, account_id, sorted(claims, key=_claim_order), list(releases), origin,
-                             new_keys, idempotency)
-            self._append(cur, events, *encoded)
+            # An import batch's claims and append go in pipeline mode together (its projection's
+            # COPY cannot): one round trip for both, each one a wait for the GIL in a busy API.
+            with cur.connection.pipeline() if batch else nullcontext():
+                self._write_side(cur, events, account_id, sorted(claims, key=_claim_order), list(releases), origin,
+                                 new_keys, idempotency)
+                self._append(cur, events, *encoded)
+            self._project(cur, events)
         return answer[0] if answer else None
 
     def create(self, claim: tuple[UUID, UUID], events: Sequence[Any], *, account_id: UUID, key: bytes,
@@ -213,7 +217,7 @@ class UnitOfWork:
 
     def _append(self, cur: Cursor[Any], events: Sequence[Any], stored: Sequence[Any],
                 messages: list[bytes | None] | None) -> None:
-        """The events under the events table's lock, then the projector's statements (steps 2 and 3)."""
+        """The events under the events table's lock (step 2), the rows the projector will need read before."""
         self.projector.prefetch(list(events), cur)
         # The states go in binary (%b): as text, psycopg's list dumper escapes every byte of
         # an import batch's half a megabyte in Python (py-spy: 13 % of the API's CPU during
@@ -222,6 +226,9 @@ class UnitOfWork:
                     (uuid_array(s.originator_id for s in stored), _literal(s.originator_version for s in stored),
                      [s.topic for s in stored], [s.state for s in stored], messages, self.projector.name,
                      self.channel))
+
+    def _project(self, cur: Cursor[Any], events: Sequence[Any]) -> None:
+        """The projector's statements, under the lock (step 3)."""
         for event in events:
             self.projector.apply(event, cur)
 
