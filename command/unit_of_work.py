@@ -174,12 +174,18 @@ class UnitOfWork:
         if pipelined and None not in calls and not any(w.write_side for w in group):
             self._commit_calls(group, calls)  # type: ignore[arg-type]
             return
+        events = [e for w in group for e in w.events]
         with self._transaction(pipelined, group, durable) as cur:
-            for w in group:
-                self._write_side(cur, w.events, w.account_id, w.claims, w.releases, w.origin, w.new_keys,
-                                 w.idempotency)
-            messages = [m for w in group for m in w.messages] if self.outbox is not None else None
-            self._append(cur, [e for w in group for e in w.events], [s for w in group for s in w.stored], messages)
+            # An import batch (not pipelined: its projection's COPY cannot be) sends its claims and
+            # append in pipeline mode together: one round trip for both, each one a wait for the GIL
+            # in a busy API.
+            with cur.connection.pipeline() if not pipelined else nullcontext():
+                for w in group:
+                    self._write_side(cur, w.events, w.account_id, w.claims, w.releases, w.origin, w.new_keys,
+                                     w.idempotency)
+                messages = [m for w in group for m in w.messages] if self.outbox is not None else None
+                self._append(cur, events, [s for w in group for s in w.stored], messages)
+            self._project(cur, events)
 
     def _commit_calls(self, group: list[_Write], calls: list[tuple[str, str]]) -> None:
         """Writes with no write-side rows whose projections are all server-side calls: one statement
@@ -287,7 +293,7 @@ class UnitOfWork:
 
     def _append(self, cur: Cursor[Any], events: Sequence[Any], stored: Sequence[Any],
                 messages: list[bytes | None] | None) -> None:
-        """The events under the events table's lock, then the projector's statements (steps 2 and 3)."""
+        """The events under the events table's lock (step 2), the rows the projector will need read before."""
         self.projector.prefetch(list(events), cur)
         # The states go in binary (%b): as text, psycopg's list dumper escapes every byte of
         # an import batch's half a megabyte in Python (py-spy: 13 % of the API's CPU during
@@ -296,6 +302,9 @@ class UnitOfWork:
                     (uuid_array(s.originator_id for s in stored), _literal(s.originator_version for s in stored),
                      [s.topic for s in stored], [s.state for s in stored], messages, self.projector.name,
                      self.channel))
+
+    def _project(self, cur: Cursor[Any], events: Sequence[Any]) -> None:
+        """The projector's statements, under the lock (step 3)."""
         for event in events:
             self.projector.apply(event, cur)
 
