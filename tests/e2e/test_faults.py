@@ -379,3 +379,61 @@ def test_an_import_job_is_claimed_by_one_worker_until_its_connection_dies(fresh_
         assert import_jobs.claim_next(svc.container) is None
     finally:
         svc.close()
+
+
+def test_postgres_crash_during_an_async_import_loses_no_row_and_the_job_resumes(
+        tmp_path: Path, nats_url: str) -> None:
+    """Import batches commit without waiting for the WAL flush (only the import's last save, which is
+    what is acknowledged, waits): a crash mid-import may lose the newest batches, and the job, resumed
+    by the same worker once PostgreSQL is back, stores every row once."""
+    pg = EmbeddedPostgres(tmp_path)
+    database_url = new_database(pg.start())
+    svc = start_service(database_url, nats_url, with_worker=False, rate_limit_writes_per_minute=0)
+    worker = _cli("worker", database_url, nats_url, svc)
+    try:
+        api = svc.client()
+        content, unique = _import_file(60_000)
+        r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", content)},
+                     headers={"Prefer": "respond-async"})
+        assert r.status_code == 202, r.text
+        job_url = r.headers["location"]
+        def read_20_000_rows() -> dict | None:
+            job = api.get(job_url).json()
+            assert job["status"] in ("queued", "running"), job  # still running when PostgreSQL crashes
+            return job if job["counts"]["rows"] >= 20_000 else None
+
+        at_crash = wait_until(read_20_000_rows, "the import read 20,000 rows", 300, 0.05)["counts"]["rows"]
+        pg.stop("immediate")
+        pg.start()
+        job = wait_until(lambda: _finished(api, job_url), "the import finished after the crash", 300, 0.5)
+        assert job["status"] == "completed", job
+        assert job["counts"] == {"rows": 60_000, "imported": unique, "valid": unique, "invalid": 0,
+                                 "skipped": 60_000 - unique}, job
+        contact_ids = _contact_ids(database_url, api.account_id)
+        assert len(contact_ids) == unique == api.get("/api/v1/contacts").json()["total"], at_crash
+        with psycopg.connect(database_url) as conn:  # every stored contact has its key and its origin
+            keyed = {str(r[0]) for r in conn.execute("SELECT contact_id FROM contact_keys WHERE import_id IS NOT NULL")}
+        assert keyed == contact_ids
+        # The stream holds one contact.created per stored contact: the relay published nothing the
+        # crash took back (it sends only what is flushed), and nothing twice.
+        wait_relayed(database_url, timeout=180)
+        prefix, stream = svc.settings.nats_subject_prefix, svc.settings.nats_stream
+        created = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{api.account_id}.contact.*.created",
+                                          expect=unique, timeout=60))
+        published = Counter(json.loads(m.data)["aggregateid"] for m in created)
+        assert set(published) == contact_ids and set(published.values()) == {1}
+        print(f"PostgreSQL crashed at row {at_crash:,}; the resumed import stored {unique:,} contacts once each")
+    finally:
+        stop_process(worker)
+        svc.close()
+        pg.stop("immediate")
+
+
+def _finished(api: Any, job_url: str) -> dict | None:
+    """The job once it has ended; None while it runs or while the API cannot read it (the database is back)."""
+    try:
+        r = api.get(job_url)
+    except httpx.HTTPError:
+        return None
+    job = r.json() if r.status_code == 200 else None
+    return job if job and job["status"] in ("completed", "failed") else None
