@@ -21,6 +21,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -57,35 +59,57 @@ def _start(name: str, checkout: Path) -> Service:
     return svc.__enter__()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.import_ab", description=__doc__,
+def variants_parser(prog: str, description: str | None, rounds: int, pause: float,
+                    pause_help: str) -> argparse.ArgumentParser:
+    """The arguments every A/B of imports takes: the checkouts, rows, rounds and the pause between imports."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="+", help="NAME=CHECKOUT, two or more")
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--pause", type=float, default=20, help="seconds after each import (the relay drains)")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--pause", type=float, default=pause, help=pause_help)
+    return parser
+
+
+def generated_csv(data: Path, rows: int) -> bytes:
+    """The generated CSV of ``rows`` rows (bench/imports.py ``generate``), made once under ``data``."""
+    data.mkdir(parents=True, exist_ok=True)
+    csv_path = data / f"contacts-{rows}.csv"
+    if not csv_path.exists():
+        generate(csv_path, rows)
+    return csv_path.read_bytes()
+
+
+@contextmanager
+def started(variants: list[str], start: Callable[[str, Path], Service]) -> Iterator[dict[str, Service]]:
+    """Each ``NAME=CHECKOUT`` variant's service, started by ``start``, stopped on the way out."""
+    services: dict[str, Service] = {}
+    try:
+        for variant in variants:
+            name, checkout = variant.split("=", 1)
+            services[name] = start(name, Path(checkout).resolve())
+        yield services
+    finally:
+        for svc in services.values():
+            svc.__exit__()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = variants_parser("python -m bench.import_ab", __doc__, rounds=3, pause=20,
+                             pause_help="seconds after each import (the relay drains)")
     parser.add_argument("--stats", action="store_true", help="print each import's statements (wall time a row)")
     args = parser.parse_args(argv)
-    DATA.mkdir(parents=True, exist_ok=True)
-    csv_path = DATA / f"contacts-{args.rows}.csv"
-    if not csv_path.exists():
-        generate(csv_path, args.rows)
-    content = csv_path.read_bytes()
-    services: dict[str, Service] = {}
-    results: dict[str, list[dict]] = {}
-    try:
-        for variant in args.variants:
-            name, checkout = variant.split("=", 1)
-            services[name] = _start(name, Path(checkout).resolve())
-            results[name] = []
+    content = generated_csv(DATA, args.rows)
+    with started(args.variants, _start) as services:
+        results: dict[str, list[dict]] = {name: [] for name in services}
         for round_ in range(args.rounds):
             for name, svc in services.items():
                 api = svc.client()  # a new account each time
                 if args.stats:
                     _statements(svc, reset=True)
-                before, load, started = svc.cpu_seconds(), os.getloadavg()[0], time.perf_counter()
+                before, load, began = svc.cpu_seconds(), os.getloadavg()[0], time.perf_counter()
                 r = api.post("/api/v1/contacts/import", files={"file": ("contacts.csv", content)})
-                elapsed, after = time.perf_counter() - started, svc.cpu_seconds()
+                elapsed, after = time.perf_counter() - began, svc.cpu_seconds()
                 assert r.status_code == 201, r.text[:300]
                 result = {"rows_per_s": round(args.rows / elapsed), "cpu_us_per_row": _cpu_per_row(before, after, args.rows),
                           "imported": r.json()["imported"], "load": round(load, 2)}
@@ -97,9 +121,6 @@ def main(argv: list[str] | None = None) -> None:
         for name, runs in results.items():
             median = {k: sorted(r["cpu_us_per_row"][k] for r in runs)[len(runs) // 2] for k in runs[0]["cpu_us_per_row"]}
             print(name, "median CPU us/row", json.dumps(median), "rows/s", sorted(r["rows_per_s"] for r in runs))
-    finally:
-        for svc in services.values():
-            svc.__exit__()
 
 
 if __name__ == "__main__":

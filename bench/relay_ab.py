@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import bench.server
-from bench.imports import Service, _cpu_per_row, _processes, generate, nats_messages
+from bench.import_ab import generated_csv, started, variants_parser
+from bench.imports import Service, _cpu_per_row, _processes, nats_messages
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / ".data" / "relay-ab"
@@ -74,7 +75,7 @@ def timed_import(svc: Service, content: bytes, rows: int, drain: bool) -> dict:
     relay = relay_pid(svc)
     if drain:
         os.kill(relay, signal.SIGSTOP)
-    cpu_start, load, started = svc.cpu_seconds(), os.getloadavg()[0], time.perf_counter()
+    cpu_start, load, began = svc.cpu_seconds(), os.getloadavg()[0], time.perf_counter()
     try:
         r = api.post("/api/v1/contacts/import", files={"file": ("contacts.csv", content)})
     finally:
@@ -87,8 +88,8 @@ def timed_import(svc: Service, content: bytes, rows: int, drain: bool) -> dict:
     while nats_messages(svc.data_dir) < before + imported + 2:  # a message per contact, then the import's own
         time.sleep(0.05)
     done = time.perf_counter()
-    result = {"rows_per_s_to_response": round(rows / (responded - started)),
-              "rows_per_s_to_nats": round(rows / (done - started)),
+    result = {"rows_per_s_to_response": round(rows / (responded - began)),
+              "rows_per_s_to_nats": round(rows / (done - began)),
               "cpu_us_per_row": _cpu_per_row(cpu_start, svc.cpu_seconds(), rows),
               "cpu_us_per_row_after_response": _cpu_per_row(cpu_response, svc.cpu_seconds(), rows),
               "load": round(load, 2)}
@@ -98,26 +99,13 @@ def timed_import(svc: Service, content: bytes, rows: int, drain: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.relay_ab", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variants", nargs="+", help="NAME=CHECKOUT, two or more")
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--pause", type=float, default=5, help="seconds between imports")
+    parser = variants_parser("python -m bench.relay_ab", __doc__, rounds=2, pause=5,
+                             pause_help="seconds between imports")
     parser.add_argument("--drain", action="store_true", help="stop the relay during each import, then time it alone")
     args = parser.parse_args(argv)
-    DATA.mkdir(parents=True, exist_ok=True)
-    csv_path = DATA / f"contacts-{args.rows}.csv"
-    if not csv_path.exists():
-        generate(csv_path, args.rows)
-    content = csv_path.read_bytes()
-    services: dict[str, Service] = {}
-    results: dict[str, list[dict]] = {}
-    try:
-        for variant in args.variants:
-            name, checkout = variant.split("=", 1)
-            services[name] = _start(name, Path(checkout).resolve())
-            results[name] = []
+    content = generated_csv(DATA, args.rows)
+    with started(args.variants, _start) as services:
+        results: dict[str, list[dict]] = {name: [] for name in services}
         for svc in services.values():
             settle(svc)
         for round_ in range(args.rounds):
@@ -131,9 +119,6 @@ def main(argv: list[str] | None = None) -> None:
             median = {k: sorted(c[k] for c in cpu)[len(cpu) // 2] for k in cpu[0]}
             print(name, "median CPU us/row to the last message", json.dumps(median),
                   "rows/s to the last message", sorted(r["rows_per_s_to_nats"] for r in runs))
-    finally:
-        for svc in services.values():
-            svc.__exit__()
 
 
 if __name__ == "__main__":

@@ -68,6 +68,31 @@ def _import_file(rows: int) -> tuple[bytes, int]:
     return ("\n".join(lines) + "\n").encode(), len(seen)
 
 
+def _import_until(api: Any, content: bytes, rows: int, interval: float) -> tuple[str, dict]:
+    """An async import of ``content`` started; its job's URL, and the job once it has read ``rows`` rows
+    (still running: the fault that follows strikes mid-import)."""
+    r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", content)}, headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    job_url = r.headers["location"]
+
+    def read_enough() -> dict | None:
+        job = api.get(job_url).json()
+        assert job["status"] in ("queued", "running"), job
+        return job if job["counts"]["rows"] >= rows else None
+
+    return job_url, wait_until(read_enough, f"the import read {rows:,} rows", 300, interval)
+
+
+def _created_once(svc: Service, nats_url: str, account_id: uuid.UUID, contact_ids: set[str]) -> list[Any]:
+    """The account's contact.created messages, once the stream holds one per stored contact, no more, no fewer."""
+    prefix, stream = svc.settings.nats_subject_prefix, svc.settings.nats_stream
+    created = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{account_id}.contact.*.created",
+                                      expect=len(contact_ids), timeout=60))
+    published = Counter(json.loads(m.data)["aggregateid"] for m in created)
+    assert set(published) == contact_ids and set(published.values()) == {1}
+    return created
+
+
 def test_worker_killed_during_a_100k_async_import_resumes_and_loses_nothing(
         fresh_database: str, nats_url: str) -> None:
     svc = start_service(fresh_database, nats_url, with_worker=False)
@@ -75,17 +100,7 @@ def test_worker_killed_during_a_100k_async_import_resumes_and_loses_nothing(
     try:
         api = svc.client()
         content, unique = _import_file(100_000)
-        r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", content)},
-                     headers={"Prefer": "respond-async"})
-        assert r.status_code == 202, r.text
-        job_url = r.headers["location"]
-
-        def read_30_000_rows() -> dict | None:
-            job = api.get(job_url).json()
-            assert job["status"] in ("queued", "running"), job  # still running when the worker is killed
-            return job if job["counts"]["rows"] >= 30_000 else None
-
-        job = wait_until(read_30_000_rows, "the import read 30,000 rows", 300, 0.2)
+        job_url, job = _import_until(api, content, 30_000, 0.2)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         at_kill = job["counts"]["rows"]
@@ -96,14 +111,10 @@ def test_worker_killed_during_a_100k_async_import_resumes_and_loses_nothing(
                                  "skipped": 100_000 - unique}, (at_kill, job)
         contact_ids = _contact_ids(fresh_database, api.account_id)
         assert len(contact_ids) == unique == api.get("/api/v1/contacts").json()["total"]
-        # The stream holds one contact.created per stored contact, no more, no fewer.
         wait_relayed(fresh_database, timeout=180)
-        prefix, stream = svc.settings.nats_subject_prefix, svc.settings.nats_stream
-        created = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{api.account_id}.contact.*.created",
-                                          expect=unique, timeout=60))
-        published = Counter(json.loads(m.data)["aggregateid"] for m in created)
-        assert set(published) == contact_ids and set(published.values()) == {1}
+        created = _created_once(svc, nats_url, api.account_id, contact_ids)
         assert len({m.headers["Nats-Msg-Id"] for m in created}) == unique
+        prefix, stream = svc.settings.nats_subject_prefix, svc.settings.nats_stream
         import_id = job_url.rsplit("/", 1)[1]
         ends = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{api.account_id}.import.{import_id}.completed"))
         assert len(ends) == 1
@@ -393,16 +404,8 @@ def test_postgres_crash_during_an_async_import_loses_no_row_and_the_job_resumes(
     try:
         api = svc.client()
         content, unique = _import_file(60_000)
-        r = api.post("/api/v1/contacts/import", files={"file": ("big.csv", content)},
-                     headers={"Prefer": "respond-async"})
-        assert r.status_code == 202, r.text
-        job_url = r.headers["location"]
-        def read_20_000_rows() -> dict | None:
-            job = api.get(job_url).json()
-            assert job["status"] in ("queued", "running"), job  # still running when PostgreSQL crashes
-            return job if job["counts"]["rows"] >= 20_000 else None
-
-        at_crash = wait_until(read_20_000_rows, "the import read 20,000 rows", 300, 0.05)["counts"]["rows"]
+        job_url, job = _import_until(api, content, 20_000, 0.05)
+        at_crash = job["counts"]["rows"]
         pg.stop("immediate")
         pg.start()
         job = wait_until(lambda: _finished(api, job_url), "the import finished after the crash", 300, 0.5)
@@ -414,14 +417,9 @@ def test_postgres_crash_during_an_async_import_loses_no_row_and_the_job_resumes(
         with psycopg.connect(database_url) as conn:  # every stored contact has its key and its origin
             keyed = {str(r[0]) for r in conn.execute("SELECT contact_id FROM contact_keys WHERE import_id IS NOT NULL")}
         assert keyed == contact_ids
-        # The stream holds one contact.created per stored contact: the relay published nothing the
-        # crash took back (it sends only what is flushed), and nothing twice.
+        # The relay published nothing the crash took back (it sends only what is flushed), nothing twice.
         wait_relayed(database_url, timeout=180)
-        prefix, stream = svc.settings.nats_subject_prefix, svc.settings.nats_stream
-        created = asyncio.run(read_stream(nats_url, stream, f"{prefix}.{api.account_id}.contact.*.created",
-                                          expect=unique, timeout=60))
-        published = Counter(json.loads(m.data)["aggregateid"] for m in created)
-        assert set(published) == contact_ids and set(published.values()) == {1}
+        _created_once(svc, nats_url, api.account_id, contact_ids)
         print(f"PostgreSQL crashed at row {at_crash:,}; the resumed import stored {unique:,} contacts once each")
     finally:
         stop_process(worker)
