@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -30,7 +31,18 @@ RETRIES = 8  # a use case re-run from a fresh load after a lost race, at most
 
 
 def retry_on_conflict(func: Callable[..., T]) -> Callable[..., T]:
-    """Re-run a use case from a fresh load when a concurrent writer won the race."""
+    """Re-run a use case from a fresh load when a concurrent writer won the race (a coroutine's too)."""
+    if inspect.iscoroutinefunction(func):
+        @functools.wraps(func)
+        async def retrying(*args: Any, **kwargs: Any) -> Any:
+            for _ in range(RETRIES):
+                try:
+                    return await func(*args, **kwargs)
+                except IntegrityError:
+                    continue
+            raise _too_many_conflicts()
+
+        return retrying  # type: ignore[return-value]
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -39,9 +51,13 @@ def retry_on_conflict(func: Callable[..., T]) -> Callable[..., T]:
                 return func(*args, **kwargs)
             except IntegrityError:
                 continue
-        raise ConcurrencyError("the resource changed concurrently too many times; retry the request")
+        raise _too_many_conflicts()
 
     return wrapper
+
+
+def _too_many_conflicts() -> ConcurrencyError:
+    return ConcurrencyError("the resource changed concurrently too many times; retry the request")
 
 
 class ContactsApplication(Application):
@@ -201,6 +217,7 @@ class ContactsApplication(Application):
 
     # -- contacts ------------------------------------------------------------------------
 
+    @retry_on_conflict  # two groups' claims crossed (a deadlock): nothing stored, built and stored again
     async def create_contact(self, actor: Actor, *, phone: str, region: str | None = None,
                              pii: dict[str, Any], tags: list[str], list_ids: list[UUID],
                              is_opted_out: bool = False) -> Contact:
@@ -230,18 +247,11 @@ class ContactsApplication(Application):
                                                               account_id=actor.account_id, key=key,
                                                               opted_out=opted_out)
 
-        for _ in range(RETRIES):
-            try:
-                contact, new = build(is_opted_out)
-                holder = await self.unit_of_work.create(new)
-                if holder is None:  # the number's opt-out: built again with it
-                    contact, new = build(True)
-                    holder = await self.unit_of_work.create(new)
-                break
-            except IntegrityError:  # two groups' claims crossed (a deadlock): nothing stored, again
-                continue
-        else:
-            raise ConcurrencyError("the resource changed concurrently too many times; retry the request")
+        contact, new = build(is_opted_out)
+        holder = await self.unit_of_work.create(new)
+        if holder is None:  # the number's opt-out: built again with it
+            contact, new = build(True)
+            holder = await self.unit_of_work.create(new)
         if holder != contact_id:
             raise PhoneTakenError(f"phone {parsed.e164} already belongs to contact {holder}",
                                   field="phone", extra={"contactId": str(holder)})

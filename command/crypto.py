@@ -17,7 +17,6 @@ blob) load as they always did: nothing to upcast, the event classes did not chan
 
 from __future__ import annotations
 
-import base64
 import binascii
 import dataclasses
 import os
@@ -116,9 +115,8 @@ class KeyStore:
 
 
 def seal(key: bytes, contact_id: UUID, pii: dict[str, Any]) -> dict[str, Any]:
-    nonce = os.urandom(12)
-    ciphertext = AESGCM(key).encrypt(nonce, msgspec.json.encode(pii), contact_id.bytes)
-    return {SEALED: base64.b64encode(nonce + ciphertext).decode(), SEALED_FIELDS: sorted(pii)}
+    """One contact's personal fields sealed with its key (``seal_batch`` of one)."""
+    return seal_batch([key], [contact_id], [pii])[0]
 
 
 def seal_batch(keys: list[bytes], contact_ids: list[UUID], secrets: list[dict[str, Any]]) -> list[dict[str, Any]]:

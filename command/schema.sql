@@ -248,22 +248,7 @@ DECLARE
 BEGIN
     last_id := append_events(p_ids, p_versions, p_topics, p_states, p_messages, p_projection, p_channel);
     FOR i IN 1 .. cardinality(p_ids) LOOP
-        CASE p_kinds[i]
-            WHEN 'contact.updated' THEN
-                PERFORM project_contact_updated(p_ids[i], p_accounts[i], p_args[i], p_times[i], p_versions[i]);
-            WHEN 'contact.added-to-lists' THEN
-                PERFORM project_contact_added_to_lists(p_ids[i], p_accounts[i],
-                    ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(p_args[i]) WITH ORDINALITY AS t(x, n) ORDER BY n),
-                    p_times[i], p_versions[i]);
-            WHEN 'contact.removed-from-lists' THEN
-                PERFORM project_contact_removed_from_lists(p_ids[i], p_accounts[i],
-                    ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(p_args[i]) WITH ORDINALITY AS t(x, n) ORDER BY n),
-                    p_times[i], p_versions[i]);
-            WHEN 'contact.opted-out' THEN
-                PERFORM project_contact_opted(p_ids[i], p_accounts[i], true, p_times[i], p_versions[i]);
-            WHEN 'contact.opted-in' THEN
-                PERFORM project_contact_opted(p_ids[i], p_accounts[i], false, p_times[i], p_versions[i]);
-        END CASE;  -- an unknown kind raises CASE_NOT_FOUND: nothing is stored
+        PERFORM project_contact_event(p_kinds[i], p_ids[i], p_accounts[i], p_args[i], p_times[i], p_versions[i]);
     END LOOP;
     RETURN last_id;
 END $$;

@@ -136,9 +136,9 @@ class UnitOfWork:
         their keys. A phone number claimed concurrently,
         or a concurrent write to the same aggregate, raises eventsourcing's
         ``IntegrityError`` and stores nothing. ``read`` (a query and its parameters) runs
-        right after the commit on the same connection, in the same round trip, and its
-        first row is the answer (None without events or without ``read``): a write that
-        answers with what it wrote needs no second transaction.
+        right after the commit on the same connection (with the flush wait where it can),
+        and its first row is the answer (None without events or without ``read``): a write
+        that answers with what it wrote needs no second transaction.
         """
         if not events:
             return None
@@ -174,7 +174,7 @@ class UnitOfWork:
         if pipelined and None not in calls and not any(w.write_side for w in group):
             self._commit_calls(group, calls)  # type: ignore[arg-type]
             return
-        events = [e for w in group for e in w.events]
+        events, stored, messages = self._flat(group)
         with self._transaction(pipelined, group, durable) as cur:
             # An import batch (not pipelined: its projection's COPY cannot be) sends its claims and
             # append in pipeline mode together: one round trip for both, each one a wait for the GIL
@@ -183,8 +183,7 @@ class UnitOfWork:
                 for w in group:
                     self._write_side(cur, w.events, w.account_id, w.claims, w.releases, w.origin, w.new_keys,
                                      w.idempotency)
-                messages = [m for w in group for m in w.messages] if self.outbox is not None else None
-                self._append(cur, events, [s for w in group for s in w.stored], messages)
+                self._append(cur, events, stored, messages)
             self._project(cur, events)
 
     def _commit_calls(self, group: list[_Write], calls: list[tuple[str, str]]) -> None:
@@ -193,9 +192,7 @@ class UnitOfWork:
         answers' reads. A PATCH of a contact's fields or lists and a list-add go this way: no BEGIN,
         COMMIT or pipeline, which cost this process more than the statements themselves (py-spy: a third
         of a PATCH's CPU in the API was psycopg's pipeline and transaction around seven statements)."""
-        events = [e for w in group for e in w.events]
-        stored = [s for w in group for s in w.stored]
-        messages = [m for w in group for m in w.messages] if self.outbox is not None else None
+        events, stored, messages = self._flat(group)
         with _deadlock_as_conflict(), self.datastore.get_connection() as conn, \
                 conn.cursor(row_factory=tuple_row) as cur:
             cur.execute("SELECT commit_contact_events(%s::uuid[], %s::integer[], %s::text[], %b::bytea[], %s::bytea[],"
@@ -210,6 +207,11 @@ class UnitOfWork:
                 group[0].answer = read_and_flush(cur, group[0].read)
             else:
                 _read_answers(conn, group, flush=True)
+
+    def _flat(self, group: list[_Write]) -> tuple[list[Any], list[Any], list[bytes | None] | None]:
+        """``group``'s events, stored events and NATS messages (None without an outbox), in order."""
+        messages = [m for w in group for m in w.messages] if self.outbox is not None else None
+        return [e for w in group for e in w.events], [s for w in group for s in w.stored], messages
 
     def new_contact(self, claim: tuple[UUID, UUID], events: Sequence[Any], *, account_id: UUID, key: bytes,
                     opted_out: bool) -> NewContact:
@@ -648,10 +650,10 @@ def _sqlstate(exc: BaseException) -> str | None:
 def _stored_nothing(exc: BaseException) -> bool:
     """Whether a transaction that raised ``exc`` surely stored nothing: the server refused a statement
     (its SQLSTATE is not a lost connection's or a crashed server's), or it never reached the server."""
-    for error in (exc, exc.__cause__):
-        if isinstance(error, psycopg.Error):
-            return error.sqlstate is not None and error.sqlstate[:2] not in ("08", "53", "57", "58", "XX")
-    return not isinstance(exc, PersistenceError)
+    state = _sqlstate(exc)
+    if state is not None:
+        return state[:2] not in ("08", "53", "57", "58", "XX")
+    return not any(isinstance(error, (psycopg.Error, PersistenceError)) for error in (exc, exc.__cause__))
 
 
 def _claim_order(claim: tuple[UUID, UUID]) -> int:

@@ -199,25 +199,23 @@ class ReadModelProjector:
             account_id=e.account_id, search_name=search_name(pii.get("first_name"), pii.get("last_name")),
             search_phone=search_phone(phone), version=e.originator_version)).decode()
 
-    @apply.register
-    def _(self, e: Contact.Updated, cur: Cursor[Any]) -> None:
-        # The changed columns, search columns, memberships' tags, tag index and time counts in
-        # one call (projections/schema.sql), which reads the contact's row itself.
-        cur.execute("SELECT project_contact_updated(%s, %s, %s::jsonb, %s, %s)",
-                    (e.originator_id, e.account_id, _updated_values(e), e.timestamp, e.originator_version))
-
-    @apply.register
-    def _(self, e: Contact.AddedToLists, cur: Cursor[Any]) -> None:
-        # The memberships, the lists' counts and the contact's listIds, time and version: one
-        # call, which reads the contact's row itself (projections/schema.sql).
-        cur.execute("SELECT project_contact_added_to_lists(%s, %s, %s::uuid[], %s, %s)",
-                    (e.originator_id, e.account_id, list(e.list_ids), e.timestamp, e.originator_version))
+    @apply.register(Contact.Updated)
+    @apply.register(Contact.AddedToLists)
+    @apply.register(Contact.RemovedFromLists)
+    @apply.register(Contact.OptedOut)
+    @apply.register(Contact.OptedIn)
+    def _(self, e: Any, cur: Cursor[Any]) -> None:
+        # One call, which reads the contact's row itself (projections/schema.sql): the same
+        # dispatch, with the same argument, as a write's single statement (server_call).
+        kind, arg = self.server_call(e)  # type: ignore[misc]
+        cur.execute("SELECT project_contact_event(%s, %s, %s, %s::jsonb, %s, %s)",
+                    (kind, e.originator_id, e.account_id, arg, e.timestamp, e.originator_version))
 
     @staticmethod
     def server_call(e: Any) -> tuple[str, str] | None:
         """The event's projection as one server-side call, for a write's single statement
         (``commit_contact_events``, command/schema.sql): its kind and its JSON argument; None
-        for an event whose projection is not one call. The functions are the ones ``apply`` calls."""
+        for an event whose projection is not one call. ``apply`` makes the same call on replay."""
         if isinstance(e, Contact.Updated):
             return "contact.updated", _updated_values(e)
         if isinstance(e, Contact.AddedToLists):
@@ -229,26 +227,6 @@ class ReadModelProjector:
         if isinstance(e, Contact.OptedIn):
             return "contact.opted-in", "null"
         return None
-
-    @apply.register
-    def _(self, e: Contact.RemovedFromLists, cur: Cursor[Any]) -> None:
-        # The memberships, the lists' counts and the contact's listIds: one call (projections/schema.sql).
-        cur.execute("SELECT project_contact_removed_from_lists(%s, %s, %s::uuid[], %s, %s)",
-                    (e.originator_id, e.account_id, list(e.list_ids), e.timestamp, e.originator_version))
-
-    @apply.register
-    def _(self, e: Contact.OptedOut, cur: Cursor[Any]) -> None:
-        self._opted(cur, e, True)
-
-    @apply.register
-    def _(self, e: Contact.OptedIn, cur: Cursor[Any]) -> None:
-        self._opted(cur, e, False)
-
-    @staticmethod
-    def _opted(cur: Cursor[Any], e: Any, opted_out: bool) -> None:
-        # The memberships' flag, the opted-out counts and the row: one call (projections/schema.sql).
-        cur.execute("SELECT project_contact_opted(%s, %s, %s, %s, %s)",
-                    (e.originator_id, e.account_id, opted_out, e.timestamp, e.originator_version))
 
     @apply.register
     def _(self, e: Contact.Trashed, cur: Cursor[Any]) -> None:

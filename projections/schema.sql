@@ -546,6 +546,31 @@ BEGIN
     WHERE id = p_id;
 END $$;
 
+-- One contact event's projection by its kind and JSON argument (ReadModelProjector.server_call
+-- names both): the one dispatch that a write's single statement (commit_contact_events,
+-- command/schema.sql) and the projector's replay (ReadModelProjector.apply) both go through.
+CREATE OR REPLACE FUNCTION public.project_contact_event(p_kind text, p_id uuid, p_account uuid, p_arg jsonb,
+                                                       p_ts timestamptz, p_version integer) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    CASE p_kind
+        WHEN 'contact.updated' THEN
+            PERFORM project_contact_updated(p_id, p_account, p_arg, p_ts, p_version);
+        WHEN 'contact.added-to-lists' THEN
+            PERFORM project_contact_added_to_lists(p_id, p_account,
+                ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(p_arg) WITH ORDINALITY AS t(x, n) ORDER BY n),
+                p_ts, p_version);
+        WHEN 'contact.removed-from-lists' THEN
+            PERFORM project_contact_removed_from_lists(p_id, p_account,
+                ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(p_arg) WITH ORDINALITY AS t(x, n) ORDER BY n),
+                p_ts, p_version);
+        WHEN 'contact.opted-out' THEN
+            PERFORM project_contact_opted(p_id, p_account, true, p_ts, p_version);
+        WHEN 'contact.opted-in' THEN
+            PERFORM project_contact_opted(p_id, p_account, false, p_ts, p_version);
+    END CASE;  -- an unknown kind raises CASE_NOT_FOUND: nothing is stored
+END $$;
+
 -- The projection of contact.added-to-lists: the memberships, the lists' counts, and the
 -- contact's listIds, time and version (add_memberships), from the contact's row read here:
 -- one statement, nothing to wait for under the events table's lock.
