@@ -8,9 +8,10 @@ commit together, so a caller that gets the result can read it at once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -23,7 +24,7 @@ from command.domain import BulkAction, Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
-from command.unit_of_work import NewContact, Outbox, Projector, ReadBack, UnitOfWork
+from command.unit_of_work import LoopGroups, NewContact, Outbox, Projector, ReadBack, UnitOfWork
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall
@@ -77,6 +78,7 @@ class ContactsApplication(Application):
         self.default_region = default_region
         self.unit_of_work = UnitOfWork(self.recorder.datastore, self.mapper, projector, self.recorder.channel_name,
                                        outbox)
+        self.loads: LoopGroups[_Load] = LoopGroups(self._load_group)  # the loads of use cases on the loop
 
     def construct_transcoder(self) -> MsgspecJSONTranscoder:
         transcoder = MsgspecJSONTranscoder()
@@ -106,28 +108,30 @@ class ContactsApplication(Application):
                  idempotency: tuple[str, UUID, bytes | None] | None = None, read: ReadBack | None = None) -> Any:
         """Save aggregates' pending events (chunked), each chunk one unit of work with its phone claims and releases.
 
-        A claim or release travels in the chunk holding its contact's events, so it
-        commits or fails with them. A new contact's key is made here, sealed into its
-        events and stored in the same transaction; the keys of existing contacts come
-        in one query per chunk. ``read`` goes with the last chunk; its row is the answer.
+        A new contact's key is made here, sealed into its events and stored in the same
+        transaction; the keys of existing contacts come in one query per chunk. ``read``
+        goes with the last chunk; its row is the answer.
         """
-        events = [e for obj in objs for e in obj.collect_events()]
         answer = None
-        claims_by_contact = {c[1]: c for c in claims}
-        releases_by_contact = {r[1]: r for r in releases}
-        for start in range(0, len(events), SAVE_CHUNK):
-            chunk = events[start:start + SAVE_CHUNK]
-            ids = {e.originator_id for e in chunk}
+        for chunk, kwargs in _chunks(objs, claims, releases, idempotency, read):
             sealed = [e for e in chunk if isinstance(getattr(e, "pii", None), dict)]
             new = {e.originator_id for e in sealed if isinstance(e, Contact.Created)}
             with self.keys.batch([e.originator_id for e in sealed if e.originator_id not in new]):
                 new_keys = self.keys.generate(sorted(new))
-                answer = self.unit_of_work.commit(
-                    chunk, account_id=account_id, new_keys=new_keys,
-                    claims=[c for cid, c in claims_by_contact.items() if cid in ids],
-                    releases=[r for cid, r in releases_by_contact.items() if cid in ids],
-                    idempotency=idempotency if start == 0 else None,
-                    read=read if start + SAVE_CHUNK >= len(events) else None)
+                answer = self.unit_of_work.commit(chunk, account_id=account_id, new_keys=new_keys, **kwargs)
+        return answer
+
+    async def _save(self, keys: dict[UUID, bytes], *objs: Any, account_id: UUID | None = None,
+                    claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
+                    read: ReadBack | None = None) -> Any:
+        """``save_all`` for a use case on the event loop: loaded contacts' events, sealed with ``keys`` (their
+        load's), each chunk joining the loop's next group commit (``UnitOfWork.commit_async``)."""
+        answer = None
+        for chunk, kwargs in _chunks(objs, claims, releases, None, read):
+            with self.keys.batch([]):  # nothing awaits in here: the batch is the loop thread's until it ends
+                self.keys.seed_cache(keys)
+                write = self.unit_of_work.prepare(chunk, account_id=account_id, **kwargs)
+            answer = await self.unit_of_work.commit_async(write)
         return answer
 
     def _get(self, cls: type[T], aggregate_id: UUID) -> T | None:
@@ -161,11 +165,30 @@ class ContactsApplication(Application):
         return contact_list
 
     def get_contact(self, actor: Actor, contact_id: UUID) -> Contact:
-        contact = self._get(Contact, contact_id)
-        if contact is None:
-            raise NotFoundError(f"contact {contact_id} not found", field="id")
-        contact.check_visible_to(actor)
-        return contact
+        return _visible_contact(actor, contact_id, self._get(Contact, contact_id))
+
+    async def _load(self, ids: list[UUID]) -> tuple[dict[UUID, Any], dict[UUID, bytes]]:
+        """The aggregates that exist among ``ids`` by id, and the contacts' keys, for a use case on the
+        event loop: the loads that arrive together go in one statement, decoded in one thread
+        (``_load_group``), rather than a thread and a statement each."""
+        load = _Load(ids)
+        await self.loads.submit(load)
+        return load.found, load.keys
+
+    def _load_group(self, group: list[_Load], loaded: Callable[[], None]) -> None:
+        """One ``_loaded`` for every load of ``group``; an aggregate two loads share is copied for the second,
+        so that no two use cases change one object."""
+        found, keys = self._loaded(list(dict.fromkeys(i for load in group for i in load.ids)))
+        loaded()
+        by_id = {a.id: a for a in found}
+        given: set[UUID] = set()
+        for load in group:
+            for i in load.ids:
+                if i in by_id:
+                    load.found[i] = copy.deepcopy(by_id[i]) if i in given else by_id[i]
+                    given.add(i)
+                if i in keys:
+                    load.keys[i] = keys[i]
 
     def check_lists(self, actor: Actor, list_ids: Iterable[UUID], field: str = "listIds") -> list[UUID]:
         """Return the ids de-duplicated, or raise naming every unknown or foreign one (and the request's field)."""
@@ -258,59 +281,66 @@ class ContactsApplication(Application):
         return contact
 
     @retry_on_conflict
-    def update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any],
-                       changes: dict[str, Any], region: str | None = None,
-                       list_ids: list[UUID] | None = None, is_opted_out: bool | None = None,
-                       expected_version: int | None = None, read: ReadBack | None = None) -> Any:
+    async def update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any],
+                             changes: dict[str, Any], region: str | None = None,
+                             list_ids: list[UUID] | None = None, is_opted_out: bool | None = None,
+                             expected_version: int | None = None, read: ReadBack | None = None) -> Any:
         """Change a contact; the answer is ``read``'s row, read right after the write's commit
-        (None if nothing changed or without ``read``)."""
-        with self.keys.batch([]):  # the key, come with the contact's load, serves its save too
-            return self._update_contact(actor, contact_id, pii=pii, changes=changes, region=region,
-                                        list_ids=list_ids, is_opted_out=is_opted_out,
-                                        expected_version=expected_version, read=read)
+        (None if nothing changed or without ``read``).
 
-    def _update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any], changes: dict[str, Any],
-                        region: str | None, list_ids: list[UUID] | None, is_opted_out: bool | None,
-                        expected_version: int | None, read: ReadBack | None) -> Any:
-        contact = self.get_contact(actor, contact_id)
+        Runs on the event loop, as a create does: the load joins the loop's next group of
+        loads, the change is made and sealed here, and the write joins a group commit, so a
+        PATCH takes no thread of its own. A new number's check and the lists' come from a thread.
+        """
+        found, keys = await self._load([contact_id])
+        contact = _visible_contact(actor, contact_id, found.get(contact_id))
         check_version(contact, expected_version)
         claims, releases = [], []
         if "phone" in pii:
             parsed = self.parse(pii["phone"], region)
             pii["phone"] = parsed.e164
             if parsed.e164 != contact.phone:
-                rid, suppressed = self.check_phone_free(actor, parsed, contact.id)
+                rid, suppressed = await asyncio.to_thread(self.check_phone_free, actor, parsed, contact.id)
                 claims.append((rid, contact.id))
                 releases.append((contact.reservation_id, contact.id, contact.is_opted_out))
                 if suppressed and is_opted_out is None:
                     is_opted_out = True  # the new number opted out before: keep honouring it
                 changes = {**changes, **self.directory.classify(parsed), "reservation_id": rid}
         if list_ids is not None:
-            list_ids = self.check_lists(actor, list_ids)
+            list_ids = await asyncio.to_thread(self.check_lists, actor, list_ids)
         contact.update(actor, pii, changes)
         if list_ids is not None:
             contact.sync_lists(actor, list_ids)
         if is_opted_out is not None:
             contact.set_opted_out(actor, is_opted_out)
-        return self.save_all(contact, account_id=actor.account_id, claims=claims, releases=releases, read=read)
+        return await self._save(keys, contact, account_id=actor.account_id, claims=claims, releases=releases,
+                                read=read)
 
     @retry_on_conflict
-    def add_to_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> int:
-        changed = [c for c in self._list_members(actor, list_id, contact_ids) if c.add_to_lists(actor, [list_id])]
-        self.save_all(*changed)
+    async def add_to_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> int:
+        """Add the account's active contacts among ``contact_ids`` to the list; count those newly added.
+        On the event loop, as ``update_contact``."""
+        loaded, keys = await self._load([list_id, *contact_ids])
+        changed = [c for c in self._list_members(actor, list_id, contact_ids, loaded) if c.add_to_lists(actor, [list_id])]
+        await self._save(keys, *changed)
         return len(changed)
 
     @retry_on_conflict
-    def remove_from_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> int:
-        changed = [c for c in self._list_members(actor, list_id, contact_ids)
+    async def remove_from_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> int:
+        """Take the account's active contacts among ``contact_ids`` out of the list; count those removed."""
+        loaded, keys = await self._load([list_id, *contact_ids])
+        changed = [c for c in self._list_members(actor, list_id, contact_ids, loaded)
                    if c.remove_from_lists(actor, [list_id])]
-        self.save_all(*changed)
+        await self._save(keys, *changed)
         return len(changed)
 
-    def _list_members(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> list[Contact]:
+    def _list_members(self, actor: Actor, list_id: UUID, contact_ids: list[UUID],
+                      loaded: dict[UUID, Any] | None = None) -> list[Contact]:
         """The account's active contacts among ``contact_ids``, once the list is found visible (404 if
-        not): the list's events come in the contacts' query, one statement for both."""
-        loaded = {a.id: a for a in self._load_aggregates([list_id, *contact_ids])}
+        not): the list's events come in the contacts' query, one statement for both (``loaded``, when
+        the caller has loaded them)."""
+        if loaded is None:
+            loaded = {a.id: a for a in self._load_aggregates([list_id, *contact_ids])}
         contact_list = loaded.get(list_id)
         if not isinstance(contact_list, ContactList):
             raise NotFoundError(f"contact list {list_id} not found", field="id")
@@ -380,10 +410,14 @@ class ContactsApplication(Application):
 
     def _load_aggregates(self, contact_ids: Iterable[UUID]) -> list[Any]:
         """The aggregates that exist among ``contact_ids`` (contacts, and any other aggregate named),
-        loaded together: each import batch holding contacts' creations is decoded once, not once per
-        contact (a bulk action over 5,000 imported contacts ran at 16 contacts/s loading them one by
-        one), and their own events, origins and keys come in one query."""
-        ids = list(dict.fromkeys(contact_ids))
+        loaded together (``_loaded``)."""
+        return self._loaded(list(dict.fromkeys(contact_ids)))[0]
+
+    def _loaded(self, ids: list[UUID]) -> tuple[list[Any], dict[UUID, bytes]]:
+        """The aggregates that exist among ``ids``, and the contacts' keys: each import batch holding
+        contacts' creations is decoded once, not once per contact (a bulk action over 5,000 imported
+        contacts ran at 16 contacts/s loading them one by one), and their own events, origins and keys
+        come in one query."""
         stored_events, origins, keys = self.recorder.contacts_stored(ids)  # events, origins, keys: one query
         batches: dict[tuple[UUID, int], dict[UUID, Any]] = {}
         found: list[Any] = []
@@ -403,7 +437,7 @@ class ContactsApplication(Application):
                 contact = _mutate_all(contact, own.get(contact_id, []))
                 if contact is not None:
                     found.append(contact)
-        return found
+        return found, keys
 
     # -- trash -------------------------------------------------------------------------------
 
@@ -437,6 +471,42 @@ class ContactsApplication(Application):
         releases = [(c.reservation_id, c.id, c.is_opted_out) for c in purged]
         self.save_all(*purged, account_id=actor.account_id, releases=releases)
         return len(purged)
+
+
+class _Load:
+    """Aggregates to load for a use case on the event loop (``ContactsApplication._load``), then what was found."""
+
+    __slots__ = ("ids", "found", "keys")
+
+    def __init__(self, ids: list[UUID]):
+        self.ids = list(dict.fromkeys(ids))
+        self.found: dict[UUID, Any] = {}
+        self.keys: dict[UUID, bytes] = {}
+
+
+def _visible_contact(actor: Actor, contact_id: UUID, contact: Contact | None) -> Contact:
+    """``contact``, if it is an active contact of the actor's account; 404 if not."""
+    if not isinstance(contact, Contact):
+        raise NotFoundError(f"contact {contact_id} not found", field="id")
+    contact.check_visible_to(actor)
+    return contact
+
+
+def _chunks(objs: Sequence[Any], claims: Iterable[tuple[UUID, UUID]], releases: Iterable[tuple[UUID, UUID, bool]],
+            idempotency: tuple[str, UUID, bytes | None] | None, read: ReadBack | None
+            ) -> Iterator[tuple[list[Any], dict[str, Any]]]:
+    """The aggregates' pending events in chunks of ``SAVE_CHUNK``, each with what commits with it: the
+    claims and releases of its contacts, ``idempotency`` with the first, ``read`` with the last."""
+    events = [e for obj in objs for e in obj.collect_events()]
+    claims_by_contact = {c[1]: c for c in claims}
+    releases_by_contact = {r[1]: r for r in releases}
+    for start in range(0, len(events), SAVE_CHUNK):
+        chunk = events[start:start + SAVE_CHUNK]
+        ids = {e.originator_id for e in chunk}
+        yield chunk, {"claims": [c for cid, c in claims_by_contact.items() if cid in ids],
+                      "releases": [r for cid, r in releases_by_contact.items() if cid in ids],
+                      "idempotency": idempotency if start == 0 else None,
+                      "read": read if start + SAVE_CHUNK >= len(events) else None}
 
 
 def _mutate_all(aggregate: Any, events: Iterable[Any]) -> Any:

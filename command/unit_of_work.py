@@ -13,7 +13,7 @@ free of deadlocks:
    tables only: nothing done after the lock touches them, so a writer waiting for the
    lock never holds what the lock's holder needs; claims in one order, so two imports
    never deadlock on each other's numbers); new contacts' claims, keys, append and
-   projection are one statement for a group of creates (``create``, ``GroupCommit``,
+   projection are one statement for a group of creates (``create``, ``LoopGroups``,
    ``create_contacts`` in command/schema.sql);
 2. ``append_events`` (``command/schema.sql``), one statement: ``LOCK`` the events table
    (from here to the commit writers are serialised, so notification ids are in commit
@@ -41,13 +41,14 @@ the write answers an error and nothing is stored.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -62,6 +63,7 @@ from command.ids import uuid_array
 EVENTS_TABLE = "contacts_events"
 SMALL_KEY_SET = 20  # up to this many new keys (and no import batch) a write goes in pipeline mode
 GROUPED_EVENTS = 50  # a write of more events than this (a bulk action's chunk) commits alone
+T = TypeVar("T")
 
 
 class Projector(Protocol):
@@ -120,62 +122,86 @@ class UnitOfWork:
         self.projector = projector
         self.channel = channel
         self.outbox = outbox
-        self.creates = GroupCommit(self._store_creates)
-        self.writes = WriteGroups(self._commit_writes)
+        self.creates = LoopGroups(self._store_creates)
+        self.writes = WriteGroups(self._commit_writes)  # the use cases that run in threads
+        self.loop_writes = LoopGroups(self._commit_group, limit=32, alone_if=_stored_nothing)  # those on the loop
 
-    def commit(self, events: Sequence[Any], *, account_id: UUID | None = None,
-               claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
-               origin: tuple[UUID, int] | None = None, new_keys: dict[UUID, bytes] | None = None,
-               idempotency: tuple[str, UUID, bytes | None] | None = None,
-               stored: Sequence[StoredEvent] | None = None, read: ReadBack | None = None) -> Any:
-        """Store ``events`` and everything that goes with them, or nothing.
+    def commit(self, events: Sequence[Any], **kwargs: Any) -> Any:
+        """Store ``events`` and everything that goes with them, or nothing (``prepare`` says what goes).
+
+        A concurrent write to the same aggregate, or a phone number claimed concurrently,
+        raises eventsourcing's ``IntegrityError`` and stores nothing. The answer is the
+        first row of the write's ``read`` (None without events or without ``read``).
+        """
+        if not events:
+            return None
+        write = self.prepare(events, **kwargs)
+        if write.apart is not None:
+            write.apart()
+        else:
+            self.writes.submit(write)
+        return write.answer
+
+    async def commit_async(self, write: _Write) -> Any:
+        """``commit`` for a use case on the event loop: ``write`` (``prepare``) joins the loop's next group.
+
+        A group is one transaction in one thread (``LoopGroups``), so a write takes no
+        thread of its own; a write that commits alone (an import batch, a large write) takes one.
+        """
+        if write.apart is not None:
+            await asyncio.to_thread(write.apart)
+        else:
+            await self.loop_writes.submit(write)
+        return write.answer
+
+    def prepare(self, events: Sequence[Any], *, account_id: UUID | None = None,
+                claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
+                origin: tuple[UUID, int] | None = None, new_keys: dict[UUID, bytes] | None = None,
+                idempotency: tuple[str, UUID, bytes | None] | None = None,
+                stored: Sequence[StoredEvent] | None = None, read: ReadBack | None = None) -> _Write:
+        """A write of ``events`` ready to commit, sealed now (before any lock; inside the caller's key batch).
 
         ``stored`` is ``events`` already mapped (sealed) by the caller, as an import does
         for its next batch while this one commits. ``origin`` (import id, version of its
         batch event) is the event that creates the contacts of ``new_keys``, stored beside
-        their keys. A phone number claimed concurrently,
-        or a concurrent write to the same aggregate, raises eventsourcing's
-        ``IntegrityError`` and stores nothing. ``read`` (a query and its parameters) runs
-        right after the commit on the same connection (with the flush wait where it can),
-        and its first row is the answer (None without events or without ``read``): a write
-        that answers with what it wrote needs no second transaction.
+        their keys. ``read`` (a query and its parameters) runs right after the commit on
+        the same connection (with the flush wait where it can), and its first row is the
+        answer: a write that answers with what it wrote needs no second transaction.
         """
-        if not events:
-            return None
         write = _Write(events, self._encode(events, stored), account_id, sorted(claims, key=_claim_order),
-                       list(releases), origin, new_keys or {}, idempotency, read)  # sealed before any lock
+                       list(releases), origin, new_keys or {}, idempotency, read)
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
         # work, never across a round trip or this process's wait for the GIL; and with the
-        # writes that arrive while others are committed (``WriteGroups``). An import batch
-        # writes by COPY, which a pipeline cannot carry; it and a large write go alone.
+        # writes that arrive while others are committed (``WriteGroups``, ``LoopGroups``). An
+        # import batch writes by COPY, which a pipeline cannot carry; it and a large write go alone.
         if _import_of(events) is not None:
             # An import batch does not wait for the WAL flush: nothing is acknowledged until the
             # import's last save (Completed or Failed), whose flush covers every batch before it
             # (the WAL is written in order, so a crash loses the newest batches only, and a job
             # resumes after its last stored row); the relay publishes only what is flushed.
-            self._commit_writes([write], pipelined=False, durable=False)
+            write.apart = functools.partial(self._commit_writes, [write], pipelined=False, durable=False)
         elif len(write.new_keys) > SMALL_KEY_SET:
-            self._commit_writes([write], pipelined=False)
+            write.apart = functools.partial(self._commit_writes, [write], pipelined=False)
         elif len(events) > GROUPED_EVENTS:
-            self._commit_writes([write])
-        else:
-            self.writes.submit(write)
-        return write.answer
+            write.apart = functools.partial(self._commit_writes, [write])
+        return write
 
-    def _commit_writes(self, group: list[_Write], pipelined: bool = True, durable: bool = True) -> None:
+    def _commit_writes(self, group: list[_Write], pipelined: bool = True, durable: bool = True,
+                       committed: Callable[[], None] = lambda: None) -> None:
         """One transaction for ``group``'s writes, in their order; each one's ``answer`` read after the commit.
 
         Writes with no write-side rows whose every event the projector applies with one
         server-side call (PATCHes of contacts' fields or lists, list-adds) go as one
-        statement (``_commit_calls``); the others as a transaction in a pipeline.
+        statement (``_commit_calls``); the others as a transaction in a pipeline. ``committed``
+        is called as soon as the commit is known (``LoopGroups`` then starts the next group).
         """
         calls = [self.projector.server_call(e) for w in group for e in w.events]
         if pipelined and None not in calls and not any(w.write_side for w in group):
-            self._commit_calls(group, calls)  # type: ignore[arg-type]
+            self._commit_calls(group, calls, committed)  # type: ignore[arg-type]
             return
         events, stored, messages = self._flat(group)
-        with self._transaction(pipelined, group, durable) as cur:
+        with self._transaction(pipelined, group, durable, committed) as cur:
             # An import batch (not pipelined: its projection's COPY cannot be) sends its claims and
             # append in pipeline mode together: one round trip for both, each one a wait for the GIL
             # in a busy API.
@@ -186,7 +212,7 @@ class UnitOfWork:
                 self._append(cur, events, stored, messages)
             self._project(cur, events)
 
-    def _commit_calls(self, group: list[_Write], calls: list[tuple[str, str]]) -> None:
+    def _commit_calls(self, group: list[_Write], calls: list[tuple[str, str]], committed: Callable[[], None]) -> None:
         """Writes with no write-side rows whose projections are all server-side calls: one statement
         (``commit_contact_events``, command/schema.sql), its own transaction, then the flush wait with the
         answers' reads. A PATCH of a contact's fields or lists and a list-add go this way: no BEGIN,
@@ -203,10 +229,15 @@ class UnitOfWork:
                          [c[0] for c in calls], [c[1] for c in calls]))
             for w in group:
                 w.committed = True
+            committed()
             if len(group) == 1:
                 group[0].answer = read_and_flush(cur, group[0].read)
             else:
                 _read_answers(conn, group, flush=True)
+
+    def _commit_group(self, group: list[_Write], committed: Callable[[], None]) -> None:
+        """A group of writes from the event loop (``commit_async``): one transaction."""
+        self._commit_writes(group, committed=committed)
 
     def _flat(self, group: list[_Write]) -> tuple[list[Any], list[Any], list[bytes | None] | None]:
         """``group``'s events, stored events and NATS messages (None without an outbox), in order."""
@@ -228,13 +259,14 @@ class UnitOfWork:
                           self.projector.created_row(created), list(created.list_ids))
 
     async def create(self, new: NewContact) -> UUID | None:
-        """Store ``new`` with the creates that arrive with it (``GroupCommit``); the answer is its number's holder.
+        """Store ``new`` with the creates that arrive with it (``LoopGroups``); the answer is its number's holder.
 
         The new contact itself when it was stored; another contact's id, nothing stored,
         when the number was taken; None, nothing stored, when the number carries an opt-out
         and the contact is not opted out (the caller builds it again, opted out).
         """
-        return await self.creates.submit(new)
+        await self.creates.submit(new)
+        return new.holder
 
     def _store_creates(self, group: list[NewContact], committed: Callable[[], None]) -> None:
         """One ``create_contacts`` statement for ``group`` (command/schema.sql), then the flush wait.
@@ -273,7 +305,8 @@ class UnitOfWork:
         return stored, messages
 
     @contextmanager
-    def _transaction(self, pipelined: bool, group: list[_Write], durable: bool = True) -> Iterator[Cursor[Any]]:
+    def _transaction(self, pipelined: bool, group: list[_Write], durable: bool,
+                     committed: Callable[[], None]) -> Iterator[Cursor[Any]]:
         """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``)
         when ``durable``; then ``group``'s writes marked committed and their answers read, on the same
         connection."""
@@ -288,6 +321,7 @@ class UnitOfWork:
                         wait_for_flush(conn)
                 for w in group:
                     w.committed = True
+                committed()
                 if any(w.read is not None for w in group):  # after the commit: outside the events lock
                     _read_answers(conn, group, flush=False)
         finally:
@@ -344,7 +378,7 @@ class _Write:
     """A single write on its way to a transaction (``UnitOfWork.commit``), then its answer or error."""
 
     __slots__ = ("events", "stored", "messages", "account_id", "claims", "releases", "origin", "new_keys",
-                 "idempotency", "read", "answer", "error", "alone", "committed", "done")
+                 "idempotency", "read", "answer", "error", "alone", "committed", "done", "apart")
 
     def __init__(self, events: Sequence[Any], encoded: tuple[Sequence[Any], list[bytes | None] | None],
                  account_id: UUID | None, claims: list[tuple[UUID, UUID]], releases: list[tuple[UUID, UUID, bool]],
@@ -358,6 +392,7 @@ class _Write:
         self.alone = False  # its group stored nothing: it commits again on its own
         self.committed = False  # known committed: whatever fails after, it is never committed again
         self.done = threading.Event()
+        self.apart: Callable[[], None] | None = None  # how it commits when it goes in no group
 
     @property
     def write_side(self) -> bool:
@@ -445,52 +480,53 @@ class NewContact:
         self.holder: UUID | None = None
 
 
-class GroupCommit:
-    """Creates that arrive while a group is being written go together in the next statement.
+class LoopGroups(Generic[T]):
+    """Work that arrives while a group is in hand goes together in the next group, on the event loop.
 
-    The first create to arrive while no group is being written starts one at once, with
-    every create queued by then (``limit`` at most): ``store`` writes the group in one
-    statement, in a thread of its own (a few, so that no other work of the process's
-    executor delays a group). As soon as that statement has committed
-    (``store`` calls back), the creates queued meanwhile start the next group, while this
-    one waits for the WAL flush. Under load one statement, one lock, one commit, one flush
-    and one thread serve many creates (PostgreSQL's group commit, one level up); a create
-    alone is written at once, as before. A group whose statement fails stored nothing: each
-    of its creates is then stored on its own, so a bad create fails only itself.
+    The first item to arrive while no group is in hand starts one at once, with every
+    item queued by then (``limit`` at most): ``store`` takes the group in one statement or
+    transaction, in a thread of its own (a few, so that no other work of the process's
+    executor delays a group). As soon as that has committed (``store`` calls back), the
+    items queued meanwhile start the next group, while this one waits for the WAL flush.
+    Under load one statement, one lock, one commit, one flush and one thread serve many
+    items (PostgreSQL's group commit, one level up); an item alone goes at once. A group
+    that failed before its commit, when ``alone_if`` says the failure stored nothing
+    (creates: any failure, as a create stored again is found stored), goes again one item
+    at a time, so a bad item fails only itself; otherwise every item gets the error.
 
     Groups form per event loop (an API process has one). ``groups`` and ``grouped`` count
-    the groups started and the creates in them (the metrics ``contacts_create_groups_total``
-    and ``contacts_grouped_creates_total``: their ratio is the mean group's size).
+    the groups started and the items in them (metrics: their ratio is the mean group's size).
     """
 
-    def __init__(self, store: Callable[[list[NewContact], Callable[[], None]], None], limit: int = 64):
+    def __init__(self, store: Callable[[list[T], Callable[[], None]], None], limit: int = 64,
+                 alone_if: Callable[[BaseException], bool] = lambda error: True):
         self._store = store
         self._limit = limit
+        self._alone_if = alone_if
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
         self._new_loop = threading.Lock()
         # One group's statement and the one before's flush wait at once; the rest is for the
-        # creates stored alone after a failed group.
-        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="create-group")
+        # items stored alone after a failed group.
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loop-group")
         self.groups = 0
         self.grouped = 0
 
-    async def submit(self, new: NewContact) -> UUID | None:
-        """Store ``new`` in whichever group it joins; return its number's holder."""
+    async def submit(self, item: T) -> None:
+        """Store ``item`` in whichever group it joins (its answer is the store's to set on it)."""
         loop = asyncio.get_running_loop()
         queue = self._queues.get(loop)
         if queue is None:
             with self._new_loop:
                 queue = self._queues.setdefault(loop, _Queue())
         answer: asyncio.Future[Any] = loop.create_future()
-        queue.waiting.append((new, answer))
+        queue.waiting.append((item, answer))
         if not queue.writing:
             self._start(loop, queue)
         if await answer is _ALONE:
-            await loop.run_in_executor(self._threads, self._store, [new], _nothing)
-        return new.holder
+            await loop.run_in_executor(self._threads, self._store, [item], _nothing)
 
     def _start(self, loop: asyncio.AbstractEventLoop, queue: _Queue) -> None:
-        """Write the queue's first ``limit`` creates as one group; answer them when it is done."""
+        """Store the queue's first ``limit`` items as one group; answer them when it is done."""
         queue.writing = True
         group = [queue.waiting.popleft() for _ in range(min(self._limit, len(queue.waiting)))]
         self.groups += 1
@@ -510,22 +546,24 @@ class GroupCommit:
         def answer(done: asyncio.Future[None]) -> None:
             error = done.exception()
             if error is not None and not committed:
-                next_group()  # the statement failed: nothing of the group is stored
-            for new, waiting in group:
+                next_group()  # the group failed before its commit
+            alone = error is not None and not committed and len(group) > 1 and self._alone_if(error)
+            for item, waiting in group:
                 if waiting.done():  # the request went away; its write stands
                     continue
                 if error is None:
-                    waiting.set_result(new.holder)
-                elif not committed and len(group) > 1:
+                    waiting.set_result(None)
+                elif alone:
                     waiting.set_result(_ALONE)
-                else:  # the statement failed alone, or committed but its flush wait failed
+                else:  # it failed alone, or committed but its flush wait failed
                     waiting.set_exception(error)
 
-        loop.run_in_executor(self._threads, self._store, [new for new, _ in group], on_commit).add_done_callback(answer)
+        loop.run_in_executor(self._threads, self._store, [item for item, _ in group], on_commit
+                             ).add_done_callback(answer)
 
 
 class _Queue:
-    """One event loop's creates waiting for a group, and whether a group is being written."""
+    """One event loop's items waiting for a group, and whether a group is in hand."""
 
     __slots__ = ("waiting", "writing")
 
@@ -534,11 +572,11 @@ class _Queue:
         self.writing = False
 
 
-_ALONE = object()  # a create whose group failed: stored again on its own
+_ALONE = object()  # an item whose group failed: stored again on its own
 
 
 def _nothing() -> None:
-    """No next group to start: a create stored on its own belongs to none."""
+    """No next group to start: an item stored on its own belongs to none."""
 
 
 def wait_for_flush(conn: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from functools import partial
 from typing import Annotated, Any
@@ -155,24 +156,28 @@ class ContactListController(Controller):
         container.app.delete_list(request.user, list_id, expected_version=expected_version(if_match))
 
     @post("/{list_id:uuid}/contacts", operation_id="addContactsToList",
-          responses=BULK_RESPONSES, status_code=200, sync_to_thread=True)
-    def add_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
-                     data: ContactIds) -> Response[Added]:
+          responses=BULK_RESPONSES, status_code=200)
+    async def add_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
+                           data: ContactIds) -> Response[Added]:
         """Add contacts to the list (``contactIds``, or every contact matching ``filter``); counts only
         contacts newly added."""
-        return bulk.act(container, request.user, "add_to_list", {"list_id": str(list_id)},
-                        bulk.selected(data.contact_ids, data.filter, "contactIds"), lambda n: Added(added=n),
-                        by_ids=partial(container.app.add_to_list, request.user, list_id))
+        selected = bulk.selected(data.contact_ids, data.filter, "contactIds")
+        if isinstance(selected, list):  # on the event loop, as a PATCH
+            return Response(Added(added=await container.app.add_to_list(request.user, list_id, selected)))
+        return await asyncio.to_thread(bulk.act, container, request.user, "add_to_list", {"list_id": str(list_id)},
+                                       selected, lambda n: Added(added=n))
 
     @delete("/{list_id:uuid}/contacts", operation_id="removeContactsFromList",
-            responses=BULK_RESPONSES, status_code=200, sync_to_thread=True)
-    def remove_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
-                        data: ContactIds) -> Response[Removed]:
+            responses=BULK_RESPONSES, status_code=200)
+    async def remove_contacts(self, request: ActorRequest, container: Container, list_id: UUID,
+                              data: ContactIds) -> Response[Removed]:
         """Remove contacts from the list (``contactIds``, or every contact matching ``filter``); the
         contacts stay in the account."""
-        return bulk.act(container, request.user, "remove_from_list", {"list_id": str(list_id)},
-                        bulk.selected(data.contact_ids, data.filter, "contactIds"), lambda n: Removed(removed=n),
-                        by_ids=partial(container.app.remove_from_list, request.user, list_id))
+        selected = bulk.selected(data.contact_ids, data.filter, "contactIds")
+        if isinstance(selected, list):
+            return Response(Removed(removed=await container.app.remove_from_list(request.user, list_id, selected)))
+        return await asyncio.to_thread(bulk.act, container, request.user, "remove_from_list",
+                                       {"list_id": str(list_id)}, selected, lambda n: Removed(removed=n))
 
 
 class ContactController(Controller):
@@ -266,19 +271,19 @@ class ContactController(Controller):
         # reading it back cost five statements and three round trips of every create.
         return Response(_created(contact), status_code=201, headers={"ETag": etag(contact.version)})
 
-    @patch("/{contact_id:uuid}", operation_id="updateContact",
-           sync_to_thread=True, response_headers=[ETAG_HEADER])
-    def update(self, request: ActorRequest, container: Container, contact_id: UUID,
-               data: ContactUpdate, if_match: IfMatchHeader = "*") -> Response[ContactOut]:
+    @patch("/{contact_id:uuid}", operation_id="updateContact", response_headers=[ETAG_HEADER])
+    async def update(self, request: ActorRequest, container: Container, contact_id: UUID,
+                     data: ContactUpdate, if_match: IfMatchHeader = "*") -> Response[ContactOut]:
         """Change the fields sent; ``listIds`` replaces the memberships; with ``If-Match``, only if the
         contact is still at that version (412 if not)."""
         # The answer is read on the write's own connection right after its commit, in the same
         # round trip; a PATCH that changed nothing wrote nothing, and reads it the usual way.
-        row = container.app.update_contact(request.user, contact_id, pii=data.pii(), changes=data.changes(),
+        # On the event loop, as a create (ContactsApplication.update_contact).
+        row = await container.app.update_contact(request.user, contact_id, pii=data.pii(), changes=data.changes(),
                                            region=data.sent("region"), list_ids=data.sent("list_ids"),
                                            is_opted_out=data.sent("is_opted_out"),
                                            expected_version=expected_version(if_match),
                                            read=contact_queries.contact_read(request.user.account_id, contact_id))
         if row is None:
-            return _contact_answer(container, request.user, contact_id)
+            return await asyncio.to_thread(_contact_answer, container, request.user, contact_id)
         return _tagged(contact_queries.versioned(row), "contact", contact_id)

@@ -22,8 +22,9 @@ from service.bootstrap import Container
 log = logging.getLogger(__name__)
 
 
-class _GroupCommitCollector(Collector):
-    """The group commits' totals (command/unit_of_work.py: GroupCommit, WriteGroups), read at scrape time."""
+class _GroupsCollector(Collector):
+    """The group commits' totals (command/unit_of_work.py: LoopGroups, WriteGroups; a write's
+    groups are those of the use cases on the loop and of those in threads, together), read at scrape time."""
 
     def __init__(self, container: Container):
         self.container = container
@@ -35,9 +36,9 @@ class _GroupCommitCollector(Collector):
         yield CounterMetricFamily("contacts_grouped_creates", "Creates stored by those statements (their sum of sizes)",
                                   value=unit_of_work.creates.grouped)
         yield CounterMetricFamily("contacts_write_groups", "Transactions that committed a group of other single writes",
-                                  value=unit_of_work.writes.groups)
+                                  value=unit_of_work.writes.groups + unit_of_work.loop_writes.groups)
         yield CounterMetricFamily("contacts_grouped_writes", "Writes committed by those transactions",
-                                  value=unit_of_work.writes.grouped)
+                                  value=unit_of_work.writes.grouped + unit_of_work.loop_writes.grouped)
 
 
 class Metrics:
@@ -60,7 +61,7 @@ class Metrics:
         self.pending_erasures = Gauge("contacts_pending_erasures",
                                       "Purged contacts whose messages are not yet erased from NATS"
                                       " (their contact.purged is published when they are)", registry=self.registry)
-        self.registry.register(_GroupCommitCollector(container))
+        self.registry.register(_GroupsCollector(container))
         self.database_up = Gauge("contacts_database_up", "1 if the last scrape could read the database, else 0",
                                  registry=self.registry)
 

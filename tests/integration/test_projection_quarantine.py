@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -48,8 +49,8 @@ def test_a_contact_change_whose_projection_fails_stores_nothing(service: Service
     # A status of null (a bug past the API's checks) breaks the row's NOT NULL inside the
     # projection, after the append in the same statement; each retry of the use case fails alike.
     with pytest.raises(ConcurrencyError):
-        service.container.app.update_contact(actor, uuid.UUID(contact["id"]), pii={"first_name": "Bad"},
-                                             changes={"tags": ["vip", "b2b"], "status": None})
+        asyncio.run(service.container.app.update_contact(actor, uuid.UUID(contact["id"]), pii={"first_name": "Bad"},
+                                                         changes={"tags": ["vip", "b2b"], "status": None}))
     shown = api.get(f"/api/v1/contacts/{contact['id']}")
     assert shown.headers["etag"] == '"1"' and shown.json() == contact
     history = api.get(f"/api/v1/contacts/{contact['id']}/history").json()
