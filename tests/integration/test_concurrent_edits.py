@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 
+from command.context import Actor
 from projections.read_model import create_tables
 from tests.support import Service, start_service
 
@@ -177,8 +180,8 @@ def test_the_openapi_document_describes_etags_and_if_match(service: Service) -> 
 
 
 def test_edits_committed_together_each_keep_their_answer_and_a_lost_race_is_redone(service: Service) -> None:
-    """Writes that arrive while others commit share a transaction (WriteGroups): answers, ETags and
-    counts stay each write's own, and two edits of one contact in one group both land (the second is
+    """Writes that arrive while others commit share a transaction (LoopGroups on the API's event loop,
+    WriteGroups for use cases in threads): answers, ETags and counts stay each write's own, and two edits of one contact in one group both land (the second is
     redone from a fresh load, as after any lost race)."""
     api = service.client()
     vip = api.create_list("VIP")
@@ -213,6 +216,32 @@ def test_edits_committed_together_each_keep_their_answer_and_a_lost_race_is_redo
     assert api.get(f"/api/v1/contact-lists/{vip['id']}").json()["contactCount"] == 12
     assert sorted(api.get("/api/v1/contacts/tags").json()) == ["t0", "t1", "t2"]
     assert after[1] - before[1] >= len(jobs) and after[0] - before[0] < after[1] - before[1]  # some went together
+
+
+def test_loads_that_go_together_give_each_use_case_its_own_aggregate(service: Service) -> None:
+    """PATCHes and list-adds on the event loop load in groups (one statement for the loads that arrive
+    together); a contact or list two of them load is a copy for the second, so one use case's change
+    never shows in another's aggregate or among its pending events."""
+    api = service.client()
+    listed = api.create_list("L")
+    contact = api.create_contact("0744555111", firstName="Asha", tags=["vip"])
+    cid, lid = uuid.UUID(contact["id"]), uuid.UUID(listed["id"])
+    app = service.container.app
+
+    async def load_together() -> list[Any]:
+        return list(await asyncio.gather(*(app._load([cid, lid]) for _ in range(4))))
+
+    groups_before = app.loads.groups
+    loaded = asyncio.run(load_together())
+    assert app.loads.groups - groups_before < 4  # some went together
+    contacts = [found[cid] for found, _ in loaded]
+    assert len({id(c) for c in contacts}) == 4 and len({id(found[lid]) for found, _ in loaded}) == 4
+    assert all((c.version, c.pii["first_name"], c.tags) == (1, "Asha", ["vip"]) for c in contacts)
+    assert all(keys[cid] == loaded[0][1][cid] for _, keys in loaded)
+    actor = Actor(api.account_id, "tester", "t")
+    contacts[0].update(actor, {"first_name": "Changed"}, {})
+    assert [c.pii["first_name"] for c in contacts] == ["Changed", "Asha", "Asha", "Asha"]
+    assert [len(c.collect_events()) for c in contacts] == [1, 0, 0, 0]
 
 
 def _metric(text: str, name: str) -> float:
