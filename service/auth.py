@@ -112,8 +112,12 @@ def request_id_of(scope: Any) -> str:
     return state[REQUEST_ID_KEY]
 
 
-def echo_request_id(message: Any, scope: Any) -> None:
-    """A before_send hook: every response (errors and 404s too) carries ``X-Request-Id``."""
+async def echo_request_id(message: Any, scope: Any) -> None:
+    """A before_send hook: every response (errors and 404s too) carries ``X-Request-Id``.
+
+    A coroutine: Litestar runs a plain function hook in a thread, twice a response (its
+    start and its body), which cost every request two thread hops.
+    """
     if message["type"] == "http.response.start":
         message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id_of(scope).encode("latin-1"))]
 
