@@ -491,7 +491,7 @@ class LoopGroups(Generic[T]):
     Under load one statement, one lock, one commit, one flush and one thread serve many
     items (PostgreSQL's group commit, one level up); an item alone goes at once. A group
     that failed before its commit, when ``alone_if`` says the failure stored nothing
-    (creates: any failure, as a create stored again is found stored), goes again one item
+    (creates: any failure; writes: a statement the server refused), goes again one item
     at a time, so a bad item fails only itself; otherwise every item gets the error.
 
     Groups form per event loop (an API process has one). ``groups`` and ``grouped`` count
