@@ -83,11 +83,18 @@ class ContactsRecorder(PostgresApplicationRecorder):
     @functools.cache
     def _contacts_stored_query(self) -> bytes:
         """``contacts_stored``'s query, composed and rendered once: psycopg renders a composed query
-        on every execution (56 us for this one, timeit; every PATCH and list-add loads)."""
+        on every execution (56 us for this one, timeit; every PATCH and list-add loads).
+
+        The events come from a LATERAL subquery, so each id is an index look-up whatever the
+        planner guesses: as a plain join, seven ids were planned as a sequential scan of the
+        whole events table (EXPLAIN ANALYZE: 3.6 ms at 70,000 events, against 0.04 for one id),
+        from a stale estimate of events per aggregate, and a table of millions would pay more.
+        """
         return SQL(
             "SELECT i.id, k.key, k.import_id, k.import_version, e.originator_version, e.topic, e.state"
             " FROM unnest(%s::uuid[]) AS i(id) LEFT JOIN contact_keys k ON k.contact_id = i.id"
-            " LEFT JOIN {}.{} e ON e.originator_id = i.id ORDER BY i.id, e.originator_version").format(
+            " LEFT JOIN LATERAL (SELECT originator_version, topic, state FROM {}.{} WHERE originator_id = i.id OFFSET 0) e"
+            " ON true ORDER BY i.id, e.originator_version").format(
                 Identifier(self.datastore.schema), Identifier(self.events_table_name)).as_bytes(None)
 
     def idempotent_import(self, account_id: UUID, key: str) -> tuple[UUID, bytes | None] | None:
