@@ -10,6 +10,7 @@ import pytest
 
 from service import bulk
 from tests.support import AccountClient, Service, read_stream
+from tests.waits import wait_until
 
 
 def _contacts(api: AccountClient, n: int, start: int = 0, **extra: Any) -> list[dict]:
@@ -227,9 +228,9 @@ def test_an_interrupted_job_resumes_after_its_last_step(fresh_database: str, nat
         assert svc.container.app.bulk_step(actor, claimed["import_id"], first_step) == 4
         claimed["lease"].close()
         assert api.get(r.headers["Location"]).json()["status"] == "running"
-        # The next worker resumes after that step and finishes it.
-        claimed = import_jobs.claim_next(svc.container)
-        assert claimed is not None
+        # The next worker resumes after that step and finishes it, once the server has released the
+        # dead worker's lock (when its backend has exited: a moment after the connection closed).
+        claimed = wait_until(lambda: import_jobs.claim_next(svc.container), "the job could be claimed again", 10)
         import_jobs.run_job(svc.container, claimed)
         job = api.get(r.headers["Location"]).json()
         assert (job["status"], job["matched"], job["processed"], job["changed"]) == ("completed", 10, 10, 10)
