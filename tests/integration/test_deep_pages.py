@@ -122,8 +122,8 @@ def test_time_counts_follow_creates_imports_trash_restore_opt_out_and_purge(serv
 
 def test_tag_edits_keep_every_count_exact_and_leave_no_zero_rows(service: Service) -> None:
     """PATCHes of tags on imported contacts (seconds counted per millisecond), on members of a
-    list, on opted-out and on trashed contacts: the time counts, the tag index and the
-    memberships' tags follow, and a tag no contact holds any more leaves no row behind."""
+    list and on opted-out contacts, beside a trashed one: the time counts, the tag index and
+    the memberships' tags follow, and a tag no contact holds any more leaves no row behind."""
     api = service.client()
     csv = "phone,first_name,tags\n" + "".join(f"07160000{i:02d},I{i},{'vip;b' if i % 3 else 'b'}\n" for i in range(12))
     r = api.post("/api/v1/contacts/import", files={"file": ("c.csv", io.BytesIO(csv.encode()), "text/csv")})
