@@ -460,14 +460,18 @@ BEGIN
 END $$;
 
 -- The projection of contact.updated (ReadModelProjector): the contact's changed columns
--- (p_values: JSON named after the columns, only those the event changed), its search
--- columns, and with its tags, its memberships' tags, the tag index and the tags' time
--- counts. It reads the contact's row itself, so a PATCH's projection is one statement with
--- nothing to wait for under the events table's lock (it was seven, and a read before the
--- lock). One definition, run live and on replay. The search name is lower-cased under
--- PG_UNICODE_FAST (PostgreSQL 18: full Unicode case mapping), which gives what Python's
--- str.lower gives a new contact's row (ReadModelProjector.created_row): equal on every
--- code point Python 3.11 knows, final sigma included (tests/integration/test_contacts.py).
+-- (p_values: JSON named after the columns, only those the event changed) and its search
+-- columns; then, if its tags changed, its memberships' tags, and if it is active, the tag
+-- index and the tags' time counts. One definition, run live and on replay, with nothing to
+-- wait for under the events table's lock, in two statements where it was nine: the row's
+-- UPDATE gives back the old tags and state (RETURNING OLD, PostgreSQL 18), so no read goes
+-- before it, and a PATCH that keeps the tags stops there; one statement then keeps the
+-- memberships, the tag index and the time counts, and a third deletes the counts that fell
+-- to zero, only when one did (docs/architecture.md, "The unit of work").
+-- The search name is lower-cased under PG_UNICODE_FAST (PostgreSQL 18: full Unicode case
+-- mapping), which gives what Python's str.lower gives a new contact's row
+-- (ReadModelProjector.created_row): equal on every code point Python 3.11 knows, final
+-- sigma included (tests/integration/test_contacts.py).
 CREATE OR REPLACE FUNCTION public.project_contact_updated(p_id uuid, p_account uuid, p_values jsonb,
                                                           p_ts timestamptz, p_version integer) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -475,75 +479,78 @@ DECLARE
     -- Columns read one by one, not as a contacts row: a function compiled once must not keep
     -- the row type of a table a rebuild swaps out (projections/rebuild.py).
     old_tags text[];
-    old_first text;
-    old_last text;
-    deleted timestamptz;
+    new_tags text[];
+    counted boolean;  -- active (not trashed): its tags are counted
     opted boolean;
     created timestamptz;
-    new_tags text[];
-    first text;
-    last text;
-    names text[];
-    deltas integer[];
+    zero_times boolean;
+    zero_tags boolean;
 BEGIN
-    SELECT c.tags, c.first_name, c.last_name, c.deleted_at, c.is_opted_out, c.created_at
-    INTO old_tags, old_first, old_last, deleted, opted, created FROM contacts c WHERE c.id = p_id;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    IF p_values ? 'tags' THEN
-        new_tags := ARRAY(SELECT jsonb_array_elements_text(p_values->'tags'));
-        UPDATE contact_list_memberships SET contact_tags = new_tags WHERE contact_id = p_id;
-        IF deleted IS NULL THEN
-            -- The tags it lost (-1), then those it gained (+1), each set in order.
-            SELECT coalesce(array_agg(tag ORDER BY lost DESC, tag), '{}'),
-                   coalesce(array_agg(CASE WHEN lost THEN -1 ELSE 1 END ORDER BY lost DESC, tag), '{}')
-            INTO names, deltas FROM (
-                (SELECT tag, true AS lost FROM unnest(old_tags) AS tag EXCEPT SELECT unnest(new_tags), true)
-                UNION ALL
-                (SELECT tag, false FROM unnest(new_tags) AS tag EXCEPT SELECT unnest(old_tags), false)) d;
-            IF cardinality(names) > 0 THEN
-                INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
-                SELECT p_account, t, u, date_trunc(u, created, 'UTC'), n, CASE WHEN opted THEN n ELSE 0 END
-                FROM unnest(names, deltas) AS x(t, n), unnest(time_units(p_account, created)) AS u
-                ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE
-                    SET active = contact_time_counts.active + EXCLUDED.active,
-                        opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out;
-                INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)
-                SELECT p_account, t, n, CASE WHEN opted THEN n ELSE 0 END FROM unnest(names, deltas) AS x(t, n)
-                ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count
-                    + EXCLUDED.contact_count, opted_out_count = contact_tags.opted_out_count + EXCLUDED.opted_out_count;
-                IF -1 = ANY(deltas) THEN
-                    -- Rows fallen to zero go (tags are personal data, docs/privacy.md), as in
-                    -- projections/counters.py.
-                    DELETE FROM contact_time_counts WHERE account_id = p_account AND tag = ANY(names)
-                        AND bucket IN (date_trunc('hour', created, 'UTC'), date_trunc('second', created, 'UTC'),
-                                       date_trunc('millisecond', created, 'UTC'))
-                        AND active <= 0 AND opted_out <= 0;
-                    DELETE FROM contact_tags WHERE account_id = p_account AND tag = ANY(names) AND contact_count <= 0;
-                END IF;
-            END IF;
-        END IF;
-    END IF;
-    first := CASE WHEN p_values ? 'first_name' THEN p_values->>'first_name' ELSE old_first END;
-    last := CASE WHEN p_values ? 'last_name' THEN p_values->>'last_name' ELSE old_last END;
-    UPDATE contacts SET
-        first_name = first,
-        last_name = last,
-        phone = CASE WHEN p_values ? 'phone' THEN p_values->>'phone' ELSE phone END,
-        email = CASE WHEN p_values ? 'email' THEN p_values->>'email' ELSE email END,
-        notes = CASE WHEN p_values ? 'notes' THEN p_values->>'notes' ELSE notes END,
-        tags = coalesce(new_tags, tags),
-        status = CASE WHEN p_values ? 'status' THEN p_values->>'status' ELSE status END,
-        invalid_reason = CASE WHEN p_values ? 'invalid_reason' THEN p_values->>'invalid_reason' ELSE invalid_reason END,
-        operator = CASE WHEN p_values ? 'operator' THEN p_values->>'operator' ELSE operator END,
-        country = CASE WHEN p_values ? 'country' THEN p_values->>'country' ELSE country END,
+    UPDATE contacts c SET
+        first_name = CASE WHEN p_values ? 'first_name' THEN p_values->>'first_name' ELSE c.first_name END,
+        last_name = CASE WHEN p_values ? 'last_name' THEN p_values->>'last_name' ELSE c.last_name END,
+        phone = CASE WHEN p_values ? 'phone' THEN p_values->>'phone' ELSE c.phone END,
+        email = CASE WHEN p_values ? 'email' THEN p_values->>'email' ELSE c.email END,
+        notes = CASE WHEN p_values ? 'notes' THEN p_values->>'notes' ELSE c.notes END,
+        tags = CASE WHEN p_values ? 'tags' THEN ARRAY(SELECT jsonb_array_elements_text(p_values->'tags'))
+                    ELSE c.tags END,
+        status = CASE WHEN p_values ? 'status' THEN p_values->>'status' ELSE c.status END,
+        invalid_reason = CASE WHEN p_values ? 'invalid_reason' THEN p_values->>'invalid_reason'
+                              ELSE c.invalid_reason END,
+        operator = CASE WHEN p_values ? 'operator' THEN p_values->>'operator' ELSE c.operator END,
+        country = CASE WHEN p_values ? 'country' THEN p_values->>'country' ELSE c.country END,
         -- projections/read_model.py's search_name and search_phone, in SQL.
-        search_name = lower(concat_ws(' ', nullif(first, ''), nullif(last, '')) COLLATE pg_unicode_fast),
-        search_phone = CASE WHEN p_values ? 'phone' THEN ltrim(p_values->>'phone', '+') ELSE search_phone END,
+        search_name = lower(concat_ws(' ',
+            nullif(CASE WHEN p_values ? 'first_name' THEN p_values->>'first_name' ELSE c.first_name END, ''),
+            nullif(CASE WHEN p_values ? 'last_name' THEN p_values->>'last_name' ELSE c.last_name END, ''))
+            COLLATE pg_unicode_fast),
+        search_phone = CASE WHEN p_values ? 'phone' THEN ltrim(p_values->>'phone', '+') ELSE c.search_phone END,
         updated_at = p_ts,
         version = p_version
-    WHERE id = p_id;
+    WHERE c.id = p_id
+    RETURNING old.tags, new.tags, old.deleted_at IS NULL, old.is_opted_out, old.created_at
+    INTO old_tags, new_tags, counted, opted, created;
+    -- No such contact, or its tags as they were (most PATCHes): nothing else changes.
+    IF NOT FOUND OR new_tags = old_tags THEN
+        RETURN;
+    END IF;
+    -- The tags it lost (-1) and those it gained (+1), counted only while it is active; the
+    -- counts are added to with INSERT … ON CONFLICT (an index probe per row whatever the
+    -- plan: a MERGE's join, planned once for every call, was a hash join over the whole
+    -- account's time counts), which says whether any fell to zero.
+    WITH delta AS (
+        (SELECT tag, -1 AS n FROM unnest(old_tags) AS tag WHERE counted EXCEPT SELECT unnest(new_tags), -1)
+        UNION ALL
+        (SELECT tag, 1 FROM unnest(new_tags) AS tag WHERE counted EXCEPT SELECT unnest(old_tags), 1)
+    ), members AS (
+        UPDATE contact_list_memberships SET contact_tags = new_tags WHERE contact_id = p_id
+    ), timed AS (
+        INSERT INTO contact_time_counts AS t (account_id, tag, unit, bucket, active, opted_out)
+        SELECT p_account, d.tag, u, date_trunc(u, created, 'UTC'), d.n, CASE WHEN opted THEN d.n ELSE 0 END
+        FROM delta d, unnest(time_units(p_account, created)) AS u
+        ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE
+            SET active = t.active + EXCLUDED.active, opted_out = t.opted_out + EXCLUDED.opted_out
+        RETURNING t.active <= 0 AND t.opted_out <= 0 AS zero
+    ), tagged AS (
+        INSERT INTO contact_tags AS t (account_id, tag, contact_count, opted_out_count)
+        SELECT p_account, d.tag, d.n, CASE WHEN opted THEN d.n ELSE 0 END FROM delta d
+        ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = t.contact_count + EXCLUDED.contact_count,
+            opted_out_count = t.opted_out_count + EXCLUDED.opted_out_count
+        RETURNING t.contact_count <= 0 AS zero
+    )
+    SELECT coalesce((SELECT bool_or(zero) FROM timed), false), coalesce((SELECT bool_or(zero) FROM tagged), false)
+    INTO zero_times, zero_tags;
+    -- Rows fallen to zero go (tags are personal data, docs/privacy.md), as in
+    -- projections/counters.py: a statement more, only when one did.
+    IF zero_times THEN
+        DELETE FROM contact_time_counts WHERE account_id = p_account AND tag = ANY(old_tags)
+            AND bucket IN (date_trunc('hour', created, 'UTC'), date_trunc('second', created, 'UTC'),
+                           date_trunc('millisecond', created, 'UTC'))
+            AND active <= 0 AND opted_out <= 0;
+    END IF;
+    IF zero_tags THEN
+        DELETE FROM contact_tags WHERE account_id = p_account AND tag = ANY(old_tags) AND contact_count <= 0;
+    END IF;
 END $$;
 
 -- One contact event's projection by its kind and JSON argument (ReadModelProjector.server_call

@@ -120,6 +120,46 @@ def test_time_counts_follow_creates_imports_trash_restore_opt_out_and_purge(serv
     assert kept == api.get("/api/v1/contacts").json()["total"] == 12 - 5 + 2 - 0 + 30 + 9 - 0
 
 
+def test_tag_edits_keep_every_count_exact_and_leave_no_zero_rows(service: Service) -> None:
+    """PATCHes of tags on imported contacts (seconds counted per millisecond), on members of a
+    list and on opted-out contacts, beside a trashed one: the time counts, the tag index and
+    the memberships' tags follow, and a tag no contact holds any more leaves no row behind."""
+    api = service.client()
+    csv = "phone,first_name,tags\n" + "".join(f"07160000{i:02d},I{i},{'vip;b' if i % 3 else 'b'}\n" for i in range(12))
+    r = api.post("/api/v1/contacts/import", files={"file": ("c.csv", io.BytesIO(csv.encode()), "text/csv")})
+    assert r.status_code == 201 and r.json()["imported"] == 12
+    made = [api.create_contact(f"07170000{i:02d}", tags=["vip", "a"])["id"] for i in range(4)]
+    with psycopg.connect(service.container.database_url) as conn:
+        imported = [str(r[0]) for r in conn.execute("SELECT id FROM contacts WHERE account_id = %s AND phone LIKE '+254716%%'"
+                                               " ORDER BY phone", (api.account_id,))]
+    listed = api.create_list("members")
+    assert api.post(f"/api/v1/contact-lists/{listed['id']}/contacts",
+                    json={"contactIds": [*imported[:6], *made[:2]]}).status_code == 200
+    for contact_id in (imported[1], imported[4], made[1]):
+        assert api.patch(f"/api/v1/contacts/{contact_id}", json={"isOptedOut": True}).status_code == 200
+    assert api.delete(f"/api/v1/contacts/{made[3]}").status_code in (200, 204)
+    edits = {imported[0]: ["solo-qzx"], imported[1]: ["b", "vip", "new"], imported[2]: [], imported[4]: ["vip"],
+             imported[7]: ["b", "vip"], made[0]: ["a"], made[1]: ["vip", "solo2-qzx"], made[2]: []}
+    for contact_id, tags in edits.items():
+        assert api.patch(f"/api/v1/contacts/{contact_id}", json={"tags": tags, "lastName": "E"}).status_code == 200
+    # The two lone tags go again: their counts fall to zero.
+    assert api.patch(f"/api/v1/contacts/{imported[0]}", json={"tags": ["b"]}).status_code == 200
+    assert api.patch(f"/api/v1/contacts/{made[1]}", json={"tags": ["vip"]}).status_code == 200
+    with psycopg.connect(service.container.database_url) as conn:
+        assert conn.execute(COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute(MILLISECOND_COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute(TAG_COUNTS_MATCH).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM contact_time_counts WHERE account_id = %s AND unit = 'millisecond'"
+                            " AND tag = 'new'", (api.account_id,)).fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM contact_time_counts WHERE account_id = %s"
+                            " AND (tag LIKE 'solo%%' OR (active <= 0 AND opted_out <= 0))",
+                            (api.account_id,)).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM contact_list_memberships m JOIN contacts c ON c.id = m.contact_id"
+                            " WHERE m.contact_tags <> c.tags").fetchone()[0] == 0
+    assert api.get("/api/v1/contacts", params={"tags": "new"}).json()["total"] == 1
+    assert api.get("/api/v1/contacts/tags").json() == ["a", "b", "new", "vip"]
+
+
 def test_deep_pages_through_the_counts_equal_plain_offset_on_the_service(service: Service) -> None:
     api = service.client()
     r = api.post("/api/v1/contacts/bulk", json={"contacts": [
