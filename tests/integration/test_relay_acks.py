@@ -172,3 +172,43 @@ def test_a_fast_batch_with_no_stream_is_a_refusal(nats_url: str) -> None:
             await batch.publish(f"nostream-{uuid.uuid4().hex}.c.1", b"{}", "lost")
 
     asyncio.run(_with_batched_stream(nats_url, body, allow_batched=True))
+
+
+def test_publish_many_stores_what_publish_one_by_one_does(nats_url: str) -> None:
+    from events.contract import Message
+
+    async def body(nc, js, name) -> None:  # noqa: ANN001
+        batch = FastBatch(nc)
+        await batch.start()
+        sent = [(f"{name.lower()}.c.{i % 7}", b'{"n":%d}' % i, f"id-{i}") for i in range(4500)]
+        # More than the window of unacknowledged messages (2,000): it waits for flow acks in between.
+        await batch.publish_many([Message(subject=s, msg_id=i, payload=p) for s, p, i in sent[:3000]])
+        assert 0 < batch.in_flight <= FastBatch.FLOW * FastBatch.OUTSTANDING
+        await batch.settle()
+        assert batch.in_flight == 0
+        # Republished from the middle (a relay restarted before its checkpoint): duplicates count as taken.
+        await batch.publish_many([Message(subject=s, msg_id=i, payload=p) for s, p, i in sent[2000:]])
+        await batch.settle()
+        assert await _stored(js, name) == sent
+        assert nc.stats["out_msgs"] >= 4500 + 2500
+
+    asyncio.run(_with_batched_stream(nats_url, body, allow_batched=True))
+
+
+def test_publish_many_stops_at_a_refused_message(nats_url: str) -> None:
+    from events.contract import Message
+
+    async def body(nc, js, name) -> None:  # noqa: ANN001
+        batch = FastBatch(nc)
+        await batch.start()
+        messages = [Message(subject=f"{name.lower()}.c.{i}", msg_id=f"m-{i}", payload=b"x" * 500 if i == 5 else b"{}")
+                    for i in range(10)]  # the sixth over the stream's max_msg_size
+        with pytest.raises(RuntimeError, match="message size exceeds maximum"):
+            await batch.publish_many(messages)
+            await batch.settle()
+        assert [m[2] for m in await _stored(js, name)] == [f"m-{i}" for i in range(5)]
+        await batch.publish_many(messages[6:])  # the next batch starts afresh
+        await batch.settle()
+        assert (await js.stream_info(name)).state.messages == 9
+
+    asyncio.run(_with_batched_stream(nats_url, body, allow_batched=True, max_msg_size=200))
