@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -180,50 +179,6 @@ class FastBatch:
             if taken != sent:
                 raise RuntimeError(f"JetStream took {taken} of a batch of {sent} messages")
         self._raise_refusal()
-
-    async def publish_many(self, messages: Sequence[Any]) -> None:
-        """``publish`` of each message (``subject``, ``payload``, ``msg_id``), written to the connection in chunks.
-
-        nats-py's ``publish`` builds each message's header block and protocol line in
-        Python (a regular expression, a strip and a translate per header, a bytearray
-        grown piece by piece) and queues it alone: about 5 µs of the relay's CPU a
-        message. Here a chunk of up to the flow window's room is formatted with one
-        ``%`` each and queued as one write (``_send_command`` and ``_flush_pending``, the
-        two calls ``publish`` ends with; nats-py 2.x). The first message of a batch still
-        goes through ``publish``, which waits for the server to take the batch; so does
-        every message while the connection is not up (``publish`` buffers or refuses it).
-        """
-        nc, i = self.nc, 0
-        while i < len(messages):
-            if self.prefix is None or self.sent == 0 or not nc.is_connected or nc.is_draining_pubs:
-                m = messages[i]
-                await self.publish(m.subject, m.payload, m.msg_id)
-                i += 1
-                continue
-            room = self.stored + self.flow * self.OUTSTANDING - self.sent
-            if room <= 0:
-                await self._until(lambda: self.stored + self.flow * self.OUTSTANDING > self.sent, "a batch flow ack")
-                continue
-            chunk = messages[i:i + room]
-            if any(len(m.payload) > nc.max_payload for m in chunk):
-                m = messages[i]
-                await self.publish(m.subject, m.payload, m.msg_id)  # raises MaxPayloadError as nats-py does
-                i += 1
-                continue
-            reply, first, parts = self.prefix.encode(), self.sent + 1, []
-            for n, m in enumerate(chunk, first):
-                header = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % m.msg_id.encode()
-                parts.append(b"HPUB %s %s%d.1.$FI %d %d\r\n%s%s\r\n" % (
-                    m.subject.encode(), reply, n, len(header), len(header) + len(m.payload), header, m.payload))
-            self.sent += len(chunk)
-            self.last_subject = chunk[-1].subject
-            nc.stats["out_msgs"] += len(chunk)
-            nc.stats["out_bytes"] += sum(len(m.payload) for m in chunk)
-            await nc._send_command(b"".join(parts))
-            if nc._flush_queue is not None and nc._flush_queue.empty():  # as ``publish`` does: one kick queued
-                await nc._flush_pending()
-            i += len(chunk)
-            self._raise_refusal()
 
     def _open(self) -> None:
         # The batch id is the stream's key for the batch, whoever publishes it: unique, so that

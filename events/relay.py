@@ -211,10 +211,6 @@ class Relay(Leader):
                 messages = batch.ready.get(n.id)
                 if messages is None:  # an import batch: a thousand messages, built when their turn comes
                     messages = [m for _, m in await asyncio.to_thread(self._messages, [n], batch.keys)]
-                if isinstance(acks, FastBatch) and not any(m.erases for m in messages):
-                    await acks.publish_many(messages)  # an import batch's thousand in a few writes
-                    total += len(messages)
-                    messages = []
                 for m in messages:
                     if m.erases:
                         # Not published here: queued with the checkpoint, after the acks of
