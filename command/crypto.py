@@ -244,11 +244,9 @@ class PiiMapper(Mapper):
         event = super().to_domain_event(stored_event)
         entries = _PUBLISHED_DECODER.decode(event.contacts)
         for entry, key in zip(entries, self.keys.in_order([e.id for e in entries])):
-            sealed = entry.pii
             if key is None:  # purged: its message is marked erased, as to_domain_event's would be
-                entry.opened = None
                 continue
-            blob = binascii.a2b_base64(sealed[SEALED])
+            blob = binascii.a2b_base64(entry.pii.blob)
             opened = _OPENED_DECODER.decode(AESGCM(key).decrypt(blob[:12], blob[12:], bytes.fromhex(entry.id.replace("-", ""))))
             if opened.tags is not None:  # sealed with the personal fields (in clear before)
                 entry.tags = opened.tags
@@ -304,11 +302,17 @@ class Opened(msgspec.Struct):
     tags: list[str] | None = None  # None: sealed before tags were (they are the entry's own)
 
 
+class _Sealed(msgspec.Struct):
+    """A sealed ``pii`` as the relay reads it: the blob (the names of the fields beside it are skipped)."""
+
+    blob: str = msgspec.field(name=SEALED)
+
+
 class Published(msgspec.Struct):
     """One contact of a stored import batch, as its message needs it: ids as the stored text, ``pii`` still sealed."""
 
     id: str
-    pii: dict[str, Any]
+    pii: _Sealed
     tags: list[str]
     list_ids: list[str]
     is_opted_out: bool
