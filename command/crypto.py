@@ -27,6 +27,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+from msgspec import UNSET, UnsetType
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Mapper, StoredEvent
 from psycopg_pool import ConnectionPool
@@ -38,6 +39,11 @@ SEALED_FIELDS = "fields"  # beside the blob, in clear: the names of the fields i
 TAGS = "tags"
 ERASED = {"erased": True}
 
+
+
+# ``KeyStore.in_order``: every id's key or NULL, in the ids' order (a missing row is a NULL too).
+_IN_ORDER = ("SELECT array_agg(k.key ORDER BY u.n) FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(id, n)"
+             " LEFT JOIN contact_keys k ON k.contact_id = u.id")
 
 
 class KeyStore:
@@ -77,6 +83,17 @@ class KeyStore:
                                              (uuid_array(ids),)).fetchall():
                     found[cid] = bytes(key)
         return found
+
+    def in_order(self, contact_ids: list[str]) -> list[bytes | None]:
+        """The keys of these contacts (ids as text), in their order, None where gone: one array, no row per key."""
+        if not contact_ids:
+            return []
+        with self.pool.connection() as conn:
+            row = conn.execute(_IN_ORDER, ("{" + ",".join(contact_ids) + "}",), binary=True).fetchone()
+        keys = row[0] if row else None
+        if keys is None or len(keys) != len(contact_ids):
+            raise LookupError(f"keys of {len(contact_ids)} contacts came back as {keys and len(keys)}")
+        return keys
 
     @contextmanager
     def batch(self, contact_ids: Iterable[UUID]) -> Iterator[None]:
@@ -215,6 +232,27 @@ class PiiMapper(Mapper):
             object.__setattr__(event, "contacts", decoded)
         return event
 
+    def open_import_batch(self, stored_event: StoredEvent) -> tuple[Any, list[Published]]:
+        """An import batch event, its ``contacts`` left as stored, and each contact opened as far as its
+        ``contact.created`` message needs (the relay's path: events/contract.py ``import_messages``).
+
+        ``to_domain_event`` makes every entry a dict of all its fields with UUIDs, its
+        personal fields all decoded, to give the projector and a rebuild the whole
+        contact; a message carries the number, the names and the tags only, and its ids as
+        text. The keys come in the entries' order in one value (``KeyStore.in_order``).
+        """
+        event = super().to_domain_event(stored_event)
+        entries = _PUBLISHED_DECODER.decode(event.contacts)
+        for entry, key in zip(entries, self.keys.in_order([e.id for e in entries])):
+            if key is None:  # purged: its message is marked erased, as to_domain_event's would be
+                continue
+            blob = binascii.a2b_base64(entry.pii.blob)
+            opened = _OPENED_DECODER.decode(AESGCM(key).decrypt(blob[:12], blob[12:], bytes.fromhex(entry.id.replace("-", ""))))
+            if opened.tags is not None:  # sealed with the personal fields (in clear before)
+                entry.tags = opened.tags
+            entry.opened = opened
+        return event, entries
+
     def _key(self, contact_id: UUID) -> bytes:
         """The key to seal a contact's data with: made beforehand (``KeyStore.generate``) for a new contact."""
         key = self.keys.get(contact_id)
@@ -253,3 +291,37 @@ class _Entry(msgspec.Struct):
 
 
 _BATCH_DECODER = msgspec.json.Decoder(list[_Entry])
+
+
+class Opened(msgspec.Struct):
+    """The fields of a contact's sealed ``pii`` that its ``contact.created`` message carries (the rest is skipped)."""
+
+    phone: str | None | UnsetType = UNSET  # UNSET: not in the sealed fields (left out of the message, as before)
+    first_name: str | None | UnsetType = UNSET
+    last_name: str | None | UnsetType = UNSET
+    tags: list[str] | None = None  # None: sealed before tags were (they are the entry's own)
+
+
+class _Sealed(msgspec.Struct):
+    """A sealed ``pii`` as the relay reads it: the blob (the names of the fields beside it are skipped)."""
+
+    blob: str = msgspec.field(name=SEALED)
+
+
+class Published(msgspec.Struct):
+    """One contact of a stored import batch, as its message needs it: ids as the stored text, ``pii`` still sealed."""
+
+    id: str
+    pii: _Sealed
+    tags: list[str]
+    list_ids: list[str]
+    is_opted_out: bool
+    status: str
+    invalid_reason: str | None
+    operator: str | None
+    country: str | None
+    opened: Opened | None = None  # set by ``open_import_batch``: None when the key is gone (purged)
+
+
+_PUBLISHED_DECODER = msgspec.json.Decoder(list[Published])
+_OPENED_DECODER = msgspec.json.Decoder(Opened)

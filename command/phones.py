@@ -127,42 +127,45 @@ def _fast_parse(compact: str, region: str) -> Phone | None:
         digits = str(phonenumbers.country_code_for_region(region)) + compact[1:]
     else:
         return None
-    if not digits.isdigit() or len(digits) > 15:
+    if not digits.isdigit() or len(digits) > 15 or digits[0] == "0":
         return None
-    for length in (1, 2, 3):
-        code = int(digits[:length])
-        if digits[0] != "0" and code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-            break
-    else:
+    # The calling code: the shortest of the first one to three digits that is one (the text
+    # looked up, not an int made of each).
+    code_text = digits[:1] if digits[:1] in _CALLING_CODES else digits[:2] if digits[:2] in _CALLING_CODES \
+        else digits[:3] if digits[:3] in _CALLING_CODES else None
+    if code_text is None:
         return None
-    national = digits[length:]
+    national = digits[len(code_text):]
     if not national or national[0] == "0":
         return None
-    checks = _validity_checks(code)
-    if checks is not None:  # the calling code belongs to one region: libphonenumber's test, inlined
-        general, types, region = checks
-        if general(national) and any(check(national) for check in types):
-            return Phone(e164=f"+{code}{national}", region=region)
-        return None
-    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    checks = _CHECKS.get(code_text)
+    if checks is None:
+        checks = _CHECKS[code_text] = _validity_checks(int(code_text)) or _LIBRARY
+    if checks is not _LIBRARY:  # the calling code belongs to one region: libphonenumber's test, inlined
+        valid, region = checks
+        return Phone(e164=f"+{digits}", region=region) if valid(national) else None
+    number = phonenumbers.PhoneNumber(country_code=int(code_text), national_number=int(national))
     if not phonenumbers.is_valid_number(number):
         return None
-    return Phone(e164=f"+{code}{national}", region=phonenumbers.region_code_for_number(number))
+    return Phone(e164=f"+{digits}", region=phonenumbers.region_code_for_number(number))
 
 
+_CALLING_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+_LIBRARY = ("library", None)  # a calling code whose numbers go through libphonenumber's own test
+_CHECKS: dict[str, tuple[Callable[[str], bool], str | None]] = {}  # calling code -> _validity_checks'
 _TYPE_DESCS = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
                "fixed_line")
 
 
-@functools.lru_cache(maxsize=None)
-def _validity_checks(code: int) -> tuple[Callable[[str], bool], list[Callable[[str], bool]], str] | None:
-    """``phonenumbers.is_valid_number`` for a calling code of one region, as precompiled checks.
+def _validity_checks(code: int) -> tuple[Callable[[str], bool], str] | None:
+    """``phonenumbers.is_valid_number`` for a calling code of one region, as one precompiled check.
 
     libphonenumber accepts a national number that matches the region's general
     description and one number type (``_number_type_helper``), each a length list
     and a pattern it recompiles through ``re`` on every call. The same tests with the
-    patterns compiled once cost a fraction. Shared calling codes (+1, +7, +44, +262 …)
-    and non-geographic ones keep the library's own path.
+    patterns compiled once, in one function (no call per description), cost a fraction.
+    Shared calling codes (+1, +7, +44, +262 …) and non-geographic ones keep the
+    library's own path (None).
     """
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())
     if len(regions) != 1 or regions[0] == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
@@ -176,19 +179,31 @@ def _validity_checks(code: int) -> tuple[Callable[[str], bool], list[Callable[[s
     # Any one type makes a number valid, so the order is free: mobiles first, then fixed
     # lines (an SMS platform's numbers), and the check stops at the first that matches.
     descs.sort(key=lambda d: 0 if d is metadata.mobile else 1 if d is metadata.fixed_line else 2)
-    return _desc_check(metadata.general_desc), [_desc_check(d) for d in descs], regions[0]
+    general = _desc_check(metadata.general_desc)
+    types = tuple(check for check in map(_desc_check, descs) if check is not None)
+    if general is None:
+        return (lambda national: False), regions[0]
+    general_lengths, general_pattern = general
+
+    def valid(national: str) -> bool:
+        n = len(national)
+        if (general_lengths and n not in general_lengths) or general_pattern.fullmatch(national) is None:
+            return False
+        for lengths, pattern in types:
+            if (not lengths or n in lengths) and pattern.fullmatch(national) is not None:
+                return True
+        return False
+
+    return valid, regions[0]
 
 
-def _desc_check(desc: object) -> Callable[[str], bool]:
-    """``_is_number_matching_desc`` of one PhoneNumberDesc, for a national number of digits only."""
+def _desc_check(desc: object) -> tuple[frozenset[int], re.Pattern[str]] | None:
+    """``_is_number_matching_desc`` of one PhoneNumberDesc as (its possible lengths, its compiled pattern); None
+    for a description without a pattern (it matches nothing)."""
     pattern_text = getattr(desc, "national_number_pattern", None)
     if not pattern_text:
-        return lambda national: False
-    lengths = frozenset(desc.possible_length or ())
-    pattern = re.compile(pattern_text)
-    if lengths:
-        return lambda national: len(national) in lengths and pattern.fullmatch(national) is not None
-    return lambda national: pattern.fullmatch(national) is not None
+        return None
+    return frozenset(desc.possible_length or ()), re.compile(pattern_text)
 
 
 @functools.lru_cache(maxsize=None)

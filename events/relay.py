@@ -31,13 +31,13 @@ from nats.js.api import StorageType, StreamConfig
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from command.crypto import KeyStore
+from command.crypto import KeyStore, PiiMapper
 from command.domain import IMPORT_BATCH_TOPICS
 from command.notification_log import MAX_BATCH_BYTES, bounded_batch
 from command.unit_of_work import EVENTS_TABLE
 from events import erasure, locks, outbox
 from events.acks import AckWindow, BatchingRefused, FastBatch
-from events.contract import to_messages
+from events.contract import import_messages, to_messages
 from events.leader import Leader
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,9 @@ class Relay(Leader):
 
     def __init__(self, pool: ConnectionPool, decode: Callable[[list[Any]], list[Any]], keys: KeyStore, *,
                  nats_url: str, database_url: str, stream: str, subject_prefix: str, duplicate_window_s: int,
-                 batch_size: int = 500, replicas: int = 1):
+                 batch_size: int = 500, replicas: int = 1, mapper: PiiMapper | None = None):
         self.pool = pool
+        self.mapper = mapper  # opens import batches for their messages alone (else ``decode`` them whole)
         self.batch_size = batch_size
         self.max_bytes = MAX_BATCH_BYTES
         self.decode = decode  # stored events to domain events: only for those stored without their messages
@@ -291,6 +292,12 @@ class Relay(Leader):
             keys = {**keys, **self.keys.get_many(missing)} if missing else keys
         done = {position: outbox.complete(f, position, self.prefix, keys) for position, f in frames.items()}
         stale = [n for n in notifications if done.get(n.id) is None]
+        if self.mapper is not None and any(n.topic in IMPORT_BATCH_TOPICS for n in stale):
+            # An import batch's thousand contacts opened only as far as their messages need.
+            batches = self._with_state([n for n in stale if n.topic in IMPORT_BATCH_TOPICS])
+            for n in batches:
+                done[n.id] = import_messages(*self.mapper.open_import_batch(n), n.id, self.prefix)
+            stale = [n for n in stale if n.topic not in IMPORT_BATCH_TOPICS]
         if stale:
             # A purged contact's key is gone: decoding its event yields the ``erased`` message.
             with self.keys.batch(()):

@@ -62,7 +62,8 @@ class Container:
         return Relay(self.pool, self.app.decode, self.app.keys,
                      nats_url=nats_url, database_url=self.database_url, stream=self.settings.nats_stream,
                      subject_prefix=self.settings.nats_subject_prefix,
-                     duplicate_window_s=self.settings.nats_duplicate_window_s, replicas=self.settings.nats_replicas)
+                     duplicate_window_s=self.settings.nats_duplicate_window_s, replicas=self.settings.nats_replicas,
+                     mapper=self.app.mapper)
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0

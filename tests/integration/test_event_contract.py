@@ -116,3 +116,38 @@ def test_a_contact_purged_before_its_messages_went_out_is_published_marked_erase
     for message in (first, second):
         envelope = msgspec.json.decode(message.payload, type=Envelope)
         msgspec.convert(envelope.data, data_schema(envelope.type))
+
+
+def test_the_relays_import_path_gives_the_messages_of_the_fully_decoded_batch(service: Service) -> None:
+    """The relay opens an import batch only for its messages (``PiiMapper.open_import_batch``): same bytes as decoding it whole."""
+    from events.contract import import_messages, to_messages
+    from events.relay import Stored
+
+    api = service.client()
+    lst = api.create_list("Imported")
+    rows = ["first_name,last_name,phone,email,tags,notes",
+            'Zoë,"O""Neil",0712000101,z@example.com,"vip; Nairobi",secret',
+            ",,0712000102,,,",                              # no names, no tags
+            'Amina,"Back\\slash\t",+254712000103,not-an-email,b2b,',
+            "Kofi,Mensah,+233244000104,,promo,n"]
+    r = api.post("/api/v1/contacts/import", files={"file": ("a.csv", "\n".join(rows).encode())},
+                 data={"listId": lst["id"], "region": "KE"})
+    assert r.status_code == 201, r.text
+    assert r.json()["imported"] == 4
+    purged = api.get("/api/v1/contacts", params={"search": "0712000102"}).json()["contacts"][0]["id"]
+    api.delete(f"/api/v1/contacts/{purged}")
+    api.delete_json("/api/v1/contacts/trash", {"ids": [purged]})  # its key is gone: its message says erased
+    app = service.container.app
+    with service.container.pool.connection() as conn:
+        row = conn.execute("SELECT notification_id, originator_id, originator_version, topic, state FROM contacts_events"
+                           " WHERE originator_id = %s AND topic LIKE %s", (r.json()["importId"], "%Progressed"),
+                           binary=True).fetchone()
+    stored = Stored(row[0], row[1], row[2], row[3], bytes(row[4]), None)
+    fast = import_messages(*app.mapper.open_import_batch(stored), stored.id, "pfx")
+    whole = to_messages(app.decode([stored])[0], stored.id, "pfx")
+    assert fast == whole
+    datas = [msgspec.json.decode(m.payload)["data"] for m in fast]
+    assert [d.get("firstName") for d in datas[:4]] == ["Zoë", None, "Amina", "Kofi"]
+    assert datas[1]["erased"] is True and "phone" not in datas[1]
+    assert datas[0]["tags"] == ["vip", "nairobi"] and datas[0]["listIds"] == [lst["id"]]
+    assert len(datas[4]["contactIds"]) == 4  # the import.progress message last
