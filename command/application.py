@@ -78,7 +78,9 @@ class ContactsApplication(Application):
         self.default_region = default_region
         self.unit_of_work = UnitOfWork(self.recorder.datastore, self.mapper, projector, self.recorder.channel_name,
                                        outbox)
-        self.loads: LoopGroups[_Load] = LoopGroups(self._load_group)  # the loads of use cases on the loop
+        # The loads of use cases on the loop. A load cannot fail for its own ids (a database away
+        # fails the whole group), so a failed group answers every load with its error, at once.
+        self.loads: LoopGroups[_Load] = LoopGroups(self._load_group, alone_if=lambda error: False)
 
     def construct_transcoder(self) -> MsgspecJSONTranscoder:
         transcoder = MsgspecJSONTranscoder()

@@ -187,6 +187,8 @@ def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowled
         tmp_path: Path, nats_url: str) -> None:
     with _writing_to_own_postgres(tmp_path, nats_url, "0711", acknowledged=50) as (pg, database_url, svc, writer):
         api = writer.api
+        some = next(iter(writer.acknowledged().values()))
+        listed = api.create_list("during the outage")
         pg.stop("fast")
         outage_started = len(writer.answers)
         # 20 s: requests wait up to CONTACTS_DB_TIMEOUT_S (2 s) for a connection, then 503; and long
@@ -195,6 +197,9 @@ def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowled
         during = writer.answers[outage_started + 4:]  # the first of each client may have been in flight
         ready = svc.anonymous().get("/ready")
         read = api.get("/api/v1/contacts")
+        # A PATCH and a list-add (their loads and writes go in groups on the event loop) answer the same.
+        patched = api.patch(f"/api/v1/contacts/{some}", json={"firstName": "Outage"})
+        added = api.post(f"/api/v1/contact-lists/{listed['id']}/contacts", json={"contactIds": [some]})
         pg.start()
         back = time.monotonic()
         read_ok, ready_ok = _first_success(lambda: api.get("/api/v1/contacts?pageSize=1"),
@@ -219,6 +224,9 @@ def test_postgres_restart_under_load_answers_503_recovers_and_loses_no_acknowled
         assert all(body["error"] == "database_unavailable" and body["retryAfter"] for _, _, body in during)
         assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("unavailable")
         assert read.status_code == 503
+        for answer in (patched, added):
+            assert answer.status_code == 503 and answer.json()["error"] == "database_unavailable", answer.text
+        assert api.get(f"/api/v1/contacts/{some}").json()["firstName"] != "Outage"
         # Every acknowledged write is in the read tables and was published.
         acknowledged = writer.acknowledged()
         stored = _contact_ids(database_url, api.account_id)
