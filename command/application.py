@@ -24,7 +24,7 @@ from command.domain import BulkAction, Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
-from command.unit_of_work import LoopGroups, NewContact, Outbox, Projector, ReadBack, UnitOfWork
+from command.unit_of_work import LoopGroups, NewContact, Outbox, Projector, UnitOfWork
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall
@@ -107,34 +107,28 @@ class ContactsApplication(Application):
     def save_all(self, *objs: Any, account_id: UUID | None = None,
                  claims: Iterable[tuple[UUID, UUID]] = (),
                  releases: Iterable[tuple[UUID, UUID, bool]] = (),
-                 idempotency: tuple[str, UUID, bytes | None] | None = None, read: ReadBack | None = None) -> Any:
+                 idempotency: tuple[str, UUID, bytes | None] | None = None) -> None:
         """Save aggregates' pending events (chunked), each chunk one unit of work with its phone claims and releases.
 
         A new contact's key is made here, sealed into its events and stored in the same
-        transaction; the keys of existing contacts come in one query per chunk. ``read``
-        goes with the last chunk; its row is the answer.
+        transaction; the keys of existing contacts come in one query per chunk.
         """
-        answer = None
-        for chunk, kwargs in _chunks(objs, claims, releases, idempotency, read):
+        for chunk, kwargs in _chunks(objs, claims, releases, idempotency):
             sealed = [e for e in chunk if isinstance(getattr(e, "pii", None), dict)]
             new = {e.originator_id for e in sealed if isinstance(e, Contact.Created)}
             with self.keys.batch([e.originator_id for e in sealed if e.originator_id not in new]):
                 new_keys = self.keys.generate(sorted(new))
-                answer = self.unit_of_work.commit(chunk, account_id=account_id, new_keys=new_keys, **kwargs)
-        return answer
+                self.unit_of_work.commit(chunk, account_id=account_id, new_keys=new_keys, **kwargs)
 
     async def _save(self, keys: dict[UUID, bytes], *objs: Any, account_id: UUID | None = None,
-                    claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
-                    read: ReadBack | None = None) -> Any:
+                    claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = ()) -> None:
         """``save_all`` for a use case on the event loop: loaded contacts' events, sealed with ``keys`` (their
         load's), each chunk joining the loop's next group commit (``UnitOfWork.commit_async``)."""
-        answer = None
-        for chunk, kwargs in _chunks(objs, claims, releases, None, read):
+        for chunk, kwargs in _chunks(objs, claims, releases, None):
             with self.keys.batch([]):  # nothing awaits in here: the batch is the loop thread's until it ends
                 self.keys.seed_cache(keys)
                 write = self.unit_of_work.prepare(chunk, account_id=account_id, **kwargs)
-            answer = await self.unit_of_work.commit_async(write)
-        return answer
+            await self.unit_of_work.commit_async(write)
 
     def _get(self, cls: type[T], aggregate_id: UUID) -> T | None:
         if cls is Contact:  # an imported contact's creation lives in its import batch
@@ -286,9 +280,9 @@ class ContactsApplication(Application):
     async def update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any],
                              changes: dict[str, Any], region: str | None = None,
                              list_ids: list[UUID] | None = None, is_opted_out: bool | None = None,
-                             expected_version: int | None = None, read: ReadBack | None = None) -> Any:
-        """Change a contact; the answer is ``read``'s row, read right after the write's commit
-        (None if nothing changed or without ``read``).
+                             expected_version: int | None = None) -> Contact:
+        """Change a contact; return its state as stored (the caller can answer with it, no read needed,
+        as a create's; unchanged if the request changed nothing).
 
         Runs on the event loop, as a create does: the load joins the loop's next group of
         loads, the change is made and sealed here, and the write joins a group commit, so a
@@ -315,8 +309,8 @@ class ContactsApplication(Application):
             contact.sync_lists(actor, list_ids)
         if is_opted_out is not None:
             contact.set_opted_out(actor, is_opted_out)
-        return await self._save(keys, contact, account_id=actor.account_id, claims=claims, releases=releases,
-                                read=read)
+        await self._save(keys, contact, account_id=actor.account_id, claims=claims, releases=releases)
+        return contact
 
     @retry_on_conflict
     async def add_to_list(self, actor: Actor, list_id: UUID, contact_ids: list[UUID]) -> int:
@@ -436,6 +430,7 @@ class ContactsApplication(Application):
                         batch = next(iter(self.events.get(import_id, gt=version - 1, lte=version)))
                         batches[origins[contact_id]] = {e.originator_id: e for e in batch.created_events()}
                     contact = batches[origins[contact_id]][contact_id].mutate(None)
+                    contact.imported = True
                 contact = _mutate_all(contact, own.get(contact_id, []))
                 if contact is not None:
                     found.append(contact)
@@ -495,10 +490,9 @@ def _visible_contact(actor: Actor, contact_id: UUID, contact: Contact | None) ->
 
 
 def _chunks(objs: Sequence[Any], claims: Iterable[tuple[UUID, UUID]], releases: Iterable[tuple[UUID, UUID, bool]],
-            idempotency: tuple[str, UUID, bytes | None] | None, read: ReadBack | None
-            ) -> Iterator[tuple[list[Any], dict[str, Any]]]:
+            idempotency: tuple[str, UUID, bytes | None] | None) -> Iterator[tuple[list[Any], dict[str, Any]]]:
     """The aggregates' pending events in chunks of ``SAVE_CHUNK``, each with what commits with it: the
-    claims and releases of its contacts, ``idempotency`` with the first, ``read`` with the last."""
+    claims and releases of its contacts, and ``idempotency`` with the first."""
     events = [e for obj in objs for e in obj.collect_events()]
     claims_by_contact = {c[1]: c for c in claims}
     releases_by_contact = {r[1]: r for r in releases}
@@ -507,8 +501,7 @@ def _chunks(objs: Sequence[Any], claims: Iterable[tuple[UUID, UUID]], releases: 
         ids = {e.originator_id for e in chunk}
         yield chunk, {"claims": [c for cid, c in claims_by_contact.items() if cid in ids],
                       "releases": [r for cid, r in releases_by_contact.items() if cid in ids],
-                      "idempotency": idempotency if start == 0 else None,
-                      "read": read if start + SAVE_CHUNK >= len(events) else None}
+                      "idempotency": idempotency if start == 0 else None}
 
 
 def _mutate_all(aggregate: Any, events: Iterable[Any]) -> Any:

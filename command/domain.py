@@ -98,6 +98,10 @@ class ContactList(Aggregate):
 class Contact(Aggregate):
     """A phone number the account may text, with optional metadata and list memberships."""
 
+    #: Whether its creation is stored in an import batch's event (set when it is loaded): its
+    #: ``createdAt`` is then the import's, which the read tables hold (projections/read_model.py).
+    imported = False
+
     class Event(Aggregate.Event):
         account_id: UUID
         actor: str

@@ -30,7 +30,7 @@ free of deadlocks:
 A write with no write-side rows whose every event the projector applies with one
 server-side call (a PATCH that keeps the number, a list-add or -remove, an opt-out) skips 1 and sends 2
 and 3 as one statement, its own transaction (``commit_contact_events``), then the flush
-wait with the answer's read (``read_and_flush``).
+wait.
 
 The projector runs under the lock so that the read tables are built in exactly the
 order of the notification log, which is the order a rebuild replays: live and rebuilt
@@ -98,8 +98,6 @@ class Outbox(Protocol):
 
 DEADLOCK = psycopg.errors.DeadlockDetected.sqlstate
 
-#: A query and its parameters, whose first row a write answers with (``UnitOfWork.commit``'s ``read``).
-ReadBack = tuple[Any, Any]  # the query, its parameters (a sequence or a mapping)
 
 #: New contacts' keys (``_keys``: the keys as one bytea the server cuts into KEY_BYTES each, the
 #: import batch that created them or two NULLs, the ids): alone, or ahead of a write's claims in one
@@ -126,23 +124,22 @@ class UnitOfWork:
         self.writes = WriteGroups(self._commit_writes)  # the use cases that run in threads
         self.loop_writes = LoopGroups(self._commit_group, limit=32, alone_if=_stored_nothing)  # those on the loop
 
-    def commit(self, events: Sequence[Any], **kwargs: Any) -> Any:
+    def commit(self, events: Sequence[Any], **kwargs: Any) -> None:
         """Store ``events`` and everything that goes with them, or nothing (``prepare`` says what goes).
 
         A concurrent write to the same aggregate, or a phone number claimed concurrently,
-        raises eventsourcing's ``IntegrityError`` and stores nothing. The answer is the
-        first row of the write's ``read`` (None without events or without ``read``).
+        raises eventsourcing's ``IntegrityError`` and stores nothing. A write returns once it
+        is committed and on disk: every reader sees it, and a crash keeps it.
         """
         if not events:
-            return None
+            return
         write = self.prepare(events, **kwargs)
         if write.apart is not None:
             write.apart()
         else:
             self.writes.submit(write)
-        return write.answer
 
-    async def commit_async(self, write: _Write) -> Any:
+    async def commit_async(self, write: _Write) -> None:
         """``commit`` for a use case on the event loop: ``write`` (``prepare``) joins the loop's next group.
 
         A group is one transaction in one thread (``LoopGroups``), so a write takes no
@@ -152,24 +149,21 @@ class UnitOfWork:
             await asyncio.to_thread(write.apart)
         else:
             await self.loop_writes.submit(write)
-        return write.answer
 
     def prepare(self, events: Sequence[Any], *, account_id: UUID | None = None,
                 claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
                 origin: tuple[UUID, int] | None = None, new_keys: dict[UUID, bytes] | None = None,
                 idempotency: tuple[str, UUID, bytes | None] | None = None,
-                stored: Sequence[StoredEvent] | None = None, read: ReadBack | None = None) -> _Write:
+                stored: Sequence[StoredEvent] | None = None) -> _Write:
         """A write of ``events`` ready to commit, sealed now (before any lock; inside the caller's key batch).
 
         ``stored`` is ``events`` already mapped (sealed) by the caller, as an import does
         for its next batch while this one commits. ``origin`` (import id, version of its
         batch event) is the event that creates the contacts of ``new_keys``, stored beside
-        their keys. ``read`` (a query and its parameters) runs right after the commit on
-        the same connection (with the flush wait where it can), and its first row is the
-        answer: a write that answers with what it wrote needs no second transaction.
+        their keys.
         """
         write = _Write(events, self._encode(events, stored), account_id, sorted(claims, key=_claim_order),
-                       list(releases), origin, new_keys or {}, idempotency, read)
+                       list(releases), origin, new_keys or {}, idempotency)
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
         # work, never across a round trip or this process's wait for the GIL; and with the
@@ -189,7 +183,7 @@ class UnitOfWork:
 
     def _commit_writes(self, group: list[_Write], pipelined: bool = True, durable: bool = True,
                        committed: Callable[[], None] = lambda: None) -> None:
-        """One transaction for ``group``'s writes, in their order; each one's ``answer`` read after the commit.
+        """One transaction for ``group``'s writes, in their order, then the flush wait.
 
         Writes with no write-side rows whose every event the projector applies with one
         server-side call (PATCHes of contacts' fields or lists, list-adds) go as one
@@ -214,8 +208,7 @@ class UnitOfWork:
 
     def _commit_calls(self, group: list[_Write], calls: list[tuple[str, str]], committed: Callable[[], None]) -> None:
         """Writes with no write-side rows whose projections are all server-side calls: one statement
-        (``commit_contact_events``, command/schema.sql), its own transaction, then the flush wait with the
-        answers' reads. A PATCH of a contact's fields or lists and a list-add go this way: no BEGIN,
+        (``commit_contact_events``, command/schema.sql), its own transaction, then the flush wait. A PATCH of a contact's fields or lists and a list-add go this way: no BEGIN,
         COMMIT or pipeline, which cost this process more than the statements themselves (py-spy: a third
         of a PATCH's CPU in the API was psycopg's pipeline and transaction around seven statements)."""
         events, stored, messages = self._flat(group)
@@ -230,10 +223,7 @@ class UnitOfWork:
             for w in group:
                 w.committed = True
             committed()
-            if len(group) == 1:
-                group[0].answer = read_and_flush(cur, group[0].read)
-            else:
-                _read_answers(conn, group, flush=True)
+            wait_for_flush(conn)
 
     def _commit_group(self, group: list[_Write], committed: Callable[[], None]) -> None:
         """A group of writes from the event loop (``commit_async``): one transaction."""
@@ -308,8 +298,7 @@ class UnitOfWork:
     def _transaction(self, pipelined: bool, group: list[_Write], durable: bool,
                      committed: Callable[[], None]) -> Iterator[Cursor[Any]]:
         """One transaction on one connection; the WAL flush awaited after its commit (``wait_for_flush``)
-        when ``durable``; then ``group``'s writes marked committed and their answers read, on the same
-        connection."""
+        when ``durable``; then ``group``'s writes marked committed."""
         try:
             with _deadlock_as_conflict(), self.datastore.get_connection() as conn:
                 with conn.pipeline() if pipelined else nullcontext():
@@ -322,8 +311,6 @@ class UnitOfWork:
                 for w in group:
                     w.committed = True
                 committed()
-                if any(w.read is not None for w in group):  # after the commit: outside the events lock
-                    _read_answers(conn, group, flush=False)
         finally:
             self.projector.forget()
 
@@ -375,19 +362,18 @@ class UnitOfWork:
 
 
 class _Write:
-    """A single write on its way to a transaction (``UnitOfWork.commit``), then its answer or error."""
+    """A single write on its way to a transaction (``UnitOfWork.commit``), then whether it committed, or its error."""
 
     __slots__ = ("events", "stored", "messages", "account_id", "claims", "releases", "origin", "new_keys",
-                 "idempotency", "read", "answer", "error", "alone", "committed", "done", "apart")
+                 "idempotency", "error", "alone", "committed", "done", "apart")
 
     def __init__(self, events: Sequence[Any], encoded: tuple[Sequence[Any], list[bytes | None] | None],
                  account_id: UUID | None, claims: list[tuple[UUID, UUID]], releases: list[tuple[UUID, UUID, bool]],
                  origin: tuple[UUID, int] | None, new_keys: dict[UUID, bytes],
-                 idempotency: tuple[str, UUID, bytes | None] | None, read: ReadBack | None):
+                 idempotency: tuple[str, UUID, bytes | None] | None):
         self.events, (self.stored, self.messages) = events, encoded
         self.account_id, self.claims, self.releases, self.origin = account_id, claims, releases, origin
-        self.new_keys, self.idempotency, self.read = new_keys, idempotency, read
-        self.answer: Any = None
+        self.new_keys, self.idempotency = new_keys, idempotency
         self.error: BaseException | None = None
         self.alone = False  # its group stored nothing: it commits again on its own
         self.committed = False  # known committed: whatever fails after, it is never committed again
@@ -405,9 +391,8 @@ class WriteGroups:
 
     ``writers`` threads take the queued writes, ``limit`` at most at a time, and commit each
     group as one transaction (``commit``): one BEGIN, one lock, one COMMIT and one flush
-    wait for the group, the writes' statements in between in their order of arrival, and
-    each write's answer read after the commit. A write alone goes at once. A group that
-    stored nothing because the server refused a statement (a lost race on a version or a
+    wait for the group, the writes' statements in between in their order of arrival. A
+    write alone goes at once. A group that stored nothing because the server refused a statement (a lost race on a version or a
     number, bad data) commits again one write at a time, so the write at fault fails alone
     (and a lost race is retried by its use case, as before). A group whose fate is unknown
     (the connection was lost) answers every write with the error, as a single write would.
@@ -426,7 +411,7 @@ class WriteGroups:
         self.grouped = 0
 
     def submit(self, write: _Write) -> None:
-        """Commit ``write`` in whichever group it joins; its ``answer`` is set, or its error raised."""
+        """Commit ``write`` in whichever group it joins, or raise its error."""
         with self._ready:
             self._queue.append(write)
             if self._idle:
@@ -596,36 +581,6 @@ def wait_for_flush(conn: Any) -> None:
     conn.execute("SELECT pg_logical_emit_message(true, 'contacts.flush', '')")
 
 
-def _read_answers(conn: Any, group: list[_Write], flush: bool) -> None:
-    """Each write's ``read`` (its first row is its answer), after the group's commit, in one round trip,
-    with the flush wait if ``flush``."""
-    readers = [(w, conn.cursor(row_factory=tuple_row)) for w in group if w.read is not None]
-    try:
-        with conn.pipeline():
-            for w, reader in readers:
-                query, params = w.read
-                reader.execute(_rendered(query), params)
-            if flush:
-                wait_for_flush(conn)
-        for w, reader in readers:
-            w.answer = reader.fetchone()
-    finally:
-        for _, reader in readers:
-            reader.close()
-
-
-def read_and_flush(cur: Cursor[Any], read: ReadBack | None) -> Any:
-    """``read``'s first row (None without ``read`` or without a row), read in the flush wait's own
-    statement: after the write's commit, and one round trip for both (``wait_for_flush``)."""
-    if read is not None:
-        query, params = read
-        row = cur.execute(_rendered(query, flushing=True), params).fetchone()
-        if row is not None:  # one row, one message: the read is by id
-            return row[:-1]
-    wait_for_flush(cur.connection)
-    return None
-
-
 def _keys(keys: dict[UUID, bytes], origin: tuple[UUID, int] | None) -> tuple[bytes, UUID | None, int | None, str]:
     """``INSERT_KEYS``' parameters: the keys as one blob, the batch event that created them (``origin``), the ids."""
     blob = b"".join(keys.values())
@@ -633,27 +588,6 @@ def _keys(keys: dict[UUID, bytes], origin: tuple[UUID, int] | None) -> tuple[byt
         raise ValueError(f"contact keys must be {KEY_BYTES} bytes each")
     import_id, version = origin or (None, None)
     return blob, import_id, version, uuid_array(list(keys))
-
-
-#: Reads rendered once per query (``_rendered``), alone or wrapped to wait for the flush
-#: (``read_and_flush``): by the query's id and the wrapping, with the query kept so that its id
-#: is not reused. Reads are module constants (``query/contacts.py``), so this holds a handful;
-#: bounded all the same.
-_RENDERED: dict[tuple[int, bool], tuple[Any, bytes]] = {}
-
-
-def _rendered(query: Any, flushing: bool = False) -> bytes:
-    """``query`` as bytes, inside the flush wait's statement if ``flushing``: psycopg renders a composed
-    query on every execution (189 us for a PATCH's answer wrapped, timeit), this once."""
-    found = _RENDERED.get((id(query), flushing))
-    if found is None or found[0] is not query:
-        if len(_RENDERED) > 64:
-            _RENDERED.clear()
-        inner = sql.SQL(query) if isinstance(query, str) else query
-        if flushing:
-            inner = sql.SQL("SELECT r.*, pg_logical_emit_message(true, 'contacts.flush', '') FROM ({}) r").format(inner)
-        found = _RENDERED[(id(query), flushing)] = (query, inner.as_bytes(None))
-    return found[1]
 
 
 def _release(cur: Cursor[Any], releases: list[tuple[UUID, UUID, bool]]) -> None:

@@ -336,11 +336,6 @@ def get_contact_versioned(pool: ConnectionPool, account_id: UUID, contact_id: UU
         return versioned(conn.execute(VERSIONED, {"account": account_id, "id": contact_id}).fetchone())
 
 
-def contact_read(account_id: UUID, contact_id: UUID) -> tuple[sql.Composed, dict[str, UUID]]:
-    """``get_contact_versioned``'s query, for a write to run right after its commit (its answer)."""
-    return VERSIONED, {"account": account_id, "id": contact_id}
-
-
 def versioned(row: tuple | None) -> tuple[ContactOut, int] | None:
     """The contact and its version from a ``VERSIONED`` row."""
     return (to_contact(row[:-1]), row[-1]) if row else None
