@@ -516,8 +516,8 @@ BEGIN
     END IF;
     -- The tags it lost (-1) and those it gained (+1), counted only while it is active; the
     -- counts are added to with INSERT … ON CONFLICT (an index probe per row whatever the
-    -- plan: a MERGE's join, planned once for every call, was a hash join over the whole
-    -- account's time counts), which says whether any fell to zero.
+    -- plan: a MERGE's join, in the generic plan a function's statement keeps, was a hash
+    -- join over the account's whole time counts), which says whether any fell to zero.
     WITH delta AS (
         (SELECT tag, -1 AS n FROM unnest(old_tags) AS tag WHERE counted EXCEPT SELECT unnest(new_tags), -1)
         UNION ALL
