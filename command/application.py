@@ -446,12 +446,14 @@ class ContactsApplication(Application):
         return len(changed)
 
     @retry_on_conflict
-    def trash_contact(self, actor: Actor, contact_id: UUID, expected_version: int | None = None) -> bool:
-        """Trash one contact, if it is still at ``expected_version`` (when given); False if it is not active."""
-        contact = self.get_contact(actor, contact_id)
+    async def trash_contact(self, actor: Actor, contact_id: UUID, expected_version: int | None = None) -> bool:
+        """Trash one contact, if it is still at ``expected_version`` (when given); False if it is not active.
+        On the event loop, as ``update_contact``."""
+        found, keys = await self._load([contact_id])
+        contact = _visible_contact(actor, contact_id, found.get(contact_id))
         check_version(contact, expected_version)
         changed = contact.trash(actor)
-        self.save_all(contact)
+        await self._save(keys, contact)
         return changed
 
     @retry_on_conflict

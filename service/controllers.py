@@ -230,13 +230,14 @@ class ContactController(Controller):
         return bulk.act(container, request.user, "delete", {}, bulk.selected(data.ids, data.filter),
                         lambda n: Deleted(deleted=n), by_ids=partial(container.app.trash, request.user))
 
-    @delete("/{contact_id:uuid}", operation_id="deleteContact",
-            sync_to_thread=True)
-    def trash(self, request: ActorRequest, container: Container, contact_id: UUID,
-              if_match: IfMatchHeader = "*") -> None:
+    @delete("/{contact_id:uuid}", operation_id="deleteContact")
+    async def trash(self, request: ActorRequest, container: Container, contact_id: UUID,
+                    if_match: IfMatchHeader = "*") -> None:
         """Move one contact to the trash (204); 404 if it is not an active contact of the account;
         with ``If-Match``, only if it is still at that version (412 if not)."""
-        if not container.app.trash_contact(request.user, contact_id, expected_version=expected_version(if_match)):
+        # On the event loop, as a PATCH (ContactsApplication.trash_contact).
+        if not await container.app.trash_contact(request.user, contact_id,
+                                                 expected_version=expected_version(if_match)):
             raise NotFoundError(f"contact {contact_id} not found", field="id")
 
     @get("/{contact_id:uuid}", operation_id="getContact", sync_to_thread=True,
