@@ -232,16 +232,19 @@ class PiiMapper(Mapper):
             object.__setattr__(event, "contacts", decoded)
         return event
 
-    def open_import_batch(self, stored_event: StoredEvent) -> tuple[Any, list[Published]]:
+    def open_import_batch(self, stored_event: StoredEvent) -> tuple[Any, list[Published]] | None:
         """An import batch event, its ``contacts`` left as stored, and each contact opened as far as its
         ``contact.created`` message needs (the relay's path: events/contract.py ``import_messages``).
 
         ``to_domain_event`` makes every entry a dict of all its fields with UUIDs, its
         personal fields all decoded, to give the projector and a rebuild the whole
         contact; a message carries the number, the names and the tags only, and its ids as
-        text. The keys come in the entries' order in one value (``KeyStore.in_order``).
+        text. The keys come in the entries' order in one value (``KeyStore.in_order``). None
+        for a batch whose contacts are not stored as one JSON text (``to_domain_event`` then).
         """
         event = super().to_domain_event(stored_event)
+        if not isinstance(event.contacts, str):
+            return None
         entries = _PUBLISHED_DECODER.decode(event.contacts)
         for entry, key in zip(entries, self.keys.in_order([e.id for e in entries])):
             if key is None:  # purged: its message is marked erased, as to_domain_event's would be
