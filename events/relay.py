@@ -294,10 +294,11 @@ class Relay(Leader):
         stale = [n for n in notifications if done.get(n.id) is None]
         if self.mapper is not None and any(n.topic in IMPORT_BATCH_TOPICS for n in stale):
             # An import batch's thousand contacts opened only as far as their messages need.
-            batches = self._with_state([n for n in stale if n.topic in IMPORT_BATCH_TOPICS])
-            for n in batches:
-                done[n.id] = import_messages(*self.mapper.open_import_batch(n), n.id, self.prefix)
-            stale = [n for n in stale if n.topic not in IMPORT_BATCH_TOPICS]
+            for n in self._with_state([n for n in stale if n.topic in IMPORT_BATCH_TOPICS]):
+                opened = self.mapper.open_import_batch(n)
+                if opened is not None:
+                    done[n.id] = import_messages(*opened, n.id, self.prefix)
+            stale = [n for n in stale if done.get(n.id) is None]
         if stale:
             # A purged contact's key is gone: decoding its event yields the ``erased`` message.
             with self.keys.batch(()):
