@@ -243,6 +243,15 @@ def test_loads_that_go_together_give_each_use_case_its_own_aggregate(service: Se
     assert [c.pii["first_name"] for c in contacts] == ["Changed", "Asha", "Asha", "Asha"]
     assert [len(c.collect_events()) for c in contacts] == [1, 0, 0, 0]
 
+    async def read_list_together() -> list[Any]:  # as list-adds into one list load it: read only
+        return list(await asyncio.gather(*(app._load([lid, cid], read_only=(lid,)) for _ in range(4)),
+                                         app._load([lid])))
+
+    *readers, writer = asyncio.run(read_list_together())
+    assert len({id(found[lid]) for found, _ in readers[1:]}) == 1  # the readers that went together share it
+    assert all(id(found[cid]) != id(readers[1][0][cid]) for found, _ in readers[2:])  # each its own contact
+    assert id(writer[0][lid]) not in {id(found[lid]) for found, _ in readers}  # one that may change it: a copy
+
 
 def _metric(text: str, name: str) -> float:
     return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
