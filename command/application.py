@@ -160,9 +160,6 @@ class ContactsApplication(Application):
         contact_list.check_visible_to(actor)
         return contact_list
 
-    def get_contact(self, actor: Actor, contact_id: UUID) -> Contact:
-        return _visible_contact(actor, contact_id, self._get(Contact, contact_id))
-
     async def _load(self, ids: list[UUID], read_only: tuple[UUID, ...] = ()) -> tuple[dict[UUID, Any],
                                                                                       dict[UUID, bytes]]:
         """The aggregates that exist among ``ids`` by id, and the contacts' keys, for a use case on the

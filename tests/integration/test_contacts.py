@@ -201,6 +201,25 @@ def test_concurrent_creates_of_one_number_make_one_contact(service: Service) -> 
     assert api.get("/api/v1/contacts").json()["total"] == 1
 
 
+def test_concurrent_patches_moving_contacts_to_one_number_leave_one_holder(service: Service) -> None:
+    """PATCHes commit in groups on the event loop: eight contacts moved to one free number at once
+    (same group or not) leave exactly one holding it; each other gets a 409 naming it and keeps its own."""
+    api = service.client()
+    contacts = [api.create_contact(f"0799100{i:03d}") for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda c: api.patch(f"/api/v1/contacts/{c['id']}", json={"phone": "0799200200"}),
+                                contacts))
+    assert sorted(a.status_code for a in answers) == [200] + [409] * 7, [a.text for a in answers]
+    winner = next(a.json()["id"] for a in answers if a.status_code == 200)
+    assert all(a.json()["contactId"] == winner for a in answers if a.status_code == 409)
+    holders = api.get("/api/v1/contacts", params={"search": "799200200"}).json()["contacts"]
+    assert [h["id"] for h in holders] == [winner]
+    for c in contacts:
+        if c["id"] != winner:
+            assert api.get(f"/api/v1/contacts/{c['id']}").json()["phone"] == c["phone"]
+    assert api.post("/api/v1/contacts", json={"phone": "0799200200"}).status_code == 409
+
+
 def test_concurrent_writers_each_read_their_own_write_at_once(service: Service) -> None:
     """Writers in one API process take turns at the projection: none returns before its event is applied."""
     api = service.client()
