@@ -1,4 +1,5 @@
-"""The worker: relays every event to NATS, runs queued imports and the trash retention purge.
+"""The worker: relays every event to NATS, runs queued imports and the trash retention purge, and merges
+the read tables' GIN pending lists off the write path (service/pending_lists.py).
 
 It does not project: every write builds its own read rows in its own transaction
 (``command/unit_of_work.py``). Woken by PostgreSQL LISTEN/NOTIFY: the event store's
@@ -29,6 +30,7 @@ from psycopg import sql
 from events import inbound
 from events.erasure import Eraser
 from events.relay import Relay
+from service.pending_lists import merge_pending_lists
 from service import import_jobs
 from service.bootstrap import Container
 from service.retention import purge_expired
@@ -115,7 +117,7 @@ class Worker:
         """Run every task until ``stop`` is set."""
         wakers = {import_jobs.queue_channel(self.container): self.imports_wakeup.set}
         jobs = [listen(self.container.database_url, wakers, self.stop), self._retention(), self._imports(),
-                self._relay_task()]
+                merge_pending_lists(self.container.database_url, self.stop), self._relay_task()]
         if self.relay is not None:
             # Every write notifies the events channel: only a process that relays listens to it
             # (a wake-up per write cost the worker 0.14 ms of CPU per write while its relay ran
