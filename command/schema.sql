@@ -245,10 +245,24 @@ CREATE OR REPLACE FUNCTION commit_contact_events(
 LANGUAGE plpgsql AS $$
 DECLARE
     last_id bigint;
+    i integer := 1;
+    j integer;
 BEGIN
     last_id := append_events(p_ids, p_versions, p_topics, p_states, p_messages, p_projection, p_channel);
-    FOR i IN 1 .. cardinality(p_ids) LOOP
-        PERFORM project_contact_event(p_kinds[i], p_ids[i], p_accounts[i], p_args[i], p_times[i], p_versions[i]);
+    WHILE i <= cardinality(p_ids) LOOP
+        IF p_kinds[i] = 'contact.added-to-lists' THEN
+            -- A run of list-adds (a group of clients adding contacts to a list) in one statement.
+            j := i;
+            WHILE j < cardinality(p_ids) AND p_kinds[j + 1] = 'contact.added-to-lists' LOOP
+                j := j + 1;
+            END LOOP;
+            PERFORM project_contacts_added_to_lists(p_ids[i:j], p_accounts[i:j], p_args[i:j], p_times[i:j],
+                                                    p_versions[i:j]);
+            i := j + 1;
+        ELSE
+            PERFORM project_contact_event(p_kinds[i], p_ids[i], p_accounts[i], p_args[i], p_times[i], p_versions[i]);
+            i := i + 1;
+        END IF;
     END LOOP;
     RETURN last_id;
 END $$;

@@ -571,9 +571,8 @@ BEGIN
         WHEN 'contact.updated' THEN
             PERFORM project_contact_updated(p_id, p_account, p_arg, p_ts, p_version);
         WHEN 'contact.added-to-lists' THEN
-            PERFORM project_contact_added_to_lists(p_id, p_account,
-                ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(p_arg) WITH ORDINALITY AS t(x, n) ORDER BY n),
-                p_ts, p_version);
+            PERFORM project_contacts_added_to_lists(ARRAY[p_id], ARRAY[p_account], ARRAY[p_arg], ARRAY[p_ts],
+                                                    ARRAY[p_version]);
         WHEN 'contact.removed-from-lists' THEN
             PERFORM project_contact_removed_from_lists(p_id, p_account,
                 ARRAY(SELECT x::uuid FROM jsonb_array_elements_text(p_arg) WITH ORDINALITY AS t(x, n) ORDER BY n),
@@ -585,21 +584,48 @@ BEGIN
     END CASE;  -- an unknown kind raises CASE_NOT_FOUND: nothing is stored
 END $$;
 
--- The projection of contact.added-to-lists: the memberships, the lists' counts, and the
--- contact's listIds, time and version (add_memberships), from the contact's row read here:
--- one statement, nothing to wait for under the events table's lock.
-CREATE OR REPLACE FUNCTION public.project_contact_added_to_lists(p_id uuid, p_account uuid, p_lists uuid[],
-                                                                 p_ts timestamptz, p_version integer) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    c record;
-BEGIN
-    SELECT created_at, deleted_at IS NULL AS active, is_opted_out, tags INTO c FROM contacts WHERE id = p_id;
-    IF FOUND THEN
-        PERFORM add_memberships(p_id, p_account, p_ts, c.created_at, c.active, c.is_opted_out, c.tags, p_lists,
-                                p_version);
-    END IF;
-END $$;
+-- The projection of contact.added-to-lists, for a run of such events in log order (a group
+-- of list-adds committed together: commit_contact_events, command/schema.sql; one event on
+-- replay: project_contact_event): the memberships, the lists' counts, and each contact's
+-- listIds, time and version, from the contacts' rows read here. One statement for the run:
+-- each list's count moves once by the run's sum (a list-add into one list from many clients
+-- updated its row once per list-add, under the events table's lock), and each contact's row
+-- is updated once, to its last event's time and version, its new lists in the order its
+-- events named them. The events of a run change no contact's state, tags or creation time,
+-- so reading each row once gives what reading it before each event would.
+DROP FUNCTION IF EXISTS public.project_contact_added_to_lists(uuid, uuid, uuid[], timestamptz, integer);
+CREATE OR REPLACE FUNCTION public.project_contacts_added_to_lists(
+    p_ids uuid[], p_accounts uuid[], p_lists jsonb[], p_ts timestamptz[], p_versions integer[]) RETURNS void
+LANGUAGE sql AS $$
+    WITH asked AS (  -- one row per event and list it names (a row with no list for an event naming none)
+        SELECT e.n, e.id AS contact_id, e.account AS account_id, e.ts, e.version, l.id::uuid AS list_id, l.k
+        FROM unnest(p_ids, p_accounts, p_lists, p_ts, p_versions) WITH ORDINALITY AS e(id, account, lists, ts, version, n)
+        LEFT JOIN LATERAL jsonb_array_elements_text(e.lists) WITH ORDINALITY AS l(id, k) ON true
+    ), added AS (
+        INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,
+                                              contact_active, contact_opted_out, contact_tags)
+        SELECT a.list_id, a.contact_id, a.account_id, a.ts, c.created_at, c.deleted_at IS NULL, c.is_opted_out, c.tags
+        FROM asked a JOIN contacts c ON c.id = a.contact_id
+        JOIN contact_lists l ON l.id = a.list_id AND l.account_id = a.account_id
+        ORDER BY a.n, a.k
+        ON CONFLICT DO NOTHING RETURNING list_id, contact_id, contact_active, contact_opted_out
+    ), counted AS (
+        UPDATE contact_lists l SET contact_count = l.contact_count + d.joined,
+            opted_out_count = l.opted_out_count + d.opted
+        FROM (SELECT list_id, count(*) AS joined, count(*) FILTER (WHERE contact_opted_out) AS opted
+              FROM added WHERE contact_active GROUP BY list_id) d
+        WHERE l.id = d.list_id
+    ), firsts AS (  -- where each new membership was first asked for: listIds in the events' order
+        SELECT DISTINCT ON (a.contact_id, a.list_id) a.contact_id, a.list_id, a.n, a.k
+        FROM asked a JOIN added d ON d.contact_id = a.contact_id AND d.list_id = a.list_id
+        ORDER BY a.contact_id, a.list_id, a.n, a.k
+    )
+    UPDATE contacts c SET list_ids = c.list_ids || coalesce(
+            (SELECT array_agg(f.list_id ORDER BY f.n, f.k) FROM firsts f WHERE f.contact_id = c.id), '{}'),
+        updated_at = last.ts, version = last.version
+    FROM (SELECT DISTINCT ON (contact_id) contact_id, ts, version FROM asked ORDER BY contact_id, n DESC) last
+    WHERE c.id = last.contact_id
+$$;
 
 -- The projection of contact.removed-from-lists: the memberships it had among p_lists go,
 -- with their lists' counts if the contact is active, and its listIds keep their order;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any
 
@@ -205,5 +206,48 @@ def test_a_rebuild_keeps_import_report_lines_and_the_files_order(fresh_database:
         assert api.get(f"/api/v1/contacts/imports/{r.json()['importId']}/report.csv").text == report
         history = api.get(f"/api/v1/contacts/{api.get('/api/v1/contacts').json()['contacts'][0]['id']}/history")
         assert history.status_code == 200 and history.json()[0]["type"].endswith("created.v1")
+    finally:
+        svc.close()
+
+
+def test_list_adds_committed_together_build_what_their_replay_builds(fresh_database: str, nats_url: str) -> None:
+    """A group of list-adds is projected in one statement, each list's count moved once by the group's
+    sum (commit_contact_events); a rebuild replays them one event at a time: the tables are identical."""
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client()
+        lists = [api.create_list(f"l{i}") for i in range(3)]
+        contacts = [api.create_contact(f"0745{i:06d}", isOptedOut=i % 4 == 0) for i in range(24)]
+        api.delete(f"/api/v1/contacts/{contacts[23]['id']}")  # trashed: added to no list
+        # Each contact into a list (a list-add), some into two more at once (a PATCH of its listIds,
+        # which also takes it out of the first if it is there already), others into a second list;
+        # the first eight list-adds twice: one of each pair adds the contact.
+        adds = [(c["id"], lists[i % 3]["id"]) for i, c in enumerate(contacts)]
+        adds += [(c["id"], lists[(i + 1) % 3]["id"]) for i, c in enumerate(contacts[6:22], start=6)]
+        adds += adds[:8]
+        patches = [(c["id"], [lists[(i + 1) % 3]["id"], lists[(i + 2) % 3]["id"]]) for i, c in enumerate(contacts[:6])]
+        jobs: list[tuple[str, Any]] = [*adds, *patches]
+
+        def add(job: tuple[str, Any]) -> None:
+            contact_id, into = job
+            if isinstance(into, list):
+                r = api.patch(f"/api/v1/contacts/{contact_id}", json={"listIds": into})
+            else:
+                r = api.post(f"/api/v1/contact-lists/{into}/contacts", json={"contactIds": [contact_id]})
+            assert r.status_code == 200, r.text
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(add, jobs))
+        members = {lst["id"]: 0 for lst in lists}
+        for c in contacts[:23]:
+            body = api.get(f"/api/v1/contacts/{c['id']}").json()
+            assert len(body["listIds"]) == len(set(body["listIds"])) >= 1
+            for list_id in body["listIds"]:
+                members[list_id] += 1
+        for lst in lists:  # exact counts: each contact counted once in each list it is in
+            assert api.get(f"/api/v1/contact-lists/{lst['id']}").json()["contactCount"] == members[lst["id"]]
+        before = _snapshot(fresh_database)
+        _rebuild(svc, fresh_database)
+        assert _snapshot(fresh_database) == before
     finally:
         svc.close()
