@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import nats
-import psycopg
 from nats.js.api import StorageType, StreamConfig
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -129,13 +128,10 @@ class Relay(Leader):
     # -- checkpoint --------------------------------------------------------------------
 
     def position(self) -> int:
-        with self.pool.connection() as conn:  # autocommit: a failed statement leaves nothing open
-            try:
-                row = conn.execute("SELECT position FROM relay_tracking WHERE name = %s", (RELAY_NAME,)).fetchone()
-            except psycopg.errors.UndefinedTable:  # a new database: the table is made once, not on every wake
-                conn.execute("CREATE TABLE IF NOT EXISTS relay_tracking (name text PRIMARY KEY,"
-                             " position bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())")
-                row = None
+        # relay_tracking is made with the rest of the write side's tables (command/schema.sql, applied
+        # by service/schema.py before any process runs): not here as well.
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT position FROM relay_tracking WHERE name = %s", (RELAY_NAME,)).fetchone()
             return row[0] if row else 0
 
     def _checkpoint(self, position: int, erasures: list[tuple[int, Any]]) -> None:
