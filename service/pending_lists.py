@@ -6,8 +6,9 @@ over ``gin_pending_list_limit`` merges it, inside its own transaction, which is 
 the events table's lock (command/unit_of_work.py): 32-49 ms during which every other
 write waits (the profiling harness, 15 s of list-adds at 32 connections: the slowest
 single projection statement took 37.5 ms, against a mean of 0.11 ms; 5.1 ms with the
-worker merging, one run each at a load of about 2). The contacts' search and tag indexes and the memberships' tag index
-take entries from every create, PATCH, list-add and import row.
+worker merging, one run each at a load of about 2). The contacts' search and tag
+indexes and the memberships' tag index take entries from every create, PATCH, list-add
+and import row.
 
 So one worker merges them every half second (``gin_clean_pending_list``) on a
 connection of its own, outside any write's transaction, and the indexes allow a larger
@@ -66,10 +67,7 @@ async def merge_pending_lists(database_url: str, stop: asyncio.Event, interval_s
 
 async def merge_once(conn: psycopg.AsyncConnection) -> int:
     """Merge every GIN index's pending list now; the number of pending pages merged."""
-    try:
-        cur = await conn.execute(_MERGE)
-    except psycopg.errors.UndefinedTable:
-        return 0  # an index dropped since the catalog was read (a rebuild's swap): the next round
+    cur = await conn.execute(_MERGE)
     return (await cur.fetchone())[0]
 
 
