@@ -85,6 +85,46 @@ def test_rebuild_gives_identical_tables_and_the_api_keeps_working(fresh_database
         svc.close()
 
 
+def test_a_list_deleted_while_an_import_batch_is_stored_gets_none_of_its_contacts_and_rebuild_agrees(
+        fresh_database: str, nats_url: str) -> None:
+    """An import batch writes its contacts rows and memberships before the events table's lock; a
+    list deleted between then and the lock ends as the log orders it: deleted first, never joined."""
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    projector = svc.container.app.unit_of_work.projector
+    write_ahead = projector.project_ahead
+    try:
+        api = svc.client()
+        doomed, kept = api.create_list("doomed"), api.create_list("kept")
+        deleted: list[int] = []
+
+        def delete_the_list_after_the_first_batch_wrote_ahead(events: list[Any], cur: Any) -> None:
+            write_ahead(events, cur)  # the batch's rows and memberships, not committed yet
+            if not deleted:  # another request deletes the list, taking the lock first
+                deleted.append(api.delete(f"/api/v1/contact-lists/{doomed['id']}").status_code)
+
+        projector.project_ahead = delete_the_list_after_the_first_batch_wrote_ahead
+        content = ("phone\n" + "".join(f"07180{i:05d}\n" for i in range(1500))).encode()
+        r = api.post("/api/v1/contacts/import", files={"file": ("c.csv", content)}, data={"listId": doomed["id"]})
+        assert r.status_code == 201 and r.json()["imported"] == 1500, r.text
+        assert deleted == [204]
+        page = api.get("/api/v1/contacts", params={"pageSize": 100}).json()
+        assert page["total"] == 1500 and {tuple(c["listIds"]) for c in page["contacts"]} == {()}
+        with psycopg.connect(fresh_database) as conn:
+            assert conn.execute("SELECT count(*) FROM contact_list_memberships").fetchone()[0] == 0
+        # A list that stays gets every contact of a batch written ahead, counted once.
+        r = api.post("/api/v1/contacts/import", files={"file": ("k.csv", b"phone\n0718100001\n0718100002\n")},
+                     data={"listId": kept["id"]})
+        assert r.status_code == 201 and r.json()["imported"] == 2, r.text
+        assert api.get(f"/api/v1/contact-lists/{kept['id']}").json()["contactCount"] == 2
+        before = _snapshot(fresh_database)
+        projector.project_ahead = write_ahead
+        _rebuild(svc, fresh_database)
+        assert _snapshot(fresh_database) == before
+    finally:
+        projector.project_ahead = write_ahead
+        svc.close()
+
+
 def test_the_swap_backs_off_from_a_reader_that_holds_a_table_it_needs(
         fresh_database: str, nats_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A reader's transaction has read ``contact_tags`` and then reads ``contacts``: the swap,
