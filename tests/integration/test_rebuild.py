@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -118,6 +119,46 @@ def test_a_list_deleted_while_an_import_batch_is_stored_gets_none_of_its_contact
         assert api.get(f"/api/v1/contact-lists/{kept['id']}").json()["contactCount"] == 2
         before = _snapshot(fresh_database)
         projector.project_ahead = write_ahead
+        _rebuild(svc, fresh_database)
+        assert _snapshot(fresh_database) == before
+    finally:
+        projector.project_ahead = write_ahead
+        svc.close()
+
+
+def test_a_rebuild_swaps_in_while_an_import_is_being_stored(fresh_database: str, nats_url: str) -> None:
+    """Each import batch writes its rows before the events table's lock and the next batch starts
+    within a millisecond of the last commit: the swap still gets its locks while the import runs,
+    and the tables it swaps in take the rest of the import as live tables do."""
+    from command.context import Actor
+    from command.imports.rows import ImportRow
+    from command.imports.service import ImportService
+
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    projector = svc.container.app.unit_of_work.projector
+    write_ahead = projector.project_ahead
+
+    def slowly(events: list[Any], cur: Any) -> None:  # a large batch's COPY on a busy machine
+        write_ahead(events, cur)
+        time.sleep(0.1)
+
+    try:
+        api = svc.client()
+        actor = Actor(api.account_id, "tester", "rebuild-test")
+        importer = ImportService(svc.container.app, batch_size=200)
+        job, _ = importer.start(actor, source="csv", filename="c.csv", list_id=None, idempotency_key=None)
+        rows = [ImportRow(row=i, phone=f"07190{i:05d}", line=i + 1, tags=[f"t{i % 7}"]) for i in range(1, 8001)]
+        projector.project_ahead = slowly
+        importing, outcome = _in_thread(lambda: importer.run(actor, job, rows))
+        wait_until(lambda: api.get("/api/v1/contacts").json()["total"] > 0, "the first batch stored", 30, 0.02)
+        _rebuild(svc, fresh_database)
+        assert importing.is_alive(), "the swap waited for the import to end"
+        importing.join(120)
+        assert "error" not in outcome, outcome
+        assert outcome["result"].counts["imported"] == 8000
+        projector.project_ahead = write_ahead
+        before = _snapshot(fresh_database)
+        assert api.get("/api/v1/contacts").json()["total"] == 8000
         _rebuild(svc, fresh_database)
         assert _snapshot(fresh_database) == before
     finally:
