@@ -14,7 +14,11 @@ free of deadlocks:
    lock never holds what the lock's holder needs; claims in one order, so two imports
    never deadlock on each other's numbers); new contacts' claims, keys, append and
    projection are one statement for a group of creates (``create``, ``LoopGroups``,
-   ``create_contacts`` in command/schema.sql);
+   ``create_contacts`` in command/schema.sql), whose new rows go before the lock too;
+   before those, an import batch's new read rows (its contacts and their memberships,
+   ``project_ahead``): no other writer can see them until the commit, so they need no
+   place in the log's order, and they are the dearest part of a batch (the ``COPY``
+   into ``contacts`` and its nine indexes);
 2. ``append_events`` (``command/schema.sql``), one statement: ``LOCK`` the events table
    (from here to the commit writers are serialised, so notification ids are in commit
    order and the relay never passes a gap that fills later), the events with their NATS
@@ -22,7 +26,9 @@ free of deadlocks:
    position and the relay's wake-up;
 3. the projector's statements, from the events in memory (no read-back, no decryption),
    and from the contacts' rows it read before the lock (``prefetch``), so no statement
-   under the lock waits for an answer;
+   under the lock waits for an answer: for an import batch, only the rows writers share
+   (list totals, the tag index, time counts, the job's row) and a check that the
+   batch's lists still exist (a list deleted since step 1 loses the batch's members);
 4. ``COMMIT``, without waiting for the WAL flush; the flush is awaited after it,
    outside the lock (``wait_for_flush``), before the write is acknowledged (an import
    batch's by the import's last save, which is acknowledged, not by each batch).
@@ -75,6 +81,10 @@ class Projector(Protocol):
         """Before the lock: read what applying ``events`` will need (kept for this thread until ``forget``)."""
 
     def apply(self, event: Any, cur: Cursor[Any]) -> None: ...
+
+    def project_ahead(self, events: list[Any], cur: Cursor[Any]) -> None:
+        """Before the lock: the read rows of ``events`` that no other writer can see until the commit (an
+        import batch's new contacts), so that ``apply`` writes only what writers share under the lock."""
 
     def forget(self) -> None: ...
 
@@ -196,6 +206,8 @@ class UnitOfWork:
             return
         events, stored, messages = self._flat(group)
         with self._transaction(pipelined, group, durable, committed) as cur:
+            if not pipelined:  # (a COPY cannot go in a pipeline; an import batch never goes in one)
+                self.projector.project_ahead(list(events), cur)
             # An import batch (not pipelined: its projection's COPY cannot be) sends its claims and
             # append in pipeline mode together: one round trip for both, each one a wait for the GIL
             # in a busy API.

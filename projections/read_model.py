@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 from psycopg import Connection, Cursor
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
@@ -283,20 +284,86 @@ class ReadModelProjector:
                     " VALUES (%s, %s, 'running', %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
                     (e.originator_id, e.account_id, e.source, e.filename, e.list_id, e.timestamp, e.timestamp))
 
+    def project_ahead(self, events: list[Any], cur: Cursor[Any]) -> None:
+        """Before the events table's lock: an import batch's new rows (contacts, memberships), as a create's row goes.
+
+        No other writer can see these rows until the commit, so they need no place in the
+        log's order; ``apply`` then writes only what writers share (list totals, the tag
+        index, the time counts, the job's row) under the lock. The batch's lists are read
+        here, before the lock, and checked again under it (``_drop_gone_lists``): a list
+        deleted in between loses the batch's memberships, as a replay of the log gives.
+        What was written is kept for this thread until ``forget``.
+        """
+        ahead: dict[tuple[UUID, int], tuple[list[datetime], set[UUID], Counter]] = {}
+        for e in events:
+            if isinstance(e, ContactImport.Progressed):
+                existing = self._existing_lists(cur, e)
+                created, members = self._new_rows(cur, e, existing)
+                ahead[e.originator_id, e.originator_version] = (created, existing, members)
+        self._prefetched.ahead = ahead
+
     @apply.register
     def _(self, e: ContactImport.Progressed, cur: Cursor[Any]) -> None:
         """A whole batch in a few set-based statements (COPY), not a statement per row."""
+        ahead = getattr(self._prefetched, "ahead", {}).pop((e.originator_id, e.originator_version), None)
+        if ahead is None:  # a replay, or a write that did not project ahead: the rows go now
+            existing = self._existing_lists(cur, e)
+            created, members = self._new_rows(cur, e, existing)
+            gone = None
+        else:
+            created, existing, members = ahead
+            # The lists as they are under the lock, asked with the statements below (no round trip of its own).
+            gone = cur.connection.cursor(row_factory=tuple_row) if existing else None
+        # The report's rows, the counters and the job's row in pipeline mode: sent together and
+        # answered together, one round trip for all of them instead of one each (a dozen in a
+        # batch whose contacts straddle a second; a COPY took two), each a wait for this
+        # thread to get the GIL back in a busy API.
+        with cur.connection.pipeline():
+            if gone is not None:
+                gone.execute("SELECT ARRAY(SELECT l FROM unnest(%s::uuid[]) AS l WHERE NOT EXISTS"
+                             " (SELECT 1 FROM contact_lists c WHERE c.id = l AND c.account_id = %s))",
+                             (list(existing), e.account_id))
+            self._report_rows(cur, e)
+            # A list deleted since its members were written ahead has no row left to count in.
+            for (list_id, opted_out), n in members.items():
+                counts_delta(cur, [list_id], n, opted_out)
+            # The time counts are kept per second: a batch's contacts may straddle one.
+            by_second: defaultdict[Any, list[dict]] = defaultdict(list)
+            for c, second in zip(e.contacts, truncated(created, ONE_SECOND)):
+                by_second[second].append(c)
+            for second, contacts in by_second.items():
+                account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]), second,
+                              millisecond=False)
+                tags = Counter(t for c in contacts for t in c["tags"])
+                if tags:
+                    opted = Counter(t for c in contacts if c["is_opted_out"] for t in c["tags"])
+                    names = list(tags)
+                    tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names], second,
+                               millisecond=False)
+            millisecond_counts(cur, e.account_id, e.contacts, created)
+            self._import_counts(cur, e, e.counts)
+        if gone is not None:
+            self._drop_gone_lists(cur, e, gone.fetchone()[0])
+            gone.close()
+
+    def _existing_lists(self, cur: Cursor[Any], e: ContactImport.Progressed) -> set[UUID]:
+        """The batch's lists that exist (a list deleted during the import gets no members)."""
         list_ids = {lid for c in e.contacts for lid in c["list_ids"]}
-        existing: set = set()
-        if list_ids:
-            cur.execute("SELECT id FROM contact_lists WHERE id = ANY(%s) AND account_id = %s",
-                        (list(list_ids), e.account_id))
-            existing = {r[0] for r in cur.fetchall()}
+        if not list_ids:
+            return set()
+        cur.execute("SELECT id FROM contact_lists WHERE id = ANY(%s) AND account_id = %s",
+                    (list(list_ids), e.account_id))
+        return {r[0] for r in cur.fetchall()}
+
+    def _new_rows(self, cur: Cursor[Any], e: ContactImport.Progressed,
+                  existing: set[UUID]) -> tuple[list[datetime], Counter]:
+        """The batch's contacts rows and memberships (in ``existing`` lists); their ``created_at`` and the
+        new active members per (list, opted out)."""
         # Rows formatted as COPY text, one write for the batch: psycopg's per-field dumpers
         # cost several times more for a thousand rows. Formatted already by prepare_import
-        # when the import is live (then the import's start is known: no statement to read it,
-        # under the events table's lock). Without a list in the batch, list_ids is left to its
-        # default ('{}'): no array for PostgreSQL to parse per row.
+        # when the import is live (then the import's start is known: no statement to read it).
+        # Without a list in the batch, list_ids is left to its default ('{}'): no array for
+        # PostgreSQL to parse per row.
         prepared = self._prepared_batches.pop((e.originator_id, e.originator_version), None)
         created, lines = prepared if prepared is not None else _import_rows(e, self._import_started(cur, e))
         columns = IMPORT_COLUMNS
@@ -319,29 +386,22 @@ class ReadModelProjector:
                             members[list_id, c["is_opted_out"]] += 1
                             copy.write_row((list_id, c["id"], e.account_id, e.timestamp, at, True,
                                             c["is_opted_out"], c["tags"]))
-        # The report's rows, the counters and the job's row in pipeline mode: sent together and
-        # answered together, one round trip for all of them instead of one each (a dozen in a
-        # batch whose contacts straddle a second; a COPY took two), each a wait for this
-        # thread to get the GIL back in a busy API.
-        with cur.connection.pipeline():
-            self._report_rows(cur, e)
-            for (list_id, opted_out), n in members.items():
-                counts_delta(cur, [list_id], n, opted_out)
-            # The time counts are kept per second: a batch's contacts may straddle one.
-            by_second: defaultdict[Any, list[dict]] = defaultdict(list)
-            for c, second in zip(e.contacts, truncated(created, ONE_SECOND)):
-                by_second[second].append(c)
-            for second, contacts in by_second.items():
-                account_delta(cur, e.account_id, len(contacts), sum(1 for c in contacts if c["is_opted_out"]), second,
-                              millisecond=False)
-                tags = Counter(t for c in contacts for t in c["tags"])
-                if tags:
-                    opted = Counter(t for c in contacts if c["is_opted_out"] for t in c["tags"])
-                    names = list(tags)
-                    tag_counts(cur, e.account_id, names, [tags[t] for t in names], [opted[t] for t in names], second,
-                               millisecond=False)
-            millisecond_counts(cur, e.account_id, e.contacts, created)
-            self._import_counts(cur, e, e.counts)
+        return created, members
+
+    @staticmethod
+    def _drop_gone_lists(cur: Cursor[Any], e: ContactImport.Progressed, gone: list[UUID]) -> None:
+        """Take lists deleted since the batch's rows were written ahead out of its contacts and memberships.
+
+        Under the lock, so the rows end as a replay of the log leaves them: the list's
+        delete comes before the batch there, and the batch's contacts never join it.
+        """
+        if not gone:
+            return
+        ids = [c["id"] for c in e.contacts]
+        cur.execute("DELETE FROM contact_list_memberships WHERE list_id = ANY(%s) AND contact_id = ANY(%s)",
+                    (gone, ids))
+        cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT l FROM unnest(list_ids) AS l WHERE l <> ALL(%s))"
+                    " WHERE id = ANY(%s)", (gone, ids))
 
     @staticmethod
     def _report_rows(cur: Cursor[Any], e: ContactImport.Progressed) -> None:
@@ -436,8 +496,9 @@ class ReadModelProjector:
         self._prefetched.rows = rows
 
     def forget(self) -> None:
-        """Drop what ``prefetch`` read (the write is over)."""
+        """Drop what ``prefetch`` read and ``project_ahead`` wrote (the write is over)."""
         self._prefetched.rows = {}
+        self._prefetched.ahead = {}
 
     def _contact(self, cur: Cursor[Any], contact_id: UUID) -> dict[str, Any] | None:
         prefetched = getattr(self._prefetched, "rows", None)

@@ -77,11 +77,17 @@ def _swap(pool: ConnectionPool, runner: ProjectionRunner, fresh: str, retired: s
         try:
             with pool.connection() as conn, conn.transaction():
                 # The events table's lock, as every write takes it: writes wait from here on
-                # (reads go on). A write takes it before touching a read table, so waiting
-                # for a write in progress is safe: the swap holds nothing yet.
+                # (reads go on). Waiting for a write in progress is safe: the swap holds nothing yet.
                 conn.execute(sql.SQL("LOCK TABLE public.{} IN EXCLUSIVE MODE").format(sql.Identifier(EVENTS_TABLE)))
-                position = runner.catch_up()  # events stored while we replayed
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
+                # Writers write their new rows before the events table's lock (a create's row, an
+                # import batch's rows: command/unit_of_work.py). Held off the read tables from here
+                # (SHARE lets readers in), none starts while the last events are replayed: one
+                # would hold a table the swap needs while it waited for the events lock, and an
+                # import starts its next batch's rows within a millisecond of its last commit.
+                conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.SQL(", ").join(
+                    sql.Identifier("public", table) for table in TABLES)))
+                position = runner.catch_up()  # events stored while we replayed
                 # Every lock before any move, always in the same order.
                 conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(", ").join(
                     sql.Identifier("public", table) for table in TABLES)))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -83,6 +84,86 @@ def test_rebuild_gives_identical_tables_and_the_api_keeps_working(fresh_database
         assert api.create_list("after")["name"] == "after"
         assert len(api.get("/api/v1/contact-lists").json()) == 3
     finally:
+        svc.close()
+
+
+def test_a_list_deleted_while_an_import_batch_is_stored_gets_none_of_its_contacts_and_rebuild_agrees(
+        fresh_database: str, nats_url: str) -> None:
+    """An import batch writes its contacts rows and memberships before the events table's lock; a
+    list deleted between then and the lock ends as the log orders it: deleted first, never joined."""
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    projector = svc.container.app.unit_of_work.projector
+    write_ahead = projector.project_ahead
+    try:
+        api = svc.client()
+        doomed, kept = api.create_list("doomed"), api.create_list("kept")
+        deleted: list[int] = []
+
+        def delete_the_list_after_the_first_batch_wrote_ahead(events: list[Any], cur: Any) -> None:
+            write_ahead(events, cur)  # the batch's rows and memberships, not committed yet
+            if not deleted:  # another request deletes the list, taking the lock first
+                deleted.append(api.delete(f"/api/v1/contact-lists/{doomed['id']}").status_code)
+
+        projector.project_ahead = delete_the_list_after_the_first_batch_wrote_ahead
+        content = ("phone\n" + "".join(f"07180{i:05d}\n" for i in range(1500))).encode()
+        r = api.post("/api/v1/contacts/import", files={"file": ("c.csv", content)}, data={"listId": doomed["id"]})
+        assert r.status_code == 201 and r.json()["imported"] == 1500, r.text
+        assert deleted == [204]
+        page = api.get("/api/v1/contacts", params={"pageSize": 100}).json()
+        assert page["total"] == 1500 and {tuple(c["listIds"]) for c in page["contacts"]} == {()}
+        with psycopg.connect(fresh_database) as conn:
+            assert conn.execute("SELECT count(*) FROM contact_list_memberships").fetchone()[0] == 0
+        # A list that stays gets every contact of a batch written ahead, counted once.
+        r = api.post("/api/v1/contacts/import", files={"file": ("k.csv", b"phone\n0718100001\n0718100002\n")},
+                     data={"listId": kept["id"]})
+        assert r.status_code == 201 and r.json()["imported"] == 2, r.text
+        assert api.get(f"/api/v1/contact-lists/{kept['id']}").json()["contactCount"] == 2
+        before = _snapshot(fresh_database)
+        projector.project_ahead = write_ahead
+        _rebuild(svc, fresh_database)
+        assert _snapshot(fresh_database) == before
+    finally:
+        projector.project_ahead = write_ahead
+        svc.close()
+
+
+def test_a_rebuild_swaps_in_while_an_import_is_being_stored(fresh_database: str, nats_url: str) -> None:
+    """Each import batch writes its rows before the events table's lock and the next batch starts
+    within a millisecond of the last commit: the swap still gets its locks while the import runs,
+    and the tables it swaps in take the rest of the import as live tables do."""
+    from command.context import Actor
+    from command.imports.rows import ImportRow
+    from command.imports.service import ImportService
+
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    projector = svc.container.app.unit_of_work.projector
+    write_ahead = projector.project_ahead
+
+    def slowly(events: list[Any], cur: Any) -> None:  # a large batch's COPY on a busy machine
+        write_ahead(events, cur)
+        time.sleep(0.1)
+
+    try:
+        api = svc.client()
+        actor = Actor(api.account_id, "tester", "rebuild-test")
+        importer = ImportService(svc.container.app, batch_size=200)
+        job, _ = importer.start(actor, source="csv", filename="c.csv", list_id=None, idempotency_key=None)
+        rows = [ImportRow(row=i, phone=f"07190{i:05d}", line=i + 1, tags=[f"t{i % 7}"]) for i in range(1, 8001)]
+        projector.project_ahead = slowly
+        importing, outcome = _in_thread(lambda: importer.run(actor, job, rows))
+        wait_until(lambda: api.get("/api/v1/contacts").json()["total"] > 0, "the first batch stored", 30, 0.02)
+        _rebuild(svc, fresh_database)
+        assert importing.is_alive(), "the swap waited for the import to end"
+        importing.join(120)
+        assert "error" not in outcome, outcome
+        assert outcome["result"].counts["imported"] == 8000
+        projector.project_ahead = write_ahead
+        before = _snapshot(fresh_database)
+        assert api.get("/api/v1/contacts").json()["total"] == 8000
+        _rebuild(svc, fresh_database)
+        assert _snapshot(fresh_database) == before
+    finally:
+        projector.project_ahead = write_ahead
         svc.close()
 
 
