@@ -65,6 +65,7 @@ from psycopg.rows import tuple_row
 
 from command.domain import Contact, ContactImport
 from command.ids import uuid_array
+from command.locks import WRITE_AHEAD
 
 EVENTS_TABLE = "contacts_events"
 SMALL_KEY_SET = 20  # up to this many new keys (and no import batch) a write goes in pipeline mode
@@ -164,16 +165,20 @@ class UnitOfWork:
                 claims: Iterable[tuple[UUID, UUID]] = (), releases: Iterable[tuple[UUID, UUID, bool]] = (),
                 origin: tuple[UUID, int] | None = None, new_keys: dict[UUID, bytes] | None = None,
                 idempotency: tuple[str, UUID, bytes | None] | None = None,
-                stored: Sequence[StoredEvent] | None = None) -> _Write:
+                stored: Sequence[StoredEvent] | None = None,
+                holding_lock: Callable[[], None] | None = None) -> _Write:
         """A write of ``events`` ready to commit, sealed now (before any lock; inside the caller's key batch).
 
         ``stored`` is ``events`` already mapped (sealed) by the caller, as an import does
         for its next batch while this one commits. ``origin`` (import id, version of its
         batch event) is the event that creates the contacts of ``new_keys``, stored beside
-        their keys.
+        their keys. ``holding_lock`` is called once the events are appended, under the
+        events table's lock, in the write's transaction: an import batch's turn (it raises to
+        roll the batch back when the batch before it was not stored).
         """
         write = _Write(events, self._encode(events, stored), account_id, sorted(claims, key=_claim_order),
                        list(releases), origin, new_keys or {}, idempotency)
+        write.holding_lock = holding_lock
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
         # work, never across a round trip or this process's wait for the GIL; and with the
@@ -207,6 +212,8 @@ class UnitOfWork:
         events, stored, messages = self._flat(group)
         with self._transaction(pipelined, group, durable, committed) as cur:
             if not pipelined:  # (a COPY cannot go in a pipeline; an import batch never goes in one)
+                if _import_of(events) is not None:  # the rebuild's swap waits for it, and holds it off
+                    cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (WRITE_AHEAD,))
                 self.projector.project_ahead(list(events), cur)
             # An import batch (not pipelined: its projection's COPY cannot be) sends its claims and
             # append in pipeline mode together: one round trip for both, each one a wait for the GIL
@@ -216,6 +223,9 @@ class UnitOfWork:
                     self._write_side(cur, w.events, w.account_id, w.claims, w.releases, w.origin, w.new_keys,
                                      w.idempotency)
                 self._append(cur, events, stored, messages)
+            for w in group:
+                if w.holding_lock is not None:
+                    w.holding_lock()
             self._project(cur, events)
 
     def _commit_calls(self, group: list[_Write], calls: list[tuple[str, str]], committed: Callable[[], None]) -> None:
@@ -377,7 +387,7 @@ class _Write:
     """A single write on its way to a transaction (``UnitOfWork.commit``), then whether it committed, or its error."""
 
     __slots__ = ("events", "stored", "messages", "account_id", "claims", "releases", "origin", "new_keys",
-                 "idempotency", "error", "alone", "committed", "done", "apart")
+                 "idempotency", "error", "alone", "committed", "done", "apart", "holding_lock")
 
     def __init__(self, events: Sequence[Any], encoded: tuple[Sequence[Any], list[bytes | None] | None],
                  account_id: UUID | None, claims: list[tuple[UUID, UUID]], releases: list[tuple[UUID, UUID, bool]],
@@ -391,6 +401,7 @@ class _Write:
         self.committed = False  # known committed: whatever fails after, it is never committed again
         self.done = threading.Event()
         self.apart: Callable[[], None] | None = None  # how it commits when it goes in no group
+        self.holding_lock: Callable[[], None] | None = None  # called once appended, under the lock
 
     @property
     def write_side(self) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 from psycopg import errors, sql
 from psycopg_pool import ConnectionPool
 
+from command.locks import WRITE_AHEAD
 from command.unit_of_work import EVENTS_TABLE
 from projections.read_model import READ_TABLES, ReadModelProjector, create_tables
 from projections.runner import ProjectionRunner
@@ -76,6 +77,9 @@ def _swap(pool: ConnectionPool, runner: ProjectionRunner, fresh: str, retired: s
     for attempt in range(1, attempts + 1):
         try:
             with pool.connection() as conn, conn.transaction():
+                # Import batches in hand finish, and the next ones wait before they write any read
+                # row (command/locks.py): an import keeps a batch ahead of the lock at all times.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_AHEAD,))
                 # The events table's lock, as every write takes it: writes wait from here on
                 # (reads go on). Waiting for a write in progress is safe: the swap holds nothing yet.
                 conn.execute(sql.SQL("LOCK TABLE public.{} IN EXCLUSIVE MODE").format(sql.Identifier(EVENTS_TABLE)))

@@ -7,16 +7,23 @@ number already held in the account, or seen earlier in the same import, skips th
 row; a concurrent writer that claims a number first makes the batch retry.
 
 Batches flow through three stages at once (``ImportService.run``): parse, resolve and
-seal, store. A batch is resolved while the one before it is being stored, so the
-numbers that one claims count as this import's; if its store loses a race, it is
-redone from the database and the batch behind it is resolved again.
+seal, store. A batch is resolved while the ones before it are being stored, so the
+numbers those claim count as this import's; if a store loses a race, that batch is
+redone from the database and the batches behind it are resolved again.
+
+Two batches are stored at once, on two connections: batch N+1 starts once batch N holds
+the events table's lock, so N+1's rows and claims, before the lock, overlap N's shared
+rows and commit, under it. N+1 appends only after N (it waits for the lock N holds, so
+the job's events keep their order in the log), and, holding the lock, rolls back if N
+was not stored (``_BatchBeforeNotStored``): no batch is stored after one that was not.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol
 from uuid import UUID
@@ -32,6 +39,8 @@ from command.ids import uuid7_many
 from command.phones import reservation_ids
 
 BATCH_SIZE = 1000
+STORING = 2  # batches stored at once (``ImportService._store``)
+BEFORE_TIMEOUT_S = 60.0  # a batch holding the lock waits at most this long for the one before's thread
 # Lines remembered to name a duplicate's earlier line: about 100 bytes each, so a file
 # of a million rows keeps at most ~25 MB. Past it (or after a resumed job's restart)
 # the report names the earlier contact only.
@@ -75,6 +84,11 @@ class Prepared:
     origin: tuple[UUID, int]  # the batch event (import id, version) that creates the new contacts
     counts: dict[str, int]
     redone: bool = False  # its store lost a race and it was imported again from the database
+    before: Prepared | None = None  # the batch stored ahead of it, if that one is still in flight
+    future: Future[None] | None = None  # its store, once submitted
+    # Set once it holds the events table's lock (or its store ended, however): the batch
+    # behind it starts its transaction then, never earlier (``_store``).
+    turn: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,11 @@ class ImportOutcome:
     counts: dict[str, int]
     replayed: bool = False  # an Idempotency-Key retry answered with the first result
     status: str = "completed"
+
+
+class _BatchBeforeNotStored(IntegrityError):
+    """The batch stored ahead of this one was not stored: this one, resolved against it, rolls back
+    and is imported again from the database, as a batch that lost a race is."""
 
 
 class ImportInProgressError(ValidationError):
@@ -153,9 +172,9 @@ class ImportService:
             on_batch: Callable[[dict[str, int]], None] | None = None) -> ImportOutcome:
         """Import every row after ``job.last_row`` (so a restarted job resumes), then complete.
 
-        Three stages overlap, one batch each: a thread reads and parses batch N+2, this
-        thread resolves and seals batch N+1, and a third stores batch N (its transaction
-        is mostly PostgreSQL's work, and waiting on it releases the GIL).
+        Three stages overlap: a thread reads and parses batch N+2, this thread resolves
+        and seals batch N+1, and two more store batches N-1 and N (their transactions are
+        mostly PostgreSQL's work, and waiting on it releases the GIL).
         """
         iterator: Iterator[Row] = (r for r in rows if r.row > job.last_row)
 
@@ -165,22 +184,26 @@ class ImportService:
 
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="import-parse") as ahead, \
-                    ThreadPoolExecutor(1, thread_name_prefix="import-store") as storing:
+                    ThreadPoolExecutor(STORING, thread_name_prefix="import-store") as storing:
                 pending = ahead.submit(next_parsed)
-                in_flight: tuple[Future[None], Prepared] | None = None
+                in_flight: list[Prepared] = []  # being stored, oldest first
                 while (parsed := pending.result()) is not None:
                     pending = ahead.submit(next_parsed)
-                    prepared = self._prepare(actor, job, parsed, in_flight[1].claimed if in_flight else {})
-                    if in_flight is not None and not self._stored(actor, in_flight, on_batch):
-                        # The batch ahead lost a number to a concurrent writer and was redone
-                        # from the database: this one was resolved against what it would have
-                        # claimed, so it is resolved again.
+                    claimed = {rid: cid for p in in_flight for rid, cid in p.claimed.items()}
+                    prepared = self._prepare(actor, job, parsed, claimed)
+                    if len(in_flight) == STORING and not self._stored_in_order(actor, in_flight, on_batch, 1):
+                        # A batch ahead lost a number to a concurrent writer and was redone from
+                        # the database (and so were those behind it): this one was resolved
+                        # against what they would have claimed, so it is resolved again.
                         job = self.app.repository.get(job.id)
                         prepared = self._prepare(actor, job, parsed, {})
-                    in_flight = (storing.submit(self._store, actor, prepared), prepared)
-                if in_flight is not None:
-                    self._stored(actor, in_flight, on_batch)
-                    job = self.app.repository.get(job.id) if in_flight[1].redone else job
+                    prepared.before = in_flight[-1] if in_flight else None
+                    prepared.future = storing.submit(self._store, actor, prepared)
+                    # The batch behind it waits for its turn: given however its store ends.
+                    prepared.future.add_done_callback(lambda _, turn=prepared.turn: turn.set())
+                    in_flight.append(prepared)
+                if not self._stored_in_order(actor, in_flight, on_batch, len(in_flight)):
+                    job = self.app.repository.get(job.id)
         except Exception as exc:
             job = self.app.repository.get(job.id)
             job.fail(actor, failure_reason(exc))
@@ -190,17 +213,28 @@ class ImportService:
         self.app.save_all(job)
         return ImportOutcome(import_id=job.id, counts=dict(job.counts))
 
-    def _stored(self, actor: Actor, in_flight: tuple[Future[None], Prepared],
-                on_batch: Callable[[dict[str, int]], None] | None) -> bool:
+    def _stored_in_order(self, actor: Actor, in_flight: list[Prepared],
+                         on_batch: Callable[[dict[str, int]], None] | None, count: int) -> bool:
+        """Wait for the oldest ``count`` batches in flight, taking them off the list; when one was redone,
+        every batch in flight (each rolled back behind it) too. True if all stored as prepared."""
+        as_prepared = True
+        while in_flight and (count > 0 or not as_prepared):
+            as_prepared = self._stored(actor, in_flight.pop(0), on_batch) and as_prepared
+            count -= 1
+        return as_prepared
+
+    def _stored(self, actor: Actor, prepared: Prepared, on_batch: Callable[[dict[str, int]], None] | None) -> bool:
         """Wait for a batch's store; redo it here if it lost a race. True if it stored as prepared."""
-        future, prepared = in_flight
+        assert prepared.future is not None
         try:
-            future.result()
+            prepared.future.result()
             stored_as_prepared = True
-        except IntegrityError:
+        except IntegrityError:  # a lost race, or the batch before it was not stored
             prepared.redone = True
             counts = self._import_batch(actor, self.app.repository.get(prepared.job_id), prepared.parsed).counts
             stored_as_prepared = False
+        finally:
+            prepared.before = None  # done with: the batches in flight hold no chain of those stored
         if on_batch is not None:
             on_batch(dict(prepared.counts) if stored_as_prepared else dict(counts))
         return stored_as_prepared
@@ -273,9 +307,33 @@ class ImportService:
                         claimed=dict(claims), origin=(job.id, job.version), counts=counts)
 
     def _store(self, actor: Actor, prepared: "Prepared") -> None:
-        """Stage three: one unit of work (the batch event, its claims, keys with their origin, and read rows)."""
+        """Stage three: one unit of work (the batch event, its claims, keys with their origin, and read rows).
+
+        Behind a batch in flight (``prepared.before``) it starts once that one holds the
+        events table's lock: its own work before the lock then overlaps the other's under
+        it, and waits for no lock the other holds but the events table's, which the other
+        frees without waiting for anything of this one's (so no wait outside PostgreSQL's
+        sight closes a cycle). Holding the lock itself, it is stored only if that one was.
+        """
+        before = prepared.before
+
+        def holding_lock() -> None:
+            prepared.turn.set()
+            if before is not None:
+                try:
+                    # Done in PostgreSQL by now (the lock was its): the wait is for its thread, bounded
+                    # so that a broken order shows as an error, not as an import that never ends.
+                    before.future.result(timeout=BEFORE_TIMEOUT_S)  # type: ignore[union-attr]
+                except TimeoutError:
+                    raise
+                except BaseException as exc:
+                    raise _BatchBeforeNotStored(f"the batch before was not stored: {exc}") from exc
+
+        if before is not None:
+            before.turn.wait()
         self.app.unit_of_work.commit(prepared.events, account_id=actor.account_id, claims=prepared.claimed.items(),
-                                     origin=prepared.origin, new_keys=prepared.new_keys, stored=prepared.stored)
+                                     origin=prepared.origin, new_keys=prepared.new_keys, stored=prepared.stored,
+                                     holding_lock=holding_lock)
 
     def _resolve(self, job: ContactImport, parsed: "Parsed",
                  in_flight: dict[UUID, UUID]) -> tuple[list[dict], list[dict], list[tuple[UUID, UUID]]]:

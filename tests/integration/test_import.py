@@ -384,7 +384,9 @@ def test_a_batch_that_loses_a_number_while_stored_is_redone_and_so_is_the_batch_
 
     class RacedOnce(ImportService):
         def _store(self, actor, prepared):
-            if not raced:  # a single create takes a number of the first batch while that batch is stored
+            # A single create takes a number of the first batch while that batch is stored (the
+            # first batch only: the one behind it is stored by another thread meanwhile).
+            if not raced and prepared.before is None:
                 created = api.post("/api/v1/contacts", json={"phone": "0717000002"})
                 assert created.status_code == 201, created.text
                 raced.append(uuid.UUID(created.json()["id"]))
@@ -401,6 +403,26 @@ def test_a_batch_that_loses_a_number_while_stored_is_redone_and_so_is_the_batch_
     third = api.get("/api/v1/contacts", params={"search": "0717000003"}).json()["contacts"]
     assert len(third) == 1 and (report[4]["reason"], report[4]["contact_id"]) == ("duplicate_in_file", third[0]["id"])
     assert api.get("/api/v1/contacts").json()["total"] == 4
+
+
+def test_batches_stored_two_at_a_time_keep_the_jobs_order_in_the_log(service: Service) -> None:
+    """Two batches are stored at once; the second appends only after the first, so the job's
+    events are in version order in the notification log (which the relay publishes in)."""
+    from command.context import Actor
+    from command.imports.rows import ImportRow
+    from command.imports.service import ImportService
+
+    api = service.client()
+    actor = Actor(api.account_id, "tester", "order-test")
+    importer = ImportService(service.container.app, batch_size=40)
+    job, _ = importer.start(actor, source="csv", filename="order.csv", list_id=None, idempotency_key=None)
+    rows = [ImportRow(row=i, phone=f"07175{i:05d}", line=i + 1, tags=["t"]) for i in range(1, 2001)]
+    assert importer.run(actor, job, rows).counts["imported"] == 2000
+    with service.container.pool.connection() as conn, conn.cursor() as cur:
+        versions = [r[0] for r in cur.execute("SELECT originator_version FROM contacts_events WHERE originator_id = %s"
+                                              " ORDER BY notification_id", (job.id,)).fetchall()]
+    assert versions == list(range(1, 53))  # started, 50 batches, completed
+    assert api.get("/api/v1/contacts", params={"tags": "t"}).json()["total"] == 2000
 
 
 def test_a_file_broken_part_way_reports_what_was_stored(service: Service) -> None:
