@@ -105,7 +105,7 @@ END $$;
 -- New contacts in one statement (UnitOfWork.create, a group commit of the creates that
 -- arrived together): each one's claim, key and read row, then one append_events for them
 -- all (the lock, the position, the relay's wake-up), then the rows every writer of an
--- account shares (project_contact_created_counts, under the lock). The items come in the
+-- account shares (project_contacts_created_counts, under the lock). The items come in the
 -- order of their claims (reservation ids), so two such statements never deadlock on
 -- each other's numbers. Each item's answer is its number's holder: the item's own contact
 -- (stored), another contact (nothing of the item stored: the number is taken), or NULL
@@ -144,12 +144,12 @@ BEGIN
     WHERE stored[n];
     IF ids IS NOT NULL THEN
         PERFORM append_events(ids, versions, topics, states, messages, p_projection, p_channel);
-        FOR i IN 1 .. cardinality(p_contacts) LOOP
-            IF stored[i] THEN
-                PERFORM project_contact_created_counts(
-                    p_rows->(i - 1), ARRAY(SELECT jsonb_array_elements_text(p_lists->(i - 1)))::uuid[]);
-            END IF;
-        END LOOP;
+        -- The stored contacts' counts in one call, each count row moved once by the group's sum.
+        PERFORM project_contacts_created_counts(
+            (SELECT jsonb_agg(p_rows->(n - 1) ORDER BY n) FROM generate_series(1, cardinality(p_contacts)) AS n
+             WHERE stored[n]),
+            (SELECT jsonb_agg(p_lists->(n - 1) ORDER BY n) FROM generate_series(1, cardinality(p_contacts)) AS n
+             WHERE stored[n]));
     END IF;
     RETURN holders;
 END $$;

@@ -432,38 +432,57 @@ CREATE OR REPLACE FUNCTION public.project_contact_created(p_row jsonb, p_lists u
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM project_contact_created_row(p_row);
-    PERFORM project_contact_created_counts(p_row, p_lists);
+    PERFORM project_contacts_created_counts(jsonb_build_array(p_row), jsonb_build_array(to_jsonb(p_lists)));
 END $$;
 CREATE OR REPLACE FUNCTION public.project_contact_created_row(p_row jsonb) RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO contacts SELECT * FROM jsonb_populate_record(NULL::contacts, p_row) ON CONFLICT (id) DO NOTHING
 $$;
-CREATE OR REPLACE FUNCTION public.project_contact_created_counts(p_row jsonb, p_lists uuid[]) RETURNS void
+DROP FUNCTION IF EXISTS public.project_contact_created_counts(jsonb, uuid[]);
+-- The counts of new contacts (contact.created), for the contacts a group of creates stored
+-- (create_contacts, command/schema.sql) or one on replay (project_contact_created): the
+-- accounts' totals, the tag index and the time counts, each row moved once by the group's
+-- sum (a group of creates into one account updated its totals' row, its hour's and its
+-- second's time counts once per contact, under the events table's lock); then each
+-- contact's memberships. Creates add no millisecond counts to a second that has none
+-- (split_second), so the units read once for the group are what each contact's would be.
+-- p_rows: the contacts' rows as a JSON array (ReadModelProjector.created_row); p_lists: their
+-- lists, a JSON array of arrays in the same order.
+CREATE OR REPLACE FUNCTION public.project_contacts_created_counts(p_rows jsonb, p_lists jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-    -- Read from the JSON, not held as a contacts row: a function compiled once must not keep
-    -- the row type of a table a rebuild swaps out (projections/rebuild.py).
-    account uuid := (p_row->>'account_id')::uuid;
-    tags text[] := ARRAY(SELECT jsonb_array_elements_text(p_row->'tags'));
-    opted integer := (p_row->>'is_opted_out')::boolean::int;
-    created timestamptz := (p_row->>'created_at')::timestamptz;
 BEGIN
-    INSERT INTO account_contact_counts (account_id, active, opted_out) VALUES (account, 1, opted)
-    ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active + 1,
-        opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out;
-    INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)
-    SELECT account, tag, 1, opted FROM unnest(tags) AS tag
-    ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count + 1,
-        opted_out_count = contact_tags.opted_out_count + EXCLUDED.opted_out_count;
+    -- Read from the JSON, not as contacts rows: a function compiled once must not keep
+    -- the row type of a table a rebuild swaps out (projections/rebuild.py).
+    WITH made AS (
+        SELECT (r->>'account_id')::uuid AS account, (r->>'is_opted_out')::boolean::int AS opted,
+               (r->>'created_at')::timestamptz AS created, ARRAY(SELECT jsonb_array_elements_text(r->'tags')) AS tags
+        FROM jsonb_array_elements(p_rows) AS r
+    ), totals AS (
+        INSERT INTO account_contact_counts (account_id, active, opted_out)
+        SELECT account, count(*), sum(opted) FROM made GROUP BY account
+        ON CONFLICT (account_id) DO UPDATE SET active = account_contact_counts.active + EXCLUDED.active,
+            opted_out = account_contact_counts.opted_out + EXCLUDED.opted_out
+    ), tagged AS (
+        INSERT INTO contact_tags (account_id, tag, contact_count, opted_out_count)
+        SELECT account, tag, count(*), sum(opted) FROM made, unnest(made.tags) AS tag GROUP BY account, tag
+        ON CONFLICT (account_id, tag) DO UPDATE SET contact_count = contact_tags.contact_count + EXCLUDED.contact_count,
+            opted_out_count = contact_tags.opted_out_count + EXCLUDED.opted_out_count
+    )
     INSERT INTO contact_time_counts (account_id, tag, unit, bucket, active, opted_out)
-    SELECT account, tag, unit, date_trunc(unit, created, 'UTC'), 1, opted
-    FROM unnest(array_append(tags, '')) AS tag, unnest(time_units(account, created)) AS unit
-    ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + 1,
+    SELECT account, tag, unit, date_trunc(unit, created, 'UTC'), count(*), sum(opted)
+    FROM made, unnest(array_append(made.tags, '')) AS tag, unnest(time_units(account, created)) AS unit
+    GROUP BY 1, 2, 3, 4
+    ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + EXCLUDED.active,
         opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out;
-    IF cardinality(p_lists) > 0 THEN
-        PERFORM add_memberships((p_row->>'id')::uuid, account, created, created, true, opted = 1, tags, p_lists,
-                                NULL);
-    END IF;
+    FOR i IN 0 .. jsonb_array_length(p_rows) - 1 LOOP
+        IF jsonb_array_length(p_lists->i) > 0 THEN
+            PERFORM add_memberships((p_rows->i->>'id')::uuid, (p_rows->i->>'account_id')::uuid,
+                                    (p_rows->i->>'created_at')::timestamptz, (p_rows->i->>'created_at')::timestamptz,
+                                    true, (p_rows->i->>'is_opted_out')::boolean,
+                                    ARRAY(SELECT jsonb_array_elements_text(p_rows->i->'tags')),
+                                    ARRAY(SELECT jsonb_array_elements_text(p_lists->i))::uuid[], NULL);
+        END IF;
+    END LOOP;
 END $$;
 
 -- The projection of contact.updated (ReadModelProjector): the contact's changed columns

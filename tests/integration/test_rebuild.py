@@ -332,3 +332,39 @@ def test_list_adds_committed_together_build_what_their_replay_builds(fresh_datab
         assert _snapshot(fresh_database) == before
     finally:
         svc.close()
+
+
+def test_creates_committed_together_count_what_their_replay_counts(fresh_database: str, nats_url: str) -> None:
+    """A group of creates moves each count row (the account's totals, each tag's, each hour's and
+    second's) once by the group's sum (create_contacts); a rebuild replays them one at a time:
+    the counts are exact and the tables identical."""
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client()
+        tags = [["vip", "nairobi"], ["vip"], [], ["mombasa", "vip"]]
+
+        def create(i: int) -> None:
+            r = api.post("/api/v1/contacts", json={"phone": f"0746{i:06d}", "firstName": f"N{i}",
+                                                    "tags": tags[i % 4], "isOptedOut": i % 5 == 0})
+            assert r.status_code == 201, r.text
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, range(60)))
+
+        def total(**params: Any) -> int:
+            return api.get("/api/v1/contacts", params=params).json()["total"]
+
+        assert total() == 60
+        assert total(isOptedOut="true") == 12
+        assert (total(tags="vip"), total(tags="nairobi"), total(tags="mombasa")) == (45, 15, 15)
+        assert total(tags="vip", isOptedOut="true") == sum(1 for i in range(0, 60, 5) if i % 4 != 2)
+        with psycopg.connect(fresh_database) as conn:  # every contact counted in its hour and its second
+            hours, seconds = conn.execute(
+                "SELECT sum(active) FILTER (WHERE unit = 'hour'), sum(active) FILTER (WHERE unit = 'second')"
+                " FROM contact_time_counts WHERE tag = ''").fetchone()
+        assert (hours, seconds) == (60, 60)
+        before = _snapshot(fresh_database)
+        _rebuild(svc, fresh_database)
+        assert _snapshot(fresh_database) == before
+    finally:
+        svc.close()
