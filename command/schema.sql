@@ -130,13 +130,15 @@ BEGIN
         SELECT * INTO claimed FROM claim_phone(p_rids[i], p_accounts[i], p_contacts[i], p_opted[i]);
         holders[i] := claimed.holder;
         stored[i] := claimed.holder IS NOT DISTINCT FROM p_contacts[i];
-        IF stored[i] THEN
-            INSERT INTO contact_keys (contact_id, key) VALUES (p_contacts[i], p_keys[i]);
-            -- The new row before the lock (its ten index entries are the projection's dearest
-            -- part): no other writer can touch a row that is not committed yet.
-            PERFORM project_contact_created_row(p_rows->(i - 1));
-        END IF;
     END LOOP;
+    -- The stored contacts' keys, and their new rows before the lock (their index entries are
+    -- the projection's dearest part): no other writer can touch a row that is not committed
+    -- yet. One statement each for the group.
+    INSERT INTO contact_keys (contact_id, key)
+    SELECT c, k FROM unnest(p_contacts, p_keys) WITH ORDINALITY AS e(c, k, n) WHERE stored[n];
+    PERFORM project_contacts_created_rows(
+        (SELECT jsonb_agg(p_rows->(n - 1) ORDER BY n) FROM generate_series(1, cardinality(p_contacts)) AS n
+         WHERE stored[n]));
     SELECT array_agg(c ORDER BY n), array_agg(v ORDER BY n), array_agg(t ORDER BY n), array_agg(s ORDER BY n),
            array_agg(m ORDER BY n)
     INTO ids, versions, topics, states, messages

@@ -431,12 +431,14 @@ $$;
 CREATE OR REPLACE FUNCTION public.project_contact_created(p_row jsonb, p_lists uuid[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM project_contact_created_row(p_row);
+    PERFORM project_contacts_created_rows(jsonb_build_array(p_row));
     PERFORM project_contacts_created_counts(jsonb_build_array(p_row), jsonb_build_array(to_jsonb(p_lists)));
 END $$;
-CREATE OR REPLACE FUNCTION public.project_contact_created_row(p_row jsonb) RETURNS void
+-- New contacts' rows (a JSON array of rows named after the columns; NULL: none).
+DROP FUNCTION IF EXISTS public.project_contact_created_row(jsonb);
+CREATE OR REPLACE FUNCTION public.project_contacts_created_rows(p_rows jsonb) RETURNS void
 LANGUAGE sql AS $$
-    INSERT INTO contacts SELECT * FROM jsonb_populate_record(NULL::contacts, p_row) ON CONFLICT (id) DO NOTHING
+    INSERT INTO contacts SELECT * FROM jsonb_populate_recordset(NULL::contacts, p_rows) ON CONFLICT (id) DO NOTHING
 $$;
 DROP FUNCTION IF EXISTS public.project_contact_created_counts(jsonb, uuid[]);
 -- The counts of new contacts (contact.created), for the contacts a group of creates stored
