@@ -18,7 +18,9 @@ free of deadlocks:
    before those, an import batch's new read rows (its contacts and their memberships,
    ``project_ahead``): no other writer can see them until the commit, so they need no
    place in the log's order, and they are the dearest part of a batch (the ``COPY``
-   into ``contacts`` and its nine indexes);
+   into ``contacts`` and its nine indexes); before those, the batch takes an advisory
+   lock shared, which the rebuild's swap takes alone (command/locks.py); after its
+   claims, it waits for the batch of its import ahead of it (``before_lock``);
 2. ``append_events`` (``command/schema.sql``), one statement: ``LOCK`` the events table
    (from here to the commit writers are serialised, so notification ids are in commit
    order and the relay never passes a gap that fills later), the events with their NATS
@@ -28,7 +30,8 @@ free of deadlocks:
    and from the contacts' rows it read before the lock (``prefetch``), so no statement
    under the lock waits for an answer: for an import batch, only the rows writers share
    (list totals, the tag index, time counts, the job's row) and a check that the
-   batch's lists still exist (a list deleted since step 1 loses the batch's members);
+   batch's lists still exist (a list deleted since step 1 loses the batch's members),
+   sent in one pipeline with step 2 (``_import_batch``);
 4. ``COMMIT``, without waiting for the WAL flush; the flush is awaited after it,
    outside the lock (``wait_for_flush``), before the write is acknowledged (an import
    batch's by the import's last save, which is acknowledged, not by each batch).
