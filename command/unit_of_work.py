@@ -31,7 +31,7 @@ free of deadlocks:
    under the lock waits for an answer: for an import batch, only the rows writers share
    (list totals, the tag index, time counts, the job's row) and a check that the
    batch's lists still exist (a list deleted since step 1 loses the batch's members),
-   sent in one pipeline with step 2 (``_import_batch``);
+   sent in one pipeline with step 2 (``_commit_import_batch``);
 4. ``COMMIT``, without waiting for the WAL flush; the flush is awaited after it,
    outside the lock (``wait_for_flush``), before the write is acknowledged (an import
    batch's by the import's last save, which is acknowledged, not by each batch).
@@ -215,7 +215,7 @@ class UnitOfWork:
         events, stored, messages = self._flat(group)
         with self._transaction(pipelined, group, durable, committed) as cur:
             if _import_of(events) is not None:
-                self._import_batch(cur, group, events, stored, messages)
+                self._commit_import_batch(cur, group, events, stored, messages)
                 return
             with cur.connection.pipeline() if not pipelined else nullcontext():
                 for w in group:
@@ -224,7 +224,7 @@ class UnitOfWork:
                 self._append(cur, events, stored, messages)
             self._project(cur, events)
 
-    def _import_batch(self, cur: Cursor[Any], group: list[_Write], events: list[Any], stored: list[Any],
+    def _commit_import_batch(self, cur: Cursor[Any], group: list[_Write], events: list[Any], stored: list[Any],
                       messages: list[bytes | None] | None) -> None:
         """An import batch's transaction (never pipelined: its rows go by COPY, which a pipeline cannot carry).
 
