@@ -18,7 +18,9 @@ free of deadlocks:
    before those, an import batch's new read rows (its contacts and their memberships,
    ``project_ahead``): no other writer can see them until the commit, so they need no
    place in the log's order, and they are the dearest part of a batch (the ``COPY``
-   into ``contacts`` and its nine indexes);
+   into ``contacts`` and its nine indexes); before those, the batch takes an advisory
+   lock shared, which the rebuild's swap takes alone (command/locks.py); after its
+   claims, it waits for the batch of its import ahead of it (``before_lock``);
 2. ``append_events`` (``command/schema.sql``), one statement: ``LOCK`` the events table
    (from here to the commit writers are serialised, so notification ids are in commit
    order and the relay never passes a gap that fills later), the events with their NATS
@@ -28,7 +30,8 @@ free of deadlocks:
    and from the contacts' rows it read before the lock (``prefetch``), so no statement
    under the lock waits for an answer: for an import batch, only the rows writers share
    (list totals, the tag index, time counts, the job's row) and a check that the
-   batch's lists still exist (a list deleted since step 1 loses the batch's members);
+   batch's lists still exist (a list deleted since step 1 loses the batch's members),
+   sent in one pipeline with step 2 (``_commit_import_batch``);
 4. ``COMMIT``, without waiting for the WAL flush; the flush is awaited after it,
    outside the lock (``wait_for_flush``), before the write is acknowledged (an import
    batch's by the import's last save, which is acknowledged, not by each batch).
@@ -166,19 +169,19 @@ class UnitOfWork:
                 origin: tuple[UUID, int] | None = None, new_keys: dict[UUID, bytes] | None = None,
                 idempotency: tuple[str, UUID, bytes | None] | None = None,
                 stored: Sequence[StoredEvent] | None = None,
-                holding_lock: Callable[[], None] | None = None) -> _Write:
+                before_lock: Callable[[], None] | None = None) -> _Write:
         """A write of ``events`` ready to commit, sealed now (before any lock; inside the caller's key batch).
 
         ``stored`` is ``events`` already mapped (sealed) by the caller, as an import does
         for its next batch while this one commits. ``origin`` (import id, version of its
         batch event) is the event that creates the contacts of ``new_keys``, stored beside
-        their keys. ``holding_lock`` is called once the events are appended, under the
-        events table's lock, in the write's transaction: an import batch's turn (it raises to
-        roll the batch back when the batch before it was not stored).
+        their keys. An import batch's ``before_lock`` is called in its transaction, after its
+        write-side rows and before its append: the import's wait for the batch ahead of it
+        (it raises to roll the batch back when that one was not stored).
         """
         write = _Write(events, self._encode(events, stored), account_id, sorted(claims, key=_claim_order),
                        list(releases), origin, new_keys or {}, idempotency)
-        write.holding_lock = holding_lock
+        write.before_lock = before_lock
         # A single write goes in pipeline mode: every statement is sent at once and the
         # server runs them back to back, so the events lock is held for the server's own
         # work, never across a round trip or this process's wait for the GIL; and with the
@@ -211,21 +214,38 @@ class UnitOfWork:
             return
         events, stored, messages = self._flat(group)
         with self._transaction(pipelined, group, durable, committed) as cur:
-            if not pipelined:  # (a COPY cannot go in a pipeline; an import batch never goes in one)
-                if _import_of(events) is not None:  # the rebuild's swap waits for it, and holds it off
-                    cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (WRITE_AHEAD,))
-                self.projector.project_ahead(list(events), cur)
-            # An import batch (not pipelined: its projection's COPY cannot be) sends its claims and
-            # append in pipeline mode together: one round trip for both, each one a wait for the GIL
-            # in a busy API.
+            if _import_of(events) is not None:
+                self._commit_import_batch(cur, group, events, stored, messages)
+                return
             with cur.connection.pipeline() if not pipelined else nullcontext():
                 for w in group:
                     self._write_side(cur, w.events, w.account_id, w.claims, w.releases, w.origin, w.new_keys,
                                      w.idempotency)
                 self._append(cur, events, stored, messages)
+            self._project(cur, events)
+
+    def _commit_import_batch(self, cur: Cursor[Any], group: list[_Write], events: list[Any], stored: list[Any],
+                      messages: list[bytes | None] | None) -> None:
+        """An import batch's transaction (never pipelined: its rows go by COPY, which a pipeline cannot carry).
+
+        Before the lock: the advisory lock the rebuild's swap waits for (command/locks.py),
+        the batch's new read rows (``project_ahead``), then its keys and claims in one round
+        trip, then ``before_lock`` (the import's wait for the batch ahead of it). Under the
+        lock, the append and the projection's statements in one pipeline, one round trip,
+        then the commit: each round trip under the lock is also a wait for the API's GIL
+        while every writer of the service queues.
+        """
+        cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (WRITE_AHEAD,))
+        self.projector.project_ahead(list(events), cur)
+        with cur.connection.pipeline():
             for w in group:
-                if w.holding_lock is not None:
-                    w.holding_lock()
+                self._write_side(cur, w.events, w.account_id, w.claims, w.releases, w.origin, w.new_keys,
+                                 w.idempotency)
+        for w in group:
+            if w.before_lock is not None:
+                w.before_lock()
+        with cur.connection.pipeline():
+            self._append(cur, events, stored, messages)
             self._project(cur, events)
 
     def _commit_calls(self, group: list[_Write], calls: list[tuple[str, str]], committed: Callable[[], None]) -> None:
@@ -387,7 +407,7 @@ class _Write:
     """A single write on its way to a transaction (``UnitOfWork.commit``), then whether it committed, or its error."""
 
     __slots__ = ("events", "stored", "messages", "account_id", "claims", "releases", "origin", "new_keys",
-                 "idempotency", "error", "alone", "committed", "done", "apart", "holding_lock")
+                 "idempotency", "error", "alone", "committed", "done", "apart", "before_lock")
 
     def __init__(self, events: Sequence[Any], encoded: tuple[Sequence[Any], list[bytes | None] | None],
                  account_id: UUID | None, claims: list[tuple[UUID, UUID]], releases: list[tuple[UUID, UUID, bool]],
@@ -401,7 +421,7 @@ class _Write:
         self.committed = False  # known committed: whatever fails after, it is never committed again
         self.done = threading.Event()
         self.apart: Callable[[], None] | None = None  # how it commits when it goes in no group
-        self.holding_lock: Callable[[], None] | None = None  # called once appended, under the lock
+        self.before_lock: Callable[[], None] | None = None  # an import batch's, before its append
 
     @property
     def write_side(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import nullcontext
 from functools import singledispatchmethod
 from importlib import resources
 from typing import Any
@@ -18,8 +19,7 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
 import msgspec
-from psycopg import Connection, Cursor
-from psycopg.rows import tuple_row
+from psycopg import Connection, Cursor, pq
 from psycopg.types.json import Jsonb
 
 from command.domain import PII_FIELDS, BulkAction, Contact, ContactImport, ContactList
@@ -309,20 +309,17 @@ class ReadModelProjector:
         if ahead is None:  # a replay, or a write that did not project ahead: the rows go now
             existing = self._existing_lists(cur, e)
             created, members = self._new_rows(cur, e, existing)
-            gone = None
         else:
             created, existing, members = ahead
-            # The lists as they are under the lock, asked with the statements below (no round trip of its own).
-            gone = cur.connection.cursor(row_factory=tuple_row) if existing else None
         # The report's rows, the counters and the job's row in pipeline mode: sent together and
         # answered together, one round trip for all of them instead of one each (a dozen in a
         # batch whose contacts straddle a second; a COPY took two), each a wait for this
-        # thread to get the GIL back in a busy API.
-        with cur.connection.pipeline():
-            if gone is not None:
-                gone.execute("SELECT ARRAY(SELECT l FROM unnest(%s::uuid[]) AS l WHERE NOT EXISTS"
-                             " (SELECT 1 FROM contact_lists c WHERE c.id = l AND c.account_id = %s))",
-                             (list(existing), e.account_id))
+        # thread to get the GIL back in a busy API. A live batch's unit of work has them in its
+        # own pipeline already, with its append: one round trip under the lock for both.
+        in_pipeline = cur.connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
+        with nullcontext() if in_pipeline else cur.connection.pipeline():
+            if ahead is not None and existing:
+                self._drop_gone_lists(cur, e, existing)
             self._report_rows(cur, e)
             # A list deleted since its members were written ahead has no row left to count in.
             for (list_id, opted_out), n in members.items():
@@ -342,9 +339,6 @@ class ReadModelProjector:
                                millisecond=False)
             millisecond_counts(cur, e.account_id, e.contacts, created)
             self._import_counts(cur, e, e.counts)
-        if gone is not None:
-            self._drop_gone_lists(cur, e, gone.fetchone()[0])
-            gone.close()
 
     def _existing_lists(self, cur: Cursor[Any], e: ContactImport.Progressed) -> set[UUID]:
         """The batch's lists that exist (a list deleted during the import gets no members)."""
@@ -389,19 +383,22 @@ class ReadModelProjector:
         return created, members
 
     @staticmethod
-    def _drop_gone_lists(cur: Cursor[Any], e: ContactImport.Progressed, gone: list[UUID]) -> None:
+    def _drop_gone_lists(cur: Cursor[Any], e: ContactImport.Progressed, written: set[UUID]) -> None:
         """Take lists deleted since the batch's rows were written ahead out of its contacts and memberships.
 
-        Under the lock, so the rows end as a replay of the log leaves them: the list's
-        delete comes before the batch there, and the batch's contacts never join it.
+        Under the lock, so the rows end as a replay of the log leaves them: the list's delete
+        comes before the batch there, and the batch's contacts never join it. One statement
+        with no answer to wait for (it goes in the batch's pipeline); when every list is
+        still there, which is nearly always, it changes nothing and reads no contact.
         """
-        if not gone:
-            return
-        ids = [c["id"] for c in e.contacts]
-        cur.execute("DELETE FROM contact_list_memberships WHERE list_id = ANY(%s) AND contact_id = ANY(%s)",
-                    (gone, ids))
-        cur.execute("UPDATE contacts SET list_ids = ARRAY(SELECT l FROM unnest(list_ids) AS l WHERE l <> ALL(%s))"
-                    " WHERE id = ANY(%s)", (gone, ids))
+        cur.execute(
+            "WITH gone AS (SELECT array_agg(l) AS ids FROM unnest(%(lists)s::uuid[]) AS l WHERE NOT EXISTS"
+            " (SELECT 1 FROM contact_lists c WHERE c.id = l AND c.account_id = %(account)s)),"
+            " dropped AS (DELETE FROM contact_list_memberships WHERE (SELECT ids FROM gone) IS NOT NULL"
+            " AND list_id = ANY((SELECT ids FROM gone)::uuid[]) AND contact_id = ANY(%(contacts)s::uuid[]))"
+            " UPDATE contacts SET list_ids = ARRAY(SELECT l FROM unnest(list_ids) AS l WHERE l <> ALL((SELECT ids"
+            " FROM gone)::uuid[])) WHERE (SELECT ids FROM gone) IS NOT NULL AND id = ANY(%(contacts)s::uuid[])",
+            {"lists": list(written), "account": e.account_id, "contacts": [c["id"] for c in e.contacts]})
 
     @staticmethod
     def _report_rows(cur: Cursor[Any], e: ContactImport.Progressed) -> None:

@@ -11,11 +11,11 @@ seal, store. A batch is resolved while the ones before it are being stored, so t
 numbers those claim count as this import's; if a store loses a race, that batch is
 redone from the database and the batches behind it are resolved again.
 
-Two batches are stored at once, on two connections: batch N+1 starts once batch N holds
-the events table's lock, so N+1's rows and claims, before the lock, overlap N's shared
-rows and commit, under it. N+1 appends only after N (it waits for the lock N holds, so
-the job's events keep their order in the log), and, holding the lock, rolls back if N
-was not stored (``_BatchBeforeNotStored``): no batch is stored after one that was not.
+Two batches are stored at once, on two connections: batch N+1 starts once batch N is
+about to append, so N+1's rows and claims, before the lock, overlap N's append, shared
+rows and commit. N+1 appends only once N is stored (so the job's events keep their order
+in the log), and rolls back if N was not (``_BatchBeforeNotStored``): no batch is stored
+after one that was not.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from command.phones import reservation_ids
 
 BATCH_SIZE = 1000
 STORING = 2  # batches stored at once (``ImportService._store``)
-BEFORE_TIMEOUT_S = 60.0  # a batch holding the lock waits at most this long for the one before's thread
+BEFORE_TIMEOUT_S = 60.0  # a batch waits at most this long for the one before it to be stored
 # Lines remembered to name a duplicate's earlier line: about 100 bytes each, so a file
 # of a million rows keeps at most ~25 MB. Past it (or after a resumed job's restart)
 # the report names the earlier contact only.
@@ -86,8 +86,8 @@ class Prepared:
     redone: bool = False  # its store lost a race and it was imported again from the database
     before: Prepared | None = None  # the batch stored ahead of it, if that one is still in flight
     future: Future[None] | None = None  # its store, once submitted
-    # Set once it holds the events table's lock (or its store ended, however): the batch
-    # behind it starts its transaction then, never earlier (``_store``).
+    # Set once it is about to append (the batch before it is stored), or its store ended,
+    # however: the batch behind it starts its transaction then, never earlier (``_store``).
     turn: threading.Event = field(default_factory=threading.Event)
 
 
@@ -309,31 +309,31 @@ class ImportService:
     def _store(self, actor: Actor, prepared: "Prepared") -> None:
         """Stage three: one unit of work (the batch event, its claims, keys with their origin, and read rows).
 
-        Behind a batch in flight (``prepared.before``) it starts once that one holds the
-        events table's lock: its own work before the lock then overlaps the other's under
-        it, and waits for no lock the other holds but the events table's, which the other
-        frees without waiting for anything of this one's (so no wait outside PostgreSQL's
-        sight closes a cycle). Holding the lock itself, it is stored only if that one was.
+        Behind a batch in flight (``prepared.before``) it starts once that one is about to
+        append, so its own rows and claims, before the lock, overlap the other's append,
+        shared rows and commit. It appends only once that one is stored (and rolls back if
+        it was not): the job's events enter the log in version order. Waiting, it holds no
+        lock the other needs (new rows, claims of other numbers), and the other, appending,
+        waits for no one that waits for it: the one wait PostgreSQL cannot see closes no cycle.
         """
         before = prepared.before
 
-        def holding_lock() -> None:
-            prepared.turn.set()
+        def before_lock() -> None:
             if before is not None:
                 try:
-                    # Done in PostgreSQL by now (the lock was its): the wait is for its thread, bounded
-                    # so that a broken order shows as an error, not as an import that never ends.
+                    # Bounded, so that a broken order would show as an error, not as an import that never ends.
                     before.future.result(timeout=BEFORE_TIMEOUT_S)  # type: ignore[union-attr]
                 except TimeoutError:
                     raise
                 except BaseException as exc:
                     raise _BatchBeforeNotStored(f"the batch before was not stored: {exc}") from exc
+            prepared.turn.set()
 
         if before is not None:
             before.turn.wait()
         self.app.unit_of_work.commit(prepared.events, account_id=actor.account_id, claims=prepared.claimed.items(),
                                      origin=prepared.origin, new_keys=prepared.new_keys, stored=prepared.stored,
-                                     holding_lock=holding_lock)
+                                     before_lock=before_lock)
 
     def _resolve(self, job: ContactImport, parsed: "Parsed",
                  in_flight: dict[UUID, UUID]) -> tuple[list[dict], list[dict], list[tuple[UUID, UUID]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -417,7 +418,19 @@ def test_batches_stored_two_at_a_time_keep_the_jobs_order_in_the_log(service: Se
     importer = ImportService(service.container.app, batch_size=40)
     job, _ = importer.start(actor, source="csv", filename="order.csv", list_id=None, idempotency_key=None)
     rows = [ImportRow(row=i, phone=f"07175{i:05d}", line=i + 1, tags=["t"]) for i in range(1, 2001)]
-    assert importer.run(actor, job, rows).counts["imported"] == 2000
+    unit_of_work = service.container.app.unit_of_work
+    append = unit_of_work._append
+
+    def first_batch_slow_to_append(cur, events, stored, messages):  # the batch behind it is ready first
+        if any(s.originator_id == job.id and s.originator_version == 2 for s in stored):
+            time.sleep(0.3)
+        append(cur, events, stored, messages)
+
+    unit_of_work._append = first_batch_slow_to_append
+    try:
+        assert importer.run(actor, job, rows).counts["imported"] == 2000
+    finally:
+        del unit_of_work._append
     with service.container.pool.connection() as conn, conn.cursor() as cur:
         versions = [r[0] for r in cur.execute("SELECT originator_version FROM contacts_events WHERE originator_id = %s"
                                               " ORDER BY notification_id", (job.id,)).fetchall()]
