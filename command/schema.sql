@@ -71,7 +71,10 @@ BEGIN
     -- commit record is written; the unit of work waits for the flush after it, outside
     -- the lock, where concurrent writers share one flush (group commit).
     PERFORM set_config('synchronous_commit', 'off', true);
-    LOCK TABLE contacts_events IN EXCLUSIVE MODE;
+    -- Writers take turns from here to the commit (command/locks.py EVENTS_APPEND: an advisory
+    -- lock, not the table's, which autovacuum's lock would hold back). A writer of an earlier
+    -- version takes the table's EXCLUSIVE lock, which conflicts with this insert's ROW EXCLUSIVE.
+    PERFORM pg_advisory_xact_lock(724009);
     WITH e AS (INSERT INTO contacts_events (originator_id, originator_version, topic, state, messages)
                SELECT * FROM unnest(p_ids, p_versions, p_topics, p_states, p_messages) RETURNING notification_id)
     SELECT max(notification_id) INTO last_id FROM e;

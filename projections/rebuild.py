@@ -20,7 +20,7 @@ from typing import Any
 from psycopg import errors, sql
 from psycopg_pool import ConnectionPool
 
-from command.locks import WRITE_AHEAD
+from command.locks import EVENTS_APPEND, WRITE_AHEAD
 from command.unit_of_work import EVENTS_TABLE
 from projections.read_model import READ_TABLES, ReadModelProjector, create_tables
 from projections.runner import ProjectionRunner
@@ -80,8 +80,10 @@ def _swap(pool: ConnectionPool, runner: ProjectionRunner, fresh: str, retired: s
                 # Import batches in hand finish, and the next ones wait before they write any read
                 # row (command/locks.py): an import keeps a batch ahead of the lock at all times.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_AHEAD,))
-                # The events table's lock, as every write takes it: writes wait from here on
-                # (reads go on). Waiting for a write in progress is safe: the swap holds nothing yet.
+                # The append lock, as every write takes it (command/locks.py), and the events table's,
+                # as an earlier version's writes take it: writes wait from here on (reads go on).
+                # Waiting for a write in progress is safe: the swap holds nothing yet.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_APPEND,))
                 conn.execute(sql.SQL("LOCK TABLE public.{} IN EXCLUSIVE MODE").format(sql.Identifier(EVENTS_TABLE)))
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
                 # Writers write their new rows before the events table's lock (a create's row, an

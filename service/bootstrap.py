@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool
 from command import operator_prefixes
 from command.application import ContactsApplication
 from command.crypto import KeyStore
+from command.locks import EVENTS_APPEND
 from command.unit_of_work import EVENTS_TABLE
 from events import outbox
 from events.relay import Relay
@@ -146,6 +147,7 @@ def project_stored_events(conn: psycopg.Connection[Any], container: Container) -
     if runner.position() >= container.head():
         return
     with conn.transaction():
-        conn.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENTS_APPEND,))  # every writer's turn (command/locks.py)
+        conn.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")  # and an earlier version's
         position = runner.catch_up()
     log.info("read tables brought up to the events: position %d", position)
