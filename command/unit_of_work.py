@@ -6,8 +6,8 @@ projector derives from the events, and the projection's position all commit toge
 (an *inline* projection, as Marten's are). When a write answers, every reader sees it:
 there is nothing to wait for and nothing to catch up.
 
-The order inside the transaction keeps the events table's EXCLUSIVE lock short and
-free of deadlocks:
+The order inside the transaction keeps the events table's lock (the append lock, an
+advisory lock: command/locks.py) short and free of deadlocks:
 
 1. keys (with an import batch's origin), claims, idempotency key and releases (row locks on write-side
    tables only: nothing done after the lock touches them, so a writer waiting for the
@@ -21,7 +21,7 @@ free of deadlocks:
    into ``contacts`` and its nine indexes); before those, the batch takes an advisory
    lock shared, which the rebuild's swap takes alone (command/locks.py); after its
    claims, it waits for the batch of its import ahead of it (``before_lock``);
-2. ``append_events`` (``command/schema.sql``), one statement: ``LOCK`` the events table
+2. ``append_events`` (``command/schema.sql``), one statement: the append lock
    (from here to the commit writers are serialised, so notification ids are in commit
    order and the relay never passes a gap that fills later), the events with their NATS
    messages (encoded and sealed before the lock: ``events/outbox.py``), the projection's
