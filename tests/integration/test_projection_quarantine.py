@@ -75,7 +75,7 @@ def test_a_stored_event_a_rebuild_cannot_apply_is_quarantined_and_the_others_sti
             state = json.loads(bytes(conn.execute("SELECT state FROM contacts_events LIMIT 1").fetchone()[0]))
             state["name"] = "bad\x00name"
             with conn.transaction():
-                conn.execute("LOCK TABLE contacts_events IN EXCLUSIVE MODE")  # as the unit of work does
+                conn.execute("LOCK TABLE contacts_events IN EXCLUSIVE MODE")  # as an earlier version wrote
                 bad = conn.execute("INSERT INTO contacts_events (originator_id, originator_version, topic, state)"
                                    " VALUES (%s, 1, 'command.domain:ContactList.Created', %s) RETURNING notification_id",
                                    (uuid.uuid4(), json.dumps(state).encode())).fetchone()[0]

@@ -33,7 +33,7 @@ def test_a_list_created_before_descriptions_existed_still_loads_and_projects(ser
         del state["description"], state["class_version"]  # the v1 shape
         state["name"] = "from version 1"
         with conn.transaction():
-            conn.execute("LOCK TABLE contacts_events IN EXCLUSIVE MODE")  # as the recorder does
+            conn.execute("LOCK TABLE contacts_events IN EXCLUSIVE MODE")  # as an earlier version wrote
             conn.execute("INSERT INTO contacts_events (originator_id, originator_version, topic, state)"
                          " VALUES (%s, 1, 'command.domain:ContactList.Created', %s)",
                          (old_id, json.dumps(state).encode()))
@@ -66,7 +66,7 @@ def test_a_contact_stored_before_tags_were_sealed_still_loads_projects_and_chang
         del old_pii[SEALED_FIELDS]  # the old shape: the blob alone, tags in clear beside it
         state.update(pii=old_pii, tags=["legacy-tag"])
         with conn.transaction():
-            conn.execute("LOCK TABLE contacts_events IN EXCLUSIVE MODE")  # as the recorder does
+            conn.execute("LOCK TABLE contacts_events IN EXCLUSIVE MODE")  # as an earlier version wrote
             conn.execute("INSERT INTO contacts_events (originator_id, originator_version, topic, state)"
                          " VALUES (%s, 1, 'command.domain:Contact.Created', %s)",
                          (old_id, json.dumps(state).encode()))
