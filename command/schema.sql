@@ -128,6 +128,8 @@ DECLARE
     topics text[];
     states bytea[];
     messages bytea[];
+    stored_rows jsonb;   -- the stored contacts' read rows, and their lists, in order
+    stored_lists jsonb;
 BEGIN
     FOR i IN 1 .. cardinality(p_contacts) LOOP
         SELECT * INTO claimed FROM claim_phone(p_rids[i], p_accounts[i], p_contacts[i], p_opted[i]);
@@ -139,9 +141,9 @@ BEGIN
     -- yet. One statement each for the group.
     INSERT INTO contact_keys (contact_id, key)
     SELECT c, k FROM unnest(p_contacts, p_keys) WITH ORDINALITY AS e(c, k, n) WHERE stored[n];
-    PERFORM project_contacts_created_rows(
-        (SELECT jsonb_agg(p_rows->(n - 1) ORDER BY n) FROM generate_series(1, cardinality(p_contacts)) AS n
-         WHERE stored[n]));
+    SELECT jsonb_agg(p_rows->(n - 1) ORDER BY n), jsonb_agg(p_lists->(n - 1) ORDER BY n)
+    INTO stored_rows, stored_lists FROM generate_series(1, cardinality(p_contacts)) AS n WHERE stored[n];
+    PERFORM project_contacts_created_rows(stored_rows);
     SELECT array_agg(c ORDER BY n), array_agg(v ORDER BY n), array_agg(t ORDER BY n), array_agg(s ORDER BY n),
            array_agg(m ORDER BY n)
     INTO ids, versions, topics, states, messages
@@ -150,11 +152,7 @@ BEGIN
     IF ids IS NOT NULL THEN
         PERFORM append_events(ids, versions, topics, states, messages, p_projection, p_channel);
         -- The stored contacts' counts in one call, each count row moved once by the group's sum.
-        PERFORM project_contacts_created_counts(
-            (SELECT jsonb_agg(p_rows->(n - 1) ORDER BY n) FROM generate_series(1, cardinality(p_contacts)) AS n
-             WHERE stored[n]),
-            (SELECT jsonb_agg(p_lists->(n - 1) ORDER BY n) FROM generate_series(1, cardinality(p_contacts)) AS n
-             WHERE stored[n]));
+        PERFORM project_contacts_created_counts(stored_rows, stored_lists);
     END IF;
     RETURN holders;
 END $$;

@@ -392,35 +392,11 @@ LANGUAGE sql STABLE AS $$
                 ELSE ARRAY['hour', 'second'] END
 $$;
 
--- A contact's new memberships (contact.created and contact.added-to-lists): only lists that
--- still exist in its account (a list deleted before the event was applied gains nothing,
--- on every replay alike), the lists' counts, and the contact's listIds, in one call; with
--- p_version, the contact's version and time too (contact.added-to-lists: one UPDATE of
--- its row, not two).
+-- A contact's new memberships were add_memberships, one contact at a time: a new contact's
+-- lists now go through project_contacts_added_to_lists, as a list-add's do (one definition).
 DROP FUNCTION IF EXISTS public.add_memberships(uuid, uuid, timestamptz, timestamptz, boolean, boolean, text[], uuid[]);
-CREATE OR REPLACE FUNCTION public.add_memberships(
-    p_contact uuid, p_account uuid, p_ts timestamptz, p_created timestamptz, p_active boolean, p_opted boolean,
-    p_tags text[], p_lists uuid[], p_version integer) RETURNS void
-LANGUAGE sql AS $$
-    WITH added AS (
-        INSERT INTO contact_list_memberships (list_id, contact_id, account_id, added_at, contact_created_at,
-                                              contact_active, contact_opted_out, contact_tags)
-        SELECT l.id, p_contact, p_account, p_ts, p_created, p_active, p_opted, p_tags
-        FROM contact_lists l WHERE l.id = ANY(p_lists) AND l.account_id = p_account
-        ON CONFLICT DO NOTHING RETURNING list_id
-    ), counted AS (
-        UPDATE contact_lists SET contact_count = contact_count + 1, opted_out_count = opted_out_count + p_opted::int
-        WHERE p_active AND id IN (SELECT list_id FROM added)
-    )
-    -- listIds in the order the contact joined its lists (the aggregate's), as the event named
-    -- them: ``added`` comes in whatever order the chosen scan of contact_lists gives.
-    UPDATE contacts SET list_ids = list_ids || ARRAY(
-        SELECT id FROM unnest(p_lists) WITH ORDINALITY AS asked (id, n)
-        WHERE id IN (SELECT list_id FROM added) ORDER BY n),
-        updated_at = CASE WHEN p_version IS NULL THEN updated_at ELSE p_ts END,
-        version = coalesce(p_version, version)
-    WHERE id = p_contact AND (p_version IS NOT NULL OR EXISTS (SELECT 1 FROM added))
-$$;
+DROP FUNCTION IF EXISTS public.add_memberships(uuid, uuid, timestamptz, timestamptz, boolean, boolean, text[], uuid[],
+                                               integer);
 
 -- The projection of contact.created (ReadModelProjector): the new contact's row (JSON named
 -- after the columns, ReadModelProjector.created_row), its account's totals, its tags'
@@ -445,8 +421,8 @@ DROP FUNCTION IF EXISTS public.project_contact_created_counts(jsonb, uuid[]);
 -- (create_contacts, command/schema.sql) or one on replay (project_contact_created): the
 -- accounts' totals, the tag index and the time counts, each row moved once by the group's
 -- sum (a group of creates into one account updated its totals' row, its hour's and its
--- second's time counts once per contact, under the events table's lock); then each
--- contact's memberships. Creates add no millisecond counts to a second that has none
+-- second's time counts once per contact, under the events table's lock); then the
+-- memberships. Creates add no millisecond counts to a second that has none
 -- (split_second), so the units read once for the group are what each contact's would be.
 -- p_rows: the contacts' rows as a JSON array (ReadModelProjector.created_row); p_lists: their
 -- lists, a JSON array of arrays in the same order.
@@ -476,15 +452,16 @@ BEGIN
     GROUP BY 1, 2, 3, 4
     ON CONFLICT (account_id, tag, unit, bucket) DO UPDATE SET active = contact_time_counts.active + EXCLUDED.active,
         opted_out = contact_time_counts.opted_out + EXCLUDED.opted_out;
-    FOR i IN 0 .. jsonb_array_length(p_rows) - 1 LOOP
-        IF jsonb_array_length(p_lists->i) > 0 THEN
-            PERFORM add_memberships((p_rows->i->>'id')::uuid, (p_rows->i->>'account_id')::uuid,
-                                    (p_rows->i->>'created_at')::timestamptz, (p_rows->i->>'created_at')::timestamptz,
-                                    true, (p_rows->i->>'is_opted_out')::boolean,
-                                    ARRAY(SELECT jsonb_array_elements_text(p_rows->i->'tags')),
-                                    ARRAY(SELECT jsonb_array_elements_text(p_lists->i))::uuid[], NULL);
-        END IF;
-    END LOOP;
+    -- The memberships of those created in lists, as a list-add of those lists at their
+    -- creation adds them (the row's time and version stay the creation's).
+    PERFORM project_contacts_added_to_lists(
+        array_agg((r->>'id')::uuid ORDER BY n), array_agg((r->>'account_id')::uuid ORDER BY n),
+        array_agg(l ORDER BY n), array_agg((r->>'created_at')::timestamptz ORDER BY n),
+        array_agg((r->>'version')::integer ORDER BY n))
+    FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS x(r, n)
+    JOIN jsonb_array_elements(p_lists) WITH ORDINALITY AS y(l, m) ON m = n
+    WHERE jsonb_array_length(l) > 0
+    HAVING count(*) > 0;
 END $$;
 
 -- The projection of contact.updated (ReadModelProjector): the contact's changed columns

@@ -342,14 +342,21 @@ def test_creates_committed_together_count_what_their_replay_counts(fresh_databas
     try:
         api = svc.client()
         tags = [["vip", "nairobi"], ["vip"], [], ["mombasa", "vip"]]
+        lists = [api.create_list("a")["id"], api.create_list("b")["id"]]
+        in_lists = [[], [lists[0]], [lists[1], lists[0]]]  # created in none, one or both lists
 
-        def create(i: int) -> None:
+        def create(i: int) -> tuple[str, list[str]]:
             r = api.post("/api/v1/contacts", json={"phone": f"0746{i:06d}", "firstName": f"N{i}",
-                                                    "tags": tags[i % 4], "isOptedOut": i % 5 == 0})
+                                                    "tags": tags[i % 4], "isOptedOut": i % 5 == 0,
+                                                    "listIds": in_lists[i % 3]})
             assert r.status_code == 201, r.text
+            return r.json()["id"], in_lists[i % 3]
 
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(create, range(60)))
+            made = list(pool.map(create, range(60)))
+        for contact_id, listed in made:  # each in its own lists, in the order the request named them
+            assert api.get(f"/api/v1/contacts/{contact_id}").json()["listIds"] == listed
+        assert [api.get(f"/api/v1/contact-lists/{i}").json()["contactCount"] for i in lists] == [40, 20]
 
         def total(**params: Any) -> int:
             return api.get("/api/v1/contacts", params=params).json()["total"]
