@@ -94,30 +94,45 @@ def started(variants: list[str], start: Callable[[str, Path], Service]) -> Itera
             svc.__exit__()
 
 
+def alternating(services: dict[str, Service], rounds: int, pause: float, measure: Callable[[Service], dict],
+                then: Callable[[Service], None] = lambda svc: None) -> dict[str, list[dict]]:
+    """``rounds`` rounds of ``measure`` on each service in turn (A B A B ...), each result printed as it
+    comes (then ``then``), ``pause`` seconds after each; every service's results."""
+    results: dict[str, list[dict]] = {name: [] for name in services}
+    for round_ in range(rounds):
+        for name, svc in services.items():
+            result = measure(svc)
+            results[name].append(result)
+            print(round_, name, json.dumps(result), flush=True)
+            then(svc)
+            time.sleep(pause)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = variants_parser("python -m bench.import_ab", __doc__, rounds=3, pause=20,
                              pause_help="seconds after each import (the relay drains)")
     parser.add_argument("--stats", action="store_true", help="print each import's statements (wall time a row)")
     args = parser.parse_args(argv)
     content = generated_csv(DATA, args.rows)
+
+    def measure(svc: Service) -> dict:
+        api = svc.client()  # a new account each time
+        if args.stats:
+            _statements(svc, reset=True)
+        before, load, began = svc.cpu_seconds(), os.getloadavg()[0], time.perf_counter()
+        r = api.post("/api/v1/contacts/import", files={"file": ("contacts.csv", content)})
+        elapsed, after = time.perf_counter() - began, svc.cpu_seconds()
+        assert r.status_code == 201, r.text[:300]
+        return {"rows_per_s": round(args.rows / elapsed), "cpu_us_per_row": _cpu_per_row(before, after, args.rows),
+                "imported": r.json()["imported"], "load": round(load, 2)}
+
+    def statements(svc: Service) -> None:
+        for total_ms, calls, query in _statements(svc) if args.stats else ():
+            print(f"    {total_ms * 1000 / args.rows:7.1f} us/row {calls:6d} calls  {query}")
+
     with started(args.variants, _start) as services:
-        results: dict[str, list[dict]] = {name: [] for name in services}
-        for round_ in range(args.rounds):
-            for name, svc in services.items():
-                api = svc.client()  # a new account each time
-                if args.stats:
-                    _statements(svc, reset=True)
-                before, load, began = svc.cpu_seconds(), os.getloadavg()[0], time.perf_counter()
-                r = api.post("/api/v1/contacts/import", files={"file": ("contacts.csv", content)})
-                elapsed, after = time.perf_counter() - began, svc.cpu_seconds()
-                assert r.status_code == 201, r.text[:300]
-                result = {"rows_per_s": round(args.rows / elapsed), "cpu_us_per_row": _cpu_per_row(before, after, args.rows),
-                          "imported": r.json()["imported"], "load": round(load, 2)}
-                results[name].append(result)
-                print(round_, name, json.dumps(result), flush=True)
-                for total_ms, calls, query in _statements(svc) if args.stats else ():
-                    print(f"    {total_ms * 1000 / args.rows:7.1f} us/row {calls:6d} calls  {query}")
-                time.sleep(args.pause)
+        results = alternating(services, args.rounds, args.pause, measure, then=statements)
         for name, runs in results.items():
             median = {k: sorted(r["cpu_us_per_row"][k] for r in runs)[len(runs) // 2] for k in runs[0]["cpu_us_per_row"]}
             print(name, "median CPU us/row", json.dumps(median), "rows/s", sorted(r["rows_per_s"] for r in runs))

@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from bench.import_ab import _start, generated_csv, started, variants_parser, DATA
+from bench.import_ab import DATA, _start, alternating, generated_csv, started, variants_parser
 from bench.imports import Service
 from bench.queries import percentile
 
@@ -102,13 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     content = generated_csv(DATA, args.rows)
     with started(args.variants, _start) as services:
-        results: dict[str, list[dict]] = {name: [] for name in services}
-        for round_ in range(args.rounds):
-            for name, svc in services.items():
-                result = measured_import(svc, content, args.rows, args.clients, args.sample_ms)
-                results[name].append(result)
-                print(round_, name, json.dumps(result), flush=True)
-                time.sleep(args.pause)
+        results = alternating(services, args.rounds, args.pause,
+                              lambda svc: measured_import(svc, content, args.rows, args.clients, args.sample_ms))
         for name, runs in results.items():
             median = {k: sorted(r[k] for r in runs)[len(runs) // 2] for k in runs[0] if runs[0][k] is not None}
             print(name, "median", json.dumps(median))
