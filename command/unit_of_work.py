@@ -50,7 +50,6 @@ the write answers an error and nothing is stored.
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import weakref
 from collections import deque
@@ -149,7 +148,7 @@ class UnitOfWork:
             return
         write = self.prepare(events, **kwargs)
         if write.apart is not None:
-            write.apart()
+            self._commit_writes([write], **write.apart)
         else:
             self.writes.submit(write)
 
@@ -160,7 +159,7 @@ class UnitOfWork:
         thread of its own; a write that commits alone (an import batch, a large write) takes one.
         """
         if write.apart is not None:
-            await asyncio.to_thread(write.apart)
+            await asyncio.to_thread(self._commit_writes, [write], **write.apart)
         else:
             await self.loop_writes.submit(write)
 
@@ -192,11 +191,11 @@ class UnitOfWork:
             # import's last save (Completed or Failed), whose flush covers every batch before it
             # (the WAL is written in order, so a crash loses the newest batches only, and a job
             # resumes after its last stored row); the relay publishes only what is flushed.
-            write.apart = functools.partial(self._commit_writes, [write], pipelined=False, durable=False)
+            write.apart = {"pipelined": False, "durable": False}
         elif len(write.new_keys) > SMALL_KEY_SET:
-            write.apart = functools.partial(self._commit_writes, [write], pipelined=False)
+            write.apart = {"pipelined": False}
         elif len(events) > GROUPED_EVENTS:
-            write.apart = functools.partial(self._commit_writes, [write])
+            write.apart = {}
         return write
 
     def _commit_writes(self, group: list[_Write], pipelined: bool = True, durable: bool = True,
@@ -420,7 +419,11 @@ class _Write:
         self.alone = False  # its group stored nothing: it commits again on its own
         self.committed = False  # known committed: whatever fails after, it is never committed again
         self.done = threading.Event()
-        self.apart: Callable[[], None] | None = None  # how it commits when it goes in no group
+        # How it commits when it goes in no group: ``_commit_writes``' options (None: in a group).
+        # Options, not a bound call: a partial holding ``[self]`` made every import batch a
+        # reference cycle, kept (with the batch's rows, events and keys) until the collector's
+        # oldest generation ran (service/heap.py collects it rarely).
+        self.apart: dict[str, bool] | None = None
         self.before_lock: Callable[[], None] | None = None  # an import batch's, before its append
 
     @property
