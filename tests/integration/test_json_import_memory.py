@@ -1,4 +1,4 @@
-"""A JSON import's body: read once, and let go before the import runs (a 50 MB body is not kept seconds long)."""
+"""A JSON import's body: read once by the handler, and let go before the import runs (50 MB, seconds long)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,20 @@ def test_a_json_imports_body_is_let_go_before_the_import_runs(service: Service,
     [block] = largest
     assert block.size < size, (f"a block of {block.size} bytes (the body is {size}) is alive as the import starts,"
                                f" allocated at {block.traceback}")
+
+
+def test_a_json_import_sent_chunked_without_a_length_is_read_whole(service: Service) -> None:
+    """Without ``Content-Length`` (chunked transfer) the handler's buffer grows as the pieces come."""
+    api = service.client()
+    r = api.post("/api/v1/contacts/bulk", content=_pieces(), headers={"content-type": "application/json"})
+    assert r.status_code == 201, r.text
+    assert r.json()["imported"] == ROWS
+
+
+def test_a_json_import_with_a_string_that_is_not_utf8_is_a_400(service: Service) -> None:
+    """msgspec refuses it with a UnicodeDecodeError, which answered 500 while Litestar decoded the body."""
+    r = service.client().post("/api/v1/contacts/bulk", content=b'{"contacts": [{"phone": "+254712000001",'
+                              b' "firstName": "\xff"}]}', headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "malformed_body"
+    assert "not valid UTF-8" in r.json()["message"]
