@@ -2,6 +2,7 @@
 
     python -m bench.json_memory            # a maximal body: 100,000 contacts with 400-character notes (51.5 MB)
     python -m bench.json_memory --bench    # bench.imports' realistic 100,000-row file, as JSON
+    python -m bench.json_memory --key      # with an Idempotency-Key (its request hash encodes the body again)
 
 Starts `contacts serve` (bench.imports.Service: api + worker, embedded PostgreSQL and NATS in
 bench/.data/json_memory), posts the body once to a fresh service and prints the API process's
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--note", type=int, default=400, help="characters of each contact's note")
     parser.add_argument("--bench", action="store_true", help="bench.imports' realistic file instead")
+    parser.add_argument("--key", action="store_true", help="send an Idempotency-Key")
     args = parser.parse_args(argv)
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)
@@ -51,9 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         api = svc.client()
         start = peak_mb(svc.proc.pid)
         began = time.perf_counter()
-        r = api.post("/api/v1/contacts/bulk", content=body, headers={"content-type": "application/json"})
+        headers = {"content-type": "application/json", **({"Idempotency-Key": "bench"} if args.key else {})}
+        r = api.post("/api/v1/contacts/bulk", content=body, headers=headers)
         seconds = time.perf_counter() - began
-        print(json.dumps({"status": r.status_code, "body_mb": round(len(body) / 1e6, 1), "rows": args.rows,
+        print(json.dumps({"status": r.status_code, "body_mb": round(len(body) / 1e6, 1), "rows": args.rows, "key": args.key,
                           "api_start_mb": start, "api_peak_mb": peak_mb(svc.proc.pid),
                           "seconds": round(seconds, 2), "rows_per_s": round(args.rows / seconds)}), flush=True)
 
