@@ -77,3 +77,16 @@ def test_a_json_import_with_a_string_that_is_not_utf8_is_a_400(service: Service)
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "malformed_body"
     assert "not valid UTF-8" in r.json()["message"]
+
+
+@pytest.mark.parametrize("body", [b'{"contacts": 5, "listId": ', b'{"contacts": [{"phone": 7.5}], "x": "\xff"}',
+                                  b'{"contacts": [], "bogus": 1, "region": ' + b"[" * 3000 + b"]" * 3000 + b"}"])
+def test_a_json_import_not_json_further_on_is_a_400_though_it_breaks_the_schema_first(service: Service,
+                                                                                      body: bytes) -> None:
+    """The typed decode stops at the first field that breaks the schema; the answer still says the body
+    is not JSON, as when the whole body was parsed before it was checked (clients tell 400 from 422)."""
+    api = service.client()
+    r = api.post("/api/v1/contacts/bulk", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "malformed_body"
+    assert api.get("/api/v1/contacts").json()["total"] == 0
