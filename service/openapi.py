@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 from litestar import Response, Router
-from litestar.di import Provide
 from litestar.datastructures import CacheControlHeader
+from litestar.di import Provide
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
