@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import ClientException, SerializationException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.response import Stream
+from litestar.serialization import decode_json
+from litestar.types import Empty
 from msgspec import Meta
 
 from command.context import Actor
@@ -24,13 +28,14 @@ from query.imports import REPORT_URL, ImportJob
 from service.bootstrap import Container
 from service.cleaning import clean_region, clean_tags, clean_text, split_tags
 from service import import_jobs
-from service.openapi import located, with_request_body
+from service.openapi import documented_body, located, with_request_body
 from service.schemas import NO_NUL, Region
 from service.uploads import receive_upload
 
 ActorRequest = Request[Actor, str, Any]
 JOB_PATH = "/api/v1/contacts/imports/{}"
 BULK_MAX_BYTES = 50 * 1024 * 1024  # a JSON body is decoded whole: 100,000 contacts fit easily
+AT_PATH = re.compile(r"`\$\.(.+)`$")  # where a msgspec validation message says the fault is: Litestar's own pattern
 Text = Annotated[str, Meta(pattern=NO_NUL)]  # lengths are checked per row: a too-long field skips the row
 
 
@@ -125,6 +130,61 @@ def _parse_mapping(value: str | None) -> dict[str, str | None] | None:
     return mapping
 
 
+async def _read_body(request: Request) -> bytearray:
+    """The body in one buffer, sized from ``Content-Length`` when sent (``stream()`` answers 413 past the limit).
+
+    Filling a buffer of the announced size copies each chunk once; a growing one is copied
+    whole again each time it outgrows its allocation, the old and the new alive for a moment.
+    """
+    announced = request.content_length
+    body = bytearray(announced if announced is not None and announced <= BULK_MAX_BYTES else 0)
+    filled = 0
+    async for chunk in request.stream():
+        end = filled + len(chunk)
+        if end <= len(body):
+            body[filled:end] = chunk  # same length: in place
+        else:
+            body[filled:] = chunk  # more than announced: grow
+        filled = end
+    del body[filled:]  # fewer than announced
+    return body
+
+
+def _parse(body: bytearray, target_type: Any = Empty) -> Any:
+    """``body`` decoded as Litestar decodes a JSON body (lax: ``"true"`` is a bool), 400 if it is not JSON."""
+    try:
+        return decode_json(body, target_type=target_type, strict=False)
+    except SerializationException as exc:
+        if isinstance(exc.__cause__, msgspec.ValidationError):
+            raise exc.__cause__ from None
+        raise ClientException(str(exc)) from None  # Litestar's answer to a body that is not JSON
+    except UnicodeDecodeError:
+        # msgspec's error for a string that is not UTF-8, which Litestar let through (a 500).
+        raise ClientException("JSON is malformed: a string is not valid UTF-8") from None
+
+
+async def _decode(body: bytearray) -> BulkImport:
+    """The body as a ``BulkImport``, decoded off the event loop (50 MB take a good part of a second).
+
+    A bad body raises what Litestar raised when it decoded ``data: BulkImport`` itself, so that
+    ``service.error_handlers`` answers it exactly as before. A body nested too deeply raises
+    RecursionError inside ``decode_json``, which those handlers know.
+    """
+    if not body:
+        # Litestar's KeyError for a ``data`` that never arrived, which the handlers answer "empty".
+        raise ValidationException(extra=[{"message": "'data'", "key": "data", "source": "body"}])
+    try:
+        return await asyncio.to_thread(_parse, body, BulkImport)
+    except msgspec.ValidationError as exc:
+        # Litestar parsed the JSON whole before it checked the type: a body that is both invalid and
+        # malformed further on (or nested too deeply) was a 400. Only a refused body pays this pass.
+        await asyncio.to_thread(_parse, body)
+        message = str(exc)
+        at = AT_PATH.search(message)
+        raise ValidationException(extra=[{"message": message.split(" - ", 1)[0],
+                                          "key": at.group(1) if at else "data", "source": "body"}]) from None
+
+
 def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key", "").strip()
     if len(key) > 200:
@@ -163,12 +223,19 @@ class ImportController(Controller):
         return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
 
     @post("/bulk", operation_id="importContactsJson", after_request=located(JOB_PATH, "import_id"),
-          responses=JSON_IMPORT_RESPONSES, status_code=201, sync_to_thread=True,
-          request_max_body_size=BULK_MAX_BYTES)
-    def import_json(self, request: ActorRequest, container: Container, data: BulkImport) -> Response[ImportResult]:
-        """Import contacts sent as JSON (the web wizard's path after client-side mapping)."""
-        outcome = import_jobs.import_json(container, request.user, _bulk_rows(data.contacts), data,
-                                          list_id=data.list_id, region=clean_region(data.region),
+          responses=JSON_IMPORT_RESPONSES, status_code=201, request_max_body_size=BULK_MAX_BYTES,
+          dependencies=documented_body(BulkImport))
+    async def import_json(self, request: ActorRequest, container: Container) -> Response[ImportResult]:
+        """Import contacts sent as JSON (the web wizard's path after client-side mapping).
+
+        The handler reads the body itself: Litestar's ``data`` joins the chunks (the body twice
+        for a moment) and keeps the joined bytes on the request all through the import.
+        """
+        body = await _read_body(request)
+        data = await _decode(body)
+        del body  # up to 50 MB that the import, seconds long, has no use for
+        outcome = await asyncio.to_thread(import_jobs.import_json, container, request.user, _bulk_rows(data.contacts),
+                                          data, list_id=data.list_id, region=clean_region(data.region),
                                           idempotency_key=_idempotency_key(request))
         return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
 

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from litestar import Response, Router
 from litestar.datastructures import CacheControlHeader
+from litestar.di import Provide
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
@@ -69,6 +70,22 @@ def with_request_body(media_type: str, schema: Schema | dict[str, Any], descript
                                             description=description, required=True)
 
     return OperationWithBody
+
+
+def documented_body(struct: type[msgspec.Struct]) -> dict[str, Provide]:
+    """Route dependencies documenting ``struct`` as the JSON body of a handler that reads the body itself.
+
+    Litestar documents the ``data`` of a handler or of any of its route's dependencies (the request
+    body, its schema, the components it names), but it decodes the body only for what the handler
+    asks for. The handler never asks for this dependency, so it never runs: the document is exactly
+    that of a body Litestar decodes, and nothing but the handler reads the body.
+    """
+
+    def body(data: Any) -> None:
+        raise AssertionError("documented_body is documentation only: no handler may ask for it")
+
+    body.__annotations__ = {"data": struct, "return": None}  # the struct itself, not a name to resolve
+    return {"documented_body": Provide(body, sync_to_thread=False)}
 
 
 class ClosedStructSchemaPlugin(StructSchemaPlugin):
