@@ -114,6 +114,32 @@ class Service(ServeProcess):
         return {"api": hwm(self.proc.pid), **{"worker": hwm(pid) for pid in workers},
                 **{"relay": hwm(pid) for pid in relays}}
 
+    def relay_pid(self, timeout: float = 30) -> int:
+        """The relay process (the worker's child), once it runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            procs = _processes()
+            workers = {pid for pid, (ppid, comm, _) in procs.items() if ppid == self.proc.pid and comm.startswith("python")}
+            relays = [pid for pid, (ppid, comm, _) in procs.items() if ppid in workers and comm.startswith("python")]
+            if relays:
+                return relays[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError("no relay process started")
+            time.sleep(0.2)
+
+    def settle(self, timeout: float = 60) -> "Service":
+        """Wait until the relay has started up (its CPU time stops growing), so that its start-up (loading
+        its modules, creating the stream) is not counted in the first import measured."""
+        pid, deadline = self.relay_pid(), time.monotonic() + timeout
+        last = _processes()[pid][2]
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = _processes()[pid][2]
+            if now - last < 0.05:
+                break
+            last = now
+        return self
+
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user + system) used so far by the API, its worker, the relay, PostgreSQL and NATS."""
         procs = _processes()
@@ -314,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         print(key, json.dumps(results[key]), flush=True)
     (DATA / "svc").mkdir()
     with Service(DATA / "svc") as svc:
+        svc.settle()
         results["csv_import"] = timed_import(svc, svc.client(), "contacts.csv", csv_path.read_bytes(), args.rows)
         print("csv", json.dumps(results["csv_import"]), flush=True)
         results.update(_ratios(results))
@@ -336,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         generate(big, args.memory_rows, seed=7)
         (DATA / "svc-mem").mkdir()
         with Service(DATA / "svc-mem") as svc:
+            svc.settle()
             api = svc.client()
             results["memory_import"] = _big_import(svc, api, big, args.memory_rows)
             results["memory_import"]["peak_rss_mb"] = svc.peak_rss_mb()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import bench.server
 from bench.import_ab import generated_csv, started, variants_parser
-from bench.imports import Service, _cpu_per_row, _processes, nats_messages
+from bench.imports import Service, _cpu_per_row, nats_messages
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / ".data" / "relay-ab"
@@ -42,37 +42,11 @@ def _start(name: str, checkout: Path) -> Service:
     return svc.__enter__()
 
 
-def relay_pid(svc: Service, timeout: float = 30) -> int:
-    """The relay process (the worker's child), once it runs."""
-    deadline = time.monotonic() + timeout
-    while True:
-        procs = _processes()
-        workers = {pid for pid, (ppid, comm, _) in procs.items() if ppid == svc.proc.pid and comm.startswith("python")}
-        relays = [pid for pid, (ppid, comm, _) in procs.items() if ppid in workers and comm.startswith("python")]
-        if relays:
-            return relays[0]
-        if time.monotonic() > deadline:
-            raise TimeoutError("no relay process started")
-        time.sleep(0.2)
-
-
-def settle(svc: Service, timeout: float = 60) -> None:
-    """Wait until the relay has started up (its CPU time stops growing), so its start is not counted."""
-    pid, deadline = relay_pid(svc), time.monotonic() + timeout
-    last = _processes()[pid][2]
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = _processes()[pid][2]
-        if now - last < 0.05:
-            return
-        last = now
-
-
 def timed_import(svc: Service, content: bytes, rows: int, drain: bool) -> dict:
     """Import ``content`` into a new account; CPU per row and rates until its last message is in the stream."""
     api = svc.client()
     before = nats_messages(svc.data_dir)
-    relay = relay_pid(svc)
+    relay = svc.relay_pid()
     if drain:
         os.kill(relay, signal.SIGSTOP)
     cpu_start, load, began = svc.cpu_seconds(), os.getloadavg()[0], time.perf_counter()
@@ -107,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     with started(args.variants, _start) as services:
         results: dict[str, list[dict]] = {name: [] for name in services}
         for svc in services.values():
-            settle(svc)
+            svc.settle()
         for round_ in range(args.rounds):
             for name, svc in services.items():
                 result = timed_import(svc, content, args.rows, args.drain)
