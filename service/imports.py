@@ -131,22 +131,15 @@ def _parse_mapping(value: str | None) -> dict[str, str | None] | None:
 
 
 async def _read_body(request: Request) -> bytearray:
-    """The body in one buffer, sized from ``Content-Length`` when sent (``stream()`` answers 413 past the limit).
+    """The body in one buffer (``stream()`` answers 413 past the route's limit).
 
-    Filling a buffer of the announced size copies each chunk once; a growing one is copied
-    whole again each time it outgrows its allocation, the old and the new alive for a moment.
+    The buffer grows with what arrives, never with what ``Content-Length`` announces: a
+    client announcing 50 MB and sending nothing holds no 50 MB of this process. Grown
+    in place (a large buffer is its own mapping, which ``realloc`` extends without a copy).
     """
-    announced = request.content_length
-    body = bytearray(announced if announced is not None and announced <= BULK_MAX_BYTES else 0)
-    filled = 0
+    body = bytearray()
     async for chunk in request.stream():
-        end = filled + len(chunk)
-        if end <= len(body):
-            body[filled:end] = chunk  # same length: in place
-        else:
-            body[filled:] = chunk  # more than announced: grow
-        filled = end
-    del body[filled:]  # fewer than announced
+        body += chunk
     return body
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 import tracemalloc
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from service import import_jobs
-from tests.support import Service
+from service.auth import mint_token
+from tests.support import SECRET, Service
 
 ROWS = 5_000
 NOTE = "x" * 1_000  # a 5 MB body: far above any one allocation of the decoded contacts (the list: 40 kB)
@@ -90,3 +94,24 @@ def test_a_json_import_not_json_further_on_is_a_400_though_it_breaks_the_schema_
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "malformed_body"
     assert api.get("/api/v1/contacts").json()["total"] == 0
+
+
+def test_a_json_import_holds_what_arrived_not_what_content_length_announced(service: Service) -> None:
+    """A client that announces a 40 MB body and sends a few bytes (slowly, or never the rest) makes the
+    service hold those bytes, not 40 MB: a few such requests at once would otherwise hold gigabytes.
+    The request is sent by hand over a socket (a client library would not send less than it announced);
+    the allocations of the API (in this process) are read while it waits for the rest."""
+    announced = 40_000_000
+    token = mint_token(SECRET, uuid.uuid4(), "tester")
+    head = (f"POST /api/v1/contacts/bulk HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {announced}\r\n\r\n").encode()
+    tracemalloc.start()
+    try:
+        with socket.create_connection(("127.0.0.1", service.server.port)) as sock:
+            sock.sendall(head + b'{"contacts": [')
+            time.sleep(0.5)  # the handler is reading the body by now
+            largest = max(tracemalloc.take_snapshot().traces, key=lambda trace: trace.size)
+    finally:
+        tracemalloc.stop()
+    assert largest.size < announced // 10, (f"a block of {largest.size} bytes is alive for a body that sent 14,"
+                                            f" allocated at {largest.traceback}")
