@@ -6,7 +6,6 @@ response starts, so a database failure is still a clean 503 rather than a cut-of
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -34,7 +33,7 @@ from psycopg_pool import ConnectionPool
 
 from command.errors import DomainError, ValidationError
 from query.exports import EXTRA_COLUMNS, csv_export, json_export
-from service import locks
+from service import locks, threads
 from service.schemas import explain, field_of
 from service.bootstrap import Container
 from service.cleaning import clean_email
@@ -138,7 +137,7 @@ class ExportController(Controller):
         if not settings.smtp_url:
             raise MailNotConfiguredError("no mail provider is configured (CONTACTS_SMTP_URL)")
         data = _decode(await _read_body(request, settings.export_email_max_bytes))
-        await asyncio.to_thread(mail_export, container, request.user.account_id, data)
+        await threads.run_in(threads.MAIL, mail_export, container, request.user.account_id, data)
         return Response(b"", status_code=200, media_type=MediaType.TEXT)
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import re
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from typing import Annotated, Any
 from uuid import UUID
@@ -30,7 +27,7 @@ from command.imports.service import ImportOutcome
 from query.imports import REPORT_URL, ImportJob
 from service.bootstrap import Container
 from service.cleaning import clean_region, clean_tags, clean_text, split_tags
-from service import import_jobs
+from service import import_jobs, threads
 from service.openapi import documented_body, located, with_request_body
 from service.schemas import NO_NUL, Region
 from service.uploads import receive_upload
@@ -181,20 +178,6 @@ async def _decode(body: bytearray) -> BulkImport:
                                           "key": at.group(1) if at else "data", "source": "body"}]) from None
 
 
-#: Threads for the imports run in the request, each held for as long as its import runs (seconds to
-#: minutes). Not the loop's executor: that one runs every sync handler (GET /contacts and the rest),
-#: six threads on two cores, and six imports in progress held them all, so every such request
-#: waited for an import to end. Imports beyond these wait for a thread; ``Prefer: respond-async``
-#: queues them for the worker instead.
-IMPORT_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="import")
-
-
-async def _in_import_thread(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-    """``asyncio.to_thread`` on ``IMPORT_THREADS``: ``fn`` in one of them, with this request's context."""
-    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(IMPORT_THREADS, call)
-
-
 def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key", "").strip()
     if len(key) > 200:
@@ -227,7 +210,8 @@ class ImportController(Controller):
                 job = await asyncio.to_thread(import_jobs.queue_import, container, request.user, upload, fmt, *chosen)
                 return Response(job, status_code=202, headers={"Location": job.report_url.rsplit("/", 1)[0],
                                                                "Preference-Applied": "respond-async"})
-            outcome = await _in_import_thread(import_jobs.import_file, container, request.user, upload, fmt, *chosen)
+            outcome = await threads.run_in(threads.IMPORTS, import_jobs.import_file, container, request.user, upload,
+                                           fmt, *chosen)
         finally:
             upload.discard()
         return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
@@ -244,9 +228,9 @@ class ImportController(Controller):
         body = await _read_body(request)
         data = await _decode(body)
         del body  # up to 50 MB that the import, seconds long, has no use for
-        outcome = await _in_import_thread(import_jobs.import_json, container, request.user, _bulk_rows(data.contacts),
-                                          data, list_id=data.list_id, region=clean_region(data.region),
-                                          idempotency_key=_idempotency_key(request))
+        outcome = await threads.run_in(threads.IMPORTS, import_jobs.import_json, container, request.user,
+                                       _bulk_rows(data.contacts), data, list_id=data.list_id,
+                                       region=clean_region(data.region), idempotency_key=_idempotency_key(request))
         return Response(_result(outcome), status_code=200 if outcome.replayed else 201)
 
     @get("/imports/{import_id:uuid}", operation_id="getImport", sync_to_thread=True)
