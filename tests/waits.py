@@ -1,11 +1,13 @@
-"""Waits on a condition: poll with a short interval, fail naming what never happened."""
+"""Waits on a condition: poll with a short interval, fail naming what never happened; and a function held
+until a test lets it go."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -44,3 +46,27 @@ async def wait_until_async(predicate: Callable[[], Awaitable[T]], what: str | Ca
             raise _timed_out(what, timeout)
         await asyncio.sleep(interval)
     return value
+
+
+class Held:
+    """A module's function held at its start until ``release()``, then run for real; ``calls`` counts the
+    calls begun (a test fills the threads that run such calls, then checks what still answers)."""
+
+    def __init__(self, monkeypatch: Any, module: Any, name: str):
+        self._begun: list[None] = []  # appended to by each call's thread (atomic, where += is not)
+        self._released = threading.Event()
+        real = getattr(module, name)
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            self._begun.append(None)
+            self._released.wait(60)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, held)
+
+    @property
+    def calls(self) -> int:
+        return len(self._begun)
+
+    def release(self) -> None:
+        self._released.set()

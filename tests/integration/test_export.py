@@ -490,27 +490,17 @@ def test_reads_answer_while_slow_mail_sends_are_in_progress(mail_service: Servic
     """A send to a slow provider holds a thread for its seconds. Sends held the loop's executor, which
     runs every sync handler (six threads on two cores): six slow sends kept GET /contacts waiting.
     Seven sends (from seven accounts, within their quotas) are held here; reads still answer."""
-    import threading
-
     from service import exports
-    from tests.waits import wait_until
+    from tests.waits import Held, wait_until
 
-    sending, release = [], threading.Event()
-    send_mail = exports.send_mail
-
-    def slow(*args: Any, **kwargs: Any) -> Any:
-        sending.append(1)
-        release.wait(60)
-        return send_mail(*args, **kwargs)
-
-    monkeypatch.setattr(exports, "send_mail", slow)
+    sends = Held(monkeypatch, exports, "send_mail")
     clients = [mail_service.client() for _ in range(7)]
     with ThreadPoolExecutor(len(clients)) as pool:
         answers = [pool.submit(api.post, "/api/v1/contacts/export-email", json=_mail()) for api in clients]
         try:
-            wait_until(lambda: len(sending) >= 4, lambda: f"{len(sending)} sends in progress", timeout=20)
+            wait_until(lambda: sends.calls >= 4, lambda: f"{sends.calls} sends in progress", timeout=20)
             r = mail_service.client().http.get("/api/v1/contacts", timeout=10)
             assert r.status_code == 200, r.text
         finally:
-            release.set()
+            sends.release()
         assert [a.result().status_code for a in answers] == [200] * len(clients)

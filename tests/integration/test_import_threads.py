@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
 from service import import_jobs
 from tests.support import Service
-from tests.waits import wait_until
+from tests.waits import Held, wait_until
 
 IMPORTS = 8  # more than the loop's executor has threads on two cores (min(32, cores + 4) = 6)
 
@@ -22,21 +20,13 @@ def test_reads_and_list_changes_answer_while_many_imports_run(service: Service,
     on two cores, so six imports in progress kept every such request waiting for one to end, and a
     seventh import too. Here eight imports are held at their start (the real function runs once they
     are let go) while an account reads its contacts and changes a list by filter."""
-    running, release = [], threading.Event()
-    import_json = import_jobs.import_json
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        running.append(1)
-        release.wait(60)
-        return import_json(*args, **kwargs)
-
-    monkeypatch.setattr(import_jobs, "import_json", held)
+    imports = Held(monkeypatch, import_jobs, "import_json")
     clients = [service.client() for _ in range(IMPORTS)]
     body = {"contacts": [{"phone": "+254712000001"}]}
     with ThreadPoolExecutor(IMPORTS) as pool:
         answers = [pool.submit(api.post, "/api/v1/contacts/bulk", json=body) for api in clients]
         try:
-            wait_until(lambda: len(running) == IMPORTS, lambda: f"{len(running)} of {IMPORTS} imports running",
+            wait_until(lambda: imports.calls == IMPORTS, lambda: f"{imports.calls} of {IMPORTS} imports running",
                        timeout=20)
             api = service.client()
             api.create_contact("+254712000002", tags=["vip"])
@@ -48,5 +38,5 @@ def test_reads_and_list_changes_answer_while_many_imports_run(service: Service,
             assert r.status_code == 200, r.text
             assert r.json() == {"added": 1}
         finally:
-            release.set()
+            imports.release()
         assert [a.result().status_code for a in answers] == [201] * IMPORTS
