@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procs import status_kb
 from bench.server import ServeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,32 +101,25 @@ class Service(ServeProcess):
     def __init__(self, data_dir: Path):
         super().__init__(data_dir, SECRET)
 
-    def peak_rss_mb(self) -> dict[str, float]:
+    def peak_rss_mb(self) -> dict[str, int]:
         """Peak resident memory (VmHWM), in MB, of the API process and of the worker it runs."""
-        def hwm(pid: int) -> float:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024)
-            return float("nan")
+        workers, relays = self._children(_processes())
+        return {"api": vm_hwm_mb(self.proc.pid), **{"worker": vm_hwm_mb(pid) for pid in workers},
+                **{"relay": vm_hwm_mb(pid) for pid in relays}}
 
-        procs = _processes()
-        workers = [pid for pid, (ppid, comm, _) in procs.items() if ppid == self.proc.pid and comm.startswith("python")]
-        relays = [pid for pid, (ppid, comm, _) in procs.items() if ppid in workers and comm.startswith("python")]
-        return {"api": hwm(self.proc.pid), **{"worker": hwm(pid) for pid in workers},
-                **{"relay": hwm(pid) for pid in relays}}
+    def _children(self, procs: dict[int, tuple[int, str, float]]) -> tuple[set[int], list[int]]:
+        """The worker processes (the API's Python children) and the relays (theirs), among ``procs``."""
+        workers = {pid for pid, (ppid, comm, _) in procs.items() if ppid == self.proc.pid and comm.startswith("python")}
+        return workers, [pid for pid, (ppid, comm, _) in procs.items() if ppid in workers and comm.startswith("python")]
 
     def relay_pid(self, timeout: float = 30) -> int:
         """The relay process (the worker's child), once it runs."""
         deadline = time.monotonic() + timeout
-        while True:
-            procs = _processes()
-            workers = {pid for pid, (ppid, comm, _) in procs.items() if ppid == self.proc.pid and comm.startswith("python")}
-            relays = [pid for pid, (ppid, comm, _) in procs.items() if ppid in workers and comm.startswith("python")]
-            if relays:
-                return relays[0]
+        while not (relays := self._children(_processes())[1]):
             if time.monotonic() > deadline:
                 raise TimeoutError("no relay process started")
             time.sleep(0.2)
+        return relays[0]
 
     def settle(self, timeout: float = 60) -> "Service":
         """Wait until the relay has started up (its CPU time stops growing), so that its start-up (loading
@@ -144,14 +138,14 @@ class Service(ServeProcess):
         """CPU time (user + system) used so far by the API, its worker, the relay, PostgreSQL and NATS."""
         procs = _processes()
         postmaster = int((self.data_dir / "pg" / "postmaster.pid").read_text().split()[0])
-        workers = {pid for pid, (ppid, comm, _) in procs.items() if ppid == self.proc.pid and comm.startswith("python")}
+        workers, relays = self._children(procs)
         totals = {"api": 0.0, "worker": 0.0, "relay": 0.0, "postgres": 0.0, "nats": 0.0}
         for pid, (ppid, comm, seconds) in procs.items():
             if pid == self.proc.pid:
                 totals["api"] += seconds
             elif pid in workers:
                 totals["worker"] += seconds
-            elif ppid in workers and comm.startswith("python"):
+            elif pid in relays:
                 totals["relay"] += seconds  # the worker's lower-priority relay process
             elif pid == postmaster or ppid == postmaster:
                 totals["postgres"] += seconds
@@ -164,6 +158,11 @@ class Service(ServeProcess):
 
         token = mint_token(SECRET, uuid.uuid4(), "bench", 86400)
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=3600)
+
+
+def vm_hwm_mb(pid: int) -> int:
+    """A process's peak resident memory so far (VmHWM), in MB."""
+    return round(status_kb(pid, "VmHWM") / 1024)
 
 
 def _processes() -> dict[int, tuple[int, str, float]]:

@@ -15,9 +15,8 @@ import argparse
 import json
 import shutil
 import time
-from pathlib import Path
 
-from bench.imports import ROOT, Service, generate, to_json
+from bench.imports import ROOT, Service, generate, to_json, vm_hwm_mb
 
 DATA = ROOT / "bench" / ".data" / "json_memory"
 
@@ -27,12 +26,6 @@ def maximal_body(rows: int, note: int) -> bytes:
     return json.dumps({"contacts": [{"firstName": f"Name{i}", "lastName": "Otieno", "phone": f"+2547{12000000 + i:08d}",
                                      "tags": ["vip", "promo"], "notes": (f"n{i} " + "x" * note)[:note]}
                                     for i in range(rows)]}).encode()
-
-
-def peak_mb(pid: int) -> int:
-    """The process's peak resident memory so far (VmHWM), in MB."""
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmHWM"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,13 +44,13 @@ def main(argv: list[str] | None = None) -> None:
         body = maximal_body(args.rows, args.note)
     with Service(DATA / "service") as svc:
         api = svc.client()
-        start = peak_mb(svc.proc.pid)
+        start = vm_hwm_mb(svc.proc.pid)
         began = time.perf_counter()
         headers = {"content-type": "application/json", **({"Idempotency-Key": "bench"} if args.key else {})}
         r = api.post("/api/v1/contacts/bulk", content=body, headers=headers)
         seconds = time.perf_counter() - began
         print(json.dumps({"status": r.status_code, "body_mb": round(len(body) / 1e6, 1), "rows": args.rows, "key": args.key,
-                          "api_start_mb": start, "api_peak_mb": peak_mb(svc.proc.pid),
+                          "api_start_mb": start, "api_peak_mb": vm_hwm_mb(svc.proc.pid),
                           "seconds": round(seconds, 2), "rows_per_s": round(args.rows / seconds)}), flush=True)
 
 

@@ -49,7 +49,8 @@ def role_of(cmdline: list[str]) -> str | None:
     return None
 
 
-def _status_kb(pid: int, field: str) -> int:
+def status_kb(pid: int, field: str) -> int:
+    """A field of the process's /proc status in kB (VmHWM, VmRSS, ...); 0 when it is gone or has none."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -192,7 +193,7 @@ class PeakSampler(Sampler):
             except psutil.Error:
                 continue
             if role is not None:
-                self._note(role, _status_kb(pid, "VmHWM"), pid)
+                self._note(role, status_kb(pid, "VmHWM"), pid)
                 self._note_cpu(role, proc)
         for pid in _postmasters(self.pg_roots):
             cluster = []
