@@ -115,3 +115,22 @@ def test_a_json_import_holds_what_arrived_not_what_content_length_announced(serv
         tracemalloc.stop()
     assert largest.size < announced // 10, (f"a block of {largest.size} bytes is alive for a body that sent 14,"
                                             f" allocated at {largest.traceback}")
+
+
+def test_a_json_import_sent_chunked_past_the_limit_is_a_413_and_stores_nothing(service: Service) -> None:
+    """Without ``Content-Length`` nothing can be refused up front: the handler reads the body itself, and
+    its stream stops at the endpoint's limit with the 413 a body announced too large gets."""
+    from service.imports import BULK_MAX_BYTES
+
+    def pieces() -> Iterator[bytes]:
+        yield b'{"contacts": ['
+        contact = json.dumps({"phone": "+254712000001", "notes": NOTE}).encode()
+        for _ in range(BULK_MAX_BYTES // len(contact) + 64):
+            yield contact + b","
+        yield b'{"phone": "+254712000002"}]}'
+
+    api = service.client()
+    r = api.post("/api/v1/contacts/bulk", content=pieces(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text[:200]
+    assert r.json()["message"] == f"the request body is larger than the {BULK_MAX_BYTES} bytes this endpoint accepts"
+    assert api.get("/api/v1/contacts").json()["total"] == 0
