@@ -224,7 +224,7 @@ class UnitOfWork:
             self._project(cur, events)
 
     def _commit_import_batch(self, cur: Cursor[Any], group: list[_Write], events: list[Any], stored: list[Any],
-                      messages: list[bytes | None] | None) -> None:
+                             messages: list[bytes | None] | None) -> None:
         """An import batch's transaction (never pipelined: its rows go by COPY, which a pipeline cannot carry).
 
         Before the lock: the advisory lock the rebuild's swap waits for (command/locks.py),
