@@ -1,0 +1,156 @@
+"""What each promise costs a CSV import, against the plain parse + COPY floor in the same run.
+
+    python -m bench.promise_costs --rows 100000 --rounds 2
+
+One ``contacts serve`` (embedded PostgreSQL and NATS in bench/.data/promise-costs)
+imports the imports benchmark's generated file into a new account four ways, in turn,
+each round:
+
+- ``shipped``: as the service runs;
+- ``no_search_indexes``: the two trigram indexes that serve ``search`` dropped first
+  (and made again, with their stored definitions, once the import's messages are out);
+- ``no_messages``: the relay stopped (SIGSTOP) for the import, so no ``contact.created``
+  message is built, published or stored while it runs: the most that publishing fewer or
+  cheaper messages could give (it is let go and drains before the next import);
+- ``neither``: both.
+
+Each prints rows/s to the response, its ratio to the floors (bench/imports.py ``floor``:
+phonenumbers + ``COPY``, into a bare table and into the CRUD floor's searchable one, run
+first in the same command) and the CPU µs a row of each process (API, worker, relay,
+PostgreSQL, NATS) from the request to the response. Figures go to
+bench/results/promise-costs.json. Taking a promise away here measures its cost; it is
+not a setting of the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from bench.imports import Service, _cpu_per_row, floor, generate, nats_messages
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / ".data" / "promise-costs"
+RESULTS = ROOT / "bench" / "results"
+# Each variant and the promises it takes away.
+VARIANTS = {"shipped": (), "no_search_indexes": ("search_indexes",), "no_messages": ("messages",),
+            "neither": ("search_indexes", "messages")}
+SEARCH_INDEXES = ("contacts_search_name", "contacts_search_phone")
+
+
+def search_indexes(svc: Service) -> dict[str, str]:
+    """The trigram indexes' definitions as PostgreSQL stores them (with their storage options)."""
+    with psycopg.connect(svc.database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE indexname = ANY(%s)",
+                            (list(SEARCH_INDEXES),)).fetchall()
+    found = dict(rows)
+    if set(found) != set(SEARCH_INDEXES):
+        raise RuntimeError(f"expected the indexes {SEARCH_INDEXES}, found {sorted(found)}")
+    return found
+
+
+def set_search_indexes(svc: Service, definitions: dict[str, str], present: bool) -> None:
+    with psycopg.connect(svc.database_url, autocommit=True) as conn:
+        for name, definition in definitions.items():
+            if present:
+                conn.execute(definition.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
+            else:
+                conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+def import_once(svc: Service, content: bytes, rows: int, variant: str, definitions: dict[str, str]) -> dict:
+    """One import into a new account with ``variant``'s promise(s) taken away; the service as shipped after."""
+    api = svc.client()
+    messages, indexes = "messages" not in VARIANTS[variant], "search_indexes" not in VARIANTS[variant]
+    set_search_indexes(svc, definitions, indexes)
+    relay = svc.relay_pid()
+    before_messages = nats_messages(svc.data_dir)
+    if not messages:
+        os.kill(relay, signal.SIGSTOP)
+    load, cpu_start, started = os.getloadavg()[0], svc.cpu_seconds(), time.perf_counter()
+    try:
+        r = api.post("/api/v1/contacts/import", files={"file": ("contacts.csv", content)})
+        elapsed = time.perf_counter() - started
+        cpu_end = svc.cpu_seconds()
+    finally:
+        if not messages:
+            os.kill(relay, signal.SIGCONT)
+    assert r.status_code == 201, r.text[:300]
+    imported = r.json()["imported"]
+    # Every message out before the next import (created per contact, plus the job's own two).
+    deadline = time.monotonic() + 600
+    while nats_messages(svc.data_dir) < before_messages + imported + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    on_nats = time.perf_counter() - started
+    set_search_indexes(svc, definitions, True)  # after the messages: their time is the import's
+    run = {"variant": variant, "rows_per_s": round(rows / elapsed), "imported": imported,
+           "cpu_us_per_row": _cpu_per_row(cpu_start, cpu_end, rows), "load_average_before": round(load, 2)}
+    if messages:  # the issue's measure: from the request until the last contact.created is in the stream
+        run["rows_per_s_to_nats"] = round(rows / on_nats)
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.promise_costs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--pause", type=float, default=5.0, help="seconds of quiet before each import")
+    args = parser.parse_args(argv)
+    shutil.rmtree(DATA, ignore_errors=True)
+    DATA.mkdir(parents=True)
+    csv_path = DATA / "contacts.csv"
+    generate(csv_path, args.rows)
+    results: dict = {"cores": os.cpu_count(), "rows": args.rows,
+                     "command": "python -m bench.promise_costs " + " ".join(argv or sys.argv[1:]),
+                     "date": time.strftime("%Y-%m-%d %H:%M"), "load_average": os.getloadavg(), "imports": []}
+    floors = {"floor": floor(csv_path, args.rows), "indexed_floor": floor(csv_path, args.rows, indexed=True)}
+    results["floors"] = floors
+    print("floors", json.dumps({k: v["rows_per_s"] for k, v in floors.items()}), flush=True)
+    content = csv_path.read_bytes()
+    (DATA / "svc").mkdir()
+    with Service(DATA / "svc") as svc:
+        svc.settle()
+        definitions = search_indexes(svc)
+        for round_ in range(args.rounds):
+            for variant in VARIANTS:
+                time.sleep(args.pause)
+                run = import_once(svc, content, args.rows, variant, definitions)
+                run.update(round=round_ + 1, **_ratios(run, floors))
+                results["imports"].append(run)
+                print(json.dumps(run), flush=True)
+    for key in ("rows_per_s", "rows_per_s_to_nats"):
+        results[f"median_{key}"] = {v: _median([r[key] for r in results["imports"] if r["variant"] == v and key in r])
+                                    for v in VARIANTS if not (key.endswith("nats") and "messages" in VARIANTS[v])}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "promise-costs.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("medians", json.dumps(results["median_rows_per_s"]), "to the last message",
+          json.dumps(results["median_rows_per_s_to_nats"]))
+
+
+def _ratios(run: dict, floors: dict[str, dict]) -> dict[str, float]:
+    """The import's rate (to the response, and to the last message when it publishes) over each floor's."""
+    ratios = {}
+    for name, measured in (("", run["rows_per_s"]), ("to_nats_", run.get("rows_per_s_to_nats"))):
+        for floor_name, result in floors.items():
+            if measured is not None:
+                ratios[f"{name}vs_{floor_name}"] = round(measured / result["rows_per_s"], 2)
+    return ratios
+
+
+def _median(values: list[int]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+if __name__ == "__main__":
+    main()
