@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from bench.imports import Service, _cpu_per_row, floor, generate, nats_messages
 
@@ -58,12 +59,13 @@ def search_indexes(svc: Service) -> dict[str, str]:
 
 
 def set_search_indexes(svc: Service, definitions: dict[str, str], present: bool) -> None:
+    """Make the trigram indexes (from their stored definitions) or drop them."""
     with psycopg.connect(svc.database_url, autocommit=True) as conn:
         for name, definition in definitions.items():
             if present:
                 conn.execute(definition.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1))
             else:
-                conn.execute(f"DROP INDEX IF EXISTS {name}")
+                conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def import_once(svc: Service, content: bytes, rows: int, variant: str, definitions: dict[str, str]) -> dict:
@@ -87,7 +89,9 @@ def import_once(svc: Service, content: bytes, rows: int, variant: str, definitio
     imported = r.json()["imported"]
     # Every message out before the next import (created per contact, plus the job's own two).
     deadline = time.monotonic() + 600
-    while nats_messages(svc.data_dir) < before_messages + imported + 2 and time.monotonic() < deadline:
+    while nats_messages(svc.data_dir) < before_messages + imported + 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the {variant} import's messages were not all in the stream after 10 minutes")
         time.sleep(0.05)
     on_nats = time.perf_counter() - started
     set_search_indexes(svc, definitions, True)  # after the messages: their time is the import's
