@@ -22,9 +22,10 @@ from command.context import Actor
 from command.crypto import KeyStore, PiiMapper
 from command.domain import BulkAction, Contact, ContactList, check_version
 from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, UnknownListsError
+from command.group_commit import LoopGroups
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
-from command.unit_of_work import LoopGroups, NewContact, Outbox, Projector, UnitOfWork
+from command.unit_of_work import NewContact, Outbox, Projector, UnitOfWork
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class _GroupsCollector(Collector):
-    """The group commits' totals (command/unit_of_work.py: LoopGroups, WriteGroups; a write's
+    """The group commits' totals (command/group_commit.py: LoopGroups, WriteGroups; a write's
     groups are those of the use cases on the loop and of those in threads, together), read at scrape time."""
 
     def __init__(self, container: Container):

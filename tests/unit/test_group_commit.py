@@ -15,7 +15,8 @@ from typing import Any
 
 import psycopg
 
-from command.unit_of_work import LoopGroups, NewContact, WriteGroups, _Write
+from command.group_commit import LoopGroups, WriteGroups
+from command.unit_of_work import NewContact, _Write
 
 
 def new(name: str) -> NewContact:
