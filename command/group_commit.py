@@ -44,11 +44,12 @@ class WriteGroups(Generic[W]):
     ``writers`` threads take the queued writes, ``limit`` at most at a time, and commit each
     group as one transaction (``commit``): one BEGIN, one lock, one COMMIT and one flush
     wait for the group, the writes' statements in between in their order of arrival. A
-    write alone goes at once. A group that stored nothing because the server refused a statement (a lost race on a version or a
-    number, bad data) commits again one write at a time, so the write at fault fails alone
-    (and a lost race is retried by its use case, as before). A group whose fate is unknown
-    (the connection was lost) answers every write with the error, as a single write would.
-    The threads leave after a second without work and come back with the next write.
+    write alone goes at once. A group that stored nothing (``alone_if``, by default: the
+    server refused a statement, as on a lost race on a version or a number, or bad data)
+    commits again one write at a time, so the write at fault fails alone (and a lost race
+    is retried by its use case, as before). A group whose fate is unknown (the connection
+    was lost) answers every write with the error, as a single write would. The threads
+    leave after a second without work and come back with the next write.
     """
 
     def __init__(self, commit: Callable[[list[W]], None], writers: int = 2, limit: int = 32,
