@@ -41,6 +41,7 @@ from service.controllers import ActorRequest, contact_filter
 from service.parameters import ListIdParam, OptedOutParam, SearchParam, TagsParam
 from service.openapi import struct_schema, with_request_body
 from service.schemas import Email, In
+from service.uploads import read_body
 
 MIME_TYPES = frozenset({"text/csv", "application/json", "application/zip",
                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
@@ -163,23 +164,16 @@ def _started(chunks: Iterator[bytes]) -> Iterator[bytes]:
     return itertools.chain([next(chunks)], chunks)
 
 
-async def _read_body(request: Request, max_file_bytes: int) -> bytes:
+async def _read_body(request: Request, max_file_bytes: int) -> bytearray:
     """The request body, refused with 413 past what a file of ``max_file_bytes`` needs in base64 JSON."""
     base64_size = 4 * math.ceil(max_file_bytes / 3)
     limit = base64_size + base64_size // 8 + 64 * 1024  # room for escaped "/" and the other fields
     too_large = AttachmentTooLargeError(f"the file is larger than the limit of {max_file_bytes} bytes",
                                         field="fileBase64")
-    if (request.content_length or 0) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
+    return await read_body(request, limit, too_large)
 
 
-def _decode(body: bytes) -> ExportEmail:
+def _decode(body: bytearray) -> ExportEmail:
     try:
         return msgspec.json.decode(body, type=ExportEmail)
     except msgspec.ValidationError as exc:

@@ -30,7 +30,7 @@ from service.cleaning import clean_region, clean_tags, clean_text, split_tags
 from service import import_jobs, threads
 from service.openapi import documented_body, located, with_request_body
 from service.schemas import NO_NUL, Region
-from service.uploads import receive_upload
+from service.uploads import read_body, receive_upload
 
 ActorRequest = Request[Actor, str, Any]
 JOB_PATH = "/api/v1/contacts/imports/{}"
@@ -130,19 +130,6 @@ def _parse_mapping(value: str | None) -> dict[str, str | None] | None:
     return mapping
 
 
-async def _read_body(request: Request) -> bytearray:
-    """The body in one buffer (``stream()`` answers 413 past the route's limit).
-
-    The buffer grows with what arrives, never with what ``Content-Length`` announces: a
-    client announcing 50 MB and sending nothing holds no 50 MB of this process. Grown
-    in place (a large buffer is its own mapping, which ``realloc`` extends without a copy).
-    """
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-    return body
-
-
 def _parse(body: bytearray, target_type: Any = Empty) -> Any:
     """``body`` decoded as Litestar decodes a JSON body (lax: ``"true"`` is a bool), 400 if it is not JSON."""
     try:
@@ -225,7 +212,7 @@ class ImportController(Controller):
         The handler reads the body itself: Litestar's ``data`` joins the chunks (the body twice
         for a moment) and keeps the joined bytes on the request all through the import.
         """
-        body = await _read_body(request)
+        body = await read_body(request)  # the route's limit (BULK_MAX_BYTES) bounds it
         data = await _decode(body)
         del body  # up to 50 MB that the import, seconds long, has no use for
         outcome = await threads.run_in(threads.IMPORTS, import_jobs.import_json, container, request.user,

@@ -1,4 +1,5 @@
-"""Streaming multipart upload: the file part goes to a temporary file, never whole into memory."""
+"""Request bodies as they arrive: a multipart upload's file part goes to a temporary file, never
+whole into memory (``receive_upload``); a JSON body is read once into one buffer (``read_body``)."""
 
 from __future__ import annotations
 
@@ -153,3 +154,23 @@ async def receive_upload(request: Request, max_bytes: int, file_field: str = "fi
         upload.discard()
         raise ValidationError("the form has no 'file' field", field="file")
     return upload
+
+
+async def read_body(request: Request, limit: int | None = None, too_large: Exception | None = None) -> bytearray:
+    """The whole body in one buffer, which grows with what arrives, never with what ``Content-Length``
+    announces: a client announcing 50 MB and sending nothing holds no 50 MB of this process.
+
+    Past ``limit`` bytes ``too_large`` is raised (at once when ``Content-Length`` announces more);
+    without one, the route's ``request_max_body_size`` bounds the body (``stream()`` answers 413).
+    Grown in place: a large buffer is its own mapping, which ``realloc`` extends without a copy.
+    """
+    if limit is not None:
+        too_large = too_large or PayloadTooLargeError(detail=f"the body is larger than the limit of {limit} bytes")
+        if (request.content_length or 0) > limit:
+            raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if limit is not None and len(body) > limit:
+            raise too_large  # set above whenever there is a limit
+    return body

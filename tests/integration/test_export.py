@@ -7,6 +7,7 @@ import csv
 import email
 import email.policy
 import io
+import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -428,6 +429,21 @@ def test_export_email_over_the_size_limit_is_413(mail_service: Service, size: in
     r = mail_service.client().post("/api/v1/contacts/export-email", json=_mail(b"x" * size))
     assert r.status_code == 413
     assert r.json()["status"] == 413 and str(MAX_FILE_BYTES) in r.json()["message"]
+
+
+def test_export_email_sent_chunked_past_the_size_limit_is_413_and_mails_nothing(mail_service: Service,
+                                                                               mailbox) -> None:
+    """Without ``Content-Length`` nothing can be refused up front: the body is counted as it arrives and
+    refused once past the limit (the message of the body's limit, not of a file decoded whole)."""
+    box, _ = mailbox
+    mailed = len(box.envelopes)
+    body = json.dumps(_mail(b"x" * 3 * MAX_FILE_BYTES)).encode()
+    pieces = (body[i:i + 16_384] for i in range(0, len(body), 16_384))
+    r = mail_service.client().post("/api/v1/contacts/export-email", content=pieces,
+                                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["message"] == f"the file is larger than the limit of {MAX_FILE_BYTES} bytes"
+    assert len(box.envelopes) == mailed
 
 
 def test_export_email_at_the_size_limit_is_sent(mail_service: Service) -> None:
