@@ -28,7 +28,7 @@ import argparse
 import json
 import os
 import shutil
-import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,7 +36,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bench.imports import Service, _cpu_per_row, floor, generate, nats_messages
+from bench import relay_ab
+from bench.imports import Service, floor, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / ".data" / "promise-costs"
@@ -70,35 +71,15 @@ def set_search_indexes(svc: Service, definitions: dict[str, str], present: bool)
 
 def import_once(svc: Service, content: bytes, rows: int, variant: str, definitions: dict[str, str]) -> dict:
     """One import into a new account with ``variant``'s promise(s) taken away; the service as shipped after."""
-    api = svc.client()
     messages, indexes = "messages" not in VARIANTS[variant], "search_indexes" not in VARIANTS[variant]
     set_search_indexes(svc, definitions, indexes)
-    relay = svc.relay_pid()
-    before_messages = nats_messages(svc.data_dir)
-    if not messages:
-        os.kill(relay, signal.SIGSTOP)
-    load, cpu_start, started = os.getloadavg()[0], svc.cpu_seconds(), time.perf_counter()
-    try:
-        r = api.post("/api/v1/contacts/import", files={"file": ("contacts.csv", content)})
-        elapsed = time.perf_counter() - started
-        cpu_end = svc.cpu_seconds()
-    finally:
-        if not messages:
-            os.kill(relay, signal.SIGCONT)
-    assert r.status_code == 201, r.text[:300]
-    imported = r.json()["imported"]
-    # Every message out before the next import (created per contact, plus the job's own two).
-    deadline = time.monotonic() + 600
-    while nats_messages(svc.data_dir) < before_messages + imported + 2:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the {variant} import's messages were not all in the stream after 10 minutes")
-        time.sleep(0.05)
-    on_nats = time.perf_counter() - started
+    # relay_ab's import: the relay stopped for it (``drain``) when it publishes nothing meanwhile.
+    timed = relay_ab.timed_import(svc, content, rows, drain=not messages)
     set_search_indexes(svc, definitions, True)  # after the messages: their time is the import's
-    run = {"variant": variant, "rows_per_s": round(rows / elapsed), "imported": imported,
-           "cpu_us_per_row": _cpu_per_row(cpu_start, cpu_end, rows), "load_average_before": round(load, 2)}
+    run = {"variant": variant, "rows_per_s": timed["rows_per_s_to_response"], "imported": timed["imported"],
+           "cpu_us_per_row": timed["cpu_us_per_row_to_response"], "load_average_before": timed["load"]}
     if messages:  # the issue's measure: from the request until the last contact.created is in the stream
-        run["rows_per_s_to_nats"] = round(rows / on_nats)
+        run["rows_per_s_to_nats"] = timed["rows_per_s_to_nats"]
     return run
 
 
@@ -132,8 +113,9 @@ def main(argv: list[str] | None = None) -> None:
                 results["imports"].append(run)
                 print(json.dumps(run), flush=True)
     for key in ("rows_per_s", "rows_per_s_to_nats"):
-        results[f"median_{key}"] = {v: _median([r[key] for r in results["imports"] if r["variant"] == v and key in r])
-                                    for v in VARIANTS if not (key.endswith("nats") and "messages" in VARIANTS[v])}
+        results[f"median_{key}"] = {
+            v: statistics.median([r[key] for r in results["imports"] if r["variant"] == v and key in r])
+            for v in VARIANTS if not (key.endswith("nats") and "messages" in VARIANTS[v])}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "promise-costs.json").write_text(json.dumps(results, indent=2) + "\n")
     print("medians", json.dumps(results["median_rows_per_s"]), "to the last message",
@@ -148,12 +130,6 @@ def _ratios(run: dict, floors: dict[str, dict]) -> dict[str, float]:
             if measured is not None:
                 ratios[f"{name}vs_{floor_name}"] = round(measured / result["rows_per_s"], 2)
     return ratios
-
-
-def _median(values: list[int]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import bench.server
-from bench.import_ab import generated_csv, started, variants_parser
+from bench.import_ab import alternating, generated_csv, started, variants_parser
 from bench.imports import Service, _cpu_per_row, nats_messages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,13 +59,17 @@ def timed_import(svc: Service, content: bytes, rows: int, drain: bool) -> dict:
     cpu_response = svc.cpu_seconds()
     assert r.status_code == 201, r.text[:300]
     imported = r.json()["imported"]
+    deadline = time.monotonic() + 600
     while nats_messages(svc.data_dir) < before + imported + 2:  # a message per contact, then the import's own
+        if time.monotonic() > deadline:
+            raise TimeoutError("the import's messages were not all in the stream after 10 minutes")
         time.sleep(0.05)
-    done = time.perf_counter()
-    result = {"rows_per_s_to_response": round(rows / (responded - began)),
+    done, cpu_done = time.perf_counter(), svc.cpu_seconds()
+    result = {"imported": imported, "rows_per_s_to_response": round(rows / (responded - began)),
               "rows_per_s_to_nats": round(rows / (done - began)),
-              "cpu_us_per_row": _cpu_per_row(cpu_start, svc.cpu_seconds(), rows),
-              "cpu_us_per_row_after_response": _cpu_per_row(cpu_response, svc.cpu_seconds(), rows),
+              "cpu_us_per_row_to_response": _cpu_per_row(cpu_start, cpu_response, rows),
+              "cpu_us_per_row": _cpu_per_row(cpu_start, cpu_done, rows),
+              "cpu_us_per_row_after_response": _cpu_per_row(cpu_response, cpu_done, rows),
               "load": round(load, 2)}
     if drain:
         result["drained_contacts_per_s"] = round(imported / (done - responded))
@@ -79,15 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     content = generated_csv(DATA, args.rows)
     with started(args.variants, _start) as services:
-        results: dict[str, list[dict]] = {name: [] for name in services}
         for svc in services.values():
             svc.settle()
-        for round_ in range(args.rounds):
-            for name, svc in services.items():
-                result = timed_import(svc, content, args.rows, args.drain)
-                results[name].append(result)
-                print(round_, name, json.dumps(result), flush=True)
-                time.sleep(args.pause)
+        results = alternating(services, args.rounds, args.pause,
+                              lambda svc: timed_import(svc, content, args.rows, args.drain))
         for name, runs in results.items():
             cpu = [r["cpu_us_per_row"] for r in runs]
             median = {k: sorted(c[k] for c in cpu)[len(cpu) // 2] for k in cpu[0]}
