@@ -8,14 +8,24 @@ MessagePack array of 16-byte bins built with strided slice copies, decoded by ms
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections.abc import Iterable
 from uuid import UUID
 
 import msgspec
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 _DECODER = msgspec.msgpack.Decoder(list[UUID])
 _JSON = msgspec.json.Encoder()
+_BINS = msgspec.msgpack.Encoder(uuid_format="bytes")
+
+UUID_OID, UUID_ARRAY_OID = 2950, 2951  # PostgreSQL's built-in type ids (pg_type)
+#: A binary array's header: dimensions, has-nulls flag, element type, then each dimension's length and lower bound.
+_HEAD = struct.Struct("!iiIii")
+_EMPTY_HEAD = struct.pack("!iiI", 0, 0, UUID_OID)  # no dimensions: '{}'
 
 
 def uuids_v4(blob: bytes) -> list[UUID]:
@@ -83,14 +93,45 @@ def uuid4_many(count: int) -> list[UUID]:
     return uuids_v4(os.urandom(16 * count)) if count else []
 
 
-def uuid_array(ids: Iterable[UUID]) -> str:
-    """A PostgreSQL ``uuid[]`` literal; far cheaper than psycopg's per-element list dumper.
+class UuidArray(bytes):
+    """A ``uuid[]`` in PostgreSQL's binary array format, sent as is (``UuidArrayDumper``)."""
 
-    The UUIDs are written by msgspec in C (a JSON array of hyphenated UUIDs, its quotes
-    dropped): 0.12-0.27 us a UUID for 1,000, against 0.33-0.60 for ``UUID.hex``, a
-    Python property, one at a time.
+
+class UuidArrayDumper(Dumper):
+    """Sends a ``UuidArray``'s bytes as a binary ``uuid[]`` parameter (registered for every connection)."""
+
+    format = Format.BINARY
+    oid = UUID_ARRAY_OID
+
+    def dump(self, obj: UuidArray) -> bytes:
+        return obj
+
+
+psycopg.adapters.register_dumper(UuidArray, UuidArrayDumper)
+
+
+def uuid_array(ids: Iterable[UUID]) -> UuidArray:
+    """A ``uuid[]`` parameter in binary: far cheaper than a text literal or psycopg's per-element list dumper.
+
+    PostgreSQL reads a text ``uuid[]`` at 0.63 us of backend CPU a UUID (``uuid_in`` parses
+    each byte with ``strtoul``) and this at 0.13; an import batch sends about five a
+    contact. The bytes are msgspec's MessagePack 16-byte bins (written in C) moved into
+    the array's layout (a 4-byte length before each UUID) with strided copies: 0.10 us a
+    UUID in Python, against 0.15 for the text literal.
     """
-    return "{" + _JSON.encode(ids if isinstance(ids, list) else list(ids))[1:-1].decode().replace('"', "") + "}"
+    ids = ids if isinstance(ids, list) else list(ids)
+    count = len(ids)
+    if not count:
+        return UuidArray(_EMPTY_HEAD)
+    packed = _BINS.encode(ids)
+    start = len(packed) - 18 * count  # after the MessagePack array's own header (1, 3 or 5 bytes)
+    if packed[start::18] != b"\xc4" * count or packed[start + 1::18] != b"\x10" * count:
+        raise TypeError("uuid_array takes UUIDs")  # a str among them would shift every UUID after it
+    array = bytearray(20 * count)
+    array[3::20] = b"\x10" * count  # each element's length: 16
+    for j in range(16):
+        array[4 + j::20] = packed[start + 2 + j::18]
+    return UuidArray(_HEAD.pack(1, 0, UUID_OID, count, 1) + array)
 
 
 def uuid_texts(ids: list[UUID]) -> list[str]:

@@ -11,7 +11,7 @@ import uuid
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
 
 from command.crypto import SEALED, SEALED_FIELDS, seal, seal_batch, unseal
-from command.ids import uuid4_many, uuid7_many, uuid_array, uuid_texts, uuids_v4
+from command.ids import uuid4_many, uuid7_many, uuid_texts, uuids_v4
 from command.phones import reservation_id, reservation_ids
 from command.transcoder import MsgspecJSONTranscoder
 from projections.copy_text import copy_array, copy_row, copy_text
@@ -116,11 +116,7 @@ def test_tags_cells_split_as_each_tag_unneutralised() -> None:
     assert _tags(["VIP; promo,vip ;'=sum"], 0) == ["vip", "promo", "=sum"]
 
 
-def test_uuid_array_is_a_postgresql_literal() -> None:
-    a, b = uuid.uuid4(), uuid.uuid4()
-    assert uuid_array([a, b]) == "{" + str(a) + "," + str(b) + "}"
-    assert uuid_array(u for u in (b, a)) == "{" + str(b) + "," + str(a) + "}"  # any iterable
-    assert uuid_array([]) == "{}"
+def test_uuid_texts_are_the_canonical_text() -> None:
     ids = uuid4_many(300) + uuid7_many(300)
     assert uuid_texts(ids) == [str(u) for u in ids] and uuid_texts([]) == []
 
