@@ -156,12 +156,26 @@ BEGIN
     END IF;
     RETURN holders;
 END $$;
+-- Claims of numbers the caller found free (a number changed by PATCH, an import batch's):
+-- raises unique_violation if one is held by another contact meanwhile. Most are numbers
+-- never reserved, so a plain INSERT goes first: ON CONFLICT's speculative insertion (an
+-- index probe before each row, a confirmation after) cost 4.5-5.1 us of backend CPU a
+-- number against 2.6-3.4 (1,000 new numbers a statement into 192,000, three runs). If a
+-- number has a row (freed by a purge, or taken meanwhile) the INSERT fails, its
+-- subtransaction is undone, and the claim is made as before.
 CREATE OR REPLACE FUNCTION claim_phone_reservations(
     p_ids uuid[], p_account uuid, p_contacts uuid[], p_import uuid) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     claimed integer;
 BEGIN
+    BEGIN
+        INSERT INTO phone_reservations (reservation_id, account_id, contact_id, import_id)
+        SELECT t.rid, p_account, t.cid, p_import FROM unnest(p_ids, p_contacts) AS t(rid, cid);
+        RETURN;
+    EXCEPTION WHEN unique_violation THEN
+        NULL;  -- some number has a row: claim each as below
+    END;
     INSERT INTO phone_reservations AS r (reservation_id, account_id, contact_id, import_id)
     SELECT t.rid, p_account, t.cid, p_import FROM unnest(p_ids, p_contacts) AS t(rid, cid)
     ON CONFLICT (reservation_id) DO UPDATE

@@ -104,6 +104,28 @@ def test_purge_erases_only_trashed_contacts_and_frees_the_number(service: Servic
     assert again["id"] != trashed["id"] and again["isOptedOut"] is False
 
 
+def test_a_purged_number_is_taken_again_by_an_import_and_by_a_phone_change(service: Service) -> None:
+    """A freed number has a reservation row: the claim that finds it (not the plain insert of new numbers) takes it."""
+    api = service.client()
+    for phone in ("0711000011", "0711000012"):
+        c = api.create_contact(phone)
+        api.delete(f"/api/v1/contacts/{c['id']}")
+        api.delete_json("/api/v1/contacts/trash", {"ids": [c["id"]]})
+    # One freed number among new ones, in one batch.
+    r = api.post("/api/v1/contacts/import", files={"file": ("a.csv", b"phone\n0711000013\n0711000011\n0711000014\n")})
+    assert r.status_code == 201 and r.json()["imported"] == 3, r.text
+    imported = {c["phone"]: c["id"] for c in api.get("/api/v1/contacts").json()["contacts"]}
+    assert set(imported) == {"+254711000011", "+254711000013", "+254711000014"}
+    # The import's contact holds it now.
+    taken = api.post("/api/v1/contacts", json={"phone": "0711000011"})
+    assert taken.status_code == 409 and taken.json()["contactId"] == imported["+254711000011"], taken.text
+    # A PATCH to the other freed number takes it too, and frees the number it leaves.
+    moved = api.patch(f"/api/v1/contacts/{imported['+254711000013']}", json={"phone": "0711000012"})
+    assert moved.status_code == 200 and moved.json()["phone"] == "+254711000012", moved.text
+    assert api.post("/api/v1/contacts", json={"phone": "0711000012"}).status_code == 409
+    assert api.post("/api/v1/contacts", json={"phone": "0711000013"}).status_code == 201
+
+
 def test_opt_out_survives_purge(service: Service) -> None:
     api = service.client()
     c = api.create_contact("0711000001", isOptedOut=True)
