@@ -11,6 +11,8 @@ import asyncio
 import copy
 import functools
 import inspect
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -25,11 +27,25 @@ from command.errors import ConcurrencyError, NotFoundError, PhoneTakenError, Unk
 from command.group_commit import LoopGroups
 from command.phones import OperatorDirectory, Phone, parse_phone, reservation_id
 from command.transcoder import MsgspecJSONTranscoder
+from command.turns import one_at_a_time
 from command.unit_of_work import NewContact, Outbox, Projector, UnitOfWork
 
 T = TypeVar("T")
 SAVE_CHUNK = 500  # events per save(): large pipelined saves are known to stall
 RETRIES = 8  # a use case re-run from a fresh load after a lost race, at most
+#: The longest wait before the first re-run; each later one waits up to twice as long as the
+#: one before, a random part of it, so that writers that lost together come back at
+#: different times instead of meeting again. This process's writers of one aggregate take
+#: turns (``command/turns.py``) and do not race; these waits are for writers in other
+#: processes. Measured before the turns, with the service's own API (400 requests, 8
+#: clients at once): PATCHes of one contact answered 68 times 409 re-run at once, 23 with
+#: waits of up to 2 ms doubling; renames of one list 37 and 25.
+BACKOFF_S = 0.002
+
+
+def _backoff(attempt: int) -> float:
+    """How long to wait before re-running after lost race ``attempt`` (0 for the first): full jitter."""
+    return random.uniform(0, BACKOFF_S * 2 ** attempt)
 
 
 def retry_on_conflict(func: Callable[..., T]) -> Callable[..., T]:
@@ -37,22 +53,24 @@ def retry_on_conflict(func: Callable[..., T]) -> Callable[..., T]:
     if inspect.iscoroutinefunction(func):
         @functools.wraps(func)
         async def retrying(*args: Any, **kwargs: Any) -> Any:
-            for _ in range(RETRIES):
+            for attempt in range(RETRIES):
                 try:
                     return await func(*args, **kwargs)
                 except IntegrityError:
-                    continue
+                    if attempt + 1 < RETRIES:
+                        await asyncio.sleep(_backoff(attempt))
             raise _too_many_conflicts()
 
         return retrying  # type: ignore[return-value]
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        for _ in range(RETRIES):
+        for attempt in range(RETRIES):
             try:
                 return func(*args, **kwargs)
             except IntegrityError:
-                continue
+                if attempt + 1 < RETRIES:
+                    time.sleep(_backoff(attempt))
         raise _too_many_conflicts()
 
     return wrapper
@@ -224,6 +242,7 @@ class ContactsApplication(Application):
         self.save_all(contact_list)
         return contact_list.id
 
+    @one_at_a_time("list_id")
     @retry_on_conflict
     def update_list(self, actor: Actor, list_id: UUID, changes: dict[str, Any],
                     expected_version: int | None = None) -> UUID:
@@ -233,6 +252,7 @@ class ContactsApplication(Application):
         self.save_all(contact_list)
         return list_id
 
+    @one_at_a_time("list_id")
     @retry_on_conflict
     def delete_list(self, actor: Actor, list_id: UUID, expected_version: int | None = None) -> None:
         contact_list = self.get_list(actor, list_id)
@@ -282,6 +302,7 @@ class ContactsApplication(Application):
                                   field="phone", extra={"contactId": str(holder)})
         return contact
 
+    @one_at_a_time("contact_id")
     @retry_on_conflict
     async def update_contact(self, actor: Actor, contact_id: UUID, *, pii: dict[str, Any],
                              changes: dict[str, Any], region: str | None = None,
@@ -451,6 +472,7 @@ class ContactsApplication(Application):
         self.save_all(*changed)
         return len(changed)
 
+    @one_at_a_time("contact_id")
     @retry_on_conflict
     async def trash_contact(self, actor: Actor, contact_id: UUID, expected_version: int | None = None) -> bool:
         """Trash one contact, if it is still at ``expected_version`` (when given); False if it is not active.

@@ -79,6 +79,34 @@ def test_without_if_match_edits_and_deletes_behave_as_before(service: Service) -
     assert api.delete(f"/api/v1/contacts/{contact['id']}").status_code == 404
 
 
+def test_many_clients_editing_one_contact_or_list_without_if_match_all_succeed(service: Service) -> None:
+    """Without If-Match nobody asked for a version check: every edit applies, none answers 409.
+
+    They arrive together and would load the same version; this process's writers of one
+    aggregate take turns (command/turns.py) instead of losing the race to each other.
+    """
+    api = service.client()
+    contact = api.create_contact("+254712000105")
+    lst = api.create_list("Busy")
+    edits = 48
+
+    def patch(n: int) -> int:
+        return api.patch(f"/api/v1/contacts/{contact['id']}", json={"notes": f"edit {n}"}).status_code
+
+    def rename(n: int) -> int:
+        return api.patch(f"/api/v1/contact-lists/{lst['id']}", json={"name": f"Busy {n}"}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        patched = list(pool.map(patch, range(edits)))
+        renamed = list(pool.map(rename, range(edits)))
+    assert patched == [200] * edits and renamed == [200] * edits
+    # Each applied once, on top of the one before: one new version each.
+    assert api.get(f"/api/v1/contacts/{contact['id']}").headers["ETag"] == f'"{1 + edits}"'
+    assert api.get(f"/api/v1/contact-lists/{lst['id']}").headers["ETag"] == f'"{1 + edits}"'
+    history = api.get(f"/api/v1/contacts/{contact['id']}/history").json()
+    assert sorted(e["data"]["notes"] for e in history[1:]) == sorted(f"edit {n}" for n in range(edits))
+
+
 def test_delete_with_a_stale_etag_is_412_and_keeps_the_contact(service: Service) -> None:
     api = service.client()
     contact = api.create_contact("+254712000104")
