@@ -71,13 +71,14 @@ def one_at_a_time(argument: str) -> Callable[[Callable[..., T]], Callable[..., T
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def in_turn_async(*args: Any, **kwargs: Any) -> Any:
-                aggregate_id = key(args, kwargs)
-                lock = _ON_LOOP.enter(aggregate_id)
+                # An asyncio lock belongs to one loop: a process with several (the tests' servers) keeps theirs apart.
+                turn = (asyncio.get_running_loop(), key(args, kwargs))
+                lock = _ON_LOOP.enter(turn)
                 try:
                     async with lock:
                         return await func(*args, **kwargs)
                 finally:
-                    _ON_LOOP.leave(aggregate_id)
+                    _ON_LOOP.leave(turn)
 
             return in_turn_async  # type: ignore[return-value]
 
