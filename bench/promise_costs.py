@@ -12,7 +12,11 @@ each round:
 - ``no_messages``: the relay stopped (SIGSTOP) for the import, so no ``contact.created``
   message is built, published or stored while it runs: the most that publishing fewer or
   cheaper messages could give (it is let go and drains before the next import);
-- ``neither``: both.
+- ``neither``: both;
+- ``unlogged_read_table`` (only when named with ``--variants``): the ``contacts`` read
+  table ``UNLOGGED`` for the import (no WAL for it; PostgreSQL would empty it after a
+  crash, so the service would have to rebuild it before serving, and no standby could
+  serve it), made ``LOGGED`` again once the import's messages are out.
 
 Each prints rows/s to the response, its ratio to the floors (bench/imports.py ``floor``:
 phonenumbers + ``COPY``, into a bare table and into the CRUD floor's searchable one, run
@@ -44,7 +48,8 @@ DATA = ROOT / "bench" / ".data" / "promise-costs"
 RESULTS = ROOT / "bench" / "results"
 # Each variant and the promises it takes away.
 VARIANTS = {"shipped": (), "no_search_indexes": ("search_indexes",), "no_messages": ("messages",),
-            "neither": ("search_indexes", "messages")}
+            "neither": ("search_indexes", "messages"), "unlogged_read_table": ("crash_safe_read_table",)}
+DEFAULT_VARIANTS = ("shipped", "no_search_indexes", "no_messages", "neither")
 SEARCH_INDEXES = ("contacts_search_name", "contacts_search_phone")
 
 
@@ -69,13 +74,23 @@ def set_search_indexes(svc: Service, definitions: dict[str, str], present: bool)
                 conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name)))
 
 
+def set_read_table_logged(svc: Service, logged: bool) -> None:
+    """``contacts`` WAL-logged (as shipped) or not (rewrites the table when it changes)."""
+    with psycopg.connect(svc.database_url, autocommit=True) as conn:
+        now = conn.execute("SELECT relpersistence = 'p' FROM pg_class WHERE oid = 'contacts'::regclass").fetchone()[0]
+        if now != logged:
+            conn.execute("ALTER TABLE contacts SET LOGGED" if logged else "ALTER TABLE contacts SET UNLOGGED")
+
+
 def import_once(svc: Service, content: bytes, rows: int, variant: str, definitions: dict[str, str]) -> dict:
     """One import into a new account with ``variant``'s promise(s) taken away; the service as shipped after."""
     messages, indexes = "messages" not in VARIANTS[variant], "search_indexes" not in VARIANTS[variant]
     set_search_indexes(svc, definitions, indexes)
+    set_read_table_logged(svc, "crash_safe_read_table" not in VARIANTS[variant])
     # relay_ab's import: the relay stopped for it (``drain``) when it publishes nothing meanwhile.
     timed = relay_ab.timed_import(svc, content, rows, drain=not messages)
     set_search_indexes(svc, definitions, True)  # after the messages: their time is the import's
+    set_read_table_logged(svc, True)
     run = {"variant": variant, "rows_per_s": timed["rows_per_s_to_response"], "imported": timed["imported"],
            "cpu_us_per_row": timed["cpu_us_per_row_to_response"], "load_average_before": timed["load"]}
     if messages:  # the issue's measure: from the request until the last contact.created is in the stream
@@ -89,7 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--pause", type=float, default=5.0, help="seconds of quiet before each import")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help=f"comma-separated, of {', '.join(VARIANTS)} (default: the first four)")
     args = parser.parse_args(argv)
+    variants = args.variants.split(",")
+    if not set(variants) <= set(VARIANTS):
+        parser.error(f"unknown variants: {sorted(set(variants) - set(VARIANTS))}")
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)
     csv_path = DATA / "contacts.csv"
@@ -106,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         svc.settle()
         definitions = search_indexes(svc)
         for round_ in range(args.rounds):
-            for variant in VARIANTS:
+            for variant in variants:
                 time.sleep(args.pause)
                 run = import_once(svc, content, args.rows, variant, definitions)
                 run.update(round=round_ + 1, **_ratios(run, floors))
@@ -115,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("rows_per_s", "rows_per_s_to_nats"):
         results[f"median_{key}"] = {
             v: statistics.median([r[key] for r in results["imports"] if r["variant"] == v and key in r])
-            for v in VARIANTS if not (key.endswith("nats") and "messages" in VARIANTS[v])}
+            for v in variants if not (key.endswith("nats") and "messages" in VARIANTS[v])}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "promise-costs.json").write_text(json.dumps(results, indent=2) + "\n")
     print("medians", json.dumps(results["median_rows_per_s"]), "to the last message",
