@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from events.asyncapi import document as asyncapi_document
 from service import logs
 from service.auth import JWTAuthMiddleware, TokenVerifier, echo_request_id
+from service.bodies import StrictJSONRequest
 from service.bootstrap import Container
 from service.api_docs import finish as finish_openapi
 from service.bulk import BulkController
@@ -72,6 +73,7 @@ def create_app(container: Container, nats_url: str = "") -> Litestar:
         before_send=[echo_request_id],
         before_request=KnownQueryParameters().check,
         request_max_body_size=settings.request_max_bytes,
+        request_class=StrictJSONRequest,  # JSON bodies decoded strictly into their types (service/bodies.py)
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         on_startup=[_finish_openapi],

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import ClientException, SerializationException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.response import Stream
-from litestar.serialization import decode_json
-from litestar.types import Empty
 from msgspec import Meta
 
 from command.context import Actor
@@ -27,7 +23,7 @@ from command.imports.service import ImportOutcome
 from query.imports import REPORT_URL, ImportJob
 from service.bootstrap import Container
 from service.cleaning import clean_region, clean_tags, clean_text, split_tags
-from service import import_jobs, threads
+from service import bodies, import_jobs, threads
 from service.openapi import documented_body, located, with_request_body
 from service.schemas import NO_NUL, Region
 from service.uploads import read_body, receive_upload
@@ -35,7 +31,6 @@ from service.uploads import read_body, receive_upload
 ActorRequest = Request[Actor, str, Any]
 JOB_PATH = "/api/v1/contacts/imports/{}"
 BULK_MAX_BYTES = 50 * 1024 * 1024  # a JSON body is decoded whole: 100,000 contacts fit easily
-AT_PATH = re.compile(r"`\$\.(.+)`$")  # where a msgspec validation message says the fault is: Litestar's own pattern
 Text = Annotated[str, Meta(pattern=NO_NUL)]  # lengths are checked per row: a too-long field skips the row
 
 
@@ -130,39 +125,10 @@ def _parse_mapping(value: str | None) -> dict[str, str | None] | None:
     return mapping
 
 
-def _parse(body: bytearray, target_type: Any = Empty) -> Any:
-    """``body`` decoded as Litestar decodes a JSON body (lax: ``"true"`` is a bool), 400 if it is not JSON."""
-    try:
-        return decode_json(body, target_type=target_type, strict=False)
-    except SerializationException as exc:
-        if isinstance(exc.__cause__, msgspec.ValidationError):
-            raise exc.__cause__ from None
-        raise ClientException(str(exc)) from None  # Litestar's answer to a body that is not JSON
-    except UnicodeDecodeError:
-        # msgspec's error for a string that is not UTF-8, which Litestar let through (a 500).
-        raise ClientException("JSON is malformed: a string is not valid UTF-8") from None
-
-
 async def _decode(body: bytearray) -> BulkImport:
-    """The body as a ``BulkImport``, decoded off the event loop (50 MB take a good part of a second).
-
-    A bad body raises what Litestar raised when it decoded ``data: BulkImport`` itself, so that
-    ``service.error_handlers`` answers it exactly as before. A body nested too deeply raises
-    RecursionError inside ``decode_json``, which those handlers know.
-    """
-    if not body:
-        # Litestar's KeyError for a ``data`` that never arrived, which the handlers answer "empty".
-        raise ValidationException(extra=[{"message": "'data'", "key": "data", "source": "body"}])
-    try:
-        return await asyncio.to_thread(_parse, body, BulkImport)
-    except msgspec.ValidationError as exc:
-        # Litestar parsed the JSON whole before it checked the type: a body that is both invalid and
-        # malformed further on (or nested too deeply) was a 400. Only a refused body pays this pass.
-        await asyncio.to_thread(_parse, body)
-        message = str(exc)
-        at = AT_PATH.search(message)
-        raise ValidationException(extra=[{"message": message.split(" - ", 1)[0],
-                                          "key": at.group(1) if at else "data", "source": "body"}]) from None
+    """The body as a ``BulkImport``, decoded strictly off the event loop (50 MB take a good part of a
+    second), refused as every JSON body is (service/bodies.py)."""
+    return await asyncio.to_thread(bodies.decode, body, BulkImport)
 
 
 def _idempotency_key(request: Request) -> str | None:
