@@ -25,7 +25,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions import HTTPException
 from litestar.openapi.spec import Example
 from litestar.params import Parameter
 from litestar.response import Stream
@@ -33,8 +33,7 @@ from psycopg_pool import ConnectionPool
 
 from command.errors import DomainError, ValidationError
 from query.exports import EXTRA_COLUMNS, csv_export, json_export
-from service import locks, threads
-from service.schemas import explain, field_of
+from service import bodies, locks, threads
 from service.bootstrap import Container
 from service.cleaning import clean_email
 from service.controllers import ActorRequest, contact_filter
@@ -137,7 +136,7 @@ class ExportController(Controller):
         settings = container.settings
         if not settings.smtp_url:
             raise MailNotConfiguredError("no mail provider is configured (CONTACTS_SMTP_URL)")
-        data = _decode(await _read_body(request, settings.export_email_max_bytes))
+        data = bodies.decode(await _read_body(request, settings.export_email_max_bytes), ExportEmail)
         await threads.run_in(threads.MAIL, mail_export, container, request.user.account_id, data)
         return Response(b"", status_code=200, media_type=MediaType.TEXT)
 
@@ -171,15 +170,6 @@ async def _read_body(request: Request, max_file_bytes: int) -> bytearray:
     too_large = AttachmentTooLargeError(f"the file is larger than the limit of {max_file_bytes} bytes",
                                         field="fileBase64")
     return await read_body(request, limit, too_large)
-
-
-def _decode(body: bytearray) -> ExportEmail:
-    try:
-        return msgspec.json.decode(body, type=ExportEmail)
-    except msgspec.ValidationError as exc:
-        raise ValidationError(explain(str(exc)), field=field_of(str(exc))) from None
-    except msgspec.DecodeError as exc:
-        raise ClientException(status_code=400, detail=f"malformed JSON: {exc}") from None
 
 
 def build_message(data: ExportEmail, sender: str, max_file_bytes: int) -> EmailMessage:

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiosmtpd.controller import Controller
 
@@ -422,6 +423,17 @@ def test_export_email_missing_field_or_bad_json(mail_service: Service) -> None:
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "fileBase64"
     r = api.post("/api/v1/contacts/export-email", content=b"{", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"] == "malformed_body"
+
+
+def test_export_email_with_a_string_that_is_not_utf8_is_a_400_and_mails_nothing(mail_service: Service,
+                                                                                 mailbox) -> None:
+    box, _ = mailbox
+    before = len(box.envelopes)
+    body = msgspec.json.encode(_mail()).replace(b'"filename":"', b'"filename":"\xff', 1)
+    r = mail_service.client().post("/api/v1/contacts/export-email", content=body,
+                                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == "malformed_body", r.text
+    assert len(box.envelopes) == before
 
 
 @pytest.mark.parametrize("size", [MAX_FILE_BYTES + 1, 3 * MAX_FILE_BYTES])
