@@ -180,6 +180,13 @@ def _processes() -> dict[int, tuple[int, str, float]]:
     return found
 
 
+def _floor_cpu_seconds(postmaster: int) -> dict[str, float]:
+    """CPU time so far of the floor's two sides: this Python process and its PostgreSQL server."""
+    procs = _processes()
+    return {"python": time.process_time(),
+            "postgres": sum(cpu for pid, (ppid, _, cpu) in procs.items() if postmaster in (pid, ppid))}
+
+
 def _cpu_per_row(before: dict[str, float], after: dict[str, float], rows: int) -> dict[str, float]:
     """Microseconds of CPU per row, per process group, between two ``cpu_seconds`` readings."""
     spent = {k: (after[k] - before[k]) * 1e6 / rows for k in after}
@@ -270,6 +277,8 @@ def floor(csv_path: Path, rows: int, indexed: bool = False, service_parser: bool
                 conn.execute("CREATE TABLE floor_contacts (id uuid PRIMARY KEY, first_name text, last_name text,"
                              " phone text UNIQUE, email text, tags text[], notes text)")
                 copy_sql = "COPY floor_contacts FROM STDIN"
+            postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+            cpu_before = _floor_cpu_seconds(postmaster)
             started = time.perf_counter()
             seen = set()
             with csv_path.open(newline="", encoding="utf-8") as src, conn.cursor() as cur:
@@ -286,9 +295,11 @@ def floor(csv_path: Path, rows: int, indexed: bool = False, service_parser: bool
                         row = (uuid.uuid4(), r["first_name"], r["last_name"], e164, r["email"], tags, r["notes"])
                         copy.write_row((row[0], ACCOUNT, *row[1:]) if indexed else row)
             elapsed = time.perf_counter() - started
+            cpu_after = _floor_cpu_seconds(postmaster)
     finally:
         pg.stop()
     return {"rows": rows, "seconds": round(elapsed, 2), "rows_per_s": round(rows / elapsed),
+            "cpu_us_per_row": _cpu_per_row(cpu_before, cpu_after, rows),
             "table": "the CRUD floor's contacts table (bench/floor.py)" if indexed else "a bare table",
             "phones": "the service's parser (command/phones.py)" if service_parser else "phonenumbers"}
 

@@ -21,7 +21,10 @@ each round:
 Each prints rows/s to the response, its ratio to the floors (bench/imports.py ``floor``:
 phonenumbers + ``COPY``, into a bare table and into the CRUD floor's searchable one, run
 first in the same command) and the CPU µs a row of each process (API, worker, relay,
-PostgreSQL, NATS) from the request to the response. Figures go to
+PostgreSQL, NATS) from the request to the response, and ``cpu_vs_floor``: the import's CPU
+a row, every process's and to its last message where it publishes, over the bare floor's
+(its Python process and its PostgreSQL server, ``cpu_us_per_row`` in ``floors``): what
+the import costs against the plain way, whatever the number of cores. Figures go to
 bench/results/promise-costs.json. Taking a promise away here measures its cost; it is
 not a setting of the service.
 """
@@ -95,6 +98,7 @@ def import_once(svc: Service, content: bytes, rows: int, variant: str, definitio
            "cpu_us_per_row": timed["cpu_us_per_row_to_response"], "load_average_before": timed["load"]}
     if messages:  # the issue's measure: from the request until the last contact.created is in the stream
         run["rows_per_s_to_nats"] = timed["rows_per_s_to_nats"]
+        run["cpu_us_per_row_to_nats"] = timed["cpu_us_per_row"]
     return run
 
 
@@ -119,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
                      "date": time.strftime("%Y-%m-%d %H:%M"), "load_average": os.getloadavg(), "imports": []}
     floors = {"floor": floor(csv_path, args.rows), "indexed_floor": floor(csv_path, args.rows, indexed=True)}
     results["floors"] = floors
-    print("floors", json.dumps({k: v["rows_per_s"] for k, v in floors.items()}), flush=True)
+    print("floors", json.dumps({k: v["rows_per_s"] for k, v in floors.items()}),
+          "CPU us a row", json.dumps({k: v["cpu_us_per_row"] for k, v in floors.items()}), flush=True)
     content = csv_path.read_bytes()
     (DATA / "svc").mkdir()
     with Service(DATA / "svc") as svc:
@@ -149,6 +154,10 @@ def _ratios(run: dict, floors: dict[str, dict]) -> dict[str, float]:
         for floor_name, result in floors.items():
             if measured is not None:
                 ratios[f"{name}vs_{floor_name}"] = round(measured / result["rows_per_s"], 2)
+    # What the import costs in CPU against the plain way (a measure that does not depend on the
+    # cores): all of it, to the last message where it publishes, over the bare floor's.
+    spent = run.get("cpu_us_per_row_to_nats", run["cpu_us_per_row"])["total"]
+    ratios["cpu_vs_floor"] = round(spent / floors["floor"]["cpu_us_per_row"]["total"], 2)
     return ratios
 
 
