@@ -193,7 +193,10 @@ IDEMPOTENCY_KEY_PARAMETER = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "description": "Makes a retry safe: the same key with the same request answers 200 with the first import's"
                    " result (409 `import_in_progress` while it runs); with a different request, 422"
-                   " `idempotency_key_reused`. Keys are per account; at most 200 characters.",
+                   " `idempotency_key_reused`. An import left running by a process that stopped mid-way"
+                   " (not a queued one: a worker resumes those) is resumed by the retry, after its last"
+                   " stored row, which answers 201 with the whole import's counts. Keys are per account;"
+                   " at most 200 characters.",
     "schema": {"type": "string", "maxLength": 200, "example": "import-2026-11-27-customers"}}
 PREFER_PARAMETER = {
     "name": "Prefer", "in": "header", "required": False,

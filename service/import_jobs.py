@@ -16,6 +16,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -52,13 +53,42 @@ def file_limits(settings: Settings) -> FileLimits:
 def run_import(container: Container, actor: Actor, rows: Iterator[ImportRow], *, source: str,
                filename: str | None, list_id: UUID | None, idempotency_key: str | None,
                region: str | None, request_hash: bytes | None = None) -> ImportOutcome:
-    """Start (or replay) an import and run it; each batch commits with its read-table rows."""
+    """Start (or replay, or resume) an import and run it; each batch commits with its read-table rows.
+
+    With an Idempotency-Key the run holds the job's lease (``job_lease``) from before the job
+    is stored to its end: a retry meanwhile answers 409 import_in_progress, and a retry after
+    this process died mid-import finds the lease free and resumes the job after its last
+    stored row (a job without a key has no retry to resume it).
+    """
     service = ImportService(container.app)
-    job, replay = service.start(actor, source=source, filename=filename, list_id=list_id,
-                                idempotency_key=idempotency_key, request_hash=request_hash)
-    if replay is not None:
-        return replay
-    return service.run(actor, job, rows, region=region)
+    with job_lease(container) if idempotency_key else nullcontext() as lease:
+        job, replay = service.start(actor, source=source, filename=filename, list_id=list_id,
+                                    idempotency_key=idempotency_key, request_hash=request_hash, lease=lease)
+        if replay is not None:
+            return replay
+        return service.run(actor, job, rows, region=region)
+
+
+@contextmanager
+def job_lease(container: Container) -> Iterator[Callable[[UUID], bool]]:
+    """A hold on import jobs for as long as this request runs one: the job's advisory lock, as a worker holds
+    its queued job's, on a connection of this request's own (its process dying closes it and frees the job).
+
+    Gives ``take(job_id)``: True once held, False if a live process holds the job or it is
+    queued (a queued job is the workers': one of them resumes it if its worker dies).
+    """
+    conn = psycopg.connect(container.database_url, autocommit=True)
+
+    def take(job_id: UUID) -> bool:
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM import_queue WHERE import_id = %s)", (job_id,)).fetchone()[0]:
+            return False
+        return bool(conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                 (locks.IMPORT_JOB, str(job_id))).fetchone()[0])
+
+    try:
+        yield take
+    finally:
+        conn.close()
 
 
 def request_hash(kind: bytes, *parts: bytes | str | Callable[[], Iterator[bytes]] | None) -> bytes:

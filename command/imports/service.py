@@ -138,17 +138,25 @@ class ImportService:
         return self.app.repository.get(row[0])
 
     def start(self, actor: Actor, *, source: str, filename: str | None, list_id: UUID | None,
-              idempotency_key: str | None,
-              request_hash: bytes | None = None) -> tuple[ContactImport, ImportOutcome | None]:
-        """Open an import job, or return the first result of an earlier one with this key and data."""
+              idempotency_key: str | None, request_hash: bytes | None = None,
+              lease: Callable[[UUID], bool] | None = None) -> tuple[ContactImport, ImportOutcome | None]:
+        """Open an import job, or return the first result of an earlier one with this key and data.
+
+        With ``lease`` (the caller's hold on a job for as long as it runs it: True if taken,
+        False if a live process holds it or a worker owns it), a new job is leased before it
+        is stored, and an earlier one still running that nobody holds any more (its process
+        died mid-import) is returned to be run again, from after its last stored row.
+        """
         if list_id is not None:
             self.app.check_lists(actor, [list_id], field="listId")
         if idempotency_key:
             earlier = self.existing(actor, idempotency_key, request_hash)
             if earlier is not None:
-                return earlier, self._replay(earlier)
+                return self._resumed_or_replayed(earlier, lease)
         job = ContactImport.start(actor, source=source, filename=filename, list_id=list_id,
                                   idempotency_key=idempotency_key)
+        if lease is not None:
+            lease(job.id)  # a new id: nobody else can hold it
         try:
             self.app.save_all(job, account_id=actor.account_id,
                               idempotency=(idempotency_key, job.id, request_hash) if idempotency_key else None)
@@ -156,8 +164,17 @@ class ImportService:
             earlier = self.existing(actor, idempotency_key or "", request_hash)
             if earlier is None:
                 raise
-            return earlier, self._replay(earlier)
+            return self._resumed_or_replayed(earlier, lease)
         return job, None
+
+    def _resumed_or_replayed(self, earlier: ContactImport,
+                             lease: Callable[[UUID], bool] | None) -> tuple[ContactImport, ImportOutcome | None]:
+        """An earlier job with the request's key: to be resumed here if it was left running, else its result."""
+        if earlier.status == "running" and lease is not None and lease(earlier.id):
+            earlier = self.app.repository.get(earlier.id)  # as its last runner left it (it may have just ended)
+            if earlier.status == "running":
+                return earlier, None
+        return earlier, self._replay(earlier)
 
     @staticmethod
     def _replay(job: ContactImport) -> ImportOutcome:

@@ -1,4 +1,4 @@
-"""Faults with real processes: a killed worker mid-import, PostgreSQL restarted under load,
+"""Faults with real processes: a killed worker or api process mid-import, PostgreSQL restarted under load,
 NATS away for a minute under load, and two api processes beside one worker.
 
 Each test ends by comparing the read tables and the NATS stream with the event store:
@@ -122,6 +122,64 @@ def test_worker_killed_during_a_100k_async_import_resumes_and_loses_nothing(
     finally:
         stop_process(worker)
         svc.close()
+
+
+def test_an_import_whose_api_process_was_killed_finishes_when_retried_with_its_idempotency_key(
+        fresh_database: str, nats_url: str) -> None:
+    """A synchronous import's process dies mid-import (a deploy, the OOM killer): the job is left
+    running with the batches it stored. The client's retry with the same Idempotency-Key and file,
+    to another process, resumes it after its last stored row and answers 201 with the whole
+    import's counts, instead of 409 import_in_progress for a job nobody runs any more."""
+    svc = start_service(fresh_database, nats_url, with_worker=False)  # the schema and settings
+    port = free_port()
+    api_proc = _cli("api", fresh_database, nats_url, svc, CONTACTS_PORT=str(port))
+    worker = _cli("worker", fresh_database, nats_url, svc)  # the relay
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, process=api_proc)
+        account = uuid.uuid4()
+        client = _client(base, account)
+        content, unique = _import_file(60_000)
+        request = {"files": {"file": ("big.csv", content)}, "headers": {"Idempotency-Key": "wizard-1"}}
+        first = threading.Thread(target=lambda: _answer(client, request), daemon=True)
+        first.start()
+        wait_until(lambda: _scalar(fresh_database, "SELECT coalesce(max(rows_read), 0) >= 10000 FROM imports"
+                                   " WHERE account_id = %s", account), "the import stored 10,000 rows", 120, 0.02)
+        api_proc.send_signal(signal.SIGKILL)
+        api_proc.wait()
+        stored_at_kill = _scalar(fresh_database, "SELECT rows_read FROM imports WHERE account_id = %s", account)
+        assert stored_at_kill < 60_000
+        api_proc = _cli("api", fresh_database, nats_url, svc, CONTACTS_PORT=str(port))
+        wait_healthy(base, process=api_proc)
+        client = _client(base, account)
+        import_id = _scalar(fresh_database, "SELECT id FROM imports WHERE account_id = %s", account)
+        job = client.get(f"/api/v1/contacts/imports/{import_id}").json()
+        assert job["status"] == "running" and job["counts"]["rows"] < 60_000, job  # nobody runs it
+        retried = client.post("/api/v1/contacts/import", timeout=300, **request)
+        assert retried.status_code == 201, retried.text
+        body = retried.json()
+        assert body["importId"] == str(import_id) and body["status"] == "completed", body
+        assert (body["rows"], body["imported"], body["skipped"]) == (60_000, unique, 60_000 - unique), body
+        contact_ids = _contact_ids(fresh_database, account)
+        assert len(contact_ids) == unique == client.get("/api/v1/contacts").json()["total"]
+        # Retried again: the finished import's result, as for any finished import.
+        again = client.post("/api/v1/contacts/import", **request)
+        assert again.status_code == 200 and again.json()["imported"] == unique, again.text
+        wait_relayed(fresh_database, timeout=180)
+        _created_once(svc, nats_url, account, contact_ids)
+        print(f"killed the api process at row {stored_at_kill:,}; the retry stored {unique:,} contacts once each")
+    finally:
+        stop_process(api_proc)
+        stop_process(worker)
+        svc.close()
+
+
+def _answer(client: httpx.Client, request: dict) -> None:
+    """Send ``request`` to the import endpoint; the process answering it may be killed meanwhile."""
+    try:
+        client.post("/api/v1/contacts/import", timeout=300, **request)
+    except httpx.HTTPError:
+        pass
 
 
 class Writer:

@@ -9,9 +9,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import openpyxl
+import psycopg
 import pytest
 
 from tests.support import Service
+from tests.waits import wait_until
 
 MIXED = (
     "Phone Number;First Name;Surname;E-mail;Tags;Notes\n"
@@ -208,6 +210,25 @@ def test_idempotency_key_replays_the_first_result(service: Service) -> None:
     other = api.post("/api/v1/contacts/import", files={"file": ("a.csv", content)},
                      headers={"Idempotency-Key": "upload-2"})
     assert other.json()["skipped"] == 2  # a new key is a new import: every number already exists
+
+
+def test_a_retry_while_the_keyed_import_runs_is_409_and_once_it_ends_the_first_result(service: Service) -> None:
+    """The running import holds its job: a retry with its key is told to wait, and never runs it a second time."""
+    api = service.client()
+    content = ("phone\n" + "".join(f"0712{i:06d}\n" for i in range(60_000))).encode()
+    request = {"files": {"file": ("big.csv", content)}, "headers": {"Idempotency-Key": "slow-1"}}
+    with ThreadPoolExecutor(1) as pool, psycopg.connect(service.container.database_url, autocommit=True) as db:
+        first = pool.submit(lambda: api.post("/api/v1/contacts/import", timeout=300, **request))
+        import_id = wait_until(lambda: db.execute("SELECT id FROM imports WHERE account_id = %s AND rows_read > 0",
+                                                  (api.account_id,)).fetchone(), "a batch stored", 60, 0.01)[0]
+        retry = api.post("/api/v1/contacts/import", **request)
+        assert retry.status_code == 409, retry.text
+        assert retry.json()["error"] == "import_in_progress" and retry.json()["importId"] == str(import_id)
+        done = first.result()
+    assert done.status_code == 201 and done.json()["imported"] == 60_000, done.text
+    again = api.post("/api/v1/contacts/import", **request)
+    assert again.status_code == 200 and again.json() == done.json()
+    assert api.get("/api/v1/contacts").json()["total"] == 60_000
 
 
 def test_an_idempotency_key_reused_for_other_data_is_422_and_imports_nothing(service: Service) -> None:
