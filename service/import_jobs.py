@@ -82,8 +82,7 @@ def job_lease(container: Container) -> Iterator[Callable[[UUID], bool]]:
     def take(job_id: UUID) -> bool:
         if conn.execute("SELECT EXISTS (SELECT 1 FROM import_queue WHERE import_id = %s)", (job_id,)).fetchone()[0]:
             return False
-        return bool(conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                                 (locks.IMPORT_JOB, str(job_id))).fetchone()[0])
+        return lock_job(conn, job_id)
 
     try:
         yield take
@@ -225,6 +224,12 @@ UNHELD_JOBS = """
     ORDER BY q.created_at"""
 
 
+def lock_job(conn: psycopg.Connection[Any], import_id: UUID) -> bool:
+    """Take the job's session advisory lock on ``conn`` if no other session holds it (``UNHELD_JOBS``'s key)."""
+    return bool(conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                             (locks.IMPORT_JOB, str(import_id))).fetchone()[0])
+
+
 def claim_next(container: Container) -> dict[str, Any] | None:
     """Take the oldest job no live worker holds; the answer keeps its lock's connection open."""
     # The worker asks on every wake-up (every stored event): a pooled query answers "none"
@@ -236,8 +241,7 @@ def claim_next(container: Container) -> dict[str, Any] | None:
     conn = psycopg.connect(container.database_url, autocommit=True)
     try:
         for import_id in candidates:
-            if not conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                                (locks.IMPORT_JOB, str(import_id))).fetchone()[0]:
+            if not lock_job(conn, import_id):
                 continue  # another worker took it meanwhile
             row = conn.execute(  # still queued? (it may have finished between the two statements)
                 "UPDATE import_queue SET status = 'running', heartbeat_at = now() WHERE import_id = %s"

@@ -505,9 +505,17 @@ def test_a_queued_async_import_says_queued_until_a_worker_claims_it(fresh_databa
         assert r.status_code == 202, r.text
         assert r.json()["status"] == "queued"
         assert api.get(r.headers["location"]).json()["status"] == "queued"
+        # The same request sent synchronously with its key: the queued job is the workers', not this request's.
+        keyed = api.post("/api/v1/contacts/import", files={"file": ("q.csv", b"phone\n0712000003\n")},
+                         headers={"Prefer": "respond-async", "Idempotency-Key": "q-1"})
+        retry = api.post("/api/v1/contacts/import", files={"file": ("q.csv", b"phone\n0712000003\n")},
+                         headers={"Idempotency-Key": "q-1"})
+        assert retry.status_code == 409 and retry.json()["importId"] == keyed.json()["id"], retry.text
+        assert api.get(keyed.headers["location"]).json()["status"] == "queued"
         svc.worker = ThreadedWorker(svc.container, nats_url).start()
         job = _wait_for_job(api, r.json()["id"])
         assert job["status"] == "completed" and job["counts"]["imported"] == 2
+        assert _wait_for_job(api, keyed.json()["id"])["counts"]["imported"] == 1
     finally:
         svc.close()
 
