@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import eventsourcing.persistence
+import psycopg
+import psycopg_pool
+
+# What the store raises when PostgreSQL is away, restarting, full or out of connections:
+# nothing about the request is wrong, and the same request may succeed shortly (503).
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    psycopg.OperationalError, psycopg_pool.PoolTimeout,
+    eventsourcing.persistence.OperationalError, eventsourcing.persistence.InterfaceError)
+
 
 class DomainError(Exception):
     """Base of every error a command can raise on purpose."""

@@ -271,6 +271,8 @@ CREATE TABLE IF NOT EXISTS imports (
     finished_at   timestamptz
 );
 CREATE INDEX IF NOT EXISTS imports_account ON imports (account_id, created_at DESC);
+-- The worker's look for synchronous imports abandoned mid-import (service/import_jobs.py ABANDONED_JOBS).
+CREATE INDEX IF NOT EXISTS imports_running ON imports (updated_at) WHERE status = 'running';
 
 CREATE TABLE IF NOT EXISTS import_report_rows (
     import_id   uuid NOT NULL,

@@ -120,8 +120,9 @@ ERROR_BODY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "title": "ErrorBody",
     "description": "Every error answer. Some codes add keys: `contactId` (phone_taken), `unknownListIds`"
-                   " (unknown_lists), `importId` (import_in_progress, idempotency_key_reused, import_failed),"
-                   " the counts and `reportUrl` (import_failed), `currentEtag` (precondition_failed).",
+                   " (unknown_lists), `importId` (import_in_progress, idempotency_key_reused, import_failed,"
+                   " and database_unavailable from an import stopped part-way), the counts and `reportUrl`"
+                   " (import_failed, and such a database_unavailable), `currentEtag` (precondition_failed).",
     "required": ["status", "error", "message"],
     "properties": {
         "status": {"type": "integer", "description": "The HTTP status, repeated"},

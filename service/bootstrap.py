@@ -111,6 +111,7 @@ def build(settings: Settings, database_url: str) -> Container:
                           check=check_after_outage,
                           timeout=settings.db_timeout_s, configure=_utc_session,
                           kwargs={"autocommit": True, "prepare_threshold": None})
+    check_after_outage.watch(pool)
     keys = KeyStore(pool)
     env = eventsourcing_env(database_url, settings.db_pool_size, settings.db_timeout_s)
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -125,6 +126,7 @@ def build(settings: Settings, database_url: str) -> Container:
             # eventsourcing offers only "always ping" or "never": its pool takes ours (psycopg_pool
             # keeps the check in ``_check``, read at every checkout).
             app.recorder.datastore.pool._check = check_after_outage
+            check_after_outage.watch(app.recorder.datastore.pool)
             ensure_schema(conn, app.recorder)
             app.directory = operator_prefixes.load(conn)
             app.hash_key = phone_hash_key(conn, settings)

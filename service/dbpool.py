@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+import weakref
 from typing import Any
 
 import psycopg_pool
@@ -42,14 +45,43 @@ class CheckAfterOutage:
     restart fault test's first read after the writes came back). After any request met a
     lost database (``mark``), checkouts test the connection with an empty query for
     ``window_s`` seconds and replace a dead one; the rest of the time there is no round trip.
+
+    ``mark`` also sweeps the pools it watches at once, in a thread of its own (``_sweep``):
+    psycopg_pool pauses about a second after each dead connection a checkout meets, so a
+    pool of ten dead connections timed every request out (2 s) for several seconds after
+    the database was back: an import's retry, sent after its ``Retry-After``, got a second 503.
     """
 
     def __init__(self, window_s: float = 60.0):
         self.window_s = window_s
         self.until = 0.0
+        self.pools: weakref.WeakSet[psycopg_pool.ConnectionPool] = weakref.WeakSet()
+        self._sweeping = threading.Lock()
 
-    def mark(self) -> None:
+    def watch(self, pool: psycopg_pool.ConnectionPool) -> None:
+        """Check this pool after an outage: at checkout (``__call__``), and all its idle connections at once."""
+        self.pools.add(pool)
+
+    def mark(self, *, wait: bool = False) -> None:
+        """The database was lost: check connections for a while, and sweep the pools now (``wait``: before returning)."""
         self.until = time.monotonic() + self.window_s
+        if wait:
+            with self._sweeping:
+                self._sweep()
+        elif self._sweeping.acquire(blocking=False):  # one sweep at a time: every 503 of an outage marks
+            threading.Thread(target=self._swept, name="pool-sweep", daemon=True).start()
+
+    def _swept(self) -> None:
+        try:
+            self._sweep()
+        finally:
+            self._sweeping.release()
+
+    def _sweep(self) -> None:
+        """Replace every dead idle connection of the watched pools (each test is an empty query)."""
+        for pool in list(self.pools):
+            with contextlib.suppress(Exception):  # a closed pool, or the database still away
+                pool.check()
 
     def __call__(self, conn: Any) -> None:
         if time.monotonic() < self.until:

@@ -6,17 +6,14 @@ import logging
 import traceback
 from typing import Any
 
-import eventsourcing.persistence
 import msgspec
-import psycopg
-import psycopg_pool
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.types import ExceptionHandlersMap
 from python_multipart.exceptions import MultipartParseError
 
-from command.errors import DomainError, PreconditionFailedError
-from command.imports.service import ImportFailedError
+from command.errors import STORE_UNAVAILABLE, DomainError, PreconditionFailedError
+from command.imports.service import ImportFailedError, ImportInterruptedError
 from service.dbpool import check_after_outage
 from service.errors import status_of
 from service.etags import etag
@@ -64,6 +61,23 @@ def import_failed(request: Request, exc: ImportFailedError) -> Response[Any]:
                      "invalid": counts["invalid"], "skipped": counts["skipped"], "rows": counts["read"],
                      "reportUrl": f"/api/v1/contacts/imports/{exc.job.id}/report.csv"},
                     status_code=status, media_type=MediaType.JSON)
+
+
+def import_interrupted(_: Request, exc: ImportInterruptedError) -> Response[Any]:
+    """An import the database stopped part-way: 503 as any request the database fails, with what it stored."""
+    log.warning("import %s interrupted: %s", exc.job_id, exc.cause)
+    check_after_outage.mark()
+    then = ("retry with the same Idempotency-Key to resume it after its last stored row" if exc.resumable else
+            "no retry resumes an import sent without an Idempotency-Key (it ends as failed): send the file again"
+            " to import the rest (numbers already imported are skipped as already_exists)")
+    counts = exc.counts
+    return Response({"status": 503, "error": "database_unavailable",
+                     "message": f"the database became unavailable part-way through import {exc.job_id};"
+                                f" what it stored stays: {then}",
+                     "errors": [], "importId": str(exc.job_id), "imported": counts["imported"],
+                     "valid": counts["valid"], "invalid": counts["invalid"], "skipped": counts["skipped"],
+                     "rows": counts["read"], "reportUrl": f"/api/v1/contacts/imports/{exc.job_id}/report.csv"},
+                    status_code=503, media_type=MediaType.JSON, headers={"Retry-After": "2"})
 
 
 def validation_error(request: Request, exc: ValidationException) -> Response[ErrorBody]:
@@ -141,14 +155,12 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: domain_error,
     PreconditionFailedError: precondition_failed,
     ImportFailedError: import_failed,
+    ImportInterruptedError: import_interrupted,
     ValidationException: validation_error,
     MultipartParseError: malformed_form,
     NotAuthorizedException: http_error,
     HTTPException: http_error,
     RecursionError: too_deep,
-    psycopg.OperationalError: database_unavailable,
-    psycopg_pool.PoolTimeout: database_unavailable,
-    eventsourcing.persistence.OperationalError: database_unavailable,  # the event store's own
-    eventsourcing.persistence.InterfaceError: database_unavailable,
+    **{kind: database_unavailable for kind in STORE_UNAVAILABLE},  # psycopg's, the pool's, the event store's own
     Exception: internal_error,
 }

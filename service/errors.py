@@ -106,8 +106,10 @@ CODES: dict[str, Code] = {
     "mail_delivery_failed": Code(502, "The mail provider could not be reached, refused the login, recipient or"
                                       " message, or lacks what is configured; `message` says which. The send"
                                       " does not count against the hourly limit."),
-    "database_unavailable": Code(503, "PostgreSQL is unreachable or has no free connection; nothing was"
-                                      " written. Retry after `Retry-After` seconds."),
+    "database_unavailable": Code(503, "PostgreSQL is unreachable, full or has no free connection; nothing was"
+                                      " written. Retry after `Retry-After` seconds. An import it stopped"
+                                      " part-way keeps what it stored: the body adds `importId`, the counts and"
+                                      " `reportUrl`, and the same request with its `Idempotency-Key` resumes it."),
     "mail_not_configured": Code(503, "No mail provider is configured (`CONTACTS_SMTP_URL` is not set, or is"
                                      " not an smtp:// or smtps:// URL)."),
 }

@@ -15,8 +15,9 @@ import hashlib
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -31,16 +32,21 @@ from command.errors import NotFoundError
 from command.imports.formats import detect_format
 from command.imports.limits import FileLimits
 from command.imports.rows import ImportRow, open_rows
-from command.imports.service import ImportFailedError, ImportOutcome, ImportService, failure_reason
+from command.imports.service import (
+    INTERRUPTED, ImportFailedError, ImportInProgressError, ImportInterruptedError, ImportOutcome, ImportService,
+    failure_reason,
+)
 from query import imports as import_queries
 from query.imports import ImportJob
 from service import locks, logs
 from service import bulk_jobs
 from service.bootstrap import Container
+from service.dbpool import check_after_outage
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
+RESUME_AFTER_S = 5.0  # a queued job the database interrupted is claimed again after this
 
 
 def file_limits(settings: Settings) -> FileLimits:
@@ -55,18 +61,26 @@ def run_import(container: Container, actor: Actor, rows: Iterator[ImportRow], *,
                region: str | None, request_hash: bytes | None = None) -> ImportOutcome:
     """Start (or replay, or resume) an import and run it; each batch commits with its read-table rows.
 
-    With an Idempotency-Key the run holds the job's lease (``job_lease``) from before the job
-    is stored to its end: a retry meanwhile answers 409 import_in_progress, and a retry after
-    this process died mid-import finds the lease free and resumes the job after its last
-    stored row (a job without a key has no retry to resume it).
+    The run holds the job's lease (``job_lease``) from before the job is stored to its end.
+    With an Idempotency-Key, a retry meanwhile answers 409 import_in_progress, and a retry
+    after this process died or the database failed mid-import finds the lease free and
+    resumes the job after its last stored row. A job without a key has no retry to resume
+    it: a fault marks it failed here, or, if this process died, the worker's sweep of
+    abandoned jobs does (``fail_abandoned``).
     """
     service = ImportService(container.app)
-    with job_lease(container) if idempotency_key else nullcontext() as lease:
+    with job_lease(container) as lease:
         job, replay = service.start(actor, source=source, filename=filename, list_id=list_id,
                                     idempotency_key=idempotency_key, request_hash=request_hash, lease=lease)
         if replay is not None:
             return replay
-        return service.run(actor, job, rows, region=region)
+        try:
+            return service.run(actor, job, rows, region=region)
+        except ImportInterruptedError as interrupted:
+            if idempotency_key:
+                raise
+            check_after_outage.mark(wait=True)  # the pools' connections the fault broke are replaced first
+            raise service.give_up(actor, interrupted) from interrupted.cause
 
 
 @contextmanager
@@ -77,15 +91,9 @@ def job_lease(container: Container) -> Iterator[Callable[[UUID], bool]]:
     Gives ``take(job_id)``: True once held, False if a live process holds the job or it is
     queued (a queued job is the workers': one of them resumes it if its worker dies).
     """
-    conn = psycopg.connect(container.database_url, autocommit=True)
-
-    def take(job_id: UUID) -> bool:
-        if conn.execute("SELECT EXISTS (SELECT 1 FROM import_queue WHERE import_id = %s)", (job_id,)).fetchone()[0]:
-            return False
-        return lock_job(conn, job_id)
-
+    conn = own_connection(container)
     try:
-        yield take
+        yield lambda job_id: take_job(conn, job_id)
     finally:
         conn.close()
 
@@ -176,12 +184,31 @@ def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list
     _, rows = open_rows(upload.path, fmt, mapping, limits=file_limits(container.settings))
     rows.close()
     service = ImportService(container.app)
-    job, replay = service.start(actor, source=fmt, filename=upload.filename, list_id=list_id,
-                                idempotency_key=idempotency_key,
-                                request_hash=_file_hash(upload, list_id, mapping, region) if idempotency_key else None)
+    try:
+        job, replay = service.start(actor, source=fmt, filename=upload.filename, list_id=list_id,
+                                    idempotency_key=idempotency_key,
+                                    request_hash=_file_hash(upload, list_id, mapping, region) if idempotency_key else None)
+    except ImportInProgressError as running:
+        return _queue_abandoned(container, actor, running, upload.path, fmt, mapping, region)
     if replay is None:
         enqueue(container, actor, job, upload.path, fmt, mapping, region)
     return get_job(container, actor, job.id)
+
+
+def _queue_abandoned(container: Container, actor: Actor, running: ImportInProgressError, path: Path, fmt: str,
+                     mapping: dict[str, str | None] | None, region: str | None) -> ImportJob:
+    """An asynchronous retry of a keyed import left running: queued for a worker to resume if its process died.
+
+    409 as before while a live process runs it, or while it is queued already.
+    """
+    import_id = UUID(running.extra["importId"])
+    with own_connection(container) as conn:
+        if not take_job(conn, import_id):
+            raise running
+        job = container.app.repository.get(import_id)
+        if job.status == "running":  # else it ended meanwhile: its result is the answer
+            enqueue(container, actor, job, path, fmt, mapping, region)
+    return get_job(container, actor, import_id)  # the lease went with the connection: a worker claims the job
 
 
 def import_report(container: Container, actor: Actor, import_id: UUID) -> Iterator[bytes]:
@@ -224,6 +251,22 @@ UNHELD_JOBS = """
     ORDER BY q.created_at"""
 
 
+def own_connection(container: Container) -> psycopg.Connection[Any]:
+    """A connection outside the pools, for a job's lease: it lives as long as the job runs here.
+
+    It gives up connecting after ``db_timeout_s``, as the pools do: unbounded, a request met
+    a database that drops packets with a wait of minutes, not a 503.
+    """
+    return psycopg.connect(container.database_url, autocommit=True, connect_timeout=container.settings.db_timeout_s)
+
+
+def take_job(conn: psycopg.Connection[Any], import_id: UUID) -> bool:
+    """Hold a job that is not queued (a queued job is the workers') and that no live process holds, on ``conn``."""
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM import_queue WHERE import_id = %s)", (import_id,)).fetchone()[0]:
+        return False
+    return lock_job(conn, import_id)
+
+
 def lock_job(conn: psycopg.Connection[Any], import_id: UUID) -> bool:
     """Take the job's session advisory lock on ``conn`` if no other session holds it (``UNHELD_JOBS``'s key)."""
     return bool(conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
@@ -238,7 +281,7 @@ def claim_next(container: Container) -> dict[str, Any] | None:
         candidates = [row[0] for row in conn.execute(UNHELD_JOBS, (locks.IMPORT_JOB,))]
     if not candidates:
         return None
-    conn = psycopg.connect(container.database_url, autocommit=True)
+    conn = own_connection(container)
     try:
         for import_id in candidates:
             if not lock_job(conn, import_id):
@@ -256,6 +299,46 @@ def claim_next(container: Container) -> dict[str, Any] | None:
         raise
     conn.close()
     return None
+
+
+# Synchronous imports left running that no process holds and no retry can resume: not
+# queued, sent without an Idempotency-Key, no batch stored for ``%s`` seconds (a running
+# import stores one every second or so; the wait also spares a job run by an API process
+# of a version that held no lease on unkeyed jobs, during a rolling upgrade).
+ABANDONED_JOBS = """
+    SELECT i.id, i.account_id FROM imports i
+    WHERE i.status = 'running' AND i.updated_at < now() - make_interval(secs => %s)
+      AND NOT EXISTS (SELECT 1 FROM import_queue q WHERE q.import_id = i.id)
+      AND NOT EXISTS (SELECT 1 FROM import_idempotency k WHERE k.account_id = i.account_id AND k.import_id = i.id)
+    ORDER BY i.updated_at"""
+ABANDONED_AFTER_S = 120.0
+ABANDONED_REASON = (f"{INTERRUPTED}: the process running the import stopped part-way; what it stored stays."
+                    " Send the file again to import the rest: numbers already imported are skipped (already_exists)")
+
+
+def fail_abandoned(container: Container, older_than_s: float = ABANDONED_AFTER_S) -> list[UUID]:
+    """Mark failed every synchronous import whose process died mid-import with no key to resume it; their ids.
+
+    A job whose lease (its advisory lock) a live process holds is running, and is left alone.
+    """
+    with container.pool.connection() as conn:
+        candidates = conn.execute(ABANDONED_JOBS, (older_than_s,)).fetchall()
+    if not candidates:
+        return []
+    failed = []
+    service = ImportService(container.app)
+    with own_connection(container) as conn:
+        for import_id, account_id in candidates:
+            if not lock_job(conn, import_id):
+                continue  # a live process runs it
+            try:
+                actor = Actor.system(account_id, request_id=f"abandoned-import:{import_id}")
+                if service.fail_interrupted(actor, import_id, ABANDONED_REASON) is not None:
+                    failed.append(import_id)
+                    log.warning("import %s was abandoned mid-import by its process: marked failed", import_id)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (locks.IMPORT_JOB, str(import_id)))
+    return failed
 
 
 def _heartbeat(container: Container, import_id: UUID) -> None:
@@ -308,6 +391,9 @@ def _run_job(container: Container, claimed: dict[str, Any]) -> None:
                 rows.close()
         except ImportFailedError as failed:
             log.warning("import %s failed: %s", import_id, failed.cause)
+        except ImportInterruptedError:
+            time.sleep(RESUME_AFTER_S)  # the database is away or full: not at once, and not failed
+            raise
         except Exception as exc:  # noqa: BLE001 - e.g. the header check: record the failure
             job = container.app.repository.get(import_id)
             job.fail(actor, failure_reason(exc))

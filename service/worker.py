@@ -1,5 +1,6 @@
-"""The worker: relays every event to NATS, runs queued imports and the trash retention purge, and merges
-the read tables' GIN pending lists off the write path (service/pending_lists.py).
+"""The worker: relays every event to NATS, runs queued imports and the trash retention purge, marks failed
+the synchronous imports their process abandoned, and merges the read tables' GIN pending
+lists off the write path (service/pending_lists.py).
 
 It does not project: every write builds its own read rows in its own transaction
 (``command/unit_of_work.py``). Woken by PostgreSQL LISTEN/NOTIFY: the event store's
@@ -50,11 +51,13 @@ class Worker:
 
     def __init__(self, container: Container, nats_url: str, *,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 retention_interval_s: float = 6 * 3600, import_slots: int = 2):
+                 retention_interval_s: float = 6 * 3600, import_slots: int = 2,
+                 abandoned_after_s: float = import_jobs.ABANDONED_AFTER_S):
         self.container = container
         self.nats_url = nats_url
         self.clock = clock
         self.retention_interval_s = retention_interval_s
+        self.abandoned_after_s = abandoned_after_s
         self.import_slots = import_slots
         self.imports_wakeup = asyncio.Event()
         self.relay = self._local_relay()
@@ -113,10 +116,23 @@ class Worker:
             except asyncio.TimeoutError:
                 pass
 
+    async def _abandoned_imports(self) -> None:
+        """Mark failed the synchronous imports whose process died mid-import with no key to resume them."""
+        while not self.stop.is_set():
+            try:
+                await asyncio.to_thread(import_jobs.fail_abandoned, self.container, self.abandoned_after_s)
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("worker: the look for abandoned imports failed")
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=min(60.0, max(1.0, self.abandoned_after_s / 2)))
+            except asyncio.TimeoutError:
+                pass
+
     async def run(self) -> None:
         """Run every task until ``stop`` is set."""
         wakers = {import_jobs.queue_channel(self.container): self.imports_wakeup.set}
         jobs = [listen(self.container.database_url, wakers, self.stop), self._retention(), self._imports(),
+                self._abandoned_imports(),
                 merge_pending_lists(self.container.database_url, self.stop), self._relay_task()]
         if self.relay is not None:
             # Every write notifies the events channel: only a process that relays listens to it

@@ -58,8 +58,8 @@ def drop_database(server_url: str, database_url: str, timeout: float = 60) -> No
 class ThreadedWorker:
     """The worker's asyncio tasks on their own loop in a thread."""
 
-    def __init__(self, container: Container, nats_url: str):
-        self.worker = Worker(container, nats_url)
+    def __init__(self, container: Container, nats_url: str, **options: Any):
+        self.worker = Worker(container, nats_url, **options)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
 

@@ -33,7 +33,7 @@ from eventsourcing.persistence import IntegrityError
 from command.application import ContactsApplication
 from command.context import Actor
 from command.domain import ContactImport, is_email
-from command.errors import DomainError, InvalidPhoneError, ValidationError
+from command.errors import STORE_UNAVAILABLE, DomainError, InvalidPhoneError, ValidationError
 from command.field_limits import MAX_TAG_CHARS, MAX_TAGS, MAX_TEXT
 from command.ids import uuid7_many
 from command.phones import reservation_ids
@@ -176,6 +176,27 @@ class ImportService:
                 return earlier, None
         return earlier, self._replay(earlier)
 
+    def give_up(self, actor: Actor, interrupted: ImportInterruptedError) -> ImportInterruptedError:
+        """Mark an interrupted job that nothing will resume (no key, not queued) failed; if the database still
+        refuses, the worker's sweep of abandoned jobs marks it later. Either way no retry resumes it."""
+        counts = interrupted.counts
+        try:
+            job = self.fail_interrupted(actor, interrupted.job_id,
+                                        f"{INTERRUPTED}: {failure_reason(interrupted.cause)}")
+            counts = dict(job.counts) if job is not None else counts
+        except STORE_UNAVAILABLE:
+            pass
+        return ImportInterruptedError(interrupted.job_id, counts, interrupted.cause, resumable=False)
+
+    def fail_interrupted(self, actor: Actor, job_id: UUID, reason: str) -> ContactImport | None:
+        """Mark a job that stopped part-way, and that nothing will resume, failed; None if it was not running."""
+        job = self.app.repository.get(job_id)
+        if job.status != "running":
+            return None
+        job.fail(actor, reason[:500])
+        self.app.save_all(job)
+        return job
+
     @staticmethod
     def _replay(job: ContactImport) -> ImportOutcome:
         if job.status == "running":
@@ -194,6 +215,12 @@ class ImportService:
         mostly PostgreSQL's work, and waiting on it releases the GIL).
         """
         iterator: Iterator[Row] = (r for r in rows if r.row > job.last_row)
+        known_stored = [dict(job.counts)]  # the counts as of the last batch known stored
+
+        def stored(counts: dict[str, int]) -> None:
+            known_stored[0] = counts
+            if on_batch is not None:
+                on_batch(counts)
 
         def next_parsed() -> Parsed | None:
             batch = list(islice(iterator, self.batch_size))
@@ -208,7 +235,7 @@ class ImportService:
                     pending = ahead.submit(next_parsed)
                     claimed = {rid: cid for p in in_flight for rid, cid in p.claimed.items()}
                     prepared = self._prepare(actor, job, parsed, claimed)
-                    if len(in_flight) == STORING and not self._stored_in_order(actor, in_flight, on_batch, 1):
+                    if len(in_flight) == STORING and not self._stored_in_order(actor, in_flight, stored, 1):
                         # A batch ahead lost a number to a concurrent writer and was redone from
                         # the database (and so were those behind it): this one was resolved
                         # against what they would have claimed, so it is resolved again.
@@ -219,8 +246,11 @@ class ImportService:
                     # The batch behind it waits for its turn: given however its store ends.
                     prepared.future.add_done_callback(lambda _, turn=prepared.turn: turn.set())
                     in_flight.append(prepared)
-                if not self._stored_in_order(actor, in_flight, on_batch, len(in_flight)):
+                if not self._stored_in_order(actor, in_flight, stored, len(in_flight)):
                     job = self.app.repository.get(job.id)
+        except STORE_UNAVAILABLE as exc:
+            # Not the file's fault: the job stays running, to be resumed after its last stored row.
+            raise ImportInterruptedError(job.id, known_stored[0], exc) from exc
         except Exception as exc:
             job = self.app.repository.get(job.id)
             job.fail(actor, failure_reason(exc))
@@ -424,6 +454,26 @@ def failure_reason(exc: Exception) -> str:
     if isinstance(exc, DomainError):
         return exc.message[:500]  # shown to users as it is, like the synchronous answer's message
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+INTERRUPTED = "interrupted"  # how the ``error`` of a job stopped by a fault not its own begins
+
+
+class ImportInterruptedError(Exception):
+    """The database became unavailable part-way (or full): nothing about the request is wrong.
+
+    The job stays running with what it stored (``counts``: as of the last batch known
+    stored), to be resumed after its last stored row: by a retry with its Idempotency-Key,
+    or by the worker for a queued job. ``resumable`` is False for a job sent without a key
+    (``ImportService.give_up``): no retry can name it.
+    """
+
+    def __init__(self, job_id: UUID, counts: dict[str, int], cause: Exception, *, resumable: bool = True):
+        super().__init__(str(cause))
+        self.job_id = job_id
+        self.counts = counts
+        self.cause = cause
+        self.resumable = resumable
 
 
 class ImportFailedError(Exception):

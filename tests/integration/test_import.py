@@ -577,3 +577,172 @@ def test_newest_first_lists_and_exports_keep_an_imports_file_order_across_batche
 
     deep = page_contacts(service.container.pool, api.account_id, ContactFilter(), 7, 100, anchor_min_skip=1)
     assert [c.phone for c in deep.contacts] == [c["phone"] for c in listed[600:700]]
+
+
+def _stop_the_database_after(database_url: str, account_id: uuid.UUID, rows: int) -> int:
+    """Once the account's import has stored ``rows`` rows, end every other session of the database (as a
+    failover or an administrator would); the rows stored by then."""
+    with psycopg.connect(database_url, autocommit=True) as db:
+        wait_until(lambda: db.execute("SELECT coalesce(max(rows_read), 0) >= %s FROM imports WHERE account_id = %s",
+                                      (rows, account_id)).fetchone()[0], f"{rows:,} rows stored", 60, 0.005)
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                   " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return db.execute("SELECT rows_read FROM imports WHERE account_id = %s", (account_id,)).fetchone()[0]
+
+
+def _stopped_part_way(response, stored_at_least: int) -> dict:
+    """The answer of an import the database stopped: 503 as any request it fails, with what was stored."""
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "2"
+    body = response.json()
+    assert body["error"] == "database_unavailable" and body["importId"] in body["message"], body
+    assert stored_at_least <= body["rows"] < 30_000 and body["imported"] + body["skipped"] == body["rows"], body
+    assert body["reportUrl"] == f"/api/v1/contacts/imports/{body['importId']}/report.csv"
+    return body
+
+
+def test_an_import_the_database_stops_part_way_answers_503_with_what_it_stored_and_its_keyed_retry_resumes_it(
+        fresh_database: str, nats_url: str) -> None:
+    """Not the file's fault, so not a 500 nor a failed job: the same request, retried with its key, finishes it."""
+    from tests.support import start_service
+
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client()
+        content = ("phone\n" + "".join(f"0712{i:06d}\n" for i in range(30_000))).encode()
+        request = {"files": {"file": ("big.csv", content)}, "headers": {"Idempotency-Key": "wizard-9"}}
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(lambda: api.post("/api/v1/contacts/import", timeout=300, **request))
+            stored = _stop_the_database_after(fresh_database, api.account_id, 2000)
+            body = _stopped_part_way(first.result(), stored)
+        assert "retry with the same Idempotency-Key to resume it" in body["message"], body
+        job = api.get(f"/api/v1/contacts/imports/{body['importId']}").json()
+        assert job["status"] == "running" and job["counts"]["rows"] == body["rows"], job  # to be resumed
+        time.sleep(int(first.result().headers["retry-after"]))  # as a client does
+        retried = api.post("/api/v1/contacts/import", timeout=300, **request)
+        assert retried.status_code == 201, retried.text
+        done = retried.json()
+        assert done["importId"] == body["importId"] and (done["rows"], done["imported"]) == (30_000, 30_000), done
+        assert api.get("/api/v1/contacts").json()["total"] == 30_000
+    finally:
+        svc.close()
+
+
+def test_an_unkeyed_import_the_database_stops_part_way_is_marked_failed_and_sending_it_again_imports_the_rest(
+        fresh_database: str, nats_url: str) -> None:
+    """No retry can name a job sent without a key: it is failed (not left running), and the file sent again
+    imports the rows it had not stored, each number once."""
+    from tests.support import start_service
+
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client()
+        content = ("phone\n" + "".join(f"0712{i:06d}\n" for i in range(30_000))).encode()
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(lambda: _upload(api, content))
+            stored = _stop_the_database_after(fresh_database, api.account_id, 2000)
+            body = _stopped_part_way(first.result(), stored)
+        assert "send the file again to import the rest" in body["message"], body
+        job = api.get(f"/api/v1/contacts/imports/{body['importId']}").json()
+        assert job["status"] == "failed" and job["error"].startswith("interrupted: "), job
+        assert job["counts"]["imported"] == body["imported"] == api.get("/api/v1/contacts").json()["total"]
+        again = _upload(api, content)
+        assert again.status_code == 201, again.text
+        assert (again.json()["imported"], again.json()["skipped"]) == (30_000 - body["imported"], body["imported"])
+        assert api.get("/api/v1/contacts").json()["total"] == 30_000
+    finally:
+        svc.close()
+
+
+class _ProcessDied(BaseException):
+    """What a killed process's import sees: it stops where it is, nothing caught, nothing recorded."""
+
+
+def test_the_worker_marks_failed_an_unkeyed_import_whose_process_died_and_leaves_the_others_running(
+        fresh_database: str, nats_url: str) -> None:
+    from command.context import Actor
+    from command.imports.rows import ImportRow
+    from command.imports.service import ImportService
+    from service import import_jobs
+    from tests.support import ThreadedWorker, start_service
+
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client()
+        actor = Actor(api.account_id, "tester", "abandoned-test")
+        importer = ImportService(svc.container.app)
+
+        def died_after_a_batch(prefix: str, key: str | None = None) -> str:
+            job, _ = importer.start(actor, source="csv", filename="a.csv", list_id=None, idempotency_key=key)
+
+            def rows():
+                for i in range(1, 1500):
+                    yield ImportRow(row=i, line=i + 1, phone=f"{prefix}{i:06d}")
+                raise _ProcessDied
+            with pytest.raises(_ProcessDied):
+                importer.run(actor, job, rows())
+            return str(job.id)
+
+        unkeyed, keyed, held = died_after_a_batch("0710"), died_after_a_batch("0711", "k-1"), died_after_a_batch("0713")
+        with psycopg.connect(svc.container.database_url, autocommit=True) as other_process:
+            assert import_jobs.lock_job(other_process, uuid.UUID(held))  # a live process runs this one
+            assert import_jobs.fail_abandoned(svc.container, older_than_s=3600) == []  # each stored a batch just now
+            svc.worker = ThreadedWorker(svc.container, nats_url, abandoned_after_s=0.5).start()
+            job = wait_until(lambda: (j := api.get(f"/api/v1/contacts/imports/{unkeyed}").json())["status"] != "running"
+                             and j, "the abandoned import marked failed", 30, 0.2)
+            assert job["status"] == "failed" and job["error"] == import_jobs.ABANDONED_REASON, job
+            assert job["counts"]["imported"] == 1000  # what it stored stays, and is counted
+            time.sleep(1.5)  # two more looks
+            assert api.get(f"/api/v1/contacts/imports/{held}").json()["status"] == "running"
+        # A retry with its key resumes the keyed one (docs/imports.md, "Retries").
+        assert api.get(f"/api/v1/contacts/imports/{keyed}").json()["status"] == "running"
+    finally:
+        svc.close()
+
+
+def test_an_async_retry_of_a_keyed_import_whose_process_died_queues_it_and_a_worker_finishes_it(
+        service: Service, tmp_path) -> None:
+    """The wizard's retry of a synchronous import, sent asynchronously this time: 202 and the job resumed by a
+    worker after its last stored row, instead of 409 import_in_progress for a job nobody runs."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from command.context import Actor
+    from command.imports.rows import open_rows
+    from command.imports.service import ImportService
+    from service import import_jobs
+
+    api = service.client()
+    content = ("phone\n" + "".join(f"0716{i:06d}\n" for i in range(2500))).encode()
+    path = tmp_path / "wizard.csv"
+    path.write_bytes(content)
+    actor = Actor(api.account_id, "tester", "async-retry-test")
+    importer = ImportService(service.container.app)
+    job, _ = importer.start(actor, source="csv", filename="wizard.csv", list_id=None, idempotency_key="w-async",
+                            request_hash=import_jobs._file_hash(SimpleNamespace(digest=hashlib.sha256(content)),
+                                                                None, None, None))
+    _, rows = open_rows(path, "csv")
+
+    def until_killed():
+        for row in rows:
+            if row.row > 1500:
+                raise _ProcessDied
+            yield row
+    with pytest.raises(_ProcessDied):
+        importer.run(actor, job, until_killed())
+    rows.close()
+    request = {"files": {"file": ("wizard.csv", content)}, "headers": {"Idempotency-Key": "w-async"}}
+    with psycopg.connect(service.container.database_url, autocommit=True) as live_process:
+        assert import_jobs.lock_job(live_process, job.id)
+        refused = api.post("/api/v1/contacts/import", files=request["files"],
+                           headers={**request["headers"], "Prefer": "respond-async"})
+        assert refused.status_code == 409 and refused.json()["error"] == "import_in_progress", refused.text
+    queued = api.post("/api/v1/contacts/import", files=request["files"],
+                      headers={**request["headers"], "Prefer": "respond-async"})
+    assert queued.status_code == 202 and queued.json()["id"] == str(job.id), queued.text
+    done = _wait_for_job(api, str(job.id))
+    assert done["status"] == "completed", done
+    assert done["counts"] == {"rows": 2500, "imported": 2500, "valid": 2500, "invalid": 0, "skipped": 0}
+    assert api.get("/api/v1/contacts").json()["total"] == 2500
+    again = api.post("/api/v1/contacts/import", **request)  # and the result, as for any finished import
+    assert again.status_code == 200 and again.json()["imported"] == 2500, again.text
