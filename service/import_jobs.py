@@ -11,7 +11,6 @@ slow batch can never make two workers run one job.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import msgspec
 import psycopg
 from psycopg import sql
 
@@ -42,6 +40,7 @@ from service import locks, logs
 from service import bulk_jobs
 from service.bootstrap import Container
 from service.dbpool import check_after_outage
+from service.request_hashes import file_hash, json_hash
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,35 +97,11 @@ def job_lease(container: Container) -> Iterator[Callable[[UUID], bool]]:
         conn.close()
 
 
-def request_hash(kind: bytes, *parts: bytes | str | Callable[[], Iterator[bytes]] | None) -> bytes:
-    """What an Idempotency-Key stands for: the endpoint and everything imported (SHA-256).
-
-    A part too large to hold twice is given as a function of its pieces, called twice (its
-    length first, then its bytes): the digest is that of the pieces joined.
-    """
-    digest = hashlib.sha256(kind)
-    for part in parts:
-        if callable(part):
-            digest.update(sum(len(piece) for piece in part()).to_bytes(8, "big"))
-            for piece in part():
-                digest.update(piece)
-            continue
-        value = (part or "").encode() if not isinstance(part, bytes) else part
-        digest.update(len(value).to_bytes(8, "big") + value)  # length-prefixed: no two splits collide
-    return digest.digest()
-
-
 def upload_format(upload: Any) -> str:
     """The uploaded file's format (csv or xlsx), read from its first bytes and name; the file takes its suffix."""
     fmt = detect_format(upload.head, upload.filename)
     upload.path = upload.path.rename(upload.path.with_suffix(f".{fmt}"))  # openpyxl reads the suffix
     return fmt
-
-
-def _file_hash(upload: Any, list_id: UUID | None, mapping: dict[str, str | None] | None,
-               region: str | None) -> bytes:
-    return request_hash(b"file", upload.digest.digest(), str(list_id or ""),
-                        msgspec.json.encode(mapping, order="sorted"), region)
 
 
 def import_file(container: Container, actor: Actor, upload: Any, fmt: str, list_id: UUID | None,
@@ -137,7 +112,7 @@ def import_file(container: Container, actor: Actor, upload: Any, fmt: str, list_
     try:
         return run_import(container, actor, rows, source=fmt, filename=upload.filename, list_id=list_id,
                           idempotency_key=idempotency_key, region=region,
-                          request_hash=_file_hash(upload, list_id, mapping, region) if idempotency_key else None)
+                          request_hash=file_hash(upload, list_id, mapping, region) if idempotency_key else None)
     finally:
         rows.close()
 
@@ -148,26 +123,6 @@ def import_json(container: Container, actor: Actor, rows: Iterator[ImportRow], c
     return run_import(container, actor, rows, source="json", filename=None, list_id=list_id,
                       idempotency_key=idempotency_key, region=region,
                       request_hash=json_hash(content) if idempotency_key else None)
-
-
-def json_hash(content: Any) -> bytes:
-    """``request_hash(b"json", msgspec.json.encode(content))`` of a body with ``contacts``, never encoded whole.
-
-    A 50 MB body encodes to as much again, and msgspec's buffer grows to it by copies: with an
-    Idempotency-Key that was the API's peak (298 MB, 244 without). Encoded 1,000 contacts at a
-    time (twice: ``request_hash`` reads a part's length first), the digest is the same, so keys
-    stored before replay.
-    """
-    shell = msgspec.json.encode(msgspec.structs.replace(content, contacts=[]))
-    head, _, tail = shell.partition(b'"contacts":[]')
-
-    def pieces() -> Iterator[bytes]:
-        yield head + b'"contacts":['
-        for start in range(0, len(content.contacts), 1000):
-            yield (b"," if start else b"") + msgspec.json.encode(content.contacts[start:start + 1000])[1:-1]
-        yield b"]" + tail
-
-    return request_hash(b"json", pieces)
 
 
 def get_job(container: Container, actor: Actor, import_id: UUID) -> ImportJob:
@@ -187,7 +142,7 @@ def queue_import(container: Container, actor: Actor, upload: Any, fmt: str, list
     try:
         job, replay = service.start(actor, source=fmt, filename=upload.filename, list_id=list_id,
                                     idempotency_key=idempotency_key,
-                                    request_hash=_file_hash(upload, list_id, mapping, region) if idempotency_key else None)
+                                    request_hash=file_hash(upload, list_id, mapping, region) if idempotency_key else None)
     except ImportInProgressError as running:
         return _queue_abandoned(container, actor, running, upload.path, fmt, mapping, region)
     if replay is None:

@@ -710,7 +710,7 @@ def test_an_async_retry_of_a_keyed_import_whose_process_died_queues_it_and_a_wor
     from command.context import Actor
     from command.imports.rows import open_rows
     from command.imports.service import ImportService
-    from service import import_jobs
+    from service import import_jobs, request_hashes
 
     api = service.client()
     content = ("phone\n" + "".join(f"0716{i:06d}\n" for i in range(2500))).encode()
@@ -719,7 +719,7 @@ def test_an_async_retry_of_a_keyed_import_whose_process_died_queues_it_and_a_wor
     actor = Actor(api.account_id, "tester", "async-retry-test")
     importer = ImportService(service.container.app)
     job, _ = importer.start(actor, source="csv", filename="wizard.csv", list_id=None, idempotency_key="w-async",
-                            request_hash=import_jobs._file_hash(SimpleNamespace(digest=hashlib.sha256(content)),
+                            request_hash=request_hashes.file_hash(SimpleNamespace(digest=hashlib.sha256(content)),
                                                                 None, None, None))
     _, rows = open_rows(path, "csv")
 
