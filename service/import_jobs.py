@@ -85,16 +85,31 @@ def run_import(container: Container, actor: Actor, rows: Iterator[ImportRow], *,
 @contextmanager
 def job_lease(container: Container) -> Iterator[Callable[[UUID], bool]]:
     """A hold on import jobs for as long as this request runs one: the job's advisory lock, as a worker holds
-    its queued job's, on a connection of this request's own (its process dying closes it and frees the job).
+    its queued job's, on a connection of the lease pool (``held_jobs``; its process dying closes it and frees the job).
 
     Gives ``take(job_id)``: True once held, False if a live process holds the job or it is
     queued (a queued job is the workers': one of them resumes it if its worker dies).
     """
-    conn = own_connection(container)
-    try:
+    with held_jobs(container) as conn:
         yield lambda job_id: take_job(conn, job_id)
-    finally:
-        conn.close()
+
+
+@contextmanager
+def held_jobs(container: Container) -> Iterator[psycopg.Connection[Any]]:
+    """A connection of the lease pool, to hold jobs' advisory locks on; given back holding none.
+
+    A lock left on a pooled connection would hold its job for as long as the connection
+    lives: a keyed retry would answer 409 for good. So every lock is released on the way
+    out, and a connection that cannot say so is closed (the pool then replaces it).
+    """
+    with container.leases.connection() as conn:
+        try:
+            yield conn
+        finally:
+            try:
+                conn.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:
+                conn.close()
 
 
 def upload_format(upload: Any) -> str:
@@ -157,7 +172,7 @@ def _queue_abandoned(container: Container, actor: Actor, running: ImportInProgre
     409 as before while a live process runs it, or while it is queued already.
     """
     import_id = UUID(running.extra["importId"])
-    with own_connection(container) as conn:
+    with held_jobs(container) as conn:
         if not take_job(conn, import_id):
             raise running
         job = container.app.repository.get(import_id)
@@ -207,10 +222,10 @@ UNHELD_JOBS = """
 
 
 def own_connection(container: Container) -> psycopg.Connection[Any]:
-    """A connection outside the pools, for a job's lease: it lives as long as the job runs here.
+    """A connection outside the pools, for a queued job's lease: the worker running the job closes it at the end.
 
-    It gives up connecting after ``db_timeout_s``, as the pools do: unbounded, a request met
-    a database that drops packets with a wait of minutes, not a 503.
+    It gives up connecting after ``db_timeout_s``, as the pools do: unbounded, a database
+    that drops packets held the caller for minutes.
     """
     return psycopg.connect(container.database_url, autocommit=True, connect_timeout=container.settings.db_timeout_s)
 
@@ -282,7 +297,7 @@ def fail_abandoned(container: Container, older_than_s: float = ABANDONED_AFTER_S
         return []
     failed = []
     service = ImportService(container.app)
-    with own_connection(container) as conn:
+    with held_jobs(container) as conn:
         for import_id, account_id in candidates:
             if not lock_job(conn, import_id):
                 continue  # a live process runs it

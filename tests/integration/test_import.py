@@ -628,6 +628,40 @@ def test_an_import_the_database_stops_part_way_answers_503_with_what_it_stored_a
         svc.close()
 
 
+def test_a_keyed_import_whose_statements_are_cancelled_part_way_gives_its_lease_back_and_its_retry_resumes_it(
+        fresh_database: str, nats_url: str) -> None:
+    """A fault that leaves every connection up (statements cancelled, as statement_timeout or an operator's
+    pg_cancel_backend does): the lease's pooled connection goes back holding no lock, so the retry, sent to
+    another API process, resumes the job instead of meeting 409 import_in_progress for as long as that
+    connection lives."""
+    from tests.support import start_service
+
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    other = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client()
+        content = ("phone\n" + "".join(f"0712{i:06d}\n" for i in range(30_000))).encode()
+        request = {"files": {"file": ("big.csv", content)}, "headers": {"Idempotency-Key": "wizard-10"}}
+        with ThreadPoolExecutor(1) as pool, psycopg.connect(fresh_database, autocommit=True) as db:
+            first = pool.submit(lambda: api.post("/api/v1/contacts/import", timeout=300, **request))
+            wait_until(lambda: db.execute("SELECT coalesce(max(rows_read), 0) >= 2000 FROM imports"
+                                          " WHERE account_id = %s", (api.account_id,)).fetchone()[0],
+                       "2,000 rows stored", 60, 0.005)
+            while not first.done():
+                db.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND pid <> pg_backend_pid() AND state = 'active'")
+                time.sleep(0.002)
+            body = _stopped_part_way(first.result(), 2000)
+        assert "retry with the same Idempotency-Key to resume it" in body["message"], body
+        retried = other.client(api.account_id).post("/api/v1/contacts/import", timeout=300, **request)
+        assert retried.status_code == 201, retried.text
+        assert (retried.json()["importId"], retried.json()["rows"]) == (body["importId"], 30_000), retried.text
+        assert api.get("/api/v1/contacts").json()["total"] == 30_000
+    finally:
+        other.close()
+        svc.close()
+
+
 def test_an_unkeyed_import_the_database_stops_part_way_is_marked_failed_and_sending_it_again_imports_the_rest(
         fresh_database: str, nats_url: str) -> None:
     """No retry can name a job sent without a key: it is failed (not left running), and the file sent again
