@@ -7,7 +7,7 @@ import uuid
 import msgspec
 import pytest
 
-from service.import_jobs import json_hash, request_hash
+from service.request_hashes import json_hash, request_hash
 from service.imports import BulkContact, BulkImport
 
 
