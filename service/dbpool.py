@@ -56,26 +56,27 @@ class CheckAfterOutage:
         self.window_s = window_s
         self.until = 0.0
         self.pools: weakref.WeakSet[psycopg_pool.ConnectionPool] = weakref.WeakSet()
-        self._sweeping = threading.Lock()
+        self._lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
 
     def watch(self, pool: psycopg_pool.ConnectionPool) -> None:
         """Check this pool after an outage: at checkout (``__call__``), and all its idle connections at once."""
         self.pools.add(pool)
 
-    def mark(self, *, wait: bool = False) -> None:
-        """The database was lost: check connections for a while, and sweep the pools now (``wait``: before returning)."""
-        self.until = time.monotonic() + self.window_s
-        if wait:
-            with self._sweeping:
-                self._sweep()
-        elif self._sweeping.acquire(blocking=False):  # one sweep at a time: every 503 of an outage marks
-            threading.Thread(target=self._swept, name="pool-sweep", daemon=True).start()
+    def mark(self, *, wait_s: float = 0.0) -> None:
+        """The database was lost: check connections for a while, and sweep the pools now (waiting up to ``wait_s``).
 
-    def _swept(self) -> None:
-        try:
-            self._sweep()
-        finally:
-            self._sweeping.release()
+        One sweep at a time (every 503 of an outage marks); the wait is bounded, as a check
+        on a connection whose server stopped answering waits for the network to give up.
+        """
+        self.until = time.monotonic() + self.window_s
+        with self._lock:
+            if self._sweeper is None or not self._sweeper.is_alive():
+                self._sweeper = threading.Thread(target=self._sweep, name="pool-sweep", daemon=True)
+                self._sweeper.start()
+            sweeper = self._sweeper
+        if wait_s > 0:
+            sweeper.join(wait_s)
 
     def _sweep(self) -> None:
         """Replace every dead idle connection of the watched pools (each test is an empty query)."""

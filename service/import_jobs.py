@@ -78,7 +78,8 @@ def run_import(container: Container, actor: Actor, rows: Iterator[ImportRow], *,
         except ImportInterruptedError as interrupted:
             if idempotency_key:
                 raise
-            check_after_outage.mark(wait=True)  # the pools' connections the fault broke are replaced first
+            # The pools' connections the fault broke are replaced first (for as long as a checkout may wait).
+            check_after_outage.mark(wait_s=container.settings.db_timeout_s)
             raise service.give_up(actor, interrupted) from interrupted.cause
 
 
