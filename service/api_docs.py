@@ -131,6 +131,15 @@ ERROR_BODY_SCHEMA: dict[str, Any] = {
         "message": {"type": "string", "description": "What went wrong, in words, for people"},
         "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorDetail"},
                    "description": "Each field at fault; left out when no single field is"},
+        # The keys some codes add (the description above says which), typed for generated clients.
+        "contactId": {"type": "string", "format": "uuid", "description": "The contact holding the number"},
+        "unknownListIds": {"type": "array", "items": {"type": "string"},
+                           "description": "The list ids that name no list of the account"},
+        "importId": {"type": "string", "format": "uuid", "description": "The import job concerned"},
+        **{count: {"type": "integer", "minimum": 0, "description": f"The import's `{count}` count, as stored"}
+           for count in ("imported", "valid", "invalid", "skipped", "rows")},
+        "reportUrl": {"type": "string", "format": "uri-reference", "description": "The import's row-by-row report"},
+        "currentEtag": {"type": "string", "description": "The current version's ETag"},
     },
 }
 ERROR_DETAIL_SCHEMA: dict[str, Any] = {
@@ -225,6 +234,17 @@ def error_response(status: int, codes: list[str]) -> dict[str, Any]:
     }
 
 
+# What an import the database stopped part-way answers (docs/imports.md, "The database lost mid-import").
+_PART_WAY = "0b7f2c1e-8a43-4d2b-9f5e-2d8c1a7e9b30"
+IMPORT_STOPPED_PART_WAY = {
+    "summary": "database_unavailable, an import stopped part-way (what it stored stays)",
+    "value": {"status": 503, "error": "database_unavailable",
+              "message": f"the database became unavailable part-way through import {_PART_WAY}; what it stored"
+                         " stays: retry with the same Idempotency-Key to resume it after its last stored row",
+              "errors": [], "importId": _PART_WAY, "imported": 40962, "valid": 40901, "invalid": 61,
+              "skipped": 1038, "rows": 42000, "reportUrl": f"/api/v1/contacts/imports/{_PART_WAY}/report.csv"}}
+
+
 def _errors(operation: dict[str, Any], codes: tuple[str, ...]) -> None:
     responses = operation["responses"]
     for status in [s for s in responses if int(s) >= 400]:
@@ -234,6 +254,9 @@ def _errors(operation: dict[str, Any], codes: tuple[str, ...]) -> None:
         by_status.setdefault(CODES[code].status, []).append(code)
     for status in sorted(by_status):
         responses[str(status)] = error_response(status, by_status[status])
+    if operation["operationId"] in ("importContactsFile", "importContactsJson"):
+        examples = responses["503"]["content"]["application/json"]["examples"]
+        examples["database_unavailable_part_way"] = IMPORT_STOPPED_PART_WAY
 
 
 def _headers(operation: dict[str, Any]) -> None:

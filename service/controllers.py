@@ -87,7 +87,7 @@ def _contact_answer(container: Container, actor: Actor, contact_id: UUID) -> Res
 
 LINK_HEADER = ResponseHeader(name="Link", documentation_only=True, description=(
     'The next page, when there is one: `</api/v1/contacts?…&cursor=…>; rel="next"` (RFC 8288)'),
-    example='</api/v1/contacts?pageSize=25&cursor=AZSrLWNy…>; rel="next"')
+    example='</api/v1/contacts?pageSize=25&cursor=AZSrLWNy…>; rel="next"', value="")  # the value types its schema
 
 
 def next_link(request: ActorRequest, cursor: str) -> str:

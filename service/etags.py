@@ -33,7 +33,8 @@ IfMatchHeader = Annotated[str, Parameter(
     examples=[Example(summary="the ETag read before", value='"3"')])]
 ETAG_HEADER = ResponseHeader(name="ETag", documentation_only=True, description=(
     'The version of the contact or list, e.g. `"3"`: send it back in `If-Match` to change or delete it only if'
-    " nobody changed it since"), example='"3"')
+    " nobody changed it since"), example='"3"',
+    value='"3"')  # documentation only: the value gives the header its schema (a string), which OpenAPI 3.1 requires
 
 
 def etag(version: int) -> str:

@@ -350,3 +350,11 @@ def pg_dump(database_url: str) -> str:
                           check=True, capture_output=True, text=True).stdout
     decoded = [bytes.fromhex(h).decode("utf-8", "replace") for h in re.findall(r"\\\\x([0-9a-f]+)", text)]
     return text + "\n" + "\n".join(decoded)
+
+
+def read_cloudevent(raw: bytes) -> Any:
+    """A message read by the CloudEvents Python SDK's JSON format, as a consumer's code reads it: it checks
+    the CloudEvents 1.0 attributes (the required ones, their types, extension names) and raises if one breaks."""
+    from cloudevents.core.formats.json import JSONFormat
+
+    return JSONFormat().read(None, raw)

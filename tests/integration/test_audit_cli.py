@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from service.embedded import EmbeddedPostgres
-from tests.support import SECRET, Service, read_stream, start_service
+from tests.support import SECRET, Service, read_cloudevent, read_stream, start_service
 
 
 def _env(service: Service, database_url: str | None = None) -> dict[str, str]:
@@ -71,6 +71,8 @@ def test_events_export_writes_the_accounts_events_as_ndjson(service: Service, tm
     created = next(e for e in events if e["aggregateid"] == c["id"])
     assert created["data"]["firstName"] == "Audit" and created["actor"] == "exporter"
     assert [e["sequence"] for e in events] == sorted(e["sequence"] for e in events)
+    for line in out.read_text().splitlines():  # each line a valid CloudEvent 1.0 to the CloudEvents SDK
+        assert read_cloudevent(line.encode()).get_id() == json.loads(line)["id"]
     # The stream's CloudEvent: the same attributes, the same id as the NATS message of that event.
     service.wait_for_relay()
     subject = f"{service.settings.nats_subject_prefix}.{api.account_id}.contact.{c['id']}.created"

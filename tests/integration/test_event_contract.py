@@ -14,7 +14,7 @@ import pytest
 
 from events.asyncapi import Envelope, InboundSms, data_schema, document, example
 from events.contract import EVENT_TYPES
-from tests.support import Service, read_stream
+from tests.support import Service, read_cloudevent, read_stream
 
 
 def test_asyncapi_document_covers_every_event_type_with_a_valid_example(service: Service) -> None:
@@ -93,6 +93,10 @@ def test_every_published_message_matches_its_schema(service: Service) -> None:
         msgspec.convert(envelope.data, data_schema(envelope.type))
         assert msg.subject.endswith(envelope.type.split(".")[2]) and envelope.id == msg.headers["Nats-Msg-Id"]
         seen.add(envelope.type)
+        # As a consumer's CloudEvents SDK reads it: a valid CloudEvent 1.0, the same id, type and data.
+        event = read_cloudevent(msg.data)
+        assert (event.get_specversion(), event.get_id(), event.get_type()) == ("1.0", envelope.id, envelope.type)
+        assert event.get_data() == json.loads(msg.data)["data"] and event.get_time() is not None
     assert len(seen) >= 13, seen
 
 
