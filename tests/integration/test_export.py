@@ -532,3 +532,32 @@ def test_reads_answer_while_slow_mail_sends_are_in_progress(mail_service: Servic
         finally:
             sends.release()
         assert [a.result().status_code for a in answers] == [200] * len(clients)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/contacts/export", "/api/v1/contacts/export-data"])
+def test_an_export_the_database_stops_mid_stream_fails_as_a_download_never_as_a_short_file(
+        fresh_database: str, nats_url: str, path: str) -> None:
+    """The answer has begun (200, chunked) when the database goes: the stream ends without its last chunk, so
+    the client's download fails (curl, browsers, httpx) rather than saving a file cut at a row boundary."""
+    import httpx
+    import psycopg
+
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        api = svc.client()
+        content = ("phone,first_name\n" + "".join(f"0712{i:06d},Name{i}\n" for i in range(60_000))).encode()
+        assert api.post("/api/v1/contacts/import", files={"file": ("a.csv", content)}, timeout=300).json()[
+            "imported"] == 60_000
+        received = 0
+        with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+            with api.http.stream("GET", path, timeout=120) as response:
+                assert response.status_code == 200 and response.headers["transfer-encoding"] == "chunked"
+                for chunk in response.iter_bytes():
+                    if received == 0:  # the export has begun: every session of the database ends
+                        with psycopg.connect(fresh_database, autocommit=True) as db:
+                            db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                       " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                    received += len(chunk)
+        assert received < len(content)  # it stopped part-way
+    finally:
+        svc.close()
