@@ -45,7 +45,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
-RESUME_AFTER_S = 5.0  # a queued job the database interrupted is claimed again after this
+RESUME_AFTER_S = 5.0  # a queued job (import or bulk action) that stopped on an error is claimed again after this
 
 
 def file_limits(settings: Settings) -> FileLimits:
@@ -330,7 +330,10 @@ def run_job(container: Container, claimed: dict[str, Any]) -> None:
         with logs.bound(request_id=claimed["request_id"], account_id=claimed["account_id"], actor=claimed["actor"]):
             _run_job(container, claimed)
     except Exception:  # noqa: BLE001 - the lock is released below; another round resumes the job
-        log.exception("import %s stopped; it will be resumed", claimed["import_id"])
+        log.exception("import %s stopped; it will be resumed in %.0f s", claimed["import_id"], RESUME_AFTER_S)
+        # Not at once: the slot that freed would claim the job again at once and, while the
+        # database stays away or full, fail it again in a loop.
+        time.sleep(RESUME_AFTER_S)
     finally:
         claimed["lease"].close()
 
@@ -363,8 +366,7 @@ def _run_job(container: Container, claimed: dict[str, Any]) -> None:
         except ImportFailedError as failed:
             log.warning("import %s failed: %s", import_id, failed.cause)
         except ImportInterruptedError:
-            time.sleep(RESUME_AFTER_S)  # the database is away or full: not at once, and not failed
-            raise
+            raise  # the database is away or full: not the job's fault, so not failed (run_job resumes it)
         except Exception as exc:  # noqa: BLE001 - e.g. the header check: record the failure
             job = container.app.repository.get(import_id)
             job.fail(actor, failure_reason(exc))

@@ -780,3 +780,33 @@ def test_an_async_retry_of_a_keyed_import_whose_process_died_queues_it_and_a_wor
     assert api.get("/api/v1/contacts").json()["total"] == 2500
     again = api.post("/api/v1/contacts/import", **request)  # and the result, as for any finished import
     assert again.status_code == 200 and again.json()["imported"] == 2500, again.text
+
+
+def test_a_queued_job_that_keeps_failing_is_claimed_again_after_a_pause_not_in_a_loop(
+        fresh_database: str, nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued job (an import, a select-all bulk action) that stops on an error stays queued to be resumed. The
+    slot it freed looked for work at once and claimed it again: while the database stayed full, say, the worker
+    spun through claim, fail, claim, logging each time. Now it is claimed again after RESUME_AFTER_S."""
+    from service import bulk_jobs, import_jobs
+    from tests.support import ThreadedWorker, start_service
+
+    runs: list[float] = []
+
+    def failing(container, claimed) -> None:
+        runs.append(time.monotonic())
+        raise psycopg.errors.DiskFull("could not extend file: No space left on device")
+
+    monkeypatch.setattr(bulk_jobs, "run", failing)
+    monkeypatch.setattr(import_jobs, "RESUME_AFTER_S", 1.0)
+    svc = start_service(fresh_database, nats_url, with_worker=False)
+    try:
+        with psycopg.connect(fresh_database, autocommit=True) as db:
+            db.execute("INSERT INTO import_queue (import_id, account_id, actor, request_id, format)"
+                       " VALUES (%s, %s, 'tester', 'r', %s)", (uuid.uuid4(), uuid.uuid4(), bulk_jobs.BULK_FORMAT))
+        svc.worker = ThreadedWorker(svc.container, nats_url).start()
+        wait_until(lambda: len(runs) >= 2, "the job claimed twice", 30, 0.05)
+        time.sleep(2.5)
+    finally:
+        svc.close()
+    gaps = [later - earlier for earlier, later in zip(runs, runs[1:])]
+    assert len(runs) <= 6 and min(gaps) >= 0.9, (len(runs), gaps)  # about once a second, not hundreds of times
