@@ -549,14 +549,15 @@ def test_an_export_the_database_stops_mid_stream_fails_as_a_download_never_as_a_
         assert api.post("/api/v1/contacts/import", files={"file": ("a.csv", content)}, timeout=300).json()[
             "imported"] == 60_000
         received = 0
-        with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+        # Connected before the export starts, so that the sessions end a query's time after its answer
+        # begins: the export (megabytes) cannot have been written whole into the sockets' buffers by then.
+        with psycopg.connect(fresh_database, autocommit=True) as db, \
+                pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
             with api.http.stream("GET", path, timeout=120) as response:
                 assert response.status_code == 200 and response.headers["transfer-encoding"] == "chunked"
+                db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                           " WHERE datname = current_database() AND pid <> pg_backend_pid()")
                 for chunk in response.iter_bytes():
-                    if received == 0:  # the export has begun: every session of the database ends
-                        with psycopg.connect(fresh_database, autocommit=True) as db:
-                            db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                       " WHERE datname = current_database() AND pid <> pg_backend_pid()")
                     received += len(chunk)
         assert received > 0  # it had begun (and the framing says it did not end)
     finally:
