@@ -32,7 +32,7 @@ from events import inbound
 from events.erasure import Eraser
 from events.relay import Relay
 from service.pending_lists import merge_pending_lists
-from service import import_jobs
+from service import import_jobs, job_leases
 from service.bootstrap import Container
 from service.retention import purge_expired
 
@@ -52,7 +52,7 @@ class Worker:
     def __init__(self, container: Container, nats_url: str, *,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  retention_interval_s: float = 6 * 3600, import_slots: int = 2,
-                 abandoned_after_s: float = import_jobs.ABANDONED_AFTER_S):
+                 abandoned_after_s: float = job_leases.ABANDONED_AFTER_S):
         self.container = container
         self.nats_url = nats_url
         self.clock = clock
@@ -86,7 +86,7 @@ class Worker:
         while not self.stop.is_set():
             while len(running) < self.import_slots:
                 try:
-                    claimed = await asyncio.to_thread(import_jobs.claim_next, self.container)
+                    claimed = await asyncio.to_thread(job_leases.claim_next, self.container)
                 except Exception as exc:  # noqa: BLE001 - the database is away: look again next round
                     # Uncaught, this ended the loop for good: queued imports waited for a worker restart.
                     log.warning("worker: cannot claim queued imports (%s: %s); retrying", type(exc).__name__, exc)
@@ -120,7 +120,7 @@ class Worker:
         """Mark failed the synchronous imports whose process died mid-import with no key to resume them."""
         while not self.stop.is_set():
             try:
-                await asyncio.to_thread(import_jobs.fail_abandoned, self.container, self.abandoned_after_s)
+                await asyncio.to_thread(job_leases.fail_abandoned, self.container, self.abandoned_after_s)
             except Exception:  # noqa: BLE001 - try again next round
                 log.exception("worker: the look for abandoned imports failed")
             try:

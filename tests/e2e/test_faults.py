@@ -434,7 +434,7 @@ def test_an_import_job_is_claimed_by_one_worker_until_its_connection_dies(fresh_
                                                                           nats_url: str, tmp_path: Path) -> None:
     from command.context import Actor
     from command.imports.service import ImportService
-    from service import import_jobs
+    from service import import_jobs, job_leases
 
     svc = start_service(fresh_database, nats_url, with_worker=False)
     try:
@@ -444,16 +444,16 @@ def test_an_import_job_is_claimed_by_one_worker_until_its_connection_dies(fresh_
         path = tmp_path / "l.csv"
         path.write_text("phone\n0712000001\n")
         import_jobs.enqueue(svc.container, actor, job, path, "csv", None, None)
-        first = import_jobs.claim_next(svc.container)
+        first = job_leases.claim_next(svc.container)
         assert first is not None and first["import_id"] == job.id
-        assert import_jobs.claim_next(svc.container) is None  # however long the first one takes
+        assert job_leases.claim_next(svc.container) is None  # however long the first one takes
         first["lease"].close()  # what a killed worker's connection does
         # The server releases the lock once its backend has exited.
-        again = wait_until(lambda: import_jobs.claim_next(svc.container), "the job could be claimed again", 10)
+        again = wait_until(lambda: job_leases.claim_next(svc.container), "the job could be claimed again", 10)
         assert again["import_id"] == job.id
         import_jobs.run_job(svc.container, again)
         assert svc.client(actor.account_id).get(f"/api/v1/contacts/imports/{job.id}").json()["status"] == "completed"
-        assert import_jobs.claim_next(svc.container) is None
+        assert job_leases.claim_next(svc.container) is None
     finally:
         svc.close()
 

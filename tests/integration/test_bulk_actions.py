@@ -208,7 +208,7 @@ def test_the_openapi_document_describes_the_selection_and_the_job(service: Servi
 def test_an_interrupted_job_resumes_after_its_last_step(fresh_database: str, nats_url: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from command.context import Actor
-    from service import bulk_jobs, import_jobs
+    from service import bulk_jobs, import_jobs, job_leases
     from tests.support import start_service
 
     monkeypatch.setattr(bulk, "BULK_SYNC_MAX", 3)
@@ -221,7 +221,7 @@ def test_an_interrupted_job_resumes_after_its_last_step(fresh_database: str, nat
         assert r.status_code == 202 and r.json()["status"] == "queued", r.text
         job_id = r.json()["id"]
         # A worker claims it, stores one step, and dies (its lease connection closes).
-        claimed = import_jobs.claim_next(svc.container)
+        claimed = job_leases.claim_next(svc.container)
         assert claimed is not None and str(claimed["import_id"]) == job_id
         actor = Actor(account_id=api.account_id, sub="tester", request_id="r")
         first_step = next(bulk_jobs._steps(svc.container, claimed["import_id"], skip=0))
@@ -230,13 +230,13 @@ def test_an_interrupted_job_resumes_after_its_last_step(fresh_database: str, nat
         assert api.get(r.headers["Location"]).json()["status"] == "running"
         # The next worker resumes after that step and finishes it, once the server has released the
         # dead worker's lock (when its backend has exited: a moment after the connection closed).
-        claimed = wait_until(lambda: import_jobs.claim_next(svc.container), "the job could be claimed again", 10)
+        claimed = wait_until(lambda: job_leases.claim_next(svc.container), "the job could be claimed again", 10)
         import_jobs.run_job(svc.container, claimed)
         job = api.get(r.headers["Location"]).json()
         assert (job["status"], job["matched"], job["processed"], job["changed"]) == ("completed", 10, 10, 10)
         for c in contacts:
             types = [e["type"] for e in api.get(f"/api/v1/contacts/{c['id']}/history").json()]
             assert types == ["contacts.contact.created.v1", "contacts.contact.opted_out.v1"], types
-        assert import_jobs.claim_next(svc.container) is None  # its queue row and snapshot are gone
+        assert job_leases.claim_next(svc.container) is None  # its queue row and snapshot are gone
     finally:
         svc.close()

@@ -697,7 +697,7 @@ def test_the_worker_marks_failed_an_unkeyed_import_whose_process_died_and_leaves
     from command.context import Actor
     from command.imports.rows import ImportRow
     from command.imports.service import ImportService
-    from service import import_jobs
+    from service import job_leases
     from tests.support import ThreadedWorker, start_service
 
     svc = start_service(fresh_database, nats_url, with_worker=False)
@@ -719,12 +719,12 @@ def test_the_worker_marks_failed_an_unkeyed_import_whose_process_died_and_leaves
 
         unkeyed, keyed, held = died_after_a_batch("0710"), died_after_a_batch("0711", "k-1"), died_after_a_batch("0713")
         with psycopg.connect(svc.container.database_url, autocommit=True) as other_process:
-            assert import_jobs.lock_job(other_process, uuid.UUID(held))  # a live process runs this one
-            assert import_jobs.fail_abandoned(svc.container, older_than_s=3600) == []  # each stored a batch just now
+            assert job_leases.lock_job(other_process, uuid.UUID(held))  # a live process runs this one
+            assert job_leases.fail_abandoned(svc.container, older_than_s=3600) == []  # each stored a batch just now
             svc.worker = ThreadedWorker(svc.container, nats_url, abandoned_after_s=0.5).start()
             job = wait_until(lambda: (j := api.get(f"/api/v1/contacts/imports/{unkeyed}").json())["status"] != "running"
                              and j, "the abandoned import marked failed", 30, 0.2)
-            assert job["status"] == "failed" and job["error"] == import_jobs.ABANDONED_REASON, job
+            assert job["status"] == "failed" and job["error"] == job_leases.ABANDONED_REASON, job
             assert job["counts"]["imported"] == 1000  # what it stored stays, and is counted
             time.sleep(1.5)  # two more looks
             assert api.get(f"/api/v1/contacts/imports/{held}").json()["status"] == "running"
@@ -744,7 +744,7 @@ def test_an_async_retry_of_a_keyed_import_whose_process_died_queues_it_and_a_wor
     from command.context import Actor
     from command.imports.rows import open_rows
     from command.imports.service import ImportService
-    from service import import_jobs, request_hashes
+    from service import job_leases, request_hashes
 
     api = service.client()
     content = ("phone\n" + "".join(f"0716{i:06d}\n" for i in range(2500))).encode()
@@ -767,7 +767,7 @@ def test_an_async_retry_of_a_keyed_import_whose_process_died_queues_it_and_a_wor
     rows.close()
     request = {"files": {"file": ("wizard.csv", content)}, "headers": {"Idempotency-Key": "w-async"}}
     with psycopg.connect(service.container.database_url, autocommit=True) as live_process:
-        assert import_jobs.lock_job(live_process, job.id)
+        assert job_leases.lock_job(live_process, job.id)
         refused = api.post("/api/v1/contacts/import", files=request["files"],
                            headers={**request["headers"], "Prefer": "respond-async"})
         assert refused.status_code == 409 and refused.json()["error"] == "import_in_progress", refused.text
