@@ -59,7 +59,7 @@ def test_the_import_queue_survives_a_database_outage(service: Service, monkeypat
 
     import psycopg_pool
 
-    from service import import_jobs
+    from service import job_leases
     from service.worker import Worker
 
     calls = []
@@ -70,7 +70,7 @@ def test_the_import_queue_survives_a_database_outage(service: Service, monkeypat
             raise psycopg_pool.PoolTimeout("couldn't get a connection after 2.00 sec")
         return None
 
-    monkeypatch.setattr(import_jobs, "claim_next", claim_next)
+    monkeypatch.setattr(job_leases, "claim_next", claim_next)
 
     async def run() -> None:
         worker = Worker(service.container, "")
