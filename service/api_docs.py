@@ -254,7 +254,7 @@ def _errors(operation: dict[str, Any], codes: tuple[str, ...]) -> None:
         by_status.setdefault(CODES[code].status, []).append(code)
     for status in sorted(by_status):
         responses[str(status)] = error_response(status, by_status[status])
-    if operation["operationId"] in ("importContactsFile", "importContactsJson"):
+    if "import_failed" in codes:  # the import operations (IMPORT): they can stop part-way
         examples = responses["503"]["content"]["application/json"]["examples"]
         examples["database_unavailable_part_way"] = IMPORT_STOPPED_PART_WAY
 

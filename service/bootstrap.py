@@ -58,7 +58,7 @@ class Container:
     database_url: str
     app: ContactsApplication
     pool: ConnectionPool
-    leases: ConnectionPool  # connections holding import jobs' advisory locks (service/import_jobs.py)
+    leases: ConnectionPool  # connections holding import jobs' advisory locks (service/job_leases.py)
 
     def relay(self, nats_url: str) -> Relay:
         return Relay(self.pool, self.app.decode, self.app.keys,
@@ -114,7 +114,7 @@ def build(settings: Settings, database_url: str) -> Container:
                           timeout=settings.db_timeout_s, configure=_utc_session,
                           kwargs={"autocommit": True, "prepare_threshold": None})
     check_after_outage.watch(pool)
-    # One per import this process runs (service/import_jobs.py job_lease), held for its whole
+    # One per import this process runs (service/job_leases.py job_lease), held for its whole
     # run, so apart from the pool reads use; reused, as a new connection for each import
     # (SCRAM authentication included) added 8-10 ms to a 10-row import.
     leases = ConnectionPool(database_url, min_size=0, max_size=16, open=True, check=check_after_outage,

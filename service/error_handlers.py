@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 from typing import Any
+from uuid import UUID
 
 import msgspec
 from litestar import MediaType, Request, Response
@@ -54,13 +55,18 @@ def import_failed(request: Request, exc: ImportFailedError) -> Response[Any]:
     status = status_of(cause) if isinstance(cause, DomainError) else 500
     if status >= 500:
         log.error("import %s failed: %s", exc.job.id, cause, exc_info=cause)
-    counts = exc.job.counts
     message = cause.message if isinstance(cause, DomainError) else "the import failed part-way"
-    return Response({"status": status, "error": "import_failed", "message": message,
-                     "importId": str(exc.job.id), "imported": counts["imported"], "valid": counts["valid"],
-                     "invalid": counts["invalid"], "skipped": counts["skipped"], "rows": counts["read"],
-                     "reportUrl": f"/api/v1/contacts/imports/{exc.job.id}/report.csv"},
-                    status_code=status, media_type=MediaType.JSON)
+    return _import_stopped(status, "import_failed", message, exc.job.id, exc.job.counts)
+
+
+def _import_stopped(status: int, code: str, message: str, import_id: UUID, counts: dict[str, int],
+                    headers: dict[str, str] | None = None, **keys: Any) -> Response[Any]:
+    """The answer of an import that stopped part-way: why, and exactly what it had stored."""
+    return Response({"status": status, "error": code, "message": message, **keys, "importId": str(import_id),
+                     "imported": counts["imported"], "valid": counts["valid"], "invalid": counts["invalid"],
+                     "skipped": counts["skipped"], "rows": counts["read"],
+                     "reportUrl": f"/api/v1/contacts/imports/{import_id}/report.csv"},
+                    status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
 def import_interrupted(_: Request, exc: ImportInterruptedError) -> Response[Any]:
@@ -70,14 +76,9 @@ def import_interrupted(_: Request, exc: ImportInterruptedError) -> Response[Any]
     then = ("retry with the same Idempotency-Key to resume it after its last stored row" if exc.resumable else
             "no retry resumes an import sent without an Idempotency-Key (it ends as failed): send the file again"
             " to import the rest (numbers already imported are skipped as already_exists)")
-    counts = exc.counts
-    return Response({"status": 503, "error": "database_unavailable",
-                     "message": f"the database became unavailable part-way through import {exc.job_id};"
-                                f" what it stored stays: {then}",
-                     "errors": [], "importId": str(exc.job_id), "imported": counts["imported"],
-                     "valid": counts["valid"], "invalid": counts["invalid"], "skipped": counts["skipped"],
-                     "rows": counts["read"], "reportUrl": f"/api/v1/contacts/imports/{exc.job_id}/report.csv"},
-                    status_code=503, media_type=MediaType.JSON, headers={"Retry-After": "2"})
+    return _import_stopped(503, "database_unavailable", f"the database became unavailable part-way through"
+                           f" import {exc.job_id}; what it stored stays: {then}", exc.job_id, exc.counts,
+                           headers={"Retry-After": "2"}, errors=[])  # as every other 503 has
 
 
 def validation_error(request: Request, exc: ValidationException) -> Response[ErrorBody]:

@@ -89,6 +89,11 @@ def lock_job(conn: psycopg.Connection[Any], import_id: UUID) -> bool:
                              (locks.IMPORT_JOB, str(import_id))).fetchone()[0])
 
 
+def unlock_job(conn: psycopg.Connection[Any], import_id: UUID) -> None:
+    """Release the job's advisory lock taken on ``conn`` by ``lock_job``."""
+    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (locks.IMPORT_JOB, str(import_id)))
+
+
 def claim_next(container: Container) -> dict[str, Any] | None:
     """Take the oldest job no live worker holds; the answer keeps its lock's connection open."""
     # The worker asks on every wake-up (every stored event): a pooled query answers "none"
@@ -109,7 +114,7 @@ def claim_next(container: Container) -> dict[str, Any] | None:
             if row is not None:
                 keys = ("import_id", "account_id", "actor", "request_id", "format", "mapping", "region")
                 return {**dict(zip(keys, row)), "lease": conn}
-            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (locks.IMPORT_JOB, str(import_id)))
+            unlock_job(conn, import_id)
     except BaseException:
         conn.close()
         raise
@@ -153,5 +158,5 @@ def fail_abandoned(container: Container, older_than_s: float = ABANDONED_AFTER_S
                     failed.append(import_id)
                     log.warning("import %s was abandoned mid-import by its process: marked failed", import_id)
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (locks.IMPORT_JOB, str(import_id)))
+                unlock_job(conn, import_id)
     return failed

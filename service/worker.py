@@ -104,29 +104,27 @@ class Worker:
                 pass
         await asyncio.gather(*running, return_exceptions=True)
 
-    async def _retention(self) -> None:
-        """Purge expired trash at start-up and then every few hours (at least daily)."""
+    async def _every(self, interval_s: float, what: str, work: Callable[[], Any]) -> None:
+        """Run ``work`` in a thread at start-up and then every ``interval_s`` seconds until stopped."""
         while not self.stop.is_set():
             try:
-                await asyncio.to_thread(purge_expired, self.container, self.clock())
+                await asyncio.to_thread(work)
             except Exception:  # noqa: BLE001 - try again next round
-                log.exception("worker: retention purge failed")
+                log.exception("worker: %s failed", what)
             try:
-                await asyncio.wait_for(self.stop.wait(), timeout=self.retention_interval_s)
+                await asyncio.wait_for(self.stop.wait(), timeout=interval_s)
             except asyncio.TimeoutError:
                 pass
 
-    async def _abandoned_imports(self) -> None:
+    def _retention(self) -> Coroutine[Any, Any, None]:
+        """Purge expired trash at start-up and then every few hours (at least daily)."""
+        return self._every(self.retention_interval_s, "retention purge",
+                           lambda: purge_expired(self.container, self.clock()))
+
+    def _abandoned_imports(self) -> Coroutine[Any, Any, None]:
         """Mark failed the synchronous imports whose process died mid-import with no key to resume them."""
-        while not self.stop.is_set():
-            try:
-                await asyncio.to_thread(job_leases.fail_abandoned, self.container, self.abandoned_after_s)
-            except Exception:  # noqa: BLE001 - try again next round
-                log.exception("worker: the look for abandoned imports failed")
-            try:
-                await asyncio.wait_for(self.stop.wait(), timeout=min(60.0, max(1.0, self.abandoned_after_s / 2)))
-            except asyncio.TimeoutError:
-                pass
+        return self._every(min(60.0, max(1.0, self.abandoned_after_s / 2)), "the look for abandoned imports",
+                           lambda: job_leases.fail_abandoned(self.container, self.abandoned_after_s))
 
     async def run(self) -> None:
         """Run every task until ``stop`` is set."""

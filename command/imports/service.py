@@ -215,10 +215,11 @@ class ImportService:
         mostly PostgreSQL's work, and waiting on it releases the GIL).
         """
         iterator: Iterator[Row] = (r for r in rows if r.row > job.last_row)
-        known_stored = [dict(job.counts)]  # the counts as of the last batch known stored
+        known_stored = dict(job.counts)  # the counts as of the last batch known stored
 
         def stored(counts: dict[str, int]) -> None:
-            known_stored[0] = counts
+            nonlocal known_stored
+            known_stored = counts
             if on_batch is not None:
                 on_batch(counts)
 
@@ -250,7 +251,7 @@ class ImportService:
                     job = self.app.repository.get(job.id)
         except STORE_UNAVAILABLE as exc:
             # Not the file's fault: the job stays running, to be resumed after its last stored row.
-            raise ImportInterruptedError(job.id, known_stored[0], exc) from exc
+            raise ImportInterruptedError(job.id, known_stored, exc) from exc
         except Exception as exc:
             job = self.app.repository.get(job.id)
             job.fail(actor, failure_reason(exc))

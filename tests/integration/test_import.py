@@ -810,3 +810,35 @@ def test_a_queued_job_that_keeps_failing_is_claimed_again_after_a_pause_not_in_a
         svc.close()
     gaps = [later - earlier for earlier, later in zip(runs, runs[1:])]
     assert len(runs) <= 6 and min(gaps) >= 0.9, (len(runs), gaps)  # about once a second, not hundreds of times
+
+
+def test_an_idempotency_key_is_the_accounts_own_another_account_with_the_same_key_neither_sees_nor_resumes_the_job(
+        service: Service, tmp_path) -> None:
+    """Keys are per account: another account sending the same key and file gets an import of its own, never
+    the first account's result, its importId, a 409 naming its job, nor a resumption of its job left running."""
+    from command.context import Actor
+    from command.imports.rows import ImportRow
+    from command.imports.service import ImportService
+
+    first, other = service.client(), service.client()
+    importer = ImportService(service.container.app)
+    actor = Actor(first.account_id, "tester", "tenancy-test")
+    job, _ = importer.start(actor, source="csv", filename="a.csv", list_id=None, idempotency_key="shared-key")
+
+    def until_killed():
+        for i in range(1, 1500):
+            yield ImportRow(row=i, line=i + 1, phone=f"0717{i:06d}")
+        raise _ProcessDied
+    with pytest.raises(_ProcessDied):
+        importer.run(actor, job, until_killed())  # the first account's job: left running, nobody holds it
+    content = ("phone\n" + "".join(f"0717{i:06d}\n" for i in range(1, 1500))).encode()
+    request = {"files": {"file": ("a.csv", content)}, "headers": {"Idempotency-Key": "shared-key"}}
+    for answer in (other.post("/api/v1/contacts/import", **request),
+                   other.post("/api/v1/contacts/import", files=request["files"],
+                              headers={**request["headers"], "Prefer": "respond-async"})):
+        assert answer.status_code in (200, 201, 202) and str(job.id) not in answer.text, answer.text
+    wait_until(lambda: other.get("/api/v1/contacts").json()["total"] == 1499, "the other account's import", 60)
+    mine = first.get(f"/api/v1/contacts/imports/{job.id}").json()
+    assert mine["status"] == "running" and mine["counts"]["rows"] == 1000, mine  # not resumed by the other account
+    assert first.get("/api/v1/contacts").json()["total"] == 1000
+    assert other.get(f"/api/v1/contacts/imports/{job.id}").status_code == 404
