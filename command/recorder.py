@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder, PostgresFactory
 from psycopg.sql import SQL, Identifier
 
 from command.ids import uuid_array
@@ -104,3 +104,20 @@ class ContactsRecorder(PostgresApplicationRecorder):
         if row is None:
             return None
         return row["import_id"], bytes(row["request_hash"]) if row["request_hash"] is not None else None
+
+
+class ContactsFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, its pool connecting with the whole database URL (``POSTGRES_CONNINFO``).
+
+    The stock one connects with five of the URL's parts (``POSTGRES_HOST``, ...), so the
+    rest of a production URL (``sslmode``, ``sslrootcert``, ``target_session_attrs``,
+    ``application_name``, the network timeouts of ``service/conninfo.py``) was dropped for
+    every write. Set before anything opens the pool.
+    """
+
+    POSTGRES_CONNINFO = "POSTGRES_CONNINFO"
+
+    def __init__(self, env: Any):
+        super().__init__(env)
+        self.datastore.pool.conninfo = self.env.get(self.POSTGRES_CONNINFO) or ""
+

@@ -21,6 +21,7 @@ from events.relay import Relay
 from projections.read_model import ReadModelProjector
 from projections.runner import ProjectionRunner
 from service import locks
+from service.conninfo import with_network_timeouts
 from service.dbpool import check_after_outage, retry_every_second
 from service.schema import ensure_schema
 from service.settings import Settings
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 def eventsourcing_env(database_url: str, pool_size: int, timeout_s: int = 2) -> dict[str, str]:
     info = conninfo_to_dict(database_url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "command.recorder:ContactsFactory",
+        "POSTGRES_CONNINFO": database_url,  # the whole URL: the five below alone drop sslmode and the rest
         "POSTGRES_DBNAME": info.get("dbname", "postgres"),
         "POSTGRES_HOST": info.get("host", "127.0.0.1"),
         "POSTGRES_PORT": str(info.get("port", "5432")),
@@ -109,6 +111,7 @@ def build(settings: Settings, database_url: str) -> Container:
     # Sessions in UTC, whatever the server's TimeZone: times leave the API as ...Z, the
     # same in GET /contacts (msgspec) and in the exports (formatted by PostgreSQL).
     retry_every_second()  # both pools come back within a second of the database (service/dbpool.py)
+    database_url = with_network_timeouts(database_url, settings.db_network_timeout_s)
     pool = ConnectionPool(database_url, min_size=2, max_size=settings.db_pool_size, open=True,
                           check=check_after_outage,
                           timeout=settings.db_timeout_s, configure=_utc_session,

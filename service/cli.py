@@ -243,7 +243,7 @@ def cmd_rebuild(settings: Settings) -> None:
         database_url, _ = _servers(settings, stack, need_nats=False)
         container = build(settings, database_url)
         try:
-            done = rebuild(container.pool, database_url, container.app.recorder.select_notifications,
+            done = rebuild(container.pool, container.database_url, container.app.recorder.select_notifications,
                            container.app.decode)
         except RebuildSwapError as exc:
             sys.exit(f"contacts projections rebuild: {exc}")  # exit 1, the message on stderr

@@ -103,7 +103,7 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) 
 class EmbeddedPostgres:
     """A PostgreSQL server owned by this process, data kept in ``data_dir/pg``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None):
+    def __init__(self, data_dir: Path, port: int | None = None, *, also_listen: str = ""):
         with warnings.catch_warnings():
             # The package asks platformdirs for a runtime directory as it is imported, which warns
             # that XDG_RUNTIME_DIR is unset wherever no login session set it (make run under sudo,
@@ -119,6 +119,7 @@ class EmbeddedPostgres:
         self.secrets = credentials(data_dir / "pg.credentials.json", (PG_USER, PG_APP_USER))
         self.run_as: str | None = None
         self.started_here = False
+        self.also_listen = also_listen  # another address to listen on besides 127.0.0.1 (a test's own network)
 
     def _url(self, user: str, database: str) -> str:
         return f"postgresql://{user}:{self.secrets[user]}@127.0.0.1:{self.port}/{database}"
@@ -184,7 +185,8 @@ class EmbeddedPostgres:
         log = self.pgdata / "server.log"
         for attempt in range(1, attempts + 1):
             seen = log.stat().st_size if log.exists() else 0
-            opts = (f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200 "
+            listen = ",".join(filter(None, ("127.0.0.1", self.also_listen)))
+            opts = (f"-h {listen} -p {self.port} -k '' -c max_connections=200 "
                     "-c shared_buffers=256MB -c fsync=on -c synchronous_commit=on")
             try:
                 self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-l", str(log),
@@ -299,7 +301,7 @@ class EmbeddedPostgres:
 class EmbeddedNats:
     """A nats-server with JetStream, store in ``data_dir/nats``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None):
+    def __init__(self, data_dir: Path, port: int | None = None, *, also_listen: str = ""):
         self.store = (data_dir / "nats").resolve()
         self.port_file = data_dir / "nats.port"
         self.port = port or _port_file_value(self.port_file) or free_port()

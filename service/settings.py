@@ -40,6 +40,7 @@ class Settings:
     store_messages: bool = False  # events/outbox.py: measured slower for updates (docs/benchmarks.md)
     db_pool_size: int = 10
     db_timeout_s: int = 2
+    db_network_timeout_s: int = 10  # service/conninfo.py
     import_max_bytes: int = 200 * 1024 * 1024
     import_max_columns: int = 200
     import_max_record_chars: int = 1024 * 1024
@@ -80,6 +81,7 @@ class Settings:
             store_messages=_env("STORE_MESSAGES", "0").lower() in ("1", "true", "yes"),
             db_pool_size=int(_env("DB_POOL_SIZE", "10")),
             db_timeout_s=int(_env("DB_TIMEOUT_S", "2")),
+            db_network_timeout_s=int(_env("DB_NETWORK_TIMEOUT_S", "10")),
             import_max_bytes=int(_env("IMPORT_MAX_BYTES", str(200 * 1024 * 1024))),
             import_max_columns=int(_env("IMPORT_MAX_COLUMNS", "200")),
             import_max_record_chars=int(_env("IMPORT_MAX_RECORD_CHARS", str(1024 * 1024))),
