@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,9 @@ from service.embedded import EmbeddedPostgres, stop_process
 from tests.support import SECRET, wait_healthy
 from tests.waits import wait_until
 
-NETWORK_TIMEOUT_S = int(os.environ.get("PARTITION_TEST_TIMEOUT", "4"))
+# CONTACTS_DB_NETWORK_TIMEOUT_S of the API under test; 0 (the operating system's timeouts)
+# makes the test fail, as it did before service/conninfo.py.
+NETWORK_TIMEOUT_S = int(os.environ.get("CONTACTS_TEST_PARTITION_TIMEOUT_S", "4"))
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("ip"),
@@ -100,7 +102,7 @@ def _sessions_of_the_api(local_url: str) -> int:
                             " WHERE application_name = 'partitioned-api'").fetchone()[0]
 
 
-def _timed(send) -> tuple[float, httpx.Response | Exception]:
+def _timed(send: Callable[[], httpx.Response]) -> tuple[float, httpx.Response | Exception]:
     started = time.monotonic()
     try:
         answer: httpx.Response | Exception = send()
@@ -117,8 +119,9 @@ def test_postgresql_behind_a_partition_answers_503_in_seconds_both_ends_let_go_a
            "CONTACTS_HOST": namespace.there, "CONTACTS_PORT": str(port),
            # NATS is not needed by the API's requests: an address where nothing listens.
            "CONTACTS_NATS_URL": f"nats://{namespace.here}:9", "CONTACTS_DB_NETWORK_TIMEOUT_S": str(NETWORK_TIMEOUT_S)}
-    api = subprocess.Popen(["ip", "netns", "exec", namespace.name, sys.executable, "-m", "service.cli", "api"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "api.log").open("wb"))
+    with (tmp_path / "api.log").open("wb") as log:
+        api = subprocess.Popen(["ip", "netns", "exec", namespace.name, sys.executable, "-m", "service.cli", "api"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://{namespace.there}:{port}"
     token = mint_token(SECRET, uuid.uuid4(), "partition-test")
     client = httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {token}"})
