@@ -18,8 +18,8 @@ from service.errors import CODES
 
 ERROR_BODY_REF = "#/components/schemas/ErrorBody"
 
-# Every /api/v1 operation: a bad token, an unknown query parameter, PostgreSQL unreachable.
-READ = ("unauthorized", "validation_failed", "database_unavailable")
+# Every /api/v1 operation: a bad token, an unknown query parameter, PostgreSQL or the token's keys unreachable.
+READ = ("unauthorized", "validation_failed", "database_unavailable", "auth_unavailable")
 # Every write: the per-account write rate limit too.
 WRITE = (*READ, "too_many_requests")
 # A JSON body: not JSON, too large, or breaking the schema.
@@ -114,6 +114,8 @@ ERROR_EXAMPLES: dict[str, dict[str, Any]] = {
     "precondition_failed": {"message": "Contact 6e940735-2b1c-4f8a-9d3e-5a7b9c1d2e4f is at version 4, not 3: it"
                                        " changed since you read it", "currentEtag": "\"4\""},
     "mail_not_configured": {"message": "no mail provider is configured (CONTACTS_SMTP_URL)"},
+    "auth_unavailable": {"message": "the signing keys at CONTACTS_JWKS_URL could not be fetched"
+                                    " (https://id.example.com/.well-known/jwks.json); retry shortly"},
 }
 
 ERROR_BODY_SCHEMA: dict[str, Any] = {
@@ -166,7 +168,7 @@ RESPONSE_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
                                "schema": {"type": "string", "const": "Bearer"}}},
     429: {"Retry-After": {**RETRY_AFTER, "required": True}},
     503: {"Retry-After": {**RETRY_AFTER, "description": "Seconds to wait before retrying; sent with"
-                                                        " `database_unavailable` (2)"}},
+                                                        " `database_unavailable` (2) and `auth_unavailable` (5)"}},
 }
 LOCATION = {"description": "Where the new resource is (a path on this service)", "required": True,
             "schema": {"type": "string", "format": "uri-reference"}}
@@ -745,7 +747,7 @@ HEADERS = """
 | `Idempotency-Key` | request: both imports | a retry with the same key and request answers 200 with the first result |
 | `Prefer: respond-async` | request: file import | answer 202 at once with the queued job |
 | `Location` | 201 and 202 answers | the new list, contact or import job |
-| `Retry-After` | 429, and 503 `database_unavailable` | seconds to wait |
+| `Retry-After` | 429, and 503 `database_unavailable` and `auth_unavailable` | seconds to wait |
 | `WWW-Authenticate: Bearer` | 401 | |
 | `Content-Disposition` | CSV downloads | `attachment` with a file name |
 """

@@ -19,6 +19,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from command.context import Actor
 from service import logs
 from service.settings import Settings
+from service.signing_keys import SigningKeys
 
 ASYMMETRIC = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512"]
 
@@ -36,36 +37,39 @@ class TokenVerifier:
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time):
         self.settings = settings
-        self.jwks = jwt.PyJWKClient(settings.jwks_url, cache_keys=True) if settings.jwks_url else None
+        self.jwks = SigningKeys(settings.jwks_url) if settings.jwks_url else None
         self.clock = clock
         # token -> (account_id, sub, trusted until): keyed by the whole token, signature
         # included, so only the exact bytes that verified are ever trusted.
         self._verified: dict[str, tuple[uuid.UUID, str, float]] = {}
 
-    def _key(self, token: str) -> tuple[Any, list[str]]:
+    async def _key(self, token: str) -> tuple[Any, list[str]]:
         if self.jwks is not None:
-            return self.jwks.get_signing_key_from_jwt(token).key, ASYMMETRIC
+            kid = jwt.get_unverified_header(token).get("kid")
+            if not isinstance(kid, str):
+                raise jwt.InvalidTokenError("the token's header names no signing key ('kid')")
+            return (await self.jwks.key(kid)).key, ASYMMETRIC
         if self.settings.jwt_public_key:
             return self.settings.jwt_public_key, ASYMMETRIC
         return self.settings.jwt_secret, ["HS256"]
 
-    def verify(self, token: str, request_id: str = "") -> Actor:
+    async def verify(self, token: str, request_id: str = "") -> Actor:
         known = self._verified.get(token)
         if known is not None:
             account_id, sub, until = known
             if self.clock() < until:
                 return Actor(account_id=account_id, sub=sub, request_id=request_id)
             self._verified.pop(token, None)
-        actor, exp = self._verify_signed(token, request_id)
+        actor, exp = await self._verify_signed(token, request_id)
         if len(self._verified) >= VERIFIED_MAX:
             del self._verified[next(iter(self._verified))]  # the oldest
         self._verified[token] = (actor.account_id, actor.sub, min(exp, self.clock() + VERIFIED_TTL_S))
         return actor
 
-    def _verify_signed(self, token: str, request_id: str) -> tuple[Actor, float]:
+    async def _verify_signed(self, token: str, request_id: str) -> tuple[Actor, float]:
         """The full check: signature, algorithm, claims; the Actor and the token's ``exp``."""
         try:
-            key, algorithms = self._key(token)
+            key, algorithms = await self._key(token)
             claims = jwt.decode(token, key, algorithms=algorithms,
                                 audience=self.settings.jwt_audience or None,
                                 options={"require": ["exp", "account_id", "sub"],
@@ -136,6 +140,6 @@ class JWTAuthMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("missing Authorization header (expected 'Bearer <token>')")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException("malformed Authorization header (expected 'Bearer <token>')")
-        actor = self.verifier.verify(token.strip(), request_id_of(connection.scope))
+        actor = await self.verifier.verify(token.strip(), request_id_of(connection.scope))
         logs.bind(account_id=actor.account_id, actor=actor.sub)  # what this request logs says whose it was
         return AuthenticationResult(user=actor, auth=token)

@@ -19,6 +19,7 @@ from service.dbpool import check_after_outage
 from service.errors import status_of
 from service.etags import etag
 from service.schemas import ErrorBody, ErrorDetail, explain, field_of
+from service.signing_keys import RETRY_S, SigningKeysUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,10 @@ def database_unavailable(_: Request, exc: Exception) -> Response[ErrorBody]:
                   headers={"Retry-After": "2"})
 
 
+def auth_unavailable(_: Request, exc: SigningKeysUnavailableError) -> Response[ErrorBody]:
+    return _error(503, "auth_unavailable", str(exc), headers={"Retry-After": str(max(1, round(RETRY_S)))})
+
+
 def too_deep(request: Request, exc: RecursionError) -> Response[ErrorBody]:
     """JSON nested past the decoder's recursion limit is bad input; any other RecursionError is ours."""
     if any(frame.f_code.co_name == "decode_json" for frame, _ in traceback.walk_tb(exc.__traceback__)):
@@ -161,6 +166,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     MultipartParseError: malformed_form,
     NotAuthorizedException: http_error,
     HTTPException: http_error,
+    SigningKeysUnavailableError: auth_unavailable,
     RecursionError: too_deep,
     **{kind: database_unavailable for kind in STORE_UNAVAILABLE},  # psycopg's, the pool's, the event store's own
     Exception: internal_error,

@@ -110,6 +110,9 @@ CODES: dict[str, Code] = {
                                       " written. Retry after `Retry-After` seconds. An import it stopped"
                                       " part-way keeps what it stored: the body adds `importId`, the counts and"
                                       " `reportUrl`, and the same request with its `Idempotency-Key` resumes it."),
+    "auth_unavailable": Code(503, "The identity provider's signing keys (`CONTACTS_JWKS_URL`) could not be"
+                                  " fetched, and none were fetched before, so no token can be checked; nothing"
+                                  " was done. Retry after `Retry-After` seconds; your token is not at fault."),
     "mail_not_configured": Code(503, "No mail provider is configured (`CONTACTS_SMTP_URL` is not set, or is"
                                      " not an smtp:// or smtps:// URL)."),
 }

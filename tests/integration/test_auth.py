@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -18,6 +19,10 @@ from service.settings import Settings
 from tests.support import SECRET, Service
 
 PATH = "/api/v1/contact-lists"
+
+
+def _verified(verifier: TokenVerifier, token: str, request_id: str = "") -> object:
+    return asyncio.run(verifier.verify(token, request_id))
 
 
 # The parametrized tokens are made at collection: an hour keeps them valid however long the run.
@@ -103,12 +108,12 @@ def test_a_token_that_verified_is_refused_once_it_expires() -> None:
     verifier = TokenVerifier(Settings(jwt_secret=SECRET), clock=lambda: now[0])
     account = uuid.uuid4()
     token = _token(account_id=str(account), exp=int(now[0]) + 30)
-    assert verifier.verify(token).account_id == account
+    assert _verified(verifier, token).account_id == account
     now[0] += 20
-    assert verifier.verify(token, "r2").account_id == account
+    assert _verified(verifier, token, "r2").account_id == account
     now[0] += 11  # past exp
     with pytest.raises(NotAuthorizedException, match="expired"):
-        verifier.verify(token)
+        _verified(verifier, token)
 
 
 def test_only_the_exact_token_that_verified_is_trusted() -> None:
@@ -116,14 +121,14 @@ def test_only_the_exact_token_that_verified_is_trusted() -> None:
 
     verifier = TokenVerifier(Settings(jwt_secret=SECRET))
     token = _token()
-    verifier.verify(token)
+    _verified(verifier, token)
     head, payload, signature = token.split(".")
     forged_claims = jwt.utils.base64url_encode(
         jwt.utils.base64url_decode(payload).replace(b'"sub":"u1"', b'"sub":"u2"')).decode()
     for forged in (f"{head}.{forged_claims}.{signature}",
                    f"{head}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"):
         with pytest.raises(NotAuthorizedException, match="invalid token"):
-            verifier.verify(forged)
+            _verified(verifier, forged)
 
 
 def test_rs256_tokens_verify_with_a_configured_public_key() -> None:
@@ -134,12 +139,12 @@ def test_rs256_tokens_verify_with_a_configured_public_key() -> None:
     account = uuid.uuid4()
     token = jwt.encode({"account_id": str(account), "sub": "svc", "exp": int(time.time()) + 60}, key,
                        algorithm="RS256")
-    actor = verifier.verify(token)
+    actor = _verified(verifier, token)
     assert actor.account_id == account and actor.sub == "svc"
     from litestar.exceptions import NotAuthorizedException
 
     with pytest.raises(NotAuthorizedException):
-        verifier.verify(_token())  # an HS256 token is refused when a public key is configured
+        _verified(verifier, _token())  # an HS256 token is refused when a public key is configured
 
 
 def test_es256_tokens_verify_against_a_jwks_endpoint() -> None:
@@ -173,13 +178,13 @@ def test_es256_tokens_verify_against_a_jwks_endpoint() -> None:
         account = uuid.uuid4()
         token = jwt.encode({"account_id": str(account), "sub": "gateway", "exp": int(time.time()) + 60}, key,
                            algorithm="ES256", headers={"kid": "k1"})
-        assert verifier.verify(token).account_id == account
+        assert _verified(verifier, token).account_id == account
         from litestar.exceptions import NotAuthorizedException
 
         other = ec.generate_private_key(ec.SECP256R1())
         forged = jwt.encode({"account_id": str(account), "sub": "x", "exp": int(time.time()) + 60}, other,
                             algorithm="ES256", headers={"kid": "k1"})
         with pytest.raises(NotAuthorizedException):
-            verifier.verify(forged)
+            _verified(verifier, forged)
     finally:
         server.shutdown()
