@@ -26,6 +26,7 @@ from service.cleaning import clean_region, clean_tags, clean_text, split_tags
 from service import bodies, import_jobs, threads
 from service.openapi import documented_body, located, with_request_body
 from service.schemas import NO_NUL, Region
+from service.spool import spooled
 from service.uploads import read_body, receive_upload
 
 ActorRequest = Request[Actor, str, Any]
@@ -200,5 +201,5 @@ class ImportController(Controller):
         ``line`` is the row number a spreadsheet shows (the header is line 1); ``row`` counts
         the file's data rows (for a JSON import, the item's place in the array).
         """
-        return Stream(import_jobs.import_report(container, request.user, import_id), media_type="text/csv",
+        return Stream(spooled(import_jobs.import_report(container, request.user, import_id)), media_type="text/csv",
                       headers={"Content-Disposition": f'attachment; filename="import-{import_id}-report.csv"'})

@@ -550,7 +550,7 @@ def test_an_export_the_database_stops_mid_stream_fails_as_a_download_never_as_a_
             "imported"] == 60_000
         received = 0
         # Connected before the export starts, so that the sessions end a query's time after its answer
-        # begins: the export (megabytes) cannot have been written whole into the sockets' buffers by then.
+        # begins: the export cannot have been read whole from the database (service/spool.py) by then.
         with psycopg.connect(fresh_database, autocommit=True) as db, \
                 pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
             with api.http.stream("GET", path, timeout=120) as response:
@@ -562,3 +562,52 @@ def test_an_export_the_database_stops_mid_stream_fails_as_a_download_never_as_a_
         assert received > 0  # it had begun (and the framing says it did not end)
     finally:
         svc.close()
+
+
+def test_exports_to_clients_that_stop_reading_leave_the_database_connections_to_every_other_request(
+        fresh_database: str, nats_url: str) -> None:
+    """A download is read from the database at its pace and spooled (service/spool.py): a client on a slow
+    network, or one that stopped reading, holds no connection of the read pool and no open transaction."""
+    import socket
+    from contextlib import ExitStack
+
+    import httpx
+    import psycopg
+
+    from tests.waits import wait_until
+
+    svc = start_service(fresh_database, nats_url, with_worker=False, db_pool_size=2)
+    try:
+        api = svc.client()
+        content = ("phone,first_name,last_name\n" + "".join(
+            f"0712{i:06d},Firstname{i:06d},Lastname{i:06d}\n" for i in range(40_000))).encode()
+        assert api.post("/api/v1/contacts/import", files={"file": ("a.csv", content)}, timeout=300).json()[
+            "imported"] == 40_000
+        # A small receive buffer: each export (about 12 MB of JSON) is far more than the sockets hold. Two of
+        # them, as many as the pool has connections (CONTACTS_DB_POOL_SIZE=2).
+        slow = httpx.Client(base_url=svc.url, headers=api.http.headers, timeout=120, transport=httpx.HTTPTransport(
+            socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)]))
+        with slow, ExitStack() as downloads:
+            chunks = [downloads.enter_context(slow.stream("GET", path)).iter_bytes()
+                      for path in ("/api/v1/contacts/export-data", "/api/v1/contacts/export-data")]
+            first = [next(c) for c in chunks]  # both begun; neither read further for now
+
+            def sessions_in_a_transaction() -> int:
+                with psycopg.connect(fresh_database) as db:
+                    return db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                      " AND pid <> pg_backend_pid() AND state <> 'idle'").fetchone()[0]
+
+            # They used to keep their transactions (and both connections of the pool) until their clients
+            # had read everything, and every other read of the process answered 503 meanwhile.
+            wait_until(lambda: sessions_in_a_transaction() == 0, "the exports let their connections go", 30)
+            other = svc.client()
+            other.create_contact("0733000001")
+            for _ in range(5):
+                assert other.get("/api/v1/contacts").status_code == 200
+            bodies = [head + b"".join(rest) for head, rest in zip(first, chunks)]
+        for body in bodies:  # each whole, once its client read it
+            exported = json.loads(body)
+            assert len({c["firstName"] for c in exported}) == len(exported) == 40_000
+    finally:
+        svc.close()
+
