@@ -120,4 +120,3 @@ class ContactsFactory(PostgresFactory):
     def __init__(self, env: Any):
         super().__init__(env)
         self.datastore.pool.conninfo = self.env.get(self.POSTGRES_CONNINFO) or ""
-

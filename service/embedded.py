@@ -301,7 +301,7 @@ class EmbeddedPostgres:
 class EmbeddedNats:
     """A nats-server with JetStream, store in ``data_dir/nats``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, also_listen: str = ""):
+    def __init__(self, data_dir: Path, port: int | None = None):
         self.store = (data_dir / "nats").resolve()
         self.port_file = data_dir / "nats.port"
         self.port = port or _port_file_value(self.port_file) or free_port()

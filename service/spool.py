@@ -52,9 +52,12 @@ class Spooled:
         except BaseException as exc:  # noqa: BLE001 - the reader raises it, after the bytes written before it
             self.error = exc
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()  # the cursor, the transaction and the connection go now, not when collected
+            try:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()  # the cursor, the transaction and the connection go now, not when collected
+            except BaseException as exc:  # noqa: BLE001 - a connection lost at the end: the reader still finishes
+                self.error = self.error or exc
             with self.changed:
                 self.finished = True
                 self.changed.notify_all()
@@ -88,4 +91,3 @@ def spooled(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """``chunks`` through a ``Spooled`` file, the first read now: a failing query answers an error, not a cut-off file."""
     reader = iter(Spooled(chunks))
     return itertools.chain([next(reader)], reader)
-

@@ -610,4 +610,3 @@ def test_exports_to_clients_that_stop_reading_leave_the_database_connections_to_
             assert len({c["firstName"] for c in exported}) == len(exported) == 40_000
     finally:
         svc.close()
-
