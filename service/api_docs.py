@@ -51,8 +51,8 @@ ERRORS: dict[str, tuple[str, ...]] = {
     "createContact": (*WRITE, *BODY, *COMMAND, "invalid_phone", "unknown_lists", "phone_taken"),
     "updateContact": (*WRITE, *BODY, *COMMAND, "not_found", "invalid_phone", "unknown_lists", "phone_taken",
                       "precondition_failed"),
-    "exportContactsCsv": (*READ, "validation_failed"),
-    "exportContactsJson": (*READ, "validation_failed"),
+    "exportContactsCsv": (*READ, "validation_failed", "export_unavailable"),
+    "exportContactsJson": (*READ, "validation_failed", "export_unavailable"),
     "emailContactsExport": (*WRITE, *BODY, "mail_delivery_failed", "mail_not_configured"),
     "importContactsFile": (*WRITE, *BODY, *IMPORT, "unsupported_file", "invalid_file"),
     "importContactsJson": (*WRITE, *BODY, *IMPORT),
@@ -62,7 +62,7 @@ ERRORS: dict[str, tuple[str, ...]] = {
     "bulkOptOutContacts": (*WRITE, *BODY, *COMMAND),
     "bulkOptInContacts": (*WRITE, *BODY, *COMMAND),
     "getBulkAction": (*READ, "not_found"),
-    "getImportReport": (*READ, "not_found"),
+    "getImportReport": (*READ, "not_found", "export_unavailable"),
 }
 
 # A realistic body per code, as the service sends it (the examples of each error answer).
@@ -114,6 +114,8 @@ ERROR_EXAMPLES: dict[str, dict[str, Any]] = {
     "precondition_failed": {"message": "Contact 6e940735-2b1c-4f8a-9d3e-5a7b9c1d2e4f is at version 4, not 3: it"
                                        " changed since you read it", "currentEtag": "\"4\""},
     "mail_not_configured": {"message": "no mail provider is configured (CONTACTS_SMTP_URL)"},
+    "export_unavailable": {"message": "the service has no room to prepare the download (No space left on device"
+                                      " in its temporary directory /tmp); retry later"},
     "auth_unavailable": {"message": "the signing keys at CONTACTS_JWKS_URL could not be fetched"
                                     " (https://id.example.com/.well-known/jwks.json); retry shortly"},
 }

@@ -24,6 +24,7 @@ from command.errors import (
 from command.imports.formats import FileFormatError, UnsupportedFileError
 from command.imports.service import IdempotencyKeyReusedError, ImportInProgressError
 from service.exports import AttachmentTooLargeError, MailDeliveryError, MailNotConfiguredError
+from service.spool import SpoolUnavailableError
 from service.uploads import MalformedUploadError
 
 # Every DomainError class the service defines, with its HTTP status (tests/integration/test_api_docs.py
@@ -45,6 +46,7 @@ STATUS: dict[type[DomainError], int] = {
     MailNotConfiguredError: 503,
     MailDeliveryError: 502,
     MalformedUploadError: 400,
+    SpoolUnavailableError: 503,
 }
 
 
@@ -113,6 +115,9 @@ CODES: dict[str, Code] = {
     "auth_unavailable": Code(503, "The identity provider's signing keys (`CONTACTS_JWKS_URL`) could not be"
                                   " fetched, and none were fetched before, so no token can be checked; nothing"
                                   " was done. Retry after `Retry-After` seconds; your token is not at fault."),
+    "export_unavailable": Code(503, "The service cannot prepare the download: its temporary directory"
+                                    " (`TMPDIR`) is missing, not writable or full; `message` says which. Nothing"
+                                    " was sent; retry later."),
     "mail_not_configured": Code(503, "No mail provider is configured (`CONTACTS_SMTP_URL` is not set, or is"
                                      " not an smtp:// or smtps:// URL)."),
 }

@@ -19,6 +19,8 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+from command.errors import DomainError
+
 #: Exports reading the database at once, per process: each holds a connection of the read pool.
 EXPORTS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="export")
 
@@ -87,7 +89,21 @@ class Spooled:
                     os.close(self.fd)
 
 
+class SpoolUnavailableError(DomainError):
+    """The temporary directory cannot take the download (missing, not writable, full): 503, nothing sent."""
+
+    code = "export_unavailable"
+
+
 def spooled(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """``chunks`` through a ``Spooled`` file, the first read now: a failing query answers an error, not a cut-off file."""
-    reader = iter(Spooled(chunks))
-    return itertools.chain([next(reader)], reader)
+    try:
+        reader = iter(Spooled(chunks))
+        first = next(reader)
+    except OSError as exc:  # the file's; the database's errors are psycopg's, not OSError
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+        raise SpoolUnavailableError(f"the service has no room to prepare the download ({exc.strerror} in its"
+                                    f" temporary directory {tempfile.gettempdir()}); retry later") from exc
+    return itertools.chain([first], reader)

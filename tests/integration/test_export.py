@@ -610,3 +610,22 @@ def test_exports_to_clients_that_stop_reading_leave_the_database_connections_to_
             assert len({c["firstName"] for c in exported}) == len(exported) == 40_000
     finally:
         svc.close()
+
+
+def test_a_download_the_temporary_directory_cannot_take_answers_503_naming_it(
+        service: Service, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Downloads are spooled through TMPDIR (service/spool.py): one missing, not writable or full is a clear 503
+    before any byte, not a 500."""
+    import tempfile
+
+    api = service.client()
+    api.create_contact("0712000123")
+    imported = api.post("/api/v1/contacts/import", files={"file": ("a.csv", b"phone\n0712000124\nnope\n")}).json()
+    downloads = ("/api/v1/contacts/export", "/api/v1/contacts/export-data", imported["reportUrl"])
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    for path in downloads:
+        r = api.get(path)
+        assert r.status_code == 503, (path, r.text)
+        assert r.json()["error"] == "export_unavailable" and str(tmp_path / "gone") in r.json()["message"], r.text
+    monkeypatch.undo()
+    assert [api.get(path).status_code for path in downloads] == [200, 200, 200]
