@@ -94,18 +94,20 @@ def test_a_key_provider_that_does_not_answer_holds_up_no_other_request_and_its_t
         provider: Provider, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     account = uuid.uuid4()
     provider.mode = "hang"
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(_get, service, provider.token("k1", account))
+    with ThreadPoolExecutor(5) as pool:
+        pending = [pool.submit(_get, service, provider.token("k1", account)) for _ in range(5)]
         wait_until(lambda: provider.fetches >= 1, "the service asked the provider for its keys")
         started = time.monotonic()
         health = httpx.get(service.url + "/health", timeout=30)
         health_took = time.monotonic() - started
-        answer = pending.result()
+        answers = [p.result() for p in pending]
     # The fetch used to run on the event loop: /health waited for the provider (HANG_S) like everything else.
     assert health.status_code == 200 and health_took < 1.0, health_took
-    assert answer.status_code == 503, answer.text
-    assert answer.json()["error"] == "auth_unavailable" and "CONTACTS_JWKS_URL" in answer.json()["message"]
-    assert answer.headers["retry-after"] == "5"
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == "auth_unavailable" and "CONTACTS_JWKS_URL" in answer.json()["message"]
+        assert answer.headers["retry-after"] == "5"
+    assert provider.fetches == 1  # the five requests waited for one fetch, and no request fetched again at once
     # It used to answer 401, "invalid token": clients would have signed in again for nothing.
     provider.mode = "serve"
     monkeypatch.setattr(signing_keys, "RETRY_S", 0.0)
