@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 import jwt
 from jwt import PyJWK
@@ -41,18 +40,16 @@ class SigningKeysUnavailableError(Exception):
 class SigningKeys:
     """The signing keys of a JWKS endpoint by key id, as of the last fetch that worked."""
 
-    def __init__(self, url: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, url: str):
         self.client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=FETCH_TIMEOUT_S)
-        self.clock = clock
         self.keys: dict[str, PyJWK] = {}
         self.fetched_at: float | None = None  # the last fetch that worked
         self.failed_at: float | None = None  # the last fetch that did not, if after it
-        self.fetches = 0
         self._fetching: asyncio.Future[None] | None = None
 
     async def key(self, kid: str) -> PyJWK:
         """The key ``kid`` names, fetching the set first when it is old or lacks it (and may be fetched again)."""
-        now = self.clock()
+        now = time.monotonic()
         if self._due(now, kid):
             await self._refresh()
         if self.fetched_at is None:
@@ -81,13 +78,12 @@ class SigningKeys:
         self._fetching = None
 
     def _fetch(self) -> None:
-        self.fetches += 1
         try:
             found = self.client.get_jwk_set(refresh=True)
         except (jwt.PyJWTError, ValueError, OSError) as exc:  # unreachable, an HTTP error, not JSON, no keys
-            self.failed_at = self.clock()
+            self.failed_at = time.monotonic()
             log.warning("could not fetch the signing keys at %s (%s); %s", self.client.uri, exc,
                         "keeping the last ones" if self.keys else "no token can be checked until it answers")
             return
         self.keys = {k.key_id: k for k in found.keys if k.key_id and k.public_key_use in ("sig", None)}
-        self.fetched_at, self.failed_at = self.clock(), None
+        self.fetched_at, self.failed_at = time.monotonic(), None

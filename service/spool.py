@@ -4,7 +4,7 @@ An export used to read its server-side cursor as the client took the bytes: a cl
 slow network (or one that stopped reading) held a connection of the read pool and an open
 transaction for the whole download. A few such clients, of any account, took every
 connection of the pool, and every other read of the process answered 503; the
-transaction's snapshot also held back vacuum for as long. Here a thread of ``EXPORTS``
+transaction's snapshot also held back vacuum for as long. Here a thread of ``threads.EXPORTS``
 reads the chunks as fast as the database gives them into an unlinked temporary file, and
 lets the connection go; the client reads the file behind it, at its own pace. Memory stays
 one chunk; the file takes the export's size on disk until the download ends.
@@ -17,20 +17,16 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 from command.errors import DomainError
-
-#: Exports reading the database at once, per process: each holds a connection of the read pool.
-EXPORTS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="export")
-
+from service import threads
 
 #: The most a read of the file hands over at once, whatever the filler has written ahead of the client.
 READ_BYTES = 256 * 1024
 
 
 class Spooled:
-    """Iterates like ``chunks``, which a thread of ``EXPORTS`` writes to a temporary file meanwhile."""
+    """Iterates like ``chunks``, which a thread of ``threads.EXPORTS`` writes to a temporary file meanwhile."""
 
     def __init__(self, chunks: Iterator[bytes]):
         self.fd, path = tempfile.mkstemp(prefix="contacts-export-")
@@ -40,7 +36,7 @@ class Spooled:
         self.error: BaseException | None = None
         self.abandoned = False  # the reader is done: the filler stops and lets its connection go
         self.changed = threading.Condition()
-        EXPORTS.submit(self._fill, chunks)
+        threads.EXPORTS.submit(self._fill, chunks)
 
     def _fill(self, chunks: Iterator[bytes]) -> None:
         try:

@@ -1,4 +1,4 @@
-"""Thread pools for work that holds a thread for long (an import, a mail send), apart from the loop's executor.
+"""Thread pools for work that holds a thread for long (an import, a mail send, an export's read), apart from the loop's executor.
 
 Litestar runs every sync handler (GET /contacts and the rest) in the event loop's executor:
 min(32, cores + 4) threads, six on two cores. Work that holds one of them for seconds or
@@ -20,6 +20,9 @@ from typing import Any
 IMPORTS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="import")
 #: Export mails: a send to a slow provider takes seconds (each account has an hourly quota).
 MAIL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mail")
+#: Downloads (exports, import reports) reading the database into their spool files (service/spool.py):
+#: each holds a connection of the read pool while it reads, whatever its client's pace.
+EXPORTS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="export")
 
 
 async def run_in(pool: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:

@@ -96,8 +96,8 @@ def _postgres_on(net: Namespace, data_dir: Path) -> tuple[EmbeddedPostgres, str]
     return pg, make_conninfo(local, host=net.database, application_name="partitioned-api")
 
 
-def _sessions_of_the_api(local_url: str) -> int:
-    with psycopg.connect(local_url) as conn:
+def _sessions_of_the_api(url: str) -> int:
+    with psycopg.connect(url) as conn:
         return conn.execute("SELECT count(*) FROM pg_stat_activity"
                             " WHERE application_name = 'partitioned-api'").fetchone()[0]
 
